@@ -1,0 +1,8 @@
+//! egress-router user space: loading and attaching the data plane, reading its state.
+//!
+//! The BPF object is built by `build.rs` and embedded here, so the binary is self-contained.
+
+pub mod dataplane;
+
+/// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));

@@ -1,0 +1,310 @@
+//! The netns lab: the topology of an egress router pod, built fresh for each test.
+//!
+//! ```text
+//!  client ns            router ns (the egress router pod)            gateway ns          server ns
+//!  eth0 192.0.2.2 ----- eth0 192.0.2.1 (pod interface)
+//!                       macvlan0 (EGRESS_SOURCE goes here) --+
+//!                                                            | parent
+//!                       node ns: uplink ---------------------+---- lan0 198.51.100.1
+//!                                                                   wan0 203.0.113.1 ---- eth0 203.0.113.10
+//! ```
+//!
+//! The macvlan is created in the node namespace on the uplink and moved into the router
+//! namespace, the way the cluster network creates it for the pod. Every link lives only
+//! inside the lab's namespaces; the root namespace gets no link, address or route. Only
+//! documentation address ranges are used. Everything is removed on Drop, panics included.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::netns::{Netns, wait_bounded};
+
+/// Prefix of every lab namespace name: `er-lab-<pid>-<n>-<tag>-<role>`.
+pub const NETNS_PREFIX: &str = "er-lab-";
+
+/// The client pod's address on the pod network.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The egress router pod's address on the pod network (`eth0`).
+pub const ROUTER_POD_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// Prefix length of the pod network.
+pub const POD_PREFIX: u8 = 24;
+/// The gateway's address on the node network (`EGRESS_GATEWAY`).
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The address the lab reserves for `EGRESS_SOURCE` on the node network.
+pub const EGRESS_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+/// Prefix length of the node network.
+pub const NODE_PREFIX: u8 = 24;
+/// The gateway's address towards the server.
+pub const GATEWAY_WAN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The remote server.
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// Prefix length of the server network.
+pub const SERVER_PREFIX: u8 = 24;
+
+/// Knobs of the lab topology.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// MTU of the pod network (client and router `eth0`).
+    pub pod_mtu: u32,
+    /// MTU of the node network (uplink, macvlan, gateway).
+    pub node_mtu: u32,
+    /// Mode of the macvlan (`private` like openshift-sdn, `bridge`, ...).
+    pub macvlan_mode: &'static str,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            pod_mtu: 1500,
+            node_mtu: 1500,
+            macvlan_mode: "private",
+        }
+    }
+}
+
+/// One lab: five namespaces, their links, a bpffs, and the processes started in them.
+pub struct Lab {
+    // Drop order matters: processes first, then namespaces, then the bpffs.
+    daemons: Vec<Daemon>,
+    pub client: Netns,
+    pub router: Netns,
+    pub node: Netns,
+    pub gateway: Netns,
+    pub server: Netns,
+    pub bpffs: Bpffs,
+}
+
+impl Lab {
+    /// Builds the default topology. `tag` names the test in the namespace names.
+    pub fn new(tag: &str) -> Result<Self> {
+        Self::with_options(tag, &LabOptions::default())
+    }
+
+    /// Builds the topology with `opts`.
+    pub fn with_options(tag: &str, opts: &LabOptions) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{NETNS_PREFIX}{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // Each namespace is owned as soon as it exists, so a failure below cleans up.
+        let client = Netns::new(&format!("{id}-client"))?;
+        let router = Netns::new(&format!("{id}-router"))?;
+        let node = Netns::new(&format!("{id}-node"))?;
+        let gateway = Netns::new(&format!("{id}-gateway"))?;
+        let server = Netns::new(&format!("{id}-server"))?;
+        let bpffs = Bpffs::mount(&std::env::temp_dir().join(format!("{id}-bpffs")))?;
+        let lab = Self {
+            daemons: Vec::new(),
+            client,
+            router,
+            node,
+            gateway,
+            server,
+            bpffs,
+        };
+        lab.wire(opts).context("building the lab topology")?;
+        Ok(lab)
+    }
+
+    fn wire(&self, opts: &LabOptions) -> Result<()> {
+        let (pod_mtu, node_mtu) = (opts.pod_mtu.to_string(), opts.node_mtu.to_string());
+        // Pod network: client eth0 <-> router eth0.
+        self.router.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "mtu",
+            &pod_mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "mtu",
+            &pod_mtu,
+            "netns",
+            self.client.name(),
+        ])?;
+        // Node network: node uplink <-> gateway lan0; gateway wan0 <-> server eth0.
+        self.node.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "mtu",
+            &node_mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan0",
+            "mtu",
+            &node_mtu,
+            "netns",
+            self.gateway.name(),
+        ])?;
+        self.gateway.ip(&[
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.server.name(),
+        ])?;
+        // The pod's macvlan, created on the node's uplink and handed to the pod.
+        self.node.ip(&[
+            "link",
+            "add",
+            "macvlan0",
+            "mtu",
+            &node_mtu,
+            "link",
+            "uplink",
+            "type",
+            "macvlan",
+            "mode",
+            opts.macvlan_mode,
+        ])?;
+        self.node
+            .ip(&["link", "set", "macvlan0", "netns", self.router.name()])?;
+        self.node.ip(&["link", "set", "uplink", "up"])?;
+
+        addr_up(&self.client, "eth0", CLIENT_IP, POD_PREFIX)?;
+        addr_up(&self.router, "eth0", ROUTER_POD_IP, POD_PREFIX)?;
+        addr_up(&self.gateway, "lan0", GATEWAY_IP, NODE_PREFIX)?;
+        addr_up(&self.gateway, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
+        addr_up(&self.server, "eth0", SERVER_IP, SERVER_PREFIX)?;
+        self.server.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_WAN_IP.to_string(),
+        ])?;
+        self.gateway.sysctl("net.ipv4.ip_forward", "1")?;
+        Ok(())
+    }
+
+    /// Starts a long-running process (a server, an agent) that is killed when the lab drops.
+    pub fn spawn(&mut self, mut cmd: Command) -> Result<&mut Daemon> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        self.daemons.push(Daemon {
+            child: Some(child),
+            what: format!("{cmd:?}"),
+        });
+        Ok(self.daemons.last_mut().expect("just pushed"))
+    }
+
+    /// The pin directory of egress-router instance `instance` on the lab's bpffs.
+    pub fn pin_dir(&self, instance: &str) -> PathBuf {
+        self.bpffs.path().join(instance)
+    }
+}
+
+fn addr_up(ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+    ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", dev])?;
+    ns.ip(&["link", "set", dev, "up"])
+}
+
+/// A background process of a lab, killed on Drop.
+pub struct Daemon {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Daemon {
+    /// Stops the process (SIGTERM, then SIGKILL after `grace`) and returns its output.
+    pub fn stop(&mut self, grace: Duration) -> Result<std::process::Output> {
+        let Some(child) = self.child.take() else {
+            bail!("{} was already stopped", self.what);
+        };
+        let pid = i32::try_from(child.id()).context("pid")?;
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        match wait_bounded(child, grace) {
+            Ok(out) => Ok(out),
+            Err(err) => Err(err.context(format!("{} ignored SIGTERM", self.what))),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A bpffs mounted on a fresh directory in the root mount namespace: pins there outlive the
+/// processes under test (unlike a bpffs mounted by `ip netns exec`). Unmounted on Drop.
+pub struct Bpffs {
+    path: PathBuf,
+}
+
+impl Bpffs {
+    /// Mounts a new bpffs instance on `path` (created here).
+    pub fn mount(path: &Path) -> Result<Self> {
+        std::fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?;
+        let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(path);
+            return Err(err).with_context(|| format!("mounting bpffs on {}", path.display()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid NUL-terminated string. Lazy unmount: pins go with the superblock.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!(
+                    "lab: unmounting {}: {}",
+                    self.path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if let Err(err) = std::fs::remove_dir(&self.path) {
+            eprintln!("lab: removing {}: {err}", self.path.display());
+        }
+    }
+}

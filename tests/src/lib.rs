@@ -1,0 +1,31 @@
+//! Test harness of egress-router: the netns lab (real namespaces, veth and macvlan links, a
+//! bpffs) and helpers shared by the end-to-end suites in `tests/tests/`.
+//!
+//! Everything here needs root, as CI has. Nothing is skipped without it: a test fails and
+//! says why.
+
+pub mod lab;
+pub mod netns;
+
+use std::path::PathBuf;
+
+/// Path of the `egress-router` binary under test: `$EGRESS_ROUTER_BIN` (set by
+/// `cargo xtask test`), else the one cargo built next to this test executable.
+pub fn egress_router_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("EGRESS_ROUTER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/egress-router
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("egress-router"))
+        .expect("test executable lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it with `cargo build -p egress-user` or run `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}

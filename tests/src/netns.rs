@@ -1,0 +1,178 @@
+//! A named network namespace that is deleted on Drop, and commands run inside it.
+
+use std::{
+    ffi::OsStr,
+    fs::File,
+    io,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Directory where `ip netns` keeps its named namespaces.
+const NETNS_RUN_DIR: &str = "/var/run/netns";
+
+/// A named network namespace (`ip netns add`), deleted with everything in it on Drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    file: File,
+}
+
+impl Netns {
+    /// Creates the namespace `name` with its loopback up.
+    pub fn new(name: &str) -> Result<Self> {
+        run_checked(Command::new("ip").args(["netns", "add", name]))?;
+        let path = format!("{NETNS_RUN_DIR}/{name}");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) => {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+                return Err(err).with_context(|| format!("opening {path}"));
+            }
+        };
+        let ns = Self {
+            name: name.to_owned(),
+            file,
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns list` shows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs inside this namespace. Only the network namespace changes: the
+    /// mount namespace stays the caller's (unlike `ip netns exec`), so a bpffs mounted by the
+    /// test is visible and outlives the command.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.file.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; `fd` stays open in the parent until the child
+        // has exec'd (the Command borrows nothing, but `self` outlives every spawn here).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        cmd
+    }
+
+    /// Runs `ip ARGS` in this namespace and fails with its stderr if it fails.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        run_checked(Command::new("ip").arg("-n").arg(&self.name).args(args))
+    }
+
+    /// Sets a sysctl of this namespace (e.g. `net.ipv4.ip_forward`).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        run_checked(
+            self.command("sysctl")
+                .arg("-q")
+                .arg("-w")
+                .arg(format!("{key}={value}")),
+        )
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (e.g. to attach a program with the
+    /// loader's library API). The thread ends with `f`, so no other code runs in the namespace.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let fd = self.file.as_raw_fd();
+        thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: plain syscall on a valid fd; affects only this thread.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error()).context("setns");
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes keep a namespace (and its links) alive: end them first. Never panic here,
+        // this may run while a test is already panicking.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: plain syscall.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        match Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "lab: deleting netns {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(err) => eprintln!("lab: deleting netns {}: {err}", self.name),
+        }
+    }
+}
+
+/// Runs `cmd` to completion and fails with its stderr if it fails.
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, killing it after `limit`, and returns its output (whatever its exit status).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    wait_bounded(child, limit).with_context(|| format!("{cmd:?}"))
+}
+
+/// Waits for `child` at most `limit`, then kills it; returns its output.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Result<Output> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "still running after {limit:?}; killed. stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}

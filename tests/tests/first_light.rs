@@ -1,0 +1,93 @@
+//! First light: the loader attaches the embedded program in the lab, the loader exits, a real
+//! client sends traffic through the pod interface, and the counters pinned on the lab's bpffs
+//! show it.
+
+use std::time::Duration;
+
+use egress_common::Stat;
+use egress_tests::{
+    egress_router_bin,
+    lab::{Lab, ROUTER_POD_IP},
+    netns::{run_bounded, run_checked},
+};
+use egress_user::dataplane;
+
+const PINGS: u64 = 5;
+
+#[test]
+fn attached_program_counts_real_traffic_after_the_loader_exits() {
+    let lab = Lab::new("first-light").unwrap();
+    let instance = "first-light";
+
+    // The loader runs inside the router namespace and exits; the filter belongs to eth0.
+    run_checked(
+        lab.router
+            .command(egress_router_bin())
+            .arg("--bpffs")
+            .arg(lab.bpffs.path())
+            .args(["--instance", instance, "init", "--pod-interface", "eth0"]),
+    )
+    .unwrap();
+    let filters = run_bounded(
+        lab.router
+            .command("tc")
+            .args(["filter", "show", "dev", "eth0", "ingress"]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let filters = String::from_utf8_lossy(&filters.stdout);
+    assert!(
+        filters.contains("pod_ingress") && filters.contains("direct-action"),
+        "cls_bpf filter on eth0 after the loader exited: {filters}"
+    );
+
+    let before = dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap();
+    assert_eq!(before.path(Stat::PodIngressSeen).packets, 0);
+
+    let ping = run_bounded(
+        lab.client.command("ping").args([
+            "-c",
+            &PINGS.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-s",
+            "100",
+            &ROUTER_POD_IP.to_string(),
+        ]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        ping.status.success(),
+        "ping through the program: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    let after = dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap();
+    let seen = after.path(Stat::PodIngressSeen);
+    // Echo requests (142 bytes on the wire with -s 100) plus ARP.
+    assert!(seen.packets >= PINGS, "{after}");
+    assert!(seen.bytes >= PINGS * 142, "{after}");
+    assert_eq!(after.path(Stat::PodIngressPassed), seen, "{after}");
+
+    // The CLI reads the same pinned counters.
+    let cli = run_bounded(
+        lab.router
+            .command(egress_router_bin())
+            .arg("--bpffs")
+            .arg(lab.bpffs.path())
+            .args(["--instance", instance, "stats"]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(Stat::PodIngressSeen.name()))
+        .unwrap_or_else(|| panic!("no {} line in: {text}", Stat::PodIngressSeen.name()));
+    let packets: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(packets >= seen.packets, "{text}");
+}

@@ -1,0 +1,266 @@
+//! Project tasks. `cargo xtask setup|build|test|demo`; every task but `setup` runs `setup`
+//! first, which costs a few seconds when everything is present.
+
+mod hostcheck;
+mod setup;
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "egress-router project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks: nightly rust-src, bpf-linker built against the
+    /// nightly's LLVM, and the Debian packages of the tests, demo and benchmarks.
+    Setup,
+    /// Build the self-contained `egress-router` binary (release) with its BPF object.
+    Build,
+    /// Run everything CI runs: fmt, clippy (host crates and the eBPF crate), unit tests,
+    /// BPF_PROG_TEST_RUN tests and netns end-to-end tests. Needs root.
+    Test {
+        /// Only run tests whose name contains this string (fmt and clippy still run).
+        filter: Option<String>,
+    },
+    /// Run the demo in a netns lab and show what happened. Needs root.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace root")?;
+    match cli.task {
+        Task::Setup => setup::ensure(),
+        Task::Build => {
+            setup::ensure()?;
+            cargo(&["build", "--release", "--package", "egress-user", "--bins"])?;
+            println!(
+                "built {}",
+                root.join("target/release/egress-router").display()
+            );
+            Ok(())
+        }
+        Task::Test { filter } => {
+            setup::ensure()?;
+            test(&root, filter.as_deref())
+        }
+        Task::Demo => {
+            setup::ensure()?;
+            cargo(&["build", "--package", "egress-user", "--bins"])?;
+            let bin = root.join("target/debug/egress-router");
+            step("demo", || {
+                run(Command::new("cargo")
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--package",
+                        "egress-tests",
+                        "--bin",
+                        "demo",
+                    ])
+                    .env("EGRESS_ROUTER_BIN", &bin))
+            })
+        }
+    }
+}
+
+fn test(root: &Path, filter: Option<&str>) -> Result<()> {
+    require_root("the tests load BPF programs and build network namespaces")?;
+    let started = Instant::now();
+    step("cargo fmt --check", || cargo(&["fmt", "--all", "--check"]))?;
+    step("clippy (host crates)", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "egress-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("clippy (eBPF crate)", || {
+        run(Command::new("rustup")
+            .args(["run", setup::NIGHTLY, "cargo", "clippy", "--release"])
+            .args(["--package", "egress-ebpf", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
+            .args(["--", "-D", "warnings"])
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                "--cfg=bpf_target_arch=\"x86_64\"",
+            )
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"))
+    })?;
+    step("build egress-router", || {
+        cargo(&["build", "--package", "egress-user", "--bins"])
+    })?;
+    hostcheck::remove_stale_labs();
+    let before = hostcheck::Snapshot::take()?;
+    let bin = root.join("target/debug/egress-router");
+    let mut tally = Tally::default();
+    let tests = step("cargo test", || {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["test", "--workspace", "--exclude", "egress-ebpf"])
+            .env("EGRESS_ROUTER_BIN", &bin);
+        if let Some(filter) = filter {
+            cmd.args(["--", filter]);
+        }
+        run_tallied(&mut cmd, &mut tally)
+    });
+    let after = hostcheck::Snapshot::take()?;
+    let leaks = step("host left as it was", || before.compare(&after));
+    eprintln!(
+        "xtask test: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    // One closing line for the whole suite (cargo's last line is a doc-test binary's).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    tests?;
+    leaks?;
+    if tally.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Test counts summed over cargo's `test result:` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds one `test result: ok. 2 passed; 0 failed; 1 ignored; ...` line.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, echoing its stdout while counting the test results in it.
+fn run_tallied(cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", display(cmd)))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        tally.add(&line);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed: {status}", display(cmd));
+    }
+    Ok(())
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs and times one named step.
+fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("==> {name}");
+    let started = Instant::now();
+    let result = f().with_context(|| format!("step `{name}` failed"));
+    eprintln!(
+        "<== {name}: {} in {:.1} s",
+        if result.is_ok() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new("cargo").args(args))
+}
+
+/// Runs a command with inherited stdio and fails if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", display(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout, or None if it could not run or failed.
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn require_root(why: &str) -> Result<()> {
+    let uid = output("id", &["-u"]).unwrap_or_default();
+    if uid.trim() != "0" {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_cargo_test_result_lines() {
+        let mut tally = Tally::default();
+        tally.add("test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.08s");
+        tally.add("test foo ... ok");
+        tally.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!((tally.passed, tally.failed, tally.ignored), (5, 1, 1));
+    }
+}

@@ -1,0 +1,182 @@
+//! `cargo xtask setup`: install, only where missing, what building and testing need.
+//! The recipe is ../shared/notes/toolchain.md, verified on this kind of machine.
+
+use std::{env, path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{output, run};
+
+/// The toolchain that builds the eBPF crate (`-Z build-std` needs nightly).
+pub const NIGHTLY: &str = "nightly";
+/// bpf-linker release known to build against the nightly's LLVM here.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages used by the tests, the demo and the benchmarks.
+const PACKAGES: &[&str] = &[
+    "iproute2",       // ip, tc: the netns lab
+    "iputils-ping",   // ping through the data plane
+    "bpftool",        // inspecting programs and pinned maps
+    "curl",           // HTTP client in the lab
+    "netcat-openbsd", // TCP/UDP client and server in the lab
+    "iperf3",         // throughput tests and benchmarks
+    "tcpdump",        // debugging the lab
+    "nftables",       // the classic egress router (benchmark baseline)
+    "iptables",       // the classic egress router (benchmark baseline)
+    "conntrack",      // inspecting the baseline's kernel conntrack
+    "netsniff-ng",    // trafgen: small-packet generator for benchmarks
+];
+
+pub fn ensure() -> Result<()> {
+    let started = Instant::now();
+    prepend_cargo_bin_to_path();
+    packages()?;
+    nightly()?;
+    bpf_linker()?;
+    eprintln!(
+        "xtask setup: all present ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cargo install` puts bpf-linker in $CARGO_HOME/bin; make sure builds started from here
+/// find it even when the caller's PATH lacks that directory.
+fn prepend_cargo_bin_to_path() {
+    let bin = cargo_home().join("bin");
+    let path = env::var_os("PATH").unwrap_or_default();
+    if !env::split_paths(&path).any(|dir| dir == bin) {
+        let joined = env::join_paths(std::iter::once(bin).chain(env::split_paths(&path)))
+            .expect("PATH entries contain no separator");
+        // SAFETY: xtask is single-threaded at this point.
+        unsafe { env::set_var("PATH", joined) };
+    }
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            output("dpkg-query", &["-W", "-f=${Status}", pkg])
+                .is_none_or(|status| !status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing Debian packages: {}",
+        missing.join(" ")
+    );
+    if output("id", &["-u"]).unwrap_or_default().trim() != "0" {
+        bail!(
+            "missing Debian packages ({}); run as root or install them",
+            missing.join(" ")
+        );
+    }
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+fn nightly_sysroot() -> Option<PathBuf> {
+    output("rustup", &["run", NIGHTLY, "rustc", "--print", "sysroot"])
+        .map(|s| PathBuf::from(s.trim()))
+}
+
+fn nightly() -> Result<()> {
+    if nightly_sysroot().is_none() {
+        eprintln!("xtask setup: installing the {NIGHTLY} toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let sysroot = nightly_sysroot().context("the nightly toolchain does not run")?;
+    let mut components = Vec::new();
+    if !sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
+    {
+        components.push("rust-src");
+    }
+    // clippy and rustfmt on nightly lint and format the eBPF crate.
+    if output("rustup", &["run", NIGHTLY, "cargo", "clippy", "--version"]).is_none() {
+        components.push("clippy");
+    }
+    if !components.is_empty() {
+        eprintln!("xtask setup: adding {} to {NIGHTLY}", components.join(", "));
+        run(Command::new("rustup")
+            .args(["component", "add", "--toolchain", NIGHTLY])
+            .args(&components))?;
+    }
+    Ok(())
+}
+
+/// bpf-linker must use the LLVM of the rustc that emits the bitcode. It links the nightly's
+/// own libLLVM (there is no matching system LLVM), so a nightly update that removes that
+/// library makes it fail to start: then it is rebuilt.
+fn bpf_linker() -> Result<()> {
+    if output("bpf-linker", &["--version"]).is_some() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against the {NIGHTLY} LLVM (about a minute)"
+    );
+    let sysroot = nightly_sysroot().context("the nightly toolchain does not run")?;
+    let version = output("rustup", &["run", NIGHTLY, "rustc", "-vV"]).unwrap_or_default();
+    let llvm_major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("the nightly rustc reports no LLVM version")?
+        .to_owned();
+    let lib_dir = sysroot.join("lib");
+    let llvm_lib = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .find_map(|name| {
+            name.strip_prefix("lib")
+                .and_then(|n| n.strip_suffix(".so"))
+                .filter(|n| n.starts_with("LLVM-"))
+                .map(str::to_owned)
+        })
+        .with_context(|| format!("no libLLVM-*.so in {}", lib_dir.display()))?;
+    let lib_dir = lib_dir.display();
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args(["--no-default-features", "--features"])
+        .arg(format!("llvm-{llvm_major},no-llvm-linking"))
+        .env(
+            "RUSTFLAGS",
+            format!("-L {lib_dir} -C link-arg=-Wl,-rpath,{lib_dir} -C link-arg=-l{llvm_lib}"),
+        ))?;
+    if output("bpf-linker", &["--version"]).is_none() {
+        bail!("bpf-linker was installed but does not run");
+    }
+    Ok(())
+}
