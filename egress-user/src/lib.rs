@@ -2,6 +2,7 @@
 //!
 //! The BPF object is built by `build.rs` and embedded here, so the binary is self-contained.
 
+pub mod config;
 pub mod dataplane;
 
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.

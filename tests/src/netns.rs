@@ -38,6 +38,10 @@ impl Netns {
             name: name.to_owned(),
             file,
         };
+        // The data plane is IPv4. Without IPv6, links created later get no link-local
+        // addresses, and no router solicitations or MLD reports show up in counters.
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -80,6 +84,55 @@ impl Netns {
                 .arg("-w")
                 .arg(format!("{key}={value}")),
         )
+    }
+
+    /// The namespace's configuration as text: links (name, MTU, address, master), addresses
+    /// and routes, without operational state, counters or timers. Equal before and after an
+    /// operation that must not change the network.
+    pub fn network_state(&self) -> Result<String> {
+        let ip = |args: &[&str]| -> Result<String> {
+            let out = self
+                .command("ip")
+                .args(args)
+                .output()
+                .with_context(|| format!("ip {args:?}"))?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let mut state = String::new();
+        for line in ip(&["-o", "link", "show"])?.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |key: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| words.get(i + 1))
+                    .copied()
+                    .unwrap_or("-")
+            };
+            let name = words.get(1).copied().unwrap_or("?");
+            let mac = words
+                .iter()
+                .position(|w| w.starts_with("link/"))
+                .and_then(|i| words.get(i + 1))
+                .copied()
+                .unwrap_or("-");
+            state.push_str(&format!(
+                "link {name} mtu {} master {} mac {mac}\n",
+                after("mtu"),
+                after("master")
+            ));
+        }
+        for line in ip(&["-o", "addr", "show"])?.lines() {
+            let words: Vec<&str> = line.split_whitespace().take(4).collect();
+            state.push_str(&format!("addr {}\n", words[1..].join(" ")));
+        }
+        for family in ["-4", "-6"] {
+            for line in ip(&[family, "route", "show", "table", "all"])?.lines() {
+                let route = line.split(" expires ").next().unwrap_or(line).trim();
+                state.push_str(&format!("route {route}\n"));
+            }
+        }
+        Ok(state)
     }
 
     /// Runs `f` on a thread that has entered this namespace (e.g. to attach a program with the

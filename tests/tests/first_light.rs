@@ -25,7 +25,7 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
             .command(egress_router_bin())
             .arg("--bpffs")
             .arg(lab.bpffs.path())
-            .args(["--instance", instance, "init", "--pod-interface", "eth0"]),
+            .args(["--instance", instance, "attach", "--interface", "eth0"]),
     )
     .unwrap();
     let filters = run_bounded(

@@ -23,9 +23,9 @@ fn main() -> Result<()> {
             .command(&bin)
             .arg("--bpffs")
             .arg(lab.bpffs.path())
-            .args(["--instance", "demo", "init", "--pod-interface", "eth0"]),
+            .args(["--instance", "demo", "attach", "--interface", "eth0"]),
     )?;
-    println!("egress-router init: attached to eth0 and exited");
+    println!("egress-router attach: attached to eth0 and exited");
 
     let ping = run_bounded(
         lab.client.command("ping").args([

@@ -1,0 +1,385 @@
+//! Configuration: OpenShift egress router variables (or their CLI flags) -> one validated
+//! [`Config`]. Nothing here touches the system, so every error is reported before anything
+//! changes. Error texts are OpenShift's where it has one, so scripts and docs keep working.
+
+use std::{collections::HashSet, fmt, net::Ipv4Addr, str::FromStr};
+
+/// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("EGRESS_SOURCE unspecified or invalid")]
+    Source,
+    #[error("EGRESS_GATEWAY unspecified or invalid")]
+    Gateway,
+    #[error("EGRESS_DESTINATION unspecified")]
+    DestinationUnspecified,
+    #[error("EGRESS_DESTINATION value '{0}' is invalid")]
+    DestinationInvalid(String),
+    #[error("Invalid port: {0}, must be in the range 1 to 65535")]
+    Port(String),
+    #[error(
+        "EGRESS_DESTINATION localport {0} is already used, must be unique for each destination"
+    )]
+    LocalPortUsed(u16),
+    #[error("EGRESS_DESTINATION fallback IP must be the last line")]
+    FallbackNotLast,
+    #[error("Unrecognized EGRESS_ROUTER_MODE '{0}'")]
+    Mode(String),
+}
+
+/// `EGRESS_ROUTER_MODE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Set up the redirect data plane and exit; it keeps working without the process.
+    Init,
+    /// Set up the redirect data plane, then stay in the foreground as the agent (default).
+    Legacy,
+    /// Print the translation plan and exit; needs no privileges and touches nothing.
+    UnitTest,
+    /// Network set-up only; the HTTP proxy runs in the main container.
+    HttpProxy,
+    /// The DNS proxy mode.
+    DnsProxy,
+}
+
+impl Mode {
+    /// The mode's name as written in `EGRESS_ROUTER_MODE`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Init => "init",
+            Self::Legacy => "legacy",
+            Self::UnitTest => "unit-test",
+            Self::HttpProxy => "http-proxy",
+            Self::DnsProxy => "dns-proxy",
+        }
+    }
+
+    /// Whether the mode translates `EGRESS_DESTINATION` in the data plane.
+    #[must_use]
+    pub const fn is_redirect(self) -> bool {
+        matches!(self, Self::Init | Self::Legacy | Self::UnitTest)
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            // Unset or empty selects the default, as in OpenShift's image.
+            "" | "legacy" => Ok(Self::Legacy),
+            "init" => Ok(Self::Init),
+            "unit-test" => Ok(Self::UnitTest),
+            "http-proxy" => Ok(Self::HttpProxy),
+            "dns-proxy" => Ok(Self::DnsProxy),
+            other => Err(ConfigError::Mode(other.to_owned())),
+        }
+    }
+}
+
+/// `EGRESS_SOURCE`: the dedicated source address, with the prefix to add it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressSource {
+    /// The address used for SNAT and announced with ARP.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the address on the egress interface (32 for a bare address).
+    pub prefix: u8,
+}
+
+impl FromStr for EgressSource {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            None => (s.trim(), 32),
+            Some((ip, prefix)) => {
+                // Digits only: "/+24" and "/ 24" are not prefixes. A /0 would make every
+                // destination on-link and bypass the gateway, so it is refused too.
+                let prefix = Some(prefix)
+                    .filter(|p| {
+                        !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|p| p.parse::<u8>().ok())
+                    .filter(|p| (1..=32).contains(p))
+                    .ok_or(ConfigError::Source)?;
+                (ip, prefix)
+            }
+        };
+        let ip = ip.parse().map_err(|_| ConfigError::Source)?;
+        Ok(Self { ip, prefix })
+    }
+}
+
+impl fmt::Display for EgressSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix)
+    }
+}
+
+/// Transport protocol of a redirect rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// IP protocol number.
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// One `EGRESS_DESTINATION` rule: `PORT PROTO IP [REMOTEPORT]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Port on the router pod's IP that clients connect to.
+    pub local_port: u16,
+    pub proto: Proto,
+    /// Where the traffic is sent.
+    pub remote_ip: Ipv4Addr,
+    /// The remote port (the local port unless remapped).
+    pub remote_port: u16,
+}
+
+/// The parsed `EGRESS_DESTINATION`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destinations {
+    /// Port rules, in the order written.
+    pub rules: Vec<Rule>,
+    /// The bare IP that takes all other traffic arriving on the pod interface.
+    pub fallback: Option<Ipv4Addr>,
+}
+
+impl FromStr for Destinations {
+    type Err = ConfigError;
+
+    /// Parses the multi-line value: each line trimmed; blank lines and whole-line `#` comments
+    /// skipped; the fallback IP, if any, last.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let mut dest = Self::default();
+        let mut used = HashSet::new();
+        for line in value.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if dest.fallback.is_some() {
+                return Err(ConfigError::FallbackNotLast);
+            }
+            let invalid = || ConfigError::DestinationInvalid(line.to_owned());
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                [ip] => dest.fallback = Some(ip.parse().map_err(|_| invalid())?),
+                [port, proto, ip] | [port, proto, ip, _] => {
+                    let local_port = parse_port(port).ok_or_else(invalid)??;
+                    let proto = match proto {
+                        "tcp" => Proto::Tcp,
+                        "udp" => Proto::Udp,
+                        _ => return Err(invalid()),
+                    };
+                    let remote_ip = ip.parse().map_err(|_| invalid())?;
+                    let remote_port = match fields.get(3) {
+                        Some(port) => parse_port(port).ok_or_else(invalid)??,
+                        None => local_port,
+                    };
+                    if !used.insert(local_port) {
+                        return Err(ConfigError::LocalPortUsed(local_port));
+                    }
+                    dest.rules.push(Rule {
+                        local_port,
+                        proto,
+                        remote_ip,
+                        remote_port,
+                    });
+                }
+                _ => return Err(invalid()),
+            }
+        }
+        if dest.rules.is_empty() && dest.fallback.is_none() {
+            return Err(ConfigError::DestinationUnspecified);
+        }
+        Ok(dest)
+    }
+}
+
+/// A port field: `None` if it is not a number at all (the line is invalid), `Some(Err)` if
+/// it is a number outside 1-65535.
+fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
+    if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        field
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| ConfigError::Port(field.to_owned())),
+    )
+}
+
+/// The raw values, as the environment or the command line gave them.
+#[derive(Clone, Debug, Default)]
+pub struct Raw {
+    pub source: Option<String>,
+    pub gateway: Option<String>,
+    pub destination: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// What the router is to do, validated as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    pub source: EgressSource,
+    pub gateway: Ipv4Addr,
+    /// Empty in the proxy modes.
+    pub destinations: Destinations,
+}
+
+impl Config {
+    /// Validates everything, in OpenShift's order, before anything is changed.
+    pub fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
+        let value = |v: &Option<String>| v.as_deref().map(str::trim).unwrap_or("").to_owned();
+        let mode: Mode = value(&raw.mode).parse()?;
+        let source = value(&raw.source);
+        if source.is_empty() {
+            return Err(ConfigError::Source);
+        }
+        let source: EgressSource = source.parse()?;
+        let gateway: Ipv4Addr = value(&raw.gateway)
+            .parse()
+            .map_err(|_| ConfigError::Gateway)?;
+        let destinations = if mode.is_redirect() {
+            raw.destination
+                .as_deref()
+                .unwrap_or("")
+                .parse::<Destinations>()?
+        } else {
+            Destinations::default()
+        };
+        Ok(Self {
+            mode,
+            source,
+            gateway,
+            destinations,
+        })
+    }
+
+    /// The translation plan, in the stable text form documented in the README
+    /// (`EGRESS_ROUTER_MODE=unit-test` prints it).
+    #[must_use]
+    pub fn plan(&self, pod_interface: &str, egress_interface: &str) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line("egress-router plan v1".to_owned());
+        line(format!("mode {}", self.mode.name()));
+        line(format!(
+            "egress {egress_interface} address {} source {} gateway {}",
+            self.source, self.source.ip, self.gateway
+        ));
+        line(format!("ingress {pod_interface}"));
+        for r in &self.destinations.rules {
+            line(format!(
+                "rule {} {} -> {}:{} snat {}",
+                r.proto.name(),
+                r.local_port,
+                r.remote_ip,
+                r.remote_port,
+                self.source.ip
+            ));
+        }
+        match self.destinations.fallback {
+            Some(ip) => line(format!("fallback any -> {ip} snat {}", self.source.ip)),
+            None => line("otherwise pass".to_owned()),
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(source: &str, gateway: &str, destination: &str) -> Raw {
+        Raw {
+            source: Some(source.to_owned()),
+            gateway: Some(gateway.to_owned()),
+            destination: Some(destination.to_owned()),
+            mode: Some("unit-test".to_owned()),
+        }
+    }
+
+    #[test]
+    fn parses_all_rule_forms_with_comments_and_blank_lines() {
+        let cfg = Config::from_raw(&raw(
+            " 198.51.100.100/24 ",
+            "198.51.100.1",
+            "# comment\n\n  80 tcp 203.0.113.10  \n8080 tcp 203.0.113.10 80\n53 udp 203.0.113.11\n203.0.113.20\n# trailing comment\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.source,
+            EgressSource {
+                ip: Ipv4Addr::new(198, 51, 100, 100),
+                prefix: 24
+            }
+        );
+        assert_eq!(cfg.destinations.rules.len(), 3);
+        assert_eq!(cfg.destinations.rules[1].local_port, 8080);
+        assert_eq!(cfg.destinations.rules[1].remote_port, 80);
+        assert_eq!(cfg.destinations.rules[2].proto, Proto::Udp);
+        assert_eq!(cfg.destinations.rules[2].remote_port, 53);
+        assert_eq!(
+            cfg.destinations.fallback,
+            Some(Ipv4Addr::new(203, 0, 113, 20))
+        );
+    }
+
+    #[test]
+    fn bare_source_is_a_host_address() {
+        let s: EgressSource = "198.51.100.100".parse().unwrap();
+        assert_eq!(s.prefix, 32);
+    }
+
+    #[test]
+    fn proxy_modes_need_no_destination() {
+        let mut r = raw("198.51.100.100", "198.51.100.1", "");
+        r.mode = Some("http-proxy".to_owned());
+        assert_eq!(Config::from_raw(&r).unwrap().mode, Mode::HttpProxy);
+    }
+
+    #[test]
+    fn plan_is_stable() {
+        let cfg = Config::from_raw(&raw(
+            "198.51.100.100",
+            "198.51.100.1",
+            "8080 tcp 203.0.113.10 80\n203.0.113.20",
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.plan("eth0", "macvlan0"),
+            "egress-router plan v1\n\
+             mode unit-test\n\
+             egress macvlan0 address 198.51.100.100/32 source 198.51.100.100 gateway 198.51.100.1\n\
+             ingress eth0\n\
+             rule tcp 8080 -> 203.0.113.10:80 snat 198.51.100.100\n\
+             fallback any -> 203.0.113.20 snat 198.51.100.100\n"
+        );
+    }
+}

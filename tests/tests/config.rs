@@ -1,0 +1,314 @@
+//! Configuration through the real binary: malformed values are refused with OpenShift's
+//! message and exit 1 before anything on the system changes; `unit-test` mode prints the
+//! plan without privileges.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use egress_tests::{egress_router_bin, lab::Lab, netns::run_bounded};
+
+const SOURCE: &str = "198.51.100.100/24";
+const GATEWAY: &str = "198.51.100.1";
+const DEST: &str = "80 tcp 203.0.113.10";
+
+/// (what is wrong, EGRESS_SOURCE, EGRESS_GATEWAY, EGRESS_DESTINATION, EGRESS_ROUTER_MODE,
+/// the exact message). `None` leaves the variable unset.
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
+
+const CASES: &[Case] = &[
+    (
+        "no source",
+        None,
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "empty source",
+        Some(""),
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "octet > 255",
+        Some("198.51.100.256"),
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "prefix > 32",
+        Some("198.51.100.100/33"),
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "empty prefix",
+        Some("198.51.100.100/"),
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "three octets",
+        Some("198.51.100"),
+        Some(GATEWAY),
+        Some(DEST),
+        "legacy",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "hostname source",
+        Some("egress.example.com"),
+        Some(GATEWAY),
+        Some(DEST),
+        "init",
+        "EGRESS_SOURCE unspecified or invalid",
+    ),
+    (
+        "no gateway",
+        Some(SOURCE),
+        None,
+        Some(DEST),
+        "init",
+        "EGRESS_GATEWAY unspecified or invalid",
+    ),
+    (
+        "gateway octet > 255",
+        Some(SOURCE),
+        Some("198.51.100.300"),
+        Some(DEST),
+        "init",
+        "EGRESS_GATEWAY unspecified or invalid",
+    ),
+    (
+        "gateway with prefix",
+        Some(SOURCE),
+        Some("198.51.100.1/24"),
+        Some(DEST),
+        "init",
+        "EGRESS_GATEWAY unspecified or invalid",
+    ),
+    (
+        "no destination",
+        Some(SOURCE),
+        Some(GATEWAY),
+        None,
+        "init",
+        "EGRESS_DESTINATION unspecified",
+    ),
+    (
+        "only comments",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("# nothing\n\n   \n"),
+        "",
+        "EGRESS_DESTINATION unspecified",
+    ),
+    (
+        "missing IP",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 tcp"),
+        "init",
+        "EGRESS_DESTINATION value '80 tcp' is invalid",
+    ),
+    (
+        "unknown protocol",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 sctp 203.0.113.10"),
+        "init",
+        "EGRESS_DESTINATION value '80 sctp 203.0.113.10' is invalid",
+    ),
+    (
+        "protocol upper case",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 TCP 203.0.113.10"),
+        "init",
+        "EGRESS_DESTINATION value '80 TCP 203.0.113.10' is invalid",
+    ),
+    (
+        "remote octet > 255",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("  80 tcp 203.0.113.300  "),
+        "init",
+        "EGRESS_DESTINATION value '80 tcp 203.0.113.300' is invalid",
+    ),
+    (
+        "port name",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("http tcp 203.0.113.10"),
+        "init",
+        "EGRESS_DESTINATION value 'http tcp 203.0.113.10' is invalid",
+    ),
+    (
+        "negative port",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("-1 tcp 203.0.113.10"),
+        "init",
+        "EGRESS_DESTINATION value '-1 tcp 203.0.113.10' is invalid",
+    ),
+    (
+        "extra field",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 tcp 203.0.113.10 80 x"),
+        "init",
+        "EGRESS_DESTINATION value '80 tcp 203.0.113.10 80 x' is invalid",
+    ),
+    (
+        "port 0",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("0 tcp 203.0.113.10"),
+        "init",
+        "Invalid port: 0, must be in the range 1 to 65535",
+    ),
+    (
+        "port 65536",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("65536 udp 203.0.113.10"),
+        "init",
+        "Invalid port: 65536, must be in the range 1 to 65535",
+    ),
+    (
+        "remote port 70000",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("8080 tcp 203.0.113.10 70000"),
+        "init",
+        "Invalid port: 70000, must be in the range 1 to 65535",
+    ),
+    (
+        "local port twice, other protocol",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 tcp 203.0.113.10\n# udp too\n80 udp 203.0.113.11"),
+        "init",
+        "EGRESS_DESTINATION localport 80 is already used, must be unique for each destination",
+    ),
+    (
+        "fallback not last",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("203.0.113.20\n80 tcp 203.0.113.10"),
+        "init",
+        "EGRESS_DESTINATION fallback IP must be the last line",
+    ),
+    (
+        "two fallbacks",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("203.0.113.20\n203.0.113.21"),
+        "init",
+        "EGRESS_DESTINATION fallback IP must be the last line",
+    ),
+    (
+        "unknown mode",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some(DEST),
+        "redirect",
+        "Unrecognized EGRESS_ROUTER_MODE 'redirect'",
+    ),
+];
+
+fn pins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn malformed_configs_exit_1_with_their_message_and_change_nothing() {
+    assert!(CASES.len() >= 20);
+    let lab = Lab::new("config").unwrap();
+    let before = lab.router.network_state().unwrap();
+    let pins_before = pins(lab.bpffs.path());
+    let mut failures = Vec::new();
+    for &(what, source, gateway, dest, mode, expected) in CASES {
+        let mut cmd = lab.router.command(egress_router_bin());
+        cmd.env_clear()
+            .env("EGRESS_ROUTER_MODE", mode)
+            .env("EGRESS_ROUTER_BPFFS", lab.bpffs.path())
+            .args(["--instance", "config"]);
+        for (var, value) in [
+            ("EGRESS_SOURCE", source),
+            ("EGRESS_GATEWAY", gateway),
+            ("EGRESS_DESTINATION", dest),
+        ] {
+            if let Some(value) = value {
+                cmd.env(var, value);
+            }
+        }
+        let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1) || stderr.trim_end() != expected {
+            failures.push(format!(
+                "{what}: exit {:?}, stderr {stderr:?}, expected {expected:?}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(lab.router.network_state().unwrap(), before);
+    assert_eq!(pins(lab.bpffs.path()), pins_before);
+}
+
+#[test]
+fn unit_test_mode_prints_the_plan_without_privileges() {
+    // setpriv drops to nobody with no capabilities: the mode must need none.
+    let out = run_bounded(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .arg(egress_router_bin())
+            .env_clear()
+            .env("EGRESS_ROUTER_MODE", "unit-test")
+            .env("EGRESS_SOURCE", "198.51.100.100")
+            .env("EGRESS_GATEWAY", GATEWAY)
+            .env(
+                "EGRESS_DESTINATION",
+                "# web\n80 tcp 203.0.113.10\n8080 tcp 203.0.113.10 80\n53 udp 203.0.113.11\n203.0.113.20\n",
+            ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "egress-router plan v1\n\
+         mode unit-test\n\
+         egress macvlan0 address 198.51.100.100/32 source 198.51.100.100 gateway 198.51.100.1\n\
+         ingress eth0\n\
+         rule tcp 80 -> 203.0.113.10:80 snat 198.51.100.100\n\
+         rule tcp 8080 -> 203.0.113.10:80 snat 198.51.100.100\n\
+         rule udp 53 -> 203.0.113.11:53 snat 198.51.100.100\n\
+         fallback any -> 203.0.113.20 snat 198.51.100.100\n"
+    );
+}
