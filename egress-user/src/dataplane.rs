@@ -17,7 +17,7 @@ use aya::{
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
-use egress_common::{DropReason, PacketCount, STATS_DROP_BASE, Stat, maps, programs};
+use egress_common::{DropReason, PacketCount, Stat, drop_stat_index, maps, programs};
 
 /// Errors of the data-plane operations.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ impl Stats {
             .collect::<Result<_, Error>>()?;
         let drops = DropReason::ALL
             .iter()
-            .map(|&reason| Ok((reason, sum(STATS_DROP_BASE + reason as u32)?)))
+            .map(|&reason| Ok((reason, sum(drop_stat_index(reason))?)))
             .collect::<Result<_, Error>>()?;
         Ok(Self { paths, drops })
     }
