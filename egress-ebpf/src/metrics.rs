@@ -1,16 +1,19 @@
-//! Per-CPU packet/byte counters, indexed by `egress_common::Stat` and drop reason.
+//! Per-CPU packet/byte counters: path counters by `egress_common::Stat`, drops by typed
+//! reason, and per-rule counters. Entry programs record exactly one verdict per packet.
 
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use egress_common::{PacketCount, STATS_LEN, Stat};
+use egress_common::{DropReason, MAX_RULES, PacketCount, STATS_LEN, Stat, drop_stat_index};
 
 #[btf_map]
 static STATS: PerCpuArray<PacketCount, { STATS_LEN as usize }> = PerCpuArray::new();
 
-/// Adds one packet of `len` bytes to the counter at `index`.
+#[btf_map]
+static RULE_STATS: PerCpuArray<PacketCount, { MAX_RULES as usize + 1 }> = PerCpuArray::new();
+
 #[inline(always)]
-fn count_index(index: u32, len: u32) {
-    if let Some(slot) = STATS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot of a preallocated array; only this CPU writes it, and the
+fn bump(map: &PerCpuArray<PacketCount, { STATS_LEN as usize }>, index: u32, len: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot of a preallocated array; only this CPU writes it, and a TC
         // program is not preempted by itself on the same CPU.
         let slot = unsafe { &mut *slot };
         slot.packets += 1;
@@ -21,5 +24,22 @@ fn count_index(index: u32, len: u32) {
 /// Counts a packet on a path counter.
 #[inline(always)]
 pub fn count(stat: Stat, len: u32) {
-    count_index(stat as u32, len);
+    bump(&STATS, stat as u32, len);
+}
+
+/// Counts a dropped packet under its reason.
+#[inline(always)]
+pub fn count_drop(reason: DropReason, len: u32) {
+    bump(&STATS, drop_stat_index(reason), len);
+}
+
+/// Counts a packet of a rule's flow (0 = fallback).
+#[inline(always)]
+pub fn count_rule(rule_id: u16, len: u32) {
+    if let Some(slot) = RULE_STATS.get_ptr_mut(u32::from(rule_id)) {
+        // SAFETY: as in `bump`.
+        let slot = unsafe { &mut *slot };
+        slot.packets += 1;
+        slot.bytes += u64::from(len);
+    }
 }

@@ -23,6 +23,11 @@ pub enum ConfigError {
     LocalPortUsed(u16),
     #[error("EGRESS_DESTINATION fallback IP must be the last line")]
     FallbackNotLast,
+    #[error(
+        "EGRESS_DESTINATION value '{0}' is invalid: at most {max} rules are supported",
+        max = egress_common::MAX_RULES
+    )]
+    TooManyRules(String),
     #[error("Unrecognized EGRESS_ROUTER_MODE '{0}'")]
     Mode(String),
 }
@@ -197,6 +202,9 @@ impl FromStr for Destinations {
                     };
                     if !used.insert(local_port) {
                         return Err(ConfigError::LocalPortUsed(local_port));
+                    }
+                    if dest.rules.len() >= egress_common::MAX_RULES as usize {
+                        return Err(ConfigError::TooManyRules(line.to_owned()));
                     }
                     dest.rules.push(Rule {
                         local_port,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod network;
+pub mod redirect;
 
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));

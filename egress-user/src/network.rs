@@ -7,13 +7,19 @@
 //! makes the changes with replace semantics, so running it again after a pod restart leaves
 //! the same state.
 
-use std::{io, net::Ipv4Addr, str::FromStr, time::Duration};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr},
+    str::FromStr,
+    time::Duration,
+};
 
 use etherparse::{ArpEthIpv4Packet, ArpOperation};
 use futures_util::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder,
     packet_route::{
+        address::AddressAttribute,
         link::{LinkAttribute, LinkMessage, MacVlanMode},
         route::RouteScope,
     },
@@ -37,6 +43,10 @@ pub enum Error {
         what: String,
         source: rtnetlink::Error,
     },
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    #[error("interface {0} has no IPv4 address")]
+    NoIpv4(String),
     #[error("enabling IPv4 forwarding: {0}")]
     Forwarding(io::Error),
     #[error("sending gratuitous ARP on {iface}: {source}")]
@@ -186,6 +196,60 @@ impl NetworkPlan {
             created_macvlan,
         })
     }
+}
+
+/// What the data plane needs to know about an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceFacts {
+    pub index: u32,
+    pub mtu: u32,
+    /// Its IPv4 addresses, primary first.
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// Reads an interface's index, MTU and IPv4 addresses in the current network namespace,
+/// changing nothing.
+pub async fn interface_facts(name: &str) -> Result<InterfaceFacts, Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let result = facts_with(&handle, name).await;
+    connection.abort();
+    result
+}
+
+async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error> {
+    let link = link_by_name(handle, name)
+        .await?
+        .ok_or_else(|| Error::NoInterface(name.to_owned()))?;
+    let index = link.header.index;
+    let mtu = link
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500);
+    let mut ipv4 = Vec::new();
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = netlink(addresses.try_next().await, || {
+        format!("listing the addresses of {name}")
+    })? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+            {
+                if !ipv4.contains(ip) {
+                    ipv4.push(*ip);
+                }
+            }
+        }
+    }
+    Ok(InterfaceFacts { index, mtu, ipv4 })
 }
 
 async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {

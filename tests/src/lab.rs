@@ -212,6 +212,40 @@ impl Lab {
         Ok(self.daemons.last_mut().expect("just pushed"))
     }
 
+    /// Runs `egress-router` in `EGRESS_ROUTER_MODE=init` in the router namespace with the
+    /// lab's EGRESS_SOURCE and EGRESS_GATEWAY, the given EGRESS_DESTINATION, instance
+    /// `instance` pinned on the lab's bpffs, and `extra` arguments; fails unless it exits 0.
+    pub fn init_router(&self, instance: &str, destination: &str, extra: &[&str]) -> Result<String> {
+        let out = crate::netns::run_bounded(
+            self.router
+                .command(crate::egress_router_bin())
+                .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
+                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+                .env("EGRESS_DESTINATION", destination)
+                .env("EGRESS_ROUTER_MODE", "init")
+                .arg("--bpffs")
+                .arg(self.bpffs.path())
+                .args(["--instance", instance])
+                .args(extra),
+            Duration::from_secs(30),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!("egress-router init failed ({}): {stderr}", out.status);
+        }
+        Ok(stderr)
+    }
+
+    /// Number of daemons started so far; a daemon's index is the count before its start.
+    pub fn daemons_len(&self) -> usize {
+        self.daemons.len()
+    }
+
+    /// Stops daemon `index` (SIGTERM, 5 s grace) and returns its output.
+    pub fn stop_daemon(&mut self, index: usize) -> Result<std::process::Output> {
+        self.daemons[index].stop(Duration::from_secs(5))
+    }
+
     /// The pin directory of egress-router instance `instance` on the lab's bpffs.
     pub fn pin_dir(&self, instance: &str) -> PathBuf {
         self.bpffs.path().join(instance)

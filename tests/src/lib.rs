@@ -29,3 +29,10 @@ pub fn egress_router_bin() -> PathBuf {
     );
     bin
 }
+
+/// Path of a helper script in `tests/assets/`.
+pub fn asset(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}

@@ -2,7 +2,7 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::Stat;
-use egress_user::dataplane::Dataplane;
+use egress_user::dataplane::{Dataplane, LoadOptions};
 use etherparse::PacketBuilder;
 
 /// TC_ACT_OK: hand the packet to the stack.
@@ -19,7 +19,7 @@ fn udp_frame(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn pod_ingress_counts_and_passes_a_frame_unchanged() {
-    let mut dp = Dataplane::load(None).unwrap();
+    let mut dp = Dataplane::load(&LoadOptions::default()).unwrap();
     let frame = udp_frame(b"first light");
     let mut out = vec![0u8; frame.len() + 64];
     let mut opts = TestRunOptions::new();

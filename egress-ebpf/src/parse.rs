@@ -1,0 +1,165 @@
+//! Bounds-checked access to packet headers (direct packet access).
+//!
+//! Every accessor checks `data + offset + size <= data_end` right before handing out a
+//! pointer, so the verifier sees the check next to the use. Offsets derived from IHL or the
+//! TCP data offset are bounded by construction (`& 0x0f` times 4).
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::TcContext;
+use egress_common::DropReason;
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+/// Fragment offset mask and "more fragments" bit of `frag_off` (host order).
+const IP_OFFSET: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
+
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    /// Network order.
+    pub proto: u16,
+}
+
+#[repr(C)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: u16,
+    pub saddr: u32,
+    pub daddr: u32,
+}
+
+/// The first four bytes of TCP and UDP headers.
+#[repr(C)]
+pub struct Ports {
+    pub sport: u16,
+    pub dport: u16,
+}
+
+#[repr(C)]
+pub struct TcpHdr {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub doff: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub check: u16,
+    pub urg: u16,
+}
+
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: u16,
+    /// Echo identifier (network order); unused for errors.
+    pub id: u16,
+    pub seq: u16,
+}
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+
+/// Offsets of the L4 checksum field from the start of the L4 header.
+pub const TCP_CSUM_OFF: usize = 16;
+pub const UDP_CSUM_OFF: usize = 6;
+
+/// A pointer to a `T` at `offset` from the start of the packet, if the linear data holds it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropReason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(DropReason::Truncated);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// Makes the first `len` bytes linear (direct access reaches only the linear part). Cheap
+/// when they already are; a packet shorter than `len` is truncated.
+#[inline(always)]
+pub fn ensure(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
+    if ctx.data() + len <= ctx.data_end() {
+        return Ok(());
+    }
+    if (ctx.len() as usize) < len {
+        return Err(DropReason::Truncated);
+    }
+    ctx.pull_data(len as u32).map_err(|_| DropReason::Truncated)
+}
+
+/// The IPv4 header fields the programs decide on.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    /// Offset of the L4 header (14 + IHL * 4).
+    pub l4: usize,
+    pub proto: u8,
+    pub ttl: u8,
+    /// Raw (network order) addresses, as loaded.
+    pub saddr: u32,
+    pub daddr: u32,
+    /// Identification, host order.
+    pub id: u16,
+    /// Flags and fragment offset, host order.
+    pub frag_off: u16,
+}
+
+impl Ipv4 {
+    /// Part of a fragmented datagram (first or later fragment).
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        self.frag_off & (IP_OFFSET | IP_MF) != 0
+    }
+
+    /// A fragment other than the first: it carries no L4 header.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag_off & IP_OFFSET != 0
+    }
+}
+
+/// Parses the Ethernet and IPv4 headers. `Ok(None)` for anything that is not IPv4.
+#[inline(always)]
+pub fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
+    ensure(ctx, ETH_HLEN + size_of::<Ipv4Hdr>())?;
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    if unsafe { (*eth).proto } != ETH_P_IP.to_be() {
+        return Ok(None);
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let vihl = ip.version_ihl;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let tot_len = usize::from(u16::from_be(ip.tot_len));
+    if vihl >> 4 != 4 || ihl < size_of::<Ipv4Hdr>() || tot_len < ihl {
+        return Err(DropReason::MalformedIpv4);
+    }
+    if ETH_HLEN + tot_len > ctx.len() as usize {
+        return Err(DropReason::Truncated);
+    }
+    let parsed = Ipv4 {
+        l4: ETH_HLEN + ihl,
+        proto: ip.proto,
+        ttl: ip.ttl,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        id: u16::from_be(ip.id),
+        frag_off: u16::from_be(ip.frag_off),
+    };
+    Ok(Some(parsed))
+}

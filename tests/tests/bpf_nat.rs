@@ -1,0 +1,438 @@
+//! BPF_PROG_TEST_RUN tests of the translation (cilium's PKTGEN -> SETUP -> CHECK): frames
+//! built with etherparse run through the real programs in the kernel, and the output is
+//! re-parsed: rewritten headers, IPv4 and L4 checksums, counters and conntrack entries.
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use egress_common::{DropReason, RouterConfig, Stat, config_flags, programs};
+use egress_user::{
+    config::{Config, Raw},
+    dataplane::{Dataplane, LoadOptions},
+    redirect,
+};
+use etherparse::{
+    IpFragOffset, IpNumber, Ipv4Header, TcpHeader, TcpOptionElement, UdpHeader,
+    checksum::Sum16BitWords,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const CLIENT: [u8; 4] = [192, 0, 2, 2];
+const POD: [u8; 4] = [192, 0, 2, 1];
+const SOURCE: [u8; 4] = [198, 51, 100, 100];
+const SERVER: [u8; 4] = [203, 0, 113, 10];
+const ROUTER_HOP: [u8; 4] = [198, 51, 100, 1];
+const POD_IFINDEX: u32 = 11;
+const EGRESS_IFINDEX: u32 = 12;
+
+/// SETUP: a data plane configured as `EGRESS_DESTINATION` says.
+fn dataplane(destination: &str) -> Dataplane {
+    let config = Config::from_raw(&Raw {
+        source: Some("198.51.100.100/24".into()),
+        gateway: Some("198.51.100.1".into()),
+        destination: Some(destination.into()),
+        mode: Some("init".into()),
+    })
+    .unwrap();
+    let mut dp = Dataplane::load(&LoadOptions {
+        conntrack_flows: 1024,
+    })
+    .unwrap();
+    let mut flags = 0;
+    if config.destinations.fallback.is_some() {
+        flags |= config_flags::HAS_FALLBACK;
+    }
+    let cfg = RouterConfig {
+        pod_ip: POD,
+        egress_source: SOURCE,
+        fallback_ip: config
+            .destinations
+            .fallback
+            .map(|ip| ip.octets())
+            .unwrap_or_default(),
+        pod_ifindex: POD_IFINDEX,
+        egress_ifindex: EGRESS_IFINDEX,
+        flags,
+        nat_port_min: 1024,
+        nat_port_max: 65535,
+        mss_clamp: 1360,
+        _pad: 0,
+    };
+    dp.configure(&cfg, &redirect::rules(&config)).unwrap();
+    dp
+}
+
+/// Runs `frame` through program `name`; returns the verdict and the output frame.
+fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let result = dp.program(name).unwrap().test_run(opts).unwrap();
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn drops(dp: &Dataplane, reason: DropReason) -> u64 {
+    let stats = dp.stats().unwrap();
+    stats
+        .drops
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map(|(_, c)| c.packets)
+        .unwrap()
+}
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: IpNumber, payload_len: usize, ttl: u8) -> Ipv4Header {
+    let mut ip = Ipv4Header::new(payload_len as u16, ttl, proto, src, dst).unwrap();
+    ip.identification = 0x1234;
+    ip
+}
+
+/// An Ethernet frame around `ip` (checksum filled in) and its payload.
+fn frame(mut ip: Ipv4Header, payload: &[u8]) -> Vec<u8> {
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn tcp_frame(
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    syn: bool,
+    ip_options: &[u8],
+    data: &[u8],
+) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(src.1, dst.1, 1000, 64240);
+    tcp.syn = syn;
+    tcp.ack = !syn;
+    if syn {
+        tcp.set_options(&[
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Timestamp(1, 0),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+        ])
+        .unwrap();
+    }
+    let mut ip = ipv4(
+        src.0,
+        dst.0,
+        IpNumber::TCP,
+        tcp.header_len() + data.len(),
+        64,
+    );
+    ip.options = ip_options.try_into().unwrap();
+    ip.total_len = (ip.header_len() + tcp.header_len() + data.len()) as u16;
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, data).unwrap();
+    let mut l4 = tcp.to_bytes().to_vec();
+    l4.extend_from_slice(data);
+    frame(ip, &l4)
+}
+
+fn udp_frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), data: &[u8], ttl: u8) -> Vec<u8> {
+    let ip = ipv4(src.0, dst.0, IpNumber::UDP, 8 + data.len(), ttl);
+    let udp = UdpHeader::with_ipv4_checksum(src.1, dst.1, &ip, data).unwrap();
+    let mut l4 = udp.to_bytes().to_vec();
+    l4.extend_from_slice(data);
+    frame(ip, &l4)
+}
+
+/// CHECK: parses an output frame, asserting its IPv4 header checksum.
+fn parse_ip(out: &[u8]) -> (Ipv4Header, &[u8]) {
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    let (ip, rest) = Ipv4Header::from_slice(&out[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    (ip, rest)
+}
+
+/// CHECK: a TCP packet's addresses, ports and checksum.
+fn check_tcp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> TcpHeader {
+    let (ip, rest) = parse_ip(out);
+    let (tcp, data) = TcpHeader::from_slice(rest).unwrap();
+    assert_eq!((ip.source, tcp.source_port), src, "source");
+    assert_eq!((ip.destination, tcp.destination_port), dst, "destination");
+    assert_eq!(
+        tcp.checksum,
+        tcp.calc_checksum_ipv4(&ip, data).unwrap(),
+        "TCP checksum"
+    );
+    tcp
+}
+
+fn check_udp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) {
+    let (ip, rest) = parse_ip(out);
+    let (udp, data) = UdpHeader::from_slice(rest).unwrap();
+    assert_eq!((ip.source, udp.source_port), src, "source");
+    assert_eq!((ip.destination, udp.destination_port), dst, "destination");
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4(&ip, data).unwrap(),
+        "UDP checksum"
+    );
+}
+
+fn mss(tcp: &TcpHeader) -> Option<u16> {
+    tcp.options_iterator().find_map(|opt| match opt {
+        Ok(TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        _ => None,
+    })
+}
+
+#[test]
+fn tcp_with_ip_options_is_translated_both_ways_with_valid_checksums() {
+    let mut dp = dataplane("8080 tcp 203.0.113.10 80");
+    // Record route option (7 bytes) + end of list: IHL 7.
+    let options = [7, 7, 4, 0, 0, 0, 0, 0];
+    let syn = tcp_frame((CLIENT, 40000), (POD, 8080), true, &options, &[]);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &syn);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let tcp = check_tcp(&out, (SOURCE, 40000), (SERVER, 80));
+    let (ip, _) = parse_ip(&out);
+    assert_eq!(ip.time_to_live, 63, "TTL decremented");
+    assert_eq!(ip.options.as_slice(), &options, "IP options kept");
+    assert_eq!(mss(&tcp), Some(1360), "MSS clamped to the smaller MTU");
+
+    let syn_ack = tcp_frame((SERVER, 80), (SOURCE, 40000), true, &[], &[]);
+    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &syn_ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    check_tcp(&out, (POD, 8080), (CLIENT, 40000));
+
+    let data = tcp_frame(
+        (CLIENT, 40000),
+        (POD, 8080),
+        false,
+        &[],
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &data);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    check_tcp(&out, (SOURCE, 40000), (SERVER, 80));
+
+    let stats = dp.stats().unwrap();
+    assert_eq!(stats.path(Stat::FlowsCreated).packets, 1, "{stats}");
+    assert_eq!(stats.path(Stat::MssClamped).packets, 2, "{stats}");
+    let flows = dp.conntrack().unwrap();
+    assert_eq!(flows.len(), 2, "forward and reply entries: {flows:?}");
+}
+
+#[test]
+fn udp_port_remap_and_zero_checksum() {
+    let mut dp = dataplane("5300 udp 203.0.113.10 5353");
+    let query = udp_frame((CLIENT, 41000), (POD, 5300), b"query", 64);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &query);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    check_udp(&out, (SOURCE, 41000), (SERVER, 5353));
+
+    let answer = udp_frame((SERVER, 5353), (SOURCE, 41000), b"answer", 64);
+    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    check_udp(&out, (POD, 5300), (CLIENT, 41000));
+
+    // A UDP checksum of 0 means "none" and must stay 0 (BPF_F_MARK_MANGLED_0).
+    let mut none = udp_frame((CLIENT, 41000), (POD, 5300), b"again", 64);
+    let csum = 14 + 20 + 6;
+    none[csum..csum + 2].copy_from_slice(&[0, 0]);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &none);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[csum..csum + 2], &[0, 0]);
+}
+
+#[test]
+fn unmatched_and_non_ipv4_traffic_reaches_the_pod_untouched() {
+    let mut dp = dataplane("8080 tcp 203.0.113.10 80");
+    let other_port = tcp_frame((CLIENT, 40000), (POD, 22), true, &[], &[]);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &other_port);
+    assert_eq!(
+        (verdict, out.as_slice()),
+        (TC_ACT_OK, other_port.as_slice())
+    );
+
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &arp);
+    assert_eq!((verdict, out.as_slice()), (TC_ACT_OK, arp.as_slice()));
+    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &arp);
+    assert_eq!(verdict, TC_ACT_OK, "ARP keeps working on the egress side");
+    let stats = dp.stats().unwrap();
+    assert_eq!(stats.path(Stat::PodIngressPassed).packets, 2, "{stats}");
+}
+
+#[test]
+fn truncated_malformed_and_ttl_1_are_dropped_by_reason() {
+    let mut dp = dataplane("8080 tcp 203.0.113.10 80");
+    let syn = tcp_frame((CLIENT, 40000), (POD, 8080), true, &[], &[]);
+    // Cut inside the TCP header, consistently with the IPv4 total length.
+    let mut cut = syn[..14 + 20 + 10].to_vec();
+    cut[16..18].copy_from_slice(&30u16.to_be_bytes());
+    let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &cut);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp, DropReason::Truncated), 1);
+    // IHL 4 (16 bytes): not a valid header.
+    let mut bad = syn.clone();
+    bad[14] = 0x44;
+    let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &bad);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp, DropReason::MalformedIpv4), 1);
+    // Total length beyond the frame.
+    let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &syn[..syn.len() - 4]);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp, DropReason::Truncated), 2);
+    // TTL 1 would expire here.
+    let expiring = udp_frame((CLIENT, 41000), (POD, 8080), b"x", 1);
+    let mut dp_udp = dataplane("8080 udp 203.0.113.10 80");
+    let (verdict, _) = run(&mut dp_udp, programs::POD_INGRESS, &expiring);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp_udp, DropReason::TtlExceeded), 1);
+    assert!(
+        dp_udp.conntrack().unwrap().is_empty(),
+        "no flow for a dropped packet"
+    );
+}
+
+#[test]
+fn unsolicited_packets_to_egress_source_are_dropped() {
+    let mut dp = dataplane("8080 tcp 203.0.113.10 80\n203.0.113.10");
+    let probe = tcp_frame((ROUTER_HOP, 50000), (SOURCE, 22), true, &[], &[]);
+    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &probe);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    let other = tcp_frame((ROUTER_HOP, 50000), ([198, 51, 100, 7], 22), true, &[], &[]);
+    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &other);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp, DropReason::Unsolicited), 1);
+    assert_eq!(drops(&dp, DropReason::NotEgressSource), 1);
+}
+
+/// Splits a UDP datagram into two IPv4 fragments (the first carries the UDP header).
+fn udp_fragments(src: ([u8; 4], u16), dst: ([u8; 4], u16), data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let ip = ipv4(src.0, dst.0, IpNumber::UDP, 8 + data.len(), 64);
+    let udp = UdpHeader::with_ipv4_checksum(src.1, dst.1, &ip, data).unwrap();
+    let mut datagram = udp.to_bytes().to_vec();
+    datagram.extend_from_slice(data);
+    let (first, second) = datagram.split_at(64);
+    let mut ip1 = ipv4(src.0, dst.0, IpNumber::UDP, first.len(), 64);
+    ip1.more_fragments = true;
+    let mut ip2 = ipv4(src.0, dst.0, IpNumber::UDP, second.len(), 64);
+    ip2.fragment_offset = IpFragOffset::try_new(64 / 8).unwrap();
+    (frame(ip1, first), frame(ip2, second))
+}
+
+#[test]
+fn fragments_follow_their_first_fragment_and_are_never_half_translated() {
+    let mut dp = dataplane("5300 udp 203.0.113.10 5353\n203.0.113.10");
+    let data: Vec<u8> = (0..200u8).collect();
+    let (first, second) = udp_fragments((CLIENT, 41000), (POD, 5300), &data);
+
+    let (verdict, out1) = run(&mut dp, programs::POD_INGRESS, &first);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (verdict, out2) = run(&mut dp, programs::POD_INGRESS, &second);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    // Reassemble the output and check the datagram as the server would.
+    let (ip1, l4_1) = parse_ip(&out1);
+    let (ip2, l4_2) = parse_ip(&out2);
+    assert_eq!((ip1.source, ip1.destination), (SOURCE, SERVER));
+    assert_eq!((ip2.source, ip2.destination), (SOURCE, SERVER));
+    assert!(ip1.more_fragments && ip2.fragment_offset.value() == 8);
+    let mut datagram = l4_1.to_vec();
+    datagram.extend_from_slice(l4_2);
+    let (udp, payload) = UdpHeader::from_slice(&datagram).unwrap();
+    assert_eq!((udp.source_port, udp.destination_port), (41000, 5353));
+    assert_eq!(payload, &data[..]);
+    let whole = ipv4(SOURCE, SERVER, IpNumber::UDP, datagram.len(), 63);
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4(&whole, payload).unwrap()
+    );
+
+    // A later fragment whose first fragment was never seen is dropped, not forwarded.
+    let (_, orphan) = udp_fragments(([192, 0, 2, 3], 41000), (POD, 5300), &data);
+    let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &orphan);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&dp, DropReason::FragmentUnknown), 1);
+    let stats = dp.stats().unwrap();
+    assert_eq!(stats.path(Stat::FragmentsTranslated).packets, 1, "{stats}");
+}
+
+fn ones_complement(data: &[u8]) -> u16 {
+    Sum16BitWords::new()
+        .add_slice(data)
+        .ones_complement()
+        .to_be()
+}
+
+#[test]
+fn icmp_frag_needed_about_a_flow_is_translated_with_its_embedded_header() {
+    let mut dp = dataplane("5300 udp 203.0.113.10 5353");
+    let query = udp_frame((CLIENT, 41000), (POD, 5300), b"a query that is too big", 64);
+    let (verdict, sent) = run(&mut dp, programs::POD_INGRESS, &query);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+
+    // The gateway answers "fragmentation needed, MTU 1280" quoting what the router sent.
+    let quoted = &sent[14..14 + 20 + 8];
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(quoted);
+    let check = ones_complement(&icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let error = frame(
+        ipv4(ROUTER_HOP, SOURCE, IpNumber::ICMP, icmp.len(), 64),
+        &icmp,
+    );
+    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &error);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (ip, icmp_out) = parse_ip(&out);
+    assert_eq!((ip.source, ip.destination), (POD, CLIENT), "outer header");
+    assert_eq!(ones_complement(icmp_out), 0, "ICMP checksum");
+    assert_eq!(
+        &icmp_out[..8],
+        &[3, 4, icmp_out[2], icmp_out[3], 0, 0, 0x05, 0x00]
+    );
+    // The embedded packet is now the one the client sent.
+    let (inner, inner_l4) = Ipv4Header::from_slice(&icmp_out[8..]).unwrap();
+    assert_eq!(
+        inner.header_checksum,
+        inner.calc_header_checksum(),
+        "inner IPv4 checksum"
+    );
+    assert_eq!((inner.source, inner.destination), (CLIENT, POD));
+    assert_eq!(&inner_l4[..4], &[0xa0, 0x28, 0x14, 0xb4], "41000 -> 5300");
+    let stats = dp.stats().unwrap();
+    assert_eq!(stats.path(Stat::IcmpErrorsTranslated).packets, 1, "{stats}");
+}
+
+#[test]
+fn echo_through_the_fallback_gets_its_id_back() {
+    let mut dp = dataplane("203.0.113.10");
+    let echo = |src, dst, kind: u8, id: u16| {
+        let mut icmp = vec![kind, 0, 0, 0];
+        icmp.extend_from_slice(&id.to_be_bytes());
+        icmp.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']);
+        let check = ones_complement(&icmp);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        frame(ipv4(src, dst, IpNumber::ICMP, icmp.len(), 64), &icmp)
+    };
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &echo(CLIENT, POD, 8, 77));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (ip, icmp) = parse_ip(&out);
+    assert_eq!((ip.source, ip.destination), (SOURCE, SERVER));
+    assert_eq!(ones_complement(icmp), 0);
+    let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+    let (verdict, out) = run(
+        &mut dp,
+        programs::UPLINK_INGRESS,
+        &echo(SERVER, SOURCE, 0, id),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (ip, icmp) = parse_ip(&out);
+    assert_eq!((ip.source, ip.destination), (POD, CLIENT));
+    assert_eq!(ones_complement(icmp), 0);
+    assert_eq!(u16::from_be_bytes([icmp[4], icmp[5]]), 77);
+}
