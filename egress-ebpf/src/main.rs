@@ -302,6 +302,20 @@ fn try_pod_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
     };
     // SAFETY: a live map value, copied.
     let entry = unsafe { *entry };
+    translate(ctx, cfg, &ip, &flow, &entry)?;
+    Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
+}
+
+/// The common tail of both directions: TTL, MSS clamp, fragment bookkeeping, the rewrite,
+/// and the rule's counter.
+#[inline(always)]
+fn translate(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    ip: &Ipv4,
+    flow: &Flow,
+    entry: &egress_common::FlowEntry,
+) -> Result<(), DropReason> {
     if ip.ttl <= 1 {
         return Err(DropReason::TtlExceeded);
     }
@@ -313,13 +327,13 @@ fn try_pod_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
     if !mss.is_zero() {
         metrics::count(Stat::MssClamped, 0);
     }
-    note_first_fragment(&ip, &flow);
+    note_first_fragment(ip, flow);
     if flow.l4 == L4::None {
         metrics::count(Stat::FragmentsTranslated, 0);
     }
-    nat::rewrite(ctx, &ip, flow.l4, &entry, mss)?;
+    nat::rewrite(ctx, ip, flow.l4, entry, mss)?;
     metrics::count_rule(entry.rule_id, ctx.len());
-    Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
+    Ok(())
 }
 
 /// TC ingress of the egress interface: remote -> client, and the pod's own flows.
@@ -398,23 +412,7 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
     if conntrack::touch(&flow.key, entry, flow.tcp_flags, now) == Touch::Stale {
         return Err(DropReason::Unsolicited);
     }
-    if ip.ttl <= 1 {
-        return Err(DropReason::TtlExceeded);
-    }
-    let mss = if ip.proto == proto::TCP && flow.l4 == L4::Ports {
-        tcp::clamp_mss(ctx, ip.l4, cfg.mss_clamp)?
-    } else {
-        Delta::default()
-    };
-    if !mss.is_zero() {
-        metrics::count(Stat::MssClamped, 0);
-    }
-    note_first_fragment(&ip, &flow);
-    if flow.l4 == L4::None {
-        metrics::count(Stat::FragmentsTranslated, 0);
-    }
-    nat::rewrite(ctx, &ip, flow.l4, &snapshot, mss)?;
-    metrics::count_rule(snapshot.rule_id, ctx.len());
+    translate(ctx, cfg, &ip, &flow, &snapshot)?;
     Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
 }
 
