@@ -347,6 +347,19 @@ fn egress_source_is_not_a_way_in() {
     };
     // 4 connection attempts (SYN and retries), 2 pings, 2 datagrams.
     assert!(dropped(&after) >= dropped(&before) + 8, "{after}");
+    // The pod's own connections out of the egress interface are tracked: replies pass.
+    let own = run_ok(
+        &lab.router,
+        "sh",
+        &["-c", &format!("printf 'hi\\n' | nc -N -w 5 {SERVER_IP} 80")],
+        10,
+    );
+    assert!(
+        own.starts_with(&format!("{source} ")),
+        "pod's own connection: {own}"
+    );
+    assert!(stats(&lab, "in").path(Stat::UplinkEgressLocal).packets >= 2);
+
     for index in [listeners, listeners + 1] {
         let out = lab.stop_daemon(index).unwrap();
         assert!(
