@@ -77,10 +77,7 @@ fn finish(result: Result<Verdict, DropReason>, len: u32) -> i32 {
 /// With EGRESS_ROUTER_DEBUG, one aya-log event per packet: program, verdict, and the
 /// addresses the packet carries when it leaves the program.
 #[inline(always)]
-fn trace(ctx: &TcContext, prog: &str, result: &Result<Verdict, DropReason>) {
-    let Some(cfg) = CONFIG.get(0) else {
-        return;
-    };
+fn trace(ctx: &TcContext, cfg: &RouterConfig, prog: &str, result: &Result<Verdict, DropReason>) {
     if cfg.flags & config_flags::DEBUG == 0 {
         return;
     }
@@ -102,11 +99,31 @@ fn trace(ctx: &TcContext, prog: &str, result: &Result<Verdict, DropReason>) {
     }
 }
 
+/// The shared body of the entry programs: one CONFIG lookup per packet, the program's
+/// verdict (or `unconfigured` before the loader has written the configuration), the debug
+/// event, and the single exit that records it.
 #[inline(always)]
-fn config() -> Option<&'static RouterConfig> {
-    CONFIG
+fn run(
+    ctx: &TcContext,
+    seen: Stat,
+    prog: &str,
+    unconfigured: Result<Verdict, DropReason>,
+    program: impl FnOnce(&TcContext, &RouterConfig) -> Result<Verdict, DropReason>,
+) -> i32 {
+    let len = ctx.len();
+    metrics::count(seen, len);
+    let result = match CONFIG
         .get(0)
         .filter(|cfg| cfg.egress_source != [0; 4] && cfg.pod_ifindex != 0)
+    {
+        Some(cfg) => {
+            let result = program(ctx, cfg);
+            trace(ctx, cfg, prog, &result);
+            result
+        }
+        None => unconfigured,
+    };
+    finish(result, len)
 }
 
 /// The L4 part of a packet, as conntrack keys it.
@@ -224,19 +241,18 @@ fn is_icmp_error(ctx: &TcContext, ip: &Ipv4) -> Result<bool, DropReason> {
 /// TC ingress of the pod interface: client -> remote.
 #[classifier]
 pub fn pod_ingress(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    metrics::count(Stat::PodIngressSeen, len);
-    let result = try_pod_ingress(&ctx);
-    trace(&ctx, "pod_ingress", &result);
-    finish(result, len)
+    run(
+        &ctx,
+        Stat::PodIngressSeen,
+        "pod_ingress",
+        Ok(Verdict::Pass(Stat::PodIngressPassed)),
+        try_pod_ingress,
+    )
 }
 
 #[inline(always)]
-fn try_pod_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
+fn try_pod_ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::PodIngressPassed);
-    let Some(cfg) = config() else {
-        return Ok(passed);
-    };
     let Some(ip) = parse::ipv4(ctx)? else {
         return Ok(passed);
     };
@@ -295,9 +311,7 @@ fn try_pod_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
             if ip.ttl <= 1 {
                 return Err(DropReason::TtlExceeded);
             }
-            let entry = nat::create_flow(&flow.key, &target, cfg, now)?;
-            conntrack::touch(&flow.key, entry, flow.tcp_flags, now);
-            entry
+            nat::create_flow(&flow.key, &target, cfg, flow.tcp_flags, now)?
         }
     };
     // SAFETY: a live map value, copied.
@@ -339,19 +353,18 @@ fn translate(
 /// TC ingress of the egress interface: remote -> client, and the pod's own flows.
 #[classifier]
 pub fn uplink_ingress(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    metrics::count(Stat::UplinkIngressSeen, len);
-    let result = try_uplink_ingress(&ctx);
-    trace(&ctx, "uplink_ingress", &result);
-    finish(result, len)
+    run(
+        &ctx,
+        Stat::UplinkIngressSeen,
+        "uplink_ingress",
+        Err(DropReason::Unconfigured),
+        try_uplink_ingress,
+    )
 }
 
 #[inline(always)]
-fn try_uplink_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
+fn try_uplink_ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::UplinkIngressPassed);
-    let Some(cfg) = config() else {
-        return Err(DropReason::Unconfigured);
-    };
     // ARP and everything else that is not IPv4 is the stack's business.
     let Some(ip) = parse::ipv4(ctx)? else {
         return Ok(passed);
@@ -420,19 +433,18 @@ fn try_uplink_ingress(ctx: &TcContext) -> Result<Verdict, DropReason> {
 /// replies pass `uplink_ingress`. Packets this data plane redirected are left alone.
 #[classifier]
 pub fn uplink_egress(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    metrics::count(Stat::UplinkEgressSeen, len);
-    let result = try_uplink_egress(&ctx);
-    trace(&ctx, "uplink_egress", &result);
-    finish(result, len)
+    run(
+        &ctx,
+        Stat::UplinkEgressSeen,
+        "uplink_egress",
+        Ok(Verdict::Pass(Stat::UplinkEgressPassed)),
+        try_uplink_egress,
+    )
 }
 
 #[inline(always)]
-fn try_uplink_egress(ctx: &TcContext) -> Result<Verdict, DropReason> {
+fn try_uplink_egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::UplinkEgressPassed);
-    let Some(cfg) = config() else {
-        return Ok(passed);
-    };
     // SAFETY: reading a field of the context.
     let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
     if from == cfg.pod_ifindex {

@@ -57,13 +57,14 @@ pub fn rule_for(cfg: &RouterConfig, proto: u8, dport: u16) -> Option<RuleTarget>
 }
 
 /// Creates both conntrack entries of a new flow from the pod interface and returns its
-/// forward entry. The client's source port (or ICMP id) is kept when the translated tuple
+/// forward entry, which records `tcp_flags` of the packet that opened it. The client's source port (or ICMP id) is kept when the translated tuple
 /// is free, else ports from the configured range are probed from a random start.
 #[inline(always)]
 pub fn create_flow(
     key: &FlowKey,
     target: &RuleTarget,
     cfg: &RouterConfig,
+    tcp_flags: u8,
     now: u64,
 ) -> Result<*mut FlowEntry, DropReason> {
     let icmp = key.proto == proto::ICMP;
@@ -112,7 +113,7 @@ pub fn create_flow(
         dport: if icmp { port } else { target.remote_port },
         rule_id: target.rule_id,
         kind: flow_kind::FORWARD,
-        tcp_flags: 0,
+        tcp_flags,
         last_seen_ns: now,
         created_ns: now,
     };

@@ -400,6 +400,16 @@ impl Stats {
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
+
+    /// The drop counter of one reason.
+    #[must_use]
+    pub fn drop(&self, reason: DropReason) -> PacketCount {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Display for Stats {

@@ -75,13 +75,7 @@ fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
 }
 
 fn drops(dp: &Dataplane, reason: DropReason) -> u64 {
-    let stats = dp.stats().unwrap();
-    stats
-        .drops
-        .iter()
-        .find(|(r, _)| *r == reason)
-        .map(|(_, c)| c.packets)
-        .unwrap()
+    dp.stats().unwrap().drop(reason).packets
 }
 
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: IpNumber, payload_len: usize, ttl: u8) -> Ipv4Header {

@@ -338,13 +338,7 @@ fn egress_source_is_not_a_way_in() {
     assert!(udp.stdout.is_empty(), "UDP got an answer: {udp:?}");
 
     let after = stats(&lab, "in");
-    let dropped = |s: &Stats| {
-        s.drops
-            .iter()
-            .find(|(r, _)| *r == DropReason::Unsolicited)
-            .map(|(_, c)| c.packets)
-            .unwrap_or(0)
-    };
+    let dropped = |s: &Stats| s.drop(DropReason::Unsolicited).packets;
     // 4 connection attempts (SYN and retries), 2 pings, 2 datagrams.
     assert!(dropped(&after) >= dropped(&before) + 8, "{after}");
     // The pod's own connections out of the egress interface are tracked: replies pass.
