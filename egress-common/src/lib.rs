@@ -291,6 +291,22 @@ pub struct RuleTarget {
     pub rule_id: u16,
 }
 
+impl RuleTarget {
+    /// A target that delivers to the pod itself instead of translating: the agent's own
+    /// listeners (metrics, health), which a fallback would otherwise redirect.
+    pub const LOCAL: Self = Self {
+        remote_ip: [0; 4],
+        remote_port: 0,
+        rule_id: 0,
+    };
+
+    /// Whether this target delivers to the pod itself.
+    #[must_use]
+    pub const fn is_local(&self) -> bool {
+        u32::from_ne_bytes(self.remote_ip) == 0
+    }
+}
+
 /// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
 /// both ports hold the echo identifier. Zeroed padding included, since the kernel hashes
 /// every byte.

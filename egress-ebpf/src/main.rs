@@ -308,6 +308,10 @@ fn try_pod_ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropR
             let Some(target) = nat::rule_for(cfg, flow.key.proto, flow.key.dport) else {
                 return Ok(passed);
             };
+            if target.is_local() {
+                // The agent's own listener on the pod IP (metrics, health).
+                return Ok(passed);
+            }
             if ip.ttl <= 1 {
                 return Err(DropReason::TtlExceeded);
             }

@@ -5,22 +5,26 @@
 //! whose bpffs dies with it) is gone. TCX links would be detached with the last fd or pin.
 
 use std::{
+    collections::BTreeMap,
     io,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray},
+    maps::MapInfo,
     programs::{
         SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
 };
 use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, PacketCount, RouterConfig, RuleKey,
-    RuleTarget, Stat, drop_stat_index, maps, programs,
+    DEFAULT_CONNTRACK_FLOWS, FlowEntry, FlowKey, PacketCount, RouterConfig, RuleKey, RuleTarget,
+    maps, programs,
 };
+
+use crate::maps::MapSet;
+pub use crate::maps::Stats;
 
 /// Errors of the data-plane operations.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +53,8 @@ pub enum Error {
         iface: String,
         source: aya::programs::tc::TcError,
     },
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
+    #[error(transparent)]
+    Maps(#[from] crate::maps::Error),
 }
 
 /// The programs of the object, where they attach, and the tc priority that keeps them first
@@ -87,23 +88,38 @@ pub enum Side {
 }
 
 /// How to load the object.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Conntrack capacity in flows (two entries each).
+    /// Conntrack capacity in flows (two entries each), for a conntrack map created now.
     pub conntrack_flows: u32,
+    /// A directory on a bpffs: every map is pinned there by name, and maps already pinned
+    /// there are used instead of new ones (this is how state survives a restart).
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             conntrack_flows: DEFAULT_CONNTRACK_FLOWS,
+            pin_dir: None,
         }
     }
+}
+
+/// What a load did with maps pinned by an earlier run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reuse {
+    /// Maps taken over from the pins.
+    pub reused: Vec<&'static str>,
+    /// Pinned maps this build cannot use (their layout changed), replaced by new ones.
+    pub replaced: Vec<(&'static str, String)>,
 }
 
 /// The loaded data plane: programs and maps of one egress-router instance.
 pub struct Dataplane {
     ebpf: Ebpf,
+    maps: MapSet,
+    reuse: Reuse,
 }
 
 impl Dataplane {
@@ -112,13 +128,61 @@ impl Dataplane {
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
+        let mut reuse = Reuse::default();
+        if let Some(dir) = &opts.pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
+            for name in maps::ALL {
+                let path = dir.join(name);
+                if let Ok(info) = MapInfo::from_pin(&path) {
+                    match crate::maps::check_layout(name, &info) {
+                        Ok(()) => reuse.reused.push(name),
+                        Err(err) => {
+                            std::fs::remove_file(&path).map_err(|source| Error::PinDir {
+                                path: path.clone(),
+                                source,
+                            })?;
+                            reuse.replaced.push((name, err.to_string()));
+                        }
+                    }
+                }
+                loader.map_pin_path(name, path);
+            }
+        }
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
         for (name, ..) in PROGRAMS {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program { name, source })?;
         }
-        Ok(Self { ebpf })
+        let mut set = BTreeMap::new();
+        for name in maps::ALL {
+            set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
+        }
+        Ok(Self {
+            ebpf,
+            maps: MapSet::new(set),
+            reuse,
+        })
+    }
+
+    /// What the load took over from pins of an earlier run.
+    #[must_use]
+    pub fn reuse(&self) -> &Reuse {
+        &self.reuse
+    }
+
+    /// The maps.
+    #[must_use]
+    pub fn maps(&self) -> &MapSet {
+        &self.maps
+    }
+
+    /// The maps, for writing.
+    pub fn maps_mut(&mut self) -> &mut MapSet {
+        &mut self.maps
     }
 
     /// A program by name (e.g. for BPF_PROG_TEST_RUN).
@@ -131,41 +195,14 @@ impl Dataplane {
         self.program(programs::POD_INGRESS)
     }
 
-    /// Writes the rules (removing rules that are no longer there), then the instance
-    /// configuration, which is what arms the programs.
+    /// Reconciles the rules by difference, then writes the instance configuration, which is
+    /// what arms the programs (see [`MapSet::configure`]).
     pub fn configure(
         &mut self,
         config: &RouterConfig,
         rules: &[(RuleKey, RuleTarget)],
-    ) -> Result<(), Error> {
-        let map_err = |name| move |source| Error::Map { name, source };
-        {
-            let map = self
-                .ebpf
-                .map_mut(maps::RULES)
-                .ok_or(Error::MissingMap(maps::RULES))?;
-            let mut table = aya::maps::HashMap::<_, RuleKey, RuleTarget>::try_from(map)
-                .map_err(map_err(maps::RULES))?;
-            let stale: Vec<RuleKey> = table
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| !rules.iter().any(|(k, _)| k == key))
-                .collect();
-            for (key, target) in rules {
-                table.insert(key, target, 0).map_err(map_err(maps::RULES))?;
-            }
-            for key in stale {
-                table.remove(&key).map_err(map_err(maps::RULES))?;
-            }
-        }
-        let map = self
-            .ebpf
-            .map_mut(maps::CONFIG)
-            .ok_or(Error::MissingMap(maps::CONFIG))?;
-        let mut array =
-            aya::maps::Array::<_, RouterConfig>::try_from(map).map_err(map_err(maps::CONFIG))?;
-        array.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
-        Ok(())
+    ) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
+        Ok(self.maps.configure(config, rules)?)
     }
 
     /// Attaches every program to its interface in the current network namespace, as
@@ -224,99 +261,44 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Pins every map by name in `dir` (a directory on a bpffs), replacing pins of an
-    /// earlier run.
-    pub fn pin(&mut self, dir: &Path) -> Result<(), Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        for name in maps::ALL {
-            let map = self.ebpf.map(name).ok_or(Error::MissingMap(name))?;
-            let path = dir.join(name);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(Error::PinDir { path, source }),
-            }
-            map.pin(&path)
-                .map_err(|source| Error::Pin { name, path, source })?;
-        }
-        Ok(())
+    /// Pins every map by name in `dir` (a directory on a bpffs), replacing pins that point
+    /// to other maps.
+    pub fn pin(&self, dir: &Path) -> Result<(), Error> {
+        Ok(self.maps.pin(dir)?)
     }
 
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the
     /// configuration); call [`aya_log::EbpfLogger::flush`] when its fd is readable.
-    pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<StderrLog>, aya_log::Error> {
-        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, StderrLog)
+    pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<TracingLog>, aya_log::Error> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, TracingLog)
     }
 
     /// Reads the counters of this data plane.
     pub fn stats(&self) -> Result<Stats, Error> {
-        let map = self
-            .ebpf
-            .map(maps::STATS)
-            .ok_or(Error::MissingMap(maps::STATS))?;
-        let array = PerCpuArray::<_, PacketCount>::try_from(map).map_err(map_error)?;
-        Stats::read(&array)
+        Ok(self.maps.stats()?)
     }
 
     /// The conntrack table, both directions of every flow.
     pub fn conntrack(&self) -> Result<Vec<(FlowKey, FlowEntry)>, Error> {
-        let map = self
-            .ebpf
-            .map(maps::CONNTRACK)
-            .ok_or(Error::MissingMap(maps::CONNTRACK))?;
-        let table =
-            aya::maps::HashMap::<_, FlowKey, FlowEntry>::try_from(map).map_err(|source| {
-                Error::Map {
-                    name: maps::CONNTRACK,
-                    source,
-                }
-            })?;
-        table
-            .iter()
-            .map(|item| {
-                item.map_err(|source| Error::Map {
-                    name: maps::CONNTRACK,
-                    source,
-                })
-            })
-            .collect()
+        Ok(self.maps.conntrack()?)
     }
 
     /// Per-rule counters summed over CPUs, indexed by rule id (0 = fallback).
     pub fn rule_stats(&self) -> Result<Vec<PacketCount>, Error> {
-        let map = self
-            .ebpf
-            .map(maps::RULE_STATS)
-            .ok_or(Error::MissingMap(maps::RULE_STATS))?;
-        let err = |source| Error::Map {
-            name: maps::RULE_STATS,
-            source,
-        };
-        let array = PerCpuArray::<_, PacketCount>::try_from(map).map_err(err)?;
-        (0..array.len())
-            .map(|i| {
-                let values = array.get(&i, 0).map_err(err)?;
-                Ok(values
-                    .iter()
-                    .fold(PacketCount::default(), |acc, v| acc.add(*v)))
-            })
-            .collect()
+        Ok(self.maps.rule_stats()?)
     }
 }
 
-/// Writes the data plane's log events to stderr, one line each.
-pub struct StderrLog;
+/// Forwards the data plane's log events to `tracing`, one event each.
+pub struct TracingLog;
 
-impl log::Log for StderrLog {
+impl log::Log for TracingLog {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        eprintln!("egress-router: bpf {}: {}", record.level(), record.args());
+        tracing::debug!(target: "egress_router::bpf", "{}", record.args());
     }
 
     fn flush(&self) {}
@@ -324,17 +306,7 @@ impl log::Log for StderrLog {
 
 /// Reads the counters of a running data plane from its pinned maps in `pin_dir`.
 pub fn pinned_stats(pin_dir: &Path) -> Result<Stats, Error> {
-    let data = MapData::from_pin(pin_dir.join(maps::STATS)).map_err(map_error)?;
-    let map = Map::from_map_data(data).map_err(map_error)?;
-    let array = PerCpuArray::<_, PacketCount>::try_from(map).map_err(map_error)?;
-    Stats::read(&array)
-}
-
-fn map_error(source: aya::maps::MapError) -> Error {
-    Error::Map {
-        name: maps::STATS,
-        source,
-    }
+    Ok(MapSet::from_pins(pin_dir)?.stats()?)
 }
 
 fn classifier<'a>(
@@ -358,80 +330,5 @@ fn add_clsact(iface: &str) -> Result<(), Error> {
             iface: iface.to_owned(),
             source,
         }),
-    }
-}
-
-/// Counters of the data plane, summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Path counters, in [`Stat::ALL`] order.
-    pub paths: Vec<(Stat, PacketCount)>,
-    /// Drop counters, in [`DropReason::ALL`] order.
-    pub drops: Vec<(DropReason, PacketCount)>,
-}
-
-impl Stats {
-    fn read<T: std::borrow::Borrow<MapData>>(
-        array: &PerCpuArray<T, PacketCount>,
-    ) -> Result<Self, Error> {
-        let sum = |index: u32| -> Result<PacketCount, Error> {
-            let values = array.get(&index, 0).map_err(map_error)?;
-            Ok(values
-                .iter()
-                .fold(PacketCount::default(), |acc, v| acc.add(*v)))
-        };
-        let paths = Stat::ALL
-            .iter()
-            .map(|&stat| Ok((stat, sum(stat as u32)?)))
-            .collect::<Result<_, Error>>()?;
-        let drops = DropReason::ALL
-            .iter()
-            .map(|&reason| Ok((reason, sum(drop_stat_index(reason))?)))
-            .collect::<Result<_, Error>>()?;
-        Ok(Self { paths, drops })
-    }
-
-    /// The counter of one path.
-    #[must_use]
-    pub fn path(&self, stat: Stat) -> PacketCount {
-        self.paths
-            .iter()
-            .find(|(s, _)| *s == stat)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
-
-    /// The drop counter of one reason.
-    #[must_use]
-    pub fn drop(&self, reason: DropReason) -> PacketCount {
-        self.drops
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (stat, count) in &self.paths {
-            writeln!(
-                f,
-                "{:<24} {:>12} packets {:>14} bytes",
-                stat.name(),
-                count.packets,
-                count.bytes
-            )?;
-        }
-        for (reason, count) in &self.drops {
-            writeln!(
-                f,
-                "drop:{:<19} {:>12} packets {:>14} bytes",
-                reason.name(),
-                count.packets,
-                count.bytes
-            )?;
-        }
-        Ok(())
     }
 }

@@ -100,6 +100,19 @@ pub struct NetworkPlan {
     pub macvlan_mode: MacvlanMode,
     pub source: EgressSource,
     pub gateway: Ipv4Addr,
+    /// The alias given to a macvlan created here, which marks it as this instance's.
+    pub owner: String,
+}
+
+/// What [`NetworkPlan::teardown`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// The egress interface, created by this instance (its address and routes went with it).
+    pub link: bool,
+    /// EGRESS_SOURCE on an egress interface this instance did not create.
+    pub address: bool,
+    /// Routes via EGRESS_GATEWAY on an egress interface this instance did not create.
+    pub routes: usize,
 }
 
 /// What [`NetworkPlan::apply`] found and did.
@@ -152,6 +165,20 @@ impl NetworkPlan {
         };
         let index = link.header.index;
         let mac = link_mac(&link).ok_or_else(|| Error::NoMac(iface.to_owned()))?;
+        if created_macvlan {
+            netlink(
+                handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(index)
+                            .append_extra_attribute(LinkAttribute::IfAlias(self.owner.clone()))
+                            .build(),
+                    )
+                    .execute()
+                    .await,
+                || format!("marking {iface} as {}", self.owner),
+            )?;
+        }
 
         let source = self.source;
         netlink(
@@ -195,6 +222,87 @@ impl NetworkPlan {
             egress_mac: mac,
             created_macvlan,
         })
+    }
+}
+
+impl NetworkPlan {
+    /// Removes what [`NetworkPlan::apply`] added: the egress interface if this instance
+    /// created it (its alias says so), else EGRESS_SOURCE and the two routes on it. What is
+    /// already gone is skipped, so teardown can be repeated. IPv4 forwarding stays on: other
+    /// users of the namespace may rely on it.
+    pub async fn teardown(&self) -> Result<Removed, Error> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        let connection = tokio::spawn(connection);
+        let result = self.teardown_with(&handle).await;
+        connection.abort();
+        result
+    }
+
+    async fn teardown_with(&self, handle: &Handle) -> Result<Removed, Error> {
+        let iface = self.egress_interface.as_str();
+        let mut removed = Removed::default();
+        let Some(link) = link_by_name(handle, iface).await? else {
+            return Ok(removed);
+        };
+        let index = link.header.index;
+        let alias = link.attributes.iter().find_map(|attr| match attr {
+            LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
+            _ => None,
+        });
+        if alias == Some(self.owner.as_str()) {
+            netlink(handle.link().del(index).execute().await, || {
+                format!("deleting {iface}")
+            })?;
+            removed.link = true;
+            return Ok(removed);
+        }
+        let gateway = self.gateway;
+        let routes = [
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .build(),
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(gateway, 32)
+                .output_interface(index)
+                .scope(RouteScope::Link)
+                .build(),
+        ];
+        for route in routes {
+            match handle.route().del(route).execute().await {
+                Ok(()) => removed.routes += 1,
+                Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => {}
+                Err(source) => {
+                    return Err(Error::Netlink {
+                        what: format!("removing a route via {gateway} from {iface}"),
+                        source,
+                    });
+                }
+            }
+        }
+        let mut addresses = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut mine = Vec::new();
+        while let Some(msg) = netlink(addresses.try_next().await, || {
+            format!("listing the addresses of {iface}")
+        })? {
+            let ours = msg.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == self.source.ip)
+            });
+            if ours {
+                mine.push(msg);
+            }
+        }
+        for msg in mine {
+            netlink(handle.address().del(msg).execute().await, || {
+                format!("removing {} from {iface}", self.source)
+            })?;
+            removed.address = true;
+        }
+        Ok(removed)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::{
     config::{Config, Proto},
     dataplane::{self, Dataplane, LoadOptions},
     network::{self, InterfaceFacts, MacvlanMode, NetworkPlan},
+    running::{self, Source},
 };
 
 /// Errors of the set-up.
@@ -28,6 +29,12 @@ pub enum Error {
     Network(network::Error),
     #[error("data plane: {0}")]
     Dataplane(#[from] dataplane::Error),
+}
+
+impl From<crate::maps::Error> for Error {
+    fn from(err: crate::maps::Error) -> Self {
+        Self::Dataplane(err.into())
+    }
 }
 
 /// Everything about the set-up that is not in the OpenShift variables.
@@ -46,21 +53,48 @@ pub struct Options {
     pub debug: bool,
     /// Delay of the gratuitous ARP request after the unsolicited reply.
     pub arp_request_after: Duration,
+    /// TCP ports on the pod IP served by the agent itself (metrics, health): delivered to
+    /// the pod even when a fallback takes everything else.
+    pub local_tcp_ports: Vec<u16>,
 }
 
 /// What the set-up did.
 pub struct Report {
     pub dataplane: Dataplane,
     pub config: RouterConfig,
+    /// The rules as written, with their ids.
+    pub rules: Vec<(RuleKey, RuleTarget)>,
     /// Where the maps are pinned, if a bpffs was available.
     pub pin_dir: Option<PathBuf>,
     /// Why the maps are not pinned, if they are not.
     pub pin_warning: Option<String>,
+    /// The running data plane whose maps (conntrack included) were taken over, if any.
+    pub adopted: Option<Source>,
+    /// Why a running data plane could not be taken over, if one was found.
+    pub adopt_warning: Option<String>,
     pub created_macvlan: bool,
 }
 
+/// The rules map of a configuration, with `local_tcp_ports` delivered to the pod. Rule
+/// ids are placeholders: [`crate::maps::MapSet::configure`] assigns them.
+#[must_use]
+pub fn rules_with_local(config: &Config, local_tcp_ports: &[u16]) -> Vec<(RuleKey, RuleTarget)> {
+    let mut rules = rules(config);
+    for &port in local_tcp_ports {
+        let key = RuleKey {
+            port,
+            proto: proto::TCP,
+            _pad: 0,
+        };
+        if !rules.iter().any(|(k, _)| *k == key) {
+            rules.push((key, RuleTarget::LOCAL));
+        }
+    }
+    rules
+}
+
 /// The rules map of a configuration: rule ids follow the order of EGRESS_DESTINATION,
-/// starting at 1 (0 is the fallback).
+/// starting at 1 (0 is the fallback), as a fresh table numbers them.
 #[must_use]
 pub fn rules(config: &Config) -> Vec<(RuleKey, RuleTarget)> {
     config
@@ -122,7 +156,9 @@ pub fn router_config(
     }
 }
 
-/// Sets up redirect mode in the current network namespace.
+/// Sets up redirect mode in the current network namespace, taking over the maps of a data
+/// plane already running there (attached to the pod interface, or pinned for the instance)
+/// so that a restart or an upgrade keeps every flow.
 pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
     // Checks without side effects first.
     let pod = network::interface_facts(&opts.pod_interface)
@@ -132,36 +168,68 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
         .ipv4
         .first()
         .ok_or_else(|| Error::PodInterface(network::Error::NoIpv4(opts.pod_interface.clone())))?;
+
+    // Where state lives: the instance's pin directory, on a bpffs mounted if need be (an
+    // `ip netns exec` or a container has a fresh /sys without one).
+    let (pin_dir, pin_warning) = match prepare_bpffs(&opts.bpffs_root) {
+        Ok(()) => (Some(opts.bpffs_root.join(&opts.instance)), None),
+        Err(err) => (None, Some(err)),
+    };
+    // The program attached to the pod interface is the live data plane: pin its maps in
+    // the instance directory so that the load below takes them over.
+    let (mut adopted, mut adopt_warning) = (None, None);
+    match running::maps_of_attached(&opts.pod_interface).await {
+        Ok(Some((maps, program_id))) => match &pin_dir {
+            Some(dir) => match maps.pin(dir) {
+                Ok(()) => adopted = Some(Source::Attached { program_id }),
+                Err(err) => adopt_warning = Some(err.to_string()),
+            },
+            None => {
+                adopt_warning = Some(
+                    "no bpffs to hand its maps over through; its flows are dropped".to_owned(),
+                );
+            }
+        },
+        Ok(None) => {}
+        Err(err) => adopt_warning = Some(err.to_string()),
+    }
     let mut dataplane = Dataplane::load(&LoadOptions {
         conntrack_flows: opts.conntrack_flows,
+        pin_dir: pin_dir.clone(),
     })?;
+    if adopted.is_none()
+        && dataplane
+            .reuse()
+            .reused
+            .contains(&egress_common::maps::CONNTRACK)
+    {
+        adopted = pin_dir.clone().map(Source::Pins);
+    }
+    if let Some(dir) = &pin_dir
+        && let Some((name, why)) = dataplane.reuse().replaced.first()
+    {
+        adopt_warning = Some(format!(
+            "pinned map {name} in {} replaced: {why}",
+            dir.display()
+        ));
+    }
 
-    // Now change the system: network, maps, attachments, pins.
+    // Now change the system: network, maps, attachments.
     let plan = NetworkPlan {
         egress_interface: opts.egress_interface.clone(),
         macvlan_parent: opts.macvlan_parent.clone(),
         macvlan_mode: opts.macvlan_mode,
         source: config.source,
         gateway: config.gateway,
+        owner: owner_alias(&opts.instance),
     };
     let applied = plan.apply().await.map_err(Error::Network)?;
     let egress = network::interface_facts(&opts.egress_interface)
         .await
         .map_err(Error::EgressInterface)?;
     let router = router_config(config, pod_ip, &pod, &egress, opts.debug);
-    dataplane.configure(&router, &rules(config))?;
+    let rules = dataplane.configure(&router, &rules_with_local(config, &opts.local_tcp_ports))?;
     dataplane.attach(&opts.pod_interface, &opts.egress_interface)?;
-
-    let (pin_dir, pin_warning) = match prepare_bpffs(&opts.bpffs_root) {
-        Ok(()) => {
-            let dir = opts.bpffs_root.join(&opts.instance);
-            match dataplane.pin(&dir) {
-                Ok(()) => (Some(dir), None),
-                Err(err) => (None, Some(err.to_string())),
-            }
-        }
-        Err(err) => (None, Some(err)),
-    };
 
     network::announce(
         &opts.egress_interface,
@@ -176,15 +244,48 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
     Ok(Report {
         dataplane,
         config: router,
+        rules,
         pin_dir,
         pin_warning,
+        adopted,
+        adopt_warning,
         created_macvlan: applied.created_macvlan,
     })
 }
 
+/// Applies a new configuration to a running data plane: the same interfaces, new rules and
+/// fallback, reconciled by difference. Returns the rules as written.
+pub fn reconfigure(
+    maps: &mut crate::maps::MapSet,
+    base: &RouterConfig,
+    config: &Config,
+    local_tcp_ports: &[u16],
+) -> Result<(RouterConfig, Vec<(RuleKey, RuleTarget)>), Error> {
+    let mut router = *base;
+    router.fallback_ip = config
+        .destinations
+        .fallback
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        .octets();
+    if config.destinations.fallback.is_some() {
+        router.flags |= config_flags::HAS_FALLBACK;
+    } else {
+        router.flags &= !config_flags::HAS_FALLBACK;
+    }
+    let rules = maps.configure(&router, &rules_with_local(config, local_tcp_ports))?;
+    Ok((router, rules))
+}
+
+/// The alias egress-router gives an interface it creates, so that teardown removes only
+/// what this instance added.
+#[must_use]
+pub fn owner_alias(instance: &str) -> String {
+    format!("egress-router:{instance}")
+}
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-fn is_bpffs(path: &Path) -> bool {
+pub fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };
@@ -197,7 +298,7 @@ fn is_bpffs(path: &Path) -> bool {
 
 /// Makes `root` a directory on a bpffs: it is one already, it is below one (e.g. the host's
 /// /sys/fs/bpf), or a bpffs is mounted there. The error says why pins are not possible.
-fn prepare_bpffs(root: &Path) -> Result<(), String> {
+pub fn prepare_bpffs(root: &Path) -> Result<(), String> {
     if is_bpffs(root) {
         return Ok(());
     }

@@ -48,6 +48,9 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Prefix length of the server network.
 pub const SERVER_PREFIX: u8 = 24;
 
+/// The agent's default metrics and health port on the pod IP.
+pub const METRICS_PORT: u16 = 9469;
+
 /// Knobs of the lab topology.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
@@ -234,6 +237,63 @@ impl Lab {
             bail!("egress-router init failed ({}): {stderr}", out.status);
         }
         Ok(stderr)
+    }
+
+    /// Starts `egress-router` in legacy mode (the agent) in the router namespace, like
+    /// [`Lab::init_router`], and waits until its `/healthz` on the pod IP answers 200 (set-up
+    /// done, programs attached). Returns the daemon's index.
+    pub fn start_agent(
+        &mut self,
+        instance: &str,
+        destination: &str,
+        extra: &[&str],
+    ) -> Result<usize> {
+        let mut cmd = self.router.command(crate::egress_router_bin());
+        cmd.env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
+            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+            .env("EGRESS_DESTINATION", destination)
+            .env("EGRESS_ROUTER_MODE", "legacy")
+            .arg("--bpffs")
+            .arg(self.bpffs.path())
+            .args(["--instance", instance])
+            .args(extra);
+        let index = self.daemons_len();
+        self.spawn(cmd)?;
+        self.wait_healthy(index, Duration::from_secs(20))?;
+        Ok(index)
+    }
+
+    /// Waits until the agent's `/healthz` answers 200, failing early if daemon `index` died.
+    pub fn wait_healthy(&mut self, index: usize, limit: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(child) = self.daemons[index].child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let out = self.daemons[index].stop(Duration::from_secs(1));
+                bail!("the agent exited with {status} before it was healthy: {out:?}");
+            }
+            let out = crate::netns::run_bounded(
+                self.client.command("curl").args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "1",
+                    &format!("http://{ROUTER_POD_IP}:{METRICS_PORT}/healthz"),
+                ]),
+                Duration::from_secs(3),
+            )?;
+            if out.stdout == b"200" {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the agent was not healthy within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Number of daemons started so far; a daemon's index is the count before its start.

@@ -37,6 +37,7 @@ fn dataplane(destination: &str) -> Dataplane {
     .unwrap();
     let mut dp = Dataplane::load(&LoadOptions {
         conntrack_flows: 1024,
+        pin_dir: None,
     })
     .unwrap();
     let mut flags = 0;

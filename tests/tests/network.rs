@@ -40,6 +40,7 @@ fn plan(iface: &str, parent: Option<&str>) -> NetworkPlan {
             prefix: NODE_PREFIX,
         },
         gateway: GATEWAY_IP,
+        owner: "egress-router:network-test".to_owned(),
     }
 }
 

@@ -368,25 +368,9 @@ fn legacy_mode_serves_until_sigterm_and_logs_packets_with_debug() {
     let mut lab = Lab::new("redir-legacy").unwrap();
     peer_server(&mut lab, "tcp", 80);
     wait_listening(&lab, 80);
-    let mut cmd = lab.router.command(egress_tests::egress_router_bin());
-    cmd.env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-        .env("EGRESS_GATEWAY", egress_tests::lab::GATEWAY_IP.to_string())
-        .env("EGRESS_DESTINATION", format!("80 tcp {SERVER_IP}"))
-        .env("EGRESS_ROUTER_DEBUG", "1")
-        .arg("--bpffs")
-        .arg(lab.bpffs.path())
-        .args(["--instance", "legacy"]);
-    let agent = lab.daemons_len();
-    lab.spawn(cmd).unwrap();
-    // Set up is done when the maps are pinned (the last step before the announcement).
-    let config_pin = lab.pin_dir("legacy").join("CONFIG");
-    for _ in 0..100 {
-        if config_pin.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(config_pin.exists(), "legacy mode did not set up in 10 s");
+    let agent = lab
+        .start_agent("legacy", &format!("80 tcp {SERVER_IP}"), &["--debug", "1"])
+        .unwrap();
     let ask = |lab: &Lab| {
         run_ok(
             &lab.client,

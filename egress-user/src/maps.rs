@@ -1,0 +1,588 @@
+//! The maps of one data plane, however they were found: from a fresh load, from pins, or by
+//! ID from the programs attached to the interfaces. Everything that reads or reconciles
+//! state (the agent, `status`, `conntrack`, `stats`, metrics) goes through [`MapSet`], so it
+//! works the same with or without a running agent.
+
+use std::{collections::BTreeMap, io, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
+use egress_common::{
+    DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULES, PacketCount, RouterConfig,
+    RuleKey, RuleTarget, STATS_LEN, Stat, drop_stat_index, flow_timeout_ns, maps,
+};
+
+/// Errors of map access.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error("map {0} is missing")]
+    Missing(&'static str),
+    #[error(
+        "map {name} has an incompatible layout ({found}; this build expects {expected}): \
+         it was created by an incompatible version"
+    )]
+    Layout {
+        name: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error("counting the possible CPUs: {0}")]
+    Cpus(io::Error),
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+}
+
+/// The layout this build expects of a map: what makes an existing map reusable.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Layout {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}, key {} B, value {} B",
+            self.map_type, self.key_size, self.value_size
+        )
+    }
+}
+
+const fn size<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+/// The expected layout of each map in [`maps::ALL`].
+#[must_use]
+pub fn layout(name: &str) -> Option<Layout> {
+    let (map_type, key_size, value_size) = match name {
+        maps::STATS | maps::RULE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),
+        maps::CONFIG => (MapType::Array, 4, size::<RouterConfig>()),
+        maps::RULES => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget>()),
+        maps::CONNTRACK => (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>()),
+        maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
+        _ => return None,
+    };
+    Some(Layout {
+        map_type,
+        key_size,
+        value_size,
+    })
+}
+
+/// Checks that an existing map can be used by this build.
+pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), Error> {
+    let expected = layout(name).ok_or(Error::Missing(name))?;
+    let found = Layout {
+        map_type: info
+            .map_type()
+            .map_err(|source| Error::Map { name, source })?,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+    };
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::Layout {
+            name,
+            found: found.to_string(),
+            expected: expected.to_string(),
+        })
+    }
+}
+
+/// One row of the conntrack table: a key and its entry.
+pub type Flow = (FlowKey, FlowEntry);
+
+/// What one garbage-collection pass saw and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcPass {
+    /// Entries in the table before the pass.
+    pub entries: u64,
+    /// Entries removed because they outlived their timeout.
+    pub expired: u64,
+    /// The table's capacity in entries.
+    pub capacity: u64,
+}
+
+/// The maps of one data plane, by name.
+pub struct MapSet {
+    maps: BTreeMap<&'static str, Map>,
+}
+
+impl MapSet {
+    /// Wraps maps taken from a loaded object or opened from pins or IDs.
+    pub fn new(maps: BTreeMap<&'static str, Map>) -> Self {
+        Self { maps }
+    }
+
+    /// Opens the pins of every map in `dir`, checking each layout.
+    pub fn from_pins(dir: &Path) -> Result<Self, Error> {
+        let mut set = BTreeMap::new();
+        for name in maps::ALL {
+            let data =
+                MapData::from_pin(dir.join(name)).map_err(|source| Error::Map { name, source })?;
+            set.insert(name, checked(name, data)?);
+        }
+        Ok(Self::new(set))
+    }
+
+    /// Opens maps by ID (those a program uses), keeping those of [`maps::ALL`].
+    pub fn from_ids(ids: &[u32]) -> Result<Self, Error> {
+        let mut set = BTreeMap::new();
+        for &id in ids {
+            let info = MapInfo::from_id(id).map_err(|source| Error::Map {
+                name: "(by id)",
+                source,
+            })?;
+            let Some(name) = info
+                .name_as_str()
+                .and_then(|n| maps::ALL.iter().find(|m| **m == n))
+            else {
+                continue;
+            };
+            let data = MapData::from_id(id).map_err(|source| Error::Map { name, source })?;
+            set.insert(*name, checked(name, data)?);
+        }
+        for name in maps::ALL {
+            if !set.contains_key(name) {
+                return Err(Error::Missing(name));
+            }
+        }
+        Ok(Self::new(set))
+    }
+
+    /// A second set of handles on the same maps (e.g. for the metrics server).
+    pub fn reopen(&self) -> Result<Self, Error> {
+        let ids = self
+            .maps
+            .keys()
+            .map(|name| Ok(self.info(name)?.id()))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Self::from_ids(&ids)
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.maps.get(name).ok_or(Error::Missing(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        self.maps.get_mut(name).ok_or(Error::Missing(name))
+    }
+
+    /// Kernel facts of a map (ID, capacity).
+    pub fn info(&self, name: &'static str) -> Result<MapInfo, Error> {
+        let data = match self.map(name)? {
+            Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+            _ => return Err(Error::Missing(name)),
+        };
+        data.info().map_err(|source| Error::Map { name, source })
+    }
+
+    /// Pins every map in `dir`, replacing pins that point elsewhere.
+    pub fn pin(&self, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Pin {
+            path: dir.to_owned(),
+            source,
+        })?;
+        for (name, map) in &self.maps {
+            let path = dir.join(name);
+            let id = self.info(name)?.id();
+            match MapInfo::from_pin(&path) {
+                Ok(info) if info.id() == id => continue,
+                Ok(_) => std::fs::remove_file(&path).map_err(|source| Error::Pin {
+                    path: path.clone(),
+                    source,
+                })?,
+                Err(_) => {}
+            }
+            map.pin(&path).map_err(|err| Error::Pin {
+                path: path.clone(),
+                source: io::Error::other(err),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The instance configuration, if the maps have been configured.
+    pub fn config(&self) -> Result<Option<RouterConfig>, Error> {
+        let name = maps::CONFIG;
+        let err = |source| Error::Map { name, source };
+        let array = Array::<_, RouterConfig>::try_from(self.map(name)?).map_err(err)?;
+        let config = array.get(&0, 0).map_err(err)?;
+        Ok((config.pod_ifindex != 0).then_some(config))
+    }
+
+    /// The rules, sorted by rule id.
+    pub fn rules(&self) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
+        let name = maps::RULES;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, RuleKey, RuleTarget>::try_from(self.map(name)?).map_err(err)?;
+        let mut rules = table.iter().collect::<Result<Vec<_>, _>>().map_err(err)?;
+        rules.sort_by_key(|(key, target)| (target.rule_id, key.port, key.proto));
+        Ok(rules)
+    }
+
+    /// Writes the instance configuration and reconciles the rules by difference: unchanged
+    /// rules keep their id and counters, new or changed rules get a free id with zeroed
+    /// counters, rules no longer wanted are removed. The configuration, which arms the
+    /// programs, is written last.
+    ///
+    /// Returns the rules as written, with their ids.
+    pub fn configure(
+        &mut self,
+        config: &RouterConfig,
+        wanted: &[(RuleKey, RuleTarget)],
+    ) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
+        let current = self.rules()?;
+        let old_config = self.config()?;
+        let plan = plan_rules(&current, wanted);
+        {
+            let name = maps::RULE_STATS;
+            let err = |source| Error::Map { name, source };
+            let nr_cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Cpus(source))?;
+            let mut array =
+                PerCpuArray::<_, PacketCount>::try_from(self.map_mut(name)?).map_err(err)?;
+            let mut reset: Vec<u16> = plan.fresh_ids.clone();
+            let fallback_changed = old_config.is_none_or(|old| {
+                old.fallback_ip != config.fallback_ip || old.flags != config.flags
+            });
+            if fallback_changed {
+                reset.push(0);
+            }
+            for id in reset {
+                let zero = aya::maps::PerCpuValues::try_from(vec![PacketCount::default(); nr_cpus])
+                    .map_err(Error::Cpus)?;
+                array.set(u32::from(id), zero, 0).map_err(err)?;
+            }
+        }
+        {
+            let name = maps::RULES;
+            let err = |source| Error::Map { name, source };
+            let mut table =
+                HashMap::<_, RuleKey, RuleTarget>::try_from(self.map_mut(name)?).map_err(err)?;
+            for (key, target) in &plan.write {
+                table.insert(key, target, 0).map_err(err)?;
+            }
+            for key in &plan.remove {
+                match table.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(source) => return Err(err(source)),
+                }
+            }
+        }
+        let name = maps::CONFIG;
+        let err = |source| Error::Map { name, source };
+        let mut array = Array::<_, RouterConfig>::try_from(self.map_mut(name)?).map_err(err)?;
+        array.set(0, config, 0).map_err(err)?;
+        Ok(plan.result)
+    }
+
+    /// Path and drop counters, summed over CPUs.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let name = maps::STATS;
+        let err = |source| Error::Map { name, source };
+        let array = PerCpuArray::<_, PacketCount>::try_from(self.map(name)?).map_err(err)?;
+        let sum = |index: u32| -> Result<PacketCount, Error> {
+            let values = array.get(&index, 0).map_err(err)?;
+            Ok(values
+                .iter()
+                .fold(PacketCount::default(), |acc, v| acc.add(*v)))
+        };
+        debug_assert!(drop_stat_index(DropReason::Unconfigured) < STATS_LEN);
+        Ok(Stats {
+            paths: Stat::ALL
+                .iter()
+                .map(|&stat| Ok((stat, sum(stat as u32)?)))
+                .collect::<Result<_, Error>>()?,
+            drops: DropReason::ALL
+                .iter()
+                .map(|&reason| Ok((reason, sum(drop_stat_index(reason))?)))
+                .collect::<Result<_, Error>>()?,
+        })
+    }
+
+    /// Per-rule counters summed over CPUs, indexed by rule id (0 = fallback).
+    pub fn rule_stats(&self) -> Result<Vec<PacketCount>, Error> {
+        let name = maps::RULE_STATS;
+        let err = |source| Error::Map { name, source };
+        let array = PerCpuArray::<_, PacketCount>::try_from(self.map(name)?).map_err(err)?;
+        (0..array.len().min(MAX_RULES + 1))
+            .map(|i| {
+                let values = array.get(&i, 0).map_err(err)?;
+                Ok(values
+                    .iter()
+                    .fold(PacketCount::default(), |acc, v| acc.add(*v)))
+            })
+            .collect()
+    }
+
+    /// The conntrack table, both directions of every flow.
+    pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
+        let mut flows = Vec::new();
+        for item in table.iter() {
+            match item {
+                Ok(flow) => flows.push(flow),
+                // Deleted by the data plane or GC between the key and its lookup.
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+        Ok(flows)
+    }
+
+    /// Writes one conntrack entry (tests age flows with it).
+    pub fn put_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        table.insert(key, entry, 0).map_err(err)
+    }
+
+    /// Removes conntrack entries that outlived their timeout at `now` (CLOCK_MONOTONIC
+    /// nanoseconds, the data plane's clock). A flow's two entries go together, once both
+    /// have expired, so a reply entry is never left without its forward entry or the
+    /// other way round.
+    pub fn collect_garbage(&mut self, now: u64) -> Result<GcPass, Error> {
+        let capacity = u64::from(self.info(maps::CONNTRACK)?.max_entries());
+        let flows = self.conntrack()?;
+        let index: std::collections::HashMap<FlowKey, FlowEntry> = flows.iter().copied().collect();
+        let is_expired = |key: &FlowKey, entry: &FlowEntry| {
+            now.saturating_sub(entry.last_seen_ns) > flow_timeout_ns(key.proto, entry.tcp_flags)
+        };
+        let mut doomed = Vec::new();
+        for (key, entry) in &flows {
+            if !is_expired(key, entry) {
+                continue;
+            }
+            let peer = peer_key(key, entry);
+            let peer_alive = index
+                .get(&peer)
+                .is_some_and(|p| peer_key(&peer, p) == *key && !is_expired(&peer, p));
+            if !peer_alive {
+                doomed.push(*key);
+            }
+        }
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        let mut expired = 0;
+        for key in doomed {
+            // Look again right before deleting: a packet may have refreshed it meanwhile.
+            match table.get(&key, 0) {
+                Ok(entry) if is_expired(&key, &entry) => {}
+                Ok(_) | Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(err(source)),
+            }
+            match table.remove(&key) {
+                Ok(()) => expired += 1,
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+        Ok(GcPass {
+            entries: flows.len() as u64,
+            expired,
+            capacity,
+        })
+    }
+}
+
+fn checked(name: &'static str, data: MapData) -> Result<Map, Error> {
+    let info = data.info().map_err(|source| Error::Map { name, source })?;
+    check_layout(name, &info)?;
+    let map = match info
+        .map_type()
+        .map_err(|source| Error::Map { name, source })?
+    {
+        MapType::Array => Map::Array(data),
+        MapType::PerCpuArray => Map::PerCpuArray(data),
+        MapType::Hash => Map::HashMap(data),
+        MapType::LruHash => Map::LruHashMap(data),
+        _ => return Err(Error::Missing(name)),
+    };
+    Ok(map)
+}
+
+/// The key of the other direction of a flow, from an entry's translated tuple.
+#[must_use]
+pub fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
+    FlowKey {
+        saddr: entry.daddr,
+        daddr: entry.saddr,
+        sport: entry.dport,
+        dport: entry.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// How the rules map changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RulePlan {
+    write: Vec<(RuleKey, RuleTarget)>,
+    remove: Vec<RuleKey>,
+    fresh_ids: Vec<u16>,
+    result: Vec<(RuleKey, RuleTarget)>,
+}
+
+/// Rule ids stay with unchanged rules (same key, same target); new and changed rules take
+/// the lowest ids not in use, so counters are never shared between two different rules.
+fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTarget)]) -> RulePlan {
+    let same = |a: &RuleTarget, b: &RuleTarget| {
+        a.remote_ip == b.remote_ip && a.remote_port == b.remote_port
+    };
+    let mut plan = RulePlan::default();
+    let kept: Vec<(RuleKey, RuleTarget)> = current
+        .iter()
+        .filter(|(key, target)| wanted.iter().any(|(k, t)| k == key && same(t, target)))
+        .copied()
+        .collect();
+    // Prefer ids no current rule has, so flows of a removed or changed rule (which keep
+    // their translation until they end) never count into a different rule's counters.
+    let mut avoid: std::collections::BTreeSet<u16> =
+        current.iter().map(|(_, t)| t.rule_id).collect();
+    let max = u16::try_from(MAX_RULES).unwrap_or(u16::MAX);
+    for (key, target) in wanted {
+        if let Some(old) = kept.iter().find(|(k, _)| k == key) {
+            plan.result.push(*old);
+            continue;
+        }
+        let mut target = *target;
+        if !target.is_local() {
+            let free =
+                |avoid: &std::collections::BTreeSet<u16>| (1..=max).find(|id| !avoid.contains(id));
+            let id = free(&avoid)
+                .or_else(|| {
+                    // Every id is taken: reuse those of rules that are going away.
+                    avoid.retain(|id| kept.iter().any(|(_, t)| t.rule_id == *id));
+                    avoid.extend(plan.fresh_ids.iter().copied());
+                    free(&avoid)
+                })
+                .expect("at most MAX_RULES rules");
+            avoid.insert(id);
+            target.rule_id = id;
+            plan.fresh_ids.push(id);
+        }
+        plan.write.push((*key, target));
+        plan.result.push((*key, target));
+    }
+    plan.remove = current
+        .iter()
+        .filter(|(key, _)| !wanted.iter().any(|(k, _)| k == key))
+        .map(|(key, _)| *key)
+        .collect();
+    plan
+}
+
+/// Counters of the data plane, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Path counters, in [`Stat::ALL`] order.
+    pub paths: Vec<(Stat, PacketCount)>,
+    /// Drop counters, in [`DropReason::ALL`] order.
+    pub drops: Vec<(DropReason, PacketCount)>,
+}
+
+impl Stats {
+    /// The counter of one path.
+    #[must_use]
+    pub fn path(&self, stat: Stat) -> PacketCount {
+        self.paths
+            .iter()
+            .find(|(s, _)| *s == stat)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    /// The drop counter of one reason.
+    #[must_use]
+    pub fn drop(&self, reason: DropReason) -> PacketCount {
+        self.drops
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (stat, count) in &self.paths {
+            writeln!(
+                f,
+                "{:<24} {:>12} packets {:>14} bytes",
+                stat.name(),
+                count.packets,
+                count.bytes
+            )?;
+        }
+        for (reason, count) in &self.drops {
+            writeln!(
+                f,
+                "drop:{:<19} {:>12} packets {:>14} bytes",
+                reason.name(),
+                count.packets,
+                count.bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(port: u16, ip: u8, rule_id: u16) -> (RuleKey, RuleTarget) {
+        (
+            RuleKey {
+                port,
+                proto: egress_common::proto::TCP,
+                _pad: 0,
+            },
+            RuleTarget {
+                remote_ip: [203, 0, 113, ip],
+                remote_port: port,
+                rule_id,
+            },
+        )
+    }
+
+    #[test]
+    fn unchanged_rules_keep_their_ids_and_new_ones_take_free_ids() {
+        let current = [rule(80, 1, 1), rule(81, 2, 2), rule(82, 3, 3)];
+        // 80 unchanged, 81 removed, 82 changed target, 83 new.
+        let wanted = [rule(80, 1, 0), rule(82, 9, 0), rule(83, 4, 0)];
+        let plan = plan_rules(&current, &wanted);
+        assert_eq!(
+            plan.result,
+            [rule(80, 1, 1), rule(82, 9, 4), rule(83, 4, 5)]
+        );
+        assert_eq!(plan.write, [rule(82, 9, 4), rule(83, 4, 5)]);
+        assert_eq!(plan.remove, [rule(81, 2, 2).0]);
+        assert_eq!(plan.fresh_ids, [4, 5]);
+    }
+
+    #[test]
+    fn a_fresh_table_numbers_rules_in_order() {
+        let wanted = [rule(80, 1, 0), rule(81, 2, 0)];
+        let plan = plan_rules(&[], &wanted);
+        assert_eq!(plan.result, [rule(80, 1, 1), rule(81, 2, 2)]);
+        assert!(plan.remove.is_empty());
+    }
+}

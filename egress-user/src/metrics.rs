@@ -1,0 +1,363 @@
+//! Prometheus `/metrics` and `/healthz` of the agent, over hyper. Counters are read from the
+//! data plane's maps at scrape time, so they are exact and cost nothing between scrapes.
+
+use std::{
+    convert::Infallible,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use egress_common::{DropReason, RuleKey, RuleTarget, Stat};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+use crate::{inspect, maps::MapSet, running};
+
+/// What the agent itself counts, next to the data plane's counters.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub gc_runs: AtomicU64,
+    pub gc_expired: AtomicU64,
+    /// Entries in the conntrack table at the last GC pass.
+    pub conntrack_entries: AtomicU64,
+    pub conntrack_capacity: AtomicU64,
+    /// Seconds to the next GC pass, as last chosen.
+    pub gc_interval_ms: AtomicU64,
+}
+
+/// State shared between the agent and the HTTP handlers.
+pub struct Shared {
+    pub instance: String,
+    pub pod_interface: String,
+    pub egress_interface: String,
+    /// Read-only handles on the data plane's maps.
+    pub maps: MapSet,
+    /// The rules as written, for labels.
+    pub rules: Mutex<Vec<(RuleKey, RuleTarget)>>,
+    pub counters: AgentCounters,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The exposition in Prometheus text format 0.0.4.
+pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
+    let stats = shared.maps.stats()?;
+    let rule_stats = shared.maps.rule_stats()?;
+    let config = shared.maps.config()?;
+    let rules = shared
+        .rules
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let c = &shared.counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+
+    family(
+        &mut out,
+        "egress_router_packets_total",
+        "counter",
+        "Packets per data-plane path.",
+    );
+    for (stat, count) in &stats.paths {
+        let _ = writeln!(
+            out,
+            "egress_router_packets_total{{path=\"{}\"}} {}",
+            stat.name(),
+            count.packets
+        );
+    }
+    family(
+        &mut out,
+        "egress_router_bytes_total",
+        "counter",
+        "Bytes per data-plane path.",
+    );
+    for (stat, count) in &stats.paths {
+        let _ = writeln!(
+            out,
+            "egress_router_bytes_total{{path=\"{}\"}} {}",
+            stat.name(),
+            count.bytes
+        );
+    }
+    family(
+        &mut out,
+        "egress_router_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+    );
+    for (reason, count) in &stats.drops {
+        let _ = writeln!(
+            out,
+            "egress_router_drops_total{{reason=\"{}\"}} {}",
+            reason.name(),
+            count.packets
+        );
+    }
+    let views = inspect::rules(&rules, &rule_stats, config.as_ref());
+    family(
+        &mut out,
+        "egress_router_rule_packets_total",
+        "counter",
+        "Packets translated per rule (id 0 is the fallback).",
+    );
+    let label = |r: &inspect::RuleView| {
+        format!(
+            "rule=\"{}\",proto=\"{}\",port=\"{}\",target=\"{}\"",
+            r.id, r.proto, r.port, r.target
+        )
+    };
+    for r in views.iter().filter(|r| r.target != "local") {
+        let _ = writeln!(
+            out,
+            "egress_router_rule_packets_total{{{}}} {}",
+            label(r),
+            r.packets
+        );
+    }
+    family(
+        &mut out,
+        "egress_router_rule_bytes_total",
+        "counter",
+        "Bytes translated per rule (id 0 is the fallback).",
+    );
+    for r in views.iter().filter(|r| r.target != "local") {
+        let _ = writeln!(
+            out,
+            "egress_router_rule_bytes_total{{{}}} {}",
+            label(r),
+            r.bytes
+        );
+    }
+    family(
+        &mut out,
+        "egress_router_nat_port_retries_total",
+        "counter",
+        "Source-port allocation retries (the first choice was taken).",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_nat_port_retries_total {}",
+        stats.path(Stat::NatRetries).packets
+    );
+    family(
+        &mut out,
+        "egress_router_nat_allocation_failures_total",
+        "counter",
+        "New flows dropped because no source port was free.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_nat_allocation_failures_total {}",
+        stats.drop(DropReason::NatExhausted).packets
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_full_total",
+        "counter",
+        "New flows dropped because the conntrack table refused them.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_full_total {}",
+        stats.drop(DropReason::ConntrackFull).packets
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_entries",
+        "gauge",
+        "Conntrack entries (two per flow) at the last GC pass.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_entries {}",
+        load(&c.conntrack_entries)
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_capacity",
+        "gauge",
+        "Conntrack capacity in entries.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_capacity {}",
+        load(&c.conntrack_capacity)
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_gc_runs_total",
+        "counter",
+        "Conntrack garbage-collection passes.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_gc_runs_total {}",
+        load(&c.gc_runs)
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_gc_expired_total",
+        "counter",
+        "Conntrack entries removed by GC after their timeout.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_gc_expired_total {}",
+        load(&c.gc_expired)
+    );
+    family(
+        &mut out,
+        "egress_router_conntrack_gc_interval_seconds",
+        "gauge",
+        "Current GC interval (shorter as the table fills).",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_conntrack_gc_interval_seconds {}",
+        load(&c.gc_interval_ms) as f64 / 1000.0
+    );
+    family(
+        &mut out,
+        "egress_router_config_reloads_total",
+        "counter",
+        "Configuration reloads applied.",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_config_reloads_total {}",
+        load(&c.reloads)
+    );
+    family(
+        &mut out,
+        "egress_router_config_reload_failures_total",
+        "counter",
+        "Configuration reloads rejected (the running rules stayed).",
+    );
+    let _ = writeln!(
+        out,
+        "egress_router_config_reload_failures_total {}",
+        load(&c.reload_failures)
+    );
+    Ok(out)
+}
+
+async fn health(shared: &Shared) -> Result<(), String> {
+    let programs = running::attached_programs(&shared.pod_interface, &shared.egress_interface)
+        .await
+        .map_err(|e| e.to_string())?;
+    if programs.len() < crate::dataplane::PROGRAMS.len() {
+        return Err(format!(
+            "{} of {} programs attached",
+            programs.len(),
+            crate::dataplane::PROGRAMS.len()
+        ));
+    }
+    shared
+        .maps
+        .config()
+        .map_err(|e| e.to_string())?
+        .ok_or("not configured")?;
+    Ok(())
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let text = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(content_type),
+        );
+        resp
+    };
+    let plain = "text/plain; charset=utf-8";
+    Ok(match req.uri().path() {
+        "/metrics" => match render(&shared) {
+            Ok(body) => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            ),
+            Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, plain, format!("{err}\n")),
+        },
+        "/healthz" => match health(&shared).await {
+            Ok(()) => text(StatusCode::OK, plain, "ok\n".to_owned()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, plain, format!("{why}\n")),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            plain,
+            "try /metrics or /healthz\n".to_owned(),
+        ),
+    })
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(shared.clone(), req));
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %err, "metrics: connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Where the metrics listen: a socket address, a port on the pod IP, or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    /// This port on the pod interface's address.
+    PodIp(u16),
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "off" {
+            return Ok(Self::Off);
+        }
+        if let Some(port) = s.strip_prefix(':') {
+            return port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .map(Self::PodIp)
+                .ok_or_else(|| format!("'{s}': the port must be in the range 1 to 65535"));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::At)
+            .map_err(|_| format!("'{s}' is not ADDRESS:PORT, :PORT or off"))
+    }
+}
