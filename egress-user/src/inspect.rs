@@ -287,10 +287,15 @@ impl std::fmt::Display for Status {
             "ID", "PROTO", "PORT", "TARGET", "PACKETS", "BYTES"
         )?;
         for r in &self.rules {
+            let id = if r.target == "local" {
+                "-".to_owned()
+            } else {
+                r.id.to_string()
+            };
             writeln!(
                 f,
                 "  {:>4} {:<5} {:>5}  {:<28} {:>12} {:>14}",
-                r.id, r.proto, r.port, r.target, r.packets, r.bytes
+                id, r.proto, r.port, r.target, r.packets, r.bytes
             )?;
         }
         Ok(())

@@ -171,9 +171,18 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
 
     // Where state lives: the instance's pin directory, on a bpffs mounted if need be (an
     // `ip netns exec` or a container has a fresh /sys without one).
-    let (pin_dir, pin_warning) = match prepare_bpffs(&opts.bpffs_root) {
-        Ok(()) => (Some(opts.bpffs_root.join(&opts.instance)), None),
-        Err(err) => (None, Some(err)),
+    let (pin_dir, pin_warning, scratch) = match prepare_bpffs(&opts.bpffs_root) {
+        Ok(()) => (Some(opts.bpffs_root.join(&opts.instance)), None, None),
+        // No bpffs to keep pins in (e.g. /sys/fs/bpf missing in a container): a private one,
+        // gone when set-up ends, still hands the running maps over to the new programs.
+        Err(err) => match ScratchBpffs::mount() {
+            Ok(scratch) => (
+                Some(scratch.path.join(&opts.instance)),
+                Some(err),
+                Some(scratch),
+            ),
+            Err(scratch_err) => (None, Some(format!("{err}; {scratch_err}")), None),
+        },
     };
     // The program attached to the pod interface is the live data plane: pin its maps in
     // the instance directory so that the load below takes them over.
@@ -231,6 +240,10 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
     let rules = dataplane.configure(&router, &rules_with_local(config, &opts.local_tcp_ports))?;
     dataplane.attach(&opts.pod_interface, &opts.egress_interface)?;
 
+    // Pins on a scratch bpffs vanish with it; the maps live on in the programs.
+    let pin_dir = if scratch.is_some() { None } else { pin_dir };
+    drop(scratch);
+
     network::announce(
         &opts.egress_interface,
         applied.egress_ifindex,
@@ -283,6 +296,33 @@ pub fn owner_alias(instance: &str) -> String {
     format!("egress-router:{instance}")
 }
 
+/// A bpffs mounted on a fresh temporary directory for the duration of a set-up, then
+/// detached and removed.
+struct ScratchBpffs {
+    path: PathBuf,
+}
+
+impl ScratchBpffs {
+    fn mount() -> Result<Self, String> {
+        let path = std::env::temp_dir().join(format!("egress-router-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .map_err(|err| format!("creating {}: {err}", path.display()))?;
+        let scratch = Self { path };
+        mount_bpffs(&scratch.path)?;
+        Ok(scratch)
+    }
+}
+
+impl Drop for ScratchBpffs {
+    fn drop(&mut self) {
+        if let Ok(c_path) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path; a lazy unmount of our own mount.
+            unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 pub fn is_bpffs(path: &Path) -> bool {
@@ -310,6 +350,10 @@ pub fn prepare_bpffs(root: &Path) -> Result<(), String> {
     if is_bpffs(root) {
         return Ok(());
     }
+    mount_bpffs(root)
+}
+
+fn mount_bpffs(root: &Path) -> Result<(), String> {
     let c_path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{} contains a NUL byte", root.display()))?;
     // SAFETY: valid NUL-terminated strings; mounting is what we mean to do.

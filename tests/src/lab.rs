@@ -306,6 +306,24 @@ impl Lab {
         self.daemons[index].stop(Duration::from_secs(5))
     }
 
+    /// The process id of daemon `index`, if it runs.
+    pub fn daemon_pid(&self, index: usize) -> Option<i32> {
+        self.daemons[index]
+            .child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    /// Kills daemon `index` with SIGKILL (no clean-up of its own) and returns its output.
+    pub fn kill_daemon(&mut self, index: usize) -> Result<std::process::Output> {
+        let daemon = &mut self.daemons[index];
+        let Some(mut child) = daemon.child.take() else {
+            bail!("{} was already stopped", daemon.what);
+        };
+        child.kill()?;
+        wait_bounded(child, Duration::from_secs(5))
+    }
+
     /// The pin directory of egress-router instance `instance` on the lab's bpffs.
     pub fn pin_dir(&self, instance: &str) -> PathBuf {
         self.bpffs.path().join(instance)

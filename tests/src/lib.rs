@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod netns;
+pub mod util;
 
 use std::path::PathBuf;
 

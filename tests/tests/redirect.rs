@@ -8,51 +8,13 @@ use egress_common::{DropReason, Stat};
 use egress_tests::{
     asset,
     lab::{EGRESS_SOURCE, Lab, LabOptions, ROUTER_POD_IP, SERVER_IP},
-    netns::{Netns, run_bounded},
+    netns::run_bounded,
+    util::{peer_server, run_ok, wait_listening},
 };
 use egress_user::dataplane::{self, Stats};
 
 fn stats(lab: &Lab, instance: &str) -> Stats {
     dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap()
-}
-
-/// Runs a command in `ns`, bounded in time; returns stdout, panics with stderr on failure.
-fn run_ok(ns: &Netns, program: &str, args: &[&str], limit: u64) -> String {
-    let out = run_bounded(ns.command(program).args(args), Duration::from_secs(limit)).unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} in {}: {}\n{}",
-        ns.name(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Starts a peer server (tests/assets/peer_server.py) in the server namespace.
-fn peer_server(lab: &mut Lab, kind: &str, port: u16) {
-    let script = asset("peer_server.py");
-    let mut cmd = lab.server.command("python3");
-    cmd.arg(script)
-        .args([kind, &SERVER_IP.to_string(), &port.to_string()]);
-    lab.spawn(cmd).unwrap();
-}
-
-/// Waits until something listens on TCP `port` in the server namespace.
-fn wait_listening(lab: &Lab, port: u16) {
-    for _ in 0..50 {
-        let out = run_ok(
-            &lab.server,
-            "ss",
-            &["-Htln", &format!("sport = :{port}")],
-            5,
-        );
-        if !out.trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port} in the server namespace");
 }
 
 fn http_server(lab: &mut Lab, port: u16, dir: &std::path::Path) -> usize {
