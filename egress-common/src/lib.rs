@@ -365,6 +365,21 @@ pub struct FlowEntry {
     pub created_ns: u64,
 }
 
+/// The key of the entry for the other direction of the flow `entry` (found under `key`)
+/// belongs to: the entry's tuple, reversed.
+#[inline(always)]
+#[must_use]
+pub const fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
+    FlowKey {
+        saddr: entry.daddr,
+        daddr: entry.saddr,
+        sport: entry.dport,
+        dport: entry.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
 /// A flow's `last_seen_ns` is rewritten at most this often, so established flows do not
 /// write to shared memory on every packet.
 pub const TOUCH_INTERVAL_NS: u64 = 1_000_000_000;

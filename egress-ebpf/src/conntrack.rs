@@ -38,18 +38,7 @@ pub fn lookup(key: &FlowKey) -> Option<*mut FlowEntry> {
     CONNTRACK.get_ptr_mut(key)
 }
 
-/// The key of the entry for the other direction of the flow `entry` belongs to.
-#[inline(always)]
-pub fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
-    FlowKey {
-        saddr: entry.daddr,
-        daddr: entry.saddr,
-        sport: entry.dport,
-        dport: entry.sport,
-        proto: key.proto,
-        _pad: [0; 3],
-    }
-}
+pub use egress_common::peer_key;
 
 /// The entry for the other direction of a translated flow, as it was created.
 #[inline(always)]

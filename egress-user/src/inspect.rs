@@ -5,11 +5,11 @@ use std::{fmt::Write as _, net::Ipv4Addr, path::PathBuf};
 
 use egress_common::{
     FlowEntry, FlowKey, PacketCount, RouterConfig, RuleKey, RuleTarget, config_flags, flow_kind,
-    flow_timeout_ns, proto, tcp_seen,
+    flow_timeout_ns, peer_key, proto, tcp_seen,
 };
 use serde::Serialize;
 
-use crate::{maps::peer_key, running::AttachedProgram};
+use crate::running::AttachedProgram;
 
 /// CLOCK_MONOTONIC_COARSE in nanoseconds: the clock of the data plane's timestamps.
 #[must_use]

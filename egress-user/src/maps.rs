@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, io, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
     DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULES, PacketCount, RouterConfig,
-    RuleKey, RuleTarget, STATS_LEN, Stat, drop_stat_index, flow_timeout_ns, maps,
+    RuleKey, RuleTarget, STATS_LEN, Stat, drop_stat_index, flow_timeout_ns, maps, peer_key,
 };
 
 /// Errors of map access.
@@ -416,19 +416,6 @@ fn checked(name: &'static str, data: MapData) -> Result<Map, Error> {
         _ => return Err(Error::Missing(name)),
     };
     Ok(map)
-}
-
-/// The key of the other direction of a flow, from an entry's translated tuple.
-#[must_use]
-pub fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
-    FlowKey {
-        saddr: entry.daddr,
-        daddr: entry.saddr,
-        sport: entry.dport,
-        dport: entry.sport,
-        proto: key.proto,
-        _pad: [0; 3],
-    }
 }
 
 /// How the rules map changes.

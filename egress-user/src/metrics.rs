@@ -49,6 +49,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The exposition in Prometheus text format 0.0.4.
 pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
     let stats = shared.maps.stats()?;
@@ -140,115 +146,75 @@ pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
             r.bytes
         );
     }
-    family(
+    single(
         &mut out,
         "egress_router_nat_port_retries_total",
         "counter",
         "Source-port allocation retries (the first choice was taken).",
+        stats.path(Stat::NatRetries).packets,
     );
-    let _ = writeln!(
-        out,
-        "egress_router_nat_port_retries_total {}",
-        stats.path(Stat::NatRetries).packets
-    );
-    family(
+    single(
         &mut out,
         "egress_router_nat_allocation_failures_total",
         "counter",
         "New flows dropped because no source port was free.",
+        stats.drop(DropReason::NatExhausted).packets,
     );
-    let _ = writeln!(
-        out,
-        "egress_router_nat_allocation_failures_total {}",
-        stats.drop(DropReason::NatExhausted).packets
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_full_total",
         "counter",
         "New flows dropped because the conntrack table refused them.",
+        stats.drop(DropReason::ConntrackFull).packets,
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_full_total {}",
-        stats.drop(DropReason::ConntrackFull).packets
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_entries",
         "gauge",
         "Conntrack entries (two per flow) at the last GC pass.",
+        load(&c.conntrack_entries),
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_entries {}",
-        load(&c.conntrack_entries)
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_capacity",
         "gauge",
         "Conntrack capacity in entries.",
+        load(&c.conntrack_capacity),
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_capacity {}",
-        load(&c.conntrack_capacity)
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_gc_runs_total",
         "counter",
         "Conntrack garbage-collection passes.",
+        load(&c.gc_runs),
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_gc_runs_total {}",
-        load(&c.gc_runs)
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_gc_expired_total",
         "counter",
         "Conntrack entries removed by GC after their timeout.",
+        load(&c.gc_expired),
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_gc_expired_total {}",
-        load(&c.gc_expired)
-    );
-    family(
+    single(
         &mut out,
         "egress_router_conntrack_gc_interval_seconds",
         "gauge",
         "Current GC interval (shorter as the table fills).",
+        load(&c.gc_interval_ms) as f64 / 1000.0,
     );
-    let _ = writeln!(
-        out,
-        "egress_router_conntrack_gc_interval_seconds {}",
-        load(&c.gc_interval_ms) as f64 / 1000.0
-    );
-    family(
+    single(
         &mut out,
         "egress_router_config_reloads_total",
         "counter",
         "Configuration reloads applied.",
+        load(&c.reloads),
     );
-    let _ = writeln!(
-        out,
-        "egress_router_config_reloads_total {}",
-        load(&c.reloads)
-    );
-    family(
+    single(
         &mut out,
         "egress_router_config_reload_failures_total",
         "counter",
         "Configuration reloads rejected (the running rules stayed).",
-    );
-    let _ = writeln!(
-        out,
-        "egress_router_config_reload_failures_total {}",
-        load(&c.reload_failures)
+        load(&c.reload_failures),
     );
     Ok(out)
 }

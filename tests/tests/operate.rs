@@ -228,24 +228,19 @@ fn init_through_ip_netns_exec_then_an_agent_adopts_its_flows() {
     let listed = (0..100)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(200));
-            let out = run_bounded(
-                std::process::Command::new("ip")
-                    .args(["netns", "exec", lab.router.name()])
-                    .arg(egress_router_bin())
-                    .args(["conntrack", "--json"]),
-                Duration::from_secs(10),
-            )
-            .ok()?;
-            let flows: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let status = run_bounded(
-                std::process::Command::new("ip")
-                    .args(["netns", "exec", lab.router.name()])
-                    .arg(egress_router_bin())
-                    .args(["status", "--json"]),
-                Duration::from_secs(10),
-            )
-            .ok()?;
-            let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+            let json = |args: &[&str]| -> Option<serde_json::Value> {
+                let out = run_bounded(
+                    std::process::Command::new("ip")
+                        .args(["netns", "exec", lab.router.name()])
+                        .arg(egress_router_bin())
+                        .args(args),
+                    Duration::from_secs(10),
+                )
+                .ok()?;
+                serde_json::from_slice(&out.stdout).ok()
+            };
+            let flows = json(&["conntrack", "--json"])?;
+            let status = json(&["status", "--json"])?;
             // The agent is up once its programs replaced those of the init container.
             (status["programs"].as_array()?.len() == 3).then_some(flows)
         })
