@@ -211,10 +211,23 @@ fn init_through_ip_netns_exec_then_an_agent_adopts_its_flows() {
     .unwrap();
     assert!(pgrep.stdout.is_empty(), "no egress-router process is left");
 
-    // Flows through the data plane the init container left behind.
+    // Flows through the data plane the init container left behind, made with curl (the
+    // peer server answers one line without HTTP headers, hence --http0.9).
     let mut ports = BTreeSet::new();
     for _ in 0..3 {
-        let answer = ask(&lab, 80);
+        let answer = run_ok(
+            &lab.client,
+            "curl",
+            &[
+                "-s",
+                "--http0.9",
+                "--max-time",
+                "5",
+                &format!("http://{ROUTER_POD_IP}/"),
+            ],
+            10,
+        );
+        let answer = answer.trim();
         let (ip, port) = answer.split_once(' ').expect("an answer");
         assert_eq!(ip, EGRESS_SOURCE.to_string());
         ports.insert(port.parse::<u16>().unwrap());
