@@ -50,14 +50,6 @@ impl Signals {
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
-
-    /// Waits for SIGTERM or SIGINT only (init mode's set-up).
-    pub async fn terminated(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
 }
 
 /// Reads the configuration file: its content is the EGRESS_DESTINATION value.
@@ -175,10 +167,10 @@ pub async fn run(
             _ = signals.int.recv() => break,
             _ = signals.hup.recv() => {
                 let text = opts.config_file.as_deref().map(read_config_file).transpose();
-                reload(&mut report, &mut config, &opts, &shared, text, "SIGHUP");
-                if let Some(path) = &opts.config_file {
-                    applied_file = std::fs::read_to_string(path).ok();
+                if let Ok(Some(current)) = &text {
+                    applied_file = Some(current.clone());
                 }
+                reload(&mut report, &mut config, &opts, &shared, text, "SIGHUP");
             }
             _ = poll.tick(), if opts.config_file.is_some() => {
                 let path = opts.config_file.as_deref().expect("checked");

@@ -261,12 +261,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Pins every map by name in `dir` (a directory on a bpffs), replacing pins that point
-    /// to other maps.
-    pub fn pin(&self, dir: &Path) -> Result<(), Error> {
-        Ok(self.maps.pin(dir)?)
-    }
-
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the
     /// configuration); call [`aya_log::EbpfLogger::flush`] when its fd is readable.
     pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<TracingLog>, aya_log::Error> {

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, io, path::Path};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
     DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULES, PacketCount, RouterConfig,
-    RuleKey, RuleTarget, STATS_LEN, Stat, drop_stat_index, flow_timeout_ns, maps, peer_key,
+    RuleKey, RuleTarget, Stat, drop_stat_index, flow_timeout_ns, maps, peer_key,
 };
 
 /// Errors of map access.
@@ -298,7 +298,6 @@ impl MapSet {
                 .iter()
                 .fold(PacketCount::default(), |acc, v| acc.add(*v)))
         };
-        debug_assert!(drop_stat_index(DropReason::Unconfigured) < STATS_LEN);
         Ok(Stats {
             paths: Stat::ALL
                 .iter()

@@ -30,11 +30,14 @@ fn ask(lab: &Lab, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// `egress-router ARGS` in the router namespace (the caller's mount namespace).
+/// `egress-router ARGS` in the router namespace (the caller's mount namespace), with the
+/// lab's EGRESS_SOURCE and EGRESS_GATEWAY.
 fn router_cli(lab: &Lab, instance: &str, args: &[&str]) -> String {
     let out = run_bounded(
         lab.router
             .command(egress_router_bin())
+            .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
+            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
             .arg("--bpffs")
             .arg(lab.bpffs.path())
             .args(["--instance", instance])
@@ -523,25 +526,7 @@ fn teardown_leaves_nothing_of_the_instance() {
     lab.init_router("td", &format!("80 tcp {SERVER_IP}"), &[])
         .unwrap();
     assert!(lab.pin_dir("td").exists());
-    let env_cli = |args: &[&str]| {
-        let out = run_bounded(
-            lab.router
-                .command(egress_router_bin())
-                .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
-                .arg("--bpffs")
-                .arg(lab.bpffs.path())
-                .args(args),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    env_cli(&["--instance", "td", "teardown"]);
+    router_cli(&lab, "td", &["teardown"]);
     assert!(!lab.pin_dir("td").exists(), "pins removed");
     let filters =
         |dev: &str, dir: &str| run_ok(&lab.router, "tc", &["filter", "show", "dev", dev, dir], 5);
@@ -591,13 +576,7 @@ fn teardown_leaves_nothing_of_the_instance() {
     .unwrap();
     let link = run_ok(&lab.router, "ip", &["-d", "link", "show", "egress1"], 5);
     assert!(link.contains("alias egress-router:td2"), "{link}");
-    env_cli(&[
-        "--instance",
-        "td2",
-        "--egress-interface",
-        "egress1",
-        "teardown",
-    ]);
+    router_cli(&lab, "td2", &["--egress-interface", "egress1", "teardown"]);
     let links = run_ok(&lab.router, "ip", &["-o", "link", "show"], 5);
     assert!(!links.contains("egress1"), "created link removed: {links}");
     assert!(!lab.pin_dir("td2").exists());
