@@ -37,6 +37,11 @@ pub mod programs {
     pub const UPLINK_INGRESS: &str = "uplink_ingress";
     /// TC egress of the egress interface: tracks the connections the pod itself opens.
     pub const UPLINK_EGRESS: &str = "uplink_egress";
+    /// Benchmarks only: the lab's ceiling, a stateless forwarder from the pod interface to
+    /// the egress interface (no NAT, no conntrack). Never loaded by the product.
+    pub const LAB_FORWARD: &str = "lab_forward";
+    /// Benchmarks only: a program that returns at once, the cost of the test harness.
+    pub const LAB_NOOP: &str = "lab_noop";
 }
 
 /// Default root of the per-instance pin directories on a persistent bpffs.

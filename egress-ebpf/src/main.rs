@@ -14,6 +14,7 @@ mod conntrack;
 mod csum;
 mod fib;
 mod icmp;
+mod lab;
 mod metrics;
 mod nat;
 mod parse;

@@ -10,7 +10,7 @@ use aya_ebpf::programs::TcContext;
 use egress_common::DropReason;
 
 pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IP: u16 = 0x0800;
 /// Fragment offset mask and "more fragments" bit of `frag_off` (host order).
 const IP_OFFSET: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;

@@ -351,6 +351,19 @@ impl MapSet {
         table.insert(key, entry, 0).map_err(err)
     }
 
+    /// Removes one conntrack entry; `false` when there was none.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(err(source)),
+        }
+    }
+
     /// Removes conntrack entries that outlived their timeout at `now` (CLOCK_MONOTONIC
     /// nanoseconds, the data plane's clock). A flow's two entries go together, once both
     /// have expired, so a reply entry is never left without its forward entry or the
@@ -389,7 +402,8 @@ impl MapSet {
             }
             match table.remove(&key) {
                 Ok(()) => expired += 1,
-                Err(MapError::KeyNotFound) => {}
+                // The data plane (LRU eviction) got there first.
+                Err(e) if is_not_found(&e) => {}
                 Err(source) => return Err(err(source)),
             }
         }
@@ -398,6 +412,16 @@ impl MapSet {
             expired,
             capacity,
         })
+    }
+}
+
+/// A lookup or delete of a key that is not (or no longer) in the map. aya reports a lookup
+/// miss as `KeyNotFound` but a delete miss as the syscall's ENOENT.
+fn is_not_found(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -36,6 +36,14 @@ enum Task {
     },
     /// Run the demo in a netns lab and show what happened. Needs root.
     Demo,
+    /// Benchmark egress-router against the classic iptables egress router and a stateless
+    /// BPF forwarder in netns labs; writes BENCHMARKS.md, bench/results.json and
+    /// bench/chart.svg. Needs root; about 6 minutes with the defaults.
+    Bench {
+        /// Arguments for the bench binary (`--rounds`, `--measure`, ...; see `-- --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -56,6 +64,10 @@ fn main() -> Result<()> {
         Task::Test { filter } => {
             setup::ensure()?;
             test(&root, filter.as_deref())
+        }
+        Task::Bench { args } => {
+            setup::ensure()?;
+            bench(&root, &args)
         }
         Task::Demo => {
             setup::ensure()?;
@@ -139,6 +151,38 @@ fn test(root: &Path, filter: Option<&str>) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// Release builds of the router and the bench tools, then the bench binary, with a check
+/// that the host is left as it was.
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    require_root("the benchmarks load BPF programs and build network namespaces")?;
+    step("build (release)", || {
+        cargo(&["build", "--release", "--package", "egress-user", "--bins"])?;
+        cargo(&["build", "--release", "--package", "egress-tests", "--bins"])
+    })?;
+    hostcheck::remove_stale_labs();
+    let before = hostcheck::Snapshot::take()?;
+    let mut command = String::from("cargo xtask bench");
+    for arg in args {
+        command.push(' ');
+        command.push_str(arg);
+    }
+    let result = step("bench", || {
+        run(Command::new(root.join("target/release/bench"))
+            .arg("--out")
+            .arg(root)
+            .args(["--command", &command])
+            .args(args)
+            .env(
+                "EGRESS_ROUTER_BIN",
+                root.join("target/release/egress-router"),
+            ))
+    });
+    let after = hostcheck::Snapshot::take()?;
+    let leaks = step("host left as it was", || before.compare(&after));
+    result?;
+    leaks
 }
 
 /// Test counts summed over cargo's `test result:` lines.

@@ -1,0 +1,275 @@
+//! `cargo xtask bench`: egress-router (A) against the classic iptables egress router (B)
+//! and the lab's ceiling, a stateless BPF forwarder (C), in interleaved rounds on fresh netns
+//! labs, plus the per-packet program costs from BPF_PROG_TEST_RUN. Writes BENCHMARKS.md,
+//! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
+
+mod progcost;
+mod report;
+mod traffic;
+mod variant;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+
+use crate::{
+    progcost::{TABLES, Table},
+    report::{LabRound, Machine, Memory, Results, Summary},
+    traffic::Windows,
+    variant::{Setup, Variant},
+};
+
+#[derive(Parser)]
+#[command(about = "egress-router benchmarks (run through `cargo xtask bench`)")]
+struct Args {
+    /// Rounds of A B C (interleaved).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of load before counting.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds each load is measured.
+    #[arg(long, default_value_t = 3.0)]
+    measure: f64,
+    /// BPF_PROG_TEST_RUN runs per path, table and round.
+    #[arg(long, default_value_t = 8192)]
+    calls: usize,
+    /// Where BENCHMARKS.md and bench/ are written.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only the BPF_PROG_TEST_RUN costs (no lab rounds); prints them, writes nothing.
+    #[arg(long)]
+    costs_only: bool,
+    /// Only the 1k-flow table (with --costs-only, for a quick look at a program change).
+    #[arg(long)]
+    small_table_only: bool,
+    /// How the run was started, for the report.
+    #[arg(long, default_value = "cargo xtask bench")]
+    command: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: the benchmarks build network namespaces and load BPF programs");
+    }
+    for tool in ["trafgen", "iperf3", "nft", "iptables-restore", "ss"] {
+        if which(tool).is_none() {
+            bail!("{tool} is not installed: run `cargo xtask setup`");
+        }
+    }
+    let started = Instant::now();
+    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
+    let connrate = std::env::current_exe()?
+        .parent()
+        .context("bench has a directory")?
+        .join("connrate");
+    let windows = Windows {
+        warmup: Duration::from_secs_f64(args.warmup),
+        measure: Duration::from_secs_f64(args.measure),
+    };
+
+    let mut tables = Vec::new();
+    let sizes = if args.small_table_only {
+        &TABLES[..1]
+    } else {
+        &TABLES[..]
+    };
+    for &flows in sizes {
+        let t = Instant::now();
+        tables.push(Table::new(flows)?);
+        eprintln!(
+            "bench: {flows} flows created by pod_ingress in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let big = tables.last().context("a table")?;
+    let entries = big.entries()?;
+    eprintln!(
+        "bench: {entries} entries read back in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    if entries != 2 * big.flows as usize {
+        bail!(
+            "the {}-flow table holds {entries} entries, expected {}",
+            big.flows,
+            2 * big.flows
+        );
+    }
+    let (memlock, capacity) = big.conntrack_memory()?;
+    let memory = Memory {
+        capacity_flows: capacity,
+        memlock_bytes: memlock,
+        bytes_per_flow: memlock as f64 / f64::from(capacity),
+        entries_at_1m: entries,
+    };
+
+    let mut lab = Vec::new();
+    let mut costs = Vec::new();
+    for round in 0..args.rounds {
+        for variant in Variant::ALL {
+            if args.costs_only {
+                break;
+            }
+            let result = lab_round(variant, round, windows, &connrate)
+                .with_context(|| format!("round {round}, {}", variant.label()))?;
+            eprintln!(
+                "bench: round {round} {:<28} {:>8.0} pps  tcp1 {:>6} tcp4 {:>6} Gbit/s  {:>7} conn/s",
+                variant.label(),
+                result.pps,
+                show(result.tcp1_gbps, 2),
+                show(result.tcp4_gbps, 2),
+                show(result.conn_per_s, 0)
+            );
+            lab.push(result);
+        }
+        for table in &mut tables {
+            let cost = table.round(round, args.calls)?;
+            eprintln!(
+                "bench: round {round} test_run {:>7} flows: no-op {:.0} ns, forwarder {:.0}, established {:.0}, new {:.0}, reply {:.0}",
+                cost.flows,
+                cost.noop_ns,
+                cost.forwarder_ns,
+                cost.established_ns,
+                cost.new_flow_ns,
+                cost.reply_ns
+            );
+            costs.push(cost);
+        }
+    }
+    drop(tables);
+    if args.costs_only {
+        return Ok(());
+    }
+
+    let results = Results {
+        date,
+        command: args.command.clone(),
+        machine: machine()?,
+        rounds: args.rounds,
+        warmup_s: args.warmup,
+        measure_s: args.measure,
+        udp_flows: traffic::UDP_FLOWS,
+        calls_per_cost: args.calls,
+        lab,
+        costs,
+        memory,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    write(&args.out, &results)
+}
+
+fn lab_round(
+    variant: Variant,
+    round: usize,
+    windows: Windows,
+    connrate: &Path,
+) -> Result<LabRound> {
+    let mut setup = Setup::new(variant, round)?;
+    let lab = &mut setup.lab;
+    let pps = traffic::small_packet_rate(lab, variant, windows)?;
+    let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
+    if variant.translates() {
+        traffic::start_servers(lab, connrate)?;
+        tcp1 = Some(traffic::tcp_throughput(lab, 1, windows)?);
+        tcp4 = Some(traffic::tcp_throughput(lab, 4, windows)?);
+        conn = Some(traffic::connection_rate(lab, connrate, windows)?);
+    }
+    Ok(LabRound {
+        round,
+        variant,
+        pps,
+        tcp1_gbps: tcp1,
+        tcp4_gbps: tcp4,
+        conn_per_s: conn,
+    })
+}
+
+fn write(out: &Path, results: &Results) -> Result<()> {
+    let summary = Summary::of(results);
+    let dir = out.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let notes = std::fs::read_to_string(dir.join("NOTES.md")).unwrap_or_default();
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(results)? + "\n",
+    )?;
+    std::fs::write(dir.join("chart.svg"), report::svg(&summary))?;
+    let md = report::markdown(results, &summary, &notes);
+    std::fs::write(out.join("BENCHMARKS.md"), &md)?;
+    println!("{md}");
+    eprintln!(
+        "bench: wrote {}, {} and {} in {:.0} s",
+        out.join("BENCHMARKS.md").display(),
+        dir.join("results.json").display(),
+        dir.join("chart.svg").display(),
+        results.elapsed_s
+    );
+    Ok(())
+}
+
+fn machine() -> Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let mut commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    if Command::new("git")
+        .args([
+            "diff",
+            "--quiet",
+            "HEAD",
+            "--",
+            ".",
+            ":!BENCHMARKS.md",
+            ":!bench",
+        ])
+        .status()
+        .is_ok_and(|s| !s.success())
+    {
+        commit.push_str(" (with local changes)");
+    }
+    Ok(Machine {
+        cpu,
+        cpus: std::thread::available_parallelism()?.get(),
+        memory_gib: kib / (1 << 20) as f64,
+        kernel: command_line("uname", &["-r"])?,
+        commit,
+    })
+}
+
+fn command_line(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+fn show(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}

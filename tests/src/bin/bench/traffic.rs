@@ -1,0 +1,213 @@
+//! The three loads, with real clients in the client namespace: trafgen (small UDP frames),
+//! iperf3 (TCP throughput) and connrate (short TCP connections).
+
+use std::{
+    net::Ipv4Addr,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use egress_tests::{
+    lab::{CLIENT_IP, EGRESS_SOURCE, Lab, ROUTER_POD_IP, SERVER_IP},
+    netns::{Netns, run_bounded},
+};
+
+use crate::variant::{self, CONN_PORT, IPERF_PORT, UDP_PORT, Variant};
+
+/// Flows of the small-packet load: distinct client source ports.
+pub const UDP_FLOWS: u16 = 2048;
+/// First client source port of the small-packet load.
+const UDP_SPORT_MIN: u16 = 10_000;
+/// Upper bound of frames one trafgen run may send, whatever the window.
+const TRAFGEN_MAX_FRAMES: u64 = 40_000_000;
+
+/// How long each load runs.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Windows {
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+/// Packets per second of 64-byte UDP frames (60 bytes on the veth, plus the 4-byte FCS a
+/// wire would carry) that crossed the router and reached the gateway's ingress.
+pub fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
+    variant::drop_at_gateway(lab, variant)?;
+    let conf = trafgen_config(lab, variant.udp_target())?;
+    let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client.name()));
+    std::fs::write(&path, conf)?;
+    let result = measure_trafgen(lab, &path, windows);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn measure_trafgen(lab: &mut Lab, conf: &Path, windows: Windows) -> Result<f64> {
+    let mut cmd = lab.client.command("trafgen");
+    cmd.args(["--dev", "eth0", "--conf"])
+        .arg(conf)
+        // Leave the system-wide socket memory sysctls and IRQ affinities alone; one process
+        // per CPU (the default).
+        .args(["--no-sock-mem", "--notouch-irq", "--no-cpu-stats"])
+        .args(["--num", &TRAFGEN_MAX_FRAMES.to_string()])
+        // Its own process group: trafgen's forked senders stop on a group-wide SIGINT,
+        // like ^C in a terminal.
+        .process_group(0);
+    let index = lab.daemons_len();
+    lab.spawn(cmd)?;
+    std::thread::sleep(windows.warmup);
+    let (c0, t0) = (variant::crossed(lab, "crossed")?, Instant::now());
+    std::thread::sleep(windows.measure);
+    let (c1, t1) = (variant::crossed(lab, "crossed")?, Instant::now());
+    if let Some(pid) = lab.daemon_pid(index) {
+        // SAFETY: plain syscall on our own child's process group.
+        unsafe { libc::kill(-pid, libc::SIGINT) };
+    }
+    let out = lab.stop_daemon(index)?;
+    if c1 <= c0 {
+        bail!(
+            "no frame reached the gateway: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let wrong = variant::crossed(lab, "untranslated")?;
+    if wrong > 0 {
+        bail!("{wrong} frames reached the gateway with the wrong source address");
+    }
+    Ok((c1 - c0) as f64 / (t1 - t0).as_secs_f64())
+}
+
+/// A trafgen packet: Ethernet to the router's pod interface, IPv4 from the client to
+/// `target`, UDP from one of [`UDP_FLOWS`] source ports to [`UDP_PORT`], 18 bytes of
+/// payload: 60 bytes.
+fn trafgen_config(lab: &Lab, target: Ipv4Addr) -> Result<String> {
+    let router_mac = mac(&lab.router, "eth0")?;
+    let client_mac = mac(&lab.client, "eth0")?;
+    let (lo, hi) = (UDP_SPORT_MIN, UDP_SPORT_MIN + UDP_FLOWS - 1);
+    Ok(format!(
+        "{{\n  eth(da={router_mac}, sa={client_mac}),\n  \
+         ipv4(saddr={CLIENT_IP}, daddr={target}, ttl=64),\n  \
+         udp(sport=dinc({lo}, {hi}), dport={UDP_PORT}),\n  \
+         fill(0x00, 18)\n}}\n"
+    ))
+}
+
+/// The MAC address of `dev` in `ns`.
+pub fn mac(ns: &Netns, dev: &str) -> Result<String> {
+    let out = ns
+        .command("ip")
+        .args(["-j", "link", "show", dev])
+        .output()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("ip -j link show {dev} in {}", ns.name()))?;
+    json[0]["address"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC address for {dev}"))
+}
+
+/// Starts the servers of the TCP loads in the server namespace and waits for them.
+pub fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
+    let mut iperf = lab.server.command("iperf3");
+    iperf.args([
+        "-s",
+        "-B",
+        &SERVER_IP.to_string(),
+        "-p",
+        &IPERF_PORT.to_string(),
+    ]);
+    lab.spawn(iperf)?;
+    let mut conn = lab.server.command(connrate);
+    conn.args([
+        "serve",
+        &format!("{SERVER_IP}:{CONN_PORT}"),
+        "4",
+        &EGRESS_SOURCE.to_string(),
+    ]);
+    lab.spawn(conn)?;
+    for port in [IPERF_PORT, CONN_PORT] {
+        wait_listening(&lab.server, port)?;
+    }
+    Ok(())
+}
+
+fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let out = ns
+            .command("ss")
+            .args(["-Htln", &format!("sport = :{port}")])
+            .output()?;
+        if !out.stdout.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {port} in {}", ns.name())
+}
+
+/// TCP goodput in Gbit/s that the iperf3 server received from `streams` parallel streams
+/// through the router (the first second, slow start, is left out).
+pub fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Result<f64> {
+    let secs = windows.measure.as_secs().max(1);
+    let out = run_bounded(
+        lab.client.command("iperf3").args([
+            "-c",
+            &ROUTER_POD_IP.to_string(),
+            "-p",
+            &IPERF_PORT.to_string(),
+            "-P",
+            &streams.to_string(),
+            "-t",
+            &secs.to_string(),
+            "-O",
+            "1",
+            "--connect-timeout",
+            "3000",
+            "-J",
+        ]),
+        Duration::from_secs(secs + 20),
+    )?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 output: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    if let Some(err) = json["error"].as_str() {
+        bail!("iperf3: {err}");
+    }
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .context("iperf3 JSON without end.sum_received.bits_per_second")
+}
+
+/// Short TCP connections per second through the router: connect, a 22-byte request, a
+/// 43-byte reply, close; `workers` clients in parallel. Fails when more than 1 % fail.
+pub fn connection_rate(lab: &Lab, connrate: &Path, windows: Windows) -> Result<f64> {
+    // The client's own ephemeral ports must not be the limit (client namespace only).
+    lab.client
+        .sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    let secs = windows.measure.as_secs_f64();
+    let out = run_bounded(
+        lab.client.command(connrate).args([
+            "client",
+            &format!("{ROUTER_POD_IP}:{CONN_PORT}"),
+            &secs.to_string(),
+            "4",
+        ]),
+        Duration::from_secs_f64(secs + 15.0),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<f64> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("connrate printed no {name}: {text}"))
+    };
+    let (done, errors, seconds) = (field("connections")?, field("errors")?, field("seconds")?);
+    if errors > done / 100.0 {
+        bail!("connrate: {errors} of {} connections failed", done + errors);
+    }
+    Ok(done / seconds)
+}

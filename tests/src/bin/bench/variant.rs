@@ -1,0 +1,256 @@
+//! The three set-ups that are measured side by side, each on a fresh lab of the same
+//! topology (tests/src/lab.rs): the same veths, macvlan, gateway and server.
+
+use std::{io::Write as _, net::Ipv4Addr, process::Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use aya::programs::tc::TcAttachType;
+use egress_common::{RouterConfig, programs};
+use egress_tests::lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP};
+use egress_user::dataplane::{Dataplane, LoadOptions};
+
+/// UDP port of the small-packet load; dropped at the gateway's ingress.
+pub const UDP_PORT: u16 = 5001;
+/// TCP port of iperf3.
+pub const IPERF_PORT: u16 = 5201;
+/// TCP port of the short-connection load.
+pub const CONN_PORT: u16 = 8080;
+
+/// What forwards the client's packets in the router namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Variant {
+    /// egress-router redirect mode, as a user runs it (`EGRESS_ROUTER_MODE=init`).
+    A,
+    /// The classic egress router: OpenShift's iptables DNAT on the pod interface, SNAT to
+    /// EGRESS_SOURCE, kernel forwarding and conntrack.
+    B,
+    /// The ceiling: `lab_forward`, a TC program that only sends IPv4 from the pod interface
+    /// out of the egress interface (no NAT, no conntrack).
+    C,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::A => "A egress-router",
+            Variant::B => "B iptables (classic)",
+            Variant::C => "C stateless BPF forwarder",
+        }
+    }
+
+    /// Whether TCP through the router reaches the server (C does not translate, so replies
+    /// have no way back).
+    pub fn translates(self) -> bool {
+        self != Variant::C
+    }
+
+    /// Where the small-packet load is addressed: the router pod's rule port, or for the
+    /// forwarder (which does not translate) the remote itself.
+    pub fn udp_target(self) -> Ipv4Addr {
+        match self {
+            Variant::C => SERVER_IP,
+            _ => ROUTER_POD_IP,
+        }
+    }
+}
+
+/// The rules of A and B: one per load, all to the lab's server.
+pub fn destination() -> String {
+    format!("{UDP_PORT} udp {SERVER_IP}\n{IPERF_PORT} tcp {SERVER_IP}\n{CONN_PORT} tcp {SERVER_IP}")
+}
+
+/// A lab with one variant set up. Field order is drop order: the forwarder's program (held
+/// by this process) goes before the namespaces.
+pub struct Setup {
+    _forwarder: Option<Dataplane>,
+    pub lab: Lab,
+}
+
+impl Setup {
+    pub fn new(variant: Variant, round: usize) -> Result<Self> {
+        let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
+        let lab = Lab::new(&tag)?;
+        let forwarder = match variant {
+            Variant::A => {
+                lab.init_router("bench", &destination(), &[])?;
+                None
+            }
+            Variant::B => {
+                classic(&lab)?;
+                None
+            }
+            Variant::C => Some(forwarder(&lab)?),
+        };
+        Ok(Self {
+            _forwarder: forwarder,
+            lab,
+        })
+    }
+}
+
+/// The source address the gateway sees on the small-packet load: EGRESS_SOURCE where the
+/// router translates, the client's own where it only forwards.
+pub fn expected_source(variant: Variant) -> Ipv4Addr {
+    if variant.translates() {
+        EGRESS_SOURCE
+    } else {
+        CLIENT_IP
+    }
+}
+
+/// nftables counters-and-drops for the UDP load on the gateway's ingress (netdev hook,
+/// before the gateway's own IP stack): `crossed` for frames with the expected source
+/// address, `untranslated` for any other; ARP and the TCP loads pass.
+pub fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
+    let source = expected_source(variant);
+    let rules = format!(
+        "table netdev bench {{\n\
+           counter crossed {{ }}\n\
+           counter untranslated {{ }}\n\
+           chain ingress {{\n\
+             type filter hook ingress device \"lan0\" priority 0; policy accept;\n\
+             ip saddr {source} udp dport {UDP_PORT} counter name \"crossed\" drop\n\
+             udp dport {UDP_PORT} counter name \"untranslated\" drop\n\
+           }}\n\
+         }}\n"
+    );
+    pipe(&lab.gateway, "nft", &["-f", "-"], &rules)
+}
+
+/// Packets counted so far by the gateway's counter `name`.
+pub fn crossed(lab: &Lab, name: &str) -> Result<u64> {
+    let out = lab
+        .gateway
+        .command("nft")
+        .args(["-j", "list", "counter", "netdev", "bench", name])
+        .output()?;
+    if !out.status.success() {
+        bail!("nft list counter: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|item| item["counter"]["packets"].as_u64())
+        .context("no counter in `nft -j list counter`")
+}
+
+/// The network set-up of OpenShift's egress-router.sh (address and routes on macvlan0,
+/// forwarding on) without its NAT.
+fn egress_network(lab: &Lab) -> Result<()> {
+    let r = &lab.router;
+    r.ip(&[
+        "addr",
+        "add",
+        &format!("{EGRESS_SOURCE}/32"),
+        "dev",
+        "macvlan0",
+    ])?;
+    r.ip(&["link", "set", "macvlan0", "up"])?;
+    r.ip(&[
+        "route",
+        "add",
+        &format!("{GATEWAY_IP}/32"),
+        "dev",
+        "macvlan0",
+    ])?;
+    r.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &GATEWAY_IP.to_string(),
+        "dev",
+        "macvlan0",
+    ])
+}
+
+/// B: what OpenShift's egress router pod runs: egress-router.sh's network set-up and its
+/// `iptables-restore` of one DNAT per EGRESS_DESTINATION line and one SNAT.
+fn classic(lab: &Lab) -> Result<()> {
+    egress_network(lab)?;
+    lab.router.sysctl("net.ipv4.ip_forward", "1")?;
+    let mut rules = String::from("*nat\n");
+    for (port, proto) in [(UDP_PORT, "udp"), (IPERF_PORT, "tcp"), (CONN_PORT, "tcp")] {
+        rules.push_str(&format!(
+            "-A PREROUTING -i eth0 -p {proto} --dport {port} -j DNAT --to-destination {SERVER_IP}\n"
+        ));
+    }
+    rules.push_str(&format!(
+        "-A POSTROUTING -j SNAT --to-source {EGRESS_SOURCE}\nCOMMIT\n"
+    ));
+    pipe(&lab.router, "iptables-restore", &["--noflush"], &rules)
+}
+
+/// C: the same network set-up, and `lab_forward` on the pod interface's TC ingress,
+/// configured with the macvlan's ifindex. The program stays attached while the returned
+/// data plane lives.
+fn forwarder(lab: &Lab) -> Result<Dataplane> {
+    egress_network(lab)?;
+    lab.router.enter(|| -> Result<Dataplane> {
+        let ifindex = |name: &str| -> Result<u32> {
+            let cname = std::ffi::CString::new(name)?;
+            // SAFETY: valid NUL-terminated string.
+            match unsafe { libc::if_nametoindex(cname.as_ptr()) } {
+                0 => Err(std::io::Error::last_os_error()).context(name.to_owned()),
+                index => Ok(index),
+            }
+        };
+        let mut dp = Dataplane::load(&LoadOptions {
+            conntrack_flows: 1024,
+            pin_dir: None,
+        })?;
+        let cfg = RouterConfig {
+            pod_ip: ROUTER_POD_IP.octets(),
+            egress_source: EGRESS_SOURCE.octets(),
+            fallback_ip: [0; 4],
+            pod_ifindex: ifindex("eth0")?,
+            egress_ifindex: ifindex("macvlan0")?,
+            flags: 0,
+            nat_port_min: 1024,
+            nat_port_max: 65535,
+            mss_clamp: 0,
+            _pad: 0,
+        };
+        dp.configure(&cfg, &[])?;
+        let prog = dp.program(programs::LAB_FORWARD)?;
+        prog.load()?;
+        // Without clsact aya attaches through TCX on this kernel; the link lives with `dp`.
+        prog.attach("eth0", TcAttachType::Ingress)?;
+        Ok(dp)
+    })?
+}
+
+/// Runs `program args` in `ns` with `input` on stdin; fails with its stderr.
+pub fn pipe(
+    ns: &egress_tests::netns::Netns,
+    program: &str,
+    args: &[&str],
+    input: &str,
+) -> Result<()> {
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {program}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = egress_tests::netns::wait_bounded(child, std::time::Duration::from_secs(10))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} in {}: {}\ninput:\n{input}",
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
