@@ -173,12 +173,14 @@ fn lab_round(
     windows: Windows,
     connrate: &Path,
 ) -> Result<LabRound> {
+    traffic::settle()?;
     let mut setup = Setup::new(variant, round)?;
     let lab = &mut setup.lab;
     let pps = traffic::small_packet_rate(lab, variant, windows)?;
     let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
     if variant.translates() {
         traffic::start_servers(lab, connrate)?;
+        traffic::settle()?;
         tcp1 = Some(traffic::tcp_throughput(lab, 1, windows)?);
         tcp4 = Some(traffic::tcp_throughput(lab, 4, windows)?);
         conn = Some(traffic::connection_rate(lab, connrate, windows)?);

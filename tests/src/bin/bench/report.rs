@@ -380,6 +380,9 @@ pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
            `bpf_redirect_neigh` to macvlan0 for IPv4, the helper A uses, no NAT, no \
            conntrack, no counters. The frames are addressed to the remote directly, since \
            nothing translates them.\n\n\
+         Before each set-up and each load the bench waits (at most 5 s) until the machine is \
+         below 5 % busy, so the kernel's teardown of the previous lab's namespaces does not \
+         land in the next measurement.\n\n\
          Loads, in the client namespace:\n\n\
          - small packets: `trafgen --no-sock-mem` (one process per CPU, the default) sends \
            60-byte frames (64 with the FCS a wire adds) of {flows} UDP flows (source ports \

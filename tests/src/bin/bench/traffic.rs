@@ -30,10 +30,39 @@ pub struct Windows {
     pub measure: Duration,
 }
 
+/// Waits (at most 5 s) until the machine is idle: below 5 % busy over a quarter second.
+/// Namespaces deleted by the previous set-up are torn down by the kernel in the background,
+/// and that work must not land in the next variant's measurement.
+pub fn settle() -> Result<()> {
+    fn busy_idle() -> Result<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let line = stat.lines().next().context("empty /proc/stat")?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        anyhow::ensure!(v.len() >= 8, "short cpu line in /proc/stat: {line}");
+        // user nice system idle iowait irq softirq steal
+        Ok((v[0] + v[1] + v[2] + v[5] + v[6], v[3] + v[4]))
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (b0, i0) = busy_idle()?;
+        std::thread::sleep(Duration::from_millis(250));
+        let (b1, i1) = busy_idle()?;
+        let (busy, idle) = (b1 - b0, i1 - i0);
+        if busy * 20 <= busy + idle || Instant::now() > deadline {
+            return Ok(());
+        }
+    }
+}
+
 /// Packets per second of 64-byte UDP frames (60 bytes on the veth, plus the 4-byte FCS a
 /// wire would carry) that crossed the router and reached the gateway's ingress.
 pub fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
     variant::drop_at_gateway(lab, variant)?;
+    settle()?;
     let conf = trafgen_config(lab, variant.udp_target())?;
     let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client.name()));
     std::fs::write(&path, conf)?;
