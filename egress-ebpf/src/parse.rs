@@ -131,9 +131,19 @@ impl Ipv4 {
     }
 }
 
+/// What every translated packet reads: Ethernet, IPv4 without options, and a TCP header
+/// without options (or a UDP header and the start of its payload).
+const HEADERS_LEN: usize = ETH_HLEN + 20 + 20;
+
 /// Parses the Ethernet and IPv4 headers. `Ok(None)` for anything that is not IPv4.
 #[inline(always)]
 pub fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
+    // One pull for all the headers (or the whole frame if shorter) where they are not
+    // linear, e.g. frames from an AF_PACKET TX ring carry everything after the Ethernet
+    // header in a page fragment: the later `ensure`s then cost nothing instead of one
+    // pull each.
+    let len = ctx.len() as usize;
+    ensure(ctx, if len < HEADERS_LEN { len } else { HEADERS_LEN })?;
     ensure(ctx, ETH_HLEN + size_of::<Ipv4Hdr>())?;
     let eth = ptr_at::<EthHdr>(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at.
