@@ -391,7 +391,8 @@ pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
          - TCP: `iperf3 -P 1` and `-P 4`, {meas:.0} s plus 1 s omitted.\n\
          - connections: `connrate` (tests/src/bin/connrate.rs), 4 client threads: connect, \
            22-byte request, 43-byte reply, close, for {meas:.0} s.\n\n\
-         BPF_PROG_TEST_RUN: one data plane per table size, both with a CONNTRACK map sized \
+         BPF_PROG_TEST_RUN, after the lab rounds (in rounds of its own): one data plane per \
+         table size, both with a CONNTRACK map sized \
          for {cap} flows, filled by its own `pod_ingress` with TCP SYNs (fallback IP, 256 \
          destination ports so the NAT port spaces stay sparse). Established and reply frames \
          are TCP ACKs cycling over up to {samples} flows spread over the whole table (each refreshed by one untimed packet per direction at the start of the round); new flows are \
