@@ -49,6 +49,10 @@ struct Args {
     /// Only the 1k-flow table (with --costs-only, for a quick look at a program change).
     #[arg(long)]
     small_table_only: bool,
+    /// Measure nothing: rewrite BENCHMARKS.md and the chart from bench/results.json (after
+    /// editing bench/NOTES.md, or the report's layout).
+    #[arg(long)]
+    render_only: bool,
     /// How the run was started, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
@@ -56,6 +60,14 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.render_only {
+        let path = args.out.join("bench/results.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let results: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        return write(&args.out, &results);
+    }
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the benchmarks build network namespaces and load BPF programs");

@@ -36,7 +36,7 @@ const NEW_FLOW_BASE: u32 = 4_000_000;
 pub const TABLES: [u32; 2] = [1_000, 1_000_000];
 
 /// Medians of one round on one table, in nanoseconds per run.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CostRound {
     pub round: usize,
     pub flows: u32,

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{progcost::CostRound, variant::Variant};
 
@@ -58,7 +58,7 @@ impl Spread {
 }
 
 /// One round of one variant in the lab.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRound {
     pub round: usize,
     pub variant: Variant,
@@ -73,7 +73,7 @@ pub struct LabRound {
 }
 
 /// Conntrack map memory.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Memory {
     pub capacity_flows: u32,
     pub memlock_bytes: u64,
@@ -82,7 +82,7 @@ pub struct Memory {
 }
 
 /// Everything one `cargo xtask bench` measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
     pub date: String,
     pub command: String,
@@ -98,7 +98,7 @@ pub struct Results {
     pub elapsed_s: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
     pub cpus: usize,
@@ -527,16 +527,16 @@ pub fn svg(s: &Summary) -> String {
         );
         let slot = (pw - left - 30.0) / bars.len() as f64;
         for (j, (label, color, sp)) in bars.iter().enumerate() {
-            let cx = x0 + left + slot * (j as f64 + 0.5);
-            let y = |v: f64| base - (v / scale).max(0.0) / max * plot_h;
-            let bw = slot * 0.6;
+            let cx = r1(x0 + left + slot * (j as f64 + 0.5));
+            let y = |v: f64| r1(base - (v / scale).max(0.0) / max * plot_h);
+            let bw = r1(slot * 0.6);
             if sp.n > 0 {
                 let _ = writeln!(
                     o,
                     r#"<rect x="{}" y="{}" width="{bw}" height="{}" fill="{color}"/>"#,
-                    cx - bw / 2.0,
+                    r1(cx - bw / 2.0),
                     y(sp.median),
-                    base - y(sp.median)
+                    r1(base - y(sp.median))
                 );
                 let _ = writeln!(
                     o,
@@ -560,6 +560,11 @@ pub fn svg(s: &Summary) -> String {
     }
     let _ = writeln!(o, "</svg>");
     out
+}
+
+/// Rounded to 0.1: coordinates that read the same after a JSON round trip.
+fn r1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }
 
 fn fmt_axis(v: f64) -> String {

@@ -17,7 +17,7 @@ pub const IPERF_PORT: u16 = 5201;
 pub const CONN_PORT: u16 = 8080;
 
 /// What forwards the client's packets in the router namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variant {
     /// egress-router redirect mode, as a user runs it (`EGRESS_ROUTER_MODE=init`).
     A,
