@@ -1,12 +1,14 @@
 //! Loading the embedded BPF object, attaching its programs, pinning and reading its maps.
 //!
-//! Programs are attached through netlink as classic `cls_bpf` filters on a `clsact` qdisc, so
-//! the interface owns them: they keep forwarding after this process (e.g. an init container,
-//! whose bpffs dies with it) is gone. TCX links would be detached with the last fd or pin.
+//! Programs are attached with TCX without a link ([`crate::tcx`]), so the interface owns them:
+//! they keep forwarding after this process (e.g. an init container, whose bpffs dies with it)
+//! is gone. (A TCX link, aya's default, is detached with its last fd or pin.) Releases before
+//! TCX attached `cls_bpf` filters (priority 1, handle 0xe6); an attach replaces them.
 
 use std::{
     collections::BTreeMap,
     io,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -15,7 +17,8 @@ use aya::{
     maps::MapInfo,
     programs::{
         SchedClassifier, TcAttachType,
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+        links::Link as _,
+        tc::{self, SchedClassifierLink, TcHandle},
     },
 };
 use egress_common::{
@@ -48,10 +51,23 @@ pub enum Error {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("adding the clsact qdisc to {iface}: {source}")]
-    Clsact {
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    #[error("attaching {name} to {iface}: {source}")]
+    Attach {
+        name: &'static str,
         iface: String,
-        source: aya::programs::tc::TcError,
+        source: io::Error,
+    },
+    #[error("removing the cls_bpf filter of an earlier release from {iface}: {source}")]
+    LegacyFilter {
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("finding the programs attached to {iface}: {source}")]
+    Attached {
+        iface: String,
+        source: Box<crate::running::Error>,
     },
     #[error(transparent)]
     Maps(#[from] crate::maps::Error),
@@ -205,9 +221,10 @@ impl Dataplane {
         Ok(self.maps.configure(config, rules)?)
     }
 
-    /// Attaches every program to its interface in the current network namespace, as
-    /// `cls_bpf` filters owned by the interfaces: they stay when this process exits. A filter
-    /// of an earlier run at the same place is replaced atomically.
+    /// Attaches every program to its interface in the current network namespace with TCX,
+    /// owned by the interfaces: they stay when this process exits. A program of an earlier
+    /// run at the same place is replaced atomically (a `cls_bpf` filter of a release before
+    /// TCX is removed once the new program runs).
     pub fn attach(&mut self, pod_interface: &str, egress_interface: &str) -> Result<(), Error> {
         for (name, side, attach_type, priority) in PROGRAMS {
             let iface = match side {
@@ -232,33 +249,32 @@ impl Dataplane {
         attach_type: TcAttachType,
         priority: u16,
     ) -> Result<(), Error> {
-        add_clsact(iface)?;
-        let prog = classifier(&mut self.ebpf, name)?;
-        let program_error = |source| Error::Program { name, source };
-        let handle = TcHandle::new(0, FILTER_HANDLE);
-        let options = NlOptions {
-            priority,
-            handle,
-            ..NlOptions::default()
+        let index =
+            crate::running::ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
+        let attach_error = |source| Error::Attach {
+            name,
+            iface: iface.to_owned(),
+            source,
         };
-        let id =
-            match prog.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options)) {
-                Ok(id) => id,
-                Err(aya::programs::ProgramError::TcError(tc::TcError::NetlinkError(err)))
-                    if err.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    // An earlier run's filter: swap the program in place, no gap.
-                    let link =
-                        SchedClassifierLink::attached(iface, attach_type, priority, handle, None)
-                            .map_err(|err| program_error(tc::TcError::IoError(err).into()))?;
-                    prog.attach_to_link(link).map_err(program_error)?
-                }
-                Err(source) => return Err(program_error(source)),
-            };
-        // aya detaches a link when it is dropped; the interface is meant to own this filter.
-        let link = prog.take_link(id).map_err(program_error)?;
-        std::mem::forget(link);
-        Ok(())
+        let previous = crate::running::tcx_attached(index, attach_type, name).map_err(|e| {
+            Error::Attached {
+                iface: iface.to_owned(),
+                source: Box::new(e),
+            }
+        })?;
+        let previous = previous
+            .map(crate::tcx::prog_fd)
+            .transpose()
+            .map_err(attach_error)?;
+        let prog = classifier(&mut self.ebpf, name)?;
+        let fd = prog
+            .fd()
+            .map_err(|source| Error::Program { name, source })?
+            .as_fd();
+        // An earlier run's program: swapped in place, no gap.
+        crate::tcx::attach(index, attach_type, fd, previous.as_ref().map(|f| f.as_fd()))
+            .map_err(attach_error)?;
+        remove_legacy_filter(iface, attach_type, priority)
     }
 
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the
@@ -313,14 +329,39 @@ fn classifier<'a>(
         .map_err(|source| Error::Program { name, source })
 }
 
-fn add_clsact(iface: &str) -> Result<(), Error> {
-    match tc::qdisc_add_clsact(iface) {
+/// Removes the `cls_bpf` filter an earlier release attached at this place, if any. Our TCX
+/// program runs before the filter and always returns a verdict, so the filter no longer
+/// sees packets; removing it leaves no gap.
+fn remove_legacy_filter(
+    iface: &str,
+    attach_type: TcAttachType,
+    priority: u16,
+) -> Result<(), Error> {
+    let link = match SchedClassifierLink::attached(
+        iface,
+        attach_type,
+        priority,
+        TcHandle::new(0, FILTER_HANDLE),
+        None,
+    ) {
+        Ok(link) => link,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(Error::LegacyFilter {
+                iface: iface.to_owned(),
+                source: tc::TcError::IoError(err).into(),
+            });
+        }
+    };
+    match link.detach() {
         Ok(()) => Ok(()),
-        // Already there: a previous run, or another tc user. Filters are added beside it.
-        Err(tc::TcError::NetlinkError(ref err)) if err.raw_os_error() == Some(libc::EEXIST) => {
+        // No such filter, or no clsact qdisc at all: nothing to remove.
+        Err(aya::programs::ProgramError::NetlinkError(err))
+            if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) =>
+        {
             Ok(())
         }
-        Err(source) => Err(Error::Clsact {
+        Err(source) => Err(Error::LegacyFilter {
             iface: iface.to_owned(),
             source,
         }),

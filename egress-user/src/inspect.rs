@@ -276,8 +276,8 @@ impl std::fmt::Display for Status {
         for p in &self.programs {
             writeln!(
                 f,
-                "  {:<16} {:<10} {:<8} id {:<6} tag {}",
-                p.name, p.interface, p.direction, p.id, p.tag
+                "  {:<16} {:<10} {:<8} {:<8} id {:<6} tag {}",
+                p.name, p.interface, p.direction, p.hook, p.id, p.tag
             )?;
         }
         writeln!(f, "rules:")?;

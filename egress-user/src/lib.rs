@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod network;
 pub mod redirect;
 pub mod running;
+pub mod tcx;
 
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));

@@ -1,9 +1,13 @@
-//! Finding a running data plane without the process that set it up: from the `cls_bpf`
-//! filters on the interfaces (program IDs, through rtnetlink) and from there its maps by ID,
+//! Finding a running data plane without the process that set it up: from the programs
+//! attached to the interfaces (TCX, queried by hook; `cls_bpf` filters of a release before
+//! TCX, through rtnetlink) and from there its maps by ID,
 //! or from the pins of an instance. This is what lets an agent adopt the data plane an init
 //! container left behind, and lets `status`, `conntrack` and `stats` work with no agent.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use aya::programs::{
     ProgramInfo, TcAttachType,
@@ -39,6 +43,14 @@ pub enum Error {
     },
     #[error("program {0} is no longer loaded")]
     ProgramGone(u32),
+    #[error("querying the TCX programs: {0}")]
+    Tcx(std::io::Error),
+    #[error("detaching {name} from {iface}: {source}")]
+    TcxDetach {
+        name: &'static str,
+        iface: String,
+        source: std::io::Error,
+    },
     #[error("removing the filter of {name} from {iface}: {source}")]
     Detach {
         name: &'static str,
@@ -52,8 +64,10 @@ pub enum Error {
 /// One egress-router program attached to an interface.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AttachedProgram {
-    /// The program's name as the filter reports it.
+    /// The program's name.
     pub name: String,
+    /// `tcx`, or `cls_bpf` for a filter of a release before TCX.
+    pub hook: &'static str,
     pub interface: String,
     /// `ingress` or `egress`.
     pub direction: &'static str,
@@ -85,8 +99,9 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The egress-router filters (priority 1, handle 0xe6) on the interfaces, in [`PROGRAMS`]
-/// order; an interface that does not exist has none.
+/// The egress-router programs on the interfaces, in [`PROGRAMS`] order: attached with TCX
+/// (by name), and `cls_bpf` filters (priority 1, handle 0xe6) of a release before TCX. An
+/// interface that does not exist has none.
 pub async fn attached_programs(
     pod_interface: &str,
     egress_interface: &str,
@@ -95,7 +110,7 @@ pub async fn attached_programs(
     let connection = tokio::spawn(connection);
     let result = async {
         let mut found = Vec::new();
-        for (_, side, attach_type, priority) in PROGRAMS {
+        for (name, side, attach_type, priority) in PROGRAMS {
             let iface = match side {
                 Side::Pod => pod_interface,
                 Side::Egress => egress_interface,
@@ -103,10 +118,26 @@ pub async fn attached_programs(
             let Some(index) = ifindex(iface) else {
                 continue;
             };
+            let direction = if attach_type == TcAttachType::Ingress {
+                "ingress"
+            } else {
+                "egress"
+            };
+            if let Some(id) = tcx_attached(index, attach_type, name)? {
+                let info = program_info(id)?;
+                found.push(AttachedProgram {
+                    name: name.to_owned(),
+                    hook: "tcx",
+                    interface: iface.to_owned(),
+                    direction,
+                    id,
+                    tag: format!("{:016x}", info.tag()),
+                });
+            }
             let request = handle.traffic_filter(index as i32).get();
-            let (request, direction) = match attach_type {
-                TcAttachType::Ingress => (request.ingress(), "ingress"),
-                _ => (request.egress(), "egress"),
+            let request = match attach_type {
+                TcAttachType::Ingress => request.ingress(),
+                _ => request.egress(),
             };
             let filters: Vec<_> =
                 request
@@ -144,6 +175,7 @@ pub async fn attached_programs(
                 if let Some(id) = id {
                     found.push(AttachedProgram {
                         name,
+                        hook: "cls_bpf",
                         interface: iface.to_owned(),
                         direction,
                         id,
@@ -159,7 +191,8 @@ pub async fn attached_programs(
     result
 }
 
-fn ifindex(name: &str) -> Option<u32> {
+/// The index of interface `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
     let c_name = std::ffi::CString::new(name).ok()?;
     // SAFETY: a NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
@@ -181,6 +214,22 @@ pub async fn maps_of_attached(pod_interface: &str) -> Result<Option<(MapSet, u32
         .map_err(|source| Error::Program { id: pod.id, source })?
         .unwrap_or_default();
     Ok(Some((MapSet::from_ids(&ids)?, pod.id)))
+}
+
+/// The ID of the program named `name` attached with TCX (no link) to the hook, if any.
+pub fn tcx_attached(
+    ifindex: u32,
+    attach_type: TcAttachType,
+    name: &str,
+) -> Result<Option<u32>, Error> {
+    for id in crate::tcx::query(ifindex, attach_type).map_err(Error::Tcx)? {
+        match program_info(id) {
+            Ok(info) if info.name_as_str() == Some(name) => return Ok(Some(id)),
+            Ok(_) | Err(Error::ProgramGone(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(None)
 }
 
 fn program_info(id: u32) -> Result<ProgramInfo, Error> {
@@ -208,7 +257,8 @@ pub async fn open(pod_interface: &str, pin_dir: &Path) -> Result<Option<(MapSet,
     Ok(None)
 }
 
-/// Removes the egress-router filters from both interfaces; returns how many were there.
+/// Removes the egress-router programs (TCX, and `cls_bpf` filters of a release before TCX)
+/// from both interfaces; returns how many were there.
 pub async fn detach_all(pod_interface: &str, egress_interface: &str) -> Result<usize, Error> {
     let attached = attached_programs(pod_interface, egress_interface).await?;
     for (name, side, attach_type, priority) in PROGRAMS {
@@ -221,29 +271,39 @@ pub async fn detach_all(pod_interface: &str, egress_interface: &str) -> Result<u
         } else {
             "egress"
         };
-        if !attached
+        for program in attached
             .iter()
-            .any(|p| p.interface == iface && p.direction == direction)
+            .filter(|p| p.interface == iface && p.direction == direction)
         {
-            continue;
+            let detach_error = |source| Error::TcxDetach {
+                name,
+                iface: iface.to_owned(),
+                source,
+            };
+            if program.hook == "tcx" {
+                let index = ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
+                let fd = crate::tcx::prog_fd(program.id).map_err(detach_error)?;
+                crate::tcx::detach(index, attach_type, fd.as_fd()).map_err(detach_error)?;
+                continue;
+            }
+            let link = SchedClassifierLink::attached(
+                iface,
+                attach_type,
+                priority,
+                TcHandle::new(0, FILTER_HANDLE),
+                None,
+            )
+            .map_err(|err| Error::Detach {
+                name,
+                iface: iface.to_owned(),
+                source: aya::programs::tc::TcError::IoError(err).into(),
+            })?;
+            link.detach().map_err(|source| Error::Detach {
+                name,
+                iface: iface.to_owned(),
+                source,
+            })?;
         }
-        let link = SchedClassifierLink::attached(
-            iface,
-            attach_type,
-            priority,
-            TcHandle::new(0, FILTER_HANDLE),
-            None,
-        )
-        .map_err(|err| Error::Detach {
-            name,
-            iface: iface.to_owned(),
-            source: aya::programs::tc::TcError::IoError(err).into(),
-        })?;
-        link.detach().map_err(|source| Error::Detach {
-            name,
-            iface: iface.to_owned(),
-            source,
-        })?;
     }
     Ok(attached.len())
 }

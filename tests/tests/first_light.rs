@@ -19,7 +19,7 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
     let lab = Lab::new("first-light").unwrap();
     let instance = "first-light";
 
-    // The loader runs inside the router namespace and exits; the filter belongs to eth0.
+    // The loader runs inside the router namespace and exits; the program belongs to eth0.
     run_checked(
         lab.router
             .command(egress_router_bin())
@@ -28,17 +28,25 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
             .args(["--instance", instance, "attach", "--interface", "eth0"]),
     )
     .unwrap();
-    let filters = run_bounded(
+    // `status`, as an operator would look (bpftool before 7.3 does not list TCX programs):
+    // attached with TCX by a process that is gone, so no link holds it.
+    let status = run_bounded(
         lab.router
-            .command("tc")
-            .args(["filter", "show", "dev", "eth0", "ingress"]),
-        Duration::from_secs(5),
+            .command(egress_router_bin())
+            .arg("--bpffs")
+            .arg(lab.bpffs.path())
+            .args(["--instance", instance, "status", "--json"]),
+        Duration::from_secs(10),
     )
     .unwrap();
-    let filters = String::from_utf8_lossy(&filters.stdout);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let programs = status["programs"].as_array().cloned().unwrap_or_default();
     assert!(
-        filters.contains("pod_ingress") && filters.contains("direct-action"),
-        "cls_bpf filter on eth0 after the loader exited: {filters}"
+        programs.iter().any(|p| p["name"] == "pod_ingress"
+            && p["hook"] == "tcx"
+            && p["interface"] == "eth0"
+            && p["direction"] == "ingress"),
+        "pod_ingress on eth0's TCX ingress after the loader exited: {status}"
     );
 
     let before = dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap();

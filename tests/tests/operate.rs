@@ -587,3 +587,141 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A data plane attached by a release before TCX (cls_bpf filters, priority 1, handle 0xe6)
+/// is taken over by `init`: same maps (its flows stay), programs now on TCX, the old filters
+/// gone, traffic still translated.
+#[test]
+fn upgrade_from_cls_bpf_filters_to_tcx_keeps_flows() {
+    use aya::programs::tc::{self, NlOptions, TcAttachOptions, TcHandle};
+    use egress_user::{
+        dataplane::{Dataplane, LoadOptions, PROGRAMS, Side},
+        running, tcx,
+    };
+    use std::os::fd::AsFd as _;
+
+    let mut lab = Lab::new("op-upgrade").unwrap();
+    peer_server(&mut lab, "tcp", 80);
+    wait_listening(&lab, 80);
+    let destination = format!("80 tcp {SERVER_IP}");
+    lab.init_router("up", &destination, &[]).unwrap();
+
+    // Rebuild what the earlier release left: the same maps (from the pins), programs as
+    // cls_bpf filters, nothing on TCX.
+    let pins = lab.pin_dir("up");
+    lab.router
+        .enter(move || {
+            let mut dp = Dataplane::load(&LoadOptions {
+                conntrack_flows: egress_common::DEFAULT_CONNTRACK_FLOWS,
+                pin_dir: Some(pins),
+            })
+            .unwrap();
+            for (name, side, attach_type, priority) in PROGRAMS {
+                let iface = match side {
+                    Side::Pod => "eth0",
+                    Side::Egress => "macvlan0",
+                };
+                let index = running::ifindex(iface).unwrap();
+                let id = running::tcx_attached(index, attach_type, name)
+                    .unwrap()
+                    .expect("init attached it with TCX");
+                let fd = tcx::prog_fd(id).unwrap();
+                tcx::detach(index, attach_type, fd.as_fd()).unwrap();
+                let _ = tc::qdisc_add_clsact(iface);
+                let prog = dp.program(name).unwrap();
+                let options = NlOptions {
+                    priority,
+                    handle: TcHandle::new(0, 0xe6),
+                    ..NlOptions::default()
+                };
+                let link = prog
+                    .attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))
+                    .unwrap();
+                // The interface owns the filter, as the earlier release left it.
+                std::mem::forget(prog.take_link(link).unwrap());
+            }
+        })
+        .unwrap();
+    let filters =
+        |dev: &str, dir: &str| run_ok(&lab.router, "tc", &["filter", "show", "dev", dev, dir], 5);
+    assert!(filters("eth0", "ingress").contains("pod_ingress"));
+    let before = ask(&lab, 80);
+    assert!(
+        before.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "through the cls_bpf data plane: {before:?}"
+    );
+    let flows_before = router_cli(&lab, "up", &["conntrack", "--json"]);
+    let count = |json: &str| {
+        serde_json::from_str::<serde_json::Value>(json)
+            .unwrap()
+            .as_array()
+            .map_or(0, |flows| {
+                flows.iter().filter(|f| f["kind"] == "nat").count()
+            })
+    };
+    assert_eq!(count(&flows_before), 1, "{flows_before}");
+
+    let hooks = |lab: &Lab| -> Vec<String> {
+        let status: serde_json::Value =
+            serde_json::from_str(&router_cli(lab, "up", &["status", "--json"])).unwrap();
+        status["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p["name"].as_str().unwrap(),
+                    p["hook"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        hooks(&lab),
+        [
+            "pod_ingress cls_bpf",
+            "uplink_ingress cls_bpf",
+            "uplink_egress cls_bpf"
+        ]
+    );
+
+    // The new release.
+    lab.init_router("up", &destination, &[]).unwrap();
+    for (dev, dir) in [
+        ("eth0", "ingress"),
+        ("macvlan0", "ingress"),
+        ("macvlan0", "egress"),
+    ] {
+        let left = filters(dev, dir);
+        assert!(
+            left.trim().is_empty(),
+            "cls_bpf filter left on {dev} {dir}: {left}"
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "up", &["status", "--json"])).unwrap();
+    let hooks: Vec<_> = status["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["hook"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(hooks.len(), 3, "{status}");
+    assert!(hooks.iter().all(|(_, hook)| hook == "tcx"), "{status}");
+    let flows_after = router_cli(&lab, "up", &["conntrack", "--json"]);
+    assert!(
+        count(&flows_after) >= 1,
+        "the earlier flow was kept: {flows_after}"
+    );
+    let after = ask(&lab, 80);
+    assert!(
+        after.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "through the TCX data plane: {after:?}"
+    );
+}
