@@ -30,6 +30,16 @@ pub enum ConfigError {
     TooManyRules(String),
     #[error("Unrecognized EGRESS_ROUTER_MODE '{0}'")]
     Mode(String),
+    #[error("No EGRESS_HTTP_PROXY_DESTINATION specified")]
+    HttpProxyUnspecified,
+    #[error("Bad destination '{0}'")]
+    BadDestination(String),
+    #[error("Wildcard must be last rule, if present")]
+    WildcardNotLast,
+    #[error("Must specify EGRESS_DNS_PROXY_DESTINATION")]
+    DnsProxyUnspecified,
+    #[error("Proxy port {0} already used, must be unique for each destination")]
+    ProxyPortUsed(u16),
 }
 
 /// `EGRESS_ROUTER_MODE`.
@@ -225,7 +235,7 @@ impl FromStr for Destinations {
 
 /// A port field: `None` if it is not a number at all (the line is invalid), `Some(Err)` if
 /// it is a number outside 1-65535.
-fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
+pub(crate) fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
     if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

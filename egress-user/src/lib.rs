@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod maps;
 pub mod metrics;
 pub mod network;
+pub mod proxy_config;
 pub mod redirect;
 pub mod running;
 pub mod tcx;
