@@ -244,35 +244,25 @@ mod tests {
 
     #[test]
     fn http_rule_errors_are_openshifts_messages() {
-        assert_eq!(
-            msg(HttpRules::parse("")),
-            "No EGRESS_HTTP_PROXY_DESTINATION specified"
-        );
-        assert_eq!(
-            msg(HttpRules::parse(" \n# only\n")),
-            "No EGRESS_HTTP_PROXY_DESTINATION specified"
-        );
-        assert_eq!(
-            msg(HttpRules::parse("a.example\nfoo bar")),
-            "Bad destination 'foo bar'"
-        );
-        assert_eq!(msg(HttpRules::parse("*.")), "Bad destination '*.'");
-        assert_eq!(
-            msg(HttpRules::parse("203.0.113.0/33")),
-            "Bad destination '203.0.113.0/33'"
-        );
-        assert_eq!(
-            msg(HttpRules::parse("-bad.example")),
-            "Bad destination '-bad.example'"
-        );
-        assert_eq!(
-            msg(HttpRules::parse("*\nwww.example.com")),
-            "Wildcard must be last rule, if present"
-        );
-        assert_eq!(
-            msg(HttpRules::parse("!*\n# fine\n\nwww.example.com")),
-            "Wildcard must be last rule, if present"
-        );
+        let cases = [
+            ("", "No EGRESS_HTTP_PROXY_DESTINATION specified"),
+            (" \n# only\n", "No EGRESS_HTTP_PROXY_DESTINATION specified"),
+            ("a.example\nfoo bar", "Bad destination 'foo bar'"),
+            ("*.", "Bad destination '*.'"),
+            ("203.0.113.0/33", "Bad destination '203.0.113.0/33'"),
+            ("-bad.example", "Bad destination '-bad.example'"),
+            (
+                "*\nwww.example.com",
+                "Wildcard must be last rule, if present",
+            ),
+            (
+                "!*\n# fine\n\nwww.example.com",
+                "Wildcard must be last rule, if present",
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(msg(HttpRules::parse(value)), expected, "{value:?}");
+        }
     }
 
     #[test]
@@ -328,34 +318,27 @@ mod tests {
 
     #[test]
     fn dns_route_errors_are_openshifts_messages() {
-        assert_eq!(
-            msg(parse_dns_routes("")),
-            "Must specify EGRESS_DNS_PROXY_DESTINATION"
-        );
-        assert_eq!(
-            msg(parse_dns_routes("80 localhost")),
-            "Bad destination '80 localhost'"
-        );
-        assert_eq!(msg(parse_dns_routes("80")), "Bad destination '80'");
-        assert_eq!(
-            msg(parse_dns_routes("80 a.example 81 82")),
-            "Bad destination '80 a.example 81 82'"
-        );
-        assert_eq!(
-            msg(parse_dns_routes("http a.example")),
-            "Bad destination 'http a.example'"
-        );
-        assert_eq!(
-            msg(parse_dns_routes("70000 a.example")),
-            "Invalid port: 70000, must be in the range 1 to 65535"
-        );
-        assert_eq!(
-            msg(parse_dns_routes("80 a.example 0")),
-            "Invalid port: 0, must be in the range 1 to 65535"
-        );
-        assert_eq!(
-            msg(parse_dns_routes("80 a.example\n80 203.0.113.1")),
-            "Proxy port 80 already used, must be unique for each destination"
-        );
+        let cases = [
+            ("", "Must specify EGRESS_DNS_PROXY_DESTINATION"),
+            ("80 localhost", "Bad destination '80 localhost'"),
+            ("80", "Bad destination '80'"),
+            ("80 a.example 81 82", "Bad destination '80 a.example 81 82'"),
+            ("http a.example", "Bad destination 'http a.example'"),
+            (
+                "70000 a.example",
+                "Invalid port: 70000, must be in the range 1 to 65535",
+            ),
+            (
+                "80 a.example 0",
+                "Invalid port: 0, must be in the range 1 to 65535",
+            ),
+            (
+                "80 a.example\n80 203.0.113.1",
+                "Proxy port 80 already used, must be unique for each destination",
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(msg(parse_dns_routes(value)), expected, "{value:?}");
+        }
     }
 }
