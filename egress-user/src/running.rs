@@ -118,11 +118,7 @@ pub async fn attached_programs(
             let Some(index) = ifindex(iface) else {
                 continue;
             };
-            let direction = if attach_type == TcAttachType::Ingress {
-                "ingress"
-            } else {
-                "egress"
-            };
+            let direction = direction(attach_type);
             if let Some(id) = tcx_attached(index, attach_type, name)? {
                 let info = program_info(id)?;
                 found.push(AttachedProgram {
@@ -189,6 +185,15 @@ pub async fn attached_programs(
     .await;
     connection.abort();
     result
+}
+
+/// `ingress` or `egress`, as [`AttachedProgram::direction`] says.
+fn direction(attach_type: TcAttachType) -> &'static str {
+    if attach_type == TcAttachType::Ingress {
+        "ingress"
+    } else {
+        "egress"
+    }
 }
 
 /// The index of interface `name` in the current network namespace.
@@ -266,11 +271,7 @@ pub async fn detach_all(pod_interface: &str, egress_interface: &str) -> Result<u
             Side::Pod => pod_interface,
             Side::Egress => egress_interface,
         };
-        let direction = if attach_type == TcAttachType::Ingress {
-            "ingress"
-        } else {
-            "egress"
-        };
+        let direction = direction(attach_type);
         for program in attached
             .iter()
             .filter(|p| p.interface == iface && p.direction == direction)

@@ -46,3 +46,10 @@ pub fn wait_listening(lab: &Lab, port: u16) {
     }
     panic!("nothing listens on {port} in the server namespace");
 }
+
+/// A scratch directory for a test's files (served pages, downloads), unique per process.
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("er-test-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -13,7 +13,7 @@ use egress_tests::{
     egress_router_bin,
     lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
     netns::{run_bounded, wait_bounded},
-    util::{peer_server, run_ok, wait_listening},
+    util::{peer_server, run_ok, tempdir, wait_listening},
 };
 use egress_user::maps::MapSet;
 
@@ -580,12 +580,6 @@ fn teardown_leaves_nothing_of_the_instance() {
     let links = run_ok(&lab.router, "ip", &["-o", "link", "show"], 5);
     assert!(!links.contains("egress1"), "created link removed: {links}");
     assert!(!lab.pin_dir("td2").exists());
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("er-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A data plane attached by a release before TCX (cls_bpf filters, priority 1, handle 0xe6)

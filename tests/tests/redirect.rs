@@ -9,7 +9,7 @@ use egress_tests::{
     asset,
     lab::{EGRESS_SOURCE, Lab, LabOptions, ROUTER_POD_IP, SERVER_IP},
     netns::run_bounded,
-    util::{peer_server, run_ok, wait_listening},
+    util::{peer_server, run_ok, tempdir, wait_listening},
 };
 use egress_user::dataplane::{self, Stats};
 
@@ -65,12 +65,6 @@ fn curl_reaches_the_server_which_sees_egress_source() {
     assert!(stats.path(Stat::Forwarded).packets >= 3, "{stats}");
     assert!(stats.path(Stat::Replied).packets >= 3, "{stats}");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("er-test-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -155,24 +155,9 @@ pub fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
     ]);
     lab.spawn(conn)?;
     for port in [IPERF_PORT, CONN_PORT] {
-        wait_listening(&lab.server, port)?;
+        egress_tests::util::wait_listening(lab, port);
     }
     Ok(())
-}
-
-fn wait_listening(ns: &Netns, port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let out = ns
-            .command("ss")
-            .args(["-Htln", &format!("sport = :{port}")])
-            .output()?;
-        if !out.stdout.is_empty() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listens on {port} in {}", ns.name())
 }
 
 /// TCP goodput in Gbit/s that the iperf3 server received from `streams` parallel streams

@@ -191,13 +191,8 @@ fn classic(lab: &Lab) -> Result<()> {
 fn forwarder(lab: &Lab) -> Result<Dataplane> {
     egress_network(lab)?;
     lab.router.enter(|| -> Result<Dataplane> {
-        let ifindex = |name: &str| -> Result<u32> {
-            let cname = std::ffi::CString::new(name)?;
-            // SAFETY: valid NUL-terminated string.
-            match unsafe { libc::if_nametoindex(cname.as_ptr()) } {
-                0 => Err(std::io::Error::last_os_error()).context(name.to_owned()),
-                index => Ok(index),
-            }
+        let ifindex = |name: &str| {
+            egress_user::running::ifindex(name).with_context(|| format!("no interface {name}"))
         };
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: 1024,
