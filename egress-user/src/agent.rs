@@ -50,6 +50,14 @@ impl Signals {
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
+
+    /// Completes at the first SIGTERM or SIGINT.
+    pub async fn terminated(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 /// Reads the configuration file: its content is the EGRESS_DESTINATION value.

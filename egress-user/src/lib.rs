@@ -5,10 +5,12 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod http_proxy;
 pub mod inspect;
 pub mod maps;
 pub mod metrics;
 pub mod network;
+pub mod outbound;
 pub mod proxy_config;
 pub mod redirect;
 pub mod running;

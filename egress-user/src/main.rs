@@ -11,8 +11,10 @@ use egress_user::{
     agent,
     config::{Config, EgressSource, Mode, Raw},
     dataplane::{Dataplane, LoadOptions},
-    inspect, metrics,
+    http_proxy, inspect, metrics,
     network::{MacvlanMode, NetworkPlan},
+    outbound,
+    proxy_config::HttpRules,
     redirect, running,
 };
 
@@ -93,12 +95,35 @@ struct RouterArgs {
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
     #[arg(long, default_value_t = 30.0)]
     gc_max_interval: f64,
+    /// The HTTP proxy's access rules, one per line: `*`, `!RULE`, an address or CIDR,
+    /// `*.DOMAIN` or a HOST; first match wins.
+    #[arg(long, env = "EGRESS_HTTP_PROXY_DESTINATION", global = true)]
+    http_proxy_destination: Option<String>,
+    /// The DNS proxy's ports, one per line: `PORT HOST [RPORT]` or `PORT IPv4 [RPORT]`.
+    #[arg(long, env = "EGRESS_DNS_PROXY_DESTINATION", global = true)]
+    dns_proxy_destination: Option<String>,
+    /// Non-empty: the DNS proxy logs every connection.
+    #[arg(long, env = "EGRESS_DNS_PROXY_DEBUG", global = true)]
+    dns_proxy_debug: Option<String>,
+    /// The resolver configuration of the proxy modes: the pod's nameservers.
+    #[arg(long, default_value = "/etc/resolv.conf", global = true)]
+    resolv_conf: PathBuf,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Do what EGRESS_ROUTER_MODE says (the default).
     Run,
+    /// The HTTP proxy of an http-proxy pod's main container (EGRESS_HTTP_PROXY_DESTINATION):
+    /// forward requests and CONNECT tunnels, on the pod IP, out from EGRESS_SOURCE.
+    HttpProxy {
+        /// The port on the pod IP.
+        #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+    /// The DNS proxy of a dns-proxy pod's main container (EGRESS_DNS_PROXY_DESTINATION): in
+    /// the data plane when the process may update BPF maps, else a userspace relay.
+    DnsProxy,
     /// Low level: load the data plane and attach it to an interface's ingress without
     /// changing the network, pin its maps, and exit. The attachment belongs to the interface.
     Attach {
@@ -162,8 +187,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(mut cli: Cli) -> Result<()> {
     let pin_dir = cli.bpffs.join(&cli.instance);
-    match cli.command.take().unwrap_or(Command::Run) {
+    let command = match cli.command.take() {
+        Some(command) => command,
+        None => implicit_command(&cli.router)?,
+    };
+    match command {
         Command::Run => run_mode(&cli),
+        Command::HttpProxy { port } => http_proxy(&cli, port),
+        Command::DnsProxy => dns_proxy(&cli),
         Command::Attach { interface } => {
             redirect::prepare_bpffs(&cli.bpffs).map_err(anyhow::Error::msg)?;
             let mut dp = Dataplane::load(&LoadOptions {
@@ -197,6 +228,79 @@ fn run(mut cli: Cli) -> Result<()> {
         }),
         Command::Teardown => runtime()?.block_on(teardown(&cli, &pin_dir)),
     }
+}
+
+/// What to do without a subcommand: the entrypoint rule that lets one image serve both
+/// containers of OpenShift's proxy Deployments.
+///
+/// 1. `EGRESS_ROUTER_MODE` set and not empty: that mode (the init container).
+/// 2. Else `EGRESS_HTTP_PROXY_DESTINATION` present: `http-proxy` (the main container).
+/// 3. Else `EGRESS_DNS_PROXY_DESTINATION` present: `dns-proxy`.
+/// 4. Else the default mode, legacy.
+fn implicit_command(args: &RouterArgs) -> Result<Command> {
+    if args.mode.as_deref().is_some_and(|m| !m.trim().is_empty()) {
+        return Ok(Command::Run);
+    }
+    // Present counts, even empty: an empty value then gets the proxy's own error.
+    let present =
+        |name: &str, value: &Option<String>| value.is_some() || std::env::var_os(name).is_some();
+    let http = present(
+        "EGRESS_HTTP_PROXY_DESTINATION",
+        &args.http_proxy_destination,
+    );
+    let dns = present("EGRESS_DNS_PROXY_DESTINATION", &args.dns_proxy_destination);
+    match (http, dns) {
+        (true, true) => bail!(
+            "EGRESS_HTTP_PROXY_DESTINATION and EGRESS_DNS_PROXY_DESTINATION are both set and \
+             EGRESS_ROUTER_MODE is not: run `egress-router http-proxy` or `egress-router \
+             dns-proxy`, or set EGRESS_ROUTER_MODE"
+        ),
+        (true, false) => Ok(Command::HttpProxy { port: 8080 }),
+        (false, true) => Ok(Command::DnsProxy),
+        (false, false) => Ok(Command::Run),
+    }
+}
+
+fn http_proxy(cli: &Cli, port: u16) -> Result<()> {
+    let args = &cli.router;
+    // Validate everything before listening.
+    let rules = HttpRules::parse(args.http_proxy_destination.as_deref().unwrap_or(""))?;
+    let resolver = outbound::resolver(&args.resolv_conf)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let signals = agent::Signals::install()?;
+        let source =
+            outbound::egress_source(args.egress_source.as_deref(), &cli.egress_interface).await?;
+        let listener = http_proxy::listen(&cli.pod_interface, port).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            %source,
+            rules = rules.0.len(),
+            "HTTP proxy serving"
+        );
+        let proxy = http_proxy::Proxy {
+            rules,
+            source,
+            resolver,
+            connect_timeout: Duration::from_secs(10),
+        };
+        http_proxy::serve(listener, std::sync::Arc::new(proxy), signals.terminated()).await?;
+        tracing::info!("HTTP proxy terminating");
+        Ok(())
+    })
+}
+
+fn dns_proxy(cli: &Cli) -> Result<()> {
+    let routes = egress_user::proxy_config::parse_dns_routes(
+        cli.router.dns_proxy_destination.as_deref().unwrap_or(""),
+    )?;
+    bail!(
+        "dns-proxy: {} routes valid; serving them is not built yet",
+        routes.len()
+    )
 }
 
 async fn open_running(
@@ -342,7 +446,23 @@ fn run_mode(cli: &Cli) -> Result<()> {
     if !(args.gc_max_interval.is_finite() && args.gc_max_interval >= 0.1) {
         bail!("--gc-max-interval must be at least 0.1 seconds");
     }
+    let debug = args.debug.as_deref().is_some_and(|d| !d.is_empty());
     match config.mode {
+        Mode::HttpProxy | Mode::DnsProxy => {
+            let opts = redirect_options(cli, debug, vec![]);
+            runtime()?.block_on(async {
+                let created = redirect::setup_network(&config, &opts).await?;
+                tracing::info!(
+                    mode = config.mode.name(),
+                    egress_interface = %opts.egress_interface,
+                    source = %config.source,
+                    gateway = %config.gateway,
+                    created_macvlan = created,
+                    "network set up; the proxy runs in the main container"
+                );
+                Ok(())
+            })
+        }
         Mode::UnitTest => {
             print!("{}", config.plan(&cli.pod_interface, &cli.egress_interface));
             Ok(())
@@ -354,19 +474,7 @@ fn run_mode(cli: &Cli) -> Result<()> {
             } else {
                 vec![]
             };
-            let debug = args.debug.as_deref().is_some_and(|d| !d.is_empty());
-            let opts = redirect::Options {
-                pod_interface: cli.pod_interface.clone(),
-                egress_interface: cli.egress_interface.clone(),
-                macvlan_parent: args.macvlan_parent.clone(),
-                macvlan_mode: args.macvlan_mode,
-                bpffs_root: cli.bpffs.clone(),
-                instance: cli.instance.clone(),
-                conntrack_flows: args.conntrack_size,
-                debug,
-                arp_request_after: Duration::from_millis(500),
-                local_tcp_ports: local_tcp_ports.clone(),
-            };
+            let opts = redirect_options(cli, debug, local_tcp_ports.clone());
             runtime()?.block_on(async {
                 // Handlers first: a SIGTERM during set-up ends legacy mode right after it.
                 let signals = agent::Signals::install()?;
@@ -395,11 +503,22 @@ fn run_mode(cli: &Cli) -> Result<()> {
                 agent::run(report, config, agent_opts, signals).await
             })
         }
-        mode => bail!(
-            "EGRESS_ROUTER_MODE {}: the configuration is valid, but this build does not set up \
-             that mode yet",
-            mode.name()
-        ),
+    }
+}
+
+fn redirect_options(cli: &Cli, debug: bool, local_tcp_ports: Vec<u16>) -> redirect::Options {
+    let args = &cli.router;
+    redirect::Options {
+        pod_interface: cli.pod_interface.clone(),
+        egress_interface: cli.egress_interface.clone(),
+        macvlan_parent: args.macvlan_parent.clone(),
+        macvlan_mode: args.macvlan_mode,
+        bpffs_root: cli.bpffs.clone(),
+        instance: cli.instance.clone(),
+        conntrack_flows: args.conntrack_size,
+        debug,
+        arp_request_after: Duration::from_millis(500),
+        local_tcp_ports,
     }
 }
 

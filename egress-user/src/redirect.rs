@@ -266,6 +266,32 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
     })
 }
 
+/// The proxy modes' set-up (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`, the init
+/// container): the network as in redirect mode (egress interface, EGRESS_SOURCE, routes via
+/// EGRESS_GATEWAY, announcement) and no translation. Returns whether the macvlan was
+/// created.
+pub async fn setup_network(config: &Config, opts: &Options) -> Result<bool, Error> {
+    let plan = NetworkPlan {
+        egress_interface: opts.egress_interface.clone(),
+        macvlan_parent: opts.macvlan_parent.clone(),
+        macvlan_mode: opts.macvlan_mode,
+        source: config.source,
+        gateway: config.gateway,
+        owner: owner_alias(&opts.instance),
+    };
+    let applied = plan.apply().await.map_err(Error::Network)?;
+    network::announce(
+        &opts.egress_interface,
+        applied.egress_ifindex,
+        applied.egress_mac,
+        config.source.ip,
+        opts.arp_request_after,
+    )
+    .await
+    .map_err(Error::Network)?;
+    Ok(applied.created_macvlan)
+}
+
 /// Applies a new configuration to a running data plane: the same interfaces, new rules and
 /// fallback, reconciled by difference. Returns the rules as written.
 pub fn reconfigure(

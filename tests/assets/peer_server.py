@@ -1,11 +1,19 @@
-"""Lab server: answers every TCP connection or UDP datagram with the peer address it saw.
+"""Lab server: tells each client the peer address it saw.
 
-usage: peer_server.py tcp|udp ADDR PORT
-TCP: reads one line, replies "PEER_IP PEER_PORT\n", closes. UDP: replies to each datagram
-with "PEER_IP PEER_PORT\n". Each peer is also printed to stdout, one per line.
+usage: peer_server.py tcp|udp|echo|http ADDR PORT
+       peer_server.py https ADDR PORT CERT KEY
+tcp:   reads one line, replies "PEER_IP PEER_PORT\n", closes.
+udp:   replies to each datagram with "PEER_IP PEER_PORT\n".
+echo:  replies to every line with "PEER_IP PEER_PORT LINE\n" until the client closes; no
+       idle timeout, so a connection can stay open and quiet as long as a test needs.
+http, https: HTTP/1.1 with keep-alive; every GET is answered 200 with the body
+       "PEER_IP PEER_PORT HOST\n" (HOST from the Host header).
+Each peer is also printed to stdout, one per line.
 """
+import http.server
 import socket
 import socketserver
+import ssl
 import sys
 
 
@@ -15,6 +23,32 @@ class Tcp(socketserver.StreamRequestHandler):
         ip, port = self.client_address
         self.wfile.write(f"{ip} {port}\n".encode())
         print(f"{ip} {port}", flush=True)
+
+
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        ip, port = self.client_address
+        print(f"{ip} {port}", flush=True)
+        for line in self.rfile:
+            self.wfile.write(f"{ip} {port} ".encode() + line)
+            self.wfile.flush()
+
+
+class Http(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        ip, port = self.client_address[:2]
+        body = f"{ip} {port} {self.headers.get('Host', '-')}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        print(f"{ip} {port}", flush=True)
+
+    def log_message(self, *args):
+        pass
 
 
 class Server(socketserver.ThreadingTCPServer):
@@ -27,6 +61,16 @@ def main():
     kind, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if kind == "tcp":
         Server((addr, port), Tcp).serve_forever()
+    if kind == "echo":
+        Server((addr, port), Echo).serve_forever()
+    if kind in ("http", "https"):
+        server = http.server.ThreadingHTTPServer((addr, port), Http)
+        server.daemon_threads = True
+        if kind == "https":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[4], sys.argv[5])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, port))
     while True:

@@ -48,6 +48,10 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// Prefix length of the server network.
 pub const SERVER_PREFIX: u8 = 24;
 
+/// The lab's nameserver (dnsmasq, [`Lab::start_nameserver`]), on the pod network like a
+/// cluster DNS service: a second address of the client namespace.
+pub const NAMESERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
 /// The agent's default metrics and health port on the pod IP.
 pub const METRICS_PORT: u16 = 9469;
 
@@ -322,6 +326,72 @@ impl Lab {
         };
         child.kill()?;
         wait_bounded(child, Duration::from_secs(5))
+    }
+
+    /// Starts dnsmasq at [`NAMESERVER_IP`] answering from `hosts` (an /etc/hosts-style file,
+    /// re-read on SIGHUP, records with a TTL of `ttl` seconds) and nothing else. Writes a
+    /// resolv.conf naming it into `dir` and returns its path and the daemon's index.
+    pub fn start_nameserver(
+        &mut self,
+        dir: &Path,
+        hosts: &Path,
+        ttl: u32,
+    ) -> Result<(PathBuf, usize)> {
+        self.client.ip(&[
+            "addr",
+            "add",
+            &format!("{NAMESERVER_IP}/{POD_PREFIX}"),
+            "dev",
+            "eth0",
+        ])?;
+        let mut cmd = self.client.command("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-negcache",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file",
+            "--log-facility=-",
+        ])
+        .arg(format!("--listen-address={NAMESERVER_IP}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .arg(format!("--local-ttl={ttl}"));
+        let index = self.daemons_len();
+        self.spawn(cmd)?;
+        let resolv_conf = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv_conf,
+            format!("nameserver {NAMESERVER_IP}\noptions timeout:1\n"),
+        )?;
+        // Ready when it answers.
+        for _ in 0..50 {
+            let out = crate::netns::run_bounded(
+                self.client
+                    .command("ss")
+                    .args(["-Hlun", &format!("src = {NAMESERVER_IP}:53")]),
+                Duration::from_secs(3),
+            )?;
+            if !out.stdout.is_empty() {
+                return Ok((resolv_conf, index));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("dnsmasq did not listen on {NAMESERVER_IP}:53")
+    }
+
+    /// Sends SIGHUP to daemon `index` (dnsmasq re-reads its hosts files and empties its cache).
+    pub fn hangup_daemon(&self, index: usize) -> Result<()> {
+        let pid = self
+            .daemon_pid(index)
+            .context("the daemon is not running")?;
+        // SAFETY: a plain kill(2) of our own child.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            bail!("kill -HUP {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The pin directory of egress-router instance `instance` on the lab's bpffs.

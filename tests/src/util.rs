@@ -30,6 +30,16 @@ pub fn peer_server(lab: &mut Lab, kind: &str, port: u16) {
     lab.spawn(cmd).unwrap();
 }
 
+/// Starts a peer server of `kind` (see tests/assets/peer_server.py) on `addr`:`port` in the
+/// server namespace, with `extra` arguments (the certificate and key of `https`).
+pub fn peer_server_at(lab: &mut Lab, kind: &str, addr: &str, port: u16, extra: &[&str]) {
+    let mut cmd = lab.server.command("python3");
+    cmd.arg(asset("peer_server.py"))
+        .args([kind, addr, &port.to_string()])
+        .args(extra);
+    lab.spawn(cmd).unwrap();
+}
+
 /// Waits until something listens on TCP `port` in the server namespace.
 pub fn wait_listening(lab: &Lab, port: u16) {
     for _ in 0..50 {

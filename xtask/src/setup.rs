@@ -25,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "iptables",       // the classic egress router (benchmark baseline)
     "conntrack",      // inspecting the baseline's kernel conntrack
     "netsniff-ng",    // trafgen: small-packet generator for benchmarks
+    "dnsmasq-base",   // the lab's nameserver (proxy modes); the binary only, no service
+    "openssl",        // the lab's TLS certificate (HTTP proxy CONNECT tests)
 ];
 
 pub fn ensure() -> Result<()> {

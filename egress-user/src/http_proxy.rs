@@ -1,0 +1,495 @@
+//! HTTP proxy mode: `egress-router http-proxy`, the main container's forward proxy.
+//!
+//! - Listens on the pod IP only (never on EGRESS_SOURCE), port 8080 by default.
+//! - Plain HTTP requests in absolute form are forwarded; CONNECT opens a tunnel to any port.
+//! - `EGRESS_HTTP_PROXY_DESTINATION` decides, first match wins ([`HttpRules::decide`]). A
+//!   rule by address or CIDR is checked against the addresses the name resolves to, and an
+//!   allow by such a rule connects only to the addresses inside it, so the decision and the
+//!   connection agree.
+//! - Outbound connections leave from EGRESS_SOURCE ([`outbound::connect`]).
+//! - Denied: 403 with the rule that denied. Upstream failures: 502. One access-log line per
+//!   request (target `access`), for tunnels when they close.
+//!
+//! Each client connection keeps its upstream connection open for the next request to the
+//! same host and port, so keep-alive clients cost one upstream connection, not one per
+//! request.
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use hickory_resolver::TokioResolver;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    client::conn::http1::SendRequest,
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{
+    outbound,
+    proxy_config::{HttpMatch, HttpRule, HttpRules, Verdict},
+};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How the proxy runs.
+pub struct Proxy {
+    pub rules: HttpRules,
+    /// EGRESS_SOURCE: outbound IPv4 connections are bound to it.
+    pub source: Ipv4Addr,
+    pub resolver: TokioResolver,
+    /// Per address tried.
+    pub connect_timeout: Duration,
+}
+
+/// Serves proxy clients accepted on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pass, and let clients retry.
+                    tracing::warn!(error = %err, "accepting a proxy connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let kept: Arc<Mutex<Option<Kept>>> = Arc::default();
+            let service = service_fn(move |req| {
+                let (proxy, kept) = (proxy.clone(), kept.clone());
+                async move { Ok::<_, Infallible>(proxy.handle(req, client, &kept).await) }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .preserve_header_case(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%client, error = %err, "proxy connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The upstream connection a client connection keeps for its next request.
+struct Kept {
+    host: String,
+    port: u16,
+    addr: IpAddr,
+    sender: SendRequest<Incoming>,
+}
+
+/// Why a request was not forwarded.
+enum Refusal {
+    Denied(Option<String>),
+    BadRequest(&'static str),
+    Upstream(String),
+}
+
+impl Proxy {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        kept: &Mutex<Option<Kept>>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let target = req.uri().to_string();
+        let result = if method == Method::CONNECT {
+            self.tunnel(req, client, started).await
+        } else {
+            self.forward(req, kept).await
+        };
+        let (response, rule, upstream) = match result {
+            Ok(Handled::Tunnel) => return empty(StatusCode::OK),
+            Ok(Handled::Forwarded {
+                response,
+                rule,
+                upstream,
+            }) => (response, Some(rule), Some(upstream)),
+            Err((refusal, rule)) => (refusal_response(&refusal, &target), rule, None),
+        };
+        tracing::info!(
+            target: "access",
+            %client,
+            %method,
+            url = %target,
+            status = response.status().as_u16(),
+            rule = %rule.as_deref().unwrap_or("-"),
+            upstream = %upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// Forwards a request in absolute form over the kept or a new upstream connection.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        kept: &Mutex<Option<Kept>>,
+    ) -> Result<Handled, (Refusal, Option<String>)> {
+        let uri = req.uri().clone();
+        if uri.scheme_str() != Some("http") {
+            let why = if uri.scheme().is_none() {
+                "not a proxy request: the request line must hold an absolute http:// URL"
+            } else {
+                "only http:// URLs are forwarded; use CONNECT for https"
+            };
+            return Err((Refusal::BadRequest(why), None));
+        }
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+
+        // Reuse the kept connection if it goes to the same place and is still usable.
+        let mut reuse = take_kept(kept, &host, port);
+        if let Some(k) = reuse.as_mut()
+            && k.sender.ready().await.is_err()
+        {
+            reuse = None;
+        }
+        let (mut sender, addr, rule) = match reuse {
+            Some(k) => match self.rules.decide(&host, &[k.addr]) {
+                Verdict::Allow(rule) => (k.sender, k.addr, rule.line.clone()),
+                verdict => return Err(denied(verdict)),
+            },
+            None => {
+                let (stream, rule) = self.open(&host, port).await?;
+                let addr = stream.peer_addr().map(|a| a.ip()).map_err(upstream_err)?;
+                let (sender, conn) = hyper::client::conn::http1::Builder::new()
+                    .preserve_header_case(true)
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(upstream_err)?;
+                tokio::spawn(async move {
+                    if let Err(err) = conn.await {
+                        tracing::debug!(error = %err, "upstream connection ended with an error");
+                    }
+                });
+                (sender, addr, rule)
+            }
+        };
+
+        // Origin form upstream, hop-by-hop headers dropped, Host kept or set.
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string);
+        *req.uri_mut() = path.parse().map_err(|_| {
+            (
+                Refusal::BadRequest("the URL's path is invalid"),
+                Some(rule.clone()),
+            )
+        })?;
+        *req.version_mut() = hyper::Version::HTTP_11;
+        strip_hop_by_hop(req.headers_mut());
+        if !req.headers().contains_key(header::HOST)
+            && let Some(authority) = uri.authority()
+            && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, value);
+        }
+        let close = wants_close(req.headers());
+
+        let response = match sender.send_request(req).await {
+            Ok(response) => response,
+            Err(err) => return Err((Refusal::Upstream(err.to_string()), Some(rule))),
+        };
+        let (mut parts, body) = response.into_parts();
+        let upstream_close = wants_close(&parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
+        if !close && !upstream_close {
+            *kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Kept {
+                host,
+                port,
+                addr,
+                sender,
+            });
+        }
+        Ok(Handled::Forwarded {
+            response: Response::from_parts(parts, body.boxed()),
+            rule,
+            upstream: SocketAddr::new(addr, port),
+        })
+    }
+
+    /// CONNECT: decides and connects, then answers 200 and relays bytes both ways once
+    /// hyper hands the connection over.
+    async fn tunnel(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        started: Instant,
+    ) -> Result<Handled, (Refusal, Option<String>)> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err((
+                Refusal::BadRequest("CONNECT needs a host:port target"),
+                None,
+            ));
+        };
+        let host = authority.host().to_owned();
+        let port = authority.port_u16().unwrap_or(443);
+        let (mut upstream, rule) = self.open(&host, port).await?;
+        let peer = upstream.peer_addr().ok();
+        tokio::spawn(async move {
+            let outcome = match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    let mut upgraded = TokioIo::new(upgraded);
+                    tokio::io::copy_bidirectional(&mut upgraded, &mut upstream)
+                        .await
+                        .map_err(|err| err.to_string())
+                }
+                Err(err) => Err(err.to_string()),
+            };
+            let (sent, received) = outcome.as_ref().map_or((0, 0), |&(s, r)| (s, r));
+            tracing::info!(
+                target: "access",
+                %client,
+                method = %Method::CONNECT,
+                url = %authority,
+                status = 200,
+                rule = %rule,
+                upstream = %peer.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                ms = started.elapsed().as_millis() as u64,
+                sent,
+                received,
+                error = %outcome.err().as_deref().unwrap_or("-"),
+                "request"
+            );
+        });
+        Ok(Handled::Tunnel)
+    }
+
+    /// Decides on `host` and, if allowed, connects to it from EGRESS_SOURCE. Names are
+    /// resolved only when a rule by address needs it or the connection does.
+    async fn open(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(tokio::net::TcpStream, String), (Refusal, Option<String>)> {
+        let literal: Option<IpAddr> = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok();
+        let needs_addrs = self
+            .rules
+            .0
+            .iter()
+            .any(|r| matches!(r.matches, HttpMatch::Net(_)));
+        let mut addrs: Option<Vec<IpAddr>> = literal.map(|ip| vec![ip]);
+        let mut resolve_error = None;
+        if addrs.is_none() && needs_addrs {
+            match self.resolve(host).await {
+                Ok(found) => addrs = Some(found),
+                Err(err) => resolve_error = Some(err),
+            }
+        }
+        let rule: &HttpRule = match self.rules.decide(host, addrs.as_deref().unwrap_or(&[])) {
+            Verdict::Allow(rule) => rule,
+            verdict => return Err(denied(verdict)),
+        };
+        let line = rule.line.clone();
+        let addrs = match (addrs, resolve_error) {
+            (Some(addrs), _) => addrs,
+            (None, Some(err)) => return Err((Refusal::Upstream(err), Some(line))),
+            (None, None) => self
+                .resolve(host)
+                .await
+                .map_err(|err| (Refusal::Upstream(err), Some(line.clone())))?,
+        };
+        // An allow by address or CIDR connects only inside it.
+        let addrs: Vec<IpAddr> = match &rule.matches {
+            HttpMatch::Net(net) => addrs.into_iter().filter(|a| net.contains(a)).collect(),
+            _ => addrs,
+        };
+        let stream = outbound::connect(&addrs, port, self.source, self.connect_timeout)
+            .await
+            .map_err(|err| {
+                (
+                    Refusal::Upstream(format!("connecting to {host} port {port}: {err}")),
+                    Some(line.clone()),
+                )
+            })?;
+        Ok((stream, line))
+    }
+
+    /// The addresses of `host`, IPv4 first.
+    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let lookup = self
+            .resolver
+            .lookup_ip(host)
+            .await
+            .map_err(|err| format!("resolving {host}: {err}"))?;
+        let mut addrs: Vec<IpAddr> = lookup.iter().collect();
+        addrs.sort_by_key(IpAddr::is_ipv6);
+        if addrs.is_empty() {
+            return Err(format!("resolving {host}: no address"));
+        }
+        Ok(addrs)
+    }
+}
+
+enum Handled {
+    Tunnel,
+    Forwarded {
+        response: Response<Body>,
+        rule: String,
+        upstream: SocketAddr,
+    },
+}
+
+fn take_kept(kept: &Mutex<Option<Kept>>, host: &str, port: u16) -> Option<Kept> {
+    let mut slot = kept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let k = slot.take()?;
+    (k.host == host && k.port == port && !k.sender.is_closed()).then_some(k)
+}
+
+fn denied(verdict: Verdict<'_>) -> (Refusal, Option<String>) {
+    match verdict {
+        Verdict::Deny(rule) => (
+            Refusal::Denied(Some(rule.line.clone())),
+            Some(rule.line.clone()),
+        ),
+        _ => (Refusal::Denied(None), None),
+    }
+}
+
+fn upstream_err(err: impl std::fmt::Display) -> (Refusal, Option<String>) {
+    (Refusal::Upstream(err.to_string()), None)
+}
+
+fn refusal_response(refusal: &Refusal, target: &str) -> Response<Body> {
+    let (status, text) = match refusal {
+        Refusal::Denied(Some(rule)) => (
+            StatusCode::FORBIDDEN,
+            format!("egress-router: {target} is denied by rule '{rule}'\n"),
+        ),
+        Refusal::Denied(None) => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "egress-router: {target} is denied: no rule of EGRESS_HTTP_PROXY_DESTINATION \
+                 allows it\n"
+            ),
+        ),
+        Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("egress-router: {why}\n")),
+        Refusal::Upstream(why) => (
+            StatusCode::BAD_GATEWAY,
+            format!("egress-router: {target}: {why}\n"),
+        ),
+    };
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+/// Removes the headers that belong to one hop (RFC 9110 section 7.6.1), including those
+/// the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Binds the proxy's listener on the pod interface's address.
+pub async fn listen(pod_interface: &str, port: u16) -> Result<TcpListener> {
+    let facts = crate::network::interface_facts(pod_interface)
+        .await
+        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
+    let ip = *facts
+        .ipv4
+        .first()
+        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))?;
+    let addr = SocketAddr::from((ip, port));
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_with_those_connection_names() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("x-end", HeaderValue::from_static("2"));
+        assert!(wants_close(&headers));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-end"]);
+    }
+}
