@@ -24,8 +24,14 @@ pub mod maps {
     /// [`super::FragPorts`].
     pub const FRAGMENTS: &str = "FRAGMENTS";
 
+    /// The addresses of rules that send to a name (DNS proxy mode): [`super::RuleKey`] ->
+    /// [`super::RuleAddrs`], kept current by the agent as the name's records change.
+    pub const RULE_ADDRS: &str = "RULE_ADDRS";
+
     /// Every map, in pin order.
-    pub const ALL: [&str; 6] = [STATS, CONFIG, RULES, RULE_STATS, CONNTRACK, FRAGMENTS];
+    pub const ALL: [&str; 7] = [
+        STATS, CONFIG, RULES, RULE_STATS, CONNTRACK, FRAGMENTS, RULE_ADDRS,
+    ];
 }
 
 /// Program names in the BPF object.
@@ -97,8 +103,11 @@ pub enum DropReason {
     UnsupportedProtocol = 10,
     /// The data plane has no configuration yet.
     Unconfigured = 11,
+    /// A new connection to a rule whose name has no address (yet): not resolved, or the
+    /// name has no IPv4 record.
+    Unresolved = 12,
     /// Number of reasons; not a reason.
-    Count = 12,
+    Count = 13,
 }
 
 impl DropReason {
@@ -116,6 +125,7 @@ impl DropReason {
         Self::FlowExpired,
         Self::UnsupportedProtocol,
         Self::Unconfigured,
+        Self::Unresolved,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -134,6 +144,7 @@ impl DropReason {
             Self::FlowExpired => "flow_expired",
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::Unconfigured => "unconfigured",
+            Self::Unresolved => "unresolved",
             Self::Count => "count",
         }
     }
@@ -285,6 +296,13 @@ pub struct RuleKey {
     pub _pad: u8,
 }
 
+/// [`RuleTarget::flags`] bits.
+pub mod rule_flags {
+    /// The rule sends to a name: new connections take one of the addresses in
+    /// [`super::maps::RULE_ADDRS`] at random, and `remote_ip` is unused.
+    pub const ADDRS: u32 = 1;
+}
+
 /// Value of [`maps::RULES`]: where matching connections go.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -294,6 +312,8 @@ pub struct RuleTarget {
     pub remote_port: u16,
     /// Index into [`maps::RULE_STATS`]; 1-based, 0 is the fallback.
     pub rule_id: u16,
+    /// [`rule_flags`] bits.
+    pub flags: u32,
 }
 
 impl RuleTarget {
@@ -303,13 +323,34 @@ impl RuleTarget {
         remote_ip: [0; 4],
         remote_port: 0,
         rule_id: 0,
+        flags: 0,
     };
 
     /// Whether this target delivers to the pod itself.
     #[must_use]
     pub const fn is_local(&self) -> bool {
-        u32::from_ne_bytes(self.remote_ip) == 0
+        u32::from_ne_bytes(self.remote_ip) == 0 && self.flags & rule_flags::ADDRS == 0
     }
+
+    /// Whether new connections take their address from [`maps::RULE_ADDRS`].
+    #[must_use]
+    pub const fn by_name(&self) -> bool {
+        self.flags & rule_flags::ADDRS != 0
+    }
+}
+
+/// Most addresses a name rule spreads its new connections over.
+pub const MAX_RULE_ADDRS: usize = 16;
+
+/// Value of [`maps::RULE_ADDRS`]: the current IPv4 addresses of a rule's name. Replaced
+/// whole by the agent (a hash map update is atomic for readers), so a reader never sees a
+/// half-written list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RuleAddrs {
+    /// Valid entries of `addrs`, 0 to [`MAX_RULE_ADDRS`].
+    pub len: u32,
+    pub addrs: [[u8; 4]; MAX_RULE_ADDRS],
 }
 
 /// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
@@ -441,7 +482,8 @@ pub const FRAGMENTS_MAX: u32 = 8192;
 const _: () = assert!(core::mem::size_of::<PacketCount>() == 16);
 const _: () = assert!(core::mem::size_of::<RouterConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 4);
-const _: () = assert!(core::mem::size_of::<RuleTarget>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleTarget>() == 12);
+const _: () = assert!(core::mem::size_of::<RuleAddrs>() == 68);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
@@ -456,6 +498,7 @@ mod user {
     unsafe impl aya::Pod for super::RouterConfig {}
     unsafe impl aya::Pod for super::RuleKey {}
     unsafe impl aya::Pod for super::RuleTarget {}
+    unsafe impl aya::Pod for super::RuleAddrs {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::FragKey {}

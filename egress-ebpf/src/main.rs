@@ -306,7 +306,7 @@ fn try_pod_ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropR
             if flow.l4 == L4::None {
                 return Err(DropReason::FragmentUnknown);
             }
-            let Some(target) = nat::rule_for(cfg, flow.key.proto, flow.key.dport) else {
+            let Some(target) = nat::rule_for(cfg, flow.key.proto, flow.key.dport)? else {
                 return Ok(passed);
             };
             if target.is_local() {

@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use egress_common::{
-    DropReason, FlowEntry, FlowKey, MAX_RULES, RouterConfig, RuleKey, RuleTarget, Stat, flow_kind,
-    proto,
+    DropReason, FlowEntry, FlowKey, MAX_RULE_ADDRS, MAX_RULES, RouterConfig, RuleAddrs, RuleKey,
+    RuleTarget, Stat, flow_kind, proto,
 };
 
 use crate::{
@@ -29,12 +29,22 @@ use crate::{
 #[btf_map]
 static RULES: HashMap<RuleKey, RuleTarget, { MAX_RULES as usize }> = HashMap::new();
 
+/// The current addresses of rules that send to a name (DNS proxy mode).
+#[btf_map]
+static RULE_ADDRS: HashMap<RuleKey, RuleAddrs, { MAX_RULES as usize }> = HashMap::new();
+
 /// How many translated ports are tried before a new flow is dropped.
 const NAT_TRIES: u32 = 32;
 
-/// Where a new flow from the pod interface goes: its rule, the fallback, or nowhere.
+/// Where a new flow from the pod interface goes: its rule, the fallback, or nowhere. A rule
+/// that sends to a name takes one of the name's current addresses at random, so new
+/// connections spread over all of them; established ones keep theirs in conntrack.
 #[inline(always)]
-pub fn rule_for(cfg: &RouterConfig, proto: u8, dport: u16) -> Option<RuleTarget> {
+pub fn rule_for(
+    cfg: &RouterConfig,
+    proto: u8,
+    dport: u16,
+) -> Result<Option<RuleTarget>, DropReason> {
     if proto == proto::TCP || proto == proto::UDP {
         let key = RuleKey {
             port: dport,
@@ -42,18 +52,40 @@ pub fn rule_for(cfg: &RouterConfig, proto: u8, dport: u16) -> Option<RuleTarget>
             _pad: 0,
         };
         // SAFETY: read-only copy of a live value.
-        if let Some(target) = RULES.get_ptr(key).map(|p| unsafe { *p }) {
-            return Some(target);
+        if let Some(mut target) = RULES.get_ptr(key).map(|p| unsafe { *p }) {
+            if target.by_name() {
+                target.remote_ip = pick_addr(&key)?;
+            }
+            return Ok(Some(target));
         }
     }
     if cfg.flags & egress_common::config_flags::HAS_FALLBACK != 0 {
-        return Some(RuleTarget {
+        return Ok(Some(RuleTarget {
             remote_ip: cfg.fallback_ip,
             remote_port: dport,
             rule_id: 0,
-        });
+            flags: 0,
+        }));
     }
-    None
+    Ok(None)
+}
+
+/// One of the current addresses of a name rule, at random.
+#[inline(always)]
+fn pick_addr(key: &RuleKey) -> Result<[u8; 4], DropReason> {
+    let addrs = RULE_ADDRS.get_ptr(key).ok_or(DropReason::Unresolved)?;
+    // SAFETY: a live map value; `len` is read once and bounded below.
+    let len = unsafe { (*addrs).len };
+    if len == 0 || len > MAX_RULE_ADDRS as u32 {
+        return Err(DropReason::Unresolved);
+    }
+    // Multiply-shift maps 32 random bits onto 0..len without a division, and the verifier
+    // follows its bounds (it knows nothing of a modulo's result, and LLVM drops a mask it
+    // can prove redundant).
+    // SAFETY: no arguments, no side effects.
+    let index = ((u64::from(unsafe { bpf_get_prandom_u32() }) * u64::from(len)) >> 32) as usize;
+    // SAFETY: `index` < MAX_RULE_ADDRS, inside the live value.
+    Ok(unsafe { (*addrs).addrs[index] })
 }
 
 /// Creates both conntrack entries of a new flow from the pod interface and returns its

@@ -102,11 +102,15 @@ pub fn gc_interval(fill: f64, max: Duration) -> Duration {
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
+///
+/// With `names` (DNS proxy mode), the rules are not reloaded from the configuration: their
+/// names are resolved again as TTLs expire, and SIGHUP resolves them all at once.
 pub async fn run(
     mut report: Report,
     config: Config,
     opts: Options,
     mut signals: Signals,
+    mut names: Option<crate::dns_proxy::Names>,
 ) -> Result<()> {
     let shared = Arc::new(Shared {
         instance: opts.instance.clone(),
@@ -168,12 +172,30 @@ pub async fn run(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_gc = tokio::time::Instant::now();
     let mut flush = tokio::time::interval(Duration::from_secs(1));
+    let mut connection_log = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         tokio::select! {
             _ = signals.term.recv() => break,
             _ = signals.int.recv() => break,
+            () = tokio::time::sleep_until(
+                names.as_ref().map_or_else(tokio::time::Instant::now, crate::dns_proxy::Names::next_due)
+            ), if names.is_some() => {
+                if let Some(names) = names.as_mut() {
+                    names.refresh(report.dataplane.maps_mut(), false).await;
+                }
+            }
+            _ = connection_log.tick(), if names.as_ref().is_some_and(|n| n.debug) => {
+                if let Some(names) = names.as_mut() {
+                    names.log_new_connections(report.dataplane.maps());
+                }
+            }
             _ = signals.hup.recv() => {
+                if let Some(names) = names.as_mut() {
+                    tracing::info!("SIGHUP: resolving every name again");
+                    names.refresh(report.dataplane.maps_mut(), true).await;
+                    continue;
+                }
                 let text = opts.config_file.as_deref().map(read_config_file).transpose();
                 if let Ok(Some(current)) = &text {
                     applied_file = Some(current.clone());

@@ -174,7 +174,8 @@ pub struct RuleView {
     pub id: u16,
     pub proto: String,
     pub port: u16,
-    /// `IP:PORT`, `fallback IP`, or `local` (served by the pod itself).
+    /// `IP:PORT`, `[IP IP ...]:PORT` (a name's current addresses), `unresolved:PORT`,
+    /// `name:PORT` (addresses not shown), `fallback IP`, or `local` (served by the pod).
     pub target: String,
     pub packets: u64,
     pub bytes: u64,
@@ -186,6 +187,7 @@ pub fn rules(
     rules: &[(RuleKey, RuleTarget)],
     counters: &[PacketCount],
     config: Option<&RouterConfig>,
+    names: Option<&[(RuleKey, Vec<Ipv4Addr>)]>,
 ) -> Vec<RuleView> {
     let count = |id: u16| counters.get(usize::from(id)).copied().unwrap_or_default();
     let mut views: Vec<RuleView> = rules
@@ -202,6 +204,22 @@ pub fn rules(
                 port: key.port,
                 target: if target.is_local() {
                     "local".to_owned()
+                } else if target.by_name() {
+                    // A name's addresses change: stable `name:PORT` unless they are asked for.
+                    let addrs = names.map(|names| {
+                        names
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .map(|(_, a)| a.iter().map(ToString::to_string).collect::<Vec<_>>())
+                            .unwrap_or_default()
+                    });
+                    match addrs {
+                        None => format!("name:{}", target.remote_port),
+                        Some(addrs) if addrs.is_empty() => {
+                            format!("unresolved:{}", target.remote_port)
+                        }
+                        Some(addrs) => format!("[{}]:{}", addrs.join(" "), target.remote_port),
+                    }
                 } else {
                     format!(
                         "{}:{}",

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod dns_proxy;
 pub mod http_proxy;
 pub mod inspect;
 pub mod maps;

@@ -11,7 +11,7 @@ use egress_user::{
     agent,
     config::{Config, EgressSource, Mode, Raw},
     dataplane::{Dataplane, LoadOptions},
-    http_proxy, inspect, metrics,
+    dns_proxy, http_proxy, inspect, metrics,
     network::{MacvlanMode, NetworkPlan},
     outbound,
     proxy_config::HttpRules,
@@ -294,13 +294,129 @@ fn http_proxy(cli: &Cli, port: u16) -> Result<()> {
 }
 
 fn dns_proxy(cli: &Cli) -> Result<()> {
+    let args = &cli.router;
+    // Validate everything before touching anything.
     let routes = egress_user::proxy_config::parse_dns_routes(
-        cli.router.dns_proxy_destination.as_deref().unwrap_or(""),
+        args.dns_proxy_destination.as_deref().unwrap_or(""),
     )?;
-    bail!(
-        "dns-proxy: {} routes valid; serving them is not built yet",
-        routes.len()
-    )
+    let debug = args
+        .dns_proxy_debug
+        .as_deref()
+        .is_some_and(|d| !d.is_empty());
+    let given_source: Option<EgressSource> = match args.egress_source.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Some(s.parse()?),
+        _ => None,
+    };
+    let given_gateway: Option<std::net::Ipv4Addr> =
+        match args.egress_gateway.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => Some(
+                s.parse()
+                    .map_err(|_| egress_user::config::ConfigError::Gateway)?,
+            ),
+            _ => None,
+        };
+    let local_tcp_ports = metrics_ports(args.metrics_address);
+    if let Some(route) = routes.iter().find(|r| local_tcp_ports.contains(&r.port)) {
+        bail!(
+            "EGRESS_DNS_PROXY_DESTINATION: port {} is also the agent's metrics port; choose \
+             another --metrics-address port",
+            route.port
+        );
+    }
+    let resolver = outbound::resolver(&args.resolv_conf)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let signals = agent::Signals::install()?;
+        let source = match given_source {
+            Some(source) => source,
+            None => EgressSource {
+                ip: outbound::egress_source(None, &cli.egress_interface).await?,
+                prefix: 32,
+            },
+        };
+        if !dns_proxy::may_use_bpf() {
+            tracing::info!(
+                "serving EGRESS_DNS_PROXY_DESTINATION with the userspace relay: this process \
+                 lacks CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN), which the data plane needs"
+            );
+            let listener_ip = egress_user::network::interface_facts(&cli.pod_interface)
+                .await
+                .with_context(|| format!("reading the pod interface {}", cli.pod_interface))?
+                .ipv4
+                .first()
+                .copied()
+                .with_context(|| format!("{} has no IPv4 address", cli.pod_interface))?;
+            tracing::info!(routes = routes.len(), pod_ip = %listener_ip, source = %source.ip, "DNS proxy relay serving");
+            dns_proxy::relay(
+                routes,
+                resolver,
+                listener_ip,
+                source.ip,
+                debug,
+                signals.terminated(),
+            )
+            .await?;
+            tracing::info!("DNS proxy relay terminating");
+            return Ok(());
+        }
+        // Network set-up only when this container has everything for it (one-container
+        // deployments); OpenShift's init container has done it otherwise.
+        let mut opts = redirect_options(
+            cli,
+            args.debug.as_deref().is_some_and(|d| !d.is_empty()),
+            local_tcp_ports.clone(),
+        );
+        opts.network = given_source.is_some() && given_gateway.is_some();
+        let config = Config {
+            mode: Mode::DnsProxy,
+            source,
+            gateway: given_gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            destinations: Default::default(),
+        };
+        let mut wanted = dns_proxy::rules(&routes);
+        for &port in &local_tcp_ports {
+            wanted.push((
+                egress_common::RuleKey {
+                    port,
+                    proto: egress_common::proto::TCP,
+                    _pad: 0,
+                },
+                egress_common::RuleTarget::LOCAL,
+            ));
+        }
+        let mut names = dns_proxy::Names::new(resolver, &routes, debug);
+        let mut report = redirect::setup_with_rules(&config, &opts, wanted).await?;
+        names.refresh(report.dataplane.maps_mut(), true).await;
+        tracing::info!(
+            routes = routes.len(),
+            source = %source.ip,
+            network = opts.network,
+            "DNS proxy mode set up in the data plane"
+        );
+        let agent_opts = agent::Options {
+            raw: Raw::default(),
+            config_file: None,
+            config_poll: Duration::from_secs(1),
+            metrics: args.metrics_address,
+            gc_max_interval: Duration::from_secs_f64(args.gc_max_interval),
+            instance: cli.instance.clone(),
+            pod_interface: cli.pod_interface.clone(),
+            egress_interface: cli.egress_interface.clone(),
+            local_tcp_ports,
+        };
+        agent::run(report, config, agent_opts, signals, Some(names)).await
+    })
+}
+
+fn metrics_ports(listen: metrics::Listen) -> Vec<u16> {
+    match listen {
+        metrics::Listen::Off => vec![],
+        metrics::Listen::PodIp(port) => vec![port],
+        metrics::Listen::At(addr) => vec![addr.port()],
+    }
 }
 
 async fn open_running(
@@ -334,7 +450,12 @@ async fn status(cli: &Cli, pin_dir: &std::path::Path, json: bool) -> Result<()> 
         pod_ip: config.map(|c| c.pod_ip.into()),
         egress_source: config.map(|c| c.egress_source.into()),
         programs,
-        rules: inspect::rules(&maps.rules()?, &maps.rule_stats()?, config.as_ref()),
+        rules: inspect::rules(
+            &maps.rules()?,
+            &maps.rule_stats()?,
+            config.as_ref(),
+            Some(&maps.rule_addrs()?),
+        ),
         conntrack_entries: maps.conntrack()?.len(),
         conntrack_capacity: maps.info(egress_common::maps::CONNTRACK)?.max_entries(),
     };
@@ -419,11 +540,7 @@ async fn teardown(cli: &Cli, pin_dir: &std::path::Path) -> Result<()> {
 
 fn run_mode(cli: &Cli) -> Result<()> {
     let args = &cli.router;
-    let local_tcp_ports: Vec<u16> = match args.metrics_address {
-        metrics::Listen::Off => vec![],
-        metrics::Listen::PodIp(port) => vec![port],
-        metrics::Listen::At(addr) => vec![addr.port()],
-    };
+    let local_tcp_ports = metrics_ports(args.metrics_address);
     // Validate everything before touching anything.
     let raw = Raw {
         source: args.egress_source.clone(),
@@ -500,7 +617,7 @@ fn run_mode(cli: &Cli) -> Result<()> {
                     egress_interface: cli.egress_interface.clone(),
                     local_tcp_ports,
                 };
-                agent::run(report, config, agent_opts, signals).await
+                agent::run(report, config, agent_opts, signals, None).await
             })
         }
     }
@@ -519,6 +636,7 @@ fn redirect_options(cli: &Cli, debug: bool, local_tcp_ports: Vec<u16>) -> redire
         debug,
         arp_request_after: Duration::from_millis(500),
         local_tcp_ports,
+        network: true,
     }
 }
 

@@ -7,8 +7,9 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
-    DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULES, PacketCount, RouterConfig,
-    RuleKey, RuleTarget, Stat, drop_stat_index, flow_timeout_ns, maps, peer_key,
+    DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULE_ADDRS, MAX_RULES, PacketCount,
+    RouterConfig, RuleAddrs, RuleKey, RuleTarget, Stat, drop_stat_index, flow_timeout_ns, maps,
+    peer_key,
 };
 
 /// Errors of map access.
@@ -68,6 +69,7 @@ pub fn layout(name: &str) -> Option<Layout> {
         maps::STATS | maps::RULE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),
         maps::CONFIG => (MapType::Array, 4, size::<RouterConfig>()),
         maps::RULES => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget>()),
+        maps::RULE_ADDRS => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs>()),
         maps::CONNTRACK => (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>()),
         maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
         _ => return None,
@@ -230,6 +232,40 @@ impl MapSet {
         let mut rules = table.iter().collect::<Result<Vec<_>, _>>().map_err(err)?;
         rules.sort_by_key(|(key, target)| (target.rule_id, key.port, key.proto));
         Ok(rules)
+    }
+
+    /// The current addresses of the rules that send to a name.
+    pub fn rule_addrs(&self) -> Result<Vec<(RuleKey, Vec<std::net::Ipv4Addr>)>, Error> {
+        let name = maps::RULE_ADDRS;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, RuleKey, RuleAddrs>::try_from(self.map(name)?).map_err(err)?;
+        let mut all = Vec::new();
+        for entry in table.iter() {
+            let (key, value) = entry.map_err(err)?;
+            let len = (value.len as usize).min(value.addrs.len());
+            all.push((key, value.addrs[..len].iter().map(|&a| a.into()).collect()));
+        }
+        all.sort_by_key(|(key, _)| (key.port, key.proto));
+        Ok(all)
+    }
+
+    /// Replaces the addresses of the name rule `key` (one atomic update: new connections see
+    /// the old list or the new one, never a mix). At most [`MAX_RULE_ADDRS`] are kept.
+    pub fn set_rule_addrs(
+        &mut self,
+        key: &RuleKey,
+        addrs: &[std::net::Ipv4Addr],
+    ) -> Result<(), Error> {
+        let name = maps::RULE_ADDRS;
+        let err = |source| Error::Map { name, source };
+        let mut value = RuleAddrs::default();
+        for (slot, addr) in value.addrs.iter_mut().zip(addrs) {
+            *slot = addr.octets();
+        }
+        value.len = addrs.len().min(MAX_RULE_ADDRS) as u32;
+        let mut table =
+            HashMap::<_, RuleKey, RuleAddrs>::try_from(self.map_mut(name)?).map_err(err)?;
+        table.insert(key, value, 0).map_err(err)
     }
 
     /// Writes the instance configuration and reconciles the rules by difference: unchanged
@@ -454,7 +490,7 @@ struct RulePlan {
 /// the lowest ids not in use, so counters are never shared between two different rules.
 fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTarget)]) -> RulePlan {
     let same = |a: &RuleTarget, b: &RuleTarget| {
-        a.remote_ip == b.remote_ip && a.remote_port == b.remote_port
+        a.remote_ip == b.remote_ip && a.remote_port == b.remote_port && a.flags == b.flags
     };
     let mut plan = RulePlan::default();
     let kept: Vec<(RuleKey, RuleTarget)> = current
@@ -569,6 +605,7 @@ mod tests {
                 remote_ip: [203, 0, 113, ip],
                 remote_port: port,
                 rule_id,
+                flags: 0,
             },
         )
     }

@@ -111,7 +111,7 @@ pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
             count.packets
         );
     }
-    let views = inspect::rules(&rules, &rule_stats, config.as_ref());
+    let views = inspect::rules(&rules, &rule_stats, config.as_ref(), None);
     family(
         &mut out,
         "egress_router_rule_packets_total",

@@ -56,6 +56,9 @@ pub struct Options {
     /// TCP ports on the pod IP served by the agent itself (metrics, health): delivered to
     /// the pod even when a fallback takes everything else.
     pub local_tcp_ports: Vec<u16>,
+    /// Set up the network (egress interface, EGRESS_SOURCE, routes, announcement). Off when
+    /// an init container did it and this process may not know EGRESS_GATEWAY (DNS proxy).
+    pub network: bool,
 }
 
 /// What the set-up did.
@@ -115,6 +118,7 @@ pub fn rules(config: &Config) -> Vec<(RuleKey, RuleTarget)> {
                 remote_ip: rule.remote_ip.octets(),
                 remote_port: rule.remote_port,
                 rule_id: u16::try_from(i + 1).expect("at most MAX_RULES rules"),
+                flags: 0,
             };
             (key, target)
         })
@@ -160,6 +164,20 @@ pub fn router_config(
 /// plane already running there (attached to the pod interface, or pinned for the instance)
 /// so that a restart or an upgrade keeps every flow.
 pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
+    setup_with_rules(
+        config,
+        opts,
+        rules_with_local(config, &opts.local_tcp_ports),
+    )
+    .await
+}
+
+/// [`setup`] with the rules map given (DNS proxy mode builds its own).
+pub async fn setup_with_rules(
+    config: &Config,
+    opts: &Options,
+    wanted: Vec<(RuleKey, RuleTarget)>,
+) -> Result<Report, Error> {
     // Checks without side effects first.
     let pod = network::interface_facts(&opts.pod_interface)
         .await
@@ -232,27 +250,33 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
         gateway: config.gateway,
         owner: owner_alias(&opts.instance),
     };
-    let applied = plan.apply().await.map_err(Error::Network)?;
+    let applied = if opts.network {
+        Some(plan.apply().await.map_err(Error::Network)?)
+    } else {
+        None
+    };
     let egress = network::interface_facts(&opts.egress_interface)
         .await
         .map_err(Error::EgressInterface)?;
     let router = router_config(config, pod_ip, &pod, &egress, opts.debug);
-    let rules = dataplane.configure(&router, &rules_with_local(config, &opts.local_tcp_ports))?;
+    let rules = dataplane.configure(&router, &wanted)?;
     dataplane.attach(&opts.pod_interface, &opts.egress_interface)?;
 
     // Pins on a scratch bpffs vanish with it; the maps live on in the programs.
     let pin_dir = if scratch.is_some() { None } else { pin_dir };
     drop(scratch);
 
-    network::announce(
-        &opts.egress_interface,
-        applied.egress_ifindex,
-        applied.egress_mac,
-        config.source.ip,
-        opts.arp_request_after,
-    )
-    .await
-    .map_err(Error::Network)?;
+    if let Some(applied) = &applied {
+        network::announce(
+            &opts.egress_interface,
+            applied.egress_ifindex,
+            applied.egress_mac,
+            config.source.ip,
+            opts.arp_request_after,
+        )
+        .await
+        .map_err(Error::Network)?;
+    }
 
     Ok(Report {
         dataplane,
@@ -262,7 +286,7 @@ pub async fn setup(config: &Config, opts: &Options) -> Result<Report, Error> {
         pin_warning,
         adopted,
         adopt_warning,
-        created_macvlan: applied.created_macvlan,
+        created_macvlan: applied.is_some_and(|a| a.created_macvlan),
     })
 }
 

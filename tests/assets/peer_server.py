@@ -4,8 +4,9 @@ usage: peer_server.py tcp|udp|echo|http ADDR PORT
        peer_server.py https ADDR PORT CERT KEY
 tcp:   reads one line, replies "PEER_IP PEER_PORT\n", closes.
 udp:   replies to each datagram with "PEER_IP PEER_PORT\n".
-echo:  replies to every line with "PEER_IP PEER_PORT LINE\n" until the client closes; no
-       idle timeout, so a connection can stay open and quiet as long as a test needs.
+echo:  replies to every line with "PEER_IP PEER_PORT LOCAL_IP LINE\n" until the client
+       closes; no idle timeout, so a connection can stay open and quiet as long as a test
+       needs. LOCAL_IP is the server address the client reached.
 http, https: HTTP/1.1 with keep-alive; every GET is answered 200 with the body
        "PEER_IP PEER_PORT HOST\n" (HOST from the Host header).
 Each peer is also printed to stdout, one per line.
@@ -28,9 +29,10 @@ class Tcp(socketserver.StreamRequestHandler):
 class Echo(socketserver.StreamRequestHandler):
     def handle(self):
         ip, port = self.client_address
+        local = self.request.getsockname()[0]
         print(f"{ip} {port}", flush=True)
         for line in self.rfile:
-            self.wfile.write(f"{ip} {port} ".encode() + line)
+            self.wfile.write(f"{ip} {port} {local} ".encode() + line)
             self.wfile.flush()
 
 

@@ -2,7 +2,13 @@
 //! (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`, network only) and a main container of
 //! the same image that has only the proxy variable.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use egress_tests::{
     egress_router_bin,
@@ -250,4 +256,225 @@ fn wait_router_listening(lab: &Lab, port: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("nothing listens on {port} in the router namespace");
+}
+
+const DNS_ROUTES: &str = "
+# name, address with RPORT, a name with two addresses
+7000 app.example.com
+7100 203.0.113.10 7000
+7200 multi.example.com 7000
+7300 missing.example.com 7000
+";
+
+/// A line-echo connection from the client to the router pod's `port`.
+struct Echo {
+    reader: BufReader<TcpStream>,
+    /// The client's port.
+    port: u16,
+}
+
+impl Echo {
+    fn connect(lab: &Lab, port: u16) -> std::io::Result<Self> {
+        let addr = SocketAddr::from((ROUTER_POD_IP, port));
+        let stream = lab
+            .client
+            .enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+            .unwrap()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(Self {
+            port: stream.local_addr()?.port(),
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `word`; returns (the source address the server saw, the server address).
+    fn ask(&mut self, word: &str) -> std::io::Result<(String, String)> {
+        self.reader
+            .get_mut()
+            .write_all(format!("{word}\n").as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields[..] {
+            [peer, _, local, echoed] if echoed == word => Ok((peer.to_owned(), local.to_owned())),
+            _ => Err(std::io::Error::other(format!("unexpected reply {line:?}"))),
+        }
+    }
+}
+
+/// A new connection to `port` and the server address it reached; the client's port goes
+/// to `clients`.
+fn reached(lab: &Lab, port: u16, clients: &mut Vec<u16>) -> std::io::Result<String> {
+    let mut echo = Echo::connect(lab, port)?;
+    let (peer, local) = echo.ask("hello")?;
+    assert_eq!(peer, EGRESS_SOURCE.to_string(), "the server saw {peer}");
+    clients.push(echo.port);
+    Ok(local)
+}
+
+/// OpenShift's dns-proxy pod in the lab; `privileged` selects the data plane, else the main
+/// container runs as nobody without capabilities and serves with the userspace relay.
+fn dns_proxy_follows_the_records(privileged: bool) {
+    let tag = if privileged {
+        "dnsproxy-bpf"
+    } else {
+        "dnsproxy-relay"
+    };
+    let dir = tempdir(tag);
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        "203.0.113.20 app.example.com\n203.0.113.20 multi.example.com\n203.0.113.21 multi.example.com\n",
+    )
+    .unwrap();
+    let mut lab = Lab::new(tag).unwrap();
+    let (resolv_conf, nameserver) = lab.start_nameserver(&dir, &hosts, 2).unwrap();
+    for ip in ["203.0.113.20/24", "203.0.113.21/24"] {
+        lab.server.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
+    }
+    peer_server_at(&mut lab, "echo", "0.0.0.0", 7000, &[]);
+    egress_tests::util::wait_listening(&lab, 7000);
+    init_network(&lab, "dns-proxy");
+
+    // The main container: the same image, only the DNS proxy's variables.
+    let mut proxy = if privileged {
+        lab.router.command(egress_router_bin())
+    } else {
+        let mut cmd = lab.router.command("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(egress_router_bin());
+        cmd
+    };
+    proxy
+        .env_clear()
+        .env("EGRESS_DNS_PROXY_DESTINATION", DNS_ROUTES)
+        .env("EGRESS_DNS_PROXY_DEBUG", "1")
+        .arg("--resolv-conf")
+        .arg(&resolv_conf)
+        .arg("--bpffs")
+        .arg(lab.bpffs.path());
+    let index = lab.daemons_len();
+    lab.spawn(proxy).unwrap();
+
+    // The name's address, once serving.
+    let mut clients = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        match reached(&lab, 7000, &mut clients) {
+            Ok(local) => break local,
+            Err(err) if Instant::now() < deadline => {
+                let _ = err;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(err) => {
+                let out = lab.stop_daemon(index).unwrap();
+                panic!(
+                    "port 7000 never answered: {err}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            }
+        }
+    };
+    assert_eq!(first, "203.0.113.20");
+    assert_eq!(
+        reached(&lab, 7100, &mut clients).unwrap(),
+        "203.0.113.10",
+        "address route, RPORT"
+    );
+    let mut spread = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        spread.insert(reached(&lab, 7200, &mut clients).unwrap());
+    }
+    assert_eq!(
+        spread.into_iter().collect::<Vec<_>>(),
+        ["203.0.113.20", "203.0.113.21"],
+        "new connections spread over both addresses of the name"
+    );
+
+    // A name without a record: no connection. The data plane counts the dropped SYNs.
+    assert!(
+        reached(&lab, 7300, &mut clients).is_err(),
+        "missing.example.com has no address"
+    );
+    if privileged {
+        let stats = run_ok(
+            &lab.router,
+            egress_router_bin().to_str().unwrap(),
+            &["stats"],
+            10,
+        );
+        let unresolved = stats
+            .lines()
+            .find(|l| l.starts_with("drop:unresolved"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(unresolved.is_some_and(|n| n >= 1), "{stats}");
+    }
+
+    // An open connection, then the record changes (TTL 2 s).
+    let mut open = Echo::connect(&lab, 7000).unwrap();
+    clients.push(open.port);
+    assert_eq!(open.ask("before").unwrap().1, "203.0.113.20");
+    std::fs::write(&hosts, "203.0.113.21 app.example.com\n").unwrap();
+    lab.hangup_daemon(nameserver).unwrap();
+    let changed = Instant::now();
+    loop {
+        if reached(&lab, 7000, &mut clients).unwrap() == "203.0.113.21" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(15),
+            "new connections still go to the old address"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        open.ask("after").unwrap().1,
+        "203.0.113.20",
+        "the open connection keeps its address"
+    );
+
+    // Idle connections are not cut (HAProxy would after one minute).
+    let mut fresh = Echo::connect(&lab, 7000).unwrap();
+    clients.push(fresh.port);
+    assert_eq!(fresh.ask("new").unwrap().1, "203.0.113.21");
+    std::thread::sleep(Duration::from_secs(70));
+    assert_eq!(open.ask("idle").unwrap().1, "203.0.113.20");
+    assert_eq!(fresh.ask("idle").unwrap().1, "203.0.113.21");
+
+    let out = lab.stop_daemon(index).unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let relay = log.contains("userspace relay");
+    assert_eq!(relay, !privileged, "{log}");
+    // EGRESS_DNS_PROXY_DEBUG: every connection is in the log.
+    assert!(clients.len() >= 29);
+    let missing: Vec<u16> = clients
+        .iter()
+        .copied()
+        .filter(|port| {
+            !log.lines().any(|l| {
+                l.contains(" connection ") && l.contains(&format!("client=192.0.2.2:{port} "))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "connections not logged: {missing:?}\n{log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dns_proxy_in_the_data_plane_follows_the_records() {
+    dns_proxy_follows_the_records(true);
+}
+
+#[test]
+fn dns_proxy_unprivileged_relay_follows_the_records() {
+    dns_proxy_follows_the_records(false);
 }
