@@ -265,31 +265,44 @@ fn http_proxy(cli: &Cli, port: u16) -> Result<()> {
     let args = &cli.router;
     // Validate everything before listening.
     let rules = HttpRules::parse(args.http_proxy_destination.as_deref().unwrap_or(""))?;
-    let resolver = outbound::resolver(&args.resolv_conf)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let resolv_conf = args.resolv_conf.clone();
+    outbound::resolver(&resolv_conf)?;
+    runtime()?.block_on(async {
         let signals = agent::Signals::install()?;
         let source =
             outbound::egress_source(args.egress_source.as_deref(), &cli.egress_interface).await?;
-        let listener = http_proxy::listen(&cli.pod_interface, port).await?;
+        let addr =
+            std::net::SocketAddr::from((http_proxy::pod_ip(&cli.pod_interface).await?, port));
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let listeners = http_proxy::bind(addr, threads).await?;
         tracing::info!(
-            listen = %listener.local_addr()?,
+            listen = %addr,
             %source,
             rules = rules.0.len(),
+            threads,
             "HTTP proxy serving"
         );
-        let proxy = http_proxy::Proxy {
-            rules,
-            source,
-            resolver,
-            connect_timeout: Duration::from_secs(10),
-        };
-        http_proxy::serve(listener, std::sync::Arc::new(proxy), signals.terminated()).await?;
-        tracing::info!("HTTP proxy terminating");
-        Ok(())
+        // The serving threads end with the process; a std thread reports if they fail (a
+        // blocking task would hold the runtime's shutdown).
+        let (failed, serving) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let result = http_proxy::serve_threads(listeners, move || {
+                Ok(http_proxy::Proxy {
+                    rules: rules.clone(),
+                    source,
+                    resolver: outbound::resolver(&resolv_conf)?,
+                    connect_timeout: Duration::from_secs(10),
+                })
+            });
+            let _ = failed.send(result);
+        });
+        tokio::select! {
+            () = signals.terminated() => {
+                tracing::info!("HTTP proxy terminating");
+                Ok(())
+            }
+            ended = serving => ended.context("the serving threads")?,
+        }
     })
 }
 

@@ -67,6 +67,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { args } => {
             setup::ensure()?;
+            setup::ensure_bench()?;
             bench(&root, &args)
         }
         Task::Demo => {

@@ -29,6 +29,35 @@ const PACKAGES: &[&str] = &[
     "openssl",        // the lab's TLS certificate (HTTP proxy CONNECT tests)
 ];
 
+/// Only `cargo xtask bench` needs these: the anchors of the proxy modes' HTTP load.
+const BENCH_PACKAGES: &[&str] = &[
+    "wrk",         // HTTP load generator
+    "nginx-light", // the web server behind the router
+    "squid",       // OpenShift's HTTP proxy image runs squid
+    "haproxy",     // OpenShift's DNS proxy image runs HAProxy in TCP mode
+];
+
+/// The benchmark's extra packages, installed without starting their services: a squid or
+/// nginx listening in the root namespace is the last thing a benchmark host wants.
+pub fn ensure_bench() -> Result<()> {
+    let missing = missing(BENCH_PACKAGES);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours && output("id", &["-u"]).unwrap_or_default().trim() == "0" {
+        // invoke-rc.d asks this script; 101 means "do not start".
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = install(&missing);
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
 pub fn ensure() -> Result<()> {
     let started = Instant::now();
     prepend_cargo_bin_to_path();
@@ -62,18 +91,26 @@ fn cargo_home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
 }
 
-fn packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn missing(packages: &[&'static str]) -> Vec<&'static str> {
+    packages
         .iter()
         .copied()
         .filter(|pkg| {
             output("dpkg-query", &["-W", "-f=${Status}", pkg])
                 .is_none_or(|status| !status.contains("install ok installed"))
         })
-        .collect();
+        .collect()
+}
+
+fn packages() -> Result<()> {
+    let missing = missing(PACKAGES);
     if missing.is_empty() {
         return Ok(());
     }
+    install(&missing)
+}
+
+fn install(missing: &[&str]) -> Result<()> {
     eprintln!(
         "xtask setup: installing Debian packages: {}",
         missing.join(" ")
@@ -91,7 +128,7 @@ fn packages() -> Result<()> {
     };
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(&missing);
+    args.extend(missing);
     apt(&args)
 }
 

@@ -3,6 +3,7 @@
 //! labs, plus the per-packet program costs from BPF_PROG_TEST_RUN. Writes BENCHMARKS.md,
 //! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
 
+mod http;
 mod progcost;
 mod report;
 mod traffic;
@@ -31,6 +32,19 @@ struct Args {
     /// shared 2-vCPU machine; 7 rounds keep their medians steady within the time budget.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Rounds of the HTTP load (squid, HAProxy, DNAT, http-proxy, dns-proxy, interleaved).
+    #[arg(long, default_value_t = 5)]
+    http_rounds: usize,
+    /// Seconds each HTTP load (wrk) is measured.
+    #[arg(long, default_value_t = 5.0)]
+    http_measure: f64,
+    /// Only the HTTP load; prints it, writes nothing.
+    #[arg(long)]
+    http_only: bool,
+    /// With --http-only: only these HTTP set-ups (squid, haproxy, dnat, http-proxy,
+    /// dns-proxy).
+    #[arg(long, value_delimiter = ',')]
+    http_variant: Vec<String>,
     /// Seconds of load before counting.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -72,7 +86,18 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the benchmarks build network namespaces and load BPF programs");
     }
-    for tool in ["trafgen", "iperf3", "nft", "iptables-restore", "ss"] {
+    for tool in [
+        "trafgen",
+        "iperf3",
+        "nft",
+        "iptables-restore",
+        "ss",
+        "wrk",
+        "nginx",
+        "squid",
+        "haproxy",
+        "dnsmasq",
+    ] {
         if which(tool).is_none() {
             bail!("{tool} is not installed: run `cargo xtask setup`");
         }
@@ -87,6 +112,33 @@ fn main() -> Result<()> {
         warmup: Duration::from_secs_f64(args.warmup),
         measure: Duration::from_secs_f64(args.measure),
     };
+
+    let mut http = Vec::new();
+    for round in 0..args.http_rounds {
+        if args.costs_only {
+            break;
+        }
+        for variant in http::HttpVariant::ALL {
+            if !args.http_variant.is_empty()
+                && !args.http_variant.iter().any(|v| *v == variant.name())
+            {
+                continue;
+            }
+            let result = http::round(variant, round, Duration::from_secs_f64(args.http_measure))
+                .with_context(|| format!("HTTP round {round}, {}", variant.label()))?;
+            eprintln!(
+                "bench: round {round} HTTP {:<26} keep-alive {:>8.0} req/s  close {:>8.0} req/s  errors {}",
+                variant.label(),
+                result.keepalive_rps,
+                result.close_rps,
+                result.errors
+            );
+            http.push(result);
+        }
+    }
+    if args.http_only {
+        return Ok(());
+    }
 
     // The lab rounds first: creating the 1M-flow table (hundreds of MiB written at once)
     // leaves the kernel busy for a while, which a first lab round measured.
@@ -177,6 +229,7 @@ fn main() -> Result<()> {
         udp_flows: traffic::UDP_FLOWS,
         calls_per_cost: args.calls,
         lab,
+        http,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::http::HttpVariant;
+
 use crate::{progcost::CostRound, variant::Variant};
 
 /// Median of `values` (sorted in place); NaN when empty.
@@ -93,6 +95,9 @@ pub struct Results {
     pub udp_flows: u16,
     pub calls_per_cost: usize,
     pub lab: Vec<LabRound>,
+    /// The proxy modes' HTTP load (absent in results of earlier versions).
+    #[serde(default)]
+    pub http: Vec<crate::http::HttpRound>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
@@ -303,6 +308,10 @@ pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         s.pps_c_over_b.show(1.0, 2)
     );
 
+    if !r.http.is_empty() {
+        http_section(w, r);
+    }
+
     let _ = writeln!(w, "## Per packet, BPF_PROG_TEST_RUN\n");
     let _ = writeln!(
         w,
@@ -407,6 +416,120 @@ pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         let _ = writeln!(w, "## Analysis\n\n{}", notes.trim());
     }
     md
+}
+
+/// Requests/s of `variant` per round: (round, keep-alive, close).
+fn http_rounds(r: &Results, variant: HttpVariant) -> Vec<(usize, f64, f64)> {
+    r.http
+        .iter()
+        .filter(|h| h.variant == variant)
+        .map(|h| (h.round, h.keepalive_rps, h.close_rps))
+        .collect()
+}
+
+/// Per-round ratios of `a` over `b` (same round): (keep-alive, close).
+fn http_ratio(r: &Results, a: HttpVariant, b: HttpVariant) -> (Spread, Spread) {
+    let (a, b) = (http_rounds(r, a), http_rounds(r, b));
+    let pairs: Vec<((f64, f64), (f64, f64))> = a
+        .iter()
+        .filter_map(|&(round, ka, ca)| {
+            b.iter()
+                .find(|x| x.0 == round)
+                .map(|&(_, kb, cb)| ((ka, ca), (kb, cb)))
+        })
+        .collect();
+    (
+        Spread::of(pairs.iter().map(|((ka, _), (kb, _))| ka / kb)),
+        Spread::of(pairs.iter().map(|((_, ca), (_, cb))| ca / cb)),
+    )
+}
+
+/// The proxy modes' HTTP load: figures and the targets of issue 6.
+fn http_section(w: &mut String, r: &Results) {
+    let rounds = r.http.iter().map(|h| h.round).max().map_or(0, |m| m + 1);
+    let _ = writeln!(w, "## Proxy modes: HTTP through the router pod\n");
+    let _ = writeln!(
+        w,
+        "`wrk -t{t} -c{c}` from the client namespace to nginx in the server namespace, \
+         {rounds} interleaved rounds, each set-up on a fresh lab. Requests/s.\n",
+        t = crate::http::WRK_THREADS,
+        c = crate::http::WRK_CONNECTIONS,
+    );
+    let _ = writeln!(
+        w,
+        "| set-up | keep-alive | `Connection: close` | failed requests |\n|---|---|---|---|"
+    );
+    for variant in HttpVariant::ALL {
+        let rows = http_rounds(r, variant);
+        if rows.is_empty() {
+            continue;
+        }
+        let errors: u64 = r
+            .http
+            .iter()
+            .filter(|h| h.variant == variant)
+            .map(|h| h.errors)
+            .sum();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {errors} |",
+            variant.label(),
+            Spread::of(rows.iter().map(|x| x.1)).show(1.0, 0),
+            Spread::of(rows.iter().map(|x| x.2)).show(1.0, 0),
+        );
+    }
+    let (proxy_ka, proxy_close) = http_ratio(r, HttpVariant::HttpProxy, HttpVariant::Squid);
+    let (dns_ka, dns_close) = http_ratio(r, HttpVariant::DnsProxy, HttpVariant::Dnat);
+    let (haproxy_ka, haproxy_close) = http_ratio(r, HttpVariant::DnsProxy, HttpVariant::Haproxy);
+    let _ = writeln!(
+        w,
+        "\ndns-proxy over HAProxy (what OpenShift's DNS proxy runs): {}x keep-alive, {}x \
+         close.\n",
+        haproxy_ka.show(1.0, 2),
+        haproxy_close.show(1.0, 2)
+    );
+    let _ = writeln!(w, "### Targets (issue 6)\n");
+    let _ = writeln!(w, "| target | goal | measured | |\n|---|---|---|---|");
+    let rows = [
+        ("http-proxy / squid, keep-alive", proxy_ka, 3.0),
+        ("http-proxy / squid, Connection: close", proxy_close, 3.0),
+        ("dns-proxy / iptables DNAT, keep-alive", dns_ka, 1.0),
+        (
+            "dns-proxy / iptables DNAT, Connection: close",
+            dns_close,
+            1.0,
+        ),
+    ];
+    for (what, spread, goal) in rows {
+        let _ = writeln!(
+            w,
+            "| {what} | >= {goal}x | {}x | {} |",
+            spread.show(1.0, 2),
+            if spread.median >= goal {
+                "met"
+            } else {
+                "**not met**"
+            }
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nSet-ups (the router pod's side; nginx 2 workers, `return 200`, keep-alive \
+         unlimited):\n\n\
+         - **squid**: `http_port` on the pod IP, `tcp_outgoing_address` EGRESS_SOURCE, allow \
+           all, no cache, no access log (OpenShift's HTTP proxy image runs squid).\n\
+         - **HAProxy**: TCP mode, 2 threads, `source` EGRESS_SOURCE (OpenShift's DNS proxy \
+           image runs HAProxy in TCP mode).\n\
+         - **iptables DNAT**: B above, one DNAT rule for port 80.\n\
+         - **egress-router http-proxy**: the init container (`EGRESS_ROUTER_MODE=http-proxy`) \
+           and the main container with `EGRESS_HTTP_PROXY_DESTINATION=203.0.113.10/32`, \
+           info logs off (squid's access log is off too).\n\
+         - **egress-router dns-proxy**: the init container (`dns-proxy`) and the main \
+           container with `EGRESS_DNS_PROXY_DESTINATION=80 web.example.com`, resolved \
+           through dnsmasq in the lab: the data plane.\n\n\
+         Proxies get absolute URLs (`wrk.path`), the others `/`; every request carries \
+         `Host: 203.0.113.10`. One second of warm-up, then the measured run.\n"
+    );
 }
 
 const COLORS: [&str; 3] = ["#2b7bb9", "#c0392b", "#7f8c8d"];

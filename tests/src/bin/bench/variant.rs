@@ -140,7 +140,7 @@ pub fn crossed(lab: &Lab, name: &str) -> Result<u64> {
 
 /// The network set-up of OpenShift's egress-router.sh (address and routes on macvlan0,
 /// forwarding on) without its NAT.
-fn egress_network(lab: &Lab) -> Result<()> {
+pub fn egress_network(lab: &Lab) -> Result<()> {
     let r = &lab.router;
     r.ip(&[
         "addr",
@@ -171,10 +171,18 @@ fn egress_network(lab: &Lab) -> Result<()> {
 /// B: what OpenShift's egress router pod runs: egress-router.sh's network set-up and its
 /// `iptables-restore` of one DNAT per EGRESS_DESTINATION line and one SNAT.
 fn classic(lab: &Lab) -> Result<()> {
+    classic_rules(
+        lab,
+        &[(UDP_PORT, "udp"), (IPERF_PORT, "tcp"), (CONN_PORT, "tcp")],
+    )
+}
+
+/// B's set-up with one DNAT rule per (port, protocol), all to the lab's server.
+pub fn classic_rules(lab: &Lab, ports: &[(u16, &str)]) -> Result<()> {
     egress_network(lab)?;
     lab.router.sysctl("net.ipv4.ip_forward", "1")?;
     let mut rules = String::from("*nat\n");
-    for (port, proto) in [(UDP_PORT, "udp"), (IPERF_PORT, "tcp"), (CONN_PORT, "tcp")] {
+    for &(port, proto) in ports {
         rules.push_str(&format!(
             "-A PREROUTING -i eth0 -p {proto} --dport {port} -j DNAT --to-destination {SERVER_IP}\n"
         ));
