@@ -79,7 +79,10 @@ pub async fn serve(
                 let (proxy, kept) = (proxy.clone(), kept.clone());
                 async move { Ok::<_, Infallible>(proxy.handle(req, client, &kept).await) }
             });
+            // One flattened write per message: cheaper than writev for small messages
+            // (measured with the bench's HTTP load).
             if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .writev(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await
@@ -177,6 +180,7 @@ impl Proxy {
                 let (stream, rule) = self.open(&host, port).await?;
                 let addr = stream.peer_addr().map(|a| a.ip()).map_err(upstream_err)?;
                 let (sender, conn) = hyper::client::conn::http1::Builder::new()
+                    .writev(false)
                     .handshake(TokioIo::new(stream))
                     .await
                     .map_err(upstream_err)?;
@@ -190,10 +194,13 @@ impl Proxy {
         };
 
         // Origin form upstream, hop-by-hop headers dropped, Host kept or set.
-        let path = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), ToString::to_string);
-        *req.uri_mut() = path.parse().map_err(|_| {
+        let mut origin = hyper::http::uri::Parts::default();
+        origin.path_and_query = Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() = hyper::Uri::from_parts(origin).map_err(|_| {
             (
                 Refusal::BadRequest("the URL's path is invalid"),
                 Some(rule.clone()),
@@ -443,29 +450,35 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes the headers that belong to one hop (RFC 9110 section 7.6.1), including those
-/// the Connection header names.
+/// The hop-by-hop headers (RFC 9110 section 7.6.1 and the de-facto Proxy-Connection and
+/// Keep-Alive), parsed once.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes the headers that belong to one hop, including those the Connection header
+/// names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "upgrade",
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

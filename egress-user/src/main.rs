@@ -120,6 +120,10 @@ enum Command {
         /// The port on the pod IP.
         #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
+        /// Serving threads (default: the CPUs this process may use, its cgroup's quota
+        /// included).
+        #[arg(long, env = "EGRESS_HTTP_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// The DNS proxy of a dns-proxy pod's main container (EGRESS_DNS_PROXY_DESTINATION): in
     /// the data plane when the process may update BPF maps, else a userspace relay.
@@ -193,7 +197,7 @@ fn run(mut cli: Cli) -> Result<()> {
     };
     match command {
         Command::Run => run_mode(&cli),
-        Command::HttpProxy { port } => http_proxy(&cli, port),
+        Command::HttpProxy { port, threads } => http_proxy(&cli, port, threads),
         Command::DnsProxy => dns_proxy(&cli),
         Command::Attach { interface } => {
             redirect::prepare_bpffs(&cli.bpffs).map_err(anyhow::Error::msg)?;
@@ -255,13 +259,16 @@ fn implicit_command(args: &RouterArgs) -> Result<Command> {
              EGRESS_ROUTER_MODE is not: run `egress-router http-proxy` or `egress-router \
              dns-proxy`, or set EGRESS_ROUTER_MODE"
         ),
-        (true, false) => Ok(Command::HttpProxy { port: 8080 }),
+        (true, false) => Ok(Command::HttpProxy {
+            port: 8080,
+            threads: None,
+        }),
         (false, true) => Ok(Command::DnsProxy),
         (false, false) => Ok(Command::Run),
     }
 }
 
-fn http_proxy(cli: &Cli, port: u16) -> Result<()> {
+fn http_proxy(cli: &Cli, port: u16, threads: Option<u16>) -> Result<()> {
     let args = &cli.router;
     // Validate everything before listening.
     let rules = HttpRules::parse(args.http_proxy_destination.as_deref().unwrap_or(""))?;
@@ -273,7 +280,10 @@ fn http_proxy(cli: &Cli, port: u16) -> Result<()> {
             outbound::egress_source(args.egress_source.as_deref(), &cli.egress_interface).await?;
         let addr =
             std::net::SocketAddr::from((http_proxy::pod_ip(&cli.pod_interface).await?, port));
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
         let listeners = http_proxy::bind(addr, threads).await?;
         tracing::info!(
             listen = %addr,
