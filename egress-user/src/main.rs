@@ -419,17 +419,7 @@ fn dns_proxy(cli: &Cli) -> Result<()> {
             network = opts.network,
             "DNS proxy mode set up in the data plane"
         );
-        let agent_opts = agent::Options {
-            raw: Raw::default(),
-            config_file: None,
-            config_poll: Duration::from_secs(1),
-            metrics: args.metrics_address,
-            gc_max_interval: Duration::from_secs_f64(args.gc_max_interval),
-            instance: cli.instance.clone(),
-            pod_interface: cli.pod_interface.clone(),
-            egress_interface: cli.egress_interface.clone(),
-            local_tcp_ports,
-        };
+        let agent_opts = agent_options(cli, Raw::default(), None, local_tcp_ports);
         agent::run(report, config, agent_opts, signals, Some(names)).await
     })
 }
@@ -629,20 +619,30 @@ fn run_mode(cli: &Cli) -> Result<()> {
                     }
                     return Ok(());
                 }
-                let agent_opts = agent::Options {
-                    raw,
-                    config_file: args.config_file.clone(),
-                    config_poll: Duration::from_secs(1),
-                    metrics: args.metrics_address,
-                    gc_max_interval: Duration::from_secs_f64(args.gc_max_interval),
-                    instance: cli.instance.clone(),
-                    pod_interface: cli.pod_interface.clone(),
-                    egress_interface: cli.egress_interface.clone(),
-                    local_tcp_ports,
-                };
+                let agent_opts = agent_options(cli, raw, args.config_file.clone(), local_tcp_ports);
                 agent::run(report, config, agent_opts, signals, None).await
             })
         }
+    }
+}
+
+fn agent_options(
+    cli: &Cli,
+    raw: Raw,
+    config_file: Option<PathBuf>,
+    local_tcp_ports: Vec<u16>,
+) -> agent::Options {
+    let args = &cli.router;
+    agent::Options {
+        raw,
+        config_file,
+        config_poll: Duration::from_secs(1),
+        metrics: args.metrics_address,
+        gc_max_interval: Duration::from_secs_f64(args.gc_max_interval),
+        instance: cli.instance.clone(),
+        pod_interface: cli.pod_interface.clone(),
+        egress_interface: cli.egress_interface.clone(),
+        local_tcp_ports,
     }
 }
 

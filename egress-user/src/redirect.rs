@@ -242,16 +242,13 @@ pub async fn setup_with_rules(
     }
 
     // Now change the system: network, maps, attachments.
-    let plan = NetworkPlan {
-        egress_interface: opts.egress_interface.clone(),
-        macvlan_parent: opts.macvlan_parent.clone(),
-        macvlan_mode: opts.macvlan_mode,
-        source: config.source,
-        gateway: config.gateway,
-        owner: owner_alias(&opts.instance),
-    };
     let applied = if opts.network {
-        Some(plan.apply().await.map_err(Error::Network)?)
+        Some(
+            network_plan(config, opts)
+                .apply()
+                .await
+                .map_err(Error::Network)?,
+        )
     } else {
         None
     };
@@ -267,15 +264,7 @@ pub async fn setup_with_rules(
     drop(scratch);
 
     if let Some(applied) = &applied {
-        network::announce(
-            &opts.egress_interface,
-            applied.egress_ifindex,
-            applied.egress_mac,
-            config.source.ip,
-            opts.arp_request_after,
-        )
-        .await
-        .map_err(Error::Network)?;
+        announce(config, opts, applied).await?;
     }
 
     Ok(Report {
@@ -295,15 +284,31 @@ pub async fn setup_with_rules(
 /// EGRESS_GATEWAY, announcement) and no translation. Returns whether the macvlan was
 /// created.
 pub async fn setup_network(config: &Config, opts: &Options) -> Result<bool, Error> {
-    let plan = NetworkPlan {
+    let applied = network_plan(config, opts)
+        .apply()
+        .await
+        .map_err(Error::Network)?;
+    announce(config, opts, &applied).await?;
+    Ok(applied.created_macvlan)
+}
+
+fn network_plan(config: &Config, opts: &Options) -> NetworkPlan {
+    NetworkPlan {
         egress_interface: opts.egress_interface.clone(),
         macvlan_parent: opts.macvlan_parent.clone(),
         macvlan_mode: opts.macvlan_mode,
         source: config.source,
         gateway: config.gateway,
         owner: owner_alias(&opts.instance),
-    };
-    let applied = plan.apply().await.map_err(Error::Network)?;
+    }
+}
+
+/// Announces EGRESS_SOURCE on the egress interface the plan was applied to.
+async fn announce(
+    config: &Config,
+    opts: &Options,
+    applied: &network::Applied,
+) -> Result<(), Error> {
     network::announce(
         &opts.egress_interface,
         applied.egress_ifindex,
@@ -312,8 +317,7 @@ pub async fn setup_network(config: &Config, opts: &Options) -> Result<bool, Erro
         opts.arp_request_after,
     )
     .await
-    .map_err(Error::Network)?;
-    Ok(applied.created_macvlan)
+    .map_err(Error::Network)
 }
 
 /// Applies a new configuration to a running data plane: the same interfaces, new rules and

@@ -243,6 +243,29 @@ impl Lab {
         Ok(stderr)
     }
 
+    /// The init container of OpenShift's proxy Deployments: `egress-router` with only
+    /// `EGRESS_ROUTER_MODE=mode` (`http-proxy` or `dns-proxy`) and the lab's EGRESS_SOURCE
+    /// and EGRESS_GATEWAY, which sets up the network only; fails unless it exits 0.
+    pub fn init_proxy_network(&self, mode: &str) -> Result<()> {
+        let out = crate::netns::run_bounded(
+            self.router
+                .command(crate::egress_router_bin())
+                .env_clear()
+                .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
+                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+                .env("EGRESS_ROUTER_MODE", mode),
+            Duration::from_secs(20),
+        )?;
+        if !out.status.success() {
+            bail!(
+                "egress-router {mode} (init) failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Starts `egress-router` in legacy mode (the agent) in the router namespace, like
     /// [`Lab::init_router`], and waits until its `/healthz` on the pod IP answers 200 (set-up
     /// done, programs attached). Returns the daemon's index.

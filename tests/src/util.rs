@@ -42,19 +42,19 @@ pub fn peer_server_at(lab: &mut Lab, kind: &str, addr: &str, port: u16, extra: &
 
 /// Waits until something listens on TCP `port` in the server namespace.
 pub fn wait_listening(lab: &Lab, port: u16) {
-    for _ in 0..50 {
-        let out = run_ok(
-            &lab.server,
-            "ss",
-            &["-Htln", &format!("sport = :{port}")],
-            5,
-        );
+    wait_listening_in(&lab.server, port);
+}
+
+/// Waits (at most 10 s) until something listens on TCP `port` in `ns`.
+pub fn wait_listening_in(ns: &Netns, port: u16) {
+    for _ in 0..100 {
+        let out = run_ok(ns, "ss", &["-Htln", &format!("sport = :{port}")], 5);
         if !out.trim().is_empty() {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("nothing listens on {port} in the server namespace");
+    panic!("nothing listens on {port} in {}", ns.name());
 }
 
 /// A scratch directory for a test's files (served pages, downloads), unique per process.

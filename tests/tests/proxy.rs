@@ -12,9 +12,9 @@ use std::{
 
 use egress_tests::{
     egress_router_bin,
-    lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP},
+    lab::{EGRESS_SOURCE, Lab, ROUTER_POD_IP},
     netns::run_bounded,
-    util::{peer_server_at, run_ok, tempdir},
+    util::{peer_server_at, run_ok, tempdir, wait_listening_in},
 };
 
 /// The lab's names (dnsmasq), all on the server's addresses.
@@ -31,25 +31,6 @@ www.example.com
 *.example.org
 203.0.113.12/32
 ";
-
-/// Runs the init container's job: `EGRESS_ROUTER_MODE=mode` with the lab's source and gateway.
-fn init_network(lab: &Lab, mode: &str) {
-    let out = run_bounded(
-        lab.router
-            .command(egress_router_bin())
-            .env_clear()
-            .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
-            .env("EGRESS_ROUTER_MODE", mode),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "init ({mode}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The server addresses behind the gateway, with HTTP on 80 and HTTPS on 8443 on all.
 fn start_servers(lab: &mut Lab, dir: &Path) {
@@ -117,7 +98,7 @@ fn http_proxy_allows_denies_tunnels_and_sends_from_egress_source() {
     let mut lab = Lab::new("httpproxy").unwrap();
     let (resolv_conf, _) = lab.start_nameserver(&dir, &hosts, 60).unwrap();
     start_servers(&mut lab, &dir);
-    init_network(&lab, "http-proxy");
+    lab.init_proxy_network("http-proxy").unwrap();
 
     // The main container: the same image, only EGRESS_HTTP_PROXY_DESTINATION.
     let mut proxy = lab.router.command(egress_router_bin());
@@ -128,7 +109,7 @@ fn http_proxy_allows_denies_tunnels_and_sends_from_egress_source() {
         .arg(&resolv_conf);
     let index = lab.daemons_len();
     lab.spawn(proxy).unwrap();
-    wait_router_listening(&lab, 8080);
+    wait_listening_in(&lab.router, 8080);
 
     let source = EGRESS_SOURCE.to_string();
     let allowed = [
@@ -241,23 +222,6 @@ fn http_proxy_allows_denies_tunnels_and_sends_from_egress_source() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Waits until something listens on TCP `port` in the router namespace.
-fn wait_router_listening(lab: &Lab, port: u16) {
-    for _ in 0..100 {
-        let out = run_ok(
-            &lab.router,
-            "ss",
-            &["-Htln", &format!("sport = :{port}")],
-            5,
-        );
-        if !out.trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port} in the router namespace");
-}
-
 const DNS_ROUTES: &str = "
 # name, address with RPORT, a name with two addresses
 7000 app.example.com
@@ -334,7 +298,7 @@ fn dns_proxy_follows_the_records(privileged: bool) {
     }
     peer_server_at(&mut lab, "echo", "0.0.0.0", 7000, &[]);
     egress_tests::util::wait_listening(&lab, 7000);
-    init_network(&lab, "dns-proxy");
+    lab.init_proxy_network("dns-proxy").unwrap();
 
     // The main container: the same image, only the DNS proxy's variables.
     let mut proxy = if privileged {

@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use egress_tests::{
     egress_router_bin,
-    lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP},
+    lab::{EGRESS_SOURCE, Lab, ROUTER_POD_IP, SERVER_IP},
     netns::run_bounded,
 };
 
@@ -195,7 +195,7 @@ fn set_up(lab: &mut Lab, variant: HttpVariant, dir: &Path) -> Result<()> {
         }
         HttpVariant::Dnat => variant::classic_rules(lab, &[(WEB_PORT, "tcp")])?,
         HttpVariant::HttpProxy => {
-            init(lab, "http-proxy")?;
+            lab.init_proxy_network("http-proxy")?;
             let mut cmd = lab.router.command(egress_router_bin());
             cmd.env_clear()
                 .env("EGRESS_HTTP_PROXY_DESTINATION", format!("{SERVER_IP}/32"))
@@ -206,7 +206,7 @@ fn set_up(lab: &mut Lab, variant: HttpVariant, dir: &Path) -> Result<()> {
             let hosts = dir.join("hosts");
             std::fs::write(&hosts, format!("{SERVER_IP} web.example.com\n"))?;
             let (resolv_conf, _) = lab.start_nameserver(dir, &hosts, 60)?;
-            init(lab, "dns-proxy")?;
+            lab.init_proxy_network("dns-proxy")?;
             let mut cmd = lab.router.command(egress_router_bin());
             cmd.env_clear()
                 .env(
@@ -220,26 +220,6 @@ fn set_up(lab: &mut Lab, variant: HttpVariant, dir: &Path) -> Result<()> {
                 .arg(lab.bpffs.path());
             lab.spawn(cmd)?;
         }
-    }
-    Ok(())
-}
-
-/// The init container of the proxy modes: network only.
-fn init(lab: &Lab, mode: &str) -> Result<()> {
-    let out = run_bounded(
-        lab.router
-            .command(egress_router_bin())
-            .env_clear()
-            .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
-            .env("EGRESS_ROUTER_MODE", mode),
-        Duration::from_secs(20),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "egress-router {mode} init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
     Ok(())
 }
