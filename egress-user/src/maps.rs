@@ -102,6 +102,9 @@ pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), Error> {
     }
 }
 
+/// A map of a running data plane that this build does not take over, and why.
+pub type LeftMap = (&'static str, Error);
+
 /// One row of the conntrack table: a key and its entry.
 pub type Flow = (FlowKey, FlowEntry);
 
@@ -138,9 +141,27 @@ impl MapSet {
         Ok(Self::new(set))
     }
 
-    /// Opens maps by ID (those a program uses), keeping those of [`maps::ALL`].
+    /// Opens maps by ID (those a program uses), keeping those of [`maps::ALL`]; every one
+    /// must be there with this build's layout.
     pub fn from_ids(ids: &[u32]) -> Result<Self, Error> {
+        let (set, mut left) = Self::open_ids(ids)?;
+        match left.pop() {
+            Some((_, err)) => Err(err),
+            None => Ok(set),
+        }
+    }
+
+    /// The maps among `ids` (a running program's, possibly of an earlier build) that this
+    /// build can take over: known names with this build's layout. The others are returned
+    /// with the reason, for a hand-over that keeps conntrack while a map whose layout
+    /// changed (or that is new) starts afresh.
+    pub fn compatible_from_ids(ids: &[u32]) -> Result<(Self, Vec<LeftMap>), Error> {
+        Self::open_ids(ids)
+    }
+
+    fn open_ids(ids: &[u32]) -> Result<(Self, Vec<LeftMap>), Error> {
         let mut set = BTreeMap::new();
+        let mut left = Vec::new();
         for &id in ids {
             let info = MapInfo::from_id(id).map_err(|source| Error::Map {
                 name: "(by id)",
@@ -153,14 +174,26 @@ impl MapSet {
                 continue;
             };
             let data = MapData::from_id(id).map_err(|source| Error::Map { name, source })?;
-            set.insert(*name, checked(name, data)?);
-        }
-        for name in maps::ALL {
-            if !set.contains_key(name) {
-                return Err(Error::Missing(name));
+            match checked(name, data) {
+                Ok(map) => {
+                    set.insert(*name, map);
+                }
+                Err(err @ Error::Layout { .. }) => left.push((*name, err)),
+                Err(err) => return Err(err),
             }
         }
-        Ok(Self::new(set))
+        for name in maps::ALL {
+            if !set.contains_key(name) && !left.iter().any(|(n, _)| *n == name) {
+                left.push((name, Error::Missing(name)));
+            }
+        }
+        Ok((Self::new(set), left))
+    }
+
+    /// Whether the set holds map `name`.
+    #[must_use]
+    pub fn has(&self, name: &str) -> bool {
+        self.maps.contains_key(name)
     }
 
     /// A second set of handles on the same maps (e.g. for the metrics server).

@@ -204,11 +204,34 @@ pub async fn setup_with_rules(
     };
     // The program attached to the pod interface is the live data plane: pin its maps in
     // the instance directory so that the load below takes them over.
+    // Maps whose layout this build changed, or that are new in it, start afresh; the
+    // others (conntrack above all) are taken over.
     let (mut adopted, mut adopt_warning) = (None, None);
-    match running::maps_of_attached(&opts.pod_interface).await {
-        Ok(Some((maps, program_id))) => match &pin_dir {
+    let running = running::map_ids_of_attached(&opts.pod_interface)
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|found| match found {
+            Some((ids, program_id)) => crate::maps::MapSet::compatible_from_ids(&ids)
+                .map(|(maps, left)| Some((maps, left, program_id)))
+                .map_err(|err| err.to_string()),
+            None => Ok(None),
+        });
+    match running {
+        Ok(Some((maps, left, program_id))) => match &pin_dir {
             Some(dir) => match maps.pin(dir) {
-                Ok(()) => adopted = Some(Source::Attached { program_id }),
+                Ok(()) => {
+                    if maps.has(egress_common::maps::CONNTRACK) {
+                        adopted = Some(Source::Attached { program_id });
+                    }
+                    if !left.is_empty() {
+                        let why: Vec<String> =
+                            left.iter().map(|(_, err)| err.to_string()).collect();
+                        adopt_warning = Some(format!(
+                            "started afresh (new or changed in this build): {}",
+                            why.join("; ")
+                        ));
+                    }
+                }
                 Err(err) => adopt_warning = Some(err.to_string()),
             },
             None => {
@@ -218,7 +241,7 @@ pub async fn setup_with_rules(
             }
         },
         Ok(None) => {}
-        Err(err) => adopt_warning = Some(err.to_string()),
+        Err(err) => adopt_warning = Some(err),
     }
     let mut dataplane = Dataplane::load(&LoadOptions {
         conntrack_flows: opts.conntrack_flows,

@@ -206,6 +206,14 @@ pub fn ifindex(name: &str) -> Option<u32> {
 
 /// The maps of the program attached to the pod interface's ingress, if there is one.
 pub async fn maps_of_attached(pod_interface: &str) -> Result<Option<(MapSet, u32)>, Error> {
+    match map_ids_of_attached(pod_interface).await? {
+        Some((ids, program_id)) => Ok(Some((MapSet::from_ids(&ids)?, program_id))),
+        None => Ok(None),
+    }
+}
+
+/// The map IDs of the program attached to the pod interface's ingress, and its ID.
+pub async fn map_ids_of_attached(pod_interface: &str) -> Result<Option<(Vec<u32>, u32)>, Error> {
     let programs = attached_programs(pod_interface, "").await?;
     let Some(pod) = programs
         .iter()
@@ -218,7 +226,7 @@ pub async fn maps_of_attached(pod_interface: &str) -> Result<Option<(MapSet, u32
         .map_ids()
         .map_err(|source| Error::Program { id: pod.id, source })?
         .unwrap_or_default();
-    Ok(Some((MapSet::from_ids(&ids)?, pod.id)))
+    Ok(Some((ids, pod.id)))
 }
 
 /// The ID of the program named `name` attached with TCX (no link) to the hook, if any.

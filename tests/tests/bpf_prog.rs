@@ -90,3 +90,95 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
     assert_eq!(run(&mut dp, programs::LAB_NOOP, &ipv4), TC_ACT_OK);
     assert_eq!(dp.stats().unwrap().path(Stat::PodIngressSeen).packets, 0);
 }
+
+/// A hash map named `name` created directly with `bpf(BPF_MAP_CREATE)`, as an earlier
+/// build's map of another layout would be; returns its ID (the fd stays open in `fds`).
+fn raw_hash_map(
+    name: &str,
+    key_size: u32,
+    value_size: u32,
+    fds: &mut Vec<std::os::fd::OwnedFd>,
+) -> u32 {
+    use std::os::fd::FromRawFd as _;
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        inner_map_fd: u32,
+        numa_node: u32,
+        map_name: [u8; 16],
+    }
+    let mut attr = MapCreate {
+        map_type: 1, // BPF_MAP_TYPE_HASH
+        key_size,
+        value_size,
+        max_entries: 16,
+        ..MapCreate::default()
+    };
+    attr.map_name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0,
+            &raw const attr,
+            size_of::<MapCreate>() as u32,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new fd owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let id = aya::maps::MapData::from_fd(fd.try_clone().unwrap())
+        .unwrap()
+        .info()
+        .unwrap()
+        .id();
+    fds.push(fd);
+    id
+}
+
+/// A data plane of an earlier build is taken over map by map: its conntrack (and every
+/// map with this build's layout) is kept, while a map whose layout changed (RULES, value
+/// 8 -> 12 bytes when name rules came) or that is new (RULE_ADDRS) starts afresh. A strict
+/// open of the same maps refuses them.
+#[test]
+fn an_earlier_builds_maps_are_taken_over_where_their_layout_is_unchanged() {
+    use egress_common::maps;
+    let dp = Dataplane::load(&LoadOptions {
+        conntrack_flows: 1024,
+        pin_dir: None,
+    })
+    .unwrap();
+    let mut fds = Vec::new();
+    let old_rules = raw_hash_map(maps::RULES, 4, 8, &mut fds);
+    let ids: Vec<u32> = maps::ALL
+        .iter()
+        .filter(|&&name| name != maps::RULE_ADDRS)
+        .map(|&name| {
+            if name == maps::RULES {
+                old_rules
+            } else {
+                dp.maps().info(name).unwrap().id()
+            }
+        })
+        .collect();
+
+    let (kept, left) = egress_user::maps::MapSet::compatible_from_ids(&ids).unwrap();
+    let mut left_names: Vec<&str> = left.iter().map(|(name, _)| *name).collect();
+    left_names.sort_unstable();
+    assert_eq!(left_names, [maps::RULES, maps::RULE_ADDRS]);
+    assert!(left[0].1.to_string().contains("value 8 B"), "{}", left[0].1);
+    for name in [maps::CONNTRACK, maps::CONFIG, maps::STATS, maps::FRAGMENTS] {
+        assert!(kept.has(name), "{name} not taken over");
+    }
+    assert!(!kept.has(maps::RULES));
+    assert!(egress_user::maps::MapSet::from_ids(&ids).is_err());
+}
