@@ -483,18 +483,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The pod interface's address: where the proxy listens.
-pub async fn pod_ip(pod_interface: &str) -> Result<Ipv4Addr> {
-    let facts = crate::network::interface_facts(pod_interface)
-        .await
-        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
-    facts
-        .ipv4
-        .first()
-        .copied()
-        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
-}
-
 /// Binds `count` listeners on `addr` with SO_REUSEPORT, so that the kernel spreads new
 /// connections over the serving threads. Returned as std listeners (non-blocking), for
 /// each thread's own runtime.

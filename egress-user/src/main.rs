@@ -278,8 +278,7 @@ fn http_proxy(cli: &Cli, port: u16, threads: Option<u16>) -> Result<()> {
         let signals = agent::Signals::install()?;
         let source =
             outbound::egress_source(args.egress_source.as_deref(), &cli.egress_interface).await?;
-        let addr =
-            std::net::SocketAddr::from((http_proxy::pod_ip(&cli.pod_interface).await?, port));
+        let addr = std::net::SocketAddr::from((outbound::pod_ip(&cli.pod_interface).await?, port));
         let threads = threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
@@ -326,18 +325,7 @@ fn dns_proxy(cli: &Cli) -> Result<()> {
         .dns_proxy_debug
         .as_deref()
         .is_some_and(|d| !d.is_empty());
-    let given_source: Option<EgressSource> = match args.egress_source.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => Some(s.parse()?),
-        _ => None,
-    };
-    let given_gateway: Option<std::net::Ipv4Addr> =
-        match args.egress_gateway.as_deref().map(str::trim) {
-            Some(s) if !s.is_empty() => Some(
-                s.parse()
-                    .map_err(|_| egress_user::config::ConfigError::Gateway)?,
-            ),
-            _ => None,
-        };
+    let (given_source, given_gateway) = optional_source_and_gateway(args)?;
     let local_tcp_ports = metrics_ports(args.metrics_address);
     if let Some(route) = routes.iter().find(|r| local_tcp_ports.contains(&r.port)) {
         bail!(
@@ -365,13 +353,7 @@ fn dns_proxy(cli: &Cli) -> Result<()> {
                 "serving EGRESS_DNS_PROXY_DESTINATION with the userspace relay: this process \
                  lacks CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN), which the data plane needs"
             );
-            let listener_ip = egress_user::network::interface_facts(&cli.pod_interface)
-                .await
-                .with_context(|| format!("reading the pod interface {}", cli.pod_interface))?
-                .ipv4
-                .first()
-                .copied()
-                .with_context(|| format!("{} has no IPv4 address", cli.pod_interface))?;
+            let listener_ip = outbound::pod_ip(&cli.pod_interface).await?;
             tracing::info!(routes = routes.len(), pod_ip = %listener_ip, source = %source.ip, "DNS proxy relay serving");
             dns_proxy::relay(
                 routes,
@@ -399,17 +381,7 @@ fn dns_proxy(cli: &Cli) -> Result<()> {
             gateway: given_gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
             destinations: Default::default(),
         };
-        let mut wanted = dns_proxy::rules(&routes);
-        for &port in &local_tcp_ports {
-            wanted.push((
-                egress_common::RuleKey {
-                    port,
-                    proto: egress_common::proto::TCP,
-                    _pad: 0,
-                },
-                egress_common::RuleTarget::LOCAL,
-            ));
-        }
+        let wanted = redirect::with_local(dns_proxy::rules(&routes), &local_tcp_ports);
         let mut names = dns_proxy::Names::new(resolver, &routes, debug);
         let mut report = redirect::setup_with_rules(&config, &opts, wanted).await?;
         names.refresh(report.dataplane.maps_mut(), true).await;
@@ -422,6 +394,29 @@ fn dns_proxy(cli: &Cli) -> Result<()> {
         let agent_opts = agent_options(cli, Raw::default(), None, local_tcp_ports);
         agent::run(report, config, agent_opts, signals, Some(names)).await
     })
+}
+
+/// EGRESS_SOURCE and EGRESS_GATEWAY where a command may do without them (teardown, the
+/// DNS proxy's main container): `None` when unset or empty, OpenShift's error when invalid.
+fn optional_source_and_gateway(
+    args: &RouterArgs,
+) -> Result<(Option<EgressSource>, Option<std::net::Ipv4Addr>)> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let source = given(&args.egress_source)
+        .map(|s| s.parse::<EgressSource>())
+        .transpose()?;
+    let gateway = given(&args.egress_gateway)
+        .map(|s| {
+            s.parse()
+                .map_err(|_| egress_user::config::ConfigError::Gateway)
+        })
+        .transpose()?;
+    Ok((source, gateway))
 }
 
 fn metrics_ports(listen: metrics::Listen) -> Vec<u16> {
@@ -492,20 +487,8 @@ async fn teardown(cli: &Cli, pin_dir: &std::path::Path) -> Result<()> {
         .as_ref()
         .and_then(|(maps, _)| maps.config().ok().flatten())
         .map(|c| std::net::Ipv4Addr::from(c.egress_source));
-    let source: Option<EgressSource> = match args.egress_source.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => Some(
-            s.parse()
-                .map_err(|_| egress_user::config::ConfigError::Source)?,
-        ),
-        _ => running_source.map(|ip| EgressSource { ip, prefix: 32 }),
-    };
-    let gateway: Option<std::net::Ipv4Addr> = match args.egress_gateway.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => Some(
-            s.parse()
-                .map_err(|_| egress_user::config::ConfigError::Gateway)?,
-        ),
-        _ => None,
-    };
+    let (source, gateway) = optional_source_and_gateway(args)?;
+    let source = source.or_else(|| running_source.map(|ip| EgressSource { ip, prefix: 32 }));
     drop(running);
 
     let detached = running::detach_all(&cli.pod_interface, &cli.egress_interface).await?;

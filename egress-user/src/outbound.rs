@@ -57,6 +57,18 @@ pub async fn egress_source(variable: Option<&str>, egress_interface: &str) -> Re
     })
 }
 
+/// The pod interface's first IPv4 address: where the proxies listen.
+pub async fn pod_ip(pod_interface: &str) -> Result<Ipv4Addr> {
+    let facts = crate::network::interface_facts(pod_interface)
+        .await
+        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
+    facts
+        .ipv4
+        .first()
+        .copied()
+        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
+}
+
 /// Connects to the first of `addrs` that answers within `timeout` each. IPv4 connections
 /// are bound to `source` (EGRESS_SOURCE), with the port left to `connect` so that the
 /// 4-tuple, not the bare port, has to be unique (`IP_BIND_ADDRESS_NO_PORT`).

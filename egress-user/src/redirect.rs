@@ -82,7 +82,15 @@ pub struct Report {
 /// ids are placeholders: [`crate::maps::MapSet::configure`] assigns them.
 #[must_use]
 pub fn rules_with_local(config: &Config, local_tcp_ports: &[u16]) -> Vec<(RuleKey, RuleTarget)> {
-    let mut rules = rules(config);
+    with_local(rules(config), local_tcp_ports)
+}
+
+/// `rules` with `local_tcp_ports` delivered to the pod, where no rule takes the port.
+#[must_use]
+pub fn with_local(
+    mut rules: Vec<(RuleKey, RuleTarget)>,
+    local_tcp_ports: &[u16],
+) -> Vec<(RuleKey, RuleTarget)> {
     for &port in local_tcp_ports {
         let key = RuleKey {
             port,
