@@ -7,7 +7,7 @@ use aya_ebpf::helpers::generated::bpf_redirect_neigh;
 
 /// Redirects to `ifindex`; returns TC_ACT_REDIRECT, or TC_ACT_SHOT when the kernel refuses.
 #[inline(always)]
-pub fn redirect_neigh(ifindex: u32) -> i32 {
+pub(crate) fn redirect_neigh(ifindex: u32) -> i32 {
     // SAFETY: a null `params` asks the kernel to look the next hop up itself.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }

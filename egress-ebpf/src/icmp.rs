@@ -6,37 +6,56 @@
 //! that inverse is the conntrack key, and the entry found says how to rewrite both headers.
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, FlowEntry, FlowKey, proto};
+use egress_common::{DropReason, FlowEntry, FlowKey, Stat, csum::Delta, proto};
 
 use crate::{
-    csum::Delta,
+    conntrack, flow, metrics, nat,
     parse::{
-        ETH_HLEN, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM,
-        ICMP_TIME_EXCEEDED, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ensure,
-        ptr_at,
+        ICMP_DEST_UNREACH, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpHdr, Ipv4, Ipv4Hdr,
+        Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ensure, ptr_at,
     },
 };
 
-/// Whether an ICMP type is an error that embeds the offending packet.
+/// Whether the packet is an ICMP error, which embeds the start of the offending packet.
 #[inline(always)]
-pub fn is_error(kind: u8) -> bool {
-    kind == ICMP_DEST_UNREACH || kind == ICMP_TIME_EXCEEDED || kind == ICMP_PARAMETER_PROBLEM
+pub(crate) fn is_error(ctx: &TcContext, ip: &Ipv4) -> Result<bool, DropReason> {
+    if ip.proto != proto::ICMP || ip.is_later_fragment() {
+        return Ok(false);
+    }
+    ensure(ctx, ip.l4 + 8)?;
+    let icmp = ptr_at::<IcmpHdr>(ctx, ip.l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let kind = unsafe { (*icmp).kind };
+    Ok(kind == ICMP_DEST_UNREACH || kind == ICMP_TIME_EXCEEDED || kind == ICMP_PARAMETER_PROBLEM)
+}
+
+/// The embedded packet of an ICMP error and the conntrack entry of the error's direction,
+/// if conntrack knows the flow.
+#[inline(always)]
+pub(crate) fn related(
+    ctx: &TcContext,
+    ip: &Ipv4,
+) -> Result<Option<(Embedded, FlowEntry)>, DropReason> {
+    let Some(emb) = embedded(ctx, ip)? else {
+        return Ok(None);
+    };
+    Ok(conntrack::related(&emb.key).map(|entry| (emb, entry)))
 }
 
 /// An ICMP error's embedded packet, located and keyed.
-pub struct Embedded {
+pub(crate) struct Embedded {
     /// Offset of the embedded IPv4 header.
-    pub l3: usize,
+    l3: usize,
     /// Offset of the embedded L4 header.
-    pub l4: usize,
+    l4: usize,
     /// The conntrack key of the error's direction.
-    pub key: FlowKey,
+    key: FlowKey,
 }
 
 /// Locates the embedded packet of the ICMP error at `ip.l4` and builds the conntrack key of
 /// the error's direction. `Ok(None)`: nothing conntrack could know about.
 #[inline(always)]
-pub fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReason> {
+fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReason> {
     let l3 = ip.l4 + 8;
     ensure(ctx, l3 + 20)?;
     let inner = ptr_at::<Ipv4Hdr>(ctx, l3)?;
@@ -49,49 +68,38 @@ pub fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReas
     let (isaddr, idaddr, iproto) = (inner.saddr, inner.daddr, inner.proto);
     let l4 = l3 + ihl;
     ensure(ctx, l4 + 8)?;
-    let (sport, dport) = match iproto {
-        proto::TCP | proto::UDP => {
-            let ports = ptr_at::<Ports>(ctx, l4)?;
-            // SAFETY: bounds checked by ptr_at.
-            let ports = unsafe { &*ports };
-            (u16::from_be(ports.sport), u16::from_be(ports.dport))
-        }
-        proto::ICMP => {
-            let echo = ptr_at::<IcmpHdr>(ctx, l4)?;
-            // SAFETY: bounds checked by ptr_at.
-            let echo = unsafe { &*echo };
-            if echo.kind != ICMP_ECHO_REQUEST && echo.kind != ICMP_ECHO_REPLY {
-                return Ok(None);
-            }
-            let id = u16::from_be(echo.id);
-            (id, id)
-        }
-        _ => return Ok(None),
+    let Some((sport, dport, _)) = flow::ids(ctx, iproto, l4)? else {
+        return Ok(None);
+    };
+    // The embedded packet went the other way: the error's direction is its reverse.
+    let sent = FlowKey {
+        saddr: isaddr.to_ne_bytes(),
+        daddr: idaddr.to_ne_bytes(),
+        sport,
+        dport,
+        proto: iproto,
+        _pad: [0; 3],
     };
     Ok(Some(Embedded {
         l3,
         l4,
-        key: FlowKey {
-            saddr: idaddr.to_ne_bytes(),
-            daddr: isaddr.to_ne_bytes(),
-            sport: dport,
-            dport: sport,
-            proto: iproto,
-            _pad: [0; 3],
-        },
+        key: sent.reversed(),
     }))
 }
 
 /// Rewrites an ICMP error with the entry of its direction: the outer addresses become the
 /// entry's, the embedded packet becomes the one the other side sent (its source is the
-/// entry's destination), and every checksum on the way is updated.
+/// entry's destination), every checksum on the way is updated, and the TTL is decremented.
 #[inline(always)]
-pub fn translate_error(
+pub(crate) fn translate_error(
     ctx: &TcContext,
     ip: &Ipv4,
     emb: &Embedded,
     entry: &FlowEntry,
 ) -> Result<(), DropReason> {
+    if ip.ttl <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
     let (new_saddr, new_daddr) = (
         u32::from_ne_bytes(entry.saddr),
         u32::from_ne_bytes(entry.daddr),
@@ -164,20 +172,7 @@ pub fn translate_error(
         icmp.check = icmp_delta.apply(icmp.check);
     }
     // Outer header: from the entry's source to its destination, TTL decremented.
-    let hdr = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
-    // SAFETY: bounds checked by ptr_at.
-    let hdr = unsafe { &mut *hdr };
-    let mut d = Delta::default();
-    d.u32(hdr.saddr, new_saddr);
-    d.u32(hdr.daddr, new_daddr);
-    let ttl = hdr.ttl.wrapping_sub(1);
-    d.u16(
-        u16::from_ne_bytes([hdr.ttl, hdr.proto]),
-        u16::from_ne_bytes([ttl, hdr.proto]),
-    );
-    hdr.saddr = new_saddr;
-    hdr.daddr = new_daddr;
-    hdr.ttl = ttl;
-    hdr.check = d.apply(hdr.check);
+    nat::rewrite_ipv4(ctx, entry)?;
+    metrics::count(Stat::IcmpErrorsTranslated, 0);
     Ok(())
 }

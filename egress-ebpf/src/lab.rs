@@ -1,6 +1,6 @@
 //! Reference programs of the benchmarks (`cargo xtask bench`), never attached by the
 //! product. They live in the same object so that they are built with the same toolchain and
-//! flags and share its CONFIG map.
+//! flags and share its CONFIG map (through `config`, not the product's entry file).
 //!
 //! - `lab_forward`: the lab's ceiling. It sends every IPv4 frame arriving on the pod
 //!   interface out of the egress interface with the same helper the data plane uses, and
@@ -14,12 +14,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use crate::{CONFIG, fib, parse};
+use crate::{config, fib, parse};
 
 /// The stateless forwarder: IPv4 goes out of the configured egress interface, the rest
 /// (ARP) to the stack; unconfigured, IPv4 is dropped.
 #[classifier]
-pub fn lab_forward(ctx: TcContext) -> i32 {
+pub(crate) fn lab_forward(ctx: TcContext) -> i32 {
     let Ok(eth) = parse::ptr_at::<parse::EthHdr>(&ctx, 0) else {
         return TC_ACT_OK;
     };
@@ -27,14 +27,14 @@ pub fn lab_forward(ctx: TcContext) -> i32 {
     if unsafe { (*eth).proto } != parse::ETH_P_IP.to_be() {
         return TC_ACT_OK;
     }
-    match CONFIG.get(0) {
-        Some(cfg) if cfg.egress_ifindex != 0 => fib::redirect_neigh(cfg.egress_ifindex),
-        _ => TC_ACT_SHOT,
+    match config::egress_ifindex() {
+        Some(ifindex) => fib::redirect_neigh(ifindex),
+        None => TC_ACT_SHOT,
     }
 }
 
 /// Does nothing.
 #[classifier]
-pub fn lab_noop(_ctx: TcContext) -> i32 {
+pub(crate) fn lab_noop(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }

@@ -1,8 +1,17 @@
 //! Per-CPU packet/byte counters: path counters by `egress_common::Stat`, drops by typed
-//! reason, and per-rule counters. Entry programs record exactly one verdict per packet.
+//! reason, and per-rule counters. Entry programs record exactly one [`Verdict`] (or drop
+//! reason) per packet, at their single exit.
 
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use egress_common::{DropReason, MAX_RULES, PacketCount, STATS_LEN, Stat, drop_stat_index};
+
+/// What happens to a packet that is not dropped; recorded once, at the program's exit.
+pub(crate) enum Verdict {
+    /// Hand to the stack, counted on a path counter.
+    Pass(Stat),
+    /// Send out of `ifindex` with neighbour resolution, counted on a path counter.
+    Redirect(u32, Stat),
+}
 
 #[btf_map]
 static STATS: PerCpuArray<PacketCount, { STATS_LEN as usize }> = PerCpuArray::new();
@@ -23,19 +32,19 @@ fn bump(map: &PerCpuArray<PacketCount, { STATS_LEN as usize }>, index: u32, len:
 
 /// Counts a packet on a path counter.
 #[inline(always)]
-pub fn count(stat: Stat, len: u32) {
+pub(crate) fn count(stat: Stat, len: u32) {
     bump(&STATS, stat as u32, len);
 }
 
 /// Counts a dropped packet under its reason.
 #[inline(always)]
-pub fn count_drop(reason: DropReason, len: u32) {
+pub(crate) fn count_drop(reason: DropReason, len: u32) {
     bump(&STATS, drop_stat_index(reason), len);
 }
 
 /// Counts a packet of a rule's flow (0 = fallback).
 #[inline(always)]
-pub fn count_rule(rule_id: u16, len: u32) {
+pub(crate) fn count_rule(rule_id: u16, len: u32) {
     if let Some(slot) = RULE_STATS.get_ptr_mut(u32::from(rule_id)) {
         // SAFETY: as in `bump`.
         let slot = unsafe { &mut *slot };

@@ -9,77 +9,77 @@ use core::mem::size_of;
 use aya_ebpf::programs::TcContext;
 use egress_common::DropReason;
 
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
 /// Fragment offset mask and "more fragments" bit of `frag_off` (host order).
 const IP_OFFSET: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
 
 #[repr(C)]
-pub struct EthHdr {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
+pub(crate) struct EthHdr {
+    pub(crate) dst: [u8; 6],
+    pub(crate) src: [u8; 6],
     /// Network order.
-    pub proto: u16,
+    pub(crate) proto: u16,
 }
 
 #[repr(C)]
-pub struct Ipv4Hdr {
-    pub version_ihl: u8,
-    pub tos: u8,
-    pub tot_len: u16,
-    pub id: u16,
-    pub frag_off: u16,
-    pub ttl: u8,
-    pub proto: u8,
-    pub check: u16,
-    pub saddr: u32,
-    pub daddr: u32,
+pub(crate) struct Ipv4Hdr {
+    pub(crate) version_ihl: u8,
+    pub(crate) tos: u8,
+    pub(crate) tot_len: u16,
+    pub(crate) id: u16,
+    pub(crate) frag_off: u16,
+    pub(crate) ttl: u8,
+    pub(crate) proto: u8,
+    pub(crate) check: u16,
+    pub(crate) saddr: u32,
+    pub(crate) daddr: u32,
 }
 
 /// The first four bytes of TCP and UDP headers.
 #[repr(C)]
-pub struct Ports {
-    pub sport: u16,
-    pub dport: u16,
+pub(crate) struct Ports {
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
 }
 
 #[repr(C)]
-pub struct TcpHdr {
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub doff: u8,
-    pub flags: u8,
-    pub window: u16,
-    pub check: u16,
-    pub urg: u16,
+pub(crate) struct TcpHdr {
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) doff: u8,
+    pub(crate) flags: u8,
+    pub(crate) window: u16,
+    pub(crate) check: u16,
+    pub(crate) urg: u16,
 }
 
 #[repr(C)]
-pub struct IcmpHdr {
-    pub kind: u8,
-    pub code: u8,
-    pub check: u16,
+pub(crate) struct IcmpHdr {
+    pub(crate) kind: u8,
+    pub(crate) code: u8,
+    pub(crate) check: u16,
     /// Echo identifier (network order); unused for errors.
-    pub id: u16,
-    pub seq: u16,
+    pub(crate) id: u16,
+    pub(crate) seq: u16,
 }
 
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_DEST_UNREACH: u8 = 3;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+pub(crate) const ICMP_ECHO_REPLY: u8 = 0;
+pub(crate) const ICMP_DEST_UNREACH: u8 = 3;
+pub(crate) const ICMP_ECHO_REQUEST: u8 = 8;
+pub(crate) const ICMP_TIME_EXCEEDED: u8 = 11;
+pub(crate) const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// Offsets of the L4 checksum field from the start of the L4 header.
-pub const TCP_CSUM_OFF: usize = 16;
-pub const UDP_CSUM_OFF: usize = 6;
+pub(crate) const TCP_CSUM_OFF: usize = 16;
+pub(crate) const UDP_CSUM_OFF: usize = 6;
 
 /// A pointer to a `T` at `offset` from the start of the packet, if the linear data holds it.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropReason> {
+pub(crate) fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropReason> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -91,7 +91,7 @@ pub fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropReason> {
 /// Makes the first `len` bytes linear (direct access reaches only the linear part). Cheap
 /// when they already are; a packet shorter than `len` is truncated.
 #[inline(always)]
-pub fn ensure(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
+pub(crate) fn ensure(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
     if ctx.data() + len <= ctx.data_end() {
         return Ok(());
     }
@@ -103,30 +103,30 @@ pub fn ensure(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
 
 /// The IPv4 header fields the programs decide on.
 #[derive(Clone, Copy)]
-pub struct Ipv4 {
+pub(crate) struct Ipv4 {
     /// Offset of the L4 header (14 + IHL * 4).
     pub l4: usize,
-    pub proto: u8,
-    pub ttl: u8,
+    pub(crate) proto: u8,
+    pub(crate) ttl: u8,
     /// Raw (network order) addresses, as loaded.
-    pub saddr: u32,
-    pub daddr: u32,
+    pub(crate) saddr: u32,
+    pub(crate) daddr: u32,
     /// Identification, host order.
-    pub id: u16,
+    pub(crate) id: u16,
     /// Flags and fragment offset, host order.
-    pub frag_off: u16,
+    pub(crate) frag_off: u16,
 }
 
 impl Ipv4 {
     /// Part of a fragmented datagram (first or later fragment).
     #[inline(always)]
-    pub fn is_fragment(&self) -> bool {
+    pub(crate) fn is_fragment(&self) -> bool {
         self.frag_off & (IP_OFFSET | IP_MF) != 0
     }
 
     /// A fragment other than the first: it carries no L4 header.
     #[inline(always)]
-    pub fn is_later_fragment(&self) -> bool {
+    pub(crate) fn is_later_fragment(&self) -> bool {
         self.frag_off & IP_OFFSET != 0
     }
 }
@@ -137,7 +137,7 @@ const HEADERS_LEN: usize = ETH_HLEN + 20 + 20;
 
 /// Parses the Ethernet and IPv4 headers. `Ok(None)` for anything that is not IPv4.
 #[inline(always)]
-pub fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
+pub(crate) fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
     // One pull for all the headers (or the whole frame if shorter) where they are not
     // linear, e.g. frames from an AF_PACKET TX ring carry everything after the Ethernet
     // header in a page fragment: the later `ensure`s then cost nothing instead of one

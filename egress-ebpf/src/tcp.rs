@@ -1,12 +1,9 @@
 //! TCP specifics: the flags conntrack keeps, and the MSS clamp on SYNs.
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, tcp_seen};
+use egress_common::{DropReason, csum::Delta, tcp_seen};
 
-use crate::{
-    csum::Delta,
-    parse::{TcpHdr, ensure, ptr_at},
-};
+use crate::parse::{TcpHdr, ensure, ptr_at};
 
 const FLAG_SYN: u8 = 0x02;
 const TRACKED: u8 = tcp_seen::FIN | tcp_seen::SYN | tcp_seen::RST | tcp_seen::ACK;
@@ -18,7 +15,7 @@ const MAX_OPTIONS: usize = 8;
 
 /// The TCP flags conntrack records, from the header at `l4`.
 #[inline(always)]
-pub fn flags(ctx: &TcContext, l4: usize) -> Result<u8, DropReason> {
+pub(crate) fn flags(ctx: &TcContext, l4: usize) -> Result<u8, DropReason> {
     let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     Ok(unsafe { (*tcp).flags } & TRACKED)
@@ -27,7 +24,7 @@ pub fn flags(ctx: &TcContext, l4: usize) -> Result<u8, DropReason> {
 /// Lowers the MSS option of a SYN (or SYN-ACK) to `clamp`. Returns the checksum difference
 /// of the change (zero when nothing changed).
 #[inline(always)]
-pub fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta, DropReason> {
+pub(crate) fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta, DropReason> {
     let mut delta = Delta::default();
     let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.

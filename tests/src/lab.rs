@@ -275,6 +275,18 @@ impl Lab {
         destination: &str,
         extra: &[&str],
     ) -> Result<usize> {
+        let index = self.spawn_agent(instance, destination, extra)?;
+        self.wait_healthy(index, Duration::from_secs(20))?;
+        Ok(index)
+    }
+
+    /// [`Lab::start_agent`] without the wait: returns as soon as the process runs.
+    pub fn spawn_agent(
+        &mut self,
+        instance: &str,
+        destination: &str,
+        extra: &[&str],
+    ) -> Result<usize> {
         let mut cmd = self.router.command(crate::egress_router_bin());
         cmd.env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
             .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
@@ -286,7 +298,6 @@ impl Lab {
             .args(extra);
         let index = self.daemons_len();
         self.spawn(cmd)?;
-        self.wait_healthy(index, Duration::from_secs(20))?;
         Ok(index)
     }
 

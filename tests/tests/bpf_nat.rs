@@ -5,9 +5,11 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::{DropReason, RouterConfig, Stat, config_flags, programs};
 use egress_user::{
-    config::{Config, Raw},
-    dataplane::{Dataplane, LoadOptions},
-    redirect,
+    config::redirect::{Config, Raw},
+    dataplane::{
+        load::{Dataplane, LoadOptions},
+        rules::RuleSet,
+    },
 };
 use etherparse::{
     IpFragOffset, IpNumber, Ipv4Header, TcpHeader, TcpOptionElement, UdpHeader,
@@ -60,7 +62,12 @@ fn dataplane(destination: &str) -> Dataplane {
         mss_clamp: 1360,
         _pad: 0,
     };
-    dp.configure(&cfg, &redirect::rules(&config)).unwrap();
+    dp.maps_mut()
+        .configure(
+            &cfg,
+            &RuleSet::from_destinations(&config.destinations).rules,
+        )
+        .unwrap();
     dp
 }
 
@@ -76,7 +83,7 @@ fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
 }
 
 fn drops(dp: &Dataplane, reason: DropReason) -> u64 {
-    dp.stats().unwrap().drop(reason).packets
+    dp.maps().stats().unwrap().drop(reason).packets
 }
 
 fn ipv4(src: [u8; 4], dst: [u8; 4], proto: IpNumber, payload_len: usize, ttl: u8) -> Ipv4Header {
@@ -197,7 +204,7 @@ fn tcp_with_ip_options_is_translated_both_ways_with_valid_checksums() {
     assert_eq!(mss(&tcp), Some(1360), "MSS clamped to the smaller MTU");
 
     let syn_ack = tcp_frame((SERVER, 80), (SOURCE, 40000), true, &[], &[]);
-    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &syn_ack);
+    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &syn_ack);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     check_tcp(&out, (POD, 8080), (CLIENT, 40000));
 
@@ -212,10 +219,10 @@ fn tcp_with_ip_options_is_translated_both_ways_with_valid_checksums() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     check_tcp(&out, (SOURCE, 40000), (SERVER, 80));
 
-    let stats = dp.stats().unwrap();
+    let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::FlowsCreated).packets, 1, "{stats}");
     assert_eq!(stats.path(Stat::MssClamped).packets, 2, "{stats}");
-    let flows = dp.conntrack().unwrap();
+    let flows = dp.maps().conntrack().unwrap();
     assert_eq!(flows.len(), 2, "forward and reply entries: {flows:?}");
 }
 
@@ -228,7 +235,7 @@ fn udp_port_remap_and_zero_checksum() {
     check_udp(&out, (SOURCE, 41000), (SERVER, 5353));
 
     let answer = udp_frame((SERVER, 5353), (SOURCE, 41000), b"answer", 64);
-    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &answer);
+    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &answer);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     check_udp(&out, (POD, 5300), (CLIENT, 41000));
 
@@ -256,9 +263,9 @@ fn unmatched_and_non_ipv4_traffic_reaches_the_pod_untouched() {
     arp.extend_from_slice(&[0; 28]);
     let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &arp);
     assert_eq!((verdict, out.as_slice()), (TC_ACT_OK, arp.as_slice()));
-    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &arp);
+    let (verdict, _) = run(&mut dp, programs::EGRESS_INGRESS, &arp);
     assert_eq!(verdict, TC_ACT_OK, "ARP keeps working on the egress side");
-    let stats = dp.stats().unwrap();
+    let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::PodIngressPassed).packets, 2, "{stats}");
 }
 
@@ -289,7 +296,7 @@ fn truncated_malformed_and_ttl_1_are_dropped_by_reason() {
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(drops(&dp_udp, DropReason::TtlExceeded), 1);
     assert!(
-        dp_udp.conntrack().unwrap().is_empty(),
+        dp_udp.maps().conntrack().unwrap().is_empty(),
         "no flow for a dropped packet"
     );
 }
@@ -298,10 +305,10 @@ fn truncated_malformed_and_ttl_1_are_dropped_by_reason() {
 fn unsolicited_packets_to_egress_source_are_dropped() {
     let mut dp = dataplane("8080 tcp 203.0.113.10 80\n203.0.113.10");
     let probe = tcp_frame((ROUTER_HOP, 50000), (SOURCE, 22), true, &[], &[]);
-    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &probe);
+    let (verdict, _) = run(&mut dp, programs::EGRESS_INGRESS, &probe);
     assert_eq!(verdict, TC_ACT_SHOT);
     let other = tcp_frame((ROUTER_HOP, 50000), ([198, 51, 100, 7], 22), true, &[], &[]);
-    let (verdict, _) = run(&mut dp, programs::UPLINK_INGRESS, &other);
+    let (verdict, _) = run(&mut dp, programs::EGRESS_INGRESS, &other);
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(drops(&dp, DropReason::Unsolicited), 1);
     assert_eq!(drops(&dp, DropReason::NotEgressSource), 1);
@@ -353,7 +360,7 @@ fn fragments_follow_their_first_fragment_and_are_never_half_translated() {
     let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &orphan);
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(drops(&dp, DropReason::FragmentUnknown), 1);
-    let stats = dp.stats().unwrap();
+    let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::FragmentsTranslated).packets, 1, "{stats}");
 }
 
@@ -381,7 +388,7 @@ fn icmp_frag_needed_about_a_flow_is_translated_with_its_embedded_header() {
         ipv4(ROUTER_HOP, SOURCE, IpNumber::ICMP, icmp.len(), 64),
         &icmp,
     );
-    let (verdict, out) = run(&mut dp, programs::UPLINK_INGRESS, &error);
+    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &error);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     let (ip, icmp_out) = parse_ip(&out);
     assert_eq!((ip.source, ip.destination), (POD, CLIENT), "outer header");
@@ -399,7 +406,7 @@ fn icmp_frag_needed_about_a_flow_is_translated_with_its_embedded_header() {
     );
     assert_eq!((inner.source, inner.destination), (CLIENT, POD));
     assert_eq!(&inner_l4[..4], &[0xa0, 0x28, 0x14, 0xb4], "41000 -> 5300");
-    let stats = dp.stats().unwrap();
+    let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::IcmpErrorsTranslated).packets, 1, "{stats}");
 }
 
@@ -422,7 +429,7 @@ fn echo_through_the_fallback_gets_its_id_back() {
     let id = u16::from_be_bytes([icmp[4], icmp[5]]);
     let (verdict, out) = run(
         &mut dp,
-        programs::UPLINK_INGRESS,
+        programs::EGRESS_INGRESS,
         &echo(SERVER, SOURCE, 0, id),
     );
     assert_eq!(verdict, TC_ACT_REDIRECT);

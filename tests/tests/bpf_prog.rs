@@ -2,7 +2,7 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::Stat;
-use egress_user::dataplane::{Dataplane, LoadOptions};
+use egress_user::dataplane::load::{Dataplane, LoadOptions};
 use etherparse::PacketBuilder;
 
 /// TC_ACT_OK: hand the packet to the stack.
@@ -29,7 +29,7 @@ fn pod_ingress_counts_and_passes_a_frame_unchanged() {
 
     assert_eq!(result.return_value, TC_ACT_OK);
     assert_eq!(&out[..result.data_size_out as usize], &frame[..]);
-    let stats = dp.stats().unwrap();
+    let stats = dp.maps().stats().unwrap();
     let seen = stats.path(Stat::PodIngressSeen);
     assert_eq!(seen.packets, 1, "{stats}");
     assert_eq!(seen.bytes, frame.len() as u64, "{stats}");
@@ -69,26 +69,34 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
         result.return_value
     };
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &ipv4), TC_ACT_SHOT);
-    dp.configure(
-        &RouterConfig {
-            pod_ip: [192, 0, 2, 1],
-            egress_source: [198, 51, 100, 100],
-            fallback_ip: [0; 4],
-            pod_ifindex: 11,
-            egress_ifindex: 12,
-            flags: 0,
-            nat_port_min: 1024,
-            nat_port_max: 65535,
-            mss_clamp: 0,
-            _pad: 0,
-        },
-        &[],
-    )
-    .unwrap();
+    dp.maps_mut()
+        .configure(
+            &RouterConfig {
+                pod_ip: [192, 0, 2, 1],
+                egress_source: [198, 51, 100, 100],
+                fallback_ip: [0; 4],
+                pod_ifindex: 11,
+                egress_ifindex: 12,
+                flags: 0,
+                nat_port_min: 1024,
+                nat_port_max: 65535,
+                mss_clamp: 0,
+                _pad: 0,
+            },
+            &[],
+        )
+        .unwrap();
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &ipv4), TC_ACT_REDIRECT);
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &arp), TC_ACT_OK);
     assert_eq!(run(&mut dp, programs::LAB_NOOP, &ipv4), TC_ACT_OK);
-    assert_eq!(dp.stats().unwrap().path(Stat::PodIngressSeen).packets, 0);
+    assert_eq!(
+        dp.maps()
+            .stats()
+            .unwrap()
+            .path(Stat::PodIngressSeen)
+            .packets,
+        0
+    );
 }
 
 /// A hash map named `name` created directly with `bpf(BPF_MAP_CREATE)`, as an earlier
@@ -171,7 +179,7 @@ fn an_earlier_builds_maps_are_taken_over_where_their_layout_is_unchanged() {
         })
         .collect();
 
-    let (kept, left) = egress_user::maps::MapSet::compatible_from_ids(&ids).unwrap();
+    let (kept, left) = egress_user::dataplane::maps::MapSet::compatible_from_ids(&ids).unwrap();
     let mut left_names: Vec<&str> = left.iter().map(|(name, _)| *name).collect();
     left_names.sort_unstable();
     assert_eq!(left_names, [maps::RULES, maps::RULE_ADDRS]);
@@ -180,5 +188,5 @@ fn an_earlier_builds_maps_are_taken_over_where_their_layout_is_unchanged() {
         assert!(kept.has(name), "{name} not taken over");
     }
     assert!(!kept.has(maps::RULES));
-    assert!(egress_user::maps::MapSet::from_ids(&ids).is_err());
+    assert!(egress_user::dataplane::maps::MapSet::from_ids(&ids).is_err());
 }

@@ -10,7 +10,7 @@ use egress_tests::{
     lab::{Lab, ROUTER_POD_IP},
     netns::{run_bounded, run_checked},
 };
-use egress_user::dataplane;
+use egress_user::dataplane::maps::MapSet;
 
 const PINGS: u64 = 5;
 
@@ -49,7 +49,10 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
         "pod_ingress on eth0's TCX ingress after the loader exited: {status}"
     );
 
-    let before = dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap();
+    let before = MapSet::from_pins(&lab.pin_dir(instance))
+        .unwrap()
+        .stats()
+        .unwrap();
     assert_eq!(before.path(Stat::PodIngressSeen).packets, 0);
 
     let ping = run_bounded(
@@ -73,7 +76,10 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
         String::from_utf8_lossy(&ping.stdout)
     );
 
-    let after = dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap();
+    let after = MapSet::from_pins(&lab.pin_dir(instance))
+        .unwrap()
+        .stats()
+        .unwrap();
     let seen = after.path(Stat::PodIngressSeen);
     // Echo requests (142 bytes on the wire with -s 100) plus ARP.
     assert!(seen.packets >= PINGS, "{after}");

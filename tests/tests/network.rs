@@ -8,8 +8,12 @@ use egress_tests::{
     netns::{Netns, run_bounded},
 };
 use egress_user::{
-    config::EgressSource,
-    network::{self, Applied, Error, MacvlanMode, NetworkPlan},
+    config::fields::EgressSource,
+    network::{
+        announce::announce,
+        error::Error,
+        plan::{Applied, MacvlanMode, NetworkPlan},
+    },
 };
 
 fn block_on_in<F: Future + Send>(ns: &Netns, f: impl FnOnce() -> F + Send) -> F::Output
@@ -67,7 +71,7 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
 
     let applied: Applied = block_on_in(&lab.router, || async {
         let applied = plan.apply().await.unwrap();
-        network::announce(
+        announce(
             "macvlan0",
             applied.egress_ifindex,
             applied.egress_mac,

@@ -15,7 +15,7 @@ use egress_tests::{
     netns::{run_bounded, wait_bounded},
     util::{peer_server, run_ok, tempdir, wait_listening},
 };
-use egress_user::maps::MapSet;
+use egress_user::dataplane::maps::MapSet;
 
 /// One line through a redirect port: what the peer server saw ("IP PORT"), or "" on failure.
 fn ask(lab: &Lab, port: u16) -> String {
@@ -429,6 +429,65 @@ fn bpftool_and_conntrack_json_show_the_same_flows_and_metrics_grow() {
     lab.stop_daemon(agent).unwrap();
 }
 
+/// The configuration file is read once per load: an edit that lands while the agent is
+/// still setting up (after it read the file, before it runs) is applied once it runs, not
+/// taken for what was applied.
+#[test]
+fn an_edit_during_start_up_is_applied() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let mut lab = Lab::new("op-startedit").unwrap();
+    peer_server(&mut lab, "tcp", 80);
+    wait_listening(&lab, 80);
+    let dir = tempdir("op-startedit");
+    let file = dir.join("destination");
+    // A FIFO at first: the agent's read of it is the moment the test knows the file was read.
+    let c_path = std::ffi::CString::new(file.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let agent = lab
+        .spawn_agent("startedit", "", &["--config-file", file.to_str().unwrap()])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fd = loop {
+        // SAFETY: as above; fails with ENXIO until the agent opens the FIFO to read it.
+        let fd = unsafe { libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
+        if fd >= 0 {
+            break fd;
+        }
+        assert!(Instant::now() < deadline, "the agent never read the file");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let first = format!("80 tcp {SERVER_IP}\n");
+    // SAFETY: a valid fd and buffer; a pipe takes this much at once.
+    let written = unsafe { libc::write(fd, first.as_ptr().cast(), first.len()) };
+    // SAFETY: closing our own fd; the agent then reads to the end.
+    unsafe { libc::close(fd) };
+    assert_eq!(written, first.len() as isize);
+    // The agent is setting up now (load, network, a 0.5 s announcement): edit the file, as
+    // a ConfigMap update does, by swapping in a new one.
+    let next = dir.join("next");
+    std::fs::write(
+        &next,
+        format!("80 tcp {SERVER_IP}\n8080 tcp {SERVER_IP} 80\n"),
+    )
+    .unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    lab.wait_healthy(agent, Duration::from_secs(20)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answer = String::new();
+    while Instant::now() < deadline && answer.is_empty() {
+        answer = ask(&lab, 8080);
+    }
+    assert!(
+        answer.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "the edit made during start-up was applied: {answer:?}"
+    );
+    let log = String::from_utf8_lossy(&lab.stop_daemon(agent).unwrap().stderr).into_owned();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn invalid_reload_is_rejected_counted_and_rules_stay() {
     let mut lab = Lab::new("op-reload").unwrap();
@@ -582,140 +641,100 @@ fn teardown_leaves_nothing_of_the_instance() {
     assert!(!lab.pin_dir("td2").exists());
 }
 
-/// A data plane attached by a release before TCX (cls_bpf filters, priority 1, handle 0xe6)
-/// is taken over by `init`: same maps (its flows stay), programs now on TCX, the old filters
-/// gone, traffic still translated.
+/// An upgrade from a release whose RULES map had another layout (the first release's
+/// 8-byte value, before rule flags), found through the instance's pins: `init` takes the
+/// pinned conntrack over, so the flow stays, and starts RULES afresh with the rules
+/// rewritten in this build's layout.
 #[test]
-fn upgrade_from_cls_bpf_filters_to_tcx_keeps_flows() {
-    use aya::programs::tc::{self, NlOptions, TcAttachOptions, TcHandle};
-    use egress_user::{
-        dataplane::{Dataplane, LoadOptions, PROGRAMS, Side},
-        running, tcx,
-    };
-    use std::os::fd::AsFd as _;
+fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
+    use egress_user::dataplane::discover;
 
     let mut lab = Lab::new("op-upgrade").unwrap();
     peer_server(&mut lab, "tcp", 80);
     wait_listening(&lab, 80);
     let destination = format!("80 tcp {SERVER_IP}");
     lab.init_router("up", &destination, &[]).unwrap();
-
-    // Rebuild what the earlier release left: the same maps (from the pins), programs as
-    // cls_bpf filters, nothing on TCX.
-    let pins = lab.pin_dir("up");
-    lab.router
-        .enter(move || {
-            let mut dp = Dataplane::load(&LoadOptions {
-                conntrack_flows: egress_common::DEFAULT_CONNTRACK_FLOWS,
-                pin_dir: Some(pins),
-            })
-            .unwrap();
-            for (name, side, attach_type, priority) in PROGRAMS {
-                let iface = match side {
-                    Side::Pod => "eth0",
-                    Side::Egress => "macvlan0",
-                };
-                let index = running::ifindex(iface).unwrap();
-                let id = running::tcx_attached(index, attach_type, name)
-                    .unwrap()
-                    .expect("init attached it with TCX");
-                let fd = tcx::prog_fd(id).unwrap();
-                tcx::detach(index, attach_type, fd.as_fd()).unwrap();
-                let _ = tc::qdisc_add_clsact(iface);
-                let prog = dp.program(name).unwrap();
-                let options = NlOptions {
-                    priority,
-                    handle: TcHandle::new(0, 0xe6),
-                    ..NlOptions::default()
-                };
-                let link = prog
-                    .attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))
-                    .unwrap();
-                // The interface owns the filter, as the earlier release left it.
-                std::mem::forget(prog.take_link(link).unwrap());
-            }
-        })
-        .unwrap();
-    let filters =
-        |dev: &str, dir: &str| run_ok(&lab.router, "tc", &["filter", "show", "dev", dev, dir], 5);
-    assert!(filters("eth0", "ingress").contains("pod_ingress"));
     let before = ask(&lab, 80);
     assert!(
         before.starts_with(&format!("{EGRESS_SOURCE} ")),
-        "through the cls_bpf data plane: {before:?}"
+        "{before:?}"
     );
-    let flows_before = router_cli(&lab, "up", &["conntrack", "--json"]);
-    let count = |json: &str| {
+    let nat_flows = |json: &str| -> Vec<serde_json::Value> {
         serde_json::from_str::<serde_json::Value>(json)
             .unwrap()
             .as_array()
-            .map_or(0, |flows| {
-                flows.iter().filter(|f| f["kind"] == "nat").count()
-            })
-    };
-    assert_eq!(count(&flows_before), 1, "{flows_before}");
-
-    let hooks = |lab: &Lab| -> Vec<String> {
-        let status: serde_json::Value =
-            serde_json::from_str(&router_cli(lab, "up", &["status", "--json"])).unwrap();
-        status["programs"]
-            .as_array()
             .unwrap()
             .iter()
-            .map(|p| {
-                format!(
-                    "{} {}",
-                    p["name"].as_str().unwrap(),
-                    p["hook"].as_str().unwrap()
-                )
-            })
+            .filter(|f| f["kind"] == "nat")
+            .map(|f| f["original"].clone())
             .collect()
     };
-    assert_eq!(
-        hooks(&lab),
-        [
-            "pod_ingress cls_bpf",
-            "uplink_ingress cls_bpf",
-            "uplink_egress cls_bpf"
-        ]
+    let flows_before = nat_flows(&router_cli(&lab, "up", &["conntrack", "--json"]));
+    assert_eq!(flows_before.len(), 1, "{flows_before:?}");
+
+    // What the earlier release left: its pins, with RULES in the old layout, and no
+    // program on the interfaces (they went with its pod).
+    let detached = lab
+        .router
+        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .unwrap();
+    assert_eq!(detached, 3);
+    let rules_pin = lab.pin_dir("up").join("RULES");
+    std::fs::remove_file(&rules_pin).unwrap();
+    let pin = rules_pin.to_str().unwrap();
+    let create = [
+        "map", "create", pin, "type", "hash", "key", "4", "value", "8", "entries", "4096", "name",
+        "RULES",
+    ];
+    run_ok_root("bpftool", &create);
+    assert!(
+        run_ok_root("bpftool", &["-j", "map", "show", "pinned", pin]).contains("\"bytes_value\":8")
     );
 
-    // The new release.
-    lab.init_router("up", &destination, &[]).unwrap();
-    for (dev, dir) in [
-        ("eth0", "ingress"),
-        ("macvlan0", "ingress"),
-        ("macvlan0", "egress"),
-    ] {
-        let left = filters(dev, dir);
-        assert!(
-            left.trim().is_empty(),
-            "cls_bpf filter left on {dev} {dir}: {left}"
-        );
-    }
+    let log = lab.init_router("up", &destination, &[]).unwrap();
+    assert!(
+        log.contains("adopted the running data plane") && log.contains("pinned map RULES"),
+        "conntrack taken over, RULES replaced: {log}"
+    );
+    let shown = run_ok_root("bpftool", &["-j", "map", "show", "pinned", pin]);
+    assert!(
+        shown.contains("\"bytes_value\":12"),
+        "RULES in this build's layout: {shown}"
+    );
+    let flows_after = nat_flows(&router_cli(&lab, "up", &["conntrack", "--json"]));
+    assert!(
+        flows_before.iter().all(|f| flows_after.contains(f)),
+        "the earlier flow was kept: {flows_before:?} -> {flows_after:?}"
+    );
     let status: serde_json::Value =
         serde_json::from_str(&router_cli(&lab, "up", &["status", "--json"])).unwrap();
-    let hooks: Vec<_> = status["programs"]
+    let targets: Vec<_> = status["rules"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["hook"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|r| format!("{} {}", r["port"], r["target"].as_str().unwrap()))
         .collect();
-    assert_eq!(hooks.len(), 3, "{status}");
-    assert!(hooks.iter().all(|(_, hook)| hook == "tcx"), "{status}");
-    let flows_after = router_cli(&lab, "up", &["conntrack", "--json"]);
-    assert!(
-        count(&flows_after) >= 1,
-        "the earlier flow was kept: {flows_after}"
-    );
+    assert_eq!(targets, [format!("80 {SERVER_IP}:80")], "{status}");
+    assert_eq!(status["programs"].as_array().unwrap().len(), 3, "{status}");
     let after = ask(&lab, 80);
     assert!(
         after.starts_with(&format!("{EGRESS_SOURCE} ")),
-        "through the TCX data plane: {after:?}"
+        "through the upgraded data plane: {after:?}"
     );
+}
+
+/// Runs a tool in the test's own namespaces (bpftool on the lab's bpffs) and returns its
+/// stdout; panics if it fails.
+fn run_ok_root(program: &str, args: &[&str]) -> String {
+    let out = run_bounded(
+        std::process::Command::new(program).args(args),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -11,10 +11,13 @@ use egress_tests::{
     netns::run_bounded,
     util::{peer_server, run_ok, tempdir, wait_listening},
 };
-use egress_user::dataplane::{self, Stats};
+use egress_user::dataplane::{maps::MapSet, stats::Stats};
 
 fn stats(lab: &Lab, instance: &str) -> Stats {
-    dataplane::pinned_stats(&lab.pin_dir(instance)).unwrap()
+    MapSet::from_pins(&lab.pin_dir(instance))
+        .unwrap()
+        .stats()
+        .unwrap()
 }
 
 fn http_server(lab: &mut Lab, port: u16, dir: &std::path::Path) -> usize {
@@ -308,7 +311,7 @@ fn egress_source_is_not_a_way_in() {
         own.starts_with(&format!("{source} ")),
         "pod's own connection: {own}"
     );
-    assert!(stats(&lab, "in").path(Stat::UplinkEgressLocal).packets >= 2);
+    assert!(stats(&lab, "in").path(Stat::EgressEgressLocal).packets >= 2);
 
     for index in [listeners, listeners + 1] {
         let out = lab.stop_daemon(index).unwrap();
@@ -354,7 +357,7 @@ fn legacy_mode_serves_until_sigterm_and_logs_packets_with_debug() {
         "per-packet events: {log}"
     );
     assert!(
-        log.contains(&format!("uplink_ingress: translated {ROUTER_POD_IP} -> ")),
+        log.contains(&format!("egress_ingress: translated {ROUTER_POD_IP} -> ")),
         "per-packet events: {log}"
     );
     // The data plane belongs to the interfaces: it keeps working without the agent.

@@ -12,12 +12,12 @@ use crate::output;
 const LAB_PREFIX: &str = "er-lab-";
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     sections: Vec<(&'static str, BTreeSet<String>)>,
 }
 
 impl Snapshot {
-    pub fn take() -> Result<Self> {
+    pub(crate) fn take() -> Result<Self> {
         let Some(links) = output("ip", &["-o", "link", "show"]) else {
             bail!("`ip -o link show` failed");
         };
@@ -70,7 +70,7 @@ impl Snapshot {
     }
 
     /// Fails listing what `after` has that `self` had not, and what it lost.
-    pub fn compare(&self, after: &Self) -> Result<()> {
+    pub(crate) fn compare(&self, after: &Self) -> Result<()> {
         let mut report = String::new();
         for ((name, before), (_, now)) in self.sections.iter().zip(&after.sections) {
             for added in now.difference(before) {
@@ -110,7 +110,7 @@ fn list_tree(dir: &Path, into: &mut BTreeSet<String>) {
 
 /// Removes labs left behind by a run that was killed (its pid, in the names, is gone): the
 /// suite's own cleanup runs on Drop, which SIGKILL skips.
-pub fn remove_stale_labs() {
+pub(crate) fn remove_stale_labs() {
     let alive = |pid: &str| Path::new("/proc").join(pid).exists();
     for name in netns_names() {
         let Some(pid) = name

@@ -1,7 +1,9 @@
-//! Project tasks. `cargo xtask setup|build|test|demo`; every task but `setup` runs `setup`
+//! Project tasks. `cargo xtask setup|build|test|demo|bench`; every task but `setup` runs `setup`
 //! first, which costs a few seconds when everything is present.
 
 mod hostcheck;
+#[cfg(test)]
+mod layout;
 mod setup;
 
 use std::{

@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: install, only where missing, what building and testing need.
-//! The recipe is ../shared/notes/toolchain.md, verified on this kind of machine.
+//! The recipe (nightly rust-src, a bpf-linker built against the nightly's own LLVM, the
+//! Debian packages) was verified on this kind of machine; README "Requirements" says why.
 
 use std::{env, path::PathBuf, process::Command, time::Instant};
 
@@ -8,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{output, run};
 
 /// The toolchain that builds the eBPF crate (`-Z build-std` needs nightly).
-pub const NIGHTLY: &str = "nightly";
+pub(crate) const NIGHTLY: &str = "nightly";
 /// bpf-linker release known to build against the nightly's LLVM here.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -39,7 +40,7 @@ const BENCH_PACKAGES: &[&str] = &[
 
 /// The benchmark's extra packages, installed without starting their services: a squid or
 /// nginx listening in the root namespace is the last thing a benchmark host wants.
-pub fn ensure_bench() -> Result<()> {
+pub(crate) fn ensure_bench() -> Result<()> {
     let missing = missing(BENCH_PACKAGES);
     if missing.is_empty() {
         return Ok(());
@@ -58,7 +59,7 @@ pub fn ensure_bench() -> Result<()> {
     result
 }
 
-pub fn ensure() -> Result<()> {
+pub(crate) fn ensure() -> Result<()> {
     let started = Instant::now();
     prepend_cargo_bin_to_path();
     packages()?;

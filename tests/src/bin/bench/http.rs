@@ -18,12 +18,12 @@ use crate::{traffic, variant};
 /// nginx's port on the server, and the port clients use where the router forwards TCP.
 const WEB_PORT: u16 = 80;
 /// Connections and threads of wrk (the reference measurement).
-pub const WRK_CONNECTIONS: u32 = 50;
-pub const WRK_THREADS: u32 = 2;
+pub(crate) const WRK_CONNECTIONS: u32 = 50;
+pub(crate) const WRK_THREADS: u32 = 2;
 
 /// What serves the client's HTTP in the router pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum HttpVariant {
+pub(crate) enum HttpVariant {
     /// squid as OpenShift's egress HTTP proxy image configures it (allow, no cache).
     Squid,
     /// HAProxy in TCP mode, as OpenShift's egress DNS proxy image runs it.
@@ -37,7 +37,7 @@ pub enum HttpVariant {
 }
 
 impl HttpVariant {
-    pub const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Squid,
         Self::Haproxy,
         Self::Dnat,
@@ -45,7 +45,7 @@ impl HttpVariant {
         Self::DnsProxy,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Squid => "squid",
             Self::Haproxy => "HAProxy (TCP mode)",
@@ -56,7 +56,7 @@ impl HttpVariant {
     }
 
     /// Short name, for --http-variant.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Squid => "squid",
             Self::Haproxy => "haproxy",
@@ -83,7 +83,7 @@ impl HttpVariant {
 
 /// One round of one HTTP variant.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct HttpRound {
+pub(crate) struct HttpRound {
     pub round: usize,
     pub variant: HttpVariant,
     /// Requests per second with keep-alive.
@@ -95,7 +95,7 @@ pub struct HttpRound {
 }
 
 /// Sets up `variant` on a fresh lab, then measures both loads.
-pub fn round(variant: HttpVariant, round: usize, measure: Duration) -> Result<HttpRound> {
+pub(crate) fn round(variant: HttpVariant, round: usize, measure: Duration) -> Result<HttpRound> {
     traffic::settle()?;
     let dir = egress_tests::util::tempdir(&format!("bench-http{round}-{variant:?}"));
     let result = (|| {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::{FlowKey, RouterConfig, config_flags, maps, programs, proto};
-use egress_user::dataplane::{Dataplane, LoadOptions};
+use egress_user::dataplane::load::{Dataplane, LoadOptions};
 use etherparse::{PacketBuilder, TcpOptionElement};
 
 const TC_ACT_REDIRECT: u32 = 7;
@@ -28,16 +28,16 @@ const CAPACITY_FLOWS: u32 = 1_100_000;
 /// At most this many flows, spread across the table, carry the established and reply runs:
 /// with 1M flows their entries (about 16 MiB with the buckets) do not all stay in the
 /// CPU caches, as for a router whose many flows are all busy.
-pub const SAMPLES: u32 = 65_536;
+pub(crate) const SAMPLES: u32 = 65_536;
 /// First flow index of the flows created by the "new flow" runs (never populated).
 const NEW_FLOW_BASE: u32 = 4_000_000;
 
 /// The table sizes measured.
-pub const TABLES: [u32; 2] = [1_000, 1_000_000];
+pub(crate) const TABLES: [u32; 2] = [1_000, 1_000_000];
 
 /// Medians of one round on one table, in nanoseconds per run.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct CostRound {
+pub(crate) struct CostRound {
     pub round: usize,
     pub flows: u32,
     pub noop_ns: f64,
@@ -97,7 +97,7 @@ fn tuple(frame: &[u8]) -> Result<([u8; 4], u16, [u8; 4], u16)> {
 }
 
 /// One loaded data plane with `flows` flows created by its own program.
-pub struct Table {
+pub(crate) struct Table {
     dp: Dataplane,
     pub flows: u32,
     forward: Vec<Vec<u8>>,
@@ -106,7 +106,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(flows: u32) -> Result<Self> {
+    pub(crate) fn new(flows: u32) -> Result<Self> {
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: CAPACITY_FLOWS,
             pin_dir: None,
@@ -123,7 +123,7 @@ impl Table {
             mss_clamp: 1360,
             _pad: 0,
         };
-        dp.configure(&cfg, &[])?;
+        dp.maps_mut().configure(&cfg, &[])?;
         dp.program(programs::LAB_NOOP)?.load()?;
         dp.program(programs::LAB_FORWARD)?.load()?;
         let mut table = Self {
@@ -196,18 +196,18 @@ impl Table {
     /// established (ACKs seen both ways) and were refreshed within the last second, the
     /// steady state of a flow with traffic. (A flow's first packet after a quiet second also
     /// refreshes its peer entry's timestamp: one more lookup, once per second per flow.)
-    pub fn round(&mut self, round: usize, calls: usize) -> Result<CostRound> {
+    pub(crate) fn round(&mut self, round: usize, calls: usize) -> Result<CostRound> {
         let forward = std::mem::take(&mut self.forward);
         let reply = std::mem::take(&mut self.reply);
         let warm = forward.iter().zip(&reply).try_for_each(|(f, r)| {
             self.expect_redirect(programs::POD_INGRESS, f)?;
-            self.expect_redirect(programs::UPLINK_INGRESS, r).map(drop)
+            self.expect_redirect(programs::EGRESS_INGRESS, r).map(drop)
         });
         let offset = round * calls;
         let noop = self.median_over(programs::LAB_NOOP, &forward, offset, calls);
         let forwarder = self.median_over(programs::LAB_FORWARD, &forward, offset, calls);
         let established = self.median_over(programs::POD_INGRESS, &forward, offset, calls);
-        let replied = self.median_over(programs::UPLINK_INGRESS, &reply, offset, calls);
+        let replied = self.median_over(programs::EGRESS_INGRESS, &reply, offset, calls);
         self.forward = forward;
         self.reply = reply;
         warm?;
@@ -261,13 +261,13 @@ impl Table {
     }
 
     /// Conntrack entries in the table now.
-    pub fn entries(&self) -> Result<usize> {
-        Ok(self.dp.conntrack()?.len())
+    pub(crate) fn entries(&self) -> Result<usize> {
+        Ok(self.dp.maps().conntrack()?.len())
     }
 
     /// Memory the kernel charges for the conntrack map (`memlock` in its fdinfo), and the
     /// map's capacity in flows.
-    pub fn conntrack_memory(&self) -> Result<(u64, u32)> {
+    pub(crate) fn conntrack_memory(&self) -> Result<(u64, u32)> {
         let info = self.dp.maps().info(maps::CONNTRACK)?;
         let fd = info.fd()?;
         let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd));

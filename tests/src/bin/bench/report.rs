@@ -10,7 +10,7 @@ use crate::http::HttpVariant;
 use crate::{progcost::CostRound, variant::Variant};
 
 /// Median of `values` (sorted in place); NaN when empty.
-pub fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -25,7 +25,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Median and range of one figure over the rounds.
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct Spread {
+pub(crate) struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -33,7 +33,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+    pub(crate) fn of(values: impl IntoIterator<Item = f64>) -> Self {
         let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
         let median = median(&mut v);
         Self {
@@ -45,7 +45,7 @@ impl Spread {
     }
 
     /// `median (min-max)` with `digits` decimals, each value divided by `scale`.
-    pub fn show(&self, scale: f64, digits: usize) -> String {
+    pub(crate) fn show(&self, scale: f64, digits: usize) -> String {
         if self.n == 0 {
             return "n/a".into();
         }
@@ -61,7 +61,7 @@ impl Spread {
 
 /// One round of one variant in the lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LabRound {
+pub(crate) struct LabRound {
     pub round: usize,
     pub variant: Variant,
     /// Small UDP frames per second that reached the gateway.
@@ -76,7 +76,7 @@ pub struct LabRound {
 
 /// Conntrack map memory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub capacity_flows: u32,
     pub memlock_bytes: u64,
     pub bytes_per_flow: f64,
@@ -85,7 +85,7 @@ pub struct Memory {
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Results {
+pub(crate) struct Results {
     pub date: String,
     pub command: String,
     pub machine: Machine,
@@ -104,7 +104,7 @@ pub struct Results {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub cpu: String,
     pub cpus: usize,
     pub memory_gib: f64,
@@ -113,7 +113,7 @@ pub struct Machine {
 }
 
 /// The figures the report and the chart show, derived from the rounds.
-pub struct Summary {
+pub(crate) struct Summary {
     pub pps: [Spread; 3],
     pub tcp1: [Spread; 3],
     pub tcp4: [Spread; 3],
@@ -137,7 +137,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(r: &Results) -> Self {
+    pub(crate) fn of(r: &Results) -> Self {
         let per = |v: Variant, f: &dyn Fn(&LabRound) -> Option<f64>| {
             Spread::of(r.lab.iter().filter(|x| x.variant == v).filter_map(f))
         };
@@ -195,7 +195,7 @@ impl Summary {
     }
 }
 
-/// A target of issue 5 and whether the median meets it.
+/// A data-plane target and whether the median meets it.
 struct Target {
     what: &'static str,
     goal: String,
@@ -246,7 +246,7 @@ fn targets(s: &Summary) -> Vec<Target> {
 
 /// BENCHMARKS.md: the run's context, the medians with their ranges, the ratios, the
 /// targets, the method, and the hand-written analysis in `notes`.
-pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
+pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
     let mut md = String::new();
     let w = &mut md;
     let _ = writeln!(w, "# Benchmarks\n");
@@ -354,7 +354,7 @@ pub fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         mem.entries_at_1m
     );
 
-    let _ = writeln!(w, "## Targets (issue 5)\n");
+    let _ = writeln!(w, "## Targets (data plane)\n");
     let _ = writeln!(w, "| target | goal | measured | |\n|---|---|---|---|");
     for t in targets(s) {
         let _ = writeln!(
@@ -444,7 +444,7 @@ fn http_ratio(r: &Results, a: HttpVariant, b: HttpVariant) -> (Spread, Spread) {
     )
 }
 
-/// The proxy modes' HTTP load: figures and the targets of issue 6.
+/// The proxy modes' HTTP load: figures and their targets.
 fn http_section(w: &mut String, r: &Results) {
     let rounds = r.http.iter().map(|h| h.round).max().map_or(0, |m| m + 1);
     let _ = writeln!(w, "## Proxy modes: HTTP through the router pod\n");
@@ -488,7 +488,7 @@ fn http_section(w: &mut String, r: &Results) {
         haproxy_ka.show(1.0, 2),
         haproxy_close.show(1.0, 2)
     );
-    let _ = writeln!(w, "### Targets (issue 6)\n");
+    let _ = writeln!(w, "### Targets (proxy modes)\n");
     let _ = writeln!(w, "| target | goal | measured | |\n|---|---|---|---|");
     let rows = [
         ("http-proxy / squid, keep-alive", proxy_ka, 3.0),
@@ -538,7 +538,7 @@ const COLORS: [&str; 3] = ["#2b7bb9", "#c0392b", "#7f8c8d"];
 type Bar = (&'static str, &'static str, Spread);
 
 /// The chart: one panel per figure, bars at the median, whiskers from min to max.
-pub fn svg(s: &Summary) -> String {
+pub(crate) fn svg(s: &Summary) -> String {
     let [a, b, c] = COLORS;
     let mut panels: Vec<(&str, &str, f64, Vec<Bar>)> = vec![
         (

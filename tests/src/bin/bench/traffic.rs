@@ -17,7 +17,7 @@ use egress_tests::{
 use crate::variant::{self, CONN_PORT, IPERF_PORT, UDP_PORT, Variant};
 
 /// Flows of the small-packet load: distinct client source ports.
-pub const UDP_FLOWS: u16 = 2048;
+pub(crate) const UDP_FLOWS: u16 = 2048;
 /// First client source port of the small-packet load.
 const UDP_SPORT_MIN: u16 = 10_000;
 /// Upper bound of frames one trafgen run may send, whatever the window.
@@ -25,7 +25,7 @@ const TRAFGEN_MAX_FRAMES: u64 = 40_000_000;
 
 /// How long each load runs.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Windows {
+pub(crate) struct Windows {
     pub warmup: Duration,
     pub measure: Duration,
 }
@@ -33,7 +33,7 @@ pub struct Windows {
 /// Waits (at most 5 s) until the machine is idle: below 5 % busy over a quarter second.
 /// Namespaces deleted by the previous set-up are torn down by the kernel in the background,
 /// and that work must not land in the next variant's measurement.
-pub fn settle() -> Result<()> {
+pub(crate) fn settle() -> Result<()> {
     fn busy_idle() -> Result<(u64, u64)> {
         let stat = std::fs::read_to_string("/proc/stat")?;
         let line = stat.lines().next().context("empty /proc/stat")?;
@@ -60,7 +60,7 @@ pub fn settle() -> Result<()> {
 
 /// Packets per second of 64-byte UDP frames (60 bytes on the veth, plus the 4-byte FCS a
 /// wire would carry) that crossed the router and reached the gateway's ingress.
-pub fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
+pub(crate) fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
     variant::drop_at_gateway(lab, variant)?;
     settle()?;
     let conf = trafgen_config(lab, variant.udp_target())?;
@@ -122,7 +122,7 @@ fn trafgen_config(lab: &Lab, target: Ipv4Addr) -> Result<String> {
 }
 
 /// The MAC address of `dev` in `ns`.
-pub fn mac(ns: &Netns, dev: &str) -> Result<String> {
+pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<String> {
     let out = ns
         .command("ip")
         .args(["-j", "link", "show", dev])
@@ -136,7 +136,7 @@ pub fn mac(ns: &Netns, dev: &str) -> Result<String> {
 }
 
 /// Starts the servers of the TCP loads in the server namespace and waits for them.
-pub fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
+pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
     let mut iperf = lab.server.command("iperf3");
     iperf.args([
         "-s",
@@ -162,7 +162,7 @@ pub fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
 
 /// TCP goodput in Gbit/s that the iperf3 server received from `streams` parallel streams
 /// through the router (the first second, slow start, is left out).
-pub fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Result<f64> {
+pub(crate) fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Result<f64> {
     let secs = windows.measure.as_secs().max(1);
     let out = run_bounded(
         lab.client.command("iperf3").args([
@@ -199,7 +199,7 @@ pub fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Result<f64> 
 
 /// Short TCP connections per second through the router: connect, a 22-byte request, a
 /// 43-byte reply, close; `workers` clients in parallel. Fails when more than 1 % fail.
-pub fn connection_rate(lab: &Lab, connrate: &Path, windows: Windows) -> Result<f64> {
+pub(crate) fn connection_rate(lab: &Lab, connrate: &Path, windows: Windows) -> Result<f64> {
     // The client's own ephemeral ports must not be the limit (client namespace only).
     lab.client
         .sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;

@@ -7,18 +7,18 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::tc::TcAttachType;
 use egress_common::{RouterConfig, programs};
 use egress_tests::lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP};
-use egress_user::dataplane::{Dataplane, LoadOptions};
+use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 /// UDP port of the small-packet load; dropped at the gateway's ingress.
-pub const UDP_PORT: u16 = 5001;
+pub(crate) const UDP_PORT: u16 = 5001;
 /// TCP port of iperf3.
-pub const IPERF_PORT: u16 = 5201;
+pub(crate) const IPERF_PORT: u16 = 5201;
 /// TCP port of the short-connection load.
-pub const CONN_PORT: u16 = 8080;
+pub(crate) const CONN_PORT: u16 = 8080;
 
 /// What forwards the client's packets in the router namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Variant {
+pub(crate) enum Variant {
     /// egress-router redirect mode, as a user runs it (`EGRESS_ROUTER_MODE=init`).
     A,
     /// The classic egress router: OpenShift's iptables DNAT on the pod interface, SNAT to
@@ -30,9 +30,9 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
+    pub(crate) const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Variant::A => "A egress-router",
             Variant::B => "B iptables (classic)",
@@ -42,13 +42,13 @@ impl Variant {
 
     /// Whether TCP through the router reaches the server (C does not translate, so replies
     /// have no way back).
-    pub fn translates(self) -> bool {
+    pub(crate) fn translates(self) -> bool {
         self != Variant::C
     }
 
     /// Where the small-packet load is addressed: the router pod's rule port, or for the
     /// forwarder (which does not translate) the remote itself.
-    pub fn udp_target(self) -> Ipv4Addr {
+    pub(crate) fn udp_target(self) -> Ipv4Addr {
         match self {
             Variant::C => SERVER_IP,
             _ => ROUTER_POD_IP,
@@ -57,19 +57,19 @@ impl Variant {
 }
 
 /// The rules of A and B: one per load, all to the lab's server.
-pub fn destination() -> String {
+pub(crate) fn destination() -> String {
     format!("{UDP_PORT} udp {SERVER_IP}\n{IPERF_PORT} tcp {SERVER_IP}\n{CONN_PORT} tcp {SERVER_IP}")
 }
 
 /// A lab with one variant set up. Field order is drop order: the forwarder's program (held
 /// by this process) goes before the namespaces.
-pub struct Setup {
+pub(crate) struct Setup {
     _forwarder: Option<Dataplane>,
     pub lab: Lab,
 }
 
 impl Setup {
-    pub fn new(variant: Variant, round: usize) -> Result<Self> {
+    pub(crate) fn new(variant: Variant, round: usize) -> Result<Self> {
         let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
         let lab = Lab::new(&tag)?;
         let forwarder = match variant {
@@ -92,7 +92,7 @@ impl Setup {
 
 /// The source address the gateway sees on the small-packet load: EGRESS_SOURCE where the
 /// router translates, the client's own where it only forwards.
-pub fn expected_source(variant: Variant) -> Ipv4Addr {
+pub(crate) fn expected_source(variant: Variant) -> Ipv4Addr {
     if variant.translates() {
         EGRESS_SOURCE
     } else {
@@ -103,7 +103,7 @@ pub fn expected_source(variant: Variant) -> Ipv4Addr {
 /// nftables counters-and-drops for the UDP load on the gateway's ingress (netdev hook,
 /// before the gateway's own IP stack): `crossed` for frames with the expected source
 /// address, `untranslated` for any other; ARP and the TCP loads pass.
-pub fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
+pub(crate) fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
     let source = expected_source(variant);
     let rules = format!(
         "table netdev bench {{\n\
@@ -120,7 +120,7 @@ pub fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
 }
 
 /// Packets counted so far by the gateway's counter `name`.
-pub fn crossed(lab: &Lab, name: &str) -> Result<u64> {
+pub(crate) fn crossed(lab: &Lab, name: &str) -> Result<u64> {
     let out = lab
         .gateway
         .command("nft")
@@ -140,7 +140,7 @@ pub fn crossed(lab: &Lab, name: &str) -> Result<u64> {
 
 /// The network set-up of OpenShift's egress-router.sh (address and routes on macvlan0,
 /// forwarding on) without its NAT.
-pub fn egress_network(lab: &Lab) -> Result<()> {
+pub(crate) fn egress_network(lab: &Lab) -> Result<()> {
     let r = &lab.router;
     r.ip(&[
         "addr",
@@ -178,7 +178,7 @@ fn classic(lab: &Lab) -> Result<()> {
 }
 
 /// B's set-up with one DNAT rule per (port, protocol), all to the lab's server.
-pub fn classic_rules(lab: &Lab, ports: &[(u16, &str)]) -> Result<()> {
+pub(crate) fn classic_rules(lab: &Lab, ports: &[(u16, &str)]) -> Result<()> {
     egress_network(lab)?;
     lab.router.sysctl("net.ipv4.ip_forward", "1")?;
     let mut rules = String::from("*nat\n");
@@ -200,7 +200,8 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
     egress_network(lab)?;
     lab.router.enter(|| -> Result<Dataplane> {
         let ifindex = |name: &str| {
-            egress_user::running::ifindex(name).with_context(|| format!("no interface {name}"))
+            egress_user::network::interface::ifindex(name)
+                .with_context(|| format!("no interface {name}"))
         };
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: 1024,
@@ -218,7 +219,7 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
             mss_clamp: 0,
             _pad: 0,
         };
-        dp.configure(&cfg, &[])?;
+        dp.maps_mut().configure(&cfg, &[])?;
         let prog = dp.program(programs::LAB_FORWARD)?;
         prog.load()?;
         // Without clsact aya attaches through TCX on this kernel; the link lives with `dp`.
@@ -228,7 +229,7 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
 }
 
 /// Runs `program args` in `ns` with `input` on stdin; fails with its stderr.
-pub fn pipe(
+pub(crate) fn pipe(
     ns: &egress_tests::netns::Netns,
     program: &str,
     args: &[&str],

@@ -1,16 +1,15 @@
-//! The proxy modes' variables, parsed and validated with OpenShift's grammar and messages
-//! (issue 6): `EGRESS_HTTP_PROXY_DESTINATION` (the HTTP proxy's access rules) and
-//! `EGRESS_DNS_PROXY_DESTINATION` (the DNS proxy's port map). Like [`crate::config`], nothing
-//! here touches the system, so a bad value is reported before anything changes.
+//! `EGRESS_HTTP_PROXY_DESTINATION`: the HTTP proxy's access rules, parsed and validated with
+//! OpenShift's grammar and messages. Nothing here touches the system, so a bad value is
+//! reported before anything changes.
 
-use std::{
-    collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::{ConfigError, parse_port};
+use crate::config::{
+    error::ConfigError,
+    fields::{is_hostname, value_lines},
+};
 
 /// What an HTTP access rule matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,10 +52,7 @@ impl HttpRules {
     /// Parses the variable: one rule per line, trimmed, blank and `#` lines skipped.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
         let mut rules = Vec::new();
-        for line in value.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for line in value_lines(value) {
             if rules
                 .last()
                 .is_some_and(|r: &HttpRule| r.matches == HttpMatch::Any)
@@ -129,83 +125,6 @@ fn http_match(dest: &str) -> Option<HttpMatch> {
         return is_hostname(domain).then(|| HttpMatch::Domain(domain.to_ascii_lowercase()));
     }
     is_hostname(dest).then(|| HttpMatch::Host(dest.to_ascii_lowercase()))
-}
-
-/// Letters, digits and hyphens in dot-separated labels of 1-63 characters, not starting or
-/// ending with a hyphen; 253 characters at most.
-fn is_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// Where a DNS-proxy port sends its connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DnsTarget {
-    /// A name (it contains a dot), resolved with the pod's nameservers.
-    Host(String),
-    Ip(Ipv4Addr),
-}
-
-/// One line of `EGRESS_DNS_PROXY_DESTINATION`: `PORT HOST [RPORT]` or `PORT IPv4 [RPORT]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DnsRoute {
-    /// The port on the pod IP.
-    pub port: u16,
-    pub target: DnsTarget,
-    /// The remote port (`RPORT`, default `PORT`).
-    pub remote_port: u16,
-}
-
-/// Parses `EGRESS_DNS_PROXY_DESTINATION`: one route per line (TCP), trimmed, blank and `#`
-/// lines skipped, each proxy port used once.
-pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
-    let mut routes = Vec::new();
-    let mut ports = HashSet::new();
-    for line in value.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = || ConfigError::BadDestination(line.to_owned());
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (port, target, remote_port) = match fields[..] {
-            [port, target] => (port, target, None),
-            [port, target, rport] => (port, target, Some(rport)),
-            _ => return Err(bad()),
-        };
-        let port = parse_port(port).ok_or_else(bad)??;
-        let remote_port = match remote_port {
-            Some(rport) => parse_port(rport).ok_or_else(bad)??,
-            None => port,
-        };
-        let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
-            DnsTarget::Ip(ip)
-        } else if target.contains('.') && is_hostname(target) {
-            DnsTarget::Host(target.to_ascii_lowercase())
-        } else {
-            return Err(bad());
-        };
-        if !ports.insert(port) {
-            return Err(ConfigError::ProxyPortUsed(port));
-        }
-        routes.push(DnsRoute {
-            port,
-            target,
-            remote_port,
-        });
-    }
-    if routes.is_empty() {
-        return Err(ConfigError::DnsProxyUnspecified);
-    }
-    Ok(routes)
 }
 
 #[cfg(test)]
@@ -293,52 +212,5 @@ mod tests {
         );
         assert_eq!(v("203.0.113.5", &[]), "allow 203.0.113.0/24");
         assert_eq!(v("[2001:db8::1]", &[]), "deny default");
-    }
-
-    #[test]
-    fn dns_routes_parse_hosts_addresses_and_remote_ports() {
-        let routes =
-            parse_dns_routes("# db\n5432 db.example.com\n8080 203.0.113.25 80\n\n").unwrap();
-        assert_eq!(
-            routes,
-            [
-                DnsRoute {
-                    port: 5432,
-                    target: DnsTarget::Host("db.example.com".into()),
-                    remote_port: 5432
-                },
-                DnsRoute {
-                    port: 8080,
-                    target: DnsTarget::Ip("203.0.113.25".parse().unwrap()),
-                    remote_port: 80
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn dns_route_errors_are_openshifts_messages() {
-        let cases = [
-            ("", "Must specify EGRESS_DNS_PROXY_DESTINATION"),
-            ("80 localhost", "Bad destination '80 localhost'"),
-            ("80", "Bad destination '80'"),
-            ("80 a.example 81 82", "Bad destination '80 a.example 81 82'"),
-            ("http a.example", "Bad destination 'http a.example'"),
-            (
-                "70000 a.example",
-                "Invalid port: 70000, must be in the range 1 to 65535",
-            ),
-            (
-                "80 a.example 0",
-                "Invalid port: 0, must be in the range 1 to 65535",
-            ),
-            (
-                "80 a.example\n80 203.0.113.1",
-                "Proxy port 80 already used, must be unique for each destination",
-            ),
-        ];
-        for (value, expected) in cases {
-            assert_eq!(msg(parse_dns_routes(value)), expected, "{value:?}");
-        }
     }
 }

@@ -16,7 +16,10 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 
-use crate::{inspect, maps::MapSet, running};
+use crate::{
+    dataplane::{discover, maps::MapSet, programs::PROGRAMS},
+    inspect,
+};
 
 /// What the agent itself counts, next to the data plane's counters.
 #[derive(Debug, Default)]
@@ -28,7 +31,7 @@ pub struct AgentCounters {
     /// Entries in the conntrack table at the last GC pass.
     pub conntrack_entries: AtomicU64,
     pub conntrack_capacity: AtomicU64,
-    /// Seconds to the next GC pass, as last chosen.
+    /// Milliseconds to the next GC pass, as last chosen.
     pub gc_interval_ms: AtomicU64,
 }
 
@@ -56,7 +59,7 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// The exposition in Prometheus text format 0.0.4.
-pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
+pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> {
     let stats = shared.maps.stats()?;
     let rule_stats = shared.maps.rule_stats()?;
     let config = shared.maps.config()?;
@@ -219,15 +222,14 @@ pub fn render(shared: &Shared) -> Result<String, crate::maps::Error> {
     Ok(out)
 }
 
-async fn health(shared: &Shared) -> Result<(), String> {
-    let programs = running::attached_programs(&shared.pod_interface, &shared.egress_interface)
-        .await
+fn health(shared: &Shared) -> Result<(), String> {
+    let programs = discover::attached_programs(&shared.pod_interface, &shared.egress_interface)
         .map_err(|e| e.to_string())?;
-    if programs.len() < crate::dataplane::PROGRAMS.len() {
+    if programs.len() < PROGRAMS.len() {
         return Err(format!(
             "{} of {} programs attached",
             programs.len(),
-            crate::dataplane::PROGRAMS.len()
+            PROGRAMS.len()
         ));
     }
     shared
@@ -261,7 +263,7 @@ async fn handle(
             ),
             Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, plain, format!("{err}\n")),
         },
-        "/healthz" => match health(&shared).await {
+        "/healthz" => match health(&shared) {
             Ok(()) => text(StatusCode::OK, plain, "ok\n".to_owned()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, plain, format!("{why}\n")),
         },

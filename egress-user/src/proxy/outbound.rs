@@ -1,5 +1,5 @@
-//! What the proxy modes share: the pod's resolver, and outbound TCP connections that leave
-//! from EGRESS_SOURCE.
+//! What the proxy modes share: the pod's resolver, name resolution with TTLs, and outbound
+//! TCP connections that leave from EGRESS_SOURCE.
 
 use std::{
     io,
@@ -13,7 +13,10 @@ use anyhow::{Context as _, Result};
 use hickory_resolver::{
     Resolver, TokioResolver, name_server::TokioConnectionProvider, system_conf::parse_resolv_conf,
 };
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    time::Instant,
+};
 
 /// The resolver of the pod: the nameservers, search list and options of `resolv_conf`
 /// (normally `/etc/resolv.conf`, which the kubelet writes), with a TTL-respecting cache.
@@ -33,40 +36,22 @@ pub fn resolver(resolv_conf: &Path) -> Result<TokioResolver> {
     )
 }
 
-/// EGRESS_SOURCE for a process that may not have the variable (OpenShift sets it on the
-/// init container only): the variable if given, else the first IPv4 address of the egress
-/// interface, which the init container put there.
-pub async fn egress_source(variable: Option<&str>, egress_interface: &str) -> Result<Ipv4Addr> {
-    if let Some(value) = variable.map(str::trim).filter(|v| !v.is_empty()) {
-        let source: crate::config::EgressSource = value.parse()?;
-        return Ok(source.ip);
+/// The IPv4 addresses of `host`, sorted, and until when they are valid.
+pub async fn resolve_ipv4(
+    resolver: &TokioResolver,
+    host: &str,
+) -> Result<(Vec<Ipv4Addr>, Instant), String> {
+    let found = resolver
+        .ipv4_lookup(host)
+        .await
+        .map_err(|err| err.to_string())?;
+    let mut addrs: Vec<Ipv4Addr> = found.iter().map(|a| a.0).collect();
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err("no IPv4 address".to_owned());
     }
-    let facts = crate::network::interface_facts(egress_interface)
-        .await
-        .with_context(|| {
-            format!(
-                "EGRESS_SOURCE is not set and cannot be read from {egress_interface}; set it, \
-                 or run the init container (EGRESS_ROUTER_MODE=http-proxy or dns-proxy) first"
-            )
-        })?;
-    facts.ipv4.first().copied().with_context(|| {
-        format!(
-            "EGRESS_SOURCE is not set and {egress_interface} has no IPv4 address; set it, or \
-             run the init container first"
-        )
-    })
-}
-
-/// The pod interface's first IPv4 address: where the proxies listen.
-pub async fn pod_ip(pod_interface: &str) -> Result<Ipv4Addr> {
-    let facts = crate::network::interface_facts(pod_interface)
-        .await
-        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
-    facts
-        .ipv4
-        .first()
-        .copied()
-        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
+    Ok((addrs, Instant::from_std(found.valid_until())))
 }
 
 /// Connects to the first of `addrs` that answers within `timeout` each. IPv4 connections

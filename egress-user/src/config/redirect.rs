@@ -1,136 +1,14 @@
-//! Configuration: OpenShift egress router variables (or their CLI flags) -> one validated
-//! [`Config`]. Nothing here touches the system, so every error is reported before anything
-//! changes. Error texts are OpenShift's where it has one, so scripts and docs keep working.
+//! `EGRESS_DESTINATION` (redirect mode) and the whole configuration of the redirect modes,
+//! validated in OpenShift's order before anything changes, and the translation plan
+//! `EGRESS_ROUTER_MODE=unit-test` prints.
 
-use std::{collections::HashSet, fmt, net::Ipv4Addr, str::FromStr};
+use std::{collections::HashSet, net::Ipv4Addr, str::FromStr};
 
-/// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("EGRESS_SOURCE unspecified or invalid")]
-    Source,
-    #[error("EGRESS_GATEWAY unspecified or invalid")]
-    Gateway,
-    #[error("EGRESS_DESTINATION unspecified")]
-    DestinationUnspecified,
-    #[error("EGRESS_DESTINATION value '{0}' is invalid")]
-    DestinationInvalid(String),
-    #[error("Invalid port: {0}, must be in the range 1 to 65535")]
-    Port(String),
-    #[error(
-        "EGRESS_DESTINATION localport {0} is already used, must be unique for each destination"
-    )]
-    LocalPortUsed(u16),
-    #[error("EGRESS_DESTINATION fallback IP must be the last line")]
-    FallbackNotLast,
-    #[error(
-        "EGRESS_DESTINATION value '{0}' is invalid: at most {max} rules are supported",
-        max = egress_common::MAX_RULES
-    )]
-    TooManyRules(String),
-    #[error("Unrecognized EGRESS_ROUTER_MODE '{0}'")]
-    Mode(String),
-    #[error("No EGRESS_HTTP_PROXY_DESTINATION specified")]
-    HttpProxyUnspecified,
-    #[error("Bad destination '{0}'")]
-    BadDestination(String),
-    #[error("Wildcard must be last rule, if present")]
-    WildcardNotLast,
-    #[error("Must specify EGRESS_DNS_PROXY_DESTINATION")]
-    DnsProxyUnspecified,
-    #[error("Proxy port {0} already used, must be unique for each destination")]
-    ProxyPortUsed(u16),
-}
-
-/// `EGRESS_ROUTER_MODE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Set up the redirect data plane and exit; it keeps working without the process.
-    Init,
-    /// Set up the redirect data plane, then stay in the foreground as the agent (default).
-    Legacy,
-    /// Print the translation plan and exit; needs no privileges and touches nothing.
-    UnitTest,
-    /// Network set-up only; the HTTP proxy runs in the main container.
-    HttpProxy,
-    /// The DNS proxy mode.
-    DnsProxy,
-}
-
-impl Mode {
-    /// The mode's name as written in `EGRESS_ROUTER_MODE`.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Init => "init",
-            Self::Legacy => "legacy",
-            Self::UnitTest => "unit-test",
-            Self::HttpProxy => "http-proxy",
-            Self::DnsProxy => "dns-proxy",
-        }
-    }
-
-    /// Whether the mode translates `EGRESS_DESTINATION` in the data plane.
-    #[must_use]
-    pub const fn is_redirect(self) -> bool {
-        matches!(self, Self::Init | Self::Legacy | Self::UnitTest)
-    }
-}
-
-impl FromStr for Mode {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            // Unset or empty selects the default, as in OpenShift's image.
-            "" | "legacy" => Ok(Self::Legacy),
-            "init" => Ok(Self::Init),
-            "unit-test" => Ok(Self::UnitTest),
-            "http-proxy" => Ok(Self::HttpProxy),
-            "dns-proxy" => Ok(Self::DnsProxy),
-            other => Err(ConfigError::Mode(other.to_owned())),
-        }
-    }
-}
-
-/// `EGRESS_SOURCE`: the dedicated source address, with the prefix to add it with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EgressSource {
-    /// The address used for SNAT and announced with ARP.
-    pub ip: Ipv4Addr,
-    /// Prefix length of the address on the egress interface (32 for a bare address).
-    pub prefix: u8,
-}
-
-impl FromStr for EgressSource {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ip, prefix) = match s.trim().split_once('/') {
-            None => (s.trim(), 32),
-            Some((ip, prefix)) => {
-                // Digits only: "/+24" and "/ 24" are not prefixes. A /0 would make every
-                // destination on-link and bypass the gateway, so it is refused too.
-                let prefix = Some(prefix)
-                    .filter(|p| {
-                        !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit())
-                    })
-                    .and_then(|p| p.parse::<u8>().ok())
-                    .filter(|p| (1..=32).contains(p))
-                    .ok_or(ConfigError::Source)?;
-                (ip, prefix)
-            }
-        };
-        let ip = ip.parse().map_err(|_| ConfigError::Source)?;
-        Ok(Self { ip, prefix })
-    }
-}
-
-impl fmt::Display for EgressSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.ip, self.prefix)
-    }
-}
+use crate::config::{
+    error::ConfigError,
+    fields::{EgressSource, check_local_ports, gateway, parse_port, value_lines},
+    mode::Mode,
+};
 
 /// Transport protocol of a redirect rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,10 +65,7 @@ impl FromStr for Destinations {
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let mut dest = Self::default();
         let mut used = HashSet::new();
-        for line in value.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
+        for line in value_lines(value) {
             if dest.fallback.is_some() {
                 return Err(ConfigError::FallbackNotLast);
             }
@@ -233,21 +108,6 @@ impl FromStr for Destinations {
     }
 }
 
-/// A port field: `None` if it is not a number at all (the line is invalid), `Some(Err)` if
-/// it is a number outside 1-65535.
-pub(crate) fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
-    if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(
-        field
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| ConfigError::Port(field.to_owned())),
-    )
-}
-
 /// The raw values, as the environment or the command line gave them.
 #[derive(Clone, Debug, Default)]
 pub struct Raw {
@@ -277,9 +137,7 @@ impl Config {
             return Err(ConfigError::Source);
         }
         let source: EgressSource = source.parse()?;
-        let gateway: Ipv4Addr = value(&raw.gateway)
-            .parse()
-            .map_err(|_| ConfigError::Gateway)?;
+        let gateway = gateway(raw.gateway.as_deref())?;
         let destinations = if mode.is_redirect() {
             raw.destination
                 .as_deref()
@@ -294,6 +152,17 @@ impl Config {
             gateway,
             destinations,
         })
+    }
+
+    /// The agent's own TCP ports (metrics, health) must not also be redirect rules.
+    pub fn check_local_ports(&self, local_tcp_ports: &[u16]) -> Result<(), ConfigError> {
+        let tcp = self
+            .destinations
+            .rules
+            .iter()
+            .filter(|rule| rule.proto == Proto::Tcp)
+            .map(|rule| rule.local_port);
+        check_local_ports("EGRESS_DESTINATION", tcp, local_tcp_ports)
     }
 
     /// The translation plan, in the stable text form documented in the README
@@ -376,10 +245,29 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_ports_are_not_rules() {
+        let cfg = Config::from_raw(&raw(
+            "198.51.100.100",
+            "198.51.100.1",
+            "9469 udp 203.0.113.1\n80 tcp 203.0.113.1",
+        ))
+        .unwrap();
+        assert!(
+            cfg.check_local_ports(&[9469]).is_ok(),
+            "UDP 9469 is not the TCP listener"
+        );
+        assert_eq!(
+            cfg.check_local_ports(&[80]).unwrap_err().to_string(),
+            "EGRESS_DESTINATION: TCP port 80 is also the agent's metrics port; choose another \
+             --metrics-address port or remove the rule"
+        );
+    }
+
+    #[test]
     fn proxy_modes_need_no_destination() {
         let mut r = raw("198.51.100.100", "198.51.100.1", "");
         r.mode = Some("http-proxy".to_owned());
-        assert_eq!(Config::from_raw(&r).unwrap().mode, Mode::HttpProxy);
+        assert_eq!(Config::from_raw(&r).unwrap().mode, Mode::HttpProxyInit);
     }
 
     #[test]

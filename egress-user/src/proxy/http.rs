@@ -1,4 +1,5 @@
-//! HTTP proxy mode: `egress-router http-proxy`, the main container's forward proxy.
+//! The HTTP proxy (`egress-router http-proxy`, the main container of an HTTP proxy pod): a
+//! forward proxy on hyper. Serving threads: [`crate::proxy::http_serve`].
 //!
 //! - Listens on the pod IP only (never on EGRESS_SOURCE), port 8080 by default.
 //! - Plain HTTP requests in absolute form are forwarded; CONNECT opens a tunnel to any port.
@@ -21,22 +22,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use hickory_resolver::TokioResolver;
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
     client::conn::http1::SendRequest,
-    header::{self, HeaderMap, HeaderName, HeaderValue},
+    header::{self, HeaderValue},
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::{
-    outbound,
-    proxy_config::{HttpMatch, HttpRule, HttpRules, Verdict},
+    config::http_proxy::{HttpMatch, HttpRule, HttpRules, Verdict},
+    proxy::{
+        headers::{connection_has, strip_hop_by_hop},
+        outbound,
+    },
 };
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -438,118 +442,4 @@ fn empty(status: StatusCode) -> Response<Body> {
     );
     *response.status_mut() = status;
     response
-}
-
-/// Whether the Connection header holds `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// The hop-by-hop headers (RFC 9110 section 7.6.1 and the de-facto Proxy-Connection and
-/// Keep-Alive), parsed once.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-/// Removes the headers that belong to one hop, including those the Connection header
-/// names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Binds `count` listeners on `addr` with SO_REUSEPORT, so that the kernel spreads new
-/// connections over the serving threads. Returned as std listeners (non-blocking), for
-/// each thread's own runtime.
-pub async fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>> {
-    (0..count.max(1))
-        .map(|_| {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(addr)?;
-            socket.listen(4096)?.into_std()
-        })
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("listening on {addr}"))
-}
-
-/// Serves on every listener, one thread with its own single-threaded runtime per listener:
-/// a client connection, its upstream connection and their tasks stay on one thread, with
-/// no cross-thread wake-ups (a work-stealing runtime measured ~20 % slower here). Returns
-/// only if a thread fails.
-pub fn serve_threads(
-    listeners: Vec<std::net::TcpListener>,
-    proxy: impl Fn() -> Result<Proxy> + Send + Sync + 'static,
-) -> Result<()> {
-    let proxy = Arc::new(proxy);
-    let threads: Vec<std::thread::JoinHandle<Result<()>>> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(i, listener)| {
-            let proxy = proxy.clone();
-            std::thread::Builder::new()
-                .name(format!("http-proxy-{i}"))
-                .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("starting a serving thread's runtime")?;
-                    runtime.block_on(async {
-                        let listener = TcpListener::from_std(listener)?;
-                        serve(listener, Arc::new(proxy()?), std::future::pending()).await
-                    })
-                })
-                .context("starting a serving thread")
-        })
-        .collect::<Result<_>>()?;
-    for thread in threads {
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a serving thread panicked"))??;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go_with_those_connection_names() {
-        let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("close, x-hop"));
-        headers.insert("x-hop", HeaderValue::from_static("1"));
-        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        headers.insert("x-end", HeaderValue::from_static("2"));
-        assert!(connection_has(&headers, "close"));
-        strip_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-end"]);
-    }
 }

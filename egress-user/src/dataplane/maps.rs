@@ -7,9 +7,14 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
-    DropReason, FlowEntry, FlowKey, FragKey, FragPorts, MAX_RULE_ADDRS, MAX_RULES, PacketCount,
-    RouterConfig, RuleAddrs, RuleKey, RuleTarget, Stat, drop_stat_index, flow_timeout_ns, maps,
-    peer_key,
+    DropReason, FlowEntry, FlowKey, MAX_RULE_ADDRS, MAX_RULES, PacketCount, RouterConfig,
+    RuleAddrs, RuleKey, RuleTarget, Stat, drop_stat_index, maps,
+};
+
+use crate::dataplane::{
+    layout::{LayoutError, check_layout},
+    rules::plan_rules,
+    stats::Stats,
 };
 
 /// Errors of map access.
@@ -22,15 +27,8 @@ pub enum Error {
     },
     #[error("map {0} is missing")]
     Missing(&'static str),
-    #[error(
-        "map {name} has an incompatible layout ({found}; this build expects {expected}): \
-         it was created by an incompatible version"
-    )]
-    Layout {
-        name: &'static str,
-        found: String,
-        expected: String,
-    },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error("counting the possible CPUs: {0}")]
     Cpus(io::Error),
     #[error("pin {path}: {source}")]
@@ -40,84 +38,11 @@ pub enum Error {
     },
 }
 
-/// The layout this build expects of a map: what makes an existing map reusable.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Layout {
-    pub map_type: MapType,
-    pub key_size: u32,
-    pub value_size: u32,
-}
-
-impl std::fmt::Display for Layout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:?}, key {} B, value {} B",
-            self.map_type, self.key_size, self.value_size
-        )
-    }
-}
-
-const fn size<T>() -> u32 {
-    size_of::<T>() as u32
-}
-
-/// The expected layout of each map in [`maps::ALL`].
-#[must_use]
-pub fn layout(name: &str) -> Option<Layout> {
-    let (map_type, key_size, value_size) = match name {
-        maps::STATS | maps::RULE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),
-        maps::CONFIG => (MapType::Array, 4, size::<RouterConfig>()),
-        maps::RULES => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget>()),
-        maps::RULE_ADDRS => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs>()),
-        maps::CONNTRACK => (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>()),
-        maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
-        _ => return None,
-    };
-    Some(Layout {
-        map_type,
-        key_size,
-        value_size,
-    })
-}
-
-/// Checks that an existing map can be used by this build.
-pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), Error> {
-    let expected = layout(name).ok_or(Error::Missing(name))?;
-    let found = Layout {
-        map_type: info
-            .map_type()
-            .map_err(|source| Error::Map { name, source })?,
-        key_size: info.key_size(),
-        value_size: info.value_size(),
-    };
-    if found == expected {
-        Ok(())
-    } else {
-        Err(Error::Layout {
-            name,
-            found: found.to_string(),
-            expected: expected.to_string(),
-        })
-    }
-}
-
 /// A map of a running data plane that this build does not take over, and why.
 pub type LeftMap = (&'static str, Error);
 
 /// One row of the conntrack table: a key and its entry.
 pub type Flow = (FlowKey, FlowEntry);
-
-/// What one garbage-collection pass saw and did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GcPass {
-    /// Entries in the table before the pass.
-    pub entries: u64,
-    /// Entries removed because they outlived their timeout.
-    pub expired: u64,
-    /// The table's capacity in entries.
-    pub capacity: u64,
-}
 
 /// The maps of one data plane, by name.
 pub struct MapSet {
@@ -178,7 +103,7 @@ impl MapSet {
                 Ok(map) => {
                     set.insert(*name, map);
                 }
-                Err(err @ Error::Layout { .. }) => left.push((*name, err)),
+                Err(err @ Error::Layout(LayoutError::Mismatch { .. })) => left.push((*name, err)),
                 Err(err) => return Err(err),
             }
         }
@@ -420,6 +345,36 @@ impl MapSet {
         table.insert(key, entry, 0).map_err(err)
     }
 
+    /// Removes one conntrack entry if it still satisfies `doomed` when read again right
+    /// before the delete (a packet may have refreshed it meanwhile); `false` when it was
+    /// not removed.
+    pub fn remove_flow_if(
+        &mut self,
+        key: &FlowKey,
+        doomed: impl Fn(&FlowEntry) -> bool,
+    ) -> Result<bool, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.get(key, 0) {
+            Ok(entry) if doomed(&entry) => {}
+            Ok(_) | Err(MapError::KeyNotFound) => return Ok(false),
+            Err(source) => return Err(err(source)),
+        }
+        match table.remove(key) {
+            Ok(()) => Ok(true),
+            // The data plane (LRU eviction) got there first.
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(err(source)),
+        }
+    }
+
+    /// The conntrack table's capacity in entries (two per flow).
+    pub fn conntrack_capacity(&self) -> Result<u32, Error> {
+        Ok(self.info(maps::CONNTRACK)?.max_entries())
+    }
+
     /// Removes one conntrack entry; `false` when there was none.
     pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, Error> {
         let name = maps::CONNTRACK;
@@ -432,61 +387,11 @@ impl MapSet {
             Err(source) => Err(err(source)),
         }
     }
-
-    /// Removes conntrack entries that outlived their timeout at `now` (CLOCK_MONOTONIC
-    /// nanoseconds, the data plane's clock). A flow's two entries go together, once both
-    /// have expired, so a reply entry is never left without its forward entry or the
-    /// other way round.
-    pub fn collect_garbage(&mut self, now: u64) -> Result<GcPass, Error> {
-        let capacity = u64::from(self.info(maps::CONNTRACK)?.max_entries());
-        let flows = self.conntrack()?;
-        let index: std::collections::HashMap<FlowKey, FlowEntry> = flows.iter().copied().collect();
-        let is_expired = |key: &FlowKey, entry: &FlowEntry| {
-            now.saturating_sub(entry.last_seen_ns) > flow_timeout_ns(key.proto, entry.tcp_flags)
-        };
-        let mut doomed = Vec::new();
-        for (key, entry) in &flows {
-            if !is_expired(key, entry) {
-                continue;
-            }
-            let peer = peer_key(key, entry);
-            let peer_alive = index
-                .get(&peer)
-                .is_some_and(|p| peer_key(&peer, p) == *key && !is_expired(&peer, p));
-            if !peer_alive {
-                doomed.push(*key);
-            }
-        }
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
-        let mut expired = 0;
-        for key in doomed {
-            // Look again right before deleting: a packet may have refreshed it meanwhile.
-            match table.get(&key, 0) {
-                Ok(entry) if is_expired(&key, &entry) => {}
-                Ok(_) | Err(MapError::KeyNotFound) => continue,
-                Err(source) => return Err(err(source)),
-            }
-            match table.remove(&key) {
-                Ok(()) => expired += 1,
-                // The data plane (LRU eviction) got there first.
-                Err(e) if is_not_found(&e) => {}
-                Err(source) => return Err(err(source)),
-            }
-        }
-        Ok(GcPass {
-            entries: flows.len() as u64,
-            expired,
-            capacity,
-        })
-    }
 }
 
 /// A lookup or delete of a key that is not (or no longer) in the map. aya reports a lookup
 /// miss as `KeyNotFound` but a delete miss as the syscall's ENOENT.
-fn is_not_found(err: &MapError) -> bool {
+pub fn is_not_found(err: &MapError) -> bool {
     match err {
         MapError::KeyNotFound => true,
         MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
@@ -508,161 +413,4 @@ fn checked(name: &'static str, data: MapData) -> Result<Map, Error> {
         _ => return Err(Error::Missing(name)),
     };
     Ok(map)
-}
-
-/// How the rules map changes.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct RulePlan {
-    write: Vec<(RuleKey, RuleTarget)>,
-    remove: Vec<RuleKey>,
-    fresh_ids: Vec<u16>,
-    result: Vec<(RuleKey, RuleTarget)>,
-}
-
-/// Rule ids stay with unchanged rules (same key, same target); new and changed rules take
-/// the lowest ids not in use, so counters are never shared between two different rules.
-fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTarget)]) -> RulePlan {
-    let same = |a: &RuleTarget, b: &RuleTarget| {
-        a.remote_ip == b.remote_ip && a.remote_port == b.remote_port && a.flags == b.flags
-    };
-    let mut plan = RulePlan::default();
-    let kept: Vec<(RuleKey, RuleTarget)> = current
-        .iter()
-        .filter(|(key, target)| wanted.iter().any(|(k, t)| k == key && same(t, target)))
-        .copied()
-        .collect();
-    // Prefer ids no current rule has, so flows of a removed or changed rule (which keep
-    // their translation until they end) never count into a different rule's counters.
-    let mut avoid: std::collections::BTreeSet<u16> =
-        current.iter().map(|(_, t)| t.rule_id).collect();
-    let max = u16::try_from(MAX_RULES).unwrap_or(u16::MAX);
-    for (key, target) in wanted {
-        if let Some(old) = kept.iter().find(|(k, _)| k == key) {
-            plan.result.push(*old);
-            continue;
-        }
-        let mut target = *target;
-        if !target.is_local() {
-            let free =
-                |avoid: &std::collections::BTreeSet<u16>| (1..=max).find(|id| !avoid.contains(id));
-            let id = free(&avoid)
-                .or_else(|| {
-                    // Every id is taken: reuse those of rules that are going away.
-                    avoid.retain(|id| kept.iter().any(|(_, t)| t.rule_id == *id));
-                    avoid.extend(plan.fresh_ids.iter().copied());
-                    free(&avoid)
-                })
-                .expect("at most MAX_RULES rules");
-            avoid.insert(id);
-            target.rule_id = id;
-            plan.fresh_ids.push(id);
-        }
-        plan.write.push((*key, target));
-        plan.result.push((*key, target));
-    }
-    plan.remove = current
-        .iter()
-        .filter(|(key, _)| !wanted.iter().any(|(k, _)| k == key))
-        .map(|(key, _)| *key)
-        .collect();
-    plan
-}
-
-/// Counters of the data plane, summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Path counters, in [`Stat::ALL`] order.
-    pub paths: Vec<(Stat, PacketCount)>,
-    /// Drop counters, in [`DropReason::ALL`] order.
-    pub drops: Vec<(DropReason, PacketCount)>,
-}
-
-impl Stats {
-    /// The counter of one path.
-    #[must_use]
-    pub fn path(&self, stat: Stat) -> PacketCount {
-        self.paths
-            .iter()
-            .find(|(s, _)| *s == stat)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
-
-    /// The drop counter of one reason.
-    #[must_use]
-    pub fn drop(&self, reason: DropReason) -> PacketCount {
-        self.drops
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (stat, count) in &self.paths {
-            writeln!(
-                f,
-                "{:<24} {:>12} packets {:>14} bytes",
-                stat.name(),
-                count.packets,
-                count.bytes
-            )?;
-        }
-        for (reason, count) in &self.drops {
-            writeln!(
-                f,
-                "drop:{:<19} {:>12} packets {:>14} bytes",
-                reason.name(),
-                count.packets,
-                count.bytes
-            )?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(port: u16, ip: u8, rule_id: u16) -> (RuleKey, RuleTarget) {
-        (
-            RuleKey {
-                port,
-                proto: egress_common::proto::TCP,
-                _pad: 0,
-            },
-            RuleTarget {
-                remote_ip: [203, 0, 113, ip],
-                remote_port: port,
-                rule_id,
-                flags: 0,
-            },
-        )
-    }
-
-    #[test]
-    fn unchanged_rules_keep_their_ids_and_new_ones_take_free_ids() {
-        let current = [rule(80, 1, 1), rule(81, 2, 2), rule(82, 3, 3)];
-        // 80 unchanged, 81 removed, 82 changed target, 83 new.
-        let wanted = [rule(80, 1, 0), rule(82, 9, 0), rule(83, 4, 0)];
-        let plan = plan_rules(&current, &wanted);
-        assert_eq!(
-            plan.result,
-            [rule(80, 1, 1), rule(82, 9, 4), rule(83, 4, 5)]
-        );
-        assert_eq!(plan.write, [rule(82, 9, 4), rule(83, 4, 5)]);
-        assert_eq!(plan.remove, [rule(81, 2, 2).0]);
-        assert_eq!(plan.fresh_ids, [4, 5]);
-    }
-
-    #[test]
-    fn a_fresh_table_numbers_rules_in_order() {
-        let wanted = [rule(80, 1, 0), rule(81, 2, 0)];
-        let plan = plan_rules(&[], &wanted);
-        assert_eq!(plan.result, [rule(80, 1, 1), rule(81, 2, 2)]);
-        assert!(plan.remove.is_empty());
-    }
 }

@@ -1,33 +1,26 @@
-//! Loading the embedded BPF object, attaching its programs, pinning and reading its maps.
+//! Loading the embedded BPF object (the verifier runs here), pinning its maps, and attaching
+//! its programs.
 //!
-//! Programs are attached with TCX without a link ([`crate::tcx`]), so the interface owns them:
-//! they keep forwarding after this process (e.g. an init container, whose bpffs dies with it)
-//! is gone. (A TCX link, aya's default, is detached with its last fd or pin.) Releases before
-//! TCX attached `cls_bpf` filters (priority 1, handle 0xe6); an attach replaces them.
+//! Programs are attached with TCX without a link ([`crate::dataplane::tcx`]), so the
+//! interface owns them: they keep forwarding after this process (e.g. an init container,
+//! whose bpffs dies with it) is gone. (A TCX link, aya's default, is detached with its last
+//! fd or pin.)
 
-use std::{
-    collections::BTreeMap,
-    io,
-    os::fd::AsFd as _,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::MapInfo,
-    programs::{
-        SchedClassifier, TcAttachType,
-        links::Link as _,
-        tc::{self, SchedClassifierLink, TcHandle},
+use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::SchedClassifier};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, maps};
+
+use crate::{
+    dataplane::{
+        discover,
+        layout::check_layout,
+        maps::MapSet,
+        programs::{PROGRAMS, Program},
+        tcx,
     },
+    network::interface::ifindex,
 };
-use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, FlowEntry, FlowKey, PacketCount, RouterConfig, RuleKey, RuleTarget,
-    maps, programs,
-};
-
-use crate::maps::MapSet;
-pub use crate::maps::Stats;
 
 /// Errors of the data-plane operations.
 #[derive(Debug, thiserror::Error)]
@@ -59,48 +52,13 @@ pub enum Error {
         iface: String,
         source: io::Error,
     },
-    #[error("removing the cls_bpf filter of an earlier release from {iface}: {source}")]
-    LegacyFilter {
-        iface: String,
-        source: aya::programs::ProgramError,
-    },
     #[error("finding the programs attached to {iface}: {source}")]
     Attached {
         iface: String,
-        source: Box<crate::running::Error>,
+        source: Box<discover::Error>,
     },
     #[error(transparent)]
-    Maps(#[from] crate::maps::Error),
-}
-
-/// The programs of the object, where they attach, and the tc priority that keeps them first
-/// and lets a new version replace an old one in place.
-pub const PROGRAMS: [(&str, Side, TcAttachType, u16); 3] = [
-    (programs::POD_INGRESS, Side::Pod, TcAttachType::Ingress, 1),
-    (
-        programs::UPLINK_INGRESS,
-        Side::Egress,
-        TcAttachType::Ingress,
-        1,
-    ),
-    (
-        programs::UPLINK_EGRESS,
-        Side::Egress,
-        TcAttachType::Egress,
-        1,
-    ),
-];
-
-/// The tc filter handle of every egress-router program ("e6" for egress).
-pub const FILTER_HANDLE: u16 = 0xe6;
-
-/// Which interface a program belongs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The pod interface (`eth0`).
-    Pod,
-    /// The egress interface (`macvlan0`).
-    Egress,
+    Maps(#[from] crate::dataplane::maps::Error),
 }
 
 /// How to load the object.
@@ -153,7 +111,7 @@ impl Dataplane {
             for name in maps::ALL {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
-                    match crate::maps::check_layout(name, &info) {
+                    match check_layout(name, &info) {
                         Ok(()) => reuse.reused.push(name),
                         Err(err) => {
                             std::fs::remove_file(&path).map_err(|source| Error::PinDir {
@@ -168,7 +126,7 @@ impl Dataplane {
             }
         }
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
-        for (name, ..) in PROGRAMS {
+        for Program { name, .. } in PROGRAMS {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program { name, source })?;
@@ -208,62 +166,38 @@ impl Dataplane {
 
     /// The pod-interface ingress program.
     pub fn pod_ingress(&mut self) -> Result<&mut SchedClassifier, Error> {
-        self.program(programs::POD_INGRESS)
-    }
-
-    /// Reconciles the rules by difference, then writes the instance configuration, which is
-    /// what arms the programs (see [`MapSet::configure`]).
-    pub fn configure(
-        &mut self,
-        config: &RouterConfig,
-        rules: &[(RuleKey, RuleTarget)],
-    ) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
-        Ok(self.maps.configure(config, rules)?)
+        self.program(PROGRAMS[0].name)
     }
 
     /// Attaches every program to its interface in the current network namespace with TCX,
     /// owned by the interfaces: they stay when this process exits. A program of an earlier
-    /// run at the same place is replaced atomically (a `cls_bpf` filter of a release before
-    /// TCX is removed once the new program runs).
+    /// run at the same place is replaced atomically.
     pub fn attach(&mut self, pod_interface: &str, egress_interface: &str) -> Result<(), Error> {
-        for (name, side, attach_type, priority) in PROGRAMS {
-            let iface = match side {
-                Side::Pod => pod_interface,
-                Side::Egress => egress_interface,
-            };
-            self.attach_program(name, iface, attach_type, priority)?;
+        for program in PROGRAMS {
+            self.attach_program(&program, program.interface(pod_interface, egress_interface))?;
         }
         Ok(())
     }
 
     /// Attaches only the pod-interface ingress program (the low-level `attach` command).
     pub fn attach_pod_ingress(&mut self, iface: &str) -> Result<(), Error> {
-        let (name, _, attach_type, priority) = PROGRAMS[0];
-        self.attach_program(name, iface, attach_type, priority)
+        self.attach_program(&PROGRAMS[0], iface)
     }
 
-    fn attach_program(
-        &mut self,
-        name: &'static str,
-        iface: &str,
-        attach_type: TcAttachType,
-        priority: u16,
-    ) -> Result<(), Error> {
-        let index =
-            crate::running::ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
+    fn attach_program(&mut self, program: &Program, iface: &str) -> Result<(), Error> {
+        let name = program.name;
+        let index = ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
         let attach_error = |source| Error::Attach {
             name,
             iface: iface.to_owned(),
             source,
         };
-        let previous = crate::running::tcx_attached(index, attach_type, name).map_err(|e| {
-            Error::Attached {
-                iface: iface.to_owned(),
-                source: Box::new(e),
-            }
+        let previous = discover::tcx_attached(index, program).map_err(|e| Error::Attached {
+            iface: iface.to_owned(),
+            source: Box::new(e),
         })?;
         let previous = previous
-            .map(crate::tcx::prog_fd)
+            .map(|info| tcx::prog_fd(info.id()))
             .transpose()
             .map_err(attach_error)?;
         let prog = classifier(&mut self.ebpf, name)?;
@@ -272,30 +206,19 @@ impl Dataplane {
             .map_err(|source| Error::Program { name, source })?
             .as_fd();
         // An earlier run's program: swapped in place, no gap.
-        crate::tcx::attach(index, attach_type, fd, previous.as_ref().map(|f| f.as_fd()))
-            .map_err(attach_error)?;
-        remove_legacy_filter(iface, attach_type, priority)
+        tcx::attach(
+            index,
+            program.attach_type,
+            fd,
+            previous.as_ref().map(|f| f.as_fd()),
+        )
+        .map_err(attach_error)
     }
 
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the
     /// configuration); call [`aya_log::EbpfLogger::flush`] when its fd is readable.
     pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<TracingLog>, aya_log::Error> {
         aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, TracingLog)
-    }
-
-    /// Reads the counters of this data plane.
-    pub fn stats(&self) -> Result<Stats, Error> {
-        Ok(self.maps.stats()?)
-    }
-
-    /// The conntrack table, both directions of every flow.
-    pub fn conntrack(&self) -> Result<Vec<(FlowKey, FlowEntry)>, Error> {
-        Ok(self.maps.conntrack()?)
-    }
-
-    /// Per-rule counters summed over CPUs, indexed by rule id (0 = fallback).
-    pub fn rule_stats(&self) -> Result<Vec<PacketCount>, Error> {
-        Ok(self.maps.rule_stats()?)
     }
 }
 
@@ -314,11 +237,6 @@ impl log::Log for TracingLog {
     fn flush(&self) {}
 }
 
-/// Reads the counters of a running data plane from its pinned maps in `pin_dir`.
-pub fn pinned_stats(pin_dir: &Path) -> Result<Stats, Error> {
-    Ok(MapSet::from_pins(pin_dir)?.stats()?)
-}
-
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -327,43 +245,4 @@ fn classifier<'a>(
         .ok_or(Error::MissingProgram(name))?
         .try_into()
         .map_err(|source| Error::Program { name, source })
-}
-
-/// Removes the `cls_bpf` filter an earlier release attached at this place, if any. Our TCX
-/// program runs before the filter and always returns a verdict, so the filter no longer
-/// sees packets; removing it leaves no gap.
-fn remove_legacy_filter(
-    iface: &str,
-    attach_type: TcAttachType,
-    priority: u16,
-) -> Result<(), Error> {
-    let link = match SchedClassifierLink::attached(
-        iface,
-        attach_type,
-        priority,
-        TcHandle::new(0, FILTER_HANDLE),
-        None,
-    ) {
-        Ok(link) => link,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => {
-            return Err(Error::LegacyFilter {
-                iface: iface.to_owned(),
-                source: tc::TcError::IoError(err).into(),
-            });
-        }
-    };
-    match link.detach() {
-        Ok(()) => Ok(()),
-        // No such filter, or no clsact qdisc at all: nothing to remove.
-        Err(aya::programs::ProgramError::NetlinkError(err))
-            if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) =>
-        {
-            Ok(())
-        }
-        Err(source) => Err(Error::LegacyFilter {
-            iface: iface.to_owned(),
-            source,
-        }),
-    }
 }

@@ -1,0 +1,272 @@
+//! Connection tracking and fragment keys and values, the flow timeouts, and the tuple
+//! operations both sides share ([`FlowKey::reversed`], [`peer_key`]).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::proto;
+
+/// Default conntrack capacity in flows; the map holds two entries per flow.
+pub const DEFAULT_CONNTRACK_FLOWS: u32 = 262_144;
+
+/// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
+/// both ports hold the echo identifier. Zeroed padding included, since the kernel hashes
+/// every byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// [`FlowEntry::kind`] values.
+pub mod flow_kind {
+    /// Client -> remote: translate and send out of the egress interface.
+    pub const FORWARD: u8 = 1;
+    /// Remote -> client: translate back and send out of the pod interface.
+    pub const REPLY: u8 = 2;
+    /// Reply direction of a connection the pod itself opened: hand to the stack.
+    pub const LOCAL: u8 = 3;
+}
+
+/// [`FlowEntry::tcp_flags`] bits: TCP flags seen in this direction.
+pub mod tcp_seen {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// A connection-tracking value: the tuple to write into packets that match the key, and the
+/// flow's state in this direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowEntry {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+    /// The rule that created the flow (0 = fallback).
+    pub rule_id: u16,
+    /// A [`flow_kind`] value.
+    pub kind: u8,
+    /// [`tcp_seen`] bits seen in this direction.
+    pub tcp_flags: u8,
+    /// CLOCK_MONOTONIC_COARSE nanoseconds of the last packet (refreshed at most once per
+    /// [`TOUCH_INTERVAL_NS`]).
+    pub last_seen_ns: u64,
+    /// CLOCK_MONOTONIC_COARSE nanoseconds when the flow was created.
+    pub created_ns: u64,
+}
+
+impl FlowKey {
+    /// The same flow seen from the other end: addresses and ports swapped. The one place a
+    /// tuple is reversed, in the data plane and in user space alike.
+    #[inline(always)]
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+impl FlowEntry {
+    /// An entry that rewrites packets to `tuple` (its protocol is the key's).
+    #[inline(always)]
+    #[must_use]
+    pub const fn new(tuple: &FlowKey, rule_id: u16, kind: u8, tcp_flags: u8, now: u64) -> Self {
+        Self {
+            saddr: tuple.saddr,
+            daddr: tuple.daddr,
+            sport: tuple.sport,
+            dport: tuple.dport,
+            rule_id,
+            kind,
+            tcp_flags,
+            last_seen_ns: now,
+            created_ns: now,
+        }
+    }
+
+    /// The tuple packets are rewritten to, as a key of protocol `proto`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn tuple(&self, proto: u8) -> FlowKey {
+        FlowKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Whether this entry, found under `peer_key(key, ..)`, translates back to `key`: the
+    /// same flow, not another one that claimed the tuple after an eviction.
+    #[inline(always)]
+    #[must_use]
+    pub const fn returns_to(&self, key: &FlowKey) -> bool {
+        let back = key.reversed();
+        u32::from_ne_bytes(self.saddr) == u32::from_ne_bytes(back.saddr)
+            && u32::from_ne_bytes(self.daddr) == u32::from_ne_bytes(back.daddr)
+            && self.sport == back.sport
+            && self.dport == back.dport
+    }
+}
+
+/// The key of the entry for the other direction of the flow `entry` (found under `key`)
+/// belongs to: the entry's tuple, reversed.
+#[inline(always)]
+#[must_use]
+pub const fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
+    entry.tuple(key.proto).reversed()
+}
+
+/// A flow's `last_seen_ns` is rewritten at most this often, so established flows do not
+/// write to shared memory on every packet.
+pub const TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// How long a conntrack entry lives without packets, by protocol and the TCP flags seen in
+/// its direction: like Linux, shorter for half-open and closing TCP, long for established.
+#[must_use]
+pub const fn flow_timeout_ns(proto: u8, tcp_flags: u8) -> u64 {
+    const S: u64 = 1_000_000_000;
+    match proto {
+        proto::TCP => {
+            if tcp_flags & tcp_seen::RST != 0 {
+                10 * S
+            } else if tcp_flags & tcp_seen::FIN != 0 {
+                120 * S
+            } else if tcp_flags & tcp_seen::ACK == 0 {
+                60 * S
+            } else {
+                6 * 3600 * S
+            }
+        }
+        proto::UDP => 120 * S,
+        _ => 30 * S,
+    }
+}
+
+/// Key of [`crate::maps::FRAGMENTS`]: identifies one IPv4 datagram in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// IPv4 identification, host byte order.
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`crate::maps::FRAGMENTS`]: the L4 ports of the datagram's first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FragPorts {
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+}
+
+/// Capacity of [`crate::maps::FRAGMENTS`].
+pub const FRAGMENTS_MAX: u32 = 8192;
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
+const _: () = assert!(core::mem::size_of::<FragPorts>() == 4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16) -> FlowKey {
+        FlowKey {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto: proto::TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn reversing_twice_is_the_identity_and_padding_stays_zero() {
+        let mut k = key([192, 0, 2, 2], 40000, [192, 0, 2, 1], 80);
+        let r = k.reversed();
+        assert_eq!(r, key([192, 0, 2, 1], 80, [192, 0, 2, 2], 40000));
+        assert_eq!(r.reversed(), k);
+        k._pad = [1, 2, 3];
+        assert_eq!(k.reversed()._pad, [0; 3], "the kernel hashes padding too");
+    }
+
+    #[test]
+    fn the_peer_of_a_forward_entry_is_its_reply_entry_and_back() {
+        // Client 192.0.2.2:40000 -> pod 192.0.2.1:8080, translated to
+        // 198.51.100.100:40000 -> 203.0.113.10:80.
+        let forward_key = key([192, 0, 2, 2], 40000, [192, 0, 2, 1], 8080);
+        let translated = key([198, 51, 100, 100], 40000, [203, 0, 113, 10], 80);
+        let forward = FlowEntry::new(&translated, 1, flow_kind::FORWARD, 0, 7);
+        let reply_key = peer_key(&forward_key, &forward);
+        assert_eq!(
+            reply_key,
+            key([203, 0, 113, 10], 80, [198, 51, 100, 100], 40000)
+        );
+        let reply = FlowEntry::new(&forward_key.reversed(), 1, flow_kind::REPLY, 0, 7);
+        assert_eq!(peer_key(&reply_key, &reply), forward_key);
+        assert!(reply.returns_to(&forward_key) && forward.returns_to(&reply_key));
+        // An entry that another flow wrote under the same key does not return there.
+        let other = FlowEntry::new(
+            &key([192, 0, 2, 3], 40000, [192, 0, 2, 1], 8080).reversed(),
+            2,
+            flow_kind::REPLY,
+            0,
+            7,
+        );
+        assert!(!other.returns_to(&forward_key));
+        assert_eq!((forward.created_ns, forward.last_seen_ns), (7, 7));
+        assert_eq!(forward.tuple(proto::TCP), translated);
+    }
+
+    #[test]
+    fn timeouts_follow_protocol_and_tcp_state() {
+        use tcp_seen::{ACK, FIN, RST, SYN};
+        let cases = [
+            (proto::TCP, SYN, 60 * S),
+            (proto::TCP, SYN | ACK, 6 * 3600 * S),
+            (proto::TCP, ACK, 6 * 3600 * S),
+            (proto::TCP, SYN | ACK | FIN, 120 * S),
+            (proto::TCP, ACK | FIN | RST, 10 * S),
+            (proto::TCP, RST, 10 * S),
+            (proto::UDP, 0, 120 * S),
+            (proto::ICMP, 0, 30 * S),
+            (47, 0, 30 * S),
+        ];
+        for (p, flags, timeout) in cases {
+            assert_eq!(
+                flow_timeout_ns(p, flags),
+                timeout,
+                "proto {p} flags {flags:#x}"
+            );
+        }
+    }
+}

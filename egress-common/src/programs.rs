@@ -1,0 +1,15 @@
+//! Program names in the BPF object: `<interface>_<hook>`, the interface being the pod
+//! interface (`eth0`) or the egress interface (`macvlan0`).
+
+/// TC ingress of the pod interface (`eth0`): client -> remote.
+pub const POD_INGRESS: &str = "pod_ingress";
+/// TC ingress of the egress interface (`macvlan0`): remote -> client, and the pod's own
+/// flows.
+pub const EGRESS_INGRESS: &str = "egress_ingress";
+/// TC egress of the egress interface: tracks the connections the pod itself opens.
+pub const EGRESS_EGRESS: &str = "egress_egress";
+/// Benchmarks only: the lab's ceiling, a stateless forwarder from the pod interface to
+/// the egress interface (no NAT, no conntrack). Never loaded by the product.
+pub const LAB_FORWARD: &str = "lab_forward";
+/// Benchmarks only: a program that returns at once, the cost of the test harness.
+pub const LAB_NOOP: &str = "lab_noop";

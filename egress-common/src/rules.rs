@@ -1,0 +1,79 @@
+//! Redirect rules: [`RuleKey`] -> [`RuleTarget`] in [`crate::maps::RULES`], and the
+//! addresses of rules that send to a name in [`crate::maps::RULE_ADDRS`].
+
+use bytemuck::{Pod, Zeroable};
+
+/// Most redirect rules one instance holds; rule ids are `1..=MAX_RULES`, 0 is the fallback.
+pub const MAX_RULES: u32 = 4096;
+
+/// Key of [`crate::maps::RULES`]: a local port and protocol on the pod IP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct RuleKey {
+    /// Host byte order.
+    pub port: u16,
+    /// [`crate::proto::TCP`] or [`crate::proto::UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// [`RuleTarget::flags`] bits.
+pub mod rule_flags {
+    /// The rule sends to a name: new connections take one of the addresses in
+    /// [`crate::maps::RULE_ADDRS`] at random, and `remote_ip` is unused.
+    pub const ADDRS: u32 = 1;
+}
+
+/// Value of [`crate::maps::RULES`]: where matching connections go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RuleTarget {
+    pub remote_ip: [u8; 4],
+    /// Host byte order.
+    pub remote_port: u16,
+    /// Index into [`crate::maps::RULE_STATS`]; 1-based, 0 is the fallback.
+    pub rule_id: u16,
+    /// [`rule_flags`] bits.
+    pub flags: u32,
+}
+
+impl RuleTarget {
+    /// A target that delivers to the pod itself instead of translating: the agent's own
+    /// listeners (metrics, health), which a fallback would otherwise redirect.
+    pub const LOCAL: Self = Self {
+        remote_ip: [0; 4],
+        remote_port: 0,
+        rule_id: 0,
+        flags: 0,
+    };
+
+    /// Whether this target delivers to the pod itself.
+    #[must_use]
+    pub const fn is_local(&self) -> bool {
+        u32::from_ne_bytes(self.remote_ip) == 0 && self.flags & rule_flags::ADDRS == 0
+    }
+
+    /// Whether new connections take their address from [`crate::maps::RULE_ADDRS`].
+    #[must_use]
+    pub const fn by_name(&self) -> bool {
+        self.flags & rule_flags::ADDRS != 0
+    }
+}
+
+/// Most addresses a name rule spreads its new connections over.
+pub const MAX_RULE_ADDRS: usize = 16;
+
+/// Value of [`crate::maps::RULE_ADDRS`]: the current IPv4 addresses of a rule's name. Replaced
+/// whole by the agent (a hash map update is atomic for readers), so a reader never sees a
+/// half-written list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RuleAddrs {
+    /// Valid entries of `addrs`, 0 to [`MAX_RULE_ADDRS`].
+    pub len: u32,
+    pub addrs: [[u8; 4]; MAX_RULE_ADDRS],
+}
+
+const _: () = assert!(core::mem::size_of::<RuleKey>() == 4);
+const _: () = assert!(core::mem::size_of::<RuleTarget>() == 12);
+const _: () = assert!(core::mem::size_of::<RuleAddrs>() == 68);

@@ -1,0 +1,194 @@
+//! Counters: per-CPU packet/byte counts by data-plane path ([`Stat`]) and by typed drop
+//! reason ([`DropReason`]), both in [`crate::maps::STATS`].
+
+use bytemuck::{Pod, Zeroable};
+
+/// A packet and byte counter. Per-CPU in the maps; user space sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PacketCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl PacketCount {
+    /// Adds another counter, e.g. to sum the per-CPU values of one key.
+    #[must_use]
+    pub const fn add(self, other: Self) -> Self {
+        Self {
+            packets: self.packets.wrapping_add(other.packets),
+            bytes: self.bytes.wrapping_add(other.bytes),
+        }
+    }
+}
+
+/// Why a packet was dropped. The discriminant is the index into the drop counters, so
+/// values are append-only: never renumber, only add before `Count`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A header was shorter than its length fields claim.
+    Truncated = 0,
+    /// The IPv4 header is malformed (version, IHL, total length).
+    MalformedIpv4 = 1,
+    /// Addressed to EGRESS_SOURCE but part of no tracked flow: the egress IP is not a way in.
+    Unsolicited = 2,
+    /// Unicast IPv4 on the egress interface for an address that is not EGRESS_SOURCE; the pod
+    /// does not route for the egress network.
+    NotEgressSource = 3,
+    /// The TTL would reach 0 on the way through the router.
+    TtlExceeded = 4,
+    /// No free translated source port (or ICMP id) was found within the retry budget.
+    NatExhausted = 5,
+    /// A conntrack entry could not be written (other than a port collision).
+    ConntrackFull = 6,
+    /// A non-first fragment whose first fragment was not seen: never forwarded half
+    /// translated.
+    FragmentUnknown = 7,
+    /// The kernel refused to redirect the packet (no neighbour, interface down).
+    RedirectFailed = 8,
+    /// A reply of a flow whose conntrack entry has timed out.
+    FlowExpired = 9,
+    /// A protocol the fallback rule cannot translate (not TCP, UDP or ICMP).
+    UnsupportedProtocol = 10,
+    /// The data plane has no configuration yet.
+    Unconfigured = 11,
+    /// A new connection to a rule whose name has no address (yet): not resolved, or the
+    /// name has no IPv4 record.
+    Unresolved = 12,
+    /// Number of reasons; not a reason.
+    Count = 13,
+}
+
+impl DropReason {
+    /// All reasons, in index order.
+    pub const ALL: [Self; Self::Count as usize] = [
+        Self::Truncated,
+        Self::MalformedIpv4,
+        Self::Unsolicited,
+        Self::NotEgressSource,
+        Self::TtlExceeded,
+        Self::NatExhausted,
+        Self::ConntrackFull,
+        Self::FragmentUnknown,
+        Self::RedirectFailed,
+        Self::FlowExpired,
+        Self::UnsupportedProtocol,
+        Self::Unconfigured,
+        Self::Unresolved,
+    ];
+
+    /// Stable snake_case name, used in CLI output and metric labels.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::MalformedIpv4 => "malformed_ipv4",
+            Self::Unsolicited => "unsolicited",
+            Self::NotEgressSource => "not_egress_source",
+            Self::TtlExceeded => "ttl_exceeded",
+            Self::NatExhausted => "nat_exhausted",
+            Self::ConntrackFull => "conntrack_full",
+            Self::FragmentUnknown => "fragment_unknown",
+            Self::RedirectFailed => "redirect_failed",
+            Self::FlowExpired => "flow_expired",
+            Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::Unconfigured => "unconfigured",
+            Self::Unresolved => "unresolved",
+            Self::Count => "count",
+        }
+    }
+}
+
+/// Index into the [`crate::maps::STATS`] per-CPU array. Append-only, like [`DropReason`]: the drop
+/// reasons occupy `DROP_BASE..DROP_BASE + DropReason::Count`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Every packet the pod-interface ingress program saw.
+    PodIngressSeen = 0,
+    /// Packets the pod-interface ingress program handed to the stack untouched
+    /// (they match no rule).
+    PodIngressPassed = 1,
+    /// Client packets translated and sent out of the egress interface.
+    Forwarded = 2,
+    /// Every packet the egress-interface ingress program saw.
+    EgressIngressSeen = 3,
+    /// Replies translated back and sent out of the pod interface.
+    Replied = 4,
+    /// Packets of the pod's own flows (and ARP, broadcast) handed to the stack.
+    EgressIngressPassed = 5,
+    /// Packets of the pod's own connections leaving through the egress interface.
+    EgressEgressLocal = 6,
+    /// Flows created (one per translated connection).
+    FlowsCreated = 7,
+    /// Extra tries because the wanted translated port was taken.
+    NatRetries = 8,
+    /// ICMP errors translated, embedded header included.
+    IcmpErrorsTranslated = 9,
+    /// TCP SYNs whose MSS option was lowered.
+    MssClamped = 10,
+    /// Non-first fragments translated from the first fragment's ports.
+    FragmentsTranslated = 11,
+    /// Packets the egress-interface egress program saw (own flows and forwarded ones).
+    EgressEgressSeen = 12,
+    /// Packets the egress-interface egress program let go without tracking: what this data
+    /// plane forwarded, ARP, and traffic not from EGRESS_SOURCE.
+    EgressEgressPassed = 13,
+}
+
+impl Stat {
+    /// All path counters, in index order.
+    pub const ALL: [Self; 14] = [
+        Self::PodIngressSeen,
+        Self::PodIngressPassed,
+        Self::Forwarded,
+        Self::EgressIngressSeen,
+        Self::Replied,
+        Self::EgressIngressPassed,
+        Self::EgressEgressLocal,
+        Self::FlowsCreated,
+        Self::NatRetries,
+        Self::IcmpErrorsTranslated,
+        Self::MssClamped,
+        Self::FragmentsTranslated,
+        Self::EgressEgressSeen,
+        Self::EgressEgressPassed,
+    ];
+
+    /// Stable snake_case name, used in CLI output and metric labels.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PodIngressSeen => "pod_ingress_seen",
+            Self::PodIngressPassed => "pod_ingress_passed",
+            Self::Forwarded => "forwarded",
+            Self::EgressIngressSeen => "egress_ingress_seen",
+            Self::Replied => "replied",
+            Self::EgressIngressPassed => "egress_ingress_passed",
+            Self::EgressEgressLocal => "egress_egress_local",
+            Self::FlowsCreated => "flows_created",
+            Self::NatRetries => "nat_retries",
+            Self::IcmpErrorsTranslated => "icmp_errors_translated",
+            Self::MssClamped => "mss_clamped",
+            Self::FragmentsTranslated => "fragments_translated",
+            Self::EgressEgressSeen => "egress_egress_seen",
+            Self::EgressEgressPassed => "egress_egress_passed",
+        }
+    }
+}
+
+/// First index of the drop counters in [`crate::maps::STATS`].
+pub const STATS_DROP_BASE: u32 = 32;
+/// Number of entries of [`crate::maps::STATS`].
+pub const STATS_LEN: u32 = STATS_DROP_BASE + 32;
+
+/// Index of the drop counter of `reason` in [`crate::maps::STATS`].
+#[must_use]
+pub const fn drop_stat_index(reason: DropReason) -> u32 {
+    STATS_DROP_BASE + reason as u32
+}
+
+const _: () = assert!(core::mem::size_of::<PacketCount>() == 16);
+const _: () = assert!((Stat::ALL.len() as u32) <= STATS_DROP_BASE);
+const _: () = assert!(STATS_DROP_BASE + DropReason::Count as u32 <= STATS_LEN);

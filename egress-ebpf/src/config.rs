@@ -1,0 +1,25 @@
+//! The instance configuration: one [`RouterConfig`] the loader writes before attaching.
+
+use aya_ebpf::{btf_maps::Array, macros::btf_map};
+use egress_common::RouterConfig;
+
+/// The instance's addresses and interfaces, written by the loader before attaching.
+#[btf_map]
+static CONFIG: Array<RouterConfig, 1> = Array::new();
+
+/// The configuration, once the loader has written it (before that, `None`).
+#[inline(always)]
+pub(crate) fn get() -> Option<&'static RouterConfig> {
+    CONFIG
+        .get(0)
+        .filter(|cfg| cfg.egress_source != [0; 4] && cfg.pod_ifindex != 0)
+}
+
+/// The egress interface's index as written, configured or not (the lab's forwarder).
+#[inline(always)]
+pub(crate) fn egress_ifindex() -> Option<u32> {
+    CONFIG
+        .get(0)
+        .map(|cfg| cfg.egress_ifindex)
+        .filter(|&i| i != 0)
+}

@@ -1,0 +1,88 @@
+//! The egress interface: replies of translated flows in, the pod's own connections out.
+//!
+//! - ingress: replies are translated back and leave through the pod interface; ICMP errors
+//!   about tracked flows are translated with the packet they quote; replies to the pod's
+//!   own connections pass; anything else addressed to EGRESS_SOURCE is dropped, and so is
+//!   unicast to any other address (the pod does not route for the egress network).
+//! - egress: the connections the pod opens itself from EGRESS_SOURCE are tracked, so that
+//!   their replies pass ingress.
+
+use aya_ebpf::programs::TcContext;
+use egress_common::{DropReason, RouterConfig, Stat, flow_kind};
+
+use crate::{
+    conntrack::{self, Ct},
+    flow, icmp,
+    metrics::Verdict,
+    nat, parse,
+};
+
+#[inline(always)]
+pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
+    let passed = Verdict::Pass(Stat::EgressIngressPassed);
+    // ARP and everything else that is not IPv4 is the stack's business.
+    let Some(ip) = parse::ipv4(ctx)? else {
+        return Ok(passed);
+    };
+    let daddr = ip.daddr.to_ne_bytes();
+    if daddr != cfg.egress_source {
+        // Broadcast and multicast are not a way through the pod; unicast to any other
+        // address would be routed by the pod, which it must not do for this network.
+        if daddr[0] >= 224 || daddr == [255; 4] {
+            return Ok(passed);
+        }
+        return Err(DropReason::NotEgressSource);
+    }
+
+    if icmp::is_error(ctx, &ip)? {
+        return match icmp::related(ctx, &ip)? {
+            Some((_, entry)) if entry.kind == flow_kind::LOCAL => Ok(passed),
+            Some((emb, entry)) if entry.kind == flow_kind::REPLY => {
+                icmp::translate_error(ctx, &ip, &emb, &entry)?;
+                Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
+            }
+            _ => Err(DropReason::Unsolicited),
+        };
+    }
+
+    let Some(flow) = flow::of(ctx, &ip)? else {
+        return Err(DropReason::Unsolicited);
+    };
+    match conntrack::lookup(&flow.key, flow.tcp_flags) {
+        Ct::Reply(entry) => {
+            nat::translate(ctx, cfg, &ip, &flow, &entry)?;
+            Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
+        }
+        Ct::Local => {
+            flow.remember_ports(&ip);
+            Ok(passed)
+        }
+        Ct::Expired => Err(DropReason::FlowExpired),
+        Ct::New | Ct::Forward(_) | Ct::Stale => Err(DropReason::Unsolicited),
+    }
+}
+
+#[inline(always)]
+pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
+    let passed = Verdict::Pass(Stat::EgressEgressPassed);
+    // Packets this data plane redirected from the pod interface are left alone.
+    // SAFETY: reading a field of the context.
+    let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    if from == cfg.pod_ifindex {
+        return Ok(passed);
+    }
+    let Some(ip) = parse::ipv4(ctx)? else {
+        return Ok(passed);
+    };
+    if ip.saddr.to_ne_bytes() != cfg.egress_source || ip.is_later_fragment() {
+        return Ok(passed);
+    }
+    if icmp::is_error(ctx, &ip)? {
+        return Ok(passed);
+    }
+    let Some(flow) = flow::of(ctx, &ip)? else {
+        return Ok(passed);
+    };
+    conntrack::track_local(&flow.key.reversed(), flow.tcp_flags);
+    Ok(Verdict::Pass(Stat::EgressEgressLocal))
+}

@@ -1,0 +1,122 @@
+//! One parse of a packet's flow: the conntrack key (addresses, ports or ICMP echo
+//! identifier, protocol), what follows the IPv4 header, and the TCP flags conntrack keeps.
+//! The ports and echo id of an ICMP error's embedded packet are decoded by the same
+//! [`ids`].
+
+use aya_ebpf::programs::TcContext;
+use egress_common::{DropReason, FlowKey, proto};
+
+use crate::{
+    frag,
+    parse::{self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpHdr, Ipv4, Ports, ptr_at},
+    tcp,
+};
+
+/// What follows the IPv4 header of a packet being rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L4 {
+    /// TCP or UDP with its header (unfragmented or first fragment).
+    Ports,
+    /// ICMP echo request or reply: the identifier plays the port.
+    Echo,
+    /// A later fragment: addresses only.
+    None,
+}
+
+/// The L4 part of a packet, as conntrack keys it.
+pub(crate) struct Flow {
+    pub(crate) key: FlowKey,
+    pub(crate) l4: L4,
+    pub(crate) tcp_flags: u8,
+}
+
+/// The flow ids of the L4 header at `l4` (which the caller made linear): TCP and UDP ports,
+/// or an ICMP echo's identifier as both. `Ok(None)`: ICMP other than echo, or a protocol
+/// without ports.
+#[inline(always)]
+pub(crate) fn ids(
+    ctx: &TcContext,
+    protocol: u8,
+    l4: usize,
+) -> Result<Option<(u16, u16, L4)>, DropReason> {
+    match protocol {
+        proto::TCP | proto::UDP => {
+            let ports = ptr_at::<Ports>(ctx, l4)?;
+            // SAFETY: bounds checked by ptr_at.
+            let ports = unsafe { &*ports };
+            Ok(Some((
+                u16::from_be(ports.sport),
+                u16::from_be(ports.dport),
+                L4::Ports,
+            )))
+        }
+        proto::ICMP => {
+            let icmp = ptr_at::<IcmpHdr>(ctx, l4)?;
+            // SAFETY: bounds checked by ptr_at.
+            let icmp = unsafe { &*icmp };
+            if icmp.kind != ICMP_ECHO_REQUEST && icmp.kind != ICMP_ECHO_REPLY {
+                return Ok(None);
+            }
+            let id = u16::from_be(icmp.id);
+            Ok(Some((id, id, L4::Echo)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The flow of a packet. A later fragment takes its ports from its first fragment
+/// (`fragment_unknown` when that was not seen). `Ok(None)` for ICMP that is neither echo nor
+/// error, and protocols without ports.
+#[inline(always)]
+pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason> {
+    let mut key = FlowKey {
+        saddr: ip.saddr.to_ne_bytes(),
+        daddr: ip.daddr.to_ne_bytes(),
+        sport: 0,
+        dport: 0,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    if ip.is_later_fragment() {
+        if ip.proto != proto::TCP && ip.proto != proto::UDP {
+            return Ok(None);
+        }
+        let Some(ports) = frag::ports(ip) else {
+            return Err(DropReason::FragmentUnknown);
+        };
+        key.sport = ports.sport;
+        key.dport = ports.dport;
+        return Ok(Some(Flow {
+            key,
+            l4: L4::None,
+            tcp_flags: 0,
+        }));
+    }
+    let min = match ip.proto {
+        proto::TCP => 20,
+        proto::UDP | proto::ICMP => 8,
+        _ => return Ok(None),
+    };
+    parse::ensure(ctx, ip.l4 + min)?;
+    let Some((sport, dport, l4)) = ids(ctx, ip.proto, ip.l4)? else {
+        return Ok(None);
+    };
+    key.sport = sport;
+    key.dport = dport;
+    let tcp_flags = if ip.proto == proto::TCP {
+        tcp::flags(ctx, ip.l4)?
+    } else {
+        0
+    };
+    Ok(Some(Flow { key, l4, tcp_flags }))
+}
+
+impl Flow {
+    /// A first fragment's ports are remembered for the fragments that follow.
+    #[inline(always)]
+    pub(crate) fn remember_ports(&self, ip: &Ipv4) {
+        if ip.is_fragment() && !ip.is_later_fragment() && self.l4 == L4::Ports {
+            frag::remember(ip, self.key.sport, self.key.dport);
+        }
+    }
+}

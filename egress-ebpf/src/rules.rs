@@ -1,0 +1,69 @@
+//! Where a new flow from the pod interface goes: its rule (by protocol and local port), the
+//! fallback, or nowhere. A rule that sends to a name takes one of the name's current
+//! addresses at random, so new connections spread over all of them; established ones keep
+//! theirs in conntrack.
+
+use aya_ebpf::{btf_maps::HashMap, helpers::generated::bpf_get_prandom_u32, macros::btf_map};
+use egress_common::{
+    DropReason, MAX_RULE_ADDRS, MAX_RULES, RouterConfig, RuleAddrs, RuleKey, RuleTarget,
+    config_flags, proto,
+};
+
+/// Redirect rules: local port and protocol on the pod IP -> remote address and port.
+#[btf_map]
+static RULES: HashMap<RuleKey, RuleTarget, { MAX_RULES as usize }> = HashMap::new();
+
+/// The current addresses of rules that send to a name (DNS proxy mode).
+#[btf_map]
+static RULE_ADDRS: HashMap<RuleKey, RuleAddrs, { MAX_RULES as usize }> = HashMap::new();
+
+/// The target of a new flow to `dport`, or `None` when neither a rule nor the fallback
+/// takes it.
+#[inline(always)]
+pub(crate) fn target(
+    cfg: &RouterConfig,
+    protocol: u8,
+    dport: u16,
+) -> Result<Option<RuleTarget>, DropReason> {
+    if protocol == proto::TCP || protocol == proto::UDP {
+        let key = RuleKey {
+            port: dport,
+            proto: protocol,
+            _pad: 0,
+        };
+        // SAFETY: read-only copy of a live value.
+        if let Some(mut target) = RULES.get_ptr(key).map(|p| unsafe { *p }) {
+            if target.by_name() {
+                target.remote_ip = pick_addr(&key)?;
+            }
+            return Ok(Some(target));
+        }
+    }
+    if cfg.flags & config_flags::HAS_FALLBACK != 0 {
+        return Ok(Some(RuleTarget {
+            remote_ip: cfg.fallback_ip,
+            remote_port: dport,
+            rule_id: 0,
+            flags: 0,
+        }));
+    }
+    Ok(None)
+}
+
+/// One of the current addresses of a name rule, at random.
+#[inline(always)]
+fn pick_addr(key: &RuleKey) -> Result<[u8; 4], DropReason> {
+    let addrs = RULE_ADDRS.get_ptr(key).ok_or(DropReason::Unresolved)?;
+    // SAFETY: a live map value; `len` is read once and bounded below.
+    let len = unsafe { (*addrs).len };
+    if len == 0 || len > MAX_RULE_ADDRS as u32 {
+        return Err(DropReason::Unresolved);
+    }
+    // Multiply-shift maps 32 random bits onto 0..len without a division, and the verifier
+    // follows its bounds (it knows nothing of a modulo's result, and LLVM drops a mask it
+    // can prove redundant).
+    // SAFETY: no arguments, no side effects.
+    let index = ((u64::from(unsafe { bpf_get_prandom_u32() }) * u64::from(len)) >> 32) as usize;
+    // SAFETY: `index` < MAX_RULE_ADDRS, inside the live value.
+    Ok(unsafe { (*addrs).addrs[index] })
+}

@@ -1,0 +1,210 @@
+//! The agent (legacy mode and the DNS proxy's data plane, after set-up): keeps the rules
+//! current through its rule source (SIGHUP, `--config-file` changes, DNS TTLs), collects
+//! expired conntrack entries, serves metrics and health, forwards per-packet debug events,
+//! and leaves the data plane running when it exits.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::{
+    agent::metrics::{self, AgentCounters, Listen, Shared},
+    conntrack::{collect_garbage, gc_interval, monotonic_ns},
+    instance::{
+        Instance,
+        source::{Outcome, RuleSource, Trigger},
+    },
+};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub metrics: Listen,
+    /// The longest interval between conntrack GC passes (used when the table is empty).
+    pub gc_max_interval: Duration,
+    pub instance: String,
+    pub pod_interface: String,
+    pub egress_interface: String,
+}
+
+/// Signals the agent acts on, installed before set-up so none is missed.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Completes at the first SIGTERM or SIGINT.
+    pub async fn terminated(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(
+    mut instance: Instance,
+    mut rules: impl RuleSource,
+    opts: Options,
+    mut signals: Signals,
+) -> Result<()> {
+    let shared = Arc::new(Shared {
+        instance: opts.instance.clone(),
+        pod_interface: opts.pod_interface.clone(),
+        egress_interface: opts.egress_interface.clone(),
+        maps: instance
+            .maps()
+            .reopen()
+            .context("opening the maps for metrics")?,
+        rules: std::sync::Mutex::new(instance.rules().to_vec()),
+        counters: AgentCounters::default(),
+    });
+    let metrics_task = match opts.metrics {
+        Listen::Off => None,
+        listen => {
+            let addr = match listen {
+                Listen::At(addr) => addr,
+                Listen::PodIp(port) => {
+                    (std::net::Ipv4Addr::from(instance.router().pod_ip), port).into()
+                }
+                Listen::Off => unreachable!("matched above"),
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            tracing::info!(%addr, "serving /metrics and /healthz");
+            Some(tokio::spawn(metrics::serve(listener, shared.clone())))
+        }
+    };
+
+    let mut logger = if instance.router().flags & egress_common::config_flags::DEBUG != 0 {
+        let logger = instance
+            .dataplane_mut()
+            .logger()
+            .context("reading the data plane's log events")?;
+        // SAFETY: the logger owns its ring buffer fd and keeps it open, unchanged, for as
+        // long as the AsyncFd holds it.
+        Some(
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|err| err.into_parts().1)
+            .context("polling the data plane's log events")?,
+        )
+    } else {
+        None
+    };
+
+    let mut next_gc = tokio::time::Instant::now();
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        let trigger = tokio::select! {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hup.recv() => Some(Trigger::Hangup),
+            event = rules.next_event() => Some(Trigger::Event(event)),
+            () = tokio::time::sleep_until(next_gc) => {
+                let interval = gc_pass(&mut instance, &shared.counters, opts.gc_max_interval);
+                next_gc = tokio::time::Instant::now() + interval;
+                None
+            }
+            ready = async {
+                match logger.as_mut() {
+                    Some(fd) => fd.readable_mut().await.map(|mut g| { g.get_inner_mut().flush(); g.clear_ready(); }),
+                    None => std::future::pending().await,
+                }
+            } => {
+                ready.context("reading the data plane's log events")?;
+                None
+            }
+            _ = flush.tick(), if logger.is_some() => {
+                // In case a ring-buffer wake-up was coalesced away.
+                if let Some(fd) = logger.as_mut() {
+                    fd.get_mut().flush();
+                }
+                None
+            }
+        };
+        let Some(trigger) = trigger else { continue };
+        let counters = &shared.counters;
+        match rules.apply(trigger, &mut instance).await {
+            Outcome::Unchanged => {}
+            Outcome::Applied => {
+                *shared
+                    .rules
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = instance.rules().to_vec();
+                counters.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Rejected => {
+                counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(fd) = logger.as_mut() {
+        fd.get_mut().flush();
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    tracing::info!("terminating; the data plane stays attached");
+    Ok(())
+}
+
+/// One conntrack GC pass; returns the interval to the next one.
+fn gc_pass(instance: &mut Instance, c: &AgentCounters, max: Duration) -> Duration {
+    match collect_garbage(instance.maps_mut(), monotonic_ns()) {
+        Ok(pass) => {
+            c.gc_runs.fetch_add(1, Ordering::Relaxed);
+            c.gc_expired.fetch_add(pass.expired, Ordering::Relaxed);
+            let left = pass.entries.saturating_sub(pass.expired);
+            c.conntrack_entries.store(left, Ordering::Relaxed);
+            c.conntrack_capacity.store(pass.capacity, Ordering::Relaxed);
+            let fill = left as f64 / pass.capacity.max(1) as f64;
+            let interval = gc_interval(fill, max);
+            c.gc_interval_ms.store(
+                u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            if pass.expired > 0 {
+                tracing::debug!(
+                    expired = pass.expired,
+                    entries = left,
+                    capacity = pass.capacity,
+                    "conntrack GC"
+                );
+            }
+            if fill > 0.9 {
+                tracing::warn!(
+                    entries = left,
+                    capacity = pass.capacity,
+                    "conntrack table over 90% full; consider a larger --conntrack-size"
+                );
+            }
+            interval
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "conntrack GC failed");
+            max
+        }
+    }
+}

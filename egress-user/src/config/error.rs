@@ -1,0 +1,47 @@
+//! Configuration errors. `Display` is the exact message printed to stderr (exit status 1),
+//! OpenShift's text where it has one, so scripts and docs keep working.
+
+/// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("EGRESS_SOURCE unspecified or invalid")]
+    Source,
+    #[error("EGRESS_GATEWAY unspecified or invalid")]
+    Gateway,
+    #[error("EGRESS_DESTINATION unspecified")]
+    DestinationUnspecified,
+    #[error("EGRESS_DESTINATION value '{0}' is invalid")]
+    DestinationInvalid(String),
+    #[error("Invalid port: {0}, must be in the range 1 to 65535")]
+    Port(String),
+    #[error(
+        "EGRESS_DESTINATION localport {0} is already used, must be unique for each destination"
+    )]
+    LocalPortUsed(u16),
+    #[error("EGRESS_DESTINATION fallback IP must be the last line")]
+    FallbackNotLast,
+    #[error(
+        "EGRESS_DESTINATION value '{0}' is invalid: at most {max} rules are supported",
+        max = egress_common::MAX_RULES
+    )]
+    TooManyRules(String),
+    #[error("Unrecognized EGRESS_ROUTER_MODE '{0}'")]
+    Mode(String),
+    #[error("No EGRESS_HTTP_PROXY_DESTINATION specified")]
+    HttpProxyUnspecified,
+    #[error("Bad destination '{0}'")]
+    BadDestination(String),
+    #[error("Wildcard must be last rule, if present")]
+    WildcardNotLast,
+    #[error("Must specify EGRESS_DNS_PROXY_DESTINATION")]
+    DnsProxyUnspecified,
+    #[error("Proxy port {0} already used, must be unique for each destination")]
+    ProxyPortUsed(u16),
+    #[error(
+        "{variable}: TCP port {port} is also the agent's metrics port; choose another \
+         --metrics-address port or remove the rule"
+    )]
+    LocalPort { variable: &'static str, port: u16 },
+    #[error("reading --config-file {path}: {reason}")]
+    ConfigFile { path: String, reason: String },
+}

@@ -1,0 +1,20 @@
+//! Configuration: the OpenShift egress router variables (or their flags) -> validated
+//! values. Nothing here touches the system, so every error is reported before anything
+//! changes.
+//!
+//! - [`error`]: the messages (OpenShift's texts).
+//! - [`fields`]: what every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports, names,
+//!   the line grammar.
+//! - [`mode`]: what the router is to do, `EGRESS_ROUTER_MODE`.
+//! - [`redirect`]: `EGRESS_DESTINATION` and the redirect modes' whole configuration.
+//! - [`http_proxy`], [`dns_proxy`]: the proxies' variables.
+//! - [`source`]: where `EGRESS_DESTINATION` comes from (variable or file), loaded once per
+//!   start and once per reload.
+
+pub mod dns_proxy;
+pub mod error;
+pub mod fields;
+pub mod http_proxy;
+pub mod mode;
+pub mod redirect;
+pub mod source;

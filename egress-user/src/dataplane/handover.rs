@@ -1,0 +1,132 @@
+//! The hand-over from a running data plane to a new load, so that a restart or an upgrade
+//! keeps every flow: the maps of the program attached to the pod interface (the live ones)
+//! are pinned in the instance's directory, and the new object is loaded with those pins.
+//! Maps whose layout this build changed, or that are new in it, start afresh; the others
+//! (conntrack above all) are taken over. Where no bpffs can hold pins, a scratch one serves
+//! for the length of the set-up.
+
+use std::path::{Path, PathBuf};
+
+use egress_common::maps;
+
+use crate::dataplane::{
+    bpffs::{ScratchBpffs, prepare_bpffs},
+    discover::{self, Source},
+    load::{self, Dataplane, LoadOptions},
+    maps::MapSet,
+};
+
+/// What the hand-over did, for the log and `status`.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Where the maps are pinned, if a persistent bpffs was available.
+    pub pin_dir: Option<PathBuf>,
+    /// Why the maps are not pinned, if they are not.
+    pub pin_warning: Option<String>,
+    /// The running data plane whose maps (conntrack included) were taken over, if any.
+    pub adopted: Option<Source>,
+    /// Why (part of) a running data plane could not be taken over, if one was found.
+    pub adopt_warning: Option<String>,
+}
+
+/// A hand-over in progress.
+pub struct Handover {
+    pin_dir: Option<PathBuf>,
+    scratch: Option<ScratchBpffs>,
+    report: Report,
+}
+
+impl Handover {
+    /// Finds the instance's pin directory (on `bpffs_root`, mounted if need be, else on a
+    /// scratch bpffs) and pins the maps of the data plane attached to `pod_interface`
+    /// there. Changes nothing else.
+    #[must_use]
+    pub fn prepare(bpffs_root: &Path, instance: &str, pod_interface: &str) -> Self {
+        let mut report = Report::default();
+        let (pin_dir, scratch) = match prepare_bpffs(bpffs_root) {
+            Ok(()) => (Some(bpffs_root.join(instance)), None),
+            // No bpffs to keep pins in (e.g. /sys/fs/bpf missing in a container): a private
+            // one, gone when set-up ends, still hands the running maps over.
+            Err(err) => match ScratchBpffs::mount() {
+                Ok(scratch) => {
+                    report.pin_warning = Some(err);
+                    (Some(scratch.path().join(instance)), Some(scratch))
+                }
+                Err(scratch_err) => {
+                    report.pin_warning = Some(format!("{err}; {scratch_err}"));
+                    (None, None)
+                }
+            },
+        };
+        let running = discover::map_ids_of_attached(pod_interface)
+            .map_err(|err| err.to_string())
+            .and_then(|found| match found {
+                Some((ids, program_id)) => MapSet::compatible_from_ids(&ids)
+                    .map(|(maps, left)| Some((maps, left, program_id)))
+                    .map_err(|err| err.to_string()),
+                None => Ok(None),
+            });
+        match (running, &pin_dir) {
+            (Ok(Some((maps, left, program_id))), Some(dir)) => match maps.pin(dir) {
+                Ok(()) => {
+                    if maps.has(maps::CONNTRACK) {
+                        report.adopted = Some(Source::Attached { program_id });
+                    }
+                    if !left.is_empty() {
+                        let why: Vec<String> =
+                            left.iter().map(|(_, err)| err.to_string()).collect();
+                        report.adopt_warning = Some(format!(
+                            "started afresh (new or changed in this build): {}",
+                            why.join("; ")
+                        ));
+                    }
+                }
+                Err(err) => report.adopt_warning = Some(err.to_string()),
+            },
+            (Ok(Some(_)), None) => {
+                report.adopt_warning = Some(
+                    "no bpffs to hand its maps over through; its flows are dropped".to_owned(),
+                );
+            }
+            (Ok(None), _) => {}
+            (Err(err), _) => report.adopt_warning = Some(err),
+        }
+        Self {
+            pin_dir,
+            scratch,
+            report,
+        }
+    }
+
+    /// Loads the object on the handed-over maps (and pins of an earlier run).
+    pub fn load(&mut self, conntrack_flows: u32) -> Result<Dataplane, load::Error> {
+        let dataplane = Dataplane::load(&LoadOptions {
+            conntrack_flows,
+            pin_dir: self.pin_dir.clone(),
+        })?;
+        if self.report.adopted.is_none() && dataplane.reuse().reused.contains(&maps::CONNTRACK) {
+            self.report.adopted = self.pin_dir.clone().map(Source::Pins);
+        }
+        if let Some(dir) = &self.pin_dir
+            && let Some((name, why)) = dataplane.reuse().replaced.first()
+        {
+            self.report.adopt_warning = Some(format!(
+                "pinned map {name} in {} replaced: {why}",
+                dir.display()
+            ));
+        }
+        Ok(dataplane)
+    }
+
+    /// Ends the hand-over once the new programs are attached: pins on a scratch bpffs
+    /// vanish with it, and the maps live on in the programs.
+    #[must_use]
+    pub fn finish(self) -> Report {
+        let mut report = self.report;
+        if self.scratch.is_none() {
+            report.pin_dir = self.pin_dir;
+        }
+        drop(self.scratch);
+        report
+    }
+}

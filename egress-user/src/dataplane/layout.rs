@@ -1,0 +1,91 @@
+//! The layout this build expects of each map: what makes a map of a running (possibly
+//! older) data plane reusable by this build.
+
+use aya::maps::{MapError, MapInfo, MapType};
+use egress_common::{
+    FlowEntry, FlowKey, FragKey, FragPorts, PacketCount, RouterConfig, RuleAddrs, RuleKey,
+    RuleTarget, maps,
+};
+
+/// Why a map cannot be used by this build.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("map {0} is not one of this build's")]
+    Unknown(&'static str),
+    #[error("map {name}: {source}")]
+    Type {
+        name: &'static str,
+        source: MapError,
+    },
+    #[error(
+        "map {name} has an incompatible layout ({found}; this build expects {expected}): \
+         it was created by an incompatible version"
+    )]
+    Mismatch {
+        name: &'static str,
+        found: String,
+        expected: String,
+    },
+}
+
+/// The layout this build expects of a map: what makes an existing map reusable.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Layout {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}, key {} B, value {} B",
+            self.map_type, self.key_size, self.value_size
+        )
+    }
+}
+
+const fn size<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+/// The expected layout of each map in [`maps::ALL`].
+#[must_use]
+pub fn layout(name: &str) -> Option<Layout> {
+    let (map_type, key_size, value_size) = match name {
+        maps::STATS | maps::RULE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),
+        maps::CONFIG => (MapType::Array, 4, size::<RouterConfig>()),
+        maps::RULES => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget>()),
+        maps::RULE_ADDRS => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs>()),
+        maps::CONNTRACK => (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>()),
+        maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
+        _ => return None,
+    };
+    Some(Layout {
+        map_type,
+        key_size,
+        value_size,
+    })
+}
+
+/// Checks that an existing map can be used by this build.
+pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), LayoutError> {
+    let expected = layout(name).ok_or(LayoutError::Unknown(name))?;
+    let found = Layout {
+        map_type: info
+            .map_type()
+            .map_err(|source| LayoutError::Type { name, source })?,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+    };
+    if found == expected {
+        Ok(())
+    } else {
+        Err(LayoutError::Mismatch {
+            name,
+            found: found.to_string(),
+            expected: expected.to_string(),
+        })
+    }
+}

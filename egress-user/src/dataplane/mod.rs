@@ -1,0 +1,22 @@
+//! The data plane: the embedded BPF object, its programs and maps.
+//!
+//! - [`programs`]: the programs and their hooks, the table every walk goes through.
+//! - [`load`]: load the object (the verifier runs here) and attach with TCX.
+//! - [`tcx`]: the raw TCX attach, detach and query syscalls.
+//! - [`discover`]: the data plane running in the namespace, found without its process.
+//! - [`handover`]: a new load taking over a running data plane's maps.
+//! - [`bpffs`]: where pins live.
+//! - [`maps`], [`layout`]: reading and writing the maps, and which maps a build can reuse.
+//! - [`rules`]: the rules map as it should be, and the plan that gets it there.
+//! - [`stats`]: the counters, summed over CPUs.
+
+pub mod bpffs;
+pub mod discover;
+pub mod handover;
+pub mod layout;
+pub mod load;
+pub mod maps;
+pub mod programs;
+pub mod rules;
+pub mod stats;
+pub mod tcx;

@@ -1,0 +1,216 @@
+//! The rules map as it should be ([`RuleSet`], from `EGRESS_DESTINATION` or the DNS
+//! proxy's routes) and how a running map gets there ([`plan_rules`]): reconciled by
+//! difference, so unchanged rules keep their id and counters. Rule ids are assigned here
+//! and nowhere else. Pure code, tested on the host.
+
+use std::net::Ipv4Addr;
+
+use egress_common::{MAX_RULES, RuleKey, RuleTarget, proto, rule_flags};
+
+use crate::config::{
+    dns_proxy::{DnsRoute, DnsTarget},
+    redirect::{Destinations, Proto},
+};
+
+/// What the rules map and the fallback should hold. Targets carry no rule id yet
+/// ([`plan_rules`] assigns them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    pub rules: Vec<(RuleKey, RuleTarget)>,
+    /// Where traffic that matches no rule goes, if anywhere.
+    pub fallback: Option<Ipv4Addr>,
+}
+
+fn key(port: u16, protocol: u8) -> RuleKey {
+    RuleKey {
+        port,
+        proto: protocol,
+        _pad: 0,
+    }
+}
+
+impl RuleSet {
+    /// The rules of `EGRESS_DESTINATION`, in the order written.
+    #[must_use]
+    pub fn from_destinations(destinations: &Destinations) -> Self {
+        let rules = destinations
+            .rules
+            .iter()
+            .map(|rule| {
+                let protocol = match rule.proto {
+                    Proto::Tcp => proto::TCP,
+                    Proto::Udp => proto::UDP,
+                };
+                let target = RuleTarget {
+                    remote_ip: rule.remote_ip.octets(),
+                    remote_port: rule.remote_port,
+                    rule_id: 0,
+                    flags: 0,
+                };
+                (key(rule.local_port, protocol), target)
+            })
+            .collect();
+        Self {
+            rules,
+            fallback: destinations.fallback,
+        }
+    }
+
+    /// The DNS proxy's routes (TCP): a route to a name is flagged [`rule_flags::ADDRS`], its
+    /// addresses live in their own map.
+    #[must_use]
+    pub fn from_dns_routes(routes: &[DnsRoute]) -> Self {
+        let rules = routes
+            .iter()
+            .map(|route| {
+                let (remote_ip, flags) = match &route.target {
+                    DnsTarget::Ip(ip) => (ip.octets(), 0),
+                    DnsTarget::Host(_) => ([0; 4], rule_flags::ADDRS),
+                };
+                let target = RuleTarget {
+                    remote_ip,
+                    remote_port: route.remote_port,
+                    rule_id: 0,
+                    flags,
+                };
+                (key(route.port, proto::TCP), target)
+            })
+            .collect();
+        Self {
+            rules,
+            fallback: None,
+        }
+    }
+
+    /// The set with `local_tcp_ports` delivered to the pod (the agent's own listeners),
+    /// where no rule takes the port.
+    #[must_use]
+    pub fn with_local(mut self, local_tcp_ports: &[u16]) -> Self {
+        for &port in local_tcp_ports {
+            let key = key(port, proto::TCP);
+            if !self.rules.iter().any(|(k, _)| *k == key) {
+                self.rules.push((key, RuleTarget::LOCAL));
+            }
+        }
+        self
+    }
+}
+
+/// How the rules map changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RulePlan {
+    pub write: Vec<(RuleKey, RuleTarget)>,
+    pub remove: Vec<RuleKey>,
+    pub fresh_ids: Vec<u16>,
+    pub result: Vec<(RuleKey, RuleTarget)>,
+}
+
+/// Rule ids stay with unchanged rules (same key, same target); new and changed rules take
+/// the lowest ids not in use, so counters are never shared between two different rules.
+pub fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTarget)]) -> RulePlan {
+    let same = |a: &RuleTarget, b: &RuleTarget| {
+        a.remote_ip == b.remote_ip && a.remote_port == b.remote_port && a.flags == b.flags
+    };
+    let mut plan = RulePlan::default();
+    let kept: Vec<(RuleKey, RuleTarget)> = current
+        .iter()
+        .filter(|(key, target)| wanted.iter().any(|(k, t)| k == key && same(t, target)))
+        .copied()
+        .collect();
+    // Prefer ids no current rule has, so flows of a removed or changed rule (which keep
+    // their translation until they end) never count into a different rule's counters.
+    let mut avoid: std::collections::BTreeSet<u16> =
+        current.iter().map(|(_, t)| t.rule_id).collect();
+    let max = u16::try_from(MAX_RULES).unwrap_or(u16::MAX);
+    for (key, target) in wanted {
+        if let Some(old) = kept.iter().find(|(k, _)| k == key) {
+            plan.result.push(*old);
+            continue;
+        }
+        let mut target = *target;
+        if !target.is_local() {
+            let free =
+                |avoid: &std::collections::BTreeSet<u16>| (1..=max).find(|id| !avoid.contains(id));
+            let id = free(&avoid)
+                .or_else(|| {
+                    // Every id is taken: reuse those of rules that are going away.
+                    avoid.retain(|id| kept.iter().any(|(_, t)| t.rule_id == *id));
+                    avoid.extend(plan.fresh_ids.iter().copied());
+                    free(&avoid)
+                })
+                .expect("at most MAX_RULES rules");
+            avoid.insert(id);
+            target.rule_id = id;
+            plan.fresh_ids.push(id);
+        }
+        plan.write.push((*key, target));
+        plan.result.push((*key, target));
+    }
+    plan.remove = current
+        .iter()
+        .filter(|(key, _)| !wanted.iter().any(|(k, _)| k == key))
+        .map(|(key, _)| *key)
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(port: u16, ip: u8, rule_id: u16) -> (RuleKey, RuleTarget) {
+        (
+            RuleKey {
+                port,
+                proto: egress_common::proto::TCP,
+                _pad: 0,
+            },
+            RuleTarget {
+                remote_ip: [203, 0, 113, ip],
+                remote_port: port,
+                rule_id,
+                flags: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn unchanged_rules_keep_their_ids_and_new_ones_take_free_ids() {
+        let current = [rule(80, 1, 1), rule(81, 2, 2), rule(82, 3, 3)];
+        // 80 unchanged, 81 removed, 82 changed target, 83 new.
+        let wanted = [rule(80, 1, 0), rule(82, 9, 0), rule(83, 4, 0)];
+        let plan = plan_rules(&current, &wanted);
+        assert_eq!(
+            plan.result,
+            [rule(80, 1, 1), rule(82, 9, 4), rule(83, 4, 5)]
+        );
+        assert_eq!(plan.write, [rule(82, 9, 4), rule(83, 4, 5)]);
+        assert_eq!(plan.remove, [rule(81, 2, 2).0]);
+        assert_eq!(plan.fresh_ids, [4, 5]);
+    }
+
+    #[test]
+    fn dns_routes_to_names_are_flagged_and_addresses_are_kept() {
+        let routes =
+            crate::config::dns_proxy::parse_dns_routes("80 203.0.113.10\n8080 app.example.com 80")
+                .unwrap();
+        let set = RuleSet::from_dns_routes(&routes).with_local(&[9469, 80]);
+        let rules = plan_rules(&[], &set.rules).result;
+        assert_eq!(rules.len(), 3, "9469 delivered to the pod, 80 stays a rule");
+        assert_eq!(rules[0].0.port, 80);
+        assert!(!rules[0].1.by_name());
+        assert_eq!(rules[0].1.remote_ip, [203, 0, 113, 10]);
+        assert_eq!((rules[1].0.port, rules[1].1.remote_port), (8080, 80));
+        assert!(rules[1].1.by_name() && !rules[1].1.is_local());
+        assert_eq!(rules[1].1.rule_id, 2);
+        assert!(rules[2].1.is_local() && rules[2].0.port == 9469);
+    }
+
+    #[test]
+    fn a_fresh_table_numbers_rules_in_order() {
+        let wanted = [rule(80, 1, 0), rule(81, 2, 0)];
+        let plan = plan_rules(&[], &wanted);
+        assert_eq!(plan.result, [rule(80, 1, 1), rule(81, 2, 2)]);
+        assert!(plan.remove.is_empty());
+    }
+}

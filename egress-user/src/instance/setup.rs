@@ -1,0 +1,232 @@
+//! Setting an instance up, in an order that changes nothing until every check that can fail
+//! without side effects has passed (interfaces resolved, BPF object verified); and the
+//! network-only set-up of the proxy pods' init containers.
+
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use egress_common::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
+
+use crate::{
+    config::fields::EgressSource,
+    dataplane::{handover::Handover, load, rules::RuleSet},
+    instance::{Instance, set_fallback},
+    network::{
+        announce::announce,
+        error::Error as NetworkError,
+        interface::{InterfaceFacts, interface_facts},
+        plan::{Applied, MacvlanMode, NetworkPlan},
+    },
+};
+
+/// Errors of the set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pod interface: {0}")]
+    PodInterface(NetworkError),
+    #[error("egress interface: {0}")]
+    EgressInterface(NetworkError),
+    #[error("network set-up: {0}")]
+    Network(NetworkError),
+    #[error("data plane: {0}")]
+    Dataplane(#[from] load::Error),
+}
+
+impl From<crate::dataplane::maps::Error> for Error {
+    fn from(err: crate::dataplane::maps::Error) -> Self {
+        Self::Dataplane(err.into())
+    }
+}
+
+/// Everything about an instance that is not in the OpenShift variables.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub pod_interface: String,
+    pub egress_interface: String,
+    /// Create the egress interface as a macvlan on this parent when it does not exist.
+    pub macvlan_parent: Option<String>,
+    pub macvlan_mode: MacvlanMode,
+    /// Root of the per-instance pin directories.
+    pub bpffs_root: PathBuf,
+    /// The instance's name: its pin directory below the root.
+    pub instance: String,
+    pub conntrack_flows: u32,
+    /// Per-packet events through aya-log.
+    pub debug: bool,
+    /// Delay of the gratuitous ARP request after the unsolicited reply.
+    pub arp_request_after: Duration,
+    /// TCP ports on the pod IP served by the agent itself (metrics, health): delivered to
+    /// the pod even when a fallback takes everything else.
+    pub local_tcp_ports: Vec<u16>,
+}
+
+impl Settings {
+    /// The plan of the egress interface: EGRESS_SOURCE and the routes via `gateway`.
+    #[must_use]
+    pub fn network_plan(&self, source: EgressSource, gateway: Ipv4Addr) -> NetworkPlan {
+        NetworkPlan {
+            egress_interface: self.egress_interface.clone(),
+            macvlan_parent: self.macvlan_parent.clone(),
+            macvlan_mode: self.macvlan_mode,
+            source,
+            gateway,
+            owner: owner_alias(&self.instance),
+        }
+    }
+}
+
+/// The alias egress-router gives an interface it creates, so that teardown removes only
+/// what this instance added.
+#[must_use]
+pub fn owner_alias(instance: &str) -> String {
+    format!("egress-router:{instance}")
+}
+
+impl Instance {
+    /// Sets the data plane up in the current network namespace with `rules`, taking over
+    /// the maps of one already running there (attached to the pod interface, or pinned for
+    /// the instance) so that a restart or an upgrade keeps every flow. With `gateway`, the
+    /// egress interface is set up too (EGRESS_SOURCE, routes, announcement); without, it is
+    /// taken as an init container left it.
+    pub async fn start(
+        settings: &Settings,
+        source: EgressSource,
+        gateway: Option<Ipv4Addr>,
+        rules: RuleSet,
+    ) -> Result<Self, Error> {
+        // Checks without side effects first.
+        let pod = interface_facts(&settings.pod_interface)
+            .await
+            .map_err(Error::PodInterface)?;
+        let pod_ip = *pod.ipv4.first().ok_or_else(|| {
+            Error::PodInterface(NetworkError::NoIpv4(settings.pod_interface.clone()))
+        })?;
+        let mut handover = Handover::prepare(
+            &settings.bpffs_root,
+            &settings.instance,
+            &settings.pod_interface,
+        );
+        let mut dataplane = handover.load(settings.conntrack_flows)?;
+
+        // Now change the system: network, maps, attachments.
+        let applied = match gateway {
+            Some(gateway) => Some(
+                settings
+                    .network_plan(source, gateway)
+                    .apply()
+                    .await
+                    .map_err(Error::Network)?,
+            ),
+            None => None,
+        };
+        let egress = interface_facts(&settings.egress_interface)
+            .await
+            .map_err(Error::EgressInterface)?;
+        let mut router = router_config(source.ip, pod_ip, &pod, &egress, settings.debug);
+        set_fallback(&mut router, rules.fallback);
+        let rules = dataplane
+            .maps_mut()
+            .configure(&router, &rules.with_local(&settings.local_tcp_ports).rules)?;
+        dataplane.attach(&settings.pod_interface, &settings.egress_interface)?;
+        let handover = handover.finish();
+
+        if let Some(applied) = &applied {
+            announce_source(settings, source, applied).await?;
+        }
+        Ok(Self {
+            dataplane,
+            router,
+            rules,
+            local_tcp_ports: settings.local_tcp_ports.clone(),
+            handover,
+            created_macvlan: applied.is_some_and(|a| a.created_macvlan),
+        })
+    }
+
+    /// Logs what the set-up did.
+    pub fn log_started(&self, settings: &Settings) {
+        let flows = self
+            .maps()
+            .conntrack()
+            .map(|t| t.len() / 2)
+            .unwrap_or_default();
+        let report = &self.handover;
+        match &report.adopted {
+            Some(source) => tracing::info!(%source, flows, "adopted the running data plane"),
+            None => tracing::info!("started a new data plane"),
+        }
+        if let Some(why) = &report.adopt_warning {
+            tracing::warn!(reason = %why, "could not take over the running data plane's state");
+        }
+        let has_fallback = self.router.flags & config_flags::HAS_FALLBACK != 0;
+        tracing::info!(
+            rules = self.rules.iter().filter(|(_, t)| !t.is_local()).count(),
+            fallback = has_fallback.then(|| Ipv4Addr::from(self.router.fallback_ip).to_string()),
+            pod_interface = %settings.pod_interface,
+            egress_interface = %settings.egress_interface,
+            "data plane set up"
+        );
+        match (&report.pin_dir, &report.pin_warning) {
+            (Some(dir), _) => tracing::info!(dir = %dir.display(), "maps pinned"),
+            (None, Some(why)) => {
+                tracing::warn!(reason = %why, "maps not pinned; the data plane works without pins");
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// The proxy pods' init containers (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`): the
+/// network as an instance sets it up (egress interface, EGRESS_SOURCE, routes via
+/// EGRESS_GATEWAY, announcement) and no data plane. Returns whether the macvlan was created.
+pub async fn setup_network(
+    settings: &Settings,
+    source: EgressSource,
+    gateway: Ipv4Addr,
+) -> Result<bool, Error> {
+    let applied = settings
+        .network_plan(source, gateway)
+        .apply()
+        .await
+        .map_err(Error::Network)?;
+    announce_source(settings, source, &applied).await?;
+    Ok(applied.created_macvlan)
+}
+
+async fn announce_source(
+    settings: &Settings,
+    source: EgressSource,
+    applied: &Applied,
+) -> Result<(), Error> {
+    announce(
+        &settings.egress_interface,
+        applied.egress_ifindex,
+        applied.egress_mac,
+        source.ip,
+        settings.arp_request_after,
+    )
+    .await
+    .map_err(Error::Network)
+}
+
+/// The data plane's view of the instance, without a fallback.
+fn router_config(
+    source: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+    pod: &InterfaceFacts,
+    egress: &InterfaceFacts,
+    debug: bool,
+) -> RouterConfig {
+    let mtu = pod.mtu.min(egress.mtu);
+    RouterConfig {
+        pod_ip: pod_ip.octets(),
+        egress_source: source.octets(),
+        fallback_ip: [0; 4],
+        pod_ifindex: pod.index,
+        egress_ifindex: egress.index,
+        flags: if debug { config_flags::DEBUG } else { 0 },
+        nat_port_min: DEFAULT_NAT_PORTS.0,
+        nat_port_max: DEFAULT_NAT_PORTS.1,
+        mss_clamp: u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX),
+        _pad: 0,
+    }
+}

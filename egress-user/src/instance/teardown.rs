@@ -1,0 +1,78 @@
+//! `egress-router teardown`: removes what an instance added, deciding what to remove
+//! before removing anything: its programs on both interfaces, its pin directory, and the
+//! egress interface if it created it (its alias says so), otherwise EGRESS_SOURCE and the
+//! routes via EGRESS_GATEWAY on it. Running it again finds nothing and succeeds.
+
+use std::{net::Ipv4Addr, path::Path};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    config::fields::EgressSource,
+    dataplane::{bpffs, discover},
+    instance::setup::owner_alias,
+    network::plan::{MacvlanMode, NetworkPlan, Removed},
+};
+
+/// What a teardown needs to know; EGRESS_SOURCE and EGRESS_GATEWAY may be unknown.
+pub struct Teardown<'a> {
+    pub instance: &'a str,
+    pub pod_interface: &'a str,
+    pub egress_interface: &'a str,
+    pub pin_dir: &'a Path,
+    pub macvlan_mode: MacvlanMode,
+    /// From the variable; if unset, from the running data plane.
+    pub source: Option<EgressSource>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What it removed.
+#[derive(Clone, Debug, Default)]
+pub struct Done {
+    pub programs: usize,
+    pub pins: usize,
+    pub network: Removed,
+}
+
+impl Teardown<'_> {
+    pub async fn run(&self) -> Result<Done> {
+        let running_source = discover::open(self.pod_interface, self.pin_dir)
+            .ok()
+            .flatten()
+            .and_then(|(maps, _)| maps.config().ok().flatten())
+            .map(|c| EgressSource {
+                ip: c.egress_source.into(),
+                prefix: 32,
+            });
+        let source = self.source.or(running_source);
+
+        let programs = discover::detach_all(self.pod_interface, self.egress_interface)?;
+        let pins = bpffs::remove_pins(self.pin_dir)
+            .with_context(|| format!("removing the pins in {}", self.pin_dir.display()))?;
+        let network = match source {
+            Some(source) => {
+                NetworkPlan {
+                    egress_interface: self.egress_interface.to_owned(),
+                    macvlan_parent: None,
+                    macvlan_mode: self.macvlan_mode,
+                    source,
+                    gateway: self.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    owner: owner_alias(self.instance),
+                }
+                .teardown()
+                .await?
+            }
+            None => {
+                tracing::warn!(
+                    "EGRESS_SOURCE unknown (not set, no running data plane): network left as it is"
+                );
+                Removed::default()
+            }
+        };
+        Ok(Done {
+            programs,
+            pins,
+            network,
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! Errors of the network set-up and lookups.
+
+use std::io;
+
+/// Errors of the network set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening a netlink socket: {0}")]
+    Connect(io::Error),
+    #[error("egress interface {0} does not exist (pass --macvlan-parent to create it)")]
+    NoEgressInterface(String),
+    #[error("macvlan parent interface {0} does not exist")]
+    NoParent(String),
+    #[error("interface {0} has no Ethernet address")]
+    NoMac(String),
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        source: rtnetlink::Error,
+    },
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    #[error("interface {0} has no IPv4 address")]
+    NoIpv4(String),
+    #[error("enabling IPv4 forwarding: {0}")]
+    Forwarding(io::Error),
+    #[error("sending gratuitous ARP on {iface}: {source}")]
+    Arp { iface: String, source: io::Error },
+}

@@ -1,0 +1,168 @@
+//! Looking interfaces up, changing nothing: index and name (libc), and what the data plane
+//! and the proxies need to know of one (index, MTU, IPv4 addresses) through rtnetlink.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
+use rtnetlink::{
+    Handle,
+    packet_route::{
+        address::AddressAttribute,
+        link::{LinkAttribute, LinkMessage},
+    },
+};
+
+use crate::{config::fields::EgressSource, network::error::Error};
+
+/// The index of interface `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// The name of an interface index in the current network namespace.
+#[must_use]
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// What the data plane needs to know about an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceFacts {
+    pub index: u32,
+    pub mtu: u32,
+    /// Its IPv4 addresses, primary first.
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// Reads an interface's index, MTU and IPv4 addresses in the current network namespace,
+/// changing nothing.
+pub async fn interface_facts(name: &str) -> Result<InterfaceFacts, Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let result = facts_with(&handle, name).await;
+    connection.abort();
+    result
+}
+
+async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error> {
+    let link = link_by_name(handle, name)
+        .await?
+        .ok_or_else(|| Error::NoInterface(name.to_owned()))?;
+    let index = link.header.index;
+    let mtu = link
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500);
+    let mut ipv4 = Vec::new();
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = netlink(addresses.try_next().await, || {
+        format!("listing the addresses of {name}")
+    })? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+            {
+                if !ipv4.contains(ip) {
+                    ipv4.push(*ip);
+                }
+            }
+        }
+    }
+    Ok(InterfaceFacts { index, mtu, ipv4 })
+}
+
+pub(crate) async fn link_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, Error> {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(link) => Ok(link),
+        // The kernel answers -ENODEV for an unknown name.
+        Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ENODEV => Ok(None),
+        Err(source) => Err(Error::Netlink {
+            what: format!("looking up {name}"),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Address(addr) => addr.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+pub(crate) fn netlink<T>(
+    result: Result<T, rtnetlink::Error>,
+    what: impl FnOnce() -> String,
+) -> Result<T, Error> {
+    result.map_err(|source| Error::Netlink {
+        what: what(),
+        source,
+    })
+}
+
+/// EGRESS_SOURCE for a process that may not have the variable (OpenShift sets it on the
+/// init container only): the variable if given, else the first IPv4 address of the egress
+/// interface, which the init container put there.
+pub async fn egress_source(
+    variable: Option<&str>,
+    egress_interface: &str,
+) -> anyhow::Result<Ipv4Addr> {
+    if let Some(value) = variable.map(str::trim).filter(|v| !v.is_empty()) {
+        let source: EgressSource = value.parse()?;
+        return Ok(source.ip);
+    }
+    let facts = interface_facts(egress_interface).await.with_context(|| {
+        format!(
+            "EGRESS_SOURCE is not set and cannot be read from {egress_interface}; set it, \
+                 or run the init container (EGRESS_ROUTER_MODE=http-proxy or dns-proxy) first"
+        )
+    })?;
+    facts.ipv4.first().copied().with_context(|| {
+        format!(
+            "EGRESS_SOURCE is not set and {egress_interface} has no IPv4 address; set it, or \
+             run the init container first"
+        )
+    })
+}
+
+/// The pod interface's first IPv4 address: where the proxies listen.
+pub async fn pod_ip(pod_interface: &str) -> anyhow::Result<Ipv4Addr> {
+    let facts = interface_facts(pod_interface)
+        .await
+        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
+    facts
+        .ipv4
+        .first()
+        .copied()
+        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
+}

@@ -1,0 +1,115 @@
+//! Serving the HTTP proxy: one single-threaded runtime per CPU it may use, each on its own
+//! `SO_REUSEPORT` listener, so a connection and its upstream connection never change
+//! threads.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::http_proxy::HttpRules,
+    proxy::{
+        http::{Proxy, serve},
+        outbound,
+    },
+};
+
+/// Serves `rules` on `listen` with `threads` serving threads, connecting out from `source`,
+/// until `shutdown` completes or a serving thread fails.
+pub async fn run(
+    listen: SocketAddr,
+    threads: usize,
+    rules: HttpRules,
+    source: Ipv4Addr,
+    resolv_conf: PathBuf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let listeners = bind(listen, threads).await?;
+    tracing::info!(
+        listen = %listen,
+        %source,
+        rules = rules.0.len(),
+        threads,
+        "HTTP proxy serving"
+    );
+    // The serving threads end with the process; a std thread reports if they fail (a
+    // blocking task would hold the runtime's shutdown).
+    let (failed, serving) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = serve_threads(listeners, move || {
+            Ok(Proxy {
+                rules: rules.clone(),
+                source,
+                resolver: outbound::resolver(&resolv_conf)?,
+                connect_timeout: Duration::from_secs(10),
+            })
+        });
+        let _ = failed.send(result);
+    });
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("HTTP proxy terminating");
+            Ok(())
+        }
+        ended = serving => ended.context("the serving threads")?,
+    }
+}
+
+/// Binds `count` listeners on `addr` with SO_REUSEPORT, so that the kernel spreads new
+/// connections over the serving threads. Returned as std listeners (non-blocking), for
+/// each thread's own runtime.
+async fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>> {
+    (0..count.max(1))
+        .map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            socket.listen(4096)?.into_std()
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("listening on {addr}"))
+}
+
+/// Serves on every listener, one thread with its own single-threaded runtime per listener:
+/// a client connection, its upstream connection and their tasks stay on one thread, with
+/// no cross-thread wake-ups (a work-stealing runtime measured ~20 % slower here). Returns
+/// only if a thread fails.
+fn serve_threads(
+    listeners: Vec<std::net::TcpListener>,
+    proxy: impl Fn() -> Result<Proxy> + Send + Sync + 'static,
+) -> Result<()> {
+    let proxy = Arc::new(proxy);
+    let threads: Vec<std::thread::JoinHandle<Result<()>>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let proxy = proxy.clone();
+            std::thread::Builder::new()
+                .name(format!("http-proxy-{i}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("starting a serving thread's runtime")?;
+                    runtime.block_on(async {
+                        let listener = TcpListener::from_std(listener)?;
+                        serve(listener, Arc::new(proxy()?), std::future::pending()).await
+                    })
+                })
+                .context("starting a serving thread")
+        })
+        .collect::<Result<_>>()?;
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a serving thread panicked"))??;
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! The proxies of the proxy pods' main containers, in user space.
+//!
+//! - [`http`], [`http_serve`], [`headers`]: the HTTP proxy (`egress-router http-proxy`).
+//! - [`relay`]: the DNS proxy's userspace relay, for a container that may not load BPF
+//!   programs (the DNS proxy otherwise runs in the data plane, see
+//!   [`crate::instance::names`]).
+//! - [`outbound`]: the pod's resolver, name resolution with TTLs, and connections from
+//!   EGRESS_SOURCE.
+
+pub mod headers;
+pub mod http;
+pub mod http_serve;
+pub mod outbound;
+pub mod relay;
