@@ -17,14 +17,18 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::netns::{Netns, wait_bounded};
+use crate::{
+    bpffs::Bpffs,
+    daemon::Daemon,
+    netns::{Netns, wait_bounded},
+};
 
 /// Prefix of every lab namespace name: `er-lab-<pid>-<n>-<tag>-<role>`.
 pub const NETNS_PREFIX: &str = "er-lab-";
@@ -437,90 +441,4 @@ impl Lab {
 fn addr_up(ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
     ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", dev])?;
     ns.ip(&["link", "set", dev, "up"])
-}
-
-/// A background process of a lab, killed on Drop.
-pub struct Daemon {
-    child: Option<Child>,
-    what: String,
-}
-
-impl Daemon {
-    /// Stops the process (SIGTERM, then SIGKILL after `grace`) and returns its output.
-    pub fn stop(&mut self, grace: Duration) -> Result<std::process::Output> {
-        let Some(child) = self.child.take() else {
-            bail!("{} was already stopped", self.what);
-        };
-        let pid = i32::try_from(child.id()).context("pid")?;
-        // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        match wait_bounded(child, grace) {
-            Ok(out) => Ok(out),
-            Err(err) => Err(err.context(format!("{} ignored SIGTERM", self.what))),
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A bpffs mounted on a fresh directory in the root mount namespace: pins there outlive the
-/// processes under test (unlike a bpffs mounted by `ip netns exec`). Unmounted on Drop.
-pub struct Bpffs {
-    path: PathBuf,
-}
-
-impl Bpffs {
-    /// Mounts a new bpffs instance on `path` (created here).
-    pub fn mount(path: &Path) -> Result<Self> {
-        std::fs::create_dir(path).with_context(|| format!("creating {}", path.display()))?;
-        let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            let _ = std::fs::remove_dir(path);
-            return Err(err).with_context(|| format!("mounting bpffs on {}", path.display()));
-        }
-        Ok(Self {
-            path: path.to_owned(),
-        })
-    }
-
-    /// Where it is mounted.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        if let Ok(target) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {
-            // SAFETY: valid NUL-terminated string. Lazy unmount: pins go with the superblock.
-            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-                eprintln!(
-                    "lab: unmounting {}: {}",
-                    self.path.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        if let Err(err) = std::fs::remove_dir(&self.path) {
-            eprintln!("lab: removing {}: {err}", self.path.display());
-        }
-    }
 }

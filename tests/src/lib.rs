@@ -4,6 +4,8 @@
 //! Everything here needs root, as CI has. Nothing is skipped without it: a test fails and
 //! says why.
 
+pub mod bpffs;
+pub mod daemon;
 pub mod lab;
 pub mod netns;
 pub mod util;

@@ -1,24 +1,34 @@
 //! Helpers shared by the lab tests.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use crate::{
-    asset,
-    lab::{Lab, SERVER_IP},
+    asset, egress_router_bin,
+    lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
     netns::{Netns, run_bounded},
 };
 
-/// Runs a command in `ns`, bounded in time; returns stdout, panics with stderr on failure.
-pub fn run_ok(ns: &Netns, program: &str, args: &[&str], limit: u64) -> String {
-    let out = run_bounded(ns.command(program).args(args), Duration::from_secs(limit)).unwrap();
+/// Runs `cmd`, bounded in time; returns stdout, panics with its stderr on failure.
+pub fn stdout_ok(cmd: &mut Command, limit: Duration) -> String {
+    let out = run_bounded(cmd, limit).unwrap();
     assert!(
         out.status.success(),
-        "{program} {args:?} in {}: {}\n{}",
-        ns.name(),
+        "{cmd:?}: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command in `ns`, bounded in time; returns stdout, panics with stderr on failure.
+pub fn run_ok(ns: &Netns, program: &str, args: &[&str], limit: u64) -> String {
+    stdout_ok(ns.command(program).args(args), Duration::from_secs(limit))
+}
+
+/// Runs a tool in the test's own namespaces (bpftool on the lab's bpffs) and returns its
+/// stdout; panics if it fails.
+pub fn run_ok_here(program: &str, args: &[&str]) -> String {
+    stdout_ok(Command::new(program).args(args), Duration::from_secs(10))
 }
 
 /// Starts a peer server (tests/assets/peer_server.py) in the server namespace.
@@ -62,4 +72,78 @@ pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("er-test-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// One line through a redirect port: what the peer server saw ("IP PORT"), or "" on failure.
+pub fn ask(lab: &Lab, port: u16) -> String {
+    let out = run_bounded(
+        lab.client.command("sh").args([
+            "-c",
+            &format!("printf 'hi\\n' | nc -N -w 3 {ROUTER_POD_IP} {port}"),
+        ]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `egress-router ARGS` in the router namespace (the caller's mount namespace), with the
+/// lab's EGRESS_SOURCE and EGRESS_GATEWAY.
+pub fn router_cli(lab: &Lab, instance: &str, args: &[&str]) -> String {
+    stdout_ok(
+        lab.router
+            .command(egress_router_bin())
+            .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
+            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+            .arg("--bpffs")
+            .arg(lab.bpffs.path())
+            .args(["--instance", instance])
+            .args(args),
+        Duration::from_secs(20),
+    )
+}
+
+/// A scrape of the agent's `/metrics` on the pod IP, from the client namespace.
+pub fn metrics(lab: &Lab) -> prometheus_parse::Scrape {
+    let body = run_ok(
+        &lab.client,
+        "curl",
+        &[
+            "-sf",
+            "--max-time",
+            "5",
+            &format!("http://{ROUTER_POD_IP}:{METRICS_PORT}/metrics"),
+        ],
+        10,
+    );
+    // The text format demands HELP/TYPE before samples and a value per sample line.
+    for line in body.lines() {
+        assert!(
+            line.starts_with("# HELP ")
+                || line.starts_with("# TYPE ")
+                || line
+                    .rsplit_once(' ')
+                    .is_some_and(|(_, v)| v.parse::<f64>().is_ok()),
+            "not a Prometheus text line: {line:?}"
+        );
+    }
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// The value of metric `name` (with `label` = value, if given) in a scrape; panics unless
+/// exactly one sample matches.
+pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let samples: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .collect();
+    assert_eq!(samples.len(), 1, "one sample of {name} {label:?}");
+    match samples[0].value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name}: {other:?}"),
+    }
 }

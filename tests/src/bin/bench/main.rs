@@ -3,7 +3,9 @@
 //! labs, plus the per-packet program costs from BPF_PROG_TEST_RUN. Writes BENCHMARKS.md,
 //! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
 
+mod chart;
 mod http;
+mod markdown;
 mod progcost;
 mod report;
 mod traffic;
@@ -274,8 +276,8 @@ fn write(out: &Path, results: &Results) -> Result<()> {
         dir.join("results.json"),
         serde_json::to_string_pretty(results)? + "\n",
     )?;
-    std::fs::write(dir.join("chart.svg"), report::svg(&summary))?;
-    let md = report::markdown(results, &summary, &notes);
+    std::fs::write(dir.join("chart.svg"), chart::svg(&summary))?;
+    let md = markdown::markdown(results, &summary, &notes);
     std::fs::write(out.join("BENCHMARKS.md"), &md)?;
     println!("{md}");
     eprintln!(

@@ -1,0 +1,213 @@
+//! Upgrades in the netns lab: a new build's `init` takes over what an earlier release left
+//! running (its maps by ID or through its pins, its programs at their hooks), so flows
+//! survive and nothing of the earlier release stays attached.
+
+use std::os::fd::AsFd as _;
+
+use aya::{EbpfLoader, programs::SchedClassifier};
+use egress_tests::{
+    lab::{EGRESS_SOURCE, Lab, SERVER_IP},
+    util::{ask, peer_server, router_cli, run_ok_here, wait_listening},
+};
+use egress_user::{
+    EBPF_OBJECT,
+    dataplane::{discover, programs::PROGRAMS, tcx},
+    network::interface::ifindex,
+};
+
+/// The conntrack flows of `egress-router conntrack --json` that this router translates, by
+/// their original tuple.
+fn nat_flows(json: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "nat")
+        .map(|f| f["original"].clone())
+        .collect()
+}
+
+/// This build's BPF object with the egress interface's programs under the names an earlier
+/// release gave them (the names have the same lengths, so the ELF stays valid).
+fn object_with_former_names() -> Vec<u8> {
+    let mut object = EBPF_OBJECT.to_vec();
+    for program in PROGRAMS {
+        let Some(former) = program.former_name else {
+            continue;
+        };
+        let (now, before) = (program.name.as_bytes(), former.as_bytes());
+        assert_eq!(now.len(), before.len());
+        let mut replaced = 0;
+        let mut at = 0;
+        while let Some(i) = object[at..].windows(now.len()).position(|w| w == now) {
+            object[at + i..at + i + now.len()].copy_from_slice(before);
+            at += i + now.len();
+            replaced += 1;
+        }
+        assert!(replaced >= 2, "{} named {replaced} times", program.name);
+    }
+    object
+}
+
+/// The names of the programs attached with TCX at each of this build's hooks, per hook.
+fn attached_names(lab: &Lab) -> Vec<Vec<String>> {
+    lab.router
+        .enter(|| {
+            PROGRAMS
+                .iter()
+                .map(|program| {
+                    let index = ifindex(program.interface("eth0", "macvlan0")).unwrap();
+                    let ids = tcx::query(index, program.attach_type).unwrap();
+                    aya::programs::loaded_programs()
+                        .filter_map(Result::ok)
+                        .filter(|info| ids.contains(&info.id()))
+                        .map(|info| info.name_as_str().unwrap_or("?").to_owned())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap()
+}
+
+/// An upgrade from a release whose egress-interface programs had their former names
+/// (`uplink_ingress`, `uplink_egress`): `init` finds them by those names and replaces them
+/// in place, so each hook holds exactly one program, this build's, and the flows stay.
+#[test]
+fn upgrade_from_the_former_program_names_replaces_them_in_place() {
+    let mut lab = Lab::new("up-names").unwrap();
+    peer_server(&mut lab, "tcp", 80);
+    wait_listening(&lab, 80);
+    let destination = format!("80 tcp {SERVER_IP}");
+    lab.init_router("names", &destination, &[]).unwrap();
+
+    // The earlier release: the same programs under their former names, on the same maps,
+    // attached in place of this build's and owned by the interfaces.
+    let object = object_with_former_names();
+    let pins = lab.pin_dir("names");
+    lab.router
+        .enter(move || {
+            let mut loader = EbpfLoader::new();
+            for name in egress_common::maps::ALL {
+                loader.map_pin_path(name, pins.join(name));
+            }
+            let mut ebpf = loader.load(&object).unwrap();
+            for program in PROGRAMS {
+                let name = program.former_name.unwrap_or(program.name);
+                let prog: &mut SchedClassifier =
+                    ebpf.program_mut(name).unwrap().try_into().unwrap();
+                prog.load().unwrap();
+                let index = ifindex(program.interface("eth0", "macvlan0")).unwrap();
+                let current = discover::tcx_attached(index, &program).unwrap().unwrap();
+                let current = tcx::prog_fd(current.id()).unwrap();
+                let fd = prog.fd().unwrap().as_fd();
+                tcx::attach(index, program.attach_type, fd, Some(current.as_fd())).unwrap();
+            }
+        })
+        .unwrap();
+    let single = |names: &[&str]| -> Vec<Vec<String>> {
+        names.iter().map(|n| vec![(*n).to_owned()]).collect()
+    };
+    assert_eq!(
+        attached_names(&lab),
+        single(&["pod_ingress", "uplink_ingress", "uplink_egress"])
+    );
+    let before = ask(&lab, 80);
+    assert!(
+        before.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "through the earlier release: {before:?}"
+    );
+    let flows_before = nat_flows(&router_cli(&lab, "names", &["conntrack", "--json"]));
+    assert_eq!(flows_before.len(), 1, "{flows_before:?}");
+
+    let log = lab.init_router("names", &destination, &[]).unwrap();
+    assert!(log.contains("adopted the running data plane"), "{log}");
+    assert_eq!(
+        attached_names(&lab),
+        single(&["pod_ingress", "egress_ingress", "egress_egress"]),
+        "replaced in place, nothing of the earlier release left"
+    );
+    let flows_after = nat_flows(&router_cli(&lab, "names", &["conntrack", "--json"]));
+    assert!(
+        flows_before.iter().all(|f| flows_after.contains(f)),
+        "the earlier flow was kept: {flows_before:?} -> {flows_after:?}"
+    );
+    let after = ask(&lab, 80);
+    assert!(
+        after.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "through the upgraded data plane: {after:?}"
+    );
+    // Teardown finds this build's programs and leaves none.
+    router_cli(&lab, "names", &["teardown"]);
+    assert_eq!(attached_names(&lab), vec![Vec::<String>::new(); 3]);
+}
+
+/// An upgrade from a release whose RULES map had another layout (the first release's
+/// 8-byte value, before rule flags), found through the instance's pins: `init` takes the
+/// pinned conntrack over, so the flow stays, and starts RULES afresh with the rules
+/// rewritten in this build's layout.
+#[test]
+fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
+    let mut lab = Lab::new("up-layout").unwrap();
+    peer_server(&mut lab, "tcp", 80);
+    wait_listening(&lab, 80);
+    let destination = format!("80 tcp {SERVER_IP}");
+    lab.init_router("up", &destination, &[]).unwrap();
+    let before = ask(&lab, 80);
+    assert!(
+        before.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "{before:?}"
+    );
+    let flows_before = nat_flows(&router_cli(&lab, "up", &["conntrack", "--json"]));
+    assert_eq!(flows_before.len(), 1, "{flows_before:?}");
+
+    // What the earlier release left: its pins, with RULES in the old layout, and no
+    // program on the interfaces (they went with its pod).
+    let detached = lab
+        .router
+        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .unwrap();
+    assert_eq!(detached, 3);
+    let rules_pin = lab.pin_dir("up").join("RULES");
+    std::fs::remove_file(&rules_pin).unwrap();
+    let pin = rules_pin.to_str().unwrap();
+    let create = [
+        "map", "create", pin, "type", "hash", "key", "4", "value", "8", "entries", "4096", "name",
+        "RULES",
+    ];
+    run_ok_here("bpftool", &create);
+    assert!(
+        run_ok_here("bpftool", &["-j", "map", "show", "pinned", pin]).contains("\"bytes_value\":8")
+    );
+
+    let log = lab.init_router("up", &destination, &[]).unwrap();
+    assert!(
+        log.contains("adopted the running data plane") && log.contains("pinned map RULES"),
+        "conntrack taken over, RULES replaced: {log}"
+    );
+    let shown = run_ok_here("bpftool", &["-j", "map", "show", "pinned", pin]);
+    assert!(
+        shown.contains("\"bytes_value\":12"),
+        "RULES in this build's layout: {shown}"
+    );
+    let flows_after = nat_flows(&router_cli(&lab, "up", &["conntrack", "--json"]));
+    assert!(
+        flows_before.iter().all(|f| flows_after.contains(f)),
+        "the earlier flow was kept: {flows_before:?} -> {flows_after:?}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "up", &["status", "--json"])).unwrap();
+    let targets: Vec<_> = status["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r["port"], r["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(targets, [format!("80 {SERVER_IP}:80")], "{status}");
+    assert_eq!(status["programs"].as_array().unwrap().len(), 3, "{status}");
+    let after = ask(&lab, 80);
+    assert!(
+        after.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "through the upgraded data plane: {after:?}"
+    );
+}
