@@ -56,8 +56,11 @@ pub enum DropReason {
     /// A new connection to a rule whose name has no address (yet): not resolved, or the
     /// name has no IPv4 record.
     Unresolved = 12,
+    /// IPv6 on the egress interface, either way: not supported yet, so none of it reaches
+    /// the pod from the egress network (or leaves it there).
+    Ipv6Unsupported = 13,
     /// Number of reasons; not a reason.
-    Count = 13,
+    Count = 14,
 }
 
 impl DropReason {
@@ -76,6 +79,7 @@ impl DropReason {
         Self::UnsupportedProtocol,
         Self::Unconfigured,
         Self::Unresolved,
+        Self::Ipv6Unsupported,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -95,6 +99,7 @@ impl DropReason {
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::Unconfigured => "unconfigured",
             Self::Unresolved => "unresolved",
+            Self::Ipv6Unsupported => "ipv6_unsupported",
             Self::Count => "count",
         }
     }

@@ -6,6 +6,8 @@
 //!   unicast to any other address (the pod does not route for the egress network).
 //! - egress: the connections the pod opens itself from EGRESS_SOURCE are tracked, so that
 //!   their replies pass ingress.
+//!
+//! IPv6 is dropped both ways until it is supported.
 
 use aya_ebpf::programs::TcContext;
 use egress_common::{DropReason, RouterConfig, Stat, flow_kind};
@@ -20,8 +22,12 @@ use crate::{
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::EgressIngressPassed);
-    // ARP and everything else that is not IPv4 is the stack's business.
     let Some(ip) = parse::ipv4(ctx)? else {
+        // IPv6 is not supported yet: none of it reaches the pod from the egress network.
+        // ARP is the stack's business.
+        if parse::is_ipv6(ctx) {
+            return Err(DropReason::Ipv6Unsupported);
+        }
         return Ok(passed);
     };
     let daddr = ip.daddr.to_ne_bytes();
@@ -72,6 +78,10 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
         return Ok(passed);
     }
     let Some(ip) = parse::ipv4(ctx)? else {
+        // Nor does the pod's own IPv6 (neighbour discovery of a link-local address).
+        if parse::is_ipv6(ctx) {
+            return Err(DropReason::Ipv6Unsupported);
+        }
         return Ok(passed);
     };
     if ip.saddr.to_ne_bytes() != cfg.egress_source || ip.is_later_fragment() {

@@ -11,6 +11,7 @@ use egress_common::DropReason;
 
 pub(crate) const ETH_HLEN: usize = 14;
 pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 /// Fragment offset mask and "more fragments" bit of `frag_off` (host order).
 const IP_OFFSET: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
@@ -172,4 +173,14 @@ pub(crate) fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
         frag_off: u16::from_be(ip.frag_off),
     };
     Ok(Some(parsed))
+}
+
+/// Whether the frame carries IPv6.
+#[inline(always)]
+pub(crate) fn is_ipv6(ctx: &TcContext) -> bool {
+    match ptr_at::<EthHdr>(ctx, 0) {
+        // SAFETY: bounds checked by ptr_at.
+        Ok(eth) => (unsafe { (*eth).proto }) == ETH_P_IPV6.to_be(),
+        Err(_) => false,
+    }
 }

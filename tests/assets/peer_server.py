@@ -9,6 +9,8 @@ echo:  replies to every line with "PEER_IP PEER_PORT LOCAL_IP LINE\n" until the 
        needs. LOCAL_IP is the server address the client reached.
 http, https: HTTP/1.1 with keep-alive; every GET is answered 200 with the body
        "PEER_IP PEER_PORT HOST\n" (HOST from the Host header).
+http10: HTTP/1.0 as old servers speak it: the same body, no Content-Length, the end of the
+       body is the close of the connection.
 Each peer is also printed to stdout, one per line.
 """
 import http.server
@@ -53,6 +55,18 @@ class Http(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Http10(Http):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        ip, port = self.client_address[:2]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(f"{ip} {port} {self.headers.get('Host', '-')}\n".encode())
+        print(f"{ip} {port}", flush=True)
+
+
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
@@ -65,6 +79,10 @@ def main():
         Server((addr, port), Tcp).serve_forever()
     if kind == "echo":
         Server((addr, port), Echo).serve_forever()
+    if kind == "http10":
+        server = http.server.ThreadingHTTPServer((addr, port), Http10)
+        server.daemon_threads = True
+        server.serve_forever()
     if kind in ("http", "https"):
         server = http.server.ThreadingHTTPServer((addr, port), Http)
         server.daemon_threads = True

@@ -8,6 +8,7 @@ pub mod bpffs;
 pub mod daemon;
 pub mod lab;
 pub mod netns;
+pub mod pktgen;
 pub mod util;
 
 use std::path::PathBuf;

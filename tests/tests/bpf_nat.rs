@@ -2,192 +2,13 @@
 //! built with etherparse run through the real programs in the kernel, and the output is
 //! re-parsed: rewritten headers, IPv4 and L4 checksums, counters and conntrack entries.
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use egress_common::{DropReason, RouterConfig, Stat, config_flags, programs};
-use egress_user::{
-    config::redirect::{Config, Raw},
-    dataplane::{
-        load::{Dataplane, LoadOptions},
-        rules::RuleSet,
-    },
+use egress_common::{DropReason, Stat, programs};
+use egress_tests::pktgen::{
+    CLIENT, POD, ROUTER_HOP, SERVER, SOURCE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, check_tcp,
+    check_udp, dataplane, drops, frame, ipv4, mss, ones_complement, parse_ip, run, tcp_frame,
+    udp_frame,
 };
-use etherparse::{
-    IpFragOffset, IpNumber, Ipv4Header, TcpHeader, TcpOptionElement, UdpHeader,
-    checksum::Sum16BitWords,
-};
-
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-
-const CLIENT: [u8; 4] = [192, 0, 2, 2];
-const POD: [u8; 4] = [192, 0, 2, 1];
-const SOURCE: [u8; 4] = [198, 51, 100, 100];
-const SERVER: [u8; 4] = [203, 0, 113, 10];
-const ROUTER_HOP: [u8; 4] = [198, 51, 100, 1];
-const POD_IFINDEX: u32 = 11;
-const EGRESS_IFINDEX: u32 = 12;
-
-/// SETUP: a data plane configured as `EGRESS_DESTINATION` says.
-fn dataplane(destination: &str) -> Dataplane {
-    let config = Config::from_raw(&Raw {
-        source: Some("198.51.100.100/24".into()),
-        gateway: Some("198.51.100.1".into()),
-        destination: Some(destination.into()),
-        mode: Some("init".into()),
-    })
-    .unwrap();
-    let mut dp = Dataplane::load(&LoadOptions {
-        conntrack_flows: 1024,
-        pin_dir: None,
-    })
-    .unwrap();
-    let mut flags = 0;
-    if config.destinations.fallback.is_some() {
-        flags |= config_flags::HAS_FALLBACK;
-    }
-    let cfg = RouterConfig {
-        pod_ip: POD,
-        egress_source: SOURCE,
-        fallback_ip: config
-            .destinations
-            .fallback
-            .map(|ip| ip.octets())
-            .unwrap_or_default(),
-        pod_ifindex: POD_IFINDEX,
-        egress_ifindex: EGRESS_IFINDEX,
-        flags,
-        nat_port_min: 1024,
-        nat_port_max: 65535,
-        mss_clamp: 1360,
-        _pad: 0,
-    };
-    dp.maps_mut()
-        .configure(
-            &cfg,
-            &RuleSet::from_destinations(&config.destinations).rules,
-        )
-        .unwrap();
-    dp
-}
-
-/// Runs `frame` through program `name`; returns the verdict and the output frame.
-fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let result = dp.program(name).unwrap().test_run(opts).unwrap();
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
-}
-
-fn drops(dp: &Dataplane, reason: DropReason) -> u64 {
-    dp.maps().stats().unwrap().drop(reason).packets
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: IpNumber, payload_len: usize, ttl: u8) -> Ipv4Header {
-    let mut ip = Ipv4Header::new(payload_len as u16, ttl, proto, src, dst).unwrap();
-    ip.identification = 0x1234;
-    ip
-}
-
-/// An Ethernet frame around `ip` (checksum filled in) and its payload.
-fn frame(mut ip: Ipv4Header, payload: &[u8]) -> Vec<u8> {
-    ip.header_checksum = ip.calc_header_checksum();
-    let mut out = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-    ip.write(&mut out).unwrap();
-    out.extend_from_slice(payload);
-    out
-}
-
-fn tcp_frame(
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    syn: bool,
-    ip_options: &[u8],
-    data: &[u8],
-) -> Vec<u8> {
-    let mut tcp = TcpHeader::new(src.1, dst.1, 1000, 64240);
-    tcp.syn = syn;
-    tcp.ack = !syn;
-    if syn {
-        tcp.set_options(&[
-            TcpOptionElement::MaximumSegmentSize(1460),
-            TcpOptionElement::SelectiveAcknowledgementPermitted,
-            TcpOptionElement::Timestamp(1, 0),
-            TcpOptionElement::Noop,
-            TcpOptionElement::WindowScale(7),
-        ])
-        .unwrap();
-    }
-    let mut ip = ipv4(
-        src.0,
-        dst.0,
-        IpNumber::TCP,
-        tcp.header_len() + data.len(),
-        64,
-    );
-    ip.options = ip_options.try_into().unwrap();
-    ip.total_len = (ip.header_len() + tcp.header_len() + data.len()) as u16;
-    tcp.checksum = tcp.calc_checksum_ipv4(&ip, data).unwrap();
-    let mut l4 = tcp.to_bytes().to_vec();
-    l4.extend_from_slice(data);
-    frame(ip, &l4)
-}
-
-fn udp_frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), data: &[u8], ttl: u8) -> Vec<u8> {
-    let ip = ipv4(src.0, dst.0, IpNumber::UDP, 8 + data.len(), ttl);
-    let udp = UdpHeader::with_ipv4_checksum(src.1, dst.1, &ip, data).unwrap();
-    let mut l4 = udp.to_bytes().to_vec();
-    l4.extend_from_slice(data);
-    frame(ip, &l4)
-}
-
-/// CHECK: parses an output frame, asserting its IPv4 header checksum.
-fn parse_ip(out: &[u8]) -> (Ipv4Header, &[u8]) {
-    assert_eq!(&out[12..14], &[0x08, 0x00]);
-    let (ip, rest) = Ipv4Header::from_slice(&out[14..]).unwrap();
-    assert_eq!(
-        ip.header_checksum,
-        ip.calc_header_checksum(),
-        "IPv4 checksum"
-    );
-    (ip, rest)
-}
-
-/// CHECK: a TCP packet's addresses, ports and checksum.
-fn check_tcp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> TcpHeader {
-    let (ip, rest) = parse_ip(out);
-    let (tcp, data) = TcpHeader::from_slice(rest).unwrap();
-    assert_eq!((ip.source, tcp.source_port), src, "source");
-    assert_eq!((ip.destination, tcp.destination_port), dst, "destination");
-    assert_eq!(
-        tcp.checksum,
-        tcp.calc_checksum_ipv4(&ip, data).unwrap(),
-        "TCP checksum"
-    );
-    tcp
-}
-
-fn check_udp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) {
-    let (ip, rest) = parse_ip(out);
-    let (udp, data) = UdpHeader::from_slice(rest).unwrap();
-    assert_eq!((ip.source, udp.source_port), src, "source");
-    assert_eq!((ip.destination, udp.destination_port), dst, "destination");
-    assert_eq!(
-        udp.checksum,
-        udp.calc_checksum_ipv4(&ip, data).unwrap(),
-        "UDP checksum"
-    );
-}
-
-fn mss(tcp: &TcpHeader) -> Option<u16> {
-    tcp.options_iterator().find_map(|opt| match opt {
-        Ok(TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
-        _ => None,
-    })
-}
+use etherparse::{IpFragOffset, IpNumber, Ipv4Header, UdpHeader};
 
 #[test]
 fn tcp_with_ip_options_is_translated_both_ways_with_valid_checksums() {
@@ -267,6 +88,32 @@ fn unmatched_and_non_ipv4_traffic_reaches_the_pod_untouched() {
     assert_eq!(verdict, TC_ACT_OK, "ARP keeps working on the egress side");
     let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::PodIngressPassed).packets, 2, "{stats}");
+}
+
+/// IPv6 is not supported yet: on the egress interface none of it passes, either way (an
+/// egress-network host must not reach the pod's link-local address; the pod's neighbour
+/// discovery does not leave). The pod interface's IPv6 is the cluster's business.
+#[test]
+fn ipv6_on_the_egress_interface_is_dropped_both_ways() {
+    let mut dp = dataplane("8080 tcp 203.0.113.10 80\n203.0.113.10");
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1])
+        .ipv6(
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            64,
+        )
+        .tcp(50000, 8080, 1, 1024)
+        .syn()
+        .write(&mut frame, b"")
+        .unwrap();
+    let (verdict, _) = run(&mut dp, programs::EGRESS_INGRESS, &frame);
+    assert_eq!(verdict, TC_ACT_SHOT, "in from the egress network");
+    let (verdict, _) = run(&mut dp, programs::EGRESS_EGRESS, &frame);
+    assert_eq!(verdict, TC_ACT_SHOT, "out to the egress network");
+    assert_eq!(drops(&dp, DropReason::Ipv6Unsupported), 2);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &frame);
+    assert_eq!((verdict, out.as_slice()), (TC_ACT_OK, frame.as_slice()));
 }
 
 #[test]
@@ -362,13 +209,6 @@ fn fragments_follow_their_first_fragment_and_are_never_half_translated() {
     assert_eq!(drops(&dp, DropReason::FragmentUnknown), 1);
     let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::FragmentsTranslated).packets, 1, "{stats}");
-}
-
-fn ones_complement(data: &[u8]) -> u16 {
-    Sum16BitWords::new()
-        .add_slice(data)
-        .ones_complement()
-        .to_be()
 }
 
 #[test]

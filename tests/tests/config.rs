@@ -341,7 +341,14 @@ const PROXY_CASES: &[(&str, &str, &str)] = &[
         "www.example.com\n 203.0.113.0/33 ",
         "Bad destination '203.0.113.0/33'",
     ),
-    ("EGRESS_HTTP_PROXY_DESTINATION", "!", "Bad destination '!'"),
+    // OpenShift's script strips the `!` before it words the error.
+    ("EGRESS_HTTP_PROXY_DESTINATION", "!", "Bad destination ''"),
+    ("EGRESS_HTTP_PROXY_DESTINATION", "!*", "Bad destination '*'"),
+    (
+        "EGRESS_DNS_PROXY_DESTINATION",
+        "70000 localhost",
+        "Bad destination '70000 localhost'",
+    ),
     (
         "EGRESS_HTTP_PROXY_DESTINATION",
         "http://www.example.com/",

@@ -67,6 +67,8 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
     lab.gateway
         .sysctl("net.ipv4.conf.lan0.arp_accept", "1")
         .unwrap();
+    // What an earlier release left: forwarding on in the pod's namespace.
+    lab.router.sysctl("net.ipv4.ip_forward", "1").unwrap();
     let plan = plan("macvlan0", None);
 
     let applied: Applied = block_on_in(&lab.router, || async {
@@ -96,7 +98,8 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
     }
     assert_eq!(
         stdout(&lab.router, "sysctl", &["-n", "net.ipv4.ip_forward"]).trim(),
-        "1"
+        "0",
+        "the pod does not route between its networks"
     );
     assert!(
         stdout(&lab.router, "ip", &["-o", "link", "show", "macvlan0"]).contains("state UP"),

@@ -1,6 +1,6 @@
 //! The proxy modes in the netns lab, deployed as OpenShift deploys them: an init container
-//! (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`, network only) and a main container of
-//! the same image that has only the proxy variable.
+//! (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`: the network and a rule-less data plane)
+//! and a main container of the same image that has only the proxy variable.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},

@@ -22,7 +22,7 @@ const PACKAGES: &[&str] = &[
     "netcat-openbsd", // TCP/UDP client and server in the lab
     "iperf3",         // throughput tests and benchmarks
     "tcpdump",        // debugging the lab
-    "nftables",       // the classic egress router (benchmark baseline)
+    "nftables",       // the classic egress router (benchmark baseline), isolation tests
     "iptables",       // the classic egress router (benchmark baseline)
     "conntrack",      // inspecting the baseline's kernel conntrack
     "netsniff-ng",    // trafgen: small-packet generator for benchmarks

@@ -1,6 +1,7 @@
 //! The default command: what `EGRESS_ROUTER_MODE` says. `init` and `legacy` set up the
 //! redirect data plane (legacy then runs the agent), `unit-test` prints the plan, and
-//! `http-proxy` and `dns-proxy` set up the network for a proxy pod's main container.
+//! `http-proxy` and `dns-proxy` set up the network and a data plane without rules (it guards
+//! the egress interface) for a proxy pod's main container.
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use anyhow::{Result, bail};
 use egress_user::{
     agent::run::{Signals, run as run_agent},
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
-    instance::{Instance, setup::setup_network, source::Destinations},
+    dataplane::rules::RuleSet,
+    instance::{Instance, source::Destinations},
 };
 
 use crate::cli::{Cli, runtime};
@@ -49,14 +51,24 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
-            let created = setup_network(&settings, config.source, config.gateway).await?;
+            // The network, and the data plane with no rule: it translates nothing, and its
+            // egress-interface programs keep the egress network out of the pod (only replies
+            // to the proxies' own connections come in), whatever the main container may do.
+            let instance = Instance::start(
+                &settings,
+                config.source,
+                Some(config.gateway),
+                RuleSet::default(),
+            )
+            .await?;
+            instance.log_started(&settings);
             tracing::info!(
                 mode = config.mode.name(),
                 egress_interface = %settings.egress_interface,
                 source = %config.source,
                 gateway = %config.gateway,
-                created_macvlan = created,
-                "network set up; the proxy runs in the main container"
+                created_macvlan = instance.created_macvlan(),
+                "network and egress guard set up; the proxy runs in the main container"
             );
             Ok(())
         }),

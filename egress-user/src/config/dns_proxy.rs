@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{check_local_ports, is_hostname, parse_port, value_lines},
+    fields::{check_local_ports, hostname, parse_port, value_lines},
 };
 
 /// Where a DNS-proxy port sends its connections.
@@ -39,17 +39,23 @@ pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
             [port, target, rport] => (port, target, Some(rport)),
             _ => return Err(bad()),
         };
+        // The line's form first, its numbers after, as OpenShift's script checks them: a
+        // target that is neither an address nor a name with a dot makes the line bad
+        // whatever its ports say. Dotted digits are an address or nothing.
+        let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
+            DnsTarget::Ip(ip)
+        } else if target.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(bad());
+        } else {
+            match hostname(target) {
+                Some(name) if name.contains('.') => DnsTarget::Host(name),
+                _ => return Err(bad()),
+            }
+        };
         let port = parse_port(port).ok_or_else(bad)??;
         let remote_port = match remote_port {
             Some(rport) => parse_port(rport).ok_or_else(bad)??,
             None => port,
-        };
-        let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
-            DnsTarget::Ip(ip)
-        } else if target.contains('.') && is_hostname(target) {
-            DnsTarget::Host(target.to_ascii_lowercase())
-        } else {
-            return Err(bad());
         };
         if !ports.insert(port) {
             return Err(ConfigError::ProxyPortUsed(port));
@@ -89,7 +95,7 @@ mod tests {
     #[test]
     fn dns_routes_parse_hosts_addresses_and_remote_ports() {
         let routes =
-            parse_dns_routes("# db\n5432 db.example.com\n8080 203.0.113.25 80\n\n").unwrap();
+            parse_dns_routes("# db\n5432 DB.example.com.\n8080 203.0.113.25 80\n\n").unwrap();
         assert_eq!(
             routes,
             [
@@ -112,6 +118,12 @@ mod tests {
         let cases = [
             ("", "Must specify EGRESS_DNS_PROXY_DESTINATION"),
             ("80 localhost", "Bad destination '80 localhost'"),
+            ("70000 localhost", "Bad destination '70000 localhost'"),
+            ("80 300.1.2.3", "Bad destination '80 300.1.2.3'"),
+            (
+                "80 db.example.com..",
+                "Bad destination '80 db.example.com..'",
+            ),
             ("80", "Bad destination '80'"),
             ("80 a.example 81 82", "Bad destination '80 a.example 81 82'"),
             ("http a.example", "Bad destination 'http a.example'"),

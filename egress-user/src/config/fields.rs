@@ -106,10 +106,14 @@ pub fn check_local_ports(
     }
 }
 
-/// Letters, digits and hyphens in dot-separated labels of 1-63 characters, not starting or
-/// ending with a hyphen; 253 characters at most.
-pub fn is_hostname(name: &str) -> bool {
-    !name.is_empty()
+/// A host name as written, in the form every lookup and comparison uses: lower case, the
+/// trailing dot of an absolute name dropped (names are always resolved as absolute). `None`
+/// unless it is letters, digits and hyphens in dot-separated labels of 1-63 characters, not
+/// starting or ending with a hyphen, 253 characters at most.
+#[must_use]
+pub fn hostname(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -119,5 +123,32 @@ pub fn is_hostname(name: &str) -> bool {
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        });
+    valid.then(|| name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostname;
+
+    #[test]
+    fn host_names_are_normalised_and_checked() {
+        assert_eq!(
+            hostname("Www.Example.COM.").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(hostname("a-b.example").as_deref(), Some("a-b.example"));
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "a_b.example",
+            "a.example..",
+        ] {
+            assert_eq!(hostname(bad), None, "{bad:?}");
+        }
+        assert_eq!(hostname(&"a".repeat(64)), None, "a label of 64");
+    }
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::config::{
     error::ConfigError,
-    fields::{is_hostname, value_lines},
+    fields::{hostname, value_lines},
 };
 
 /// What an HTTP access rule matches.
@@ -59,12 +59,19 @@ impl HttpRules {
             {
                 return Err(ConfigError::WildcardNotLast);
             }
+            // As OpenShift's script: a leading `!` is stripped as it is, the message names the
+            // destination without it, and `*` stands alone (`!*` is a bad destination: deny
+            // is what a list without `*` does to the rest anyway).
             let (deny, dest) = match line.strip_prefix('!') {
-                Some(rest) => (true, rest.trim_start()),
+                Some(rest) => (true, rest),
                 None => (false, line),
             };
-            let matches =
-                http_match(dest).ok_or_else(|| ConfigError::BadDestination(line.to_owned()))?;
+            let matches = if deny && dest == "*" {
+                None
+            } else {
+                http_match(dest)
+            }
+            .ok_or_else(|| ConfigError::BadDestination(dest.to_owned()))?;
             rules.push(HttpRule {
                 deny,
                 matches,
@@ -122,9 +129,9 @@ fn http_match(dest: &str) -> Option<HttpMatch> {
         return Some(HttpMatch::Net(net.trunc()));
     }
     if let Some(domain) = dest.strip_prefix("*.") {
-        return is_hostname(domain).then(|| HttpMatch::Domain(domain.to_ascii_lowercase()));
+        return hostname(domain).map(HttpMatch::Domain);
     }
-    is_hostname(dest).then(|| HttpMatch::Host(dest.to_ascii_lowercase()))
+    hostname(dest).map(HttpMatch::Host)
 }
 
 #[cfg(test)]
@@ -139,7 +146,7 @@ mod tests {
     fn http_rules_parse_every_form_and_skip_comments() {
         let rules = HttpRules::parse(
             "  # comment\n\nwww.example.com\n!*.Bad.Example\n203.0.113.0/24\n\
-             2001:db8::/32\n198.51.100.7\n!*\n",
+             2001:db8::/32\n198.51.100.7\nexact.example.net.\n*\n",
         )
         .unwrap();
         let kinds: Vec<(bool, HttpMatch)> = rules
@@ -155,7 +162,8 @@ mod tests {
                 (false, HttpMatch::Net("203.0.113.0/24".parse().unwrap())),
                 (false, HttpMatch::Net("2001:db8::/32".parse().unwrap())),
                 (false, HttpMatch::Net("198.51.100.7/32".parse().unwrap())),
-                (true, HttpMatch::Any),
+                (false, HttpMatch::Host("exact.example.net".into())),
+                (false, HttpMatch::Any),
             ]
         );
         assert_eq!(rules.0[1].line, "!*.Bad.Example");
@@ -175,9 +183,13 @@ mod tests {
                 "Wildcard must be last rule, if present",
             ),
             (
-                "!*\n# fine\n\nwww.example.com",
+                "*\n# fine\n\n!www.example.com",
                 "Wildcard must be last rule, if present",
             ),
+            // OpenShift strips the `!` from the message, and `*` stands alone.
+            ("!foo bar", "Bad destination 'foo bar'"),
+            ("!*", "Bad destination '*'"),
+            ("! a.example", "Bad destination ' a.example'"),
         ];
         for (value, expected) in cases {
             assert_eq!(msg(HttpRules::parse(value)), expected, "{value:?}");

@@ -1,6 +1,5 @@
 //! Setting an instance up, in an order that changes nothing until every check that can fail
-//! without side effects has passed (interfaces resolved, BPF object verified); and the
-//! network-only set-up of the proxy pods' init containers.
+//! without side effects has passed (interfaces resolved, BPF object verified).
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
@@ -173,23 +172,6 @@ impl Instance {
             (None, None) => {}
         }
     }
-}
-
-/// The proxy pods' init containers (`EGRESS_ROUTER_MODE=http-proxy` or `dns-proxy`): the
-/// network as an instance sets it up (egress interface, EGRESS_SOURCE, routes via
-/// EGRESS_GATEWAY, announcement) and no data plane. Returns whether the macvlan was created.
-pub async fn setup_network(
-    settings: &Settings,
-    source: EgressSource,
-    gateway: Ipv4Addr,
-) -> Result<bool, Error> {
-    let applied = settings
-        .network_plan(source, gateway)
-        .apply()
-        .await
-        .map_err(Error::Network)?;
-    announce_source(settings, source, &applied).await?;
-    Ok(applied.created_macvlan)
 }
 
 async fn announce_source(

@@ -22,7 +22,7 @@ pub enum Error {
     NoInterface(String),
     #[error("interface {0} has no IPv4 address")]
     NoIpv4(String),
-    #[error("enabling IPv4 forwarding: {0}")]
+    #[error("turning IPv4 forwarding off: {0}")]
     Forwarding(io::Error),
     #[error("sending gratuitous ARP on {iface}: {source}")]
     Arp { iface: String, source: io::Error },

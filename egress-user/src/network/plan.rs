@@ -1,7 +1,7 @@
 //! Network set-up of the egress interface through rtnetlink: the macvlan (when asked to create
 //! it), EGRESS_SOURCE on it, link up, a host route to the gateway and the default route via
 //! the gateway on that interface (cluster routes stay on the pod interface), and IPv4
-//! forwarding; and its teardown.
+//! forwarding off (the pod must not route between the two networks); and its teardown.
 //!
 //! [`NetworkPlan::apply`] first resolves everything it needs without changing anything, then
 //! makes the changes with replace semantics, so running it again after a pod restart leaves
@@ -193,7 +193,10 @@ impl NetworkPlan {
             handle.route().add(default_route).replace().execute().await,
             || format!("setting the default route via {gateway} on {iface}"),
         )?;
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(Error::Forwarding)?;
+        // The data plane forwards by itself (bpf_redirect_neigh); kernel forwarding would
+        // route between the pod network and the egress network. An earlier release turned
+        // it on in this namespace: off again.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").map_err(Error::Forwarding)?;
         Ok(Applied {
             egress_ifindex: index,
             egress_mac: mac,
@@ -205,8 +208,7 @@ impl NetworkPlan {
 impl NetworkPlan {
     /// Removes what [`NetworkPlan::apply`] added: the egress interface if this instance
     /// created it (its alias says so), else EGRESS_SOURCE and the two routes on it. What is
-    /// already gone is skipped, so teardown can be repeated. IPv4 forwarding stays on: other
-    /// users of the namespace may rely on it.
+    /// already gone is skipped, so teardown can be repeated. IPv4 forwarding stays off.
     pub async fn teardown(&self) -> Result<Removed, Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
         let connection = tokio::spawn(connection);

@@ -24,10 +24,10 @@ use std::{
 
 use anyhow::Result;
 use hickory_resolver::TokioResolver;
-use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use http_body_util::BodyExt as _;
 use hyper::{
     Method, Request, Response, StatusCode,
-    body::{Bytes, Incoming},
+    body::Incoming,
     client::conn::http1::SendRequest,
     header::{self, HeaderValue},
     service::service_fn,
@@ -40,10 +40,9 @@ use crate::{
     proxy::{
         headers::{connection_has, strip_hop_by_hop},
         outbound,
+        refusal::{Body, Refusal, denied, empty, refusal_response, upstream_err},
     },
 };
-
-type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How the proxy runs.
 pub struct Proxy {
@@ -103,13 +102,6 @@ struct Kept {
     port: u16,
     addr: IpAddr,
     sender: SendRequest<Incoming>,
-}
-
-/// Why a request was not forwarded.
-enum Refusal {
-    Denied(Option<String>),
-    BadRequest(&'static str),
-    Upstream(String),
 }
 
 impl Proxy {
@@ -197,7 +189,7 @@ impl Proxy {
             }
         };
 
-        // Origin form upstream, hop-by-hop headers dropped, Host kept or set.
+        // Origin form upstream, hop-by-hop headers dropped, Host from the URL.
         let mut origin = hyper::http::uri::Parts::default();
         origin.path_and_query = Some(
             uri.path_and_query()
@@ -216,12 +208,20 @@ impl Proxy {
                 && !connection_has(req.headers(), "keep-alive"));
         *req.version_mut() = hyper::Version::HTTP_11;
         strip_hop_by_hop(req.headers_mut());
-        if !req.headers().contains_key(header::HOST)
-            && let Some(authority) = uri.authority()
-            && let Ok(value) = HeaderValue::from_str(authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, value);
-        }
+        // The URL's authority replaces whatever Host the client sent (RFC 9112 section
+        // 3.2.2), so the server is asked for the site the rules allowed, not another virtual
+        // host behind the same address.
+        let authority = match uri.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let value = HeaderValue::from_str(&authority).map_err(|_| {
+            (
+                Refusal::BadRequest("the URL's host is invalid"),
+                Some(rule.clone()),
+            )
+        })?;
+        req.headers_mut().insert(header::HOST, value);
         // A client that closes after this request: the upstream connection will not be
         // kept either, so ask the server to close it. The server then holds the TIME_WAIT,
         // not EGRESS_SOURCE, whose ports would otherwise run out under Connection: close.
@@ -235,8 +235,16 @@ impl Proxy {
             Err(err) => return Err((Refusal::Upstream(err.to_string()), Some(rule))),
         };
         let (mut parts, body) = response.into_parts();
-        let upstream_close = connection_has(&parts.headers, "close");
+        // HTTP/1.0 closes unless it says keep-alive; a body without a length then ends
+        // with the connection.
+        let upstream_close = connection_has(&parts.headers, "close")
+            || (parts.version == hyper::Version::HTTP_10
+                && !connection_has(&parts.headers, "keep-alive"));
         strip_hop_by_hop(&mut parts.headers);
+        // A proxy sends its own HTTP version (RFC 9110 section 6.2): as HTTP/1.1 a body
+        // whose end was the upstream's close goes to the client chunked, so the client
+        // learns where it ends without waiting for a close of its own connection.
+        parts.version = hyper::Version::HTTP_11;
         if !close && !upstream_close {
             *kept
                 .lock()
@@ -355,11 +363,11 @@ impl Proxy {
         Ok((stream, line))
     }
 
-    /// The addresses of `host`, IPv4 first.
+    /// The addresses of the name `host` (as an absolute name), IPv4 first.
     async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
         let lookup = self
             .resolver
-            .lookup_ip(host)
+            .lookup_ip(outbound::absolute(host))
             .await
             .map_err(|err| format!("resolving {host}: {err}"))?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
@@ -386,60 +394,4 @@ fn take_kept(kept: &Mutex<Option<Kept>>, host: &str, port: u16) -> Option<Kept> 
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let k = slot.take()?;
     (k.host == host && k.port == port && !k.sender.is_closed()).then_some(k)
-}
-
-fn denied(verdict: Verdict<'_>) -> (Refusal, Option<String>) {
-    match verdict {
-        Verdict::Deny(rule) => (
-            Refusal::Denied(Some(rule.line.clone())),
-            Some(rule.line.clone()),
-        ),
-        _ => (Refusal::Denied(None), None),
-    }
-}
-
-fn upstream_err(err: impl std::fmt::Display) -> (Refusal, Option<String>) {
-    (Refusal::Upstream(err.to_string()), None)
-}
-
-fn refusal_response(refusal: &Refusal, target: &str) -> Response<Body> {
-    let (status, text) = match refusal {
-        Refusal::Denied(Some(rule)) => (
-            StatusCode::FORBIDDEN,
-            format!("egress-router: {target} is denied by rule '{rule}'\n"),
-        ),
-        Refusal::Denied(None) => (
-            StatusCode::FORBIDDEN,
-            format!(
-                "egress-router: {target} is denied: no rule of EGRESS_HTTP_PROXY_DESTINATION \
-                 allows it\n"
-            ),
-        ),
-        Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("egress-router: {why}\n")),
-        Refusal::Upstream(why) => (
-            StatusCode::BAD_GATEWAY,
-            format!("egress-router: {target}: {why}\n"),
-        ),
-    };
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response
 }

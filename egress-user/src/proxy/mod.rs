@@ -1,6 +1,7 @@
 //! The proxies of the proxy pods' main containers, in user space.
 //!
-//! - [`http`], [`http_serve`], [`headers`]: the HTTP proxy (`egress-router http-proxy`).
+//! - [`http`], [`http_serve`], [`headers`], [`refusal`]: the HTTP proxy (`egress-router
+//!   http-proxy`).
 //! - [`relay`]: the DNS proxy's userspace relay, for a container that may not load BPF
 //!   programs (the DNS proxy otherwise runs in the data plane, see
 //!   [`crate::instance::names`]).
@@ -11,4 +12,5 @@ pub mod headers;
 pub mod http;
 pub mod http_serve;
 pub mod outbound;
+pub mod refusal;
 pub mod relay;

@@ -36,13 +36,27 @@ pub fn resolver(resolv_conf: &Path) -> Result<TokioResolver> {
     )
 }
 
-/// The IPv4 addresses of `host`, sorted, and until when they are valid.
+/// `host` as an absolute name: with its trailing dot, so the resolver never tries it below
+/// the pod's search domains (with Kubernetes' `ndots:5`, `x.example.com` would first be
+/// `x.example.com.<namespace>.svc.cluster.local`, which anyone who may create a service
+/// there could answer). squid and HAProxy resolve names the same way.
+#[must_use]
+pub fn absolute(host: &str) -> String {
+    if host.ends_with('.') {
+        host.to_owned()
+    } else {
+        format!("{host}.")
+    }
+}
+
+/// The IPv4 addresses of the name `host` (as an absolute name), sorted, and until when they
+/// are valid.
 pub async fn resolve_ipv4(
     resolver: &TokioResolver,
     host: &str,
 ) -> Result<(Vec<Ipv4Addr>, Instant), String> {
     let found = resolver
-        .ipv4_lookup(host)
+        .ipv4_lookup(absolute(host))
         .await
         .map_err(|err| err.to_string())?;
     let mut addrs: Vec<Ipv4Addr> = found.iter().map(|a| a.0).collect();

@@ -1,0 +1,202 @@
+//! Packet tests with BPF_PROG_TEST_RUN, shaped like cilium's PKTGEN -> SETUP -> CHECK:
+//! frames built with etherparse, a data plane loaded into the kernel and configured as
+//! `EGRESS_DESTINATION` says, and checks that re-parse the output (headers, checksums).
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use egress_common::{DropReason, RouterConfig, config_flags};
+use egress_user::{
+    config::redirect::{Config, Raw},
+    dataplane::{
+        load::{Dataplane, LoadOptions},
+        rules::RuleSet,
+    },
+};
+use etherparse::{
+    IpNumber, Ipv4Header, TcpHeader, TcpOptionElement, UdpHeader, checksum::Sum16BitWords,
+};
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+pub const CLIENT: [u8; 4] = [192, 0, 2, 2];
+pub const POD: [u8; 4] = [192, 0, 2, 1];
+pub const SOURCE: [u8; 4] = [198, 51, 100, 100];
+pub const SERVER: [u8; 4] = [203, 0, 113, 10];
+pub const ROUTER_HOP: [u8; 4] = [198, 51, 100, 1];
+pub const POD_IFINDEX: u32 = 11;
+pub const EGRESS_IFINDEX: u32 = 12;
+
+/// SETUP: a data plane configured as `EGRESS_DESTINATION` says.
+pub fn dataplane(destination: &str) -> Dataplane {
+    let config = Config::from_raw(&Raw {
+        source: Some("198.51.100.100/24".into()),
+        gateway: Some("198.51.100.1".into()),
+        destination: Some(destination.into()),
+        mode: Some("init".into()),
+    })
+    .unwrap();
+    let mut dp = Dataplane::load(&LoadOptions {
+        conntrack_flows: 1024,
+        pin_dir: None,
+    })
+    .unwrap();
+    let mut flags = 0;
+    if config.destinations.fallback.is_some() {
+        flags |= config_flags::HAS_FALLBACK;
+    }
+    let cfg = RouterConfig {
+        pod_ip: POD,
+        egress_source: SOURCE,
+        fallback_ip: config
+            .destinations
+            .fallback
+            .map(|ip| ip.octets())
+            .unwrap_or_default(),
+        pod_ifindex: POD_IFINDEX,
+        egress_ifindex: EGRESS_IFINDEX,
+        flags,
+        nat_port_min: 1024,
+        nat_port_max: 65535,
+        mss_clamp: 1360,
+        _pad: 0,
+    };
+    dp.maps_mut()
+        .configure(
+            &cfg,
+            &RuleSet::from_destinations(&config.destinations).rules,
+        )
+        .unwrap();
+    dp
+}
+
+/// Runs `frame` through program `name`; returns the verdict and the output frame.
+pub fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let result = dp.program(name).unwrap().test_run(opts).unwrap();
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+pub fn drops(dp: &Dataplane, reason: DropReason) -> u64 {
+    dp.maps().stats().unwrap().drop(reason).packets
+}
+
+pub fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: IpNumber,
+    payload_len: usize,
+    ttl: u8,
+) -> Ipv4Header {
+    let mut ip = Ipv4Header::new(payload_len as u16, ttl, proto, src, dst).unwrap();
+    ip.identification = 0x1234;
+    ip
+}
+
+/// An Ethernet frame around `ip` (checksum filled in) and its payload.
+pub fn frame(mut ip: Ipv4Header, payload: &[u8]) -> Vec<u8> {
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+pub fn tcp_frame(
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    syn: bool,
+    ip_options: &[u8],
+    data: &[u8],
+) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(src.1, dst.1, 1000, 64240);
+    tcp.syn = syn;
+    tcp.ack = !syn;
+    if syn {
+        tcp.set_options(&[
+            TcpOptionElement::MaximumSegmentSize(1460),
+            TcpOptionElement::SelectiveAcknowledgementPermitted,
+            TcpOptionElement::Timestamp(1, 0),
+            TcpOptionElement::Noop,
+            TcpOptionElement::WindowScale(7),
+        ])
+        .unwrap();
+    }
+    let mut ip = ipv4(
+        src.0,
+        dst.0,
+        IpNumber::TCP,
+        tcp.header_len() + data.len(),
+        64,
+    );
+    ip.options = ip_options.try_into().unwrap();
+    ip.total_len = (ip.header_len() + tcp.header_len() + data.len()) as u16;
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, data).unwrap();
+    let mut l4 = tcp.to_bytes().to_vec();
+    l4.extend_from_slice(data);
+    frame(ip, &l4)
+}
+
+pub fn udp_frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), data: &[u8], ttl: u8) -> Vec<u8> {
+    let ip = ipv4(src.0, dst.0, IpNumber::UDP, 8 + data.len(), ttl);
+    let udp = UdpHeader::with_ipv4_checksum(src.1, dst.1, &ip, data).unwrap();
+    let mut l4 = udp.to_bytes().to_vec();
+    l4.extend_from_slice(data);
+    frame(ip, &l4)
+}
+
+/// CHECK: parses an output frame, asserting its IPv4 header checksum.
+pub fn parse_ip(out: &[u8]) -> (Ipv4Header, &[u8]) {
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    let (ip, rest) = Ipv4Header::from_slice(&out[14..]).unwrap();
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "IPv4 checksum"
+    );
+    (ip, rest)
+}
+
+/// CHECK: a TCP packet's addresses, ports and checksum.
+pub fn check_tcp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> TcpHeader {
+    let (ip, rest) = parse_ip(out);
+    let (tcp, data) = TcpHeader::from_slice(rest).unwrap();
+    assert_eq!((ip.source, tcp.source_port), src, "source");
+    assert_eq!((ip.destination, tcp.destination_port), dst, "destination");
+    assert_eq!(
+        tcp.checksum,
+        tcp.calc_checksum_ipv4(&ip, data).unwrap(),
+        "TCP checksum"
+    );
+    tcp
+}
+
+pub fn check_udp(out: &[u8], src: ([u8; 4], u16), dst: ([u8; 4], u16)) {
+    let (ip, rest) = parse_ip(out);
+    let (udp, data) = UdpHeader::from_slice(rest).unwrap();
+    assert_eq!((ip.source, udp.source_port), src, "source");
+    assert_eq!((ip.destination, udp.destination_port), dst, "destination");
+    assert_eq!(
+        udp.checksum,
+        udp.calc_checksum_ipv4(&ip, data).unwrap(),
+        "UDP checksum"
+    );
+}
+
+pub fn mss(tcp: &TcpHeader) -> Option<u16> {
+    tcp.options_iterator().find_map(|opt| match opt {
+        Ok(TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        _ => None,
+    })
+}
+
+pub fn ones_complement(data: &[u8]) -> u16 {
+    Sum16BitWords::new()
+        .add_slice(data)
+        .ones_complement()
+        .to_be()
+}

@@ -1,0 +1,142 @@
+//! The HTTP proxy's rule check decides what is actually sent: the Host the server is asked
+//! for, and the addresses a name stands for. Each case is an attack a client pod could try,
+//! or a server the proxy must serve whole.
+
+use egress_tests::{
+    egress_router_bin,
+    lab::{EGRESS_SOURCE, Lab, NAMESERVER_IP, ROUTER_POD_IP},
+    util::{peer_server_at, run_ok, tempdir, wait_listening, wait_listening_in},
+};
+
+/// A proxy pod with `rules`, names from `hosts` served by the lab's nameserver, and HTTP
+/// servers (answering "PEER_IP PEER_PORT HOST") on 203.0.113.11 and 203.0.113.12: HTTP/1.1
+/// on port 80, HTTP/1.0 (the body ends with the connection) on port 81.
+/// `resolv` is the pod's resolv.conf after its nameserver line.
+fn proxy_lab(tag: &str, hosts: &str, rules: &str, resolv: &str) -> (Lab, std::path::PathBuf) {
+    let dir = tempdir(tag);
+    let hosts_file = dir.join("hosts");
+    std::fs::write(&hosts_file, hosts).unwrap();
+    let mut lab = Lab::new(tag).unwrap();
+    lab.start_nameserver(&dir, &hosts_file, 60).unwrap();
+    let resolv_conf = dir.join("resolv.pod");
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {NAMESERVER_IP}\n{resolv}"),
+    )
+    .unwrap();
+    for ip in ["203.0.113.11/24", "203.0.113.12/24"] {
+        lab.server.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
+    }
+    peer_server_at(&mut lab, "http", "0.0.0.0", 80, &[]);
+    peer_server_at(&mut lab, "http10", "0.0.0.0", 81, &[]);
+    wait_listening(&lab, 80);
+    wait_listening(&lab, 81);
+    lab.init_proxy_network("http-proxy").unwrap();
+    let mut proxy = lab.router.command(egress_router_bin());
+    proxy
+        .env_clear()
+        .env("EGRESS_HTTP_PROXY_DESTINATION", rules)
+        .arg("--resolv-conf")
+        .arg(&resolv_conf);
+    lab.spawn(proxy).unwrap();
+    wait_listening_in(&lab.router, 8080);
+    (lab, dir)
+}
+
+/// `curl` from the client through the proxy with `extra` arguments: "STATUS BODY".
+fn fetch(lab: &Lab, url: &str, extra: &[&str]) -> String {
+    let proxy = format!("http://{ROUTER_POD_IP}:8080");
+    let mut args = vec![
+        "-s",
+        "--max-time",
+        "10",
+        "--proxy",
+        &proxy,
+        "-w",
+        " %{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = run_ok(&lab.client, "curl", &args, 15);
+    match out.rsplit_once(' ') {
+        Some((body, status)) => format!("{status} {}", body.trim()),
+        None => out,
+    }
+}
+
+/// A Host header naming another site is replaced by the URL's authority (RFC 9112 section
+/// 3.2.2): an allowed server behind a shared address is never asked for another virtual host.
+#[test]
+fn the_server_is_asked_for_the_host_the_rules_allowed() {
+    let (lab, dir) = proxy_lab(
+        "proxy-host",
+        "203.0.113.11 www.example.com\n",
+        "www.example.com",
+        "",
+    );
+    let source = EGRESS_SOURCE.to_string();
+    for (url, host) in [
+        ("http://www.example.com/", "www.example.com"),
+        ("http://WWW.Example.com./", "WWW.Example.com."),
+    ] {
+        let seen = fetch(&lab, url, &["-H", "Host: blocked.example.com"]);
+        assert!(
+            seen.starts_with(&format!("200 {source} ")) && seen.ends_with(&format!(" {host}")),
+            "{url}: {seen:?}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Names are resolved as absolute names, never below the pod's search domains: with
+/// Kubernetes' `ndots:5`, whoever can create `www.example.com` in the pod's namespace
+/// (a service) would otherwise capture the name, and with it a rule by address.
+#[test]
+fn names_are_resolved_as_absolute_whatever_the_search_list() {
+    let (lab, dir) = proxy_lab(
+        "proxy-abs",
+        "203.0.113.11 www.example.com\n203.0.113.12 www.example.com.attacker.svc\n",
+        "!203.0.113.12\n203.0.113.0/24",
+        "search attacker.svc\noptions ndots:5 timeout:1\n",
+    );
+    let seen = fetch(&lab, "http://www.example.com/", &[]);
+    assert!(
+        seen.starts_with(&format!("200 {EGRESS_SOURCE} ")),
+        "the name was resolved below the search domain: {seen:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An HTTP/1.0 server that ends its body by closing: the client gets the whole body and its
+/// request ends there, on a keep-alive connection too, instead of waiting for a close that
+/// never comes.
+#[test]
+fn a_body_that_ends_with_the_upstream_close_ends_for_the_client() {
+    let (lab, dir) = proxy_lab("proxy-http10", "203.0.113.11 old.example.com\n", "*", "");
+    // Two requests on one client connection: the first must end for the second to be sent
+    // (curl gives up after 8 s, and the test fails with it).
+    let proxy = format!("http://{ROUTER_POD_IP}:8080");
+    let out = run_ok(
+        &lab.client,
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "8",
+            "--proxy",
+            &proxy,
+            "http://old.example.com:81/a",
+            "http://old.example.com:81/b",
+        ],
+        15,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "both bodies, whole: {out:?}");
+    for line in lines {
+        assert!(
+            line.starts_with(&format!("{EGRESS_SOURCE} ")) && line.ends_with(" old.example.com:81"),
+            "{line:?}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
