@@ -291,6 +291,15 @@ impl Lab {
         destination: &str,
         extra: &[&str],
     ) -> Result<usize> {
+        let cmd = self.agent_command(instance, destination, extra);
+        let index = self.daemons_len();
+        self.spawn(cmd)?;
+        Ok(index)
+    }
+
+    /// The command of an agent (legacy mode) for `instance` in the router namespace, with
+    /// the lab's EGRESS_SOURCE and EGRESS_GATEWAY, on the lab's bpffs.
+    pub fn agent_command(&self, instance: &str, destination: &str, extra: &[&str]) -> Command {
         let mut cmd = self.router.command(crate::egress_router_bin());
         cmd.env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
             .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
@@ -300,9 +309,7 @@ impl Lab {
             .arg(self.bpffs.path())
             .args(["--instance", instance])
             .args(extra);
-        let index = self.daemons_len();
-        self.spawn(cmd)?;
-        Ok(index)
+        cmd
     }
 
     /// Waits until the agent's `/healthz` answers 200, failing early if daemon `index` died.

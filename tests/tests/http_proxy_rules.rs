@@ -140,3 +140,46 @@ fn a_body_that_ends_with_the_upstream_close_ends_for_the_client() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Whatever the rules allow, the proxy never connects back into the router pod (the pod IP,
+/// EGRESS_SOURCE, loopback), by address, by a mapped IPv6 form or by a name that resolves
+/// there; and an IPv4-mapped IPv6 form is its IPv4 address for the rules.
+#[test]
+fn destinations_never_loop_back_and_mapped_forms_meet_ipv4_rules() {
+    let (lab, dir) = proxy_lab(
+        "proxy-loop",
+        "192.0.2.1 loop.example.com\n203.0.113.12 denied.example.com\n",
+        "!203.0.113.12\n*",
+        "",
+    );
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://192.0.2.1:8080/",
+        "http://198.51.100.100:8080/",
+        "http://[::ffff:192.0.2.1]:8080/",
+        "http://loop.example.com:8080/",
+    ] {
+        let seen = fetch(&lab, url, &[]);
+        assert!(
+            seen.starts_with("403 egress-router: ") && seen.contains("no address the router"),
+            "{url}: {seen:?}"
+        );
+    }
+    for url in [
+        "http://[::ffff:203.0.113.12]/",
+        "http://[::ffff:cb00:710c]/",
+        "http://denied.example.com/",
+    ] {
+        let seen = fetch(&lab, url, &[]);
+        assert!(
+            seen.starts_with("403 ") && seen.contains("denied by rule '!203.0.113.12'"),
+            "{url}: {seen:?}"
+        );
+    }
+    let allowed = fetch(&lab, "http://[::ffff:203.0.113.11]/", &[]);
+    assert!(
+        allowed.starts_with(&format!("200 {EGRESS_SOURCE} ")),
+        "{allowed:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

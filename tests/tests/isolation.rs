@@ -252,3 +252,48 @@ fn redirect_mode_routes_nothing_between_the_networks() {
         "cluster addresses left the egress interface untranslated"
     );
 }
+
+/// The DNS relay never follows a name into the router pod itself: a name that resolves to
+/// the pod IP would chain connections through the relay without end.
+#[test]
+fn the_dns_relay_does_not_follow_a_name_into_the_pod() {
+    let dir = tempdir("iso-loop");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("{ROUTER_POD_IP} loop.example.com\n")).unwrap();
+    let mut lab = Lab::new("iso-loop").unwrap();
+    let (resolv_conf, _) = lab.start_nameserver(&dir, &hosts, 60).unwrap();
+    lab.init_proxy_network("dns-proxy").unwrap();
+    let mut relay = lab.router.command("setpriv");
+    relay
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(egress_router_bin())
+        .env_clear()
+        .env("EGRESS_DNS_PROXY_DESTINATION", "8000 loop.example.com")
+        .env("EGRESS_DNS_PROXY_DEBUG", "1")
+        .arg("--resolv-conf")
+        .arg(&resolv_conf);
+    let index = lab.daemons_len();
+    lab.spawn(relay).unwrap();
+    wait_listening_in(&lab.router, 8000);
+    let _ = run_bounded(
+        lab.client.command("sh").args([
+            "-c",
+            &format!("printf 'hi\\n' | nc -N -w 2 {ROUTER_POD_IP} 8000"),
+        ]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let log = String::from_utf8_lossy(&lab.stop_daemon(index).unwrap().stderr).into_owned();
+    let chained = log
+        .lines()
+        .filter(|l| l.contains(&format!("remote={ROUTER_POD_IP}:8000")))
+        .count();
+    assert_eq!(chained, 0, "connections chained through the relay:\n{log}");
+    assert!(log.contains("addresses of the router pod itself"), "{log}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,5 +1,6 @@
-//! The agent: the loop that runs an [`crate::instance`] ([`run`]) and its Prometheus
-//! [`metrics`] and health endpoint.
+//! The agent: the loop that runs an [`crate::instance`] ([`run`]), its Prometheus
+//! [`metrics`] and health endpoint, and the [`lock`] that keeps it one per instance.
 
+pub mod lock;
 pub mod metrics;
 pub mod run;

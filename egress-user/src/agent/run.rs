@@ -12,12 +12,16 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
-    agent::metrics::{self, AgentCounters, Listen, Shared},
+    agent::{
+        lock::AgentLock,
+        metrics::{self, AgentCounters, Listen, Shared},
+    },
     conntrack::{collect_garbage, gc_interval, monotonic_ns},
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
+    network::interface::pod_ip,
 };
 
 /// How the agent runs.
@@ -56,12 +60,44 @@ impl Signals {
     }
 }
 
+/// What the agent needs before the set-up may change anything: its lock (no other agent
+/// runs for the instance) and its metrics listener (the port is free). Whatever fails here
+/// fails with the running data plane untouched.
+#[derive(Debug)]
+pub struct Prepared {
+    _lock: AgentLock,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+/// Takes the instance's lock (see [`AgentLock::acquire`]) and binds the metrics listener.
+pub async fn prepare(opts: &Options, take_over: bool) -> Result<Prepared> {
+    let lock = AgentLock::acquire(&opts.instance, take_over)?;
+    let addr = match opts.metrics {
+        Listen::Off => None,
+        Listen::At(addr) => Some(addr),
+        Listen::PodIp(port) => Some((pod_ip(&opts.pod_interface).await?, port).into()),
+    };
+    let metrics = match addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok(Prepared {
+        _lock: lock,
+        metrics,
+    })
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(
     mut instance: Instance,
     mut rules: impl RuleSource,
     opts: Options,
     mut signals: Signals,
+    prepared: Prepared,
 ) -> Result<()> {
     let shared = Arc::new(Shared {
         instance: opts.instance.clone(),
@@ -74,22 +110,14 @@ pub async fn run(
         rules: std::sync::Mutex::new(instance.rules().to_vec()),
         counters: AgentCounters::default(),
     });
-    let metrics_task = match opts.metrics {
-        Listen::Off => None,
-        listen => {
-            let addr = match listen {
-                Listen::At(addr) => addr,
-                Listen::PodIp(port) => {
-                    (std::net::Ipv4Addr::from(instance.router().pod_ip), port).into()
-                }
-                Listen::Off => unreachable!("matched above"),
-            };
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for metrics on {addr}"))?;
-            tracing::info!(%addr, "serving /metrics and /healthz");
+    let metrics_task = match prepared.metrics {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving /metrics and /healthz");
+            }
             Some(tokio::spawn(metrics::serve(listener, shared.clone())))
         }
+        None => None,
     };
 
     let mut logger = if instance.router().flags & egress_common::config_flags::DEBUG != 0 {

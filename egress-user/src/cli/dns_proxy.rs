@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result};
 use egress_user::{
-    agent::run::{Signals, run as run_agent},
+    agent::run::{Signals, prepare, run as run_agent},
     config::{
         dns_proxy::{check_dns_local_ports, parse_dns_routes},
         fields::{EgressSource, optional_gateway, optional_source},
@@ -65,16 +65,17 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         // (one-container deployments); OpenShift's init container has done it otherwise.
         let gateway = given_source.and(given_gateway);
         let settings = cli.settings(local_tcp_ports);
+        let prepared = prepare(&cli.agent_options(), args.take_over).await?;
         let mut names = Names::new(resolver, &routes, debug);
         let mut instance = Instance::start(&settings, source, gateway, names.rules()).await?;
         instance.log_started(&settings);
-        names.refresh(instance.maps_mut(), true).await;
+        names.refresh(&mut instance, true).await;
         tracing::info!(
             routes = routes.len(),
             source = %source.ip,
             network = gateway.is_some(),
             "DNS proxy mode set up in the data plane"
         );
-        run_agent(instance, names, cli.agent_options(), signals).await
+        run_agent(instance, names, cli.agent_options(), signals, prepared).await
     })
 }

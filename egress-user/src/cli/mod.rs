@@ -96,6 +96,10 @@ pub(crate) struct RouterArgs {
     /// or `off`.
     #[arg(long, env = "EGRESS_ROUTER_METRICS_ADDRESS", default_value = ":9469")]
     pub(crate) metrics_address: Listen,
+    /// When another agent runs for the instance: stop it (SIGTERM; the data plane stays)
+    /// and take its place, instead of refusing to start.
+    #[arg(long)]
+    pub(crate) take_over: bool,
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
     #[arg(long, default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use egress_user::{
-    agent::run::{Signals, run as run_agent},
+    agent::run::{Signals, prepare, run as run_agent},
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
@@ -75,6 +75,11 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         Mode::Init | Mode::Legacy => runtime()?.block_on(async {
             // Handlers first: a SIGTERM during set-up ends legacy mode right after it.
             let signals = Signals::install()?;
+            // What can fail for the agent fails before the set-up changes anything.
+            let prepared = match config.mode {
+                Mode::Legacy => Some(prepare(&cli.agent_options(), args.take_over).await?),
+                _ => None,
+            };
             let instance = Instance::start(
                 &settings,
                 config.source,
@@ -84,7 +89,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             .await?;
             instance.log_started(&settings);
             tracing::info!(gateway = %config.gateway, mode = config.mode.name(), "redirect mode set up");
-            if config.mode == Mode::Init {
+            let Some(prepared) = prepared else {
                 if settings.debug {
                     tracing::info!(
                         "init mode exits, so per-packet events are not read; run in legacy \
@@ -92,8 +97,8 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                     );
                 }
                 return Ok(());
-            }
-            run_agent(instance, destinations, cli.agent_options(), signals).await
+            };
+            run_agent(instance, destinations, cli.agent_options(), signals, prepared).await
         }),
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{check_local_ports, hostname, parse_port, value_lines},
+    fields::{check_destination, check_local_ports, hostname, parse_port, value_lines},
 };
 
 /// Where a DNS-proxy port sends its connections.
@@ -43,6 +43,7 @@ pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
         // target that is neither an address nor a name with a dot makes the line bad
         // whatever its ports say. Dotted digits are an address or nothing.
         let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
+            check_destination("EGRESS_DNS_PROXY_DESTINATION", ip, None)?;
             DnsTarget::Ip(ip)
         } else if target.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             return Err(bad());
@@ -118,6 +119,11 @@ mod tests {
         let cases = [
             ("", "Must specify EGRESS_DNS_PROXY_DESTINATION"),
             ("80 localhost", "Bad destination '80 localhost'"),
+            (
+                "80 127.0.0.1",
+                "EGRESS_DNS_PROXY_DESTINATION: 127.0.0.1 is not a destination: it is \
+                 EGRESS_SOURCE, loopback, unspecified, multicast or broadcast",
+            ),
             ("70000 localhost", "Bad destination '70000 localhost'"),
             ("80 300.1.2.3", "Bad destination '80 300.1.2.3'"),
             (

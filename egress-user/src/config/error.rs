@@ -1,6 +1,8 @@
 //! Configuration errors. `Display` is the exact message printed to stderr (exit status 1),
 //! OpenShift's text where it has one, so scripts and docs keep working.
 
+use std::net::Ipv4Addr;
+
 /// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +44,14 @@ pub enum ConfigError {
          --metrics-address port or remove the rule"
     )]
     LocalPort { variable: &'static str, port: u16 },
+    #[error(
+        "{variable}: {ip} is not a destination: it is EGRESS_SOURCE, loopback, unspecified, \
+         multicast or broadcast"
+    )]
+    NotADestination {
+        variable: &'static str,
+        ip: Ipv4Addr,
+    },
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

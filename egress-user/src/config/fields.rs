@@ -91,6 +91,26 @@ pub fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
     )
 }
 
+/// A destination of `variable` must lead away from the router pod: not `source`
+/// (EGRESS_SOURCE), loopback, unspecified or "this network" (0/8), multicast or broadcast.
+pub fn check_destination(
+    variable: &'static str,
+    ip: Ipv4Addr,
+    source: Option<Ipv4Addr>,
+) -> Result<(), ConfigError> {
+    let bad = Some(ip) == source
+        || ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.octets()[0] == 0
+        || ip.is_multicast()
+        || ip.is_broadcast();
+    if bad {
+        Err(ConfigError::NotADestination { variable, ip })
+    } else {
+        Ok(())
+    }
+}
+
 /// The agent's own TCP ports (metrics, health) must not also be rules of `variable`.
 pub fn check_local_ports(
     variable: &'static str,

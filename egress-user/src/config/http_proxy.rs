@@ -89,15 +89,21 @@ impl HttpRules {
     #[must_use]
     pub fn decide<'a>(&'a self, host: &str, addrs: &[IpAddr]) -> Verdict<'a> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // Every form of an address is matched as its canonical one: `[::ffff:203.0.113.10]`
+        // (or in hex) is 203.0.113.10 for an IPv4 rule.
         let literal: Option<IpAddr> = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse()
-            .ok();
+            .ok()
+            .map(|ip: IpAddr| ip.to_canonical());
         for rule in &self.0 {
             let hit = match &rule.matches {
                 HttpMatch::Any => true,
-                HttpMatch::Net(net) => literal.iter().chain(addrs).any(|addr| net.contains(addr)),
+                HttpMatch::Net(net) => literal
+                    .into_iter()
+                    .chain(addrs.iter().map(IpAddr::to_canonical))
+                    .any(|addr| net.contains(&addr)),
                 HttpMatch::Domain(domain) => {
                     host == *domain
                         || host
@@ -224,5 +230,12 @@ mod tests {
         );
         assert_eq!(v("203.0.113.5", &[]), "allow 203.0.113.0/24");
         assert_eq!(v("[2001:db8::1]", &[]), "deny default");
+        // IPv4-mapped forms are their IPv4 address, whether in the URL or resolved.
+        assert_eq!(v("[::ffff:203.0.113.200]", &[]), "deny !203.0.113.128/25");
+        assert_eq!(v("[::ffff:cb00:71c8]", &[]), "deny !203.0.113.128/25");
+        assert_eq!(
+            v("svc.test", &["::ffff:203.0.113.200"]),
+            "deny !203.0.113.128/25"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::{collections::HashSet, net::Ipv4Addr, str::FromStr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{EgressSource, check_local_ports, gateway, parse_port, value_lines},
+    fields::{
+        EgressSource, check_destination, check_local_ports, gateway, parse_port, value_lines,
+    },
     mode::Mode,
 };
 
@@ -146,6 +148,10 @@ impl Config {
         } else {
             Destinations::default()
         };
+        let remotes = destinations.rules.iter().map(|r| r.remote_ip);
+        for ip in remotes.chain(destinations.fallback) {
+            check_destination("EGRESS_DESTINATION", ip, Some(source.ip))?;
+        }
         Ok(Self {
             mode,
             source,
@@ -242,6 +248,24 @@ mod tests {
     fn bare_source_is_a_host_address() {
         let s: EgressSource = "198.51.100.100".parse().unwrap();
         assert_eq!(s.prefix, 32);
+    }
+
+    #[test]
+    fn destinations_lead_away_from_the_router_pod() {
+        for dest in [
+            "80 tcp 127.0.0.1",
+            "80 tcp 198.51.100.100",
+            "80 tcp 0.0.0.0",
+            "80 udp 224.0.0.251",
+            "255.255.255.255",
+        ] {
+            let err = Config::from_raw(&raw("198.51.100.100", "198.51.100.1", dest)).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::NotADestination { .. }),
+                "{dest}: {err}"
+            );
+        }
+        assert!(Config::from_raw(&raw("198.51.100.100", "198.51.100.1", "203.0.113.1")).is_ok());
     }
 
     #[test]

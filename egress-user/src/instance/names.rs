@@ -5,7 +5,7 @@
 //! when its records' TTL runs out. Nothing cuts idle connections.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -20,7 +20,7 @@ use crate::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
-    proxy::outbound::resolve_ipv4,
+    proxy::outbound::{destinations, resolve_ipv4},
 };
 
 /// Whether this process may run the BPF data plane: CAP_NET_ADMIN (attach, netlink) and
@@ -123,7 +123,15 @@ impl Names {
 
     /// Resolves the names that are due (all of them if `force`) and writes changed address
     /// lists to the data plane. A name that fails to resolve keeps its last addresses.
-    pub async fn refresh(&mut self, maps: &mut MapSet, force: bool) {
+    /// Addresses that are the router pod's own (the pod IP, EGRESS_SOURCE), loopback,
+    /// multicast or broadcast are left out: a new connection never loops back into the pod.
+    pub async fn refresh(&mut self, instance: &mut Instance, force: bool) {
+        let router = instance.router();
+        let own = [
+            IpAddr::V4(router.pod_ip.into()),
+            IpAddr::V4(router.egress_source.into()),
+        ];
+        let maps = instance.maps_mut();
         let now = Instant::now();
         for name in &mut self.names {
             if !force && name.due > now {
@@ -132,6 +140,7 @@ impl Names {
             match resolve_ipv4(&self.resolver, &name.host).await {
                 Ok((addrs, valid_until)) => {
                     name.due = valid_until.max(Instant::now() + MIN_REFRESH);
+                    let addrs = destinations(addrs.into_iter().map(IpAddr::V4), &own);
                     if addrs == name.addrs {
                         continue;
                     }
@@ -248,9 +257,9 @@ impl RuleSource for Names {
         match trigger {
             Trigger::Hangup => {
                 tracing::info!("SIGHUP: resolving every name again");
-                self.refresh(instance.maps_mut(), true).await;
+                self.refresh(instance, true).await;
             }
-            Trigger::Event(NameEvent::Due) => self.refresh(instance.maps_mut(), false).await,
+            Trigger::Event(NameEvent::Due) => self.refresh(instance, false).await,
             Trigger::Event(NameEvent::LogConnections) => self.log_new_connections(instance.maps()),
         }
         Outcome::Unchanged

@@ -28,6 +28,8 @@ pub enum Error {
     Network(NetworkError),
     #[error("data plane: {0}")]
     Dataplane(#[from] load::Error),
+    #[error("a rule sends to {0}, the pod IP: it would loop back into the router pod")]
+    LoopsBack(Ipv4Addr),
 }
 
 impl From<crate::dataplane::maps::Error> for Error {
@@ -99,6 +101,17 @@ impl Instance {
         let pod_ip = *pod.ipv4.first().ok_or_else(|| {
             Error::PodInterface(NetworkError::NoIpv4(settings.pod_interface.clone()))
         })?;
+        let remotes = rules
+            .rules
+            .iter()
+            .filter(|(_, target)| !target.is_local() && !target.by_name())
+            .map(|(_, target)| Ipv4Addr::from(target.remote_ip));
+        if let Some(ip) = remotes
+            .chain(rules.fallback)
+            .find(|ip| pod.ipv4.contains(ip))
+        {
+            return Err(Error::LoopsBack(ip));
+        }
         let mut handover = Handover::prepare(
             &settings.bpffs_root,
             &settings.instance,

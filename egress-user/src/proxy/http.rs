@@ -47,8 +47,10 @@ use crate::{
 /// How the proxy runs.
 pub struct Proxy {
     pub rules: HttpRules,
-    /// EGRESS_SOURCE: outbound IPv4 connections are bound to it.
+    /// EGRESS_SOURCE: outbound connections are bound to it.
     pub source: Ipv4Addr,
+    /// The pod's own addresses (the pod IP, EGRESS_SOURCE): never destinations.
+    pub own: Vec<IpAddr>,
     pub resolver: TokioResolver,
     /// Per address tried.
     pub connect_timeout: Duration,
@@ -347,11 +349,25 @@ impl Proxy {
                 .await
                 .map_err(|err| (Refusal::Upstream(err), Some(line.clone())))?,
         };
-        // An allow by address or CIDR connects only inside it.
+        // An allow by address or CIDR connects only inside it; never back into the pod,
+        // and only where EGRESS_SOURCE can go (IPv4).
         let addrs: Vec<IpAddr> = match &rule.matches {
-            HttpMatch::Net(net) => addrs.into_iter().filter(|a| net.contains(a)).collect(),
+            HttpMatch::Net(net) => addrs
+                .into_iter()
+                .filter(|a| net.contains(&a.to_canonical()))
+                .collect(),
             _ => addrs,
         };
+        let addrs = outbound::destinations(addrs, &self.own);
+        if addrs.is_empty() {
+            return Err((
+                Refusal::Forbidden(format!(
+                    "{host} has no address the router may connect to (not the router pod \
+                     itself, loopback, multicast or broadcast; IPv4, as EGRESS_SOURCE)"
+                )),
+                Some(line),
+            ));
+        }
         let stream = outbound::connect(&addrs, port, self.source, self.connect_timeout)
             .await
             .map_err(|err| {

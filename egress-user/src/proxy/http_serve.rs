@@ -46,6 +46,7 @@ pub async fn run(
             Ok(Proxy {
                 rules: rules.clone(),
                 source,
+                own: vec![listen.ip(), source.into()],
                 resolver: outbound::resolver(&resolv_conf)?,
                 connect_timeout: Duration::from_secs(10),
             })

@@ -68,28 +68,50 @@ pub async fn resolve_ipv4(
     Ok((addrs, Instant::from_std(found.valid_until())))
 }
 
-/// Connects to the first of `addrs` that answers within `timeout` each. IPv4 connections
-/// are bound to `source` (EGRESS_SOURCE), with the port left to `connect` so that the
-/// 4-tuple, not the bare port, has to be unique (`IP_BIND_ADDRESS_NO_PORT`).
+/// Whether `addr` would loop back into the router pod, or go nowhere, as a destination: one
+/// of the pod's own addresses (`own`), loopback, unspecified or "this network" (0/8),
+/// multicast or broadcast. IPv4-mapped IPv6 forms count as their IPv4 address.
+#[must_use]
+pub fn loops_back(addr: IpAddr, own: &[IpAddr]) -> bool {
+    let addr = addr.to_canonical();
+    addr.is_loopback()
+        || addr.is_unspecified()
+        || addr.is_multicast()
+        || own.iter().any(|o| o.to_canonical() == addr)
+        || matches!(addr, IpAddr::V4(v4) if v4.is_broadcast() || v4.octets()[0] == 0)
+}
+
+/// The addresses among `addrs` the router may connect to from EGRESS_SOURCE: IPv4 (there is
+/// no IPv6 EGRESS_SOURCE yet; IPv4-mapped forms count as IPv4) that does not loop back.
+#[must_use]
+pub fn destinations(addrs: impl IntoIterator<Item = IpAddr>, own: &[IpAddr]) -> Vec<Ipv4Addr> {
+    addrs
+        .into_iter()
+        .filter(|addr| !loops_back(*addr, own))
+        .filter_map(|addr| match addr.to_canonical() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// Connects to the first of `addrs` that answers within `timeout` each, from `source`
+/// (EGRESS_SOURCE), with the port left to `connect` so that the 4-tuple, not the bare port,
+/// has to be unique (`IP_BIND_ADDRESS_NO_PORT`). IPv4 only: a connection never leaves from
+/// another address.
 pub async fn connect(
-    addrs: &[IpAddr],
+    addrs: &[Ipv4Addr],
     port: u16,
     source: Ipv4Addr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
     for &ip in addrs {
-        let target = SocketAddr::new(ip, port);
+        let target = SocketAddr::from((ip, port));
         let attempt = async {
-            let socket = match ip {
-                IpAddr::V4(_) => {
-                    let socket = TcpSocket::new_v4()?;
-                    set_bind_no_port(&socket)?;
-                    socket.bind(SocketAddr::new(source.into(), 0))?;
-                    socket
-                }
-                IpAddr::V6(_) => TcpSocket::new_v6()?,
-            };
+            let socket = TcpSocket::new_v4()?;
+            set_bind_no_port(&socket)?;
+            socket.bind(SocketAddr::new(source.into(), 0))?;
             socket.set_nodelay(true)?;
             socket.connect(target).await
         };
@@ -123,5 +145,41 @@ fn set_bind_no_port(socket: &TcpSocket) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_ipv4_and_never_the_pod_itself() {
+        let own: Vec<IpAddr> = ["192.0.2.1", "198.51.100.100"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let addrs: Vec<IpAddr> = [
+            "203.0.113.10",
+            "::ffff:203.0.113.11",
+            "::ffff:cb00:710c",
+            "192.0.2.1",
+            "::ffff:192.0.2.1",
+            "198.51.100.100",
+            "127.0.0.53",
+            "::1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "2001:db8::1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let ok: Vec<String> = destinations(addrs, &own)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ok, ["203.0.113.10", "203.0.113.11", "203.0.113.12"]);
     }
 }

@@ -15,7 +15,10 @@ pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Why a request was not forwarded.
 pub(crate) enum Refusal {
+    /// By a rule (its line), or by no rule.
     Denied(Option<String>),
+    /// Allowed by the rules, but the destination is one the router never connects to.
+    Forbidden(String),
     BadRequest(&'static str),
     Upstream(String),
 }
@@ -47,6 +50,7 @@ pub(crate) fn refusal_response(refusal: &Refusal, target: &str) -> Response<Body
                  allows it\n"
             ),
         ),
+        Refusal::Forbidden(why) => (StatusCode::FORBIDDEN, format!("egress-router: {why}\n")),
         Refusal::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("egress-router: {why}\n")),
         Refusal::Upstream(why) => (
             StatusCode::BAD_GATEWAY,

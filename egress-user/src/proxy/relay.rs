@@ -41,13 +41,14 @@ pub async fn relay(
         listeners.push(listener);
     }
     let resolver = Arc::new(resolver);
+    let own: Arc<[IpAddr]> = Arc::new([IpAddr::V4(pod_ip), IpAddr::V4(source)]);
     let mut tasks = tokio::task::JoinSet::new();
     for (route, listener) in routes.into_iter().zip(listeners) {
         tasks.spawn(serve_route(
             Arc::new(route),
             listener,
             resolver.clone(),
-            source,
+            (source, own.clone()),
             debug,
         ));
     }
@@ -60,13 +61,15 @@ pub async fn relay(
     }
 }
 
+/// Serves one route; `addresses` are EGRESS_SOURCE and the pod's own addresses.
 async fn serve_route(
     route: Arc<DnsRoute>,
     listener: TcpListener,
     resolver: Arc<TokioResolver>,
-    source: Ipv4Addr,
+    addresses: (Ipv4Addr, Arc<[IpAddr]>),
     debug: bool,
 ) {
+    let (source, own) = addresses;
     let turn = Arc::new(AtomicUsize::new(0));
     loop {
         let (mut client, peer) = match listener.accept().await {
@@ -77,16 +80,24 @@ async fn serve_route(
                 continue;
             }
         };
-        let (route, resolver, turn) = (route.clone(), resolver.clone(), turn.clone());
+        let (route, resolver, turn, own) =
+            (route.clone(), resolver.clone(), turn.clone(), own.clone());
         tokio::spawn(async move {
             let addrs = match &route.target {
-                DnsTarget::Ip(ip) => vec![IpAddr::V4(*ip)],
+                DnsTarget::Ip(ip) => vec![*ip],
                 DnsTarget::Host(host) => match resolve_ipv4(&resolver, host).await {
                     Ok((addrs, _)) => {
+                        // Never back into the pod: a name that resolves to the pod IP would
+                        // chain connections through the relay without end.
+                        let mut addrs =
+                            outbound::destinations(addrs.into_iter().map(IpAddr::V4), &own);
+                        if addrs.is_empty() {
+                            tracing::warn!(%peer, name = %host, "the name resolves only to addresses of the router pod itself (or none it may reach); connection closed");
+                            return;
+                        }
                         // Each connection starts at the next address, so new connections
                         // spread over all of them; the others are fallbacks.
                         let first = turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
-                        let mut addrs: Vec<IpAddr> = addrs.into_iter().map(IpAddr::V4).collect();
                         addrs.rotate_left(first);
                         addrs
                     }
