@@ -115,7 +115,10 @@ pub fn flows(table: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
                     state: state(key.proto, entry.tcp_flags, reply_flags),
                     age_seconds: secs(now.saturating_sub(entry.created_ns)),
                     idle_seconds: secs(now.saturating_sub(last_seen)),
-                    timeout_seconds: secs(flow_timeout_ns(key.proto, entry.tcp_flags)),
+                    timeout_seconds: secs(flow_timeout_ns(
+                        key.proto,
+                        entry.tcp_flags | reply_flags,
+                    )),
                     reply_entry: reply.is_some(),
                 });
             }
@@ -179,34 +182,51 @@ pub struct GcPass {
     pub capacity: u64,
 }
 
-/// Removes conntrack entries that outlived their timeout at `now` (CLOCK_MONOTONIC
-/// nanoseconds, the data plane's clock). A flow's two entries go together, once both
-/// have expired, so a reply entry is never left without its forward entry or the
-/// other way round.
+/// Whether a flow has outlived its timeout at `now`. A translated flow has one timeout,
+/// judged from both directions: the TCP flags either side saw (a RST from the client ends
+/// the flow for the replies too) and the later of the two last packets. `peer` is the
+/// entry of the other direction, if it is there; a connection of the pod's own has none.
+#[must_use]
+pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+    let (flags, last_seen) = match peer {
+        Some(peer) => (
+            entry.tcp_flags | peer.tcp_flags,
+            entry.last_seen_ns.max(peer.last_seen_ns),
+        ),
+        None => (entry.tcp_flags, entry.last_seen_ns),
+    };
+    now.saturating_sub(last_seen) > flow_timeout_ns(proto, flags)
+}
+
+/// Removes conntrack entries whose flow outlived its timeout at `now` (CLOCK_MONOTONIC
+/// nanoseconds, the data plane's clock; see [`flow_expired`]). A flow's two entries go
+/// together, so a reply entry is never left without its forward entry or the other way
+/// round; each is read again right before it is deleted.
 pub fn collect_garbage(maps: &mut MapSet, now: u64) -> Result<GcPass, Error> {
     let capacity = u64::from(maps.conntrack_capacity()?);
     let flows = maps.conntrack()?;
     let index: std::collections::HashMap<FlowKey, FlowEntry> = flows.iter().copied().collect();
-    let is_expired = |key: &FlowKey, entry: &FlowEntry| {
-        now.saturating_sub(entry.last_seen_ns) > flow_timeout_ns(key.proto, entry.tcp_flags)
+    let peer_of = |key: &FlowKey, entry: &FlowEntry| -> Option<FlowEntry> {
+        if entry.kind == flow_kind::LOCAL {
+            return None;
+        }
+        index
+            .get(&peer_key(key, entry))
+            .filter(|peer| peer.returns_to(key))
+            .copied()
     };
     let mut doomed = Vec::new();
     for (key, entry) in &flows {
-        if !is_expired(key, entry) {
-            continue;
-        }
-        let peer = peer_key(key, entry);
-        let peer_alive = index
-            .get(&peer)
-            .is_some_and(|p| peer_key(&peer, p) == *key && !is_expired(&peer, p));
-        if !peer_alive {
-            doomed.push(*key);
+        let peer = peer_of(key, entry);
+        if flow_expired(key.proto, entry, peer.as_ref(), now) {
+            doomed.push((*key, peer));
         }
     }
     let mut expired = 0;
-    for key in doomed {
+    for (key, peer) in doomed {
         // Read again right before deleting: a packet may have refreshed it meanwhile.
-        if maps.remove_flow_if(&key, |entry| is_expired(&key, entry))? {
+        let still = |entry: &FlowEntry| flow_expired(key.proto, entry, peer.as_ref(), now);
+        if maps.remove_flow_if(&key, still)? {
             expired += 1;
         }
     }
@@ -229,6 +249,38 @@ pub fn gc_interval(fill: f64, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(kind: u8, tcp_flags: u8, last_seen_s: u64) -> FlowEntry {
+        FlowEntry {
+            kind,
+            tcp_flags,
+            last_seen_ns: last_seen_s * 1_000_000_000,
+            ..FlowEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_flow_has_one_timeout_from_both_directions() {
+        use egress_common::tcp_seen::{ACK, RST, SYN};
+        let s = 1_000_000_000;
+        let forward = entry(flow_kind::FORWARD, SYN | ACK | RST, 100);
+        let reply = entry(flow_kind::REPLY, SYN | ACK, 100);
+        // The client's RST ends the flow after 10 s for both halves.
+        assert!(flow_expired(proto::TCP, &reply, Some(&forward), 111 * s));
+        assert!(flow_expired(proto::TCP, &forward, Some(&reply), 111 * s));
+        assert!(!flow_expired(proto::TCP, &reply, Some(&forward), 105 * s));
+        // Alone, the reply half would have lived 6 h.
+        assert!(!flow_expired(proto::TCP, &reply, None, 111 * s));
+        // The later of the two last packets counts.
+        let recent = entry(flow_kind::REPLY, ACK, 3600);
+        let old = entry(flow_kind::FORWARD, SYN | ACK, 100);
+        assert!(!flow_expired(
+            proto::TCP,
+            &old,
+            Some(&recent),
+            3600 * s + 10 * s
+        ));
+    }
 
     #[test]
     fn gc_runs_more_often_as_the_table_fills() {

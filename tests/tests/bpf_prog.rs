@@ -190,3 +190,67 @@ fn an_earlier_builds_maps_are_taken_over_where_their_layout_is_unchanged() {
     assert!(!kept.has(maps::RULES));
     assert!(egress_user::dataplane::maps::MapSet::from_ids(&ids).is_err());
 }
+
+/// GC judges a flow by both of its entries: a TCP flow reset by the client (RST seen on the
+/// forward entry only) goes after the RST timeout, both entries together, instead of living
+/// on for the 6 h an established reply entry would get alone. A live flow stays.
+#[test]
+fn gc_removes_a_reset_flow_as_one_and_keeps_a_live_one() {
+    use egress_common::{FlowEntry, FlowKey, flow_kind, proto, tcp_seen};
+    use egress_user::conntrack::{collect_garbage, monotonic_ns};
+
+    let mut dp = Dataplane::load(&LoadOptions {
+        conntrack_flows: 64,
+        pin_dir: None,
+    })
+    .unwrap();
+    let now = monotonic_ns();
+    let s = 1_000_000_000;
+    let key = |saddr, sport, daddr, dport| FlowKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    // A flow: client 192.0.2.2:40000 -> pod 192.0.2.1:80, as 198.51.100.100:40000 ->
+    // 203.0.113.10:80, last seen `age` ago, the client's side with `client_flags`.
+    let mut flow = |client_port: u16, age: u64, client_flags: u8| {
+        let forward_key = key([192, 0, 2, 2], client_port, [192, 0, 2, 1], 80);
+        let translated = key([198, 51, 100, 100], client_port, [203, 0, 113, 10], 80);
+        let last_seen = now - age;
+        let mut forward =
+            FlowEntry::new(&translated, 1, flow_kind::FORWARD, client_flags, last_seen);
+        forward.created_ns = last_seen;
+        let reply_flags = tcp_seen::SYN | tcp_seen::ACK;
+        let reply = FlowEntry::new(
+            &forward_key.reversed(),
+            1,
+            flow_kind::REPLY,
+            reply_flags,
+            last_seen,
+        );
+        dp.maps_mut().put_flow(&forward_key, &forward).unwrap();
+        dp.maps_mut()
+            .put_flow(&translated.reversed(), &reply)
+            .unwrap();
+        forward_key
+    };
+    let established = tcp_seen::SYN | tcp_seen::ACK;
+    let reset = flow(40000, 20 * s, established | tcp_seen::RST);
+    let live = flow(40001, 20 * s, established);
+    assert_eq!(dp.maps().conntrack().unwrap().len(), 4);
+
+    let pass = collect_garbage(dp.maps_mut(), monotonic_ns()).unwrap();
+    assert_eq!(pass.expired, 2, "both entries of the reset flow");
+    let left: Vec<FlowKey> = dp
+        .maps()
+        .conntrack()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&reset) && left.contains(&live), "{left:?}");
+}
