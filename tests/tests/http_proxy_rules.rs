@@ -13,6 +13,17 @@ use egress_tests::{
 /// on port 80, HTTP/1.0 (the body ends with the connection) on port 81.
 /// `resolv` is the pod's resolv.conf after its nameserver line.
 fn proxy_lab(tag: &str, hosts: &str, rules: &str, resolv: &str) -> (Lab, std::path::PathBuf) {
+    proxy_lab_with(tag, hosts, rules, resolv, &[])
+}
+
+/// [`proxy_lab`] with `args` for the proxy.
+fn proxy_lab_with(
+    tag: &str,
+    hosts: &str,
+    rules: &str,
+    resolv: &str,
+    args: &[&str],
+) -> (Lab, std::path::PathBuf) {
     let dir = tempdir(tag);
     let hosts_file = dir.join("hosts");
     std::fs::write(&hosts_file, hosts).unwrap();
@@ -37,7 +48,8 @@ fn proxy_lab(tag: &str, hosts: &str, rules: &str, resolv: &str) -> (Lab, std::pa
         .env_clear()
         .env("EGRESS_HTTP_PROXY_DESTINATION", rules)
         .arg("--resolv-conf")
-        .arg(&resolv_conf);
+        .arg(&resolv_conf)
+        .args(args);
     lab.spawn(proxy).unwrap();
     wait_listening_in(&lab.router, 8080);
     (lab, dir)
@@ -180,6 +192,94 @@ fn destinations_never_loop_back_and_mapped_forms_meet_ipv4_rules() {
     assert!(
         allowed.starts_with(&format!("200 {EGRESS_SOURCE} ")),
         "{allowed:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Slow clients cannot hold the proxy: a client that does not finish its headers within
+/// `--header-timeout` is disconnected, and `--max-connections` bounds what the proxy
+/// serves at once (the rest waits in the listen queue until a connection ends).
+#[test]
+fn slow_clients_are_cut_and_connections_are_bounded() {
+    let (mut lab, dir) = proxy_lab_with(
+        "proxy-slow",
+        "203.0.113.11 www.example.com\n",
+        "*",
+        "",
+        &[
+            "http-proxy",
+            "--header-timeout",
+            "2",
+            "--max-connections",
+            "4",
+        ],
+    );
+    let slow = |lab: &Lab, count: &str, wait: &str| {
+        run_ok(
+            &lab.client,
+            "python3",
+            &[
+                egress_tests::asset("slow_clients.py").to_str().unwrap(),
+                &ROUTER_POD_IP.to_string(),
+                "8080",
+                count,
+                wait,
+            ],
+            20,
+        )
+    };
+    // Four slow clients take every slot, and are all cut after the header timeout.
+    assert_eq!(slow(&lab, "4", "4").trim(), "4", "closed by the proxy");
+    // While four slow clients hold the slots, a fifth client waits ...
+    let mut hold = lab.client.command("python3");
+    hold.arg(egress_tests::asset("slow_clients.py")).args([
+        &ROUTER_POD_IP.to_string(),
+        "8080",
+        "4",
+        "6",
+    ]);
+    lab.spawn(hold).unwrap();
+    let established = |lab: &Lab| {
+        run_ok(
+            &lab.router,
+            "ss",
+            &["-Htn", "state", "established", "sport = :8080"],
+            5,
+        )
+        .lines()
+        .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while established(&lab) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow clients did not connect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let proxy = format!("http://{ROUTER_POD_IP}:8080");
+    let waiting = egress_tests::netns::run_bounded(
+        lab.client.command("curl").args([
+            "-s",
+            "--max-time",
+            "1",
+            "--proxy",
+            &proxy,
+            "http://www.example.com/",
+        ]),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(
+        !waiting.status.success(),
+        "served beyond --max-connections: {}",
+        String::from_utf8_lossy(&waiting.stdout)
+    );
+    // ... and is served once the slow ones are cut.
+    let served = fetch(&lab, "http://www.example.com/", &["--retry", "0"]);
+    assert!(
+        served.starts_with(&format!("200 {EGRESS_SOURCE} ")),
+        "{served:?}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -14,7 +14,7 @@ use std::{
 use egress_common::{DropReason, RuleKey, RuleTarget, Stat};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::{
     dataplane::{discover, maps::MapSet, programs::PROGRAMS},
@@ -275,9 +275,19 @@ async fn handle(
     })
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
+/// Scrapers and probes served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a scraper may take to send a request's headers (or to start its next one).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped, within
+/// [`MAX_CONNECTIONS`] and [`HEADER_TIMEOUT`].
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(err) => {
@@ -288,8 +298,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| handle(shared.clone(), req));
             if let Err(err) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -7,12 +7,15 @@ use egress_user::{
     agent::run::Signals,
     config::http_proxy::HttpRules,
     network::interface::{egress_source, pod_ip},
-    proxy::{http_serve, outbound},
+    proxy::{
+        http_serve::{self, Limits},
+        outbound,
+    },
 };
 
 use crate::cli::{Cli, runtime};
 
-pub(crate) fn execute(cli: &Cli, port: u16, threads: Option<u16>) -> Result<()> {
+pub(crate) fn execute(cli: &Cli, port: u16, threads: Option<u16>, limits: Limits) -> Result<()> {
     let args = &cli.router;
     // Validate everything before listening.
     let rules = HttpRules::parse(args.http_proxy_destination.as_deref().unwrap_or(""))?;
@@ -31,6 +34,7 @@ pub(crate) fn execute(cli: &Cli, port: u16, threads: Option<u16>) -> Result<()> 
             rules,
             source,
             args.resolv_conf.clone(),
+            limits,
             signals.terminated(),
         )
         .await

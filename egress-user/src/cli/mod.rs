@@ -19,6 +19,7 @@ use egress_user::{
     config::error::ConfigError,
     instance::setup::Settings,
     network::plan::MacvlanMode,
+    proxy::http_serve::Limits,
 };
 
 #[derive(Parser)]
@@ -132,6 +133,13 @@ pub(crate) enum Command {
         /// included).
         #[arg(long, env = "EGRESS_HTTP_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Seconds a client may take to send a request's headers, or to start its next
+        /// request on a kept-alive connection.
+        #[arg(long, env = "EGRESS_HTTP_PROXY_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout: u64,
+        /// Client connections served at once; more wait in the listen queue.
+        #[arg(long, env = "EGRESS_HTTP_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
     /// The DNS proxy of a DNS proxy pod's main container (EGRESS_DNS_PROXY_DESTINATION): in
     /// the data plane when the process may update BPF maps, else a userspace relay.
@@ -196,7 +204,20 @@ fn dispatch(mut cli: Cli) -> Result<()> {
     };
     match command {
         Command::Run => run::execute(&cli),
-        Command::HttpProxy { port, threads } => http_proxy::execute(&cli, port, threads),
+        Command::HttpProxy {
+            port,
+            threads,
+            header_timeout,
+            max_connections,
+        } => http_proxy::execute(
+            &cli,
+            port,
+            threads,
+            Limits {
+                header_timeout: Duration::from_secs(header_timeout),
+                max_connections: max_connections as usize,
+            },
+        ),
         Command::DnsProxy => dns_proxy::execute(&cli),
         Command::Attach { interface } => attach::execute(&cli, &interface),
         Command::Status { json } => status::execute(&cli, json),
@@ -233,10 +254,28 @@ fn implicit_command(args: &RouterArgs) -> Result<Command> {
         ),
         (true, false) => Ok(Command::HttpProxy {
             port: 8080,
-            threads: None,
+            threads: match std::env::var_os("EGRESS_HTTP_PROXY_THREADS") {
+                Some(_) => Some(env_or("EGRESS_HTTP_PROXY_THREADS", 1)?),
+                None => None,
+            },
+            header_timeout: env_or("EGRESS_HTTP_PROXY_HEADER_TIMEOUT", 30)?,
+            max_connections: env_or("EGRESS_HTTP_PROXY_MAX_CONNECTIONS", 4096)?,
         }),
         (false, true) => Ok(Command::DnsProxy),
         (false, false) => Ok(Command::Run),
+    }
+}
+
+/// A numeric variable of a command chosen without its subcommand (clap reads it only for
+/// the subcommand): its value, or `default` when unset.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .ok()
+            .with_context(|| format!("{name}: '{value}' is not a number")),
+        Err(_) => Ok(default),
     }
 }
 

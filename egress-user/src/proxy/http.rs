@@ -32,7 +32,7 @@ use hyper::{
     header::{self, HeaderValue},
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -54,6 +54,12 @@ pub struct Proxy {
     pub resolver: TokioResolver,
     /// Per address tried.
     pub connect_timeout: Duration,
+    /// How long a client may take to send a request's headers, and to start the next
+    /// request on a kept-alive connection (slow or silent clients cannot hold connections).
+    pub header_timeout: Duration,
+    /// Client connections served at once, over all serving threads; more wait in the
+    /// listen queue.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves proxy clients accepted on `listener` until `shutdown` completes.
@@ -64,6 +70,10 @@ pub async fn serve(
 ) -> Result<()> {
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            permit = proxy.connections.clone().acquire_owned() => permit?,
+        };
         let (stream, client) = tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
@@ -79,7 +89,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let kept: Arc<Mutex<Option<Kept>>> = Arc::default();
+            let header_timeout = proxy.header_timeout;
             let service = service_fn(move |req| {
                 let (proxy, kept) = (proxy.clone(), kept.clone());
                 async move { Ok::<_, Infallible>(proxy.handle(req, client, &kept).await) }
@@ -88,6 +100,8 @@ pub async fn serve(
             // (measured with the bench's HTTP load).
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .writev(false)
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await

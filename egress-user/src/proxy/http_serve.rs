@@ -21,13 +21,23 @@ use crate::{
 };
 
 /// Serves `rules` on `listen` with `threads` serving threads, connecting out from `source`,
-/// until `shutdown` completes or a serving thread fails.
+/// within `limits`, until `shutdown` completes or a serving thread fails.
+/// What one client may hold of the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// To send a request's headers, or to start the next request on a kept connection.
+    pub header_timeout: Duration,
+    /// Client connections served at once (more wait in the listen queue).
+    pub max_connections: usize,
+}
+
 pub async fn run(
     listen: SocketAddr,
     threads: usize,
     rules: HttpRules,
     source: Ipv4Addr,
     resolv_conf: PathBuf,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let listeners = bind(listen, threads).await?;
@@ -36,10 +46,13 @@ pub async fn run(
         %source,
         rules = rules.0.len(),
         threads,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        max_connections = limits.max_connections,
         "HTTP proxy serving"
     );
     // The serving threads end with the process; a std thread reports if they fail (a
     // blocking task would hold the runtime's shutdown).
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (failed, serving) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = serve_threads(listeners, move || {
@@ -47,6 +60,8 @@ pub async fn run(
                 rules: rules.clone(),
                 source,
                 own: vec![listen.ip(), source.into()],
+                header_timeout: limits.header_timeout,
+                connections: connections.clone(),
                 resolver: outbound::resolver(&resolv_conf)?,
                 connect_timeout: Duration::from_secs(10),
             })
