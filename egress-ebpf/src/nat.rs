@@ -28,8 +28,8 @@ const NAT_TRIES: u32 = 32;
 
 /// Creates both conntrack entries of a new flow from the pod interface and returns its
 /// forward entry, which records `tcp_flags` of the packet that opened it. The client's
-/// source port (or ICMP id) is kept when the translated tuple is free, else ports from the
-/// configured range are probed from a random start.
+/// source port (or ICMP id) is kept when it is inside the configured range and the
+/// translated tuple is free; else ports of the range are probed from a random start.
 #[inline(always)]
 pub(crate) fn create_flow(
     key: &FlowKey,
@@ -44,8 +44,14 @@ pub(crate) fn create_flow(
     let span = u32::from(cfg.nat_port_max).saturating_sub(min) + 1;
     // SAFETY: no arguments, no side effects.
     let start = unsafe { bpf_get_prandom_u32() } % span;
+    // The client's own port first, when it is inside the NAT range: outside, it may be one
+    // of the ports the pod's own sockets take on EGRESS_SOURCE (the ephemeral range).
     let mut port = key.sport;
     let mut tries = 0;
+    if u32::from(port) < min || u32::from(port) - min >= span {
+        port = (min + start) as u16;
+        tries = 1;
+    }
     let (translated, claimed) = loop {
         let translated = FlowKey {
             saddr: cfg.egress_source,

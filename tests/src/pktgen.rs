@@ -29,6 +29,11 @@ pub const EGRESS_IFINDEX: u32 = 12;
 
 /// SETUP: a data plane configured as `EGRESS_DESTINATION` says.
 pub fn dataplane(destination: &str) -> Dataplane {
+    dataplane_with(destination, (1024, 65535))
+}
+
+/// [`dataplane`] with translated source ports taken from `nat_ports`.
+pub fn dataplane_with(destination: &str, nat_ports: (u16, u16)) -> Dataplane {
     let config = Config::from_raw(&Raw {
         source: Some("198.51.100.100/24".into()),
         gateway: Some("198.51.100.1".into()),
@@ -56,8 +61,8 @@ pub fn dataplane(destination: &str) -> Dataplane {
         pod_ifindex: POD_IFINDEX,
         egress_ifindex: EGRESS_IFINDEX,
         flags,
-        nat_port_min: 1024,
-        nat_port_max: 65535,
+        nat_port_min: nat_ports.0,
+        nat_port_max: nat_ports.1,
         mss_clamp: 1360,
         _pad: 0,
     };

@@ -5,8 +5,8 @@
 use egress_common::{DropReason, Stat, programs};
 use egress_tests::pktgen::{
     CLIENT, POD, ROUTER_HOP, SERVER, SOURCE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, check_tcp,
-    check_udp, dataplane, drops, frame, ipv4, mss, ones_complement, parse_ip, run, tcp_frame,
-    udp_frame,
+    check_udp, dataplane, dataplane_with, drops, frame, ipv4, mss, ones_complement, parse_ip, run,
+    tcp_frame, udp_frame,
 };
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, UdpHeader};
 
@@ -67,6 +67,29 @@ fn udp_port_remap_and_zero_checksum() {
     let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &none);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(&out[csum..csum + 2], &[0, 0]);
+}
+
+/// A client port outside the NAT range (which user space keeps out of the pod's ephemeral
+/// range) is not kept: it could be the port of one of the pod's own sockets on
+/// EGRESS_SOURCE. The flow takes a port of the range, and its replies find their way back.
+#[test]
+fn a_client_port_outside_the_nat_range_is_not_kept() {
+    let mut dp = dataplane_with("5300 udp 203.0.113.10 5353", (1024, 32767));
+    let query = udp_frame((CLIENT, 41000), (POD, 5300), b"query", 64);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &query);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (_, l4) = parse_ip(&out);
+    let port = u16::from_be_bytes([l4[0], l4[1]]);
+    assert!((1024..=32767).contains(&port), "translated to port {port}");
+    check_udp(&out, (SOURCE, port), (SERVER, 5353));
+    let answer = udp_frame((SERVER, 5353), (SOURCE, port), b"answer", 64);
+    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    check_udp(&out, (POD, 5300), (CLIENT, 41000));
+    // Inside the range, the client's port is kept.
+    let inside = udp_frame((CLIENT, 20000), (POD, 5300), b"query", 64);
+    let (_, out) = run(&mut dp, programs::POD_INGRESS, &inside);
+    check_udp(&out, (SOURCE, 20000), (SERVER, 5353));
 }
 
 #[test]

@@ -275,7 +275,7 @@ async fn handle(
     })
 }
 
-/// Scrapers and probes served at once; more wait in the listen queue.
+/// Scrapers and probes served at once; one more is closed at once.
 const MAX_CONNECTIONS: usize = 64;
 /// How long a scraper may take to send a request's headers (or to start its next one).
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -285,9 +285,6 @@ const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(err) => {
@@ -295,6 +292,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics: connection closed, {MAX_CONNECTIONS} served already");
+            continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {

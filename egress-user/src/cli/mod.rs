@@ -137,7 +137,7 @@ pub(crate) enum Command {
         /// request on a kept-alive connection.
         #[arg(long, env = "EGRESS_HTTP_PROXY_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         header_timeout: u64,
-        /// Client connections served at once; more wait in the listen queue.
+        /// Client connections served at once; one more is closed at once.
         #[arg(long, env = "EGRESS_HTTP_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: u32,
     },

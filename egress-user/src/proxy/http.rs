@@ -57,8 +57,8 @@ pub struct Proxy {
     /// How long a client may take to send a request's headers, and to start the next
     /// request on a kept-alive connection (slow or silent clients cannot hold connections).
     pub header_timeout: Duration,
-    /// Client connections served at once, over all serving threads; more wait in the
-    /// listen queue.
+    /// Client connections served at once, over all serving threads; one more is closed at
+    /// once.
     pub connections: Arc<tokio::sync::Semaphore>,
 }
 
@@ -70,10 +70,6 @@ pub async fn serve(
 ) -> Result<()> {
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            permit = proxy.connections.clone().acquire_owned() => permit?,
-        };
         let (stream, client) = tokio::select! {
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
@@ -85,6 +81,13 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        // At the limit, the connection is closed at once: a client learns it and may retry,
+        // and nothing of the proxy waits on it.
+        let Ok(permit) = proxy.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%client, "connection closed: --max-connections reached");
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();

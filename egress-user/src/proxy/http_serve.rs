@@ -27,7 +27,7 @@ use crate::{
 pub struct Limits {
     /// To send a request's headers, or to start the next request on a kept connection.
     pub header_timeout: Duration,
-    /// Client connections served at once (more wait in the listen queue).
+    /// Client connections served at once (one more is closed at once).
     pub max_connections: usize,
 }
 
