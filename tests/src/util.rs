@@ -147,3 +147,17 @@ pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str
         ref other => panic!("{name}: {other:?}"),
     }
 }
+
+/// `egress-router` in the router namespace as an unprivileged main container runs it:
+/// user and group `nobody`, no capabilities (OpenShift runs the proxies' main containers so).
+pub fn unprivileged_router(lab: &Lab) -> Command {
+    let mut cmd = lab.router.command("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(egress_router_bin());
+    cmd
+}

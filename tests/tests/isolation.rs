@@ -7,10 +7,12 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use egress_tests::{
-    egress_router_bin,
     lab::{CLIENT_IP, EGRESS_SOURCE, Lab, ROUTER_POD_IP, SERVER_IP},
     netns::{Netns, run_bounded},
-    util::{peer_server, router_cli, run_ok, tempdir, wait_listening, wait_listening_in},
+    util::{
+        peer_server, router_cli, run_ok, tempdir, unprivileged_router, wait_listening,
+        wait_listening_in,
+    },
 };
 
 /// Counts, in `ns`, the IPv4 packets from `source` that arrive (a prerouting nft counter).
@@ -123,15 +125,8 @@ fn proxy_pod_is_closed_to_the_egress_network(
         "0",
         "the init container turned forwarding off"
     );
-    let mut proxy = lab.router.command("setpriv");
+    let mut proxy = unprivileged_router(&lab);
     proxy
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(egress_router_bin())
         .env_clear()
         .env(variable, value)
         .arg("--resolv-conf")
@@ -263,15 +258,8 @@ fn the_dns_relay_does_not_follow_a_name_into_the_pod() {
     let mut lab = Lab::new("iso-loop").unwrap();
     let (resolv_conf, _) = lab.start_nameserver(&dir, &hosts, 60).unwrap();
     lab.init_proxy_network("dns-proxy").unwrap();
-    let mut relay = lab.router.command("setpriv");
+    let mut relay = unprivileged_router(&lab);
     relay
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(egress_router_bin())
         .env_clear()
         .env("EGRESS_DNS_PROXY_DESTINATION", "8000 loop.example.com")
         .env("EGRESS_DNS_PROXY_DEBUG", "1")

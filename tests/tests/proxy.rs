@@ -304,15 +304,7 @@ fn dns_proxy_follows_the_records(privileged: bool) {
     let mut proxy = if privileged {
         lab.router.command(egress_router_bin())
     } else {
-        let mut cmd = lab.router.command("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(egress_router_bin());
-        cmd
+        egress_tests::util::unprivileged_router(&lab)
     };
     proxy
         .env_clear()

@@ -119,28 +119,35 @@ pub(crate) struct RouterArgs {
     pub(crate) resolv_conf: PathBuf,
 }
 
+/// The HTTP proxy's options. Also parsed alone, from the environment, when the
+/// entrypoint rule picks the proxy without a subcommand, so both ways read the same
+/// variables, defaults and ranges.
+#[derive(Parser)]
+#[command(name = "egress-router http-proxy")]
+pub(crate) struct HttpProxyArgs {
+    /// The port on the pod IP.
+    #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) port: u16,
+    /// Serving threads (default: the CPUs this process may use, its cgroup's quota
+    /// included).
+    #[arg(long, env = "EGRESS_HTTP_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
+    /// Seconds a client may take to send a request's headers, or to start its next
+    /// request on a kept-alive connection.
+    #[arg(long, env = "EGRESS_HTTP_PROXY_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) header_timeout: u64,
+    /// Client connections served at once; one more is closed at once.
+    #[arg(long, env = "EGRESS_HTTP_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Do what EGRESS_ROUTER_MODE says (the default).
     Run,
     /// The HTTP proxy of an HTTP proxy pod's main container (EGRESS_HTTP_PROXY_DESTINATION):
     /// forward requests and CONNECT tunnels, on the pod IP, out from EGRESS_SOURCE.
-    HttpProxy {
-        /// The port on the pod IP.
-        #[arg(long, default_value_t = 8080, value_parser = clap::value_parser!(u16).range(1..))]
-        port: u16,
-        /// Serving threads (default: the CPUs this process may use, its cgroup's quota
-        /// included).
-        #[arg(long, env = "EGRESS_HTTP_PROXY_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
-        threads: Option<u16>,
-        /// Seconds a client may take to send a request's headers, or to start its next
-        /// request on a kept-alive connection.
-        #[arg(long, env = "EGRESS_HTTP_PROXY_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-        header_timeout: u64,
-        /// Client connections served at once; one more is closed at once.
-        #[arg(long, env = "EGRESS_HTTP_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections: u32,
-    },
+    HttpProxy(HttpProxyArgs),
     /// The DNS proxy of a DNS proxy pod's main container (EGRESS_DNS_PROXY_DESTINATION): in
     /// the data plane when the process may update BPF maps, else a userspace relay.
     DnsProxy,
@@ -204,18 +211,13 @@ fn dispatch(mut cli: Cli) -> Result<()> {
     };
     match command {
         Command::Run => run::execute(&cli),
-        Command::HttpProxy {
-            port,
-            threads,
-            header_timeout,
-            max_connections,
-        } => http_proxy::execute(
+        Command::HttpProxy(args) => http_proxy::execute(
             &cli,
-            port,
-            threads,
+            args.port,
+            args.threads,
             Limits {
-                header_timeout: Duration::from_secs(header_timeout),
-                max_connections: max_connections as usize,
+                header_timeout: Duration::from_secs(args.header_timeout),
+                max_connections: args.max_connections as usize,
             },
         ),
         Command::DnsProxy => dns_proxy::execute(&cli),
@@ -252,30 +254,12 @@ fn implicit_command(args: &RouterArgs) -> Result<Command> {
              EGRESS_ROUTER_MODE is not: run `egress-router http-proxy` or `egress-router \
              dns-proxy`, or set EGRESS_ROUTER_MODE"
         ),
-        (true, false) => Ok(Command::HttpProxy {
-            port: 8080,
-            threads: match std::env::var_os("EGRESS_HTTP_PROXY_THREADS") {
-                Some(_) => Some(env_or("EGRESS_HTTP_PROXY_THREADS", 1)?),
-                None => None,
-            },
-            header_timeout: env_or("EGRESS_HTTP_PROXY_HEADER_TIMEOUT", 30)?,
-            max_connections: env_or("EGRESS_HTTP_PROXY_MAX_CONNECTIONS", 4096)?,
-        }),
+        (true, false) => Ok(Command::HttpProxy(
+            HttpProxyArgs::try_parse_from(["egress-router http-proxy"])
+                .map_err(|err| anyhow::anyhow!("{}", err.render()))?,
+        )),
         (false, true) => Ok(Command::DnsProxy),
         (false, false) => Ok(Command::Run),
-    }
-}
-
-/// A numeric variable of a command chosen without its subcommand (clap reads it only for
-/// the subcommand): its value, or `default` when unset.
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .ok()
-            .with_context(|| format!("{name}: '{value}' is not a number")),
-        Err(_) => Ok(default),
     }
 }
 
