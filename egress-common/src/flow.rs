@@ -34,12 +34,20 @@ pub mod flow_kind {
     pub const LOCAL: u8 = 3;
 }
 
-/// [`FlowEntry::tcp_flags`] bits: TCP flags seen in this direction.
+/// [`FlowEntry::tcp_flags`] bits: TCP flags that took effect in this direction (a RST or FIN
+/// counts only inside the window, see the data plane's `tcp` module), and whether the
+/// entry's sequence numbers are known.
 pub mod tcp_seen {
     pub const FIN: u8 = 0x01;
     pub const SYN: u8 = 0x02;
     pub const RST: u8 = 0x04;
     pub const ACK: u8 = 0x10;
+    /// [`super::FlowEntry::seq_end`] holds this direction's next sequence number.
+    pub const SEQ_KNOWN: u8 = 0x40;
+    /// [`super::FlowEntry::ack_max`] holds this direction's highest acknowledgement.
+    pub const ACK_KNOWN: u8 = 0x80;
+    /// The TCP header's flags that conntrack records.
+    pub const FLAGS: u8 = FIN | SYN | RST | ACK;
 }
 
 /// A connection-tracking value: the tuple to write into packets that match the key, and the
@@ -57,13 +65,19 @@ pub struct FlowEntry {
     pub rule_id: u16,
     /// A [`flow_kind`] value.
     pub kind: u8,
-    /// [`tcp_seen`] bits seen in this direction.
+    /// [`tcp_seen`] bits of this direction.
     pub tcp_flags: u8,
     /// CLOCK_MONOTONIC_COARSE nanoseconds of the last packet (refreshed at most once per
     /// [`TOUCH_INTERVAL_NS`]).
     pub last_seen_ns: u64,
     /// CLOCK_MONOTONIC_COARSE nanoseconds when the flow was created.
     pub created_ns: u64,
+    /// TCP: the sequence number that follows the last one this direction's sender sent
+    /// (with [`tcp_seen::SEQ_KNOWN`]).
+    pub seq_end: u32,
+    /// TCP: the highest acknowledgement number this direction's sender sent, i.e. the next
+    /// byte it expects (with [`tcp_seen::ACK_KNOWN`]).
+    pub ack_max: u32,
 }
 
 impl FlowKey {
@@ -98,6 +112,8 @@ impl FlowEntry {
             tcp_flags,
             last_seen_ns: now,
             created_ns: now,
+            seq_end: 0,
+            ack_max: 0,
         }
     }
 
@@ -140,8 +156,13 @@ pub const fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
 /// write to shared memory on every packet.
 pub const TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
 
-/// How long a conntrack entry lives without packets, by protocol and the TCP flags seen in
-/// its direction: like Linux, shorter for half-open and closing TCP, long for established.
+/// The shortest timeout of [`flow_timeout_ns`]: an entry idle for less is alive whatever
+/// its flags.
+pub const MIN_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// How long a flow lives without packets, by protocol and the TCP flags seen (the union of
+/// both directions': one timeout per flow): like Linux, shorter for half-open and closing
+/// TCP, long for established.
 #[must_use]
 pub const fn flow_timeout_ns(proto: u8, tcp_flags: u8) -> u64 {
     const S: u64 = 1_000_000_000;
@@ -160,6 +181,28 @@ pub const fn flow_timeout_ns(proto: u8, tcp_flags: u8) -> u64 {
         proto::UDP => 120 * S,
         _ => 30 * S,
     }
+}
+
+/// Whether a flow has outlived its timeout at `now`. A translated flow has one timeout,
+/// judged from both directions: the TCP flags either side saw (a RST from the client ends
+/// the flow for the replies too) and the later of the two last packets. `peer` is the
+/// entry of the other direction, if it is there; a connection of the pod's own has none.
+/// The data plane and the agent's GC judge with this same function.
+#[inline(always)]
+#[must_use]
+pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+    let (flags, last_seen) = match peer {
+        Some(peer) => (
+            entry.tcp_flags | peer.tcp_flags,
+            if peer.last_seen_ns > entry.last_seen_ns {
+                peer.last_seen_ns
+            } else {
+                entry.last_seen_ns
+            },
+        ),
+        None => (entry.tcp_flags, entry.last_seen_ns),
+    };
+    now.saturating_sub(last_seen) > flow_timeout_ns(proto, flags)
 }
 
 /// Key of [`crate::maps::FRAGMENTS`]: identifies one IPv4 datagram in flight.
@@ -188,7 +231,12 @@ pub struct FragPorts {
 pub const FRAGMENTS_MAX: u32 = 8192;
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 40);
+
+/// Value sizes of [`crate::maps::CONNTRACK`] in earlier releases whose entries are a prefix
+/// of [`FlowEntry`] (the fields after it read as zero: sequence numbers unknown). User
+/// space migrates such a table's flows on upgrade.
+pub const FLOW_ENTRY_PREFIX_SIZES: [usize; 1] = [32];
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragPorts>() == 4);
 
@@ -245,6 +293,19 @@ mod tests {
         assert!(!other.returns_to(&forward_key));
         assert_eq!((forward.created_ns, forward.last_seen_ns), (7, 7));
         assert_eq!(forward.tuple(proto::TCP), translated);
+    }
+
+    #[test]
+    fn no_timeout_is_shorter_than_the_minimum() {
+        for p in [proto::TCP, proto::UDP, proto::ICMP, 47] {
+            for flags in 0..=u8::MAX {
+                assert!(
+                    flow_timeout_ns(p, flags) >= MIN_TIMEOUT_NS,
+                    "{p} {flags:#x}"
+                );
+            }
+        }
+        assert_eq!(flow_timeout_ns(proto::TCP, tcp_seen::RST), MIN_TIMEOUT_NS);
     }
 
     #[test]

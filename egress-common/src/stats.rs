@@ -140,11 +140,20 @@ pub enum Stat {
     /// Packets the egress-interface egress program let go without tracking: what this data
     /// plane forwarded, ARP, and traffic not from EGRESS_SOURCE.
     EgressEgressPassed = 13,
+    /// TCP RSTs of a tracked flow that matched neither the receiver's next expected byte
+    /// nor the sender's next sequence number: passed on (the endpoint decides, RFC 5961),
+    /// but the flow stays open.
+    TcpRstIgnored = 14,
+    /// TCP FINs outside the sender's window: passed on, but the flow stays open.
+    TcpFinIgnored = 15,
+    /// Flows started afresh by a new SYN over a closed (reset or finished) flow of the
+    /// same tuple.
+    FlowsReopened = 16,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 17] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -159,6 +168,9 @@ impl Stat {
         Self::FragmentsTranslated,
         Self::EgressEgressSeen,
         Self::EgressEgressPassed,
+        Self::TcpRstIgnored,
+        Self::TcpFinIgnored,
+        Self::FlowsReopened,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -179,6 +191,9 @@ impl Stat {
             Self::FragmentsTranslated => "fragments_translated",
             Self::EgressEgressSeen => "egress_egress_seen",
             Self::EgressEgressPassed => "egress_egress_passed",
+            Self::TcpRstIgnored => "tcp_rst_ignored",
+            Self::TcpFinIgnored => "tcp_fin_ignored",
+            Self::FlowsReopened => "flows_reopened",
         }
     }
 }

@@ -13,9 +13,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, TOUCH_INTERVAL_NS, flow_kind,
-    flow_timeout_ns, peer_key, tcp_seen,
+    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, TOUCH_INTERVAL_NS,
+    flow_expired, flow_kind, peer_key, proto, tcp_seen,
 };
+
+use crate::tcp::{self, Receiver, Seg};
 
 /// Both directions of every flow; user space sizes it with `--conntrack-size`.
 #[btf_map]
@@ -46,22 +48,63 @@ pub(crate) enum Ct {
     Expired,
     /// The entry's other half now belongs to another flow, after an LRU eviction.
     Stale,
+    /// A client's new SYN over a flow that ended (reset, closed both ways, or timed out):
+    /// the tuple is being reused, and the new connection starts with fresh state.
+    Closed(FlowEntry),
 }
 
-/// Looks a packet's tuple up and, for a live flow, records the packet on it: the TCP flags
-/// seen in its direction and, at most once per interval, the time.
+/// Looks a packet's tuple up and, for a live flow, records the packet on it: the TCP segment
+/// (sequence numbers, and the flags that take effect) and, at most once per interval, the
+/// time.
 #[inline(always)]
-pub(crate) fn lookup(key: &FlowKey, tcp_flags: u8) -> Ct {
+pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
     let Some(entry) = CONNTRACK.get_ptr_mut(key) else {
         return Ct::New;
     };
     let now = now();
     // SAFETY: a live map value, copied.
     let snapshot = unsafe { *entry };
-    if snapshot.kind != flow_kind::FORWARD && expired(key, &snapshot, now) {
-        return Ct::Expired;
+    let idle = now.wrapping_sub(snapshot.last_seen_ns) > MIN_TIMEOUT_NS;
+    match snapshot.kind {
+        flow_kind::FORWARD => {
+            if seg.flags & (tcp_seen::SYN | tcp_seen::ACK) == tcp_seen::SYN
+                && ended(key, &snapshot, now)
+            {
+                return Ct::Closed(snapshot);
+            }
+        }
+        flow_kind::REPLY => {
+            // Alive whatever its flags while idle for less than the shortest timeout; past
+            // that, judged with the other direction (one timeout per flow).
+            if idle && flow_expired(key.proto, &snapshot, peer(key, &snapshot).as_ref(), now) {
+                return Ct::Expired;
+            }
+        }
+        _ => {
+            if idle && flow_expired(key.proto, &snapshot, None, now) {
+                return Ct::Expired;
+            }
+        }
     }
-    if !touch(key, entry, tcp_flags, now) {
+    let flags = if key.proto == proto::TCP {
+        let local = snapshot.kind == flow_kind::LOCAL;
+        // SAFETY: a live map value; concurrent writers store sequence numbers, flag bits
+        // and timestamps, and a lost update only delays one.
+        tcp::track(unsafe { &mut *entry }, seg, !local, || {
+            if local {
+                // The pod's own connection: its acknowledgements are in the same entry.
+                Receiver {
+                    known: snapshot.tcp_flags & tcp_seen::ACK_KNOWN,
+                    ..Receiver::of(&snapshot)
+                }
+            } else {
+                peer(key, &snapshot).map_or_else(Receiver::default, |p| Receiver::of(&p))
+            }
+        })
+    } else {
+        seg.flags
+    };
+    if !touch(key, entry, flags, now) {
         return Ct::Stale;
     }
     match snapshot.kind {
@@ -69,6 +112,36 @@ pub(crate) fn lookup(key: &FlowKey, tcp_flags: u8) -> Ct {
         flow_kind::REPLY => Ct::Reply(snapshot),
         _ => Ct::Local,
     }
+}
+
+/// The other direction's entry of a translated flow, if it is there and still this flow's.
+#[inline(always)]
+fn peer(key: &FlowKey, entry: &FlowEntry) -> Option<FlowEntry> {
+    // SAFETY: a live map value, copied.
+    let peer = unsafe { *CONNTRACK.get_ptr(peer_key(key, entry))? };
+    peer.returns_to(key).then_some(peer)
+}
+
+/// Whether the flow of a forward entry has ended: a RST took effect either way, both sides
+/// sent their FIN, or it timed out.
+#[inline(always)]
+fn ended(key: &FlowKey, entry: &FlowEntry, now: u64) -> bool {
+    let peer = peer(key, entry);
+    let peer_flags = peer.map_or(0, |p| p.tcp_flags);
+    (entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
+        || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0
+        || flow_expired(key.proto, entry, peer.as_ref(), now)
+}
+
+/// Removes both entries of a flow that ended, so that a new connection over the same tuple
+/// starts afresh.
+#[inline(always)]
+pub(crate) fn reopen(key: &FlowKey, entry: &FlowEntry) {
+    let pkey = peer_key(key, entry);
+    if peer(key, entry).is_some() {
+        let _ = CONNTRACK.remove(pkey);
+    }
+    let _ = CONNTRACK.remove(key);
 }
 
 /// The entry of an ICMP error's direction (cilium's "related"): read, not refreshed.
@@ -122,12 +195,6 @@ fn peer_kind(kind: u8) -> u8 {
     } else {
         flow_kind::FORWARD
     }
-}
-
-/// Whether the entry has outlived its timeout.
-#[inline(always)]
-fn expired(key: &FlowKey, entry: &FlowEntry, now: u64) -> bool {
-    now.wrapping_sub(entry.last_seen_ns) > flow_timeout_ns(key.proto, entry.tcp_flags)
 }
 
 /// Removes a forward entry whose reply tuple was taken over by another flow.
@@ -196,21 +263,39 @@ pub(crate) fn commit(
 }
 
 /// Tracks a connection the pod itself opened through the egress interface, keyed by the
-/// tuple its replies will carry.
+/// tuple its replies will carry. The pod's own segments are trusted: its FIN and RST take
+/// effect, and its acknowledgements are what a RST from the remote must match.
 #[inline(always)]
-pub(crate) fn track_local(reply_key: &FlowKey, tcp_flags: u8) {
+pub(crate) fn track_local(reply_key: &FlowKey, seg: &Seg) {
     let now = now();
     if let Some(entry) = CONNTRACK.get_ptr_mut(reply_key) {
         // SAFETY: a live map value.
         let e = unsafe { &mut *entry };
-        if e.kind == flow_kind::LOCAL && now.wrapping_sub(e.last_seen_ns) >= TOUCH_INTERVAL_NS {
+        if e.kind != flow_kind::LOCAL {
+            return;
+        }
+        if now.wrapping_sub(e.last_seen_ns) >= TOUCH_INTERVAL_NS {
             e.last_seen_ns = now;
         }
-        if e.kind == flow_kind::LOCAL && tcp_flags & (tcp_seen::FIN | tcp_seen::RST) != 0 {
-            e.tcp_flags |= tcp_flags;
+        if seg.flags & (tcp_seen::FIN | tcp_seen::RST) != 0 {
+            e.tcp_flags |= seg.flags & (tcp_seen::FIN | tcp_seen::RST);
         }
+        record_ack(e, seg);
         return;
     }
-    let value = FlowEntry::new(&reply_key.reversed(), 0, flow_kind::LOCAL, 0, now);
+    let mut value = FlowEntry::new(&reply_key.reversed(), 0, flow_kind::LOCAL, 0, now);
+    record_ack(&mut value, seg);
     let _ = CONNTRACK.insert(reply_key, value, u64::from(BPF_NOEXIST));
+}
+
+/// Records the pod's acknowledgement in the entry of its own connection.
+#[inline(always)]
+fn record_ack(e: &mut FlowEntry, seg: &Seg) {
+    if seg.numbers
+        && seg.flags & tcp_seen::ACK != 0
+        && (e.tcp_flags & tcp_seen::ACK_KNOWN == 0 || (seg.ack.wrapping_sub(e.ack_max) as i32) > 0)
+    {
+        e.ack_max = seg.ack;
+        e.tcp_flags |= tcp_seen::ACK_KNOWN;
+    }
 }

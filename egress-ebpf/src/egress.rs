@@ -54,7 +54,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     let Some(flow) = flow::of(ctx, &ip)? else {
         return Err(DropReason::Unsolicited);
     };
-    match conntrack::lookup(&flow.key, flow.tcp_flags) {
+    match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Reply(entry) => {
             nat::translate(ctx, cfg, &ip, &flow, &entry)?;
             Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
@@ -64,7 +64,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             Ok(passed)
         }
         Ct::Expired => Err(DropReason::FlowExpired),
-        Ct::New | Ct::Forward(_) | Ct::Stale => Err(DropReason::Unsolicited),
+        Ct::New | Ct::Forward(_) | Ct::Stale | Ct::Closed(_) => Err(DropReason::Unsolicited),
     }
 }
 
@@ -93,6 +93,6 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
     let Some(flow) = flow::of(ctx, &ip)? else {
         return Ok(passed);
     };
-    conntrack::track_local(&flow.key.reversed(), flow.tcp_flags);
+    conntrack::track_local(&flow.key.reversed(), &flow.seg);
     Ok(Verdict::Pass(Stat::EgressEgressLocal))
 }

@@ -1,5 +1,6 @@
 //! One parse of a packet's flow: the conntrack key (addresses, ports or ICMP echo
-//! identifier, protocol), what follows the IPv4 header, and the TCP flags conntrack keeps.
+//! identifier, protocol), what follows the IPv4 header, and the TCP segment conntrack
+//! tracks.
 //! The ports and echo id of an ICMP error's embedded packet are decoded by the same
 //! [`ids`].
 
@@ -9,7 +10,7 @@ use egress_common::{DropReason, FlowKey, proto};
 use crate::{
     frag,
     parse::{self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpHdr, Ipv4, Ports, ptr_at},
-    tcp,
+    tcp::{self, Seg},
 };
 
 /// What follows the IPv4 header of a packet being rewritten.
@@ -27,7 +28,8 @@ pub(crate) enum L4 {
 pub(crate) struct Flow {
     pub(crate) key: FlowKey,
     pub(crate) l4: L4,
-    pub(crate) tcp_flags: u8,
+    /// TCP: flags and sequence numbers (zero for other protocols).
+    pub(crate) seg: Seg,
 }
 
 /// The flow ids of the L4 header at `l4` (which the caller made linear): TCP and UDP ports,
@@ -89,7 +91,7 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
         return Ok(Some(Flow {
             key,
             l4: L4::None,
-            tcp_flags: 0,
+            seg: Seg::default(),
         }));
     }
     let min = match ip.proto {
@@ -103,12 +105,12 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
     };
     key.sport = sport;
     key.dport = dport;
-    let tcp_flags = if ip.proto == proto::TCP {
-        tcp::flags(ctx, ip.l4)?
+    let seg = if ip.proto == proto::TCP {
+        tcp::segment(ctx, ip)?
     } else {
-        0
+        Seg::default()
     };
-    Ok(Some(Flow { key, l4, tcp_flags }))
+    Ok(Some(Flow { key, l4, seg }))
 }
 
 impl Flow {

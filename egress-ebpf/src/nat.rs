@@ -20,14 +20,14 @@ use crate::{
     flow::{Flow, L4},
     metrics,
     parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
-    tcp,
+    tcp::{self, Receiver, Seg},
 };
 
 /// How many translated ports are tried before a new flow is dropped.
 const NAT_TRIES: u32 = 32;
 
 /// Creates both conntrack entries of a new flow from the pod interface and returns its
-/// forward entry, which records `tcp_flags` of the packet that opened it. The client's
+/// forward entry, which records the TCP segment that opened it. The client's
 /// source port (or ICMP id) is kept when it is inside the configured range and the
 /// translated tuple is free; else ports of the range are probed from a random start.
 #[inline(always)]
@@ -35,7 +35,7 @@ pub(crate) fn create_flow(
     key: &FlowKey,
     target: &RuleTarget,
     cfg: &RouterConfig,
-    tcp_flags: u8,
+    seg: &Seg,
 ) -> Result<FlowEntry, DropReason> {
     let now = conntrack::now();
     let icmp = key.proto == proto::ICMP;
@@ -73,13 +73,10 @@ pub(crate) fn create_flow(
         port = (min + (start + tries) % span) as u16;
         tries += 1;
     };
-    let forward = FlowEntry::new(
-        &translated,
-        target.rule_id,
-        flow_kind::FORWARD,
-        tcp_flags,
-        now,
-    );
+    let mut forward = FlowEntry::new(&translated, target.rule_id, flow_kind::FORWARD, 0, now);
+    if key.proto == proto::TCP {
+        forward.tcp_flags |= tcp::track(&mut forward, seg, true, Receiver::default);
+    }
     let entry = conntrack::commit(key, &forward, &translated.reversed(), claimed)?;
     metrics::count(Stat::FlowsCreated, 0);
     Ok(entry)

@@ -116,6 +116,8 @@ pub(crate) struct Ipv4 {
     pub(crate) id: u16,
     /// Flags and fragment offset, host order.
     pub(crate) frag_off: u16,
+    /// Total length (header and payload), host order.
+    pub(crate) len: u16,
 }
 
 impl Ipv4 {
@@ -171,6 +173,7 @@ pub(crate) fn ipv4(ctx: &TcContext) -> Result<Option<Ipv4>, DropReason> {
         daddr: ip.daddr,
         id: u16::from_be(ip.id),
         frag_off: u16::from_be(ip.frag_off),
+        len: tot_len as u16,
     };
     Ok(Some(parsed))
 }

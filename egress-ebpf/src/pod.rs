@@ -9,7 +9,7 @@ use crate::{
     conntrack::{self, Ct},
     flow::{self, L4},
     icmp,
-    metrics::Verdict,
+    metrics::{self, Verdict},
     nat, parse, rules,
 };
 
@@ -45,12 +45,18 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
-    let entry = match conntrack::lookup(&flow.key, flow.tcp_flags) {
+    let entry = match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Forward(entry) => entry,
-        state @ (Ct::New | Ct::Stale) => {
-            if matches!(state, Ct::Stale) {
+        state @ (Ct::New | Ct::Stale | Ct::Closed(_)) => {
+            match state {
                 // Its reply tuple went to another flow after an eviction: start afresh.
-                conntrack::forget(&flow.key);
+                Ct::Stale => conntrack::forget(&flow.key),
+                // A new connection over the tuple of one that ended.
+                Ct::Closed(old) => {
+                    conntrack::reopen(&flow.key, &old);
+                    metrics::count(Stat::FlowsReopened, 0);
+                }
+                _ => {}
             }
             if flow.l4 == L4::None {
                 return Err(DropReason::FragmentUnknown);
@@ -65,7 +71,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             if ip.ttl <= 1 {
                 return Err(DropReason::TtlExceeded);
             }
-            nat::create_flow(&flow.key, &target, cfg, flow.tcp_flags)?
+            nat::create_flow(&flow.key, &target, cfg, &flow.seg)?
         }
         // Reply-side entries are keyed by EGRESS_SOURCE, never by the pod IP: whatever this
         // is, it is not a client's flow.

@@ -3,6 +3,7 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
+pub use egress_common::flow_expired;
 use egress_common::{FlowEntry, FlowKey, flow_kind, flow_timeout_ns, peer_key, proto, tcp_seen};
 use serde::Serialize;
 
@@ -180,22 +181,6 @@ pub struct GcPass {
     pub expired: u64,
     /// The table's capacity in entries.
     pub capacity: u64,
-}
-
-/// Whether a flow has outlived its timeout at `now`. A translated flow has one timeout,
-/// judged from both directions: the TCP flags either side saw (a RST from the client ends
-/// the flow for the replies too) and the later of the two last packets. `peer` is the
-/// entry of the other direction, if it is there; a connection of the pod's own has none.
-#[must_use]
-pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
-    let (flags, last_seen) = match peer {
-        Some(peer) => (
-            entry.tcp_flags | peer.tcp_flags,
-            entry.last_seen_ns.max(peer.last_seen_ns),
-        ),
-        None => (entry.tcp_flags, entry.last_seen_ns),
-    };
-    now.saturating_sub(last_seen) > flow_timeout_ns(proto, flags)
 }
 
 /// Removes conntrack entries whose flow outlived its timeout at `now` (CLOCK_MONOTONIC

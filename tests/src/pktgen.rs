@@ -205,3 +205,58 @@ pub fn ones_complement(data: &[u8]) -> u16 {
         .ones_complement()
         .to_be()
 }
+
+/// A TCP segment with explicit numbers: `flags` is a string of `S` (SYN), `A` (ACK), `F`
+/// (FIN), `R` (RST), `P` (PSH); `ack` is written whatever the flags.
+pub fn tcp_segment(
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(src.1, dst.1, seq, 64240);
+    tcp.acknowledgment_number = ack;
+    for flag in flags.chars() {
+        match flag {
+            'S' => tcp.syn = true,
+            'A' => tcp.ack = true,
+            'F' => tcp.fin = true,
+            'R' => tcp.rst = true,
+            'P' => tcp.psh = true,
+            other => panic!("unknown TCP flag {other}"),
+        }
+    }
+    let ip = ipv4(
+        src.0,
+        dst.0,
+        IpNumber::TCP,
+        tcp.header_len() + data.len(),
+        64,
+    );
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, data).unwrap();
+    let mut l4 = tcp.to_bytes().to_vec();
+    l4.extend_from_slice(data);
+    frame(ip, &l4)
+}
+
+/// Moves every conntrack entry's last packet `seconds` into the past, as if the flows had
+/// been idle that long.
+pub fn age_flows(dp: &mut Dataplane, seconds: u64) {
+    for (key, mut entry) in dp.maps().conntrack().unwrap() {
+        entry.last_seen_ns = entry.last_seen_ns.saturating_sub(seconds * 1_000_000_000);
+        dp.maps_mut().put_flow(&key, &entry).unwrap();
+    }
+}
+
+/// The state `conntrack` shows for each translated flow, by the client's port.
+pub fn flow_states(dp: &Dataplane) -> Vec<(u16, &'static str)> {
+    let table = dp.maps().conntrack().unwrap();
+    let now = egress_user::conntrack::monotonic_ns();
+    egress_user::conntrack::flows(&table, now)
+        .into_iter()
+        .filter(|f| f.kind == "nat")
+        .map(|f| (f.original.sport, f.state))
+        .collect()
+}

@@ -211,3 +211,97 @@ fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
         "through the upgraded data plane: {after:?}"
     );
 }
+
+/// An upgrade from a release whose conntrack entries were shorter (32 bytes, before TCP
+/// sequence tracking), found through the instance's pins: the flows are copied into this
+/// build's table, with the same translation, and the table keeps its capacity.
+#[test]
+fn upgrade_from_an_older_conntrack_layout_copies_the_flows() {
+    use aya::maps::{HashMap, Map, MapData};
+    use egress_common::{FlowEntry, FlowKey};
+
+    let mut lab = Lab::new("up-ct").unwrap();
+    peer_server(&mut lab, "tcp", 80);
+    wait_listening(&lab, 80);
+    let destination = format!("80 tcp {SERVER_IP}");
+    lab.init_router("ct", &destination, &[]).unwrap();
+    for _ in 0..3 {
+        let answer = ask(&lab, 80);
+        assert!(
+            answer.starts_with(&format!("{EGRESS_SOURCE} ")),
+            "{answer:?}"
+        );
+    }
+    let tuples = |json: &str| -> Vec<(serde_json::Value, serde_json::Value)> {
+        let mut all: Vec<_> = serde_json::from_str::<serde_json::Value>(json)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "nat")
+            .map(|f| (f["original"].clone(), f["translated"].clone()))
+            .collect();
+        all.sort_by_key(|(o, _)| o.to_string());
+        all
+    };
+    let before = tuples(&router_cli(&lab, "ct", &["conntrack", "--json"]));
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // What the earlier release left: its pins, with conntrack entries of 32 bytes, and no
+    // program on the interfaces.
+    lab.router
+        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .unwrap();
+    let pin = lab.pin_dir("ct").join("CONNTRACK");
+    let rows: Vec<(FlowKey, FlowEntry)> = {
+        let map = Map::LruHashMap(MapData::from_pin(&pin).unwrap());
+        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(&map).unwrap();
+        table.iter().map(Result::unwrap).collect()
+    };
+    assert!(rows.len() >= 6, "both entries of each flow: {}", rows.len());
+    std::fs::remove_file(&pin).unwrap();
+    let path = pin.to_str().unwrap();
+    let create = [
+        "map",
+        "create",
+        path,
+        "type",
+        "lru_hash",
+        "key",
+        "16",
+        "value",
+        "32",
+        "entries",
+        "3000",
+        "name",
+        "CONNTRACK",
+    ];
+    run_ok_here("bpftool", &create);
+    {
+        let mut map = Map::LruHashMap(MapData::from_pin(&pin).unwrap());
+        let mut table = HashMap::<_, FlowKey, [u8; 32]>::try_from(&mut map).unwrap();
+        for (key, entry) in &rows {
+            let old: [u8; 32] = bytemuck::bytes_of(entry)[..32].try_into().unwrap();
+            table.insert(key, old, 0).unwrap();
+        }
+    }
+
+    let log = lab.init_router("ct", &destination, &[]).unwrap();
+    assert!(
+        log.contains("pinned map CONNTRACK")
+            && log.contains(&format!("its {} entries were copied", rows.len())),
+        "conntrack replaced and its flows copied: {log}"
+    );
+    let shown = run_ok_here("bpftool", &["-j", "map", "show", "pinned", path]);
+    assert!(
+        shown.contains("\"bytes_value\":40") && shown.contains("\"max_entries\":3000"),
+        "this build's layout, the earlier capacity: {shown}"
+    );
+    let after = tuples(&router_cli(&lab, "ct", &["conntrack", "--json"]));
+    assert_eq!(after, before, "the same flows with the same translation");
+    let answer = ask(&lab, 80);
+    assert!(
+        answer.starts_with(&format!("{EGRESS_SOURCE} ")),
+        "{answer:?}"
+    );
+}

@@ -14,6 +14,7 @@ use crate::dataplane::{
     discover::{self, Source},
     load::{self, Dataplane, LoadOptions},
     maps::MapSet,
+    migrate,
 };
 
 /// What the hand-over did, for the log and `status`.
@@ -62,14 +63,21 @@ impl Handover {
             .map_err(|err| err.to_string())
             .and_then(|found| match found {
                 Some((ids, program_id)) => MapSet::compatible_from_ids(&ids)
-                    .map(|(maps, left)| Some((maps, left, program_id)))
+                    .map(|(maps, left)| Some((maps, left, program_id, ids)))
                     .map_err(|err| err.to_string()),
                 None => Ok(None),
             });
         match (running, &pin_dir) {
-            (Ok(Some((maps, left, program_id))), Some(dir)) => match maps.pin(dir) {
+            (Ok(Some((maps, left, program_id, ids))), Some(dir)) => match maps.pin(dir) {
                 Ok(()) => {
-                    if maps.has(maps::CONNTRACK) {
+                    // An earlier layout of the conntrack table is pinned too: the load
+                    // copies its flows into this build's.
+                    let earlier = !maps.has(maps::CONNTRACK)
+                        && migrate::pin_earlier(&ids, dir).unwrap_or_else(|err| {
+                            report.adopt_warning = Some(err.to_string());
+                            false
+                        });
+                    if maps.has(maps::CONNTRACK) || earlier {
                         report.adopted = Some(Source::Attached { program_id });
                     }
                     if !left.is_empty() {
@@ -104,14 +112,20 @@ impl Handover {
             conntrack_flows,
             pin_dir: self.pin_dir.clone(),
         })?;
-        if self.report.adopted.is_none() && dataplane.reuse().reused.contains(&maps::CONNTRACK) {
+        let reuse = dataplane.reuse();
+        let carried = reuse.reused.contains(&maps::CONNTRACK) || !reuse.migrated.is_empty();
+        if self.report.adopted.is_none() && carried {
             self.report.adopted = self.pin_dir.clone().map(Source::Pins);
         }
         if let Some(dir) = &self.pin_dir
-            && let Some((name, why)) = dataplane.reuse().replaced.first()
+            && let Some((name, why)) = reuse.replaced.first()
         {
+            let copied = match reuse.migrated.first() {
+                Some((_, flows)) => format!("; its {flows} entries were copied into it"),
+                None => String::new(),
+            };
             self.report.adopt_warning = Some(format!(
-                "pinned map {name} in {} replaced: {why}",
+                "pinned map {name} in {} replaced: {why}{copied}",
                 dir.display()
             ));
         }

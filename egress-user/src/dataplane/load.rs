@@ -16,6 +16,7 @@ use crate::{
         discover,
         layout::check_layout,
         maps::MapSet,
+        migrate::Migration,
         programs::{PROGRAMS, Program},
         tcx,
     },
@@ -87,6 +88,9 @@ pub struct Reuse {
     pub reused: Vec<&'static str>,
     /// Pinned maps this build cannot use (their layout changed), replaced by new ones.
     pub replaced: Vec<(&'static str, String)>,
+    /// Entries copied from a pinned map of an earlier layout into its replacement (the
+    /// conntrack flows of an earlier release), by map.
+    pub migrated: Vec<(&'static str, u64)>,
 }
 
 /// The loaded data plane: programs and maps of one egress-router instance.
@@ -94,6 +98,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     maps: MapSet,
     reuse: Reuse,
+    migration: Option<Migration>,
 }
 
 impl Dataplane {
@@ -103,6 +108,7 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
         let mut reuse = Reuse::default();
+        let mut migration = None;
         if let Some(dir) = &opts.pin_dir {
             std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
                 path: dir.clone(),
@@ -114,6 +120,13 @@ impl Dataplane {
                     match check_layout(name, &info) {
                         Ok(()) => reuse.reused.push(name),
                         Err(err) => {
+                            if name == maps::CONNTRACK {
+                                // Kept open to copy its flows over once the new one exists.
+                                migration = Migration::from_pin(&path);
+                                if let Some(entries) = migration.as_ref().map(Migration::capacity) {
+                                    loader.map_max_entries(name, entries);
+                                }
+                            }
                             std::fs::remove_file(&path).map_err(|source| Error::PinDir {
                                 path: path.clone(),
                                 source,
@@ -135,11 +148,32 @@ impl Dataplane {
         for name in maps::ALL {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
         }
+        let mut maps = MapSet::new(set);
+        if let Some(migration) = &migration {
+            let copied = migration.copy(&mut maps)?;
+            reuse.migrated.push((maps::CONNTRACK, copied));
+        }
         Ok(Self {
             ebpf,
-            maps: MapSet::new(set),
+            maps,
             reuse,
+            migration,
         })
+    }
+
+    /// Ends a migration of conntrack flows from an earlier layout (see
+    /// [`crate::dataplane::migrate`]), once the new programs have replaced the earlier
+    /// ones: copies the flows created in between and lets the earlier table go. Returns
+    /// how many were copied now, if a migration was under way.
+    pub fn finish_migration(&mut self) -> Result<Option<u64>, Error> {
+        let Some(migration) = self.migration.take() else {
+            return Ok(None);
+        };
+        let copied = migration.copy(&mut self.maps)?;
+        if let Some((_, total)) = self.reuse.migrated.first_mut() {
+            *total += copied;
+        }
+        Ok(Some(copied))
     }
 
     /// What the load took over from pins of an earlier run.

@@ -38,6 +38,9 @@ pub enum Error {
     },
 }
 
+/// The update flag that writes only a key that is not there (linux/bpf.h).
+const BPF_NOEXIST: u64 = 1;
+
 /// A map of a running data plane that this build does not take over, and why.
 pub type LeftMap = (&'static str, Error);
 
@@ -343,6 +346,22 @@ impl MapSet {
         let mut table =
             HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
         table.insert(key, entry, 0).map_err(err)
+    }
+
+    /// Writes one conntrack entry unless its key is there already (an entry the data plane
+    /// wrote wins); `false` when it was.
+    pub fn put_flow_if_absent(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<bool, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.insert(key, entry, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(source) => Err(err(source)),
+        }
     }
 
     /// Removes one conntrack entry if it still satisfies `doomed` when read again right

@@ -7,6 +7,7 @@
 //! - [`handover`]: a new load taking over a running data plane's maps.
 //! - [`bpffs`]: where pins live.
 //! - [`maps`], [`layout`]: reading and writing the maps, and which maps a build can reuse.
+//! - [`migrate`]: conntrack flows carried across a change of the entry layout.
 //! - [`rules`]: the rules map as it should be, and the plan that gets it there.
 //! - [`stats`]: the counters, summed over CPUs.
 
@@ -16,6 +17,7 @@ pub mod handover;
 pub mod layout;
 pub mod load;
 pub mod maps;
+pub mod migrate;
 pub mod programs;
 pub mod rules;
 pub mod stats;

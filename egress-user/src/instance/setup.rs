@@ -139,6 +139,12 @@ impl Instance {
             .maps_mut()
             .configure(&router, &rules.with_local(&settings.local_tcp_ports).rules)?;
         dataplane.attach(&settings.pod_interface, &settings.egress_interface)?;
+        if let Some(copied) = dataplane.finish_migration()? {
+            tracing::info!(
+                copied,
+                "conntrack of an earlier layout: flows created during the hand-over copied too"
+            );
+        }
         let handover = handover.finish();
 
         if let Some(applied) = &applied {
