@@ -35,6 +35,11 @@ pub struct RouterConfig {
     /// Largest TCP MSS advertised through the router: min(pod MTU, egress MTU) - 40.
     pub mss_clamp: u16,
     pub _pad: u16,
+    /// Random key of the translated-port choice (RFC 6056's algorithm 3): a flow's first
+    /// port is a keyed hash of its tuple, so it cannot be guessed from outside, and the
+    /// same flow gets the same port again when its entries are re-created (two CPUs at
+    /// once, an LRU eviction of one half, a GC racing a packet). Kept across restarts.
+    pub nat_secret: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RouterConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<RouterConfig>() == 36);

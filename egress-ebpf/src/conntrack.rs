@@ -232,34 +232,38 @@ pub(crate) fn claim(
 }
 
 /// Writes the forward entry of a flow whose reply tuple was just claimed and returns the
-/// entry in the table. If another CPU created the same flow meanwhile, our claim is rolled
-/// back and its entry is used.
+/// entry in the table, and whether it is ours. If another CPU created the same flow
+/// meanwhile, our claim is rolled back and its entry is used: with the same translation,
+/// since both chose the port the same way.
 #[inline(always)]
 pub(crate) fn commit(
     key: &FlowKey,
     forward: &FlowEntry,
     reply_key: &FlowKey,
     claimed: bool,
-) -> Result<FlowEntry, DropReason> {
-    match CONNTRACK.insert(key, forward, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        Err(err) if err == -EEXIST => {
-            if claimed {
-                let _ = CONNTRACK.remove(reply_key);
-            }
-        }
+) -> Result<(FlowEntry, bool), DropReason> {
+    let created = match CONNTRACK.insert(key, forward, u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        Err(err) if err == -EEXIST => false,
         Err(_) => {
             if claimed {
                 let _ = CONNTRACK.remove(reply_key);
             }
             return Err(DropReason::ConntrackFull);
         }
-    }
+    };
     // SAFETY: a live map value, copied.
-    CONNTRACK
+    let entry = CONNTRACK
         .get_ptr(key)
         .map(|entry| unsafe { *entry })
-        .ok_or(DropReason::ConntrackFull)
+        .ok_or(DropReason::ConntrackFull)?;
+    // The winner of a race uses the reply tuple we claimed when it chose the same port
+    // (the usual case): then it is its reply entry too and stays. Otherwise our claim
+    // goes.
+    if !created && claimed && !entry.returns_to(reply_key) {
+        let _ = CONNTRACK.remove(reply_key);
+    }
+    Ok((entry, created))
 }
 
 /// Tracks a connection the pod itself opened through the egress interface, keyed by the

@@ -8,7 +8,6 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::generated::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use egress_common::{
@@ -29,7 +28,9 @@ const NAT_TRIES: u32 = 32;
 /// Creates both conntrack entries of a new flow from the pod interface and returns its
 /// forward entry, which records the TCP segment that opened it. The client's
 /// source port (or ICMP id) is kept when it is inside the configured range and the
-/// translated tuple is free; else ports of the range are probed from a random start.
+/// translated tuple is free; else ports of the range are probed from a start that is a
+/// keyed hash of the flow ([`first_port`]). Both choices are deterministic, so whichever
+/// CPU (re)creates a flow picks the same translation.
 #[inline(always)]
 pub(crate) fn create_flow(
     key: &FlowKey,
@@ -42,8 +43,7 @@ pub(crate) fn create_flow(
     let reply = FlowEntry::new(&key.reversed(), target.rule_id, flow_kind::REPLY, 0, now);
     let min = u32::from(cfg.nat_port_min);
     let span = u32::from(cfg.nat_port_max).saturating_sub(min) + 1;
-    // SAFETY: no arguments, no side effects.
-    let start = unsafe { bpf_get_prandom_u32() } % span;
+    let start = first_port(key, target, cfg.nat_secret) % span;
     // The client's own port first, when it is inside the NAT range: outside, it may be one
     // of the ports the pod's own sockets take on EGRESS_SOURCE (the ephemeral range).
     let mut port = key.sport;
@@ -77,9 +77,26 @@ pub(crate) fn create_flow(
     if key.proto == proto::TCP {
         forward.tcp_flags |= tcp::track(&mut forward, seg, true, Receiver::default);
     }
-    let entry = conntrack::commit(key, &forward, &translated.reversed(), claimed)?;
-    metrics::count(Stat::FlowsCreated, 0);
+    let (entry, created) = conntrack::commit(key, &forward, &translated.reversed(), claimed)?;
+    if created {
+        metrics::count(Stat::FlowsCreated, 0);
+    }
     Ok(entry)
+}
+
+/// A keyed hash of a flow's client and remote ends (RFC 6056, algorithm 3): where the
+/// search for its translated port starts. The finaliser is murmur3's.
+#[inline(always)]
+fn first_port(key: &FlowKey, target: &RuleTarget, secret: u32) -> u32 {
+    let mut h = secret ^ u32::from_ne_bytes(key.saddr);
+    h = h.wrapping_mul(0x9e37_79b1) ^ ((u32::from(key.sport) << 16) | u32::from(key.proto));
+    h = h.wrapping_mul(0x85eb_ca6b) ^ u32::from_ne_bytes(target.remote_ip);
+    h = h.wrapping_mul(0xc2b2_ae35) ^ u32::from(target.remote_port);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// The rewrite of a tracked packet in either direction: TTL, MSS clamp, fragment

@@ -185,41 +185,122 @@ pub struct GcPass {
 
 /// Removes conntrack entries whose flow outlived its timeout at `now` (CLOCK_MONOTONIC
 /// nanoseconds, the data plane's clock; see [`flow_expired`]). A flow's two entries go
-/// together, so a reply entry is never left without its forward entry or the other way
-/// round; each is read again right before it is deleted.
+/// together, and a packet that arrives while they go keeps the flow:
+///
+/// - both entries are read again and judged together right before;
+/// - the reply entry goes first, taken out atomically, so no reply can refresh it unseen;
+///   the forward entry is then taken out the same way;
+/// - what was taken out is judged again: a flow that turned out alive (a packet in
+///   between) is put back, without overwriting what the data plane wrote meanwhile.
+///
+/// A client packet in the instant between is translated as before anyway: the flow is
+/// re-created with the same translated port (a keyed hash of the tuple), and a missing
+/// reply entry is re-created from its forward entry.
 pub fn collect_garbage(maps: &mut MapSet, now: u64) -> Result<GcPass, Error> {
+    collect_garbage_with(maps, now, |_| {})
+}
+
+/// [`collect_garbage`], calling `between` with each expired flow's key after the flow was
+/// judged expired and right before its entries are taken out: where a packet can arrive
+/// and refresh it (tests play that packet there).
+pub fn collect_garbage_with(
+    maps: &mut MapSet,
+    now: u64,
+    mut between: impl FnMut(&FlowKey),
+) -> Result<GcPass, Error> {
     let capacity = u64::from(maps.conntrack_capacity()?);
     let flows = maps.conntrack()?;
     let index: std::collections::HashMap<FlowKey, FlowEntry> = flows.iter().copied().collect();
-    let peer_of = |key: &FlowKey, entry: &FlowEntry| -> Option<FlowEntry> {
+    let peer_of = |key: &FlowKey, entry: &FlowEntry| -> Option<FlowKey> {
         if entry.kind == flow_kind::LOCAL {
             return None;
         }
+        let pkey = peer_key(key, entry);
         index
-            .get(&peer_key(key, entry))
+            .get(&pkey)
             .filter(|peer| peer.returns_to(key))
-            .copied()
+            .map(|_| pkey)
     };
+    // One unit per flow: a forward entry with its reply entry, or an entry alone (a pod's
+    // own connection, or half a flow whose other half is gone).
     let mut doomed = Vec::new();
     for (key, entry) in &flows {
         let peer = peer_of(key, entry);
-        if flow_expired(key.proto, entry, peer.as_ref(), now) {
+        if entry.kind == flow_kind::REPLY && peer.is_some() {
+            continue;
+        }
+        let peer_entry = peer.and_then(|p| index.get(&p));
+        if flow_expired(key.proto, entry, peer_entry, now) {
             doomed.push((*key, peer));
         }
     }
     let mut expired = 0;
     for (key, peer) in doomed {
-        // Read again right before deleting: a packet may have refreshed it meanwhile.
-        let still = |entry: &FlowEntry| flow_expired(key.proto, entry, peer.as_ref(), now);
-        if maps.remove_flow_if(&key, still)? {
-            expired += 1;
-        }
+        expired += remove_flow(maps, &key, peer.as_ref(), now, &mut between)?;
     }
     Ok(GcPass {
         entries: flows.len() as u64,
         expired,
         capacity,
     })
+}
+
+/// Removes one expired flow (see [`collect_garbage`]); returns how many entries went.
+fn remove_flow(
+    maps: &mut MapSet,
+    key: &FlowKey,
+    peer: Option<&FlowKey>,
+    now: u64,
+    between: &mut impl FnMut(&FlowKey),
+) -> Result<u64, Error> {
+    let proto = key.proto;
+    let still = |entry: &FlowEntry, other: Option<&FlowEntry>| -> bool {
+        flow_expired(proto, entry, other, now)
+    };
+    let Some(entry) = maps.flow(key)? else {
+        return Ok(0);
+    };
+    let peer_entry = match peer {
+        Some(p) => maps.flow(p)?.filter(|e| e.returns_to(key)),
+        None => None,
+    };
+    if !still(&entry, peer_entry.as_ref()) {
+        return Ok(0);
+    }
+    between(key);
+    let taken_peer = match (peer, peer_entry) {
+        (Some(p), Some(_)) => maps.take_flow(p)?.map(|e| (*p, e)),
+        _ => None,
+    };
+    let Some(current) = maps.flow(key)? else {
+        // The forward entry went meanwhile (evicted): the reply entry is judged alone.
+        return match &taken_peer {
+            Some((p, e)) if !still(e, None) => {
+                maps.put_flow_if_absent(p, e)?;
+                Ok(0)
+            }
+            Some(_) => Ok(1),
+            None => Ok(0),
+        };
+    };
+    if !still(&current, taken_peer.as_ref().map(|(_, e)| e)) {
+        // Refreshed in between: the reply entry goes back.
+        if let Some((p, e)) = &taken_peer {
+            maps.put_flow_if_absent(p, e)?;
+        }
+        return Ok(0);
+    }
+    let Some(taken) = maps.take_flow(key)? else {
+        return Ok(u64::from(taken_peer.is_some()));
+    };
+    if !still(&taken, taken_peer.as_ref().map(|(_, e)| e)) {
+        maps.put_flow_if_absent(key, &taken)?;
+        if let Some((p, e)) = &taken_peer {
+            maps.put_flow_if_absent(p, e)?;
+        }
+        return Ok(0);
+    }
+    Ok(1 + u64::from(taken_peer.is_some()))
 }
 
 /// GC interval for a table `fill` full (0..=1): the maximum when empty, down to one second

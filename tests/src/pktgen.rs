@@ -65,6 +65,7 @@ pub fn dataplane_with(destination: &str, nat_ports: (u16, u16)) -> Dataplane {
         nat_port_max: nat_ports.1,
         mss_clamp: 1360,
         _pad: 0,
+        nat_secret: 0x5eed_0001,
     };
     dp.maps_mut()
         .configure(
@@ -259,4 +260,75 @@ pub fn flow_states(dp: &Dataplane) -> Vec<(u16, &'static str)> {
         .filter(|f| f.kind == "nat")
         .map(|f| (f.original.sport, f.state))
         .collect()
+}
+
+/// The fd of program `name`, for [`run_fd`] from several threads at once (valid while `dp`
+/// lives).
+pub fn program_fd(dp: &mut Dataplane, name: &'static str) -> i32 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    dp.program(name).unwrap().fd().unwrap().as_fd().as_raw_fd()
+}
+
+/// [`run`] by program fd, with the raw BPF_PROG_TEST_RUN command: usable from several
+/// threads at once (each run happens on the calling thread's CPU).
+pub fn run_fd(fd: i32, frame: &[u8]) -> (u32, Vec<u8>) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        ..TestAttr::default()
+    };
+    // SAFETY: the attribute points at buffers of the sizes it names, alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::from_mut(&mut attr),
+            size_of::<TestAttr>(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
+    out.truncate(attr.data_size_out as usize);
+    (attr.retval, out)
+}
+
+/// Pins the calling thread to CPU `cpu` (modulo the CPUs there are), so that threads run
+/// the data plane truly in parallel.
+pub fn pin_to_cpu(cpu: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed by pointer with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
 }

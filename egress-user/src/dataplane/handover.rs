@@ -118,16 +118,25 @@ impl Handover {
             self.report.adopted = self.pin_dir.clone().map(Source::Pins);
         }
         if let Some(dir) = &self.pin_dir
-            && let Some((name, why)) = reuse.replaced.first()
+            && !reuse.replaced.is_empty()
         {
-            let copied = match reuse.migrated.first() {
-                Some((_, flows)) => format!("; its {flows} entries were copied into it"),
-                None => String::new(),
-            };
-            self.report.adopt_warning = Some(format!(
-                "pinned map {name} in {} replaced: {why}{copied}",
-                dir.display()
-            ));
+            let each: Vec<String> = reuse
+                .replaced
+                .iter()
+                .map(|(name, why)| {
+                    let copied = reuse
+                        .migrated
+                        .iter()
+                        .find(|(m, _)| m == name)
+                        .map(|(_, n)| format!("; its {n} entries were copied into it"))
+                        .unwrap_or_default();
+                    format!(
+                        "pinned map {name} in {} replaced: {why}{copied}",
+                        dir.display()
+                    )
+                })
+                .collect();
+            self.report.adopt_warning = Some(each.join("; "));
         }
         Ok(dataplane)
     }

@@ -38,9 +38,6 @@ pub enum Error {
     },
 }
 
-/// The update flag that writes only a key that is not there (linux/bpf.h).
-const BPF_NOEXIST: u64 = 1;
-
 /// A map of a running data plane that this build does not take over, and why.
 pub type LeftMap = (&'static str, Error);
 
@@ -134,11 +131,11 @@ impl MapSet {
         Self::from_ids(&ids)
     }
 
-    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+    pub(super) fn map(&self, name: &'static str) -> Result<&Map, Error> {
         self.maps.get(name).ok_or(Error::Missing(name))
     }
 
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+    pub(super) fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
         self.maps.get_mut(name).ok_or(Error::Missing(name))
     }
 
@@ -320,91 +317,6 @@ impl MapSet {
                     .fold(PacketCount::default(), |acc, v| acc.add(*v)))
             })
             .collect()
-    }
-
-    /// The conntrack table, both directions of every flow.
-    pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
-        let mut flows = Vec::new();
-        for item in table.iter() {
-            match item {
-                Ok(flow) => flows.push(flow),
-                // Deleted by the data plane or GC between the key and its lookup.
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(err(source)),
-            }
-        }
-        Ok(flows)
-    }
-
-    /// Writes one conntrack entry (tests age flows with it).
-    pub fn put_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
-        table.insert(key, entry, 0).map_err(err)
-    }
-
-    /// Writes one conntrack entry unless its key is there already (an entry the data plane
-    /// wrote wins); `false` when it was.
-    pub fn put_flow_if_absent(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<bool, Error> {
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
-        match table.insert(key, entry, BPF_NOEXIST) {
-            Ok(()) => Ok(true),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                Ok(false)
-            }
-            Err(source) => Err(err(source)),
-        }
-    }
-
-    /// Removes one conntrack entry if it still satisfies `doomed` when read again right
-    /// before the delete (a packet may have refreshed it meanwhile); `false` when it was
-    /// not removed.
-    pub fn remove_flow_if(
-        &mut self,
-        key: &FlowKey,
-        doomed: impl Fn(&FlowEntry) -> bool,
-    ) -> Result<bool, Error> {
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
-        match table.get(key, 0) {
-            Ok(entry) if doomed(&entry) => {}
-            Ok(_) | Err(MapError::KeyNotFound) => return Ok(false),
-            Err(source) => return Err(err(source)),
-        }
-        match table.remove(key) {
-            Ok(()) => Ok(true),
-            // The data plane (LRU eviction) got there first.
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(source) => Err(err(source)),
-        }
-    }
-
-    /// The conntrack table's capacity in entries (two per flow).
-    pub fn conntrack_capacity(&self) -> Result<u32, Error> {
-        Ok(self.info(maps::CONNTRACK)?.max_entries())
-    }
-
-    /// Removes one conntrack entry; `false` when there was none.
-    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, Error> {
-        let name = maps::CONNTRACK;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
-        match table.remove(key) {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(source) => Err(err(source)),
-        }
     }
 }
 

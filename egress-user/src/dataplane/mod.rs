@@ -7,12 +7,14 @@
 //! - [`handover`]: a new load taking over a running data plane's maps.
 //! - [`bpffs`]: where pins live.
 //! - [`maps`], [`layout`]: reading and writing the maps, and which maps a build can reuse.
+//! - [`flows`]: the conntrack table row by row.
 //! - [`migrate`]: conntrack flows carried across a change of the entry layout.
 //! - [`rules`]: the rules map as it should be, and the plan that gets it there.
 //! - [`stats`]: the counters, summed over CPUs.
 
 pub mod bpffs;
 pub mod discover;
+pub mod flows;
 pub mod handover;
 pub mod layout;
 pub mod load;

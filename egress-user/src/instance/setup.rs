@@ -134,6 +134,12 @@ impl Instance {
             .await
             .map_err(Error::EgressInterface)?;
         let mut router = router_config(source.ip, pod_ip, &pod, &egress, settings.debug);
+        // The port-choice key of the running data plane, so that its flows are re-created
+        // with the same translation; a new one for a new data plane.
+        router.nat_secret = match dataplane.maps().config()? {
+            Some(running) if running.nat_secret != 0 => running.nat_secret,
+            _ => nat_secret(),
+        };
         set_fallback(&mut router, rules.fallback);
         let rules = dataplane
             .maps_mut()
@@ -263,7 +269,22 @@ fn router_config(
         nat_port_max: nat_ports.1,
         mss_clamp: u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX),
         _pad: 0,
+        nat_secret: 0,
     }
+}
+
+/// A random, non-zero key for the translated-port choice.
+fn nat_secret() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if n == 4 {
+        u32::from_ne_bytes(bytes)
+    } else {
+        // No entropy source: still distinct per process and start.
+        std::process::id() ^ crate::conntrack::monotonic_ns() as u32
+    };
+    random.max(1)
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ impl Table {
             nat_port_max: 65535,
             mss_clamp: 1360,
             _pad: 0,
+            nat_secret: 0x5eed_0001,
         };
         dp.maps_mut().configure(&cfg, &[])?;
         dp.program(programs::LAB_NOOP)?.load()?;

@@ -218,6 +218,7 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
             nat_port_max: 65535,
             mss_clamp: 0,
             _pad: 0,
+            nat_secret: 0x5eed_0001,
         };
         dp.maps_mut().configure(&cfg, &[])?;
         let prog = dp.program(programs::LAB_FORWARD)?;

@@ -1,0 +1,140 @@
+//! The conntrack table row by row: reading it, writing and removing entries, and taking an
+//! entry out atomically (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`), which the GC judges by what it
+//! actually removed.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::maps::{HashMap, Map, MapError};
+use egress_common::{FlowEntry, FlowKey, maps};
+
+use crate::dataplane::maps::{Error, Flow, MapSet, is_not_found};
+
+/// The update flag that writes only a key that is not there (linux/bpf.h).
+const BPF_NOEXIST: u64 = 1;
+/// The bpf(2) command that looks an element up and deletes it in one step (linux/bpf.h).
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+impl MapSet {
+    /// The conntrack table, both directions of every flow.
+    pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
+        let mut flows = Vec::new();
+        for item in table.iter() {
+            match item {
+                Ok(flow) => flows.push(flow),
+                // Deleted by the data plane or GC between the key and its lookup.
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+        Ok(flows)
+    }
+
+    /// One conntrack entry, if it is there.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
+        match table.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(err(source)),
+        }
+    }
+
+    /// Writes one conntrack entry (tests age flows with it).
+    pub fn put_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        table.insert(key, entry, 0).map_err(err)
+    }
+
+    /// Writes one conntrack entry unless its key is there already (an entry the data plane
+    /// wrote wins); `false` when it was.
+    pub fn put_flow_if_absent(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<bool, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.insert(key, entry, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(source) => Err(err(source)),
+        }
+    }
+
+    /// The conntrack table's capacity in entries (two per flow).
+    pub fn conntrack_capacity(&self) -> Result<u32, Error> {
+        Ok(self.info(maps::CONNTRACK)?.max_entries())
+    }
+
+    /// Removes one conntrack entry; `false` when there was none.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, Error> {
+        let name = maps::CONNTRACK;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(err(source)),
+        }
+    }
+
+    /// Removes one conntrack entry and returns it as it was when it was removed (`None`
+    /// when there was none): no packet can refresh it between the read and the delete.
+    pub fn take_flow(&mut self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
+        let name = maps::CONNTRACK;
+        let data = match self.map(name)? {
+            Map::LruHashMap(data) | Map::HashMap(data) => data,
+            _ => return Err(Error::Missing(name)),
+        };
+        let mut value = FlowEntry::default();
+        // The bpf_attr of the element commands: map fd, key, value, flags.
+        #[repr(C)]
+        struct ElemAttr {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let attr = ElemAttr {
+            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            _pad: 0,
+            key: std::ptr::from_ref(key) as u64,
+            value: std::ptr::from_mut(&mut value) as u64,
+            flags: 0,
+        };
+        // SAFETY: the attribute points at a key and a value of the map's sizes, alive for
+        // the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                std::ptr::from_ref(&attr),
+                size_of::<ElemAttr>(),
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(value));
+        }
+        let io_error = std::io::Error::last_os_error();
+        if io_error.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        Err(Error::Map {
+            name,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_and_delete_elem",
+                io_error,
+            }),
+        })
+    }
+}
