@@ -8,6 +8,10 @@ use crate::proto;
 /// Default conntrack capacity in flows; the map holds two entries per flow.
 pub const DEFAULT_CONNTRACK_FLOWS: u32 = 262_144;
 
+/// The table of flows not answered yet ([`crate::maps::CT_UNREPLIED`]) holds this fraction
+/// of the conntrack capacity.
+pub const UNREPLIED_SHARE: u32 = 4;
+
 /// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
 /// both ports hold the echo identifier. Zeroed padding included, since the kernel hashes
 /// every byte.

@@ -8,8 +8,12 @@ pub const CONFIG: &str = "CONFIG";
 pub const RULES: &str = "RULES";
 /// Per-CPU packet/byte counters per rule id (0 = fallback).
 pub const RULE_STATS: &str = "RULE_STATS";
-/// Connection tracking, both directions: [`crate::FlowKey`] -> [`crate::FlowEntry`].
+/// Connection tracking of answered flows (and the pod's own connections), both
+/// directions: [`crate::FlowKey`] -> [`crate::FlowEntry`].
 pub const CONNTRACK: &str = "CONNTRACK";
+/// Connection tracking of flows not answered yet, same layout as [`CONNTRACK`]; a flow
+/// moves to [`CONNTRACK`] with its first answer.
+pub const CT_UNREPLIED: &str = "CT_UNREPLIED";
 /// Ports of IPv4 datagrams in flight as fragments: [`crate::FragKey`] ->
 /// [`crate::FragPorts`].
 pub const FRAGMENTS: &str = "FRAGMENTS";
@@ -18,9 +22,25 @@ pub const FRAGMENTS: &str = "FRAGMENTS";
 /// [`crate::RuleAddrs`], kept current by the agent as the name's records change.
 pub const RULE_ADDRS: &str = "RULE_ADDRS";
 
+/// Client addresses that hold more flows than `--max-flows-per-source` allows, as the
+/// agent's last GC pass counted them: `[u8; 4]` (the address) -> `u32` (its flows). Their
+/// new flows are dropped (`source_limit`) until they hold fewer.
+pub const CT_LIMITED: &str = "CT_LIMITED";
+
+/// Capacity of [`CT_LIMITED`].
+pub const CT_LIMITED_MAX: u32 = 4096;
+
 /// Every map, in pin order.
-pub const ALL: [&str; 7] = [
-    STATS, CONFIG, RULES, RULE_STATS, CONNTRACK, FRAGMENTS, RULE_ADDRS,
+pub const ALL: [&str; 9] = [
+    STATS,
+    CONFIG,
+    RULES,
+    RULE_STATS,
+    CONNTRACK,
+    FRAGMENTS,
+    RULE_ADDRS,
+    CT_UNREPLIED,
+    CT_LIMITED,
 ];
 
 /// Default root of the per-instance pin directories on a persistent bpffs.

@@ -59,8 +59,11 @@ pub enum DropReason {
     /// IPv6 on the egress interface, either way: not supported yet, so none of it reaches
     /// the pod from the egress network (or leaves it there).
     Ipv6Unsupported = 13,
+    /// A new flow from a client that holds more flows than `--max-flows-per-source`
+    /// allows (counted by the agent's GC).
+    SourceLimit = 14,
     /// Number of reasons; not a reason.
-    Count = 14,
+    Count = 15,
 }
 
 impl DropReason {
@@ -80,6 +83,7 @@ impl DropReason {
         Self::Unconfigured,
         Self::Unresolved,
         Self::Ipv6Unsupported,
+        Self::SourceLimit,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -100,6 +104,7 @@ impl DropReason {
             Self::Unconfigured => "unconfigured",
             Self::Unresolved => "unresolved",
             Self::Ipv6Unsupported => "ipv6_unsupported",
+            Self::SourceLimit => "source_limit",
             Self::Count => "count",
         }
     }
@@ -149,11 +154,14 @@ pub enum Stat {
     /// Flows started afresh by a new SYN over a closed (reset or finished) flow of the
     /// same tuple.
     FlowsReopened = 16,
+    /// Flows answered for the first time, moved from the unreplied table to the answered
+    /// one.
+    FlowsReplied = 17,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -171,6 +179,7 @@ impl Stat {
         Self::TcpRstIgnored,
         Self::TcpFinIgnored,
         Self::FlowsReopened,
+        Self::FlowsReplied,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -194,6 +203,7 @@ impl Stat {
             Self::TcpRstIgnored => "tcp_rst_ignored",
             Self::TcpFinIgnored => "tcp_fin_ignored",
             Self::FlowsReopened => "flows_reopened",
+            Self::FlowsReplied => "flows_replied",
         }
     }
 }

@@ -1,4 +1,10 @@
-//! Connection tracking: one LRU hash holds both directions of every flow.
+//! Connection tracking: two LRU hashes hold both directions of every flow.
+//!
+//! A flow lives in [`CT_UNREPLIED`] until the remote answers, then both its entries move to
+//! [`CONNTRACK`] (cilium and the kernel call the answered state "replied"/"assured"). A flood
+//! of flows nobody answers (a client spraying a fallback port, a scan) therefore only churns
+//! the unreplied table: it can never evict an answered connection, however idle, which is
+//! what the kernel's conntrack does by dropping unassured entries first.
 //!
 //! A flow is two entries: the forward entry (the client's tuple -> the translated tuple) and
 //! the reply entry (the remote's tuple -> the client-facing tuple). Connections the pod opens
@@ -9,22 +15,91 @@
 //! re-creates the peer if it was evicted.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, btf_maps::LruHashMap, helpers::generated::bpf_ktime_get_coarse_ns,
+    bindings::BPF_NOEXIST,
+    btf_maps::{HashMap, LruHashMap},
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::btf_map,
 };
 use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, TOUCH_INTERVAL_NS,
-    flow_expired, flow_kind, peer_key, proto, tcp_seen,
+    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat,
+    TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow_expired, flow_kind, maps::CT_LIMITED_MAX, peer_key,
+    proto, tcp_seen,
 };
 
-use crate::tcp::{self, Receiver, Seg};
+use crate::{
+    metrics,
+    tcp::{self, Receiver, Seg},
+};
 
-/// Both directions of every flow; user space sizes it with `--conntrack-size`.
+/// Both directions of every answered flow; user space sizes it with `--conntrack-size`.
 #[btf_map]
 static CONNTRACK: LruHashMap<FlowKey, FlowEntry, { 2 * DEFAULT_CONNTRACK_FLOWS as usize }> =
     LruHashMap::new();
 
-const EEXIST: i32 = 17;
+/// Both directions of every flow not answered yet; user space sizes it to a quarter of
+/// [`CONNTRACK`].
+#[btf_map]
+static CT_UNREPLIED: LruHashMap<
+    FlowKey,
+    FlowEntry,
+    { 2 * DEFAULT_CONNTRACK_FLOWS as usize / UNREPLIED_SHARE as usize },
+> = LruHashMap::new();
+
+/// Clients over their flow limit, written by the agent (see `maps::CT_LIMITED`).
+#[btf_map]
+static CT_LIMITED: HashMap<[u8; 4], u32, { CT_LIMITED_MAX as usize }> = HashMap::new();
+
+/// Whether a client may open another flow: not when the agent found it over its limit.
+#[inline(always)]
+pub(crate) fn admit(client: [u8; 4]) -> Result<(), DropReason> {
+    match CT_LIMITED.get_ptr(client) {
+        Some(_) => Err(DropReason::SourceLimit),
+        None => Ok(()),
+    }
+}
+
+/// The table a flow's entries are in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// [`CONNTRACK`]: answered flows, and the pod's own connections.
+    Replied,
+    /// [`CT_UNREPLIED`]: flows waiting for their first answer.
+    Unreplied,
+}
+
+impl Table {
+    #[inline(always)]
+    fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
+        match self {
+            Self::Replied => CONNTRACK.get_ptr_mut(key),
+            Self::Unreplied => CT_UNREPLIED.get_ptr_mut(key),
+        }
+    }
+
+    #[inline(always)]
+    fn get(self, key: &FlowKey) -> Option<FlowEntry> {
+        // SAFETY: a live map value, copied.
+        self.get_ptr_mut(key).map(|entry| unsafe { *entry })
+    }
+
+    #[inline(always)]
+    fn insert(self, key: &FlowKey, value: &FlowEntry, flags: u64) -> Result<(), i32> {
+        match self {
+            Self::Replied => CONNTRACK.insert(key, value, flags),
+            Self::Unreplied => CT_UNREPLIED.insert(key, value, flags),
+        }
+    }
+
+    #[inline(always)]
+    fn remove(self, key: &FlowKey) {
+        let _ = match self {
+            Self::Replied => CONNTRACK.remove(key),
+            Self::Unreplied => CT_UNREPLIED.remove(key),
+        };
+    }
+}
+
+const EEXIST: i32 = -17;
 
 /// CLOCK_MONOTONIC_COARSE: cheaper than the precise clock and plenty for timeouts.
 #[inline(always)]
@@ -47,10 +122,10 @@ pub(crate) enum Ct {
     /// so forward entries are never reported expired.)
     Expired,
     /// The entry's other half now belongs to another flow, after an LRU eviction.
-    Stale,
+    Stale(Table),
     /// A client's new SYN over a flow that ended (reset, closed both ways, or timed out):
     /// the tuple is being reused, and the new connection starts with fresh state.
-    Closed(FlowEntry),
+    Closed(FlowEntry, Table),
 }
 
 /// Looks a packet's tuple up and, for a live flow, records the packet on it: the TCP segment
@@ -58,8 +133,12 @@ pub(crate) enum Ct {
 /// time.
 #[inline(always)]
 pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
-    let Some(entry) = CONNTRACK.get_ptr_mut(key) else {
-        return Ct::New;
+    let (entry, table) = match CONNTRACK.get_ptr_mut(key) {
+        Some(entry) => (entry, Table::Replied),
+        None => match CT_UNREPLIED.get_ptr_mut(key) {
+            Some(entry) => (entry, Table::Unreplied),
+            None => return Ct::New,
+        },
     };
     let now = now();
     // SAFETY: a live map value, copied.
@@ -68,15 +147,22 @@ pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
     match snapshot.kind {
         flow_kind::FORWARD => {
             if seg.flags & (tcp_seen::SYN | tcp_seen::ACK) == tcp_seen::SYN
-                && ended(key, &snapshot, now)
+                && ended(key, &snapshot, now, table)
             {
-                return Ct::Closed(snapshot);
+                return Ct::Closed(snapshot, table);
             }
         }
         flow_kind::REPLY => {
             // Alive whatever its flags while idle for less than the shortest timeout; past
             // that, judged with the other direction (one timeout per flow).
-            if idle && flow_expired(key.proto, &snapshot, peer(key, &snapshot).as_ref(), now) {
+            if idle
+                && flow_expired(
+                    key.proto,
+                    &snapshot,
+                    peer(key, &snapshot, table).as_ref(),
+                    now,
+                )
+            {
                 return Ct::Expired;
             }
         }
@@ -98,35 +184,63 @@ pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
                     ..Receiver::of(&snapshot)
                 }
             } else {
-                peer(key, &snapshot).map_or_else(Receiver::default, |p| Receiver::of(&p))
+                peer(key, &snapshot, table).map_or_else(Receiver::default, |p| Receiver::of(&p))
             }
         })
     } else {
         seg.flags
     };
-    if !touch(key, entry, flags, now) {
-        return Ct::Stale;
+    if !touch(key, entry, flags, now, table) {
+        return Ct::Stale(table);
     }
     match snapshot.kind {
         flow_kind::FORWARD => Ct::Forward(snapshot),
-        flow_kind::REPLY => Ct::Reply(snapshot),
+        flow_kind::REPLY => {
+            // The first answer (a RST refusing the connection is none): the flow moves to
+            // the table of answered flows.
+            if table == Table::Unreplied && flags & tcp_seen::RST == 0 {
+                promote(key, entry);
+            }
+            Ct::Reply(snapshot)
+        }
         _ => Ct::Local,
     }
 }
 
+/// Moves a flow from [`CT_UNREPLIED`] to [`CONNTRACK`], given its reply entry. The answered
+/// table gets both entries first, so that a concurrent lookup finds the flow in one table
+/// or the other (a client packet that misses both in between re-creates the same
+/// translation, see `nat::create_flow`).
+#[inline(always)]
+fn promote(reply_key: &FlowKey, reply: *mut FlowEntry) {
+    // SAFETY: a live map value, copied after this packet's update.
+    let reply = unsafe { *reply };
+    let forward_key = peer_key(reply_key, &reply);
+    let Some(forward) = Table::Unreplied.get(&forward_key) else {
+        return;
+    };
+    if !forward.returns_to(reply_key) {
+        return;
+    }
+    let _ = Table::Replied.insert(&forward_key, &forward, u64::from(BPF_NOEXIST));
+    let _ = Table::Replied.insert(reply_key, &reply, u64::from(BPF_NOEXIST));
+    Table::Unreplied.remove(&forward_key);
+    Table::Unreplied.remove(reply_key);
+    metrics::count(Stat::FlowsReplied, 0);
+}
+
 /// The other direction's entry of a translated flow, if it is there and still this flow's.
 #[inline(always)]
-fn peer(key: &FlowKey, entry: &FlowEntry) -> Option<FlowEntry> {
-    // SAFETY: a live map value, copied.
-    let peer = unsafe { *CONNTRACK.get_ptr(peer_key(key, entry))? };
+fn peer(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<FlowEntry> {
+    let peer = table.get(&peer_key(key, entry))?;
     peer.returns_to(key).then_some(peer)
 }
 
 /// Whether the flow of a forward entry has ended: a RST took effect either way, both sides
 /// sent their FIN, or it timed out.
 #[inline(always)]
-fn ended(key: &FlowKey, entry: &FlowEntry, now: u64) -> bool {
-    let peer = peer(key, entry);
+fn ended(key: &FlowKey, entry: &FlowEntry, now: u64, table: Table) -> bool {
+    let peer = peer(key, entry, table);
     let peer_flags = peer.map_or(0, |p| p.tcp_flags);
     (entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
         || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0
@@ -136,26 +250,26 @@ fn ended(key: &FlowKey, entry: &FlowEntry, now: u64) -> bool {
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
 /// starts afresh.
 #[inline(always)]
-pub(crate) fn reopen(key: &FlowKey, entry: &FlowEntry) {
-    let pkey = peer_key(key, entry);
-    if peer(key, entry).is_some() {
-        let _ = CONNTRACK.remove(pkey);
+pub(crate) fn reopen(key: &FlowKey, entry: &FlowEntry, table: Table) {
+    if peer(key, entry, table).is_some() {
+        table.remove(&peer_key(key, entry));
     }
-    let _ = CONNTRACK.remove(key);
+    table.remove(key);
 }
 
 /// The entry of an ICMP error's direction (cilium's "related"): read, not refreshed.
 #[inline(always)]
 pub(crate) fn related(key: &FlowKey) -> Option<FlowEntry> {
-    // SAFETY: a live map value, copied.
-    CONNTRACK.get_ptr(key).map(|entry| unsafe { *entry })
+    Table::Replied
+        .get(key)
+        .or_else(|| Table::Unreplied.get(key))
 }
 
 /// Records a packet on an entry: TCP flags seen in this direction and, at most once per
 /// interval, the time, on both entries of a translated flow. Re-creates an evicted peer.
 /// `false` when the peer entry now belongs to another flow (the entry must be recreated).
 #[inline(always)]
-fn touch(key: &FlowKey, entry: *mut FlowEntry, tcp_flags: u8, now: u64) -> bool {
+fn touch(key: &FlowKey, entry: *mut FlowEntry, tcp_flags: u8, now: u64, table: Table) -> bool {
     // SAFETY: a live map value; concurrent writers only store timestamps and flag bits.
     let e = unsafe { &mut *entry };
     let flags = e.tcp_flags | tcp_flags;
@@ -168,7 +282,7 @@ fn touch(key: &FlowKey, entry: *mut FlowEntry, tcp_flags: u8, now: u64) -> bool 
         return true;
     }
     let pkey = peer_key(key, e);
-    match CONNTRACK.get_ptr_mut(pkey) {
+    match table.get_ptr_mut(&pkey) {
         Some(peer) => {
             // SAFETY: as above.
             let peer = unsafe { &mut *peer };
@@ -181,7 +295,7 @@ fn touch(key: &FlowKey, entry: *mut FlowEntry, tcp_flags: u8, now: u64) -> bool 
             let mut value = FlowEntry::new(&key.reversed(), e.rule_id, peer_kind(e.kind), 0, now);
             value.created_ns = e.created_ns;
             // A concurrent re-creation on another CPU is just as good.
-            let _ = CONNTRACK.insert(pkey, value, u64::from(BPF_NOEXIST));
+            let _ = table.insert(&pkey, &value, u64::from(BPF_NOEXIST));
         }
     }
     true
@@ -199,69 +313,78 @@ fn peer_kind(kind: u8) -> u8 {
 
 /// Removes a forward entry whose reply tuple was taken over by another flow.
 #[inline(always)]
-pub(crate) fn forget(key: &FlowKey) {
-    let _ = CONNTRACK.remove(key);
+pub(crate) fn forget(key: &FlowKey, table: Table) {
+    table.remove(key);
 }
 
 /// Result of claiming a reply tuple.
 pub(crate) enum Claim {
-    /// The tuple is now ours.
+    /// The tuple is now ours, in [`CT_UNREPLIED`].
     Claimed,
-    /// The tuple already belongs to this very flow (its forward entry was evicted).
-    Ours,
+    /// The tuple already belongs to this very flow (its forward entry was evicted), in
+    /// this table.
+    Ours(Table),
     /// Another flow holds the tuple.
     Taken,
 }
 
-/// Atomically claims `reply_key` for a new flow (BPF_NOEXIST is the claim).
+/// Atomically claims `reply_key` for a new flow: a BPF_NOEXIST insert into the unreplied
+/// table is the claim, then the answered table must not hold the tuple either (checked
+/// after, so that a flow promoted meanwhile is seen).
 #[inline(always)]
 pub(crate) fn claim(
     reply_key: &FlowKey,
     reply: &FlowEntry,
     forward_key: &FlowKey,
 ) -> Result<Claim, DropReason> {
-    match CONNTRACK.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
-        Ok(()) => Ok(Claim::Claimed),
-        Err(err) if err == -EEXIST => match CONNTRACK.get_ptr(reply_key) {
-            // SAFETY: a live map value, read only.
-            Some(existing) if unsafe { &*existing }.returns_to(forward_key) => Ok(Claim::Ours),
+    match Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
+        Ok(()) => match Table::Replied.get(reply_key) {
+            None => Ok(Claim::Claimed),
+            Some(existing) => {
+                Table::Unreplied.remove(reply_key);
+                if existing.returns_to(forward_key) {
+                    Ok(Claim::Ours(Table::Replied))
+                } else {
+                    Ok(Claim::Taken)
+                }
+            }
+        },
+        Err(EEXIST) => match Table::Unreplied.get(reply_key) {
+            Some(existing) if existing.returns_to(forward_key) => Ok(Claim::Ours(Table::Unreplied)),
             _ => Ok(Claim::Taken),
         },
         Err(_) => Err(DropReason::ConntrackFull),
     }
 }
 
-/// Writes the forward entry of a flow whose reply tuple was just claimed and returns the
-/// entry in the table, and whether it is ours. If another CPU created the same flow
-/// meanwhile, our claim is rolled back and its entry is used: with the same translation,
-/// since both chose the port the same way.
+/// Writes the forward entry of a flow whose reply tuple was just claimed (into `table`,
+/// where the reply entry is) and returns the entry in the table, and whether it is ours.
+/// If another CPU created the same flow meanwhile, its entry is used: with the same
+/// translation, since both chose the port the same way.
 #[inline(always)]
 pub(crate) fn commit(
     key: &FlowKey,
     forward: &FlowEntry,
     reply_key: &FlowKey,
     claimed: bool,
+    table: Table,
 ) -> Result<(FlowEntry, bool), DropReason> {
-    let created = match CONNTRACK.insert(key, forward, u64::from(BPF_NOEXIST)) {
+    let created = match table.insert(key, forward, u64::from(BPF_NOEXIST)) {
         Ok(()) => true,
-        Err(err) if err == -EEXIST => false,
+        Err(EEXIST) => false,
         Err(_) => {
             if claimed {
-                let _ = CONNTRACK.remove(reply_key);
+                table.remove(reply_key);
             }
             return Err(DropReason::ConntrackFull);
         }
     };
-    // SAFETY: a live map value, copied.
-    let entry = CONNTRACK
-        .get_ptr(key)
-        .map(|entry| unsafe { *entry })
-        .ok_or(DropReason::ConntrackFull)?;
+    let entry = table.get(key).ok_or(DropReason::ConntrackFull)?;
     // The winner of a race uses the reply tuple we claimed when it chose the same port
     // (the usual case): then it is its reply entry too and stays. Otherwise our claim
     // goes.
     if !created && claimed && !entry.returns_to(reply_key) {
-        let _ = CONNTRACK.remove(reply_key);
+        table.remove(reply_key);
     }
     Ok((entry, created))
 }

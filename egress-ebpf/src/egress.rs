@@ -64,7 +64,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             Ok(passed)
         }
         Ct::Expired => Err(DropReason::FlowExpired),
-        Ct::New | Ct::Forward(_) | Ct::Stale | Ct::Closed(_) => Err(DropReason::Unsolicited),
+        Ct::New | Ct::Forward(_) | Ct::Stale(_) | Ct::Closed(..) => Err(DropReason::Unsolicited),
     }
 }
 

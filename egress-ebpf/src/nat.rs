@@ -15,7 +15,7 @@ use egress_common::{
 };
 
 use crate::{
-    conntrack::{self, Claim},
+    conntrack::{self, Claim, Table},
     flow::{Flow, L4},
     metrics,
     parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
@@ -38,6 +38,7 @@ pub(crate) fn create_flow(
     cfg: &RouterConfig,
     seg: &Seg,
 ) -> Result<FlowEntry, DropReason> {
+    conntrack::admit(key.saddr)?;
     let now = conntrack::now();
     let icmp = key.proto == proto::ICMP;
     let reply = FlowEntry::new(&key.reversed(), target.rule_id, flow_kind::REPLY, 0, now);
@@ -52,7 +53,7 @@ pub(crate) fn create_flow(
         port = (min + start) as u16;
         tries = 1;
     }
-    let (translated, claimed) = loop {
+    let (translated, claimed, table) = loop {
         let translated = FlowKey {
             saddr: cfg.egress_source,
             daddr: target.remote_ip,
@@ -62,8 +63,8 @@ pub(crate) fn create_flow(
             _pad: [0; 3],
         };
         match conntrack::claim(&translated.reversed(), &reply, key)? {
-            Claim::Claimed => break (translated, true),
-            Claim::Ours => break (translated, false),
+            Claim::Claimed => break (translated, true, Table::Unreplied),
+            Claim::Ours(table) => break (translated, false, table),
             Claim::Taken => {}
         }
         if tries >= NAT_TRIES {
@@ -77,7 +78,8 @@ pub(crate) fn create_flow(
     if key.proto == proto::TCP {
         forward.tcp_flags |= tcp::track(&mut forward, seg, true, Receiver::default);
     }
-    let (entry, created) = conntrack::commit(key, &forward, &translated.reversed(), claimed)?;
+    let (entry, created) =
+        conntrack::commit(key, &forward, &translated.reversed(), claimed, table)?;
     if created {
         metrics::count(Stat::FlowsCreated, 0);
     }

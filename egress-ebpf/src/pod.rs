@@ -47,13 +47,13 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     };
     let entry = match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Forward(entry) => entry,
-        state @ (Ct::New | Ct::Stale | Ct::Closed(_)) => {
+        state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
             match state {
                 // Its reply tuple went to another flow after an eviction: start afresh.
-                Ct::Stale => conntrack::forget(&flow.key),
+                Ct::Stale(table) => conntrack::forget(&flow.key, table),
                 // A new connection over the tuple of one that ended.
-                Ct::Closed(old) => {
-                    conntrack::reopen(&flow.key, &old);
+                Ct::Closed(old, table) => {
+                    conntrack::reopen(&flow.key, &old, table);
                     metrics::count(Stat::FlowsReopened, 0);
                 }
                 _ => {}

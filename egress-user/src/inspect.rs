@@ -15,6 +15,7 @@ use crate::{
     conntrack::proto_name,
     dataplane::{
         discover::{self, AttachedProgram, Source},
+        flows::CtTable,
         maps::MapSet,
     },
     network::interface::ifname,
@@ -124,8 +125,22 @@ pub struct Status {
     pub egress_source: Option<Ipv4Addr>,
     pub programs: Vec<AttachedProgram>,
     pub rules: Vec<RuleView>,
+    /// Entries of answered flows (two per flow), and the table's capacity.
     pub conntrack_entries: usize,
     pub conntrack_capacity: u32,
+    /// Entries of flows not answered yet, and that table's capacity.
+    pub unreplied_entries: usize,
+    pub unreplied_capacity: u32,
+    /// Clients over `--max-flows-per-source`, whose new flows are refused.
+    pub limited_clients: Vec<LimitedClient>,
+}
+
+/// A client over its flow limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct LimitedClient {
+    pub client: Ipv4Addr,
+    /// Flows it held when the agent's GC counted it.
+    pub flows: u32,
 }
 
 impl std::fmt::Display for Status {
@@ -147,9 +162,19 @@ impl std::fmt::Display for Status {
         )?;
         writeln!(
             f,
-            "conntrack:   {} entries of {}",
-            self.conntrack_entries, self.conntrack_capacity
+            "conntrack:   {} entries of {} (answered), {} of {} (unanswered)",
+            self.conntrack_entries,
+            self.conntrack_capacity,
+            self.unreplied_entries,
+            self.unreplied_capacity
         )?;
+        for l in &self.limited_clients {
+            writeln!(
+                f,
+                "limited:     {} held {} flows: its new flows are refused",
+                l.client, l.flows
+            )?;
+        }
         writeln!(f, "programs:")?;
         if self.programs.is_empty() {
             writeln!(f, "  (none attached)")?;
@@ -211,8 +236,18 @@ impl Status {
                 config.as_ref(),
                 Some(&maps.rule_addrs()?),
             ),
-            conntrack_entries: maps.conntrack()?.len(),
+            conntrack_entries: maps.conntrack_table(CtTable::Replied)?.len(),
             conntrack_capacity: maps.conntrack_capacity()?,
+            unreplied_entries: maps.conntrack_table(CtTable::Unreplied)?.len(),
+            unreplied_capacity: maps.unreplied_capacity()?,
+            limited_clients: maps
+                .limited_sources()?
+                .into_iter()
+                .map(|(client, flows)| LimitedClient {
+                    client: client.into(),
+                    flows,
+                })
+                .collect(),
         })
     }
 }

@@ -7,6 +7,7 @@ use egress_common::{DropReason, RouterConfig, config_flags};
 use egress_user::{
     config::redirect::{Config, Raw},
     dataplane::{
+        flows::CtTable,
         load::{Dataplane, LoadOptions},
         rules::RuleSet,
     },
@@ -245,9 +246,11 @@ pub fn tcp_segment(
 /// Moves every conntrack entry's last packet `seconds` into the past, as if the flows had
 /// been idle that long.
 pub fn age_flows(dp: &mut Dataplane, seconds: u64) {
-    for (key, mut entry) in dp.maps().conntrack().unwrap() {
-        entry.last_seen_ns = entry.last_seen_ns.saturating_sub(seconds * 1_000_000_000);
-        dp.maps_mut().put_flow(&key, &entry).unwrap();
+    for t in CtTable::ALL {
+        for (key, mut entry) in dp.maps().conntrack_table(t).unwrap() {
+            entry.last_seen_ns = entry.last_seen_ns.saturating_sub(seconds * 1_000_000_000);
+            dp.maps_mut().put_flow(t, &key, &entry).unwrap();
+        }
     }
 }
 

@@ -218,3 +218,61 @@ fn the_clients_rst_ends_the_flow_for_the_replies_too() {
     );
     assert_eq!(drops(&dp, DropReason::FlowExpired), 1);
 }
+
+/// A client sprays new flows at the fallback that nobody answers (ten times the table's
+/// capacity): they churn the table of unanswered flows only, so every answered flow of
+/// another client, idle the whole time, still gets its replies and keeps its translation.
+#[test]
+fn a_flood_of_unanswered_flows_evicts_no_answered_flow() {
+    const ATTACKER: [u8; 4] = [192, 0, 2, 66];
+    let mut dp = dataplane("80 tcp 203.0.113.10\n203.0.113.99");
+    let flows: Vec<u16> = (0..100).map(|i| 41000 + i).collect();
+    for &port in &flows {
+        let (verdict, _) = run(
+            &mut dp,
+            "pod_ingress",
+            &tcp_segment((CLIENT, port), (POD, 80), "S", CLIENT_ISN, 0, b""),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let (verdict, _) = run(
+            &mut dp,
+            "egress_ingress",
+            &tcp_segment(
+                (SERVER, 80),
+                (SOURCE, port),
+                "SA",
+                SERVER_ISN,
+                CLIENT_ISN + 1,
+                b"",
+            ),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+    }
+    assert_eq!(path(&dp, Stat::FlowsReplied), 100);
+    let capacity = dp.maps().conntrack_capacity().unwrap() as usize / 2;
+    for i in 0..10 * capacity {
+        let sport = 1024 + (i % 60000) as u16;
+        let dport = 1000 + (i / 60000) as u16;
+        let frame = tcp_segment((ATTACKER, sport), (POD, dport), "S", 1, 0, b"");
+        let (verdict, _) = run(&mut dp, "pod_ingress", &frame);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "the flood goes out (to the fallback)"
+        );
+    }
+    assert!(path(&dp, Stat::FlowsCreated) >= 100 + 10 * capacity as u64);
+    for &port in &flows {
+        let answer = tcp_segment(
+            (SERVER, 80),
+            (SOURCE, port),
+            "A",
+            SERVER_ISN + 1,
+            CLIENT_ISN + 1,
+            b"",
+        );
+        let (verdict, out) = run(&mut dp, "egress_ingress", &answer);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "flow {port} still answered");
+        check_tcp(&out, (POD, 80), (CLIENT, port));
+    }
+    assert_eq!(drops(&dp, DropReason::Unsolicited), 0);
+}

@@ -2,7 +2,10 @@
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::Stat;
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
+use egress_user::dataplane::{
+    flows::CtTable,
+    load::{Dataplane, LoadOptions},
+};
 use etherparse::PacketBuilder;
 
 /// TC_ACT_OK: hand the packet to the stack.
@@ -232,9 +235,11 @@ fn gc_removes_a_reset_flow_as_one_and_keeps_a_live_one() {
             reply_flags,
             last_seen,
         );
-        dp.maps_mut().put_flow(&forward_key, &forward).unwrap();
         dp.maps_mut()
-            .put_flow(&translated.reversed(), &reply)
+            .put_flow(CtTable::Replied, &forward_key, &forward)
+            .unwrap();
+        dp.maps_mut()
+            .put_flow(CtTable::Replied, &translated.reversed(), &reply)
             .unwrap();
         forward_key
     };

@@ -15,7 +15,7 @@ use egress_tests::pktgen::{
 };
 use egress_user::{
     conntrack::{collect_garbage, collect_garbage_with, monotonic_ns},
-    dataplane::load::Dataplane,
+    dataplane::{flows::CtTable, load::Dataplane},
 };
 
 /// Translated ports; clients use ports inside it (kept) or above it (remapped).
@@ -94,7 +94,8 @@ fn created(dp: &Dataplane) -> u64 {
 /// its reply entry survives, whether the client's port is kept or remapped.
 #[test]
 fn two_cpus_creating_the_same_flow_agree_on_one_translation() {
-    const FLOWS: u16 = 300;
+    // Well within the unreplied table of the test data plane (256 flows).
+    const FLOWS: u16 = 100;
     for first_port in [NAT.0 + 100, 40000] {
         let mut dp = dataplane_with("80 tcp 203.0.113.10", NAT);
         let fd = program_fd(&mut dp, "pod_ingress");
@@ -136,12 +137,15 @@ fn a_flow_whose_forward_entry_was_evicted_keeps_its_translation() {
     let ports: Vec<u16> = (0..200)
         .map(|i| {
             let (verdict, out) = run(&mut dp, "pod_ingress", &syn(40000 + i));
-            nat_port(verdict, &out)
+            let port = nat_port(verdict, &out);
+            let (verdict, _) = run(&mut dp, "egress_ingress", &reply(port));
+            assert_eq!(verdict, TC_ACT_REDIRECT, "answered");
+            port
         })
         .collect();
-    for (key, entry) in dp.maps().conntrack().unwrap() {
+    for (key, entry) in dp.maps().conntrack_table(CtTable::Replied).unwrap() {
         if entry.kind == flow_kind::FORWARD {
-            assert!(dp.maps_mut().remove_flow(&key).unwrap());
+            assert!(dp.maps_mut().remove_flow(CtTable::Replied, &key).unwrap());
         }
     }
     for (i, port) in ports.iter().enumerate() {
@@ -226,10 +230,13 @@ fn gc_racing_the_traffic_never_changes_a_translation() {
             pin_to_cpu(1);
             let mut removed = 0;
             while !done.load(Ordering::Relaxed) {
-                for (key, mut entry) in aging.conntrack().unwrap() {
-                    entry.last_seen_ns = entry.last_seen_ns.saturating_sub(UDP_AGE * 1_000_000_000);
-                    // Racing the data plane's own writes: whichever lands is fine.
-                    let _ = aging.put_flow(&key, &entry);
+                for t in CtTable::ALL {
+                    for (key, mut entry) in aging.conntrack_table(t).unwrap() {
+                        entry.last_seen_ns =
+                            entry.last_seen_ns.saturating_sub(UDP_AGE * 1_000_000_000);
+                        // Racing the data plane's own writes: whichever lands is fine.
+                        let _ = aging.put_flow(t, &key, &entry);
+                    }
                 }
                 removed += collect_garbage(&mut gc_maps, monotonic_ns())
                     .unwrap()

@@ -15,7 +15,7 @@ use egress_tests::{
     netns::{run_bounded, wait_bounded},
     util::{ask, metric, metrics, peer_server, router_cli, run_ok, tempdir, wait_listening},
 };
-use egress_user::dataplane::maps::MapSet;
+use egress_user::dataplane::{flows::CtTable, maps::MapSet};
 
 #[test]
 fn iperf_stream_survives_kill_restart_and_a_new_rule() {
@@ -326,7 +326,7 @@ fn bpftool_and_conntrack_json_show_the_same_flows_and_metrics_grow() {
         created_ns: 1,
         ..FlowEntry::default()
     };
-    maps.put_flow(&aged_key, &aged).unwrap();
+    maps.put_flow(CtTable::Replied, &aged_key, &aged).unwrap();
     let gone = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         !maps

@@ -31,6 +31,11 @@ pub struct AgentCounters {
     /// Entries in the conntrack table at the last GC pass.
     pub conntrack_entries: AtomicU64,
     pub conntrack_capacity: AtomicU64,
+    /// Entries in the table of flows not answered yet at the last GC pass.
+    pub unreplied_entries: AtomicU64,
+    pub unreplied_capacity: AtomicU64,
+    /// Clients whose new flows are refused (over `--max-flows-per-source`).
+    pub limited_sources: AtomicU64,
     /// Milliseconds to the next GC pass, as last chosen.
     pub gc_interval_ms: AtomicU64,
 }
@@ -174,14 +179,35 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
         &mut out,
         "egress_router_conntrack_entries",
         "gauge",
-        "Conntrack entries (two per flow) at the last GC pass.",
+        "Conntrack entries of answered flows (two per flow) at the last GC pass.",
         load(&c.conntrack_entries),
+    );
+    single(
+        &mut out,
+        "egress_router_conntrack_unreplied_entries",
+        "gauge",
+        "Conntrack entries of flows not answered yet (two per flow) at the last GC pass.",
+        load(&c.unreplied_entries),
+    );
+    single(
+        &mut out,
+        "egress_router_limited_clients",
+        "gauge",
+        "Clients over --max-flows-per-source whose new flows are refused.",
+        load(&c.limited_sources),
+    );
+    single(
+        &mut out,
+        "egress_router_conntrack_unreplied_capacity",
+        "gauge",
+        "Capacity in entries of the table of flows not answered yet.",
+        load(&c.unreplied_capacity),
     );
     single(
         &mut out,
         "egress_router_conntrack_capacity",
         "gauge",
-        "Conntrack capacity in entries.",
+        "Capacity in entries of the table of answered flows.",
         load(&c.conntrack_capacity),
     );
     single(

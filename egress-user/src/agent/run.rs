@@ -16,7 +16,7 @@ use crate::{
         lock::AgentLock,
         metrics::{self, AgentCounters, Listen, Shared},
     },
-    conntrack::{collect_garbage, gc_interval, monotonic_ns},
+    conntrack::{GcPass, SourceLimits, collect_garbage, gc_interval, monotonic_ns, source_limits},
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
@@ -30,6 +30,9 @@ pub struct Options {
     pub metrics: Listen,
     /// The longest interval between conntrack GC passes (used when the table is empty).
     pub gc_max_interval: Duration,
+    /// Flows one client may hold (both conntrack tables); `None`: a quarter of the
+    /// conntrack capacity; 0: no limit.
+    pub max_flows_per_source: Option<u32>,
     pub instance: String,
     pub pod_interface: String,
     pub egress_interface: String,
@@ -151,7 +154,12 @@ pub async fn run(
             _ = signals.hup.recv() => Some(Trigger::Hangup),
             event = rules.next_event() => Some(Trigger::Event(event)),
             () = tokio::time::sleep_until(next_gc) => {
-                let interval = gc_pass(&mut instance, &shared.counters, opts.gc_max_interval);
+                let interval = gc_pass(
+                    &mut instance,
+                    &shared.counters,
+                    opts.gc_max_interval,
+                    opts.max_flows_per_source,
+                );
                 next_gc = tokio::time::Instant::now() + interval;
                 None
             }
@@ -198,26 +206,83 @@ pub async fn run(
     Ok(())
 }
 
+/// Limits the clients that hold more flows than `limit` (the data plane then refuses
+/// their new flows) and lets go of those back under it, as the GC pass counted them.
+fn enforce_source_limit(
+    instance: &mut Instance,
+    pass: &GcPass,
+    limit: u32,
+    c: &AgentCounters,
+) -> Result<(), crate::dataplane::maps::Error> {
+    let maps = instance.maps_mut();
+    let limited = maps.limited_sources()?;
+    let SourceLimits {
+        limit: limit_now,
+        release,
+    } = source_limits(&pass.flows_by_source, &limited, limit);
+    for (source, flows) in &limit_now {
+        if limited.len() + 1 > egress_common::maps::CT_LIMITED_MAX as usize {
+            break;
+        }
+        maps.limit_source(*source, *flows)?;
+        tracing::warn!(
+            client = %std::net::Ipv4Addr::from(*source),
+            flows,
+            limit,
+            "client over its flow limit: its new flows are refused until it holds fewer \
+             (--max-flows-per-source)"
+        );
+    }
+    for source in &release {
+        maps.unlimit_source(*source)?;
+        tracing::info!(
+            client = %std::net::Ipv4Addr::from(*source),
+            "client back under its flow limit"
+        );
+    }
+    let now = limited.len() + limit_now.len() - release.len();
+    c.limited_sources.store(now as u64, Ordering::Relaxed);
+    Ok(())
+}
+
 /// One conntrack GC pass; returns the interval to the next one.
-fn gc_pass(instance: &mut Instance, c: &AgentCounters, max: Duration) -> Duration {
+fn gc_pass(
+    instance: &mut Instance,
+    c: &AgentCounters,
+    max: Duration,
+    max_flows_per_source: Option<u32>,
+) -> Duration {
     match collect_garbage(instance.maps_mut(), monotonic_ns()) {
         Ok(pass) => {
+            let limit = max_flows_per_source
+                .unwrap_or(u32::try_from(pass.capacity / 2 / 4).unwrap_or(u32::MAX));
+            if let Err(err) = enforce_source_limit(instance, &pass, limit, c) {
+                tracing::error!(error = %err, "per-client flow limit not applied");
+            }
             c.gc_runs.fetch_add(1, Ordering::Relaxed);
-            c.gc_expired.fetch_add(pass.expired, Ordering::Relaxed);
+            c.gc_expired
+                .fetch_add(pass.expired + pass.unreplied_expired, Ordering::Relaxed);
             let left = pass.entries.saturating_sub(pass.expired);
+            let unreplied = pass
+                .unreplied_entries
+                .saturating_sub(pass.unreplied_expired);
             c.conntrack_entries.store(left, Ordering::Relaxed);
             c.conntrack_capacity.store(pass.capacity, Ordering::Relaxed);
-            let fill = left as f64 / pass.capacity.max(1) as f64;
+            c.unreplied_entries.store(unreplied, Ordering::Relaxed);
+            c.unreplied_capacity
+                .store(pass.unreplied_capacity, Ordering::Relaxed);
+            let fill = pass.fill();
             let interval = gc_interval(fill, max);
             c.gc_interval_ms.store(
                 u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
-            if pass.expired > 0 {
+            if pass.expired + pass.unreplied_expired > 0 {
                 tracing::debug!(
                     expired = pass.expired,
                     entries = left,
-                    capacity = pass.capacity,
+                    unreplied_expired = pass.unreplied_expired,
+                    unreplied = unreplied,
                     "conntrack GC"
                 );
             }
@@ -225,6 +290,8 @@ fn gc_pass(instance: &mut Instance, c: &AgentCounters, max: Duration) -> Duratio
                 tracing::warn!(
                     entries = left,
                     capacity = pass.capacity,
+                    unreplied = unreplied,
+                    unreplied_capacity = pass.unreplied_capacity,
                     "conntrack table over 90% full; consider a larger --conntrack-size"
                 );
             }

@@ -104,6 +104,11 @@ pub(crate) struct RouterArgs {
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
     #[arg(long, default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,
+    /// Flows one client address may hold (answered and not yet answered); a client over it
+    /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size; 0: no
+    /// limit. Counted by the agent's GC.
+    #[arg(long)]
+    pub(crate) max_flows_per_source: Option<u32>,
     /// The HTTP proxy's access rules, one per line: `*`, `!RULE`, an address or CIDR,
     /// `*.DOMAIN` or a HOST; first match wins.
     #[arg(long, env = "EGRESS_HTTP_PROXY_DESTINATION", global = true)]
@@ -317,6 +322,7 @@ impl Cli {
         AgentOptions {
             metrics: self.router.metrics_address,
             gc_max_interval: Duration::from_secs_f64(self.router.gc_max_interval),
+            max_flows_per_source: self.router.max_flows_per_source,
             instance: self.instance.clone(),
             pod_interface: self.pod_interface.clone(),
             egress_interface: self.egress_interface.clone(),

@@ -1,6 +1,7 @@
-//! The conntrack table row by row: reading it, writing and removing entries, and taking an
-//! entry out atomically (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`), which the GC judges by what it
-//! actually removed.
+//! The conntrack tables row by row: reading them, writing and removing entries, and taking
+//! an entry out atomically (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`), which the GC judges by what
+//! it actually removed. Answered flows are in [`maps::CONNTRACK`], flows waiting for their
+//! first answer in [`maps::CT_UNREPLIED`]; both entries of a flow are in the same one.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -14,10 +15,40 @@ const BPF_NOEXIST: u64 = 1;
 /// The bpf(2) command that looks an element up and deletes it in one step (linux/bpf.h).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 
+/// One of the two conntrack tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtTable {
+    /// Answered flows and the pod's own connections.
+    Replied,
+    /// Flows waiting for their first answer.
+    Unreplied,
+}
+
+impl CtTable {
+    /// Both tables.
+    pub const ALL: [Self; 2] = [Self::Replied, Self::Unreplied];
+
+    /// The map's name.
+    #[must_use]
+    pub const fn map(self) -> &'static str {
+        match self {
+            Self::Replied => maps::CONNTRACK,
+            Self::Unreplied => maps::CT_UNREPLIED,
+        }
+    }
+}
+
 impl MapSet {
-    /// The conntrack table, both directions of every flow.
+    /// Both conntrack tables: both directions of every flow.
     pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
-        let name = maps::CONNTRACK;
+        let mut flows = self.conntrack_table(CtTable::Replied)?;
+        flows.extend(self.conntrack_table(CtTable::Unreplied)?);
+        Ok(flows)
+    }
+
+    /// One conntrack table.
+    pub fn conntrack_table(&self, t: CtTable) -> Result<Vec<Flow>, Error> {
+        let name = t.map();
         let err = |source| Error::Map { name, source };
         let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
         let mut flows = Vec::new();
@@ -33,8 +64,8 @@ impl MapSet {
     }
 
     /// One conntrack entry, if it is there.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let name = maps::CONNTRACK;
+    pub fn flow(&self, t: CtTable, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
+        let name = t.map();
         let err = |source| Error::Map { name, source };
         let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
         match table.get(key, 0) {
@@ -45,8 +76,8 @@ impl MapSet {
     }
 
     /// Writes one conntrack entry (tests age flows with it).
-    pub fn put_flow(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
-        let name = maps::CONNTRACK;
+    pub fn put_flow(&mut self, t: CtTable, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
+        let name = t.map();
         let err = |source| Error::Map { name, source };
         let mut table =
             HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
@@ -55,8 +86,13 @@ impl MapSet {
 
     /// Writes one conntrack entry unless its key is there already (an entry the data plane
     /// wrote wins); `false` when it was.
-    pub fn put_flow_if_absent(&mut self, key: &FlowKey, entry: &FlowEntry) -> Result<bool, Error> {
-        let name = maps::CONNTRACK;
+    pub fn put_flow_if_absent(
+        &mut self,
+        t: CtTable,
+        key: &FlowKey,
+        entry: &FlowEntry,
+    ) -> Result<bool, Error> {
+        let name = t.map();
         let err = |source| Error::Map { name, source };
         let mut table =
             HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
@@ -69,14 +105,19 @@ impl MapSet {
         }
     }
 
-    /// The conntrack table's capacity in entries (two per flow).
+    /// The answered-flows table's capacity in entries (two per flow).
     pub fn conntrack_capacity(&self) -> Result<u32, Error> {
         Ok(self.info(maps::CONNTRACK)?.max_entries())
     }
 
+    /// The unreplied table's capacity in entries (two per flow).
+    pub fn unreplied_capacity(&self) -> Result<u32, Error> {
+        Ok(self.info(maps::CT_UNREPLIED)?.max_entries())
+    }
+
     /// Removes one conntrack entry; `false` when there was none.
-    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool, Error> {
-        let name = maps::CONNTRACK;
+    pub fn remove_flow(&mut self, t: CtTable, key: &FlowKey) -> Result<bool, Error> {
+        let name = t.map();
         let err = |source| Error::Map { name, source };
         let mut table =
             HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
@@ -89,8 +130,8 @@ impl MapSet {
 
     /// Removes one conntrack entry and returns it as it was when it was removed (`None`
     /// when there was none): no packet can refresh it between the read and the delete.
-    pub fn take_flow(&mut self, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let name = maps::CONNTRACK;
+    pub fn take_flow(&mut self, t: CtTable, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
+        let name = t.map();
         let data = match self.map(name)? {
             Map::LruHashMap(data) | Map::HashMap(data) => data,
             _ => return Err(Error::Missing(name)),
@@ -136,5 +177,43 @@ impl MapSet {
                 io_error,
             }),
         })
+    }
+
+    /// The clients whose new flows the data plane refuses, with the flows each held at the
+    /// census that limited it.
+    pub fn limited_sources(&self) -> Result<Vec<([u8; 4], u32)>, Error> {
+        let name = maps::CT_LIMITED;
+        let err = |source| Error::Map { name, source };
+        let table = HashMap::<_, [u8; 4], u32>::try_from(self.map(name)?).map_err(err)?;
+        let mut all = Vec::new();
+        for item in table.iter() {
+            match item {
+                Ok(row) => all.push(row),
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(source)),
+            }
+        }
+        all.sort_unstable();
+        Ok(all)
+    }
+
+    /// Refuses new flows from `source`, which holds `flows`.
+    pub fn limit_source(&mut self, source: [u8; 4], flows: u32) -> Result<(), Error> {
+        let name = maps::CT_LIMITED;
+        let err = |source| Error::Map { name, source };
+        let mut table = HashMap::<_, [u8; 4], u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        table.insert(source, flows, 0).map_err(err)
+    }
+
+    /// Lets `source` open flows again.
+    pub fn unlimit_source(&mut self, source: [u8; 4]) -> Result<(), Error> {
+        let name = maps::CT_LIMITED;
+        let err = |source| Error::Map { name, source };
+        let mut table = HashMap::<_, [u8; 4], u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.remove(&source) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(err(source)),
+        }
     }
 }

@@ -58,7 +58,10 @@ pub fn layout(name: &str) -> Option<Layout> {
         maps::CONFIG => (MapType::Array, 4, size::<RouterConfig>()),
         maps::RULES => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget>()),
         maps::RULE_ADDRS => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs>()),
-        maps::CONNTRACK => (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>()),
+        maps::CONNTRACK | maps::CT_UNREPLIED => {
+            (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>())
+        }
+        maps::CT_LIMITED => (MapType::Hash, 4, 4),
         maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
         _ => return None,
     };

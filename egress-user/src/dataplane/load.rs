@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::SchedClassifier};
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, maps};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, UNREPLIED_SHARE, maps};
 
 use crate::{
     dataplane::{
@@ -107,6 +107,12 @@ impl Dataplane {
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
+        loader.map_max_entries(
+            maps::CT_UNREPLIED,
+            (opts.conntrack_flows / UNREPLIED_SHARE)
+                .max(64)
+                .saturating_mul(2),
+        );
         let mut reuse = Reuse::default();
         let mut migration = None;
         if let Some(dir) = &opts.pin_dir {

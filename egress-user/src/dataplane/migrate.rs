@@ -12,7 +12,10 @@ use aya::maps::{HashMap, Map, MapData, MapError, MapInfo, MapType};
 use bytemuck::Zeroable as _;
 use egress_common::{FLOW_ENTRY_PREFIX_SIZES, FlowEntry, FlowKey, maps};
 
-use crate::dataplane::maps::{Error, MapSet};
+use crate::dataplane::{
+    flows::CtTable,
+    maps::{Error, MapSet},
+};
 
 /// The value size of the earlier layout this build reads (the only one so far).
 const EARLIER: usize = FLOW_ENTRY_PREFIX_SIZES[0];
@@ -64,7 +67,7 @@ impl Migration {
             };
             let mut entry = FlowEntry::zeroed();
             bytemuck::bytes_of_mut(&mut entry)[..EARLIER].copy_from_slice(&old);
-            if into.put_flow_if_absent(&key, &entry)? {
+            if into.put_flow_if_absent(CtTable::Replied, &key, &entry)? {
                 copied += 1;
             }
         }

@@ -13,7 +13,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::{FlowKey, RouterConfig, config_flags, maps, programs, proto};
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
+use egress_user::dataplane::{
+    flows::CtTable,
+    load::{Dataplane, LoadOptions},
+};
 use etherparse::{PacketBuilder, TcpOptionElement};
 
 const TC_ACT_REDIRECT: u32 = 7;
@@ -141,11 +144,19 @@ impl Table {
                 verdict == TC_ACT_REDIRECT,
                 "flow {i}: SYN verdict {verdict}"
             );
+            let (client, sport, dport) = flow(i);
+            let (nat_src, nat_sport, remote, rport) = tuple(&table.out)?;
+            let reply = ack((remote, rport), (nat_src, nat_sport));
+            // Answered, so the flow moves to the table of answered flows, as a flow with
+            // traffic does.
+            let (verdict, _) = table.run(programs::EGRESS_INGRESS, &reply)?;
+            ensure!(
+                verdict == TC_ACT_REDIRECT,
+                "flow {i}: answer verdict {verdict}"
+            );
             if i % step == 0 {
-                let (client, sport, dport) = flow(i);
-                let (nat_src, nat_sport, remote, rport) = tuple(&table.out)?;
                 table.forward.push(ack((client, sport), (POD, dport)));
-                table.reply.push(ack((remote, rport), (nat_src, nat_sport)));
+                table.reply.push(reply);
             }
         }
         Ok(table)
@@ -254,8 +265,8 @@ impl Table {
             ]);
         }
         for key in created.iter().flatten() {
-            if !self.dp.maps_mut().remove_flow(key)? {
-                bail!("flow {key:?} created by the new-flow run is not in CONNTRACK");
+            if !self.dp.maps_mut().remove_flow(CtTable::Unreplied, key)? {
+                bail!("flow {key:?} created by the new-flow run is not in CT_UNREPLIED");
             }
         }
         Ok(crate::report::median(&mut times))
@@ -266,18 +277,23 @@ impl Table {
         Ok(self.dp.maps().conntrack()?.len())
     }
 
-    /// Memory the kernel charges for the conntrack map (`memlock` in its fdinfo), and the
-    /// map's capacity in flows.
+    /// Memory the kernel charges for the conntrack maps (`memlock` in their fdinfo: the
+    /// answered flows' table and the unreplied one, which is part of every flow's cost),
+    /// and the capacity in answered flows.
     pub(crate) fn conntrack_memory(&self) -> Result<(u64, u32)> {
-        let info = self.dp.maps().info(maps::CONNTRACK)?;
-        let fd = info.fd()?;
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd));
-        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))?;
-        let memlock = fdinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse().ok())
-            .context("no memlock in the map's fdinfo")?;
-        Ok((memlock, info.max_entries() / 2))
+        let mut memlock = 0;
+        for name in [maps::CONNTRACK, maps::CT_UNREPLIED] {
+            let info = self.dp.maps().info(name)?;
+            let fd = info.fd()?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd));
+            let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))?;
+            memlock += fdinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .context("no memlock in the map's fdinfo")?;
+        }
+        let capacity = self.dp.maps().conntrack_capacity()?;
+        Ok((memlock, capacity / 2))
     }
 }
