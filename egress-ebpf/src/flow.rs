@@ -80,10 +80,17 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
         _pad: [0; 3],
     };
     if ip.is_later_fragment() {
-        if ip.proto != proto::TCP && ip.proto != proto::UDP {
+        // TCP, UDP and ICMP echo (whose first fragment carries the id); other ICMP has no
+        // flow of its own.
+        if ip.proto != proto::TCP && ip.proto != proto::UDP && ip.proto != proto::ICMP {
             return Ok(None);
         }
         let Some(ports) = frag::ports(ip) else {
+            if ip.proto == proto::ICMP {
+                // The rest of an ICMP message that is not a tracked echo (e.g. a large
+                // error): not a flow.
+                return Ok(None);
+            }
             return Err(DropReason::FragmentUnknown);
         };
         key.sport = ports.sport;
@@ -114,10 +121,10 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
 }
 
 impl Flow {
-    /// A first fragment's ports are remembered for the fragments that follow.
+    /// A first fragment's ports (or echo id) are remembered for the fragments that follow.
     #[inline(always)]
     pub(crate) fn remember_ports(&self, ip: &Ipv4) {
-        if ip.is_fragment() && !ip.is_later_fragment() && self.l4 == L4::Ports {
+        if ip.is_fragment() && !ip.is_later_fragment() && self.l4 != L4::None {
             frag::remember(ip, self.key.sport, self.key.dport);
         }
     }

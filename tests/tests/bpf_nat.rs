@@ -8,6 +8,7 @@ use egress_tests::pktgen::{
     check_udp, dataplane, dataplane_with, drops, frame, ipv4, mss, ones_complement, parse_ip, run,
     tcp_frame, udp_frame,
 };
+use egress_user::dataplane::load::Dataplane;
 use etherparse::{IpFragOffset, IpNumber, Ipv4Header, UdpHeader};
 
 #[test]
@@ -300,4 +301,57 @@ fn echo_through_the_fallback_gets_its_id_back() {
     assert_eq!((ip.source, ip.destination), (POD, CLIENT));
     assert_eq!(ones_complement(icmp), 0);
     assert_eq!(u16::from_be_bytes([icmp[4], icmp[5]]), 77);
+}
+
+/// `ping -s 3000` through the fallback: the echo request and its reply arrive in fragments;
+/// every fragment is translated (the later ones by the id their first fragment carried),
+/// and the reassembled messages have the translated id and a valid checksum.
+#[test]
+fn fragmented_echo_through_the_fallback_is_translated_whole() {
+    let mut dp = dataplane("203.0.113.10");
+    // An echo message of 8 + 192 bytes split after 64 bytes, as one datagram (IP id 0x1234).
+    let fragments = |src, dst, kind: u8, id: u16| {
+        let mut icmp = vec![kind, 0, 0, 0];
+        icmp.extend_from_slice(&id.to_be_bytes());
+        icmp.extend_from_slice(&[0, 1]);
+        icmp.extend((0..192u16).map(|i| i as u8));
+        let check = ones_complement(&icmp);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        let (first, second) = icmp.split_at(64);
+        let mut ip1 = ipv4(src, dst, IpNumber::ICMP, first.len(), 64);
+        ip1.more_fragments = true;
+        let mut ip2 = ipv4(src, dst, IpNumber::ICMP, second.len(), 64);
+        ip2.fragment_offset = IpFragOffset::try_new(64 / 8).unwrap();
+        (frame(ip1, first), frame(ip2, second))
+    };
+    let reassemble = |dp: &mut Dataplane, prog, (first, second): (Vec<u8>, Vec<u8>)| {
+        let (verdict, out1) = run(dp, prog, &first);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "first fragment");
+        let (verdict, out2) = run(dp, prog, &second);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "later fragment");
+        let (ip1, l4_1) = parse_ip(&out1);
+        let (ip2, l4_2) = parse_ip(&out2);
+        assert_eq!((ip1.source, ip1.destination), (ip2.source, ip2.destination));
+        let mut icmp = l4_1.to_vec();
+        icmp.extend_from_slice(l4_2);
+        assert_eq!(ones_complement(&icmp), 0, "checksum of the whole message");
+        (
+            (ip1.source, ip1.destination),
+            u16::from_be_bytes([icmp[4], icmp[5]]),
+        )
+    };
+    let (addrs, id) = reassemble(
+        &mut dp,
+        programs::POD_INGRESS,
+        fragments(CLIENT, POD, 8, 77),
+    );
+    assert_eq!(addrs, (SOURCE, SERVER));
+    let (addrs, back) = reassemble(
+        &mut dp,
+        programs::EGRESS_INGRESS,
+        fragments(SERVER, SOURCE, 0, id),
+    );
+    assert_eq!((addrs, back), ((POD, CLIENT), 77));
+    let stats = dp.maps().stats().unwrap();
+    assert_eq!(stats.path(Stat::FragmentsTranslated).packets, 2, "{stats}");
 }
