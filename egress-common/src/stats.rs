@@ -62,8 +62,11 @@ pub enum DropReason {
     /// A new flow from a client that holds more flows than `--max-flows-per-source`
     /// allows (counted by the agent's GC).
     SourceLimit = 14,
+    /// Too big for the next link, without DF (with DF it is answered with ICMP
+    /// Fragmentation Needed instead): the data plane does not fragment.
+    TooBig = 15,
     /// Number of reasons; not a reason.
-    Count = 15,
+    Count = 16,
 }
 
 impl DropReason {
@@ -84,6 +87,7 @@ impl DropReason {
         Self::Unresolved,
         Self::Ipv6Unsupported,
         Self::SourceLimit,
+        Self::TooBig,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -105,6 +109,7 @@ impl DropReason {
             Self::Unresolved => "unresolved",
             Self::Ipv6Unsupported => "ipv6_unsupported",
             Self::SourceLimit => "source_limit",
+            Self::TooBig => "too_big",
             Self::Count => "count",
         }
     }
@@ -157,11 +162,14 @@ pub enum Stat {
     /// Flows answered for the first time, moved from the unreplied table to the answered
     /// one.
     FlowsReplied = 17,
+    /// ICMP errors the router sent itself: Time Exceeded for a TTL that ran out, and
+    /// Fragmentation Needed for a packet too big for the next link.
+    IcmpErrorsSent = 18,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -180,6 +188,7 @@ impl Stat {
         Self::TcpFinIgnored,
         Self::FlowsReopened,
         Self::FlowsReplied,
+        Self::IcmpErrorsSent,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -204,6 +213,7 @@ impl Stat {
             Self::TcpFinIgnored => "tcp_fin_ignored",
             Self::FlowsReopened => "flows_reopened",
             Self::FlowsReplied => "flows_replied",
+            Self::IcmpErrorsSent => "icmp_errors_sent",
         }
     }
 }

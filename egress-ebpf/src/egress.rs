@@ -17,6 +17,8 @@ use crate::{
     flow, icmp,
     metrics::Verdict,
     nat, parse,
+    path::{self, Hop},
+    pod,
 };
 
 #[inline(always)]
@@ -56,6 +58,17 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     };
     match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Reply(entry) => {
+            // Errors about a reply that cannot go on go back to the remote, from
+            // EGRESS_SOURCE.
+            let hop = Hop {
+                out: cfg.pod_ifindex,
+                back: cfg.egress_ifindex,
+                from: cfg.egress_source,
+                fits: pod::path_fits(cfg),
+            };
+            if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
+                return Ok(verdict);
+            }
             nat::translate(ctx, cfg, &ip, &flow, &entry)?;
             Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
         }

@@ -12,6 +12,7 @@
 //! | `rules` | where a new flow goes: rule, name, fallback |
 //! | `nat` | source-port allocation and the rewrite |
 //! | `icmp` | ICMP errors about tracked flows |
+//! | `path` | ICMP errors the router sends: Time Exceeded, Fragmentation Needed |
 //! | `tcp` | TCP flags and the MSS clamp |
 //! | `fib` | forwarding with `bpf_redirect_neigh` |
 //! | `config` | the instance configuration map |
@@ -31,6 +32,7 @@ mod lab;
 mod metrics;
 mod nat;
 mod parse;
+mod path;
 mod pod;
 mod rules;
 mod tcp;

@@ -10,8 +10,21 @@ use crate::{
     flow::{self, L4},
     icmp,
     metrics::{self, Verdict},
-    nat, parse, rules,
+    nat, parse,
+    path::{self, Hop},
+    rules,
 };
+
+/// IPv4 packets up to this length fit both interfaces: min(pod MTU, egress MTU), which the
+/// MSS clamp is derived from (0 when unknown: always checked).
+#[inline(always)]
+pub(crate) fn path_fits(cfg: &RouterConfig) -> u32 {
+    if cfg.mss_clamp == 0 {
+        0
+    } else {
+        u32::from(cfg.mss_clamp) + 40
+    }
+}
 
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
@@ -45,8 +58,20 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
+    // Errors about a packet that cannot go on go back to the client, from the pod IP.
+    let hop = Hop {
+        out: cfg.egress_ifindex,
+        back: cfg.pod_ifindex,
+        from: cfg.pod_ip,
+        fits: path_fits(cfg),
+    };
     let entry = match conntrack::lookup(&flow.key, &flow.seg) {
-        Ct::Forward(entry) => entry,
+        Ct::Forward(entry) => {
+            if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
+                return Ok(verdict);
+            }
+            entry
+        }
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
             match state {
                 // Its reply tuple went to another flow after an eviction: start afresh.
@@ -68,8 +93,8 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
                 // The agent's own listener on the pod IP (metrics, health).
                 return Ok(passed);
             }
-            if ip.ttl <= 1 {
-                return Err(DropReason::TtlExceeded);
+            if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
+                return Ok(verdict);
             }
             nat::create_flow(&flow.key, &target, cfg, &flow.seg)?
         }

@@ -35,6 +35,17 @@ pub fn dataplane(destination: &str) -> Dataplane {
 
 /// [`dataplane`] with translated source ports taken from `nat_ports`.
 pub fn dataplane_with(destination: &str, nat_ports: (u16, u16)) -> Dataplane {
+    dataplane_configured(destination, |cfg| {
+        cfg.nat_port_min = nat_ports.0;
+        cfg.nat_port_max = nat_ports.1;
+    })
+}
+
+/// [`dataplane`] with the configuration as `adjust` leaves it (interfaces, MSS clamp...).
+pub fn dataplane_configured(
+    destination: &str,
+    adjust: impl FnOnce(&mut RouterConfig),
+) -> Dataplane {
     let config = Config::from_raw(&Raw {
         source: Some("198.51.100.100/24".into()),
         gateway: Some("198.51.100.1".into()),
@@ -51,7 +62,7 @@ pub fn dataplane_with(destination: &str, nat_ports: (u16, u16)) -> Dataplane {
     if config.destinations.fallback.is_some() {
         flags |= config_flags::HAS_FALLBACK;
     }
-    let cfg = RouterConfig {
+    let mut cfg = RouterConfig {
         pod_ip: POD,
         egress_source: SOURCE,
         fallback_ip: config
@@ -62,12 +73,13 @@ pub fn dataplane_with(destination: &str, nat_ports: (u16, u16)) -> Dataplane {
         pod_ifindex: POD_IFINDEX,
         egress_ifindex: EGRESS_IFINDEX,
         flags,
-        nat_port_min: nat_ports.0,
-        nat_port_max: nat_ports.1,
+        nat_port_min: 1024,
+        nat_port_max: 65535,
         mss_clamp: 1360,
         _pad: 0,
         nat_secret: 0x5eed_0001,
     };
+    adjust(&mut cfg);
     dp.maps_mut()
         .configure(
             &cfg,
