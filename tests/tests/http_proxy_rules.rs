@@ -304,3 +304,51 @@ fn slow_clients_are_cut_and_connections_are_bounded() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// CONNECT tunnels count against `--max-connections` for as long as they last (before,
+/// a tunnel left the count once upgraded, so any number could be held), and one idle for
+/// `--tunnel-idle-timeout` is closed.
+#[test]
+fn tunnels_are_bounded_and_closed_when_idle() {
+    let (lab, _dir) = proxy_lab_with(
+        "proxy-tunnel",
+        "203.0.113.11 www.example.com\n",
+        "*",
+        "",
+        &[
+            "http-proxy",
+            "--max-connections",
+            "2",
+            "--tunnel-idle-timeout",
+            "2",
+        ],
+    );
+    let tunnels = |lab: &Lab, count: &str, wait: &str| {
+        run_ok(
+            &lab.client,
+            "python3",
+            &[
+                egress_tests::asset("tunnels.py").to_str().unwrap(),
+                &ROUTER_POD_IP.to_string(),
+                "8080",
+                "203.0.113.11:80",
+                count,
+                wait,
+            ],
+            20,
+        )
+    };
+    // Three tunnels asked for, two held: the third is turned away at once.
+    assert_eq!(
+        tunnels(&lab, "3", "0.5").trim(),
+        "2 0",
+        "established, closed"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Two idle tunnels outlive no idle timeout.
+    assert_eq!(
+        tunnels(&lab, "2", "3.5").trim(),
+        "2 2",
+        "established, closed"
+    );
+}

@@ -434,3 +434,40 @@ fn dns_proxy_in_the_data_plane_follows_the_records() {
 fn dns_proxy_unprivileged_relay_follows_the_records() {
     dns_proxy_follows_the_records(false);
 }
+
+/// The userspace relay serves `--dns-proxy-max-connections` at once: with two connections
+/// held open, a third is closed at once (before, every connection got a task and two
+/// sockets, without bound).
+#[test]
+fn the_relay_bounds_its_connections() {
+    let mut lab = Lab::new("relay-limit").unwrap();
+    peer_server_at(&mut lab, "echo", "0.0.0.0", 7000, &[]);
+    egress_tests::util::wait_listening(&lab, 7000);
+    lab.init_proxy_network("dns-proxy").unwrap();
+    let mut relay = egress_tests::util::unprivileged_router(&lab);
+    relay
+        .env_clear()
+        .env("EGRESS_DNS_PROXY_DESTINATION", "7100 203.0.113.10 7000")
+        .args(["--dns-proxy-max-connections", "2"])
+        .arg("--bpffs")
+        .arg(lab.bpffs.path());
+    lab.spawn(relay).unwrap();
+    wait_listening_in(&lab.router, 7100);
+    let script = format!(
+        "import socket, time\n\
+         socks = [socket.create_connection(('{ROUTER_POD_IP}', 7100), timeout=5) for _ in range(3)]\n\
+         time.sleep(0.5)\n\
+         states = []\n\
+         for s in socks:\n\
+         \x20   s.settimeout(0.3)\n\
+         \x20   try:\n\
+         \x20       states.append('closed' if s.recv(16) == b'' else 'data')\n\
+         \x20   except socket.timeout:\n\
+         \x20       states.append('open')\n\
+         \x20   except OSError:\n\
+         \x20       states.append('closed')\n\
+         print(' '.join(states))\n"
+    );
+    let states = run_ok(&lab.client, "python3", &["-c", &script], 20);
+    assert_eq!(states.trim(), "open open closed");
+}

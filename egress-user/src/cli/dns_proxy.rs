@@ -52,8 +52,8 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             relay::relay(
                 routes,
                 resolver,
-                listener_ip,
-                source.ip,
+                (listener_ip, source.ip),
+                args.dns_proxy_max_connections as usize,
                 debug,
                 signals.terminated(),
             )

@@ -116,6 +116,10 @@ pub(crate) struct RouterArgs {
     /// The DNS proxy's ports, one per line: `PORT HOST [RPORT]` or `PORT IPv4 [RPORT]`.
     #[arg(long, env = "EGRESS_DNS_PROXY_DESTINATION", global = true)]
     pub(crate) dns_proxy_destination: Option<String>,
+    /// Connections the DNS proxy's userspace relay serves at once; one more is closed at
+    /// once.
+    #[arg(long, env = "EGRESS_DNS_PROXY_MAX_CONNECTIONS", default_value_t = 4096, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) dns_proxy_max_connections: u32,
     /// Non-empty: the DNS proxy logs every connection.
     #[arg(long, env = "EGRESS_DNS_PROXY_DEBUG", global = true)]
     pub(crate) dns_proxy_debug: Option<String>,
@@ -144,6 +148,14 @@ pub(crate) struct HttpProxyArgs {
     /// Client connections served at once; one more is closed at once.
     #[arg(long, env = "EGRESS_HTTP_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_connections: u32,
+    /// Seconds a CONNECT tunnel may go without a byte either way before it is closed
+    /// (squid's read_timeout); 0: never.
+    #[arg(
+        long,
+        env = "EGRESS_HTTP_PROXY_TUNNEL_IDLE_TIMEOUT",
+        default_value_t = 900
+    )]
+    pub(crate) tunnel_idle_timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +235,8 @@ fn dispatch(mut cli: Cli) -> Result<()> {
             Limits {
                 header_timeout: Duration::from_secs(args.header_timeout),
                 max_connections: args.max_connections as usize,
+                tunnel_idle: (args.tunnel_idle_timeout > 0)
+                    .then(|| Duration::from_secs(args.tunnel_idle_timeout)),
             },
         ),
         Command::DnsProxy => dns_proxy::execute(&cli),

@@ -39,7 +39,7 @@ use crate::{
     config::http_proxy::{HttpMatch, HttpRule, HttpRules, Verdict},
     proxy::{
         headers::{connection_has, strip_hop_by_hop},
-        outbound,
+        outbound, pipe,
         refusal::{Body, Refusal, denied, empty, refusal_response, upstream_err},
     },
 };
@@ -58,9 +58,14 @@ pub struct Proxy {
     /// request on a kept-alive connection (slow or silent clients cannot hold connections).
     pub header_timeout: Duration,
     /// Client connections served at once, over all serving threads; one more is closed at
-    /// once.
+    /// once. A CONNECT tunnel takes its connection's permit along for as long as it lasts.
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// A CONNECT tunnel idle (no byte either way) for this long is closed.
+    pub tunnel_idle: Option<Duration>,
 }
+
+/// A connection's place under `--max-connections`, which a CONNECT tunnel takes over.
+type Slot = Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
 /// Serves proxy clients accepted on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -92,12 +97,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            // Released when the connection ends, unless a tunnel took it over.
+            let slot: Slot = Arc::new(Mutex::new(Some(permit)));
             let kept: Arc<Mutex<Option<Kept>>> = Arc::default();
             let header_timeout = proxy.header_timeout;
             let service = service_fn(move |req| {
-                let (proxy, kept) = (proxy.clone(), kept.clone());
-                async move { Ok::<_, Infallible>(proxy.handle(req, client, &kept).await) }
+                let (proxy, kept, slot) = (proxy.clone(), kept.clone(), slot.clone());
+                async move { Ok::<_, Infallible>(proxy.handle(req, client, &kept, &slot).await) }
             });
             // One flattened write per message: cheaper than writev for small messages
             // (measured with the bench's HTTP load).
@@ -129,12 +135,13 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
         kept: &Mutex<Option<Kept>>,
+        slot: &Slot,
     ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let target = req.uri().clone();
         let result = if method == Method::CONNECT {
-            self.tunnel(req, client, started).await
+            self.tunnel(req, client, started, slot).await
         } else {
             self.forward(req, kept).await
         };
@@ -282,12 +289,14 @@ impl Proxy {
     }
 
     /// CONNECT: decides and connects, then answers 200 and relays bytes both ways once
-    /// hyper hands the connection over.
+    /// hyper hands the connection over. The tunnel keeps the connection's place under
+    /// `--max-connections`, and ends after `--tunnel-idle-timeout` without a byte.
     async fn tunnel(
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
         started: Instant,
+        slot: &Slot,
     ) -> Result<Handled, (Refusal, Option<String>)> {
         let Some(authority) = req.uri().authority().cloned() else {
             return Err((
@@ -298,12 +307,16 @@ impl Proxy {
         let host = authority.host().to_owned();
         let port = authority.port_u16().unwrap_or(443);
         let (mut upstream, rule) = self.open(&host, port).await?;
+        pipe::keepalive(&upstream);
         let peer = upstream.peer_addr().ok();
+        let permit = slot.lock().ok().and_then(|mut slot| slot.take());
+        let idle = self.tunnel_idle;
         tokio::spawn(async move {
+            let _permit = permit;
             let outcome = match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     let mut upgraded = TokioIo::new(upgraded);
-                    tokio::io::copy_bidirectional(&mut upgraded, &mut upstream)
+                    pipe::pipe(&mut upgraded, &mut upstream, idle)
                         .await
                         .map_err(|err| err.to_string())
                 }

@@ -27,8 +27,11 @@ use crate::{
 pub struct Limits {
     /// To send a request's headers, or to start the next request on a kept connection.
     pub header_timeout: Duration,
-    /// Client connections served at once (one more is closed at once).
+    /// Client connections served at once (one more is closed at once), CONNECT tunnels
+    /// included for as long as they last.
     pub max_connections: usize,
+    /// A CONNECT tunnel with no byte either way for this long is closed (`None`: never).
+    pub tunnel_idle: Option<Duration>,
 }
 
 pub async fn run(
@@ -48,6 +51,7 @@ pub async fn run(
         threads,
         header_timeout_s = limits.header_timeout.as_secs_f64(),
         max_connections = limits.max_connections,
+        tunnel_idle_timeout_s = limits.tunnel_idle.map_or(0, |d| d.as_secs()),
         "HTTP proxy serving"
     );
     // The serving threads end with the process; a std thread reports if they fail (a
@@ -61,6 +65,7 @@ pub async fn run(
                 source,
                 own: vec![listen.ip(), source.into()],
                 header_timeout: limits.header_timeout,
+                tunnel_idle: limits.tunnel_idle,
                 connections: connections.clone(),
                 resolver: outbound::resolver(&resolv_conf)?,
                 connect_timeout: Duration::from_secs(10),

@@ -7,10 +7,12 @@
 //!   [`crate::instance::names`]).
 //! - [`outbound`]: the pod's resolver, name resolution with TTLs, and connections from
 //!   EGRESS_SOURCE.
+//! - [`pipe`]: bytes both ways for tunnels and the relay, with an idle limit and keepalive.
 
 pub mod headers;
 pub mod http;
 pub mod http_serve;
 pub mod outbound;
+pub mod pipe;
 pub mod refusal;
 pub mod relay;

@@ -1,7 +1,10 @@
 //! The DNS proxy's userspace relay, for a main container without the capabilities the
 //! data plane needs (OpenShift runs it unprivileged): one tokio task per connection,
-//! outbound from EGRESS_SOURCE, new connections spread over the name's addresses in turn,
-//! no idle timeout (HAProxy's one-minute idle timeout is a known pain of OpenShift's image).
+//! outbound from EGRESS_SOURCE, new connections spread over the name's addresses in turn.
+//! Bounded: at most `max_connections` at once (one more is closed at once), and TCP
+//! keepalive on both sides closes a connection whose peer vanished. No idle timeout:
+//! HAProxy's one-minute idle timeout is a known pain of OpenShift's image, and a quiet
+//! connection with live peers costs two sockets and a task.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -14,20 +17,24 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use hickory_resolver::TokioResolver;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     config::dns_proxy::{DnsRoute, DnsTarget},
-    proxy::outbound::{self, resolve_ipv4},
+    proxy::{
+        outbound::{self, resolve_ipv4},
+        pipe,
+    },
 };
 
 /// The userspace relay: listens on `pod_ip` on every route's port, and relays each
-/// connection from `source` until either side closes, with no idle timeout.
+/// connection from `source` until either side closes (no idle timeout), `max_connections`
+/// at once over all routes.
 pub async fn relay(
     routes: Vec<DnsRoute>,
     resolver: TokioResolver,
-    pod_ip: Ipv4Addr,
-    source: Ipv4Addr,
+    (pod_ip, source): (Ipv4Addr, Ipv4Addr),
+    max_connections: usize,
     debug: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
@@ -42,6 +49,7 @@ pub async fn relay(
     }
     let resolver = Arc::new(resolver);
     let own: Arc<[IpAddr]> = Arc::new([IpAddr::V4(pod_ip), IpAddr::V4(source)]);
+    let connections = Arc::new(Semaphore::new(max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     for (route, listener) in routes.into_iter().zip(listeners) {
         tasks.spawn(serve_route(
@@ -49,6 +57,7 @@ pub async fn relay(
             listener,
             resolver.clone(),
             (source, own.clone()),
+            connections.clone(),
             debug,
         ));
     }
@@ -67,6 +76,7 @@ async fn serve_route(
     listener: TcpListener,
     resolver: Arc<TokioResolver>,
     addresses: (Ipv4Addr, Arc<[IpAddr]>),
+    connections: Arc<Semaphore>,
     debug: bool,
 ) {
     let (source, own) = addresses;
@@ -80,9 +90,15 @@ async fn serve_route(
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, port = route.port, "connection closed: --dns-proxy-max-connections reached");
+            drop(client);
+            continue;
+        };
         let (route, resolver, turn, own) =
             (route.clone(), resolver.clone(), turn.clone(), own.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let addrs = match &route.target {
                 DnsTarget::Ip(ip) => vec![*ip],
                 DnsTarget::Host(host) => match resolve_ipv4(&resolver, host).await {
@@ -123,6 +139,8 @@ async fn serve_route(
                 }
             };
             let _ = client.set_nodelay(true);
+            pipe::keepalive(&client);
+            pipe::keepalive(&upstream);
             let remote = upstream.peer_addr().ok();
             if debug {
                 tracing::info!(
@@ -132,7 +150,7 @@ async fn serve_route(
                     "connection"
                 );
             }
-            let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            let result = pipe::pipe(&mut client, &mut upstream, None).await;
             if debug {
                 let (sent, received) = result.as_ref().map_or((0, 0), |&(s, r)| (s, r));
                 tracing::info!(
