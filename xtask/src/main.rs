@@ -1,5 +1,5 @@
-//! Project tasks. `cargo xtask setup|build|test|demo|bench`; every task but `setup` runs `setup`
-//! first, which costs a few seconds when everything is present.
+//! Project tasks. `cargo xtask setup|build|test|demo|bench|fuzz`; every task but `setup` runs
+//! `setup` first, which costs a few seconds when everything is present.
 
 mod hostcheck;
 #[cfg(test)]
@@ -46,6 +46,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the data plane longer than CI does (tests/src/fuzz.rs): generated and mutated
+    /// frames through all three programs with BPF_PROG_TEST_RUN. Needs root.
+    Fuzz {
+        /// Seed (default: a new one, printed; pass it again to replay a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Frames to run (CI runs 30,000 with a fixed seed).
+        #[arg(long, default_value_t = 3_000_000)]
+        frames: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -71,6 +81,32 @@ fn main() -> Result<()> {
             setup::ensure()?;
             setup::ensure_bench()?;
             bench(&root, &args)
+        }
+        Task::Fuzz { seed, frames } => {
+            setup::ensure()?;
+            require_root("the fuzzer loads BPF programs")?;
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+            println!(
+                "fuzz: seed {seed}, {frames} frames (replay: cargo xtask fuzz --seed {seed} --frames {frames})"
+            );
+            step("fuzz", || {
+                run(Command::new("cargo")
+                    .args([
+                        "test",
+                        "--release",
+                        "--package",
+                        "egress-tests",
+                        "--test",
+                        "fuzz",
+                    ])
+                    .args(["--", "--nocapture"])
+                    .env("EGRESS_FUZZ_SEED", seed.to_string())
+                    .env("EGRESS_FUZZ_FRAMES", frames.to_string()))
+            })
         }
         Task::Demo => {
             setup::ensure()?;
