@@ -210,22 +210,55 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
     wait_bounded(child, limit).with_context(|| format!("{cmd:?}"))
 }
 
-/// Waits for `child` at most `limit`, then kills it; returns its output.
+/// Waits for `child` at most `limit`, then kills it; returns its output. Its stdout and
+/// stderr are read while it runs, so a child that writes more than a pipe holds (64 KiB)
+/// is not blocked until the deadline.
 pub fn wait_bounded(mut child: Child, limit: Duration) -> Result<Output> {
+    // Read on threads that hand the bytes over a channel: a grandchild that inherited the
+    // pipe may hold it open after the child is gone, and must not hold this up for long.
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::sync::mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            let _ = tx.send(buf);
+        });
+        rx
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!(
-                "still running after {limit:?}; killed. stdout: {} stderr: {}",
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            let _ = child.wait();
+            break None;
         }
         thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = stdout
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_default();
+    let stderr = stderr
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => bail!(
+            "still running after {limit:?}; killed. stdout: {} stderr: {}",
+            String::from_utf8_lossy(&stdout).trim(),
+            String::from_utf8_lossy(&stderr).trim()
+        ),
     }
 }

@@ -1,5 +1,5 @@
-//! Project tasks. `cargo xtask setup|build|test|demo|bench|fuzz`; every task but `setup` runs
-//! `setup` first, which costs a few seconds when everything is present.
+//! Project tasks. `cargo xtask setup|build|test|demo|bench|fuzz|soak`; every task but `setup`
+//! runs `setup` first, which costs a few seconds when everything is present.
 
 mod hostcheck;
 #[cfg(test)]
@@ -56,6 +56,15 @@ enum Task {
         #[arg(long, default_value_t = 3_000_000)]
         frames: u64,
     },
+    /// Soak an instance in a netns lab (tests/tests/soak.rs) with mixed churn, agent
+    /// restarts, reloads and a table under pressure, then check that no established flow was
+    /// lost, the table holds only whole live flows, memory stayed flat and the host is as it
+    /// was. Needs root.
+    Soak {
+        /// Minutes of churn (CI runs 45 seconds).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -107,6 +116,25 @@ fn main() -> Result<()> {
                     .env("EGRESS_FUZZ_SEED", seed.to_string())
                     .env("EGRESS_FUZZ_FRAMES", frames.to_string()))
             })
+        }
+        Task::Soak { minutes } => {
+            setup::ensure()?;
+            require_root("the soak builds network namespaces and loads BPF programs")?;
+            cargo(&["build", "--package", "egress-user", "--bins"])?;
+            hostcheck::remove_stale_labs();
+            let before = hostcheck::Snapshot::take()?;
+            let seconds = (minutes * 60.0).round().max(10.0) as u64;
+            let result = step("soak", || {
+                run(Command::new("cargo")
+                    .args(["test", "--package", "egress-tests", "--test", "soak"])
+                    .args(["--", "--nocapture"])
+                    .env("EGRESS_SOAK_SECONDS", seconds.to_string())
+                    .env("EGRESS_ROUTER_BIN", root.join("target/debug/egress-router")))
+            });
+            let after = hostcheck::Snapshot::take()?;
+            let leaks = step("host left as it was", || before.compare(&after));
+            result?;
+            leaks
         }
         Task::Demo => {
             setup::ensure()?;

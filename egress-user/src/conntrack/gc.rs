@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use egress_common::{FlowEntry, FlowKey, flow_expired, flow_kind, peer_key};
+use egress_common::{FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key};
 
 use crate::dataplane::{
     flows::CtTable,
@@ -122,7 +122,7 @@ fn collect_table(
             continue;
         }
         let peer_entry = peer.and_then(|p| index.get(&p));
-        if flow_expired(key.proto, entry, peer_entry, now) {
+        if collectable(key.proto, entry, peer_entry, now) {
             doomed.push((*key, peer));
         } else if entry.kind == flow_kind::FORWARD {
             *flows_by_source.entry(key.saddr).or_default() += 1;
@@ -133,6 +133,18 @@ fn collect_table(
         expired += remove_flow(maps, t, &key, peer.as_ref(), now, between)?;
     }
     Ok((flows.len() as u64, expired))
+}
+
+/// Whether the GC removes an entry: its flow outlived its timeout ([`flow_expired`]), or it
+/// is half a translated flow (the LRU evicted the other half) that no packet came to heal
+/// for the shortest timeout. (A packet heals a half: the data plane re-creates the other
+/// half from it, with the same translation.)
+#[must_use]
+fn collectable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+    flow_expired(proto, entry, peer, now)
+        || (entry.kind != flow_kind::LOCAL
+            && peer.is_none()
+            && now.saturating_sub(entry.last_seen_ns) > MIN_TIMEOUT_NS)
 }
 
 /// Removes one expired flow (see [`collect_garbage`]); returns how many entries went.
@@ -146,7 +158,7 @@ fn remove_flow(
 ) -> Result<u64, Error> {
     let proto = key.proto;
     let still = |entry: &FlowEntry, other: Option<&FlowEntry>| -> bool {
-        flow_expired(proto, entry, other, now)
+        collectable(proto, entry, other, now)
     };
     let Some(entry) = maps.flow(t, key)? else {
         return Ok(0);
@@ -268,8 +280,12 @@ mod tests {
         assert!(flow_expired(proto::TCP, &reply, Some(&forward), 111 * s));
         assert!(flow_expired(proto::TCP, &forward, Some(&reply), 111 * s));
         assert!(!flow_expired(proto::TCP, &reply, Some(&forward), 105 * s));
-        // Alone, the reply half would have lived 6 h.
+        // Alone, the reply half would have lived 6 h; but half a flow that no packet healed
+        // for 10 s goes.
         assert!(!flow_expired(proto::TCP, &reply, None, 111 * s));
+        assert!(collectable(proto::TCP, &reply, None, 111 * s));
+        assert!(!collectable(proto::TCP, &reply, None, 105 * s));
+        assert!(!collectable(proto::TCP, &reply, Some(&forward), 105 * s));
         // The later of the two last packets counts.
         let recent = entry(flow_kind::REPLY, ACK, 3600);
         let old = entry(flow_kind::FORWARD, SYN | ACK, 100);
