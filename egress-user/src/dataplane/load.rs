@@ -144,12 +144,14 @@ impl Dataplane {
                 loader.map_pin_path(name, path);
             }
         }
+        let held = SignalsHeld::new();
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
         for Program { name, .. } in PROGRAMS {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program { name, source })?;
         }
+        drop(held);
         let mut set = BTreeMap::new();
         for name in maps::ALL {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
@@ -259,6 +261,42 @@ impl Dataplane {
     /// configuration); call [`aya_log::EbpfLogger::flush`] when its fd is readable.
     pub fn logger(&mut self) -> Result<aya_log::EbpfLogger<TracingLog>, aya_log::Error> {
         aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, TracingLog)
+    }
+}
+
+/// Holds SIGTERM, SIGINT and SIGHUP back on this thread while it lives (they are delivered
+/// when it drops). The verifier aborts a program load with EAGAIN when a signal is pending,
+/// and aya answers any first failure by loading again with the verifier's log on, in
+/// buffers ten times larger each time the log does not fit: a SIGTERM during the load of a
+/// large program cost seconds (the agent acts on it right after the set-up).
+struct SignalsHeld(Option<libc::sigset_t>);
+
+impl SignalsHeld {
+    fn new() -> Self {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the masks
+        // are this thread's.
+        unsafe {
+            let mut held: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut held);
+            for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut held, signal);
+            }
+            let mut before: libc::sigset_t = std::mem::zeroed();
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &held, &mut before) == 0 {
+                Self(Some(before))
+            } else {
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            // SAFETY: restores the mask saved above.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, before, std::ptr::null_mut()) };
+        }
     }
 }
 
