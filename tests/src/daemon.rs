@@ -1,6 +1,13 @@
-//! A background process of a lab (a server, an agent), killed on Drop.
+//! A background process of a lab (a server, an agent), killed on Drop. Its stdout and
+//! stderr go to files, not pipes: a pipe nobody reads fills after 64 KiB, and a server that
+//! prints a line per client (or an agent that logs) then blocks (a soak of ten minutes
+//! got there: the echo server stopped answering).
 
-use std::{process::Child, time::Duration};
+use std::{
+    path::PathBuf,
+    process::{Child, Output},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -10,11 +17,13 @@ use crate::netns::wait_bounded;
 pub struct Daemon {
     pub(crate) child: Option<Child>,
     pub(crate) what: String,
+    /// Where its stdout and stderr go.
+    pub(crate) logs: (PathBuf, PathBuf),
 }
 
 impl Daemon {
     /// Stops the process (SIGTERM, then SIGKILL after `grace`) and returns its output.
-    pub fn stop(&mut self, grace: Duration) -> Result<std::process::Output> {
+    pub fn stop(&mut self, grace: Duration) -> Result<Output> {
         let Some(child) = self.child.take() else {
             bail!("{} was already stopped", self.what);
         };
@@ -22,9 +31,37 @@ impl Daemon {
         // SAFETY: plain syscall on our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         match wait_bounded(child, grace) {
-            Ok(out) => Ok(out),
-            Err(err) => Err(err.context(format!("{} ignored SIGTERM", self.what))),
+            Ok(out) => Ok(self.with_logs(out)),
+            Err(err) => {
+                let out = self.with_logs(Output {
+                    status: std::os::unix::process::ExitStatusExt::from_raw(0),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                });
+                Err(err.context(format!(
+                    "{} ignored SIGTERM; stderr: {}",
+                    self.what,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
         }
+    }
+
+    /// Kills the process with SIGKILL and returns its output.
+    pub fn kill(&mut self) -> Result<Output> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} was already stopped", self.what);
+        };
+        child.kill()?;
+        let out = wait_bounded(child, Duration::from_secs(5))?;
+        Ok(self.with_logs(out))
+    }
+
+    /// `out` with what the process wrote so far.
+    fn with_logs(&self, mut out: Output) -> Output {
+        out.stdout = std::fs::read(&self.logs.0).unwrap_or_default();
+        out.stderr = std::fs::read(&self.logs.1).unwrap_or_default();
+        out
     }
 }
 
@@ -34,5 +71,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.logs.0);
+        let _ = std::fs::remove_file(&self.logs.1);
     }
 }

@@ -24,11 +24,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{
-    bpffs::Bpffs,
-    daemon::Daemon,
-    netns::{Netns, wait_bounded},
-};
+use crate::{bpffs::Bpffs, daemon::Daemon, netns::Netns};
 
 /// Prefix of every lab namespace name: `er-lab-<pid>-<n>-<tag>-<role>`.
 pub const NETNS_PREFIX: &str = "er-lab-";
@@ -209,16 +205,26 @@ impl Lab {
     }
 
     /// Starts a long-running process (a server, an agent) that is killed when the lab drops.
+    /// Its output goes to files (see [`Daemon`]).
     pub fn spawn(&mut self, mut cmd: Command) -> Result<&mut Daemon> {
+        let base = PathBuf::from(format!(
+            "{}-daemon-{}",
+            self.bpffs.path().display(),
+            self.daemons.len()
+        ));
+        let logs = (base.with_extension("out"), base.with_extension("err"));
+        let stdout = std::fs::File::create(&logs.0).context("creating a daemon's stdout file")?;
+        let stderr = std::fs::File::create(&logs.1).context("creating a daemon's stderr file")?;
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("spawning {cmd:?}"))?;
         self.daemons.push(Daemon {
             child: Some(child),
             what: format!("{cmd:?}"),
+            logs,
         });
         Ok(self.daemons.last_mut().expect("just pushed"))
     }
@@ -365,12 +371,7 @@ impl Lab {
 
     /// Kills daemon `index` with SIGKILL (no clean-up of its own) and returns its output.
     pub fn kill_daemon(&mut self, index: usize) -> Result<std::process::Output> {
-        let daemon = &mut self.daemons[index];
-        let Some(mut child) = daemon.child.take() else {
-            bail!("{} was already stopped", daemon.what);
-        };
-        child.kill()?;
-        wait_bounded(child, Duration::from_secs(5))
+        self.daemons[index].kill()
     }
 
     /// Starts dnsmasq at [`NAMESERVER_IP`] answering from `hosts` (an /etc/hosts-style file,

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use egress_common::{FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key};
+use egress_common::{
+    FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key, tcp_seen,
+};
 
 use crate::dataplane::{
     flows::CtTable,
@@ -124,7 +126,7 @@ fn collect_table(
         let peer_entry = peer.and_then(|p| index.get(&p));
         if collectable(key.proto, entry, peer_entry, now) {
             doomed.push((*key, peer));
-        } else if entry.kind == flow_kind::FORWARD {
+        } else if entry.kind == flow_kind::FORWARD && !closed(key.proto, entry, peer_entry) {
             *flows_by_source.entry(key.saddr).or_default() += 1;
         }
     }
@@ -133,6 +135,17 @@ fn collect_table(
         expired += remove_flow(maps, t, &key, peer.as_ref(), now, between)?;
     }
     Ok((flows.len() as u64, expired))
+}
+
+/// Whether a TCP flow has ended (a RST, or FIN both ways) and only waits out its timeout:
+/// not counted against its client's limit, as netfilter's connlimit does not count closed
+/// connections (a client with many short connections would otherwise be limited by the
+/// ones it already finished).
+fn closed(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
+    let peer_flags = peer.map_or(0, |p| p.tcp_flags);
+    proto == egress_common::proto::TCP
+        && ((entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
+            || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0)
 }
 
 /// Whether the GC removes an entry: its flow outlived its timeout ([`flow_expired`]), or it
@@ -295,6 +308,21 @@ mod tests {
             Some(&recent),
             3600 * s + 10 * s
         ));
+    }
+
+    #[test]
+    fn closed_tcp_flows_do_not_count_against_their_client() {
+        use egress_common::tcp_seen::{ACK, FIN, RST, SYN};
+        let open = entry(flow_kind::FORWARD, SYN | ACK, 1);
+        let fin = entry(flow_kind::FORWARD, SYN | ACK | FIN, 1);
+        let reply_fin = entry(flow_kind::REPLY, SYN | ACK | FIN, 1);
+        let reply_rst = entry(flow_kind::REPLY, SYN | ACK | RST, 1);
+        let reply = entry(flow_kind::REPLY, SYN | ACK, 1);
+        assert!(!closed(proto::TCP, &open, Some(&reply)));
+        assert!(!closed(proto::TCP, &fin, Some(&reply)), "half closed still counts");
+        assert!(closed(proto::TCP, &fin, Some(&reply_fin)));
+        assert!(closed(proto::TCP, &open, Some(&reply_rst)));
+        assert!(!closed(proto::UDP, &fin, Some(&reply_fin)), "only TCP closes");
     }
 
     #[test]
