@@ -319,10 +319,16 @@ mod tests {
         let reply_rst = entry(flow_kind::REPLY, SYN | ACK | RST, 1);
         let reply = entry(flow_kind::REPLY, SYN | ACK, 1);
         assert!(!closed(proto::TCP, &open, Some(&reply)));
-        assert!(!closed(proto::TCP, &fin, Some(&reply)), "half closed still counts");
+        assert!(
+            !closed(proto::TCP, &fin, Some(&reply)),
+            "half closed still counts"
+        );
         assert!(closed(proto::TCP, &fin, Some(&reply_fin)));
         assert!(closed(proto::TCP, &open, Some(&reply_rst)));
-        assert!(!closed(proto::UDP, &fin, Some(&reply_fin)), "only TCP closes");
+        assert!(
+            !closed(proto::UDP, &fin, Some(&reply_fin)),
+            "only TCP closes"
+        );
     }
 
     #[test]
