@@ -129,12 +129,19 @@ fn init_through_ip_netns_exec_then_an_agent_adopts_its_flows() {
         "init: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pgrep = run_bounded(
-        std::process::Command::new("pgrep").args(["-f", "egress-router.*op-adopt"]),
+    // Nothing runs in the router's namespace any more (a pattern on the command line could
+    // not tell: after exec only the binary's path is left).
+    let pids = run_bounded(
+        std::process::Command::new("ip").args(["netns", "pids", lab.router.name()]),
         Duration::from_secs(5),
     )
     .unwrap();
-    assert!(pgrep.stdout.is_empty(), "no egress-router process is left");
+    assert!(pids.status.success());
+    assert!(
+        pids.stdout.is_empty(),
+        "no process is left in the router's namespace: {}",
+        String::from_utf8_lossy(&pids.stdout)
+    );
 
     // Flows through the data plane the init container left behind, made with curl (the
     // peer server answers one line without HTTP headers, hence --http0.9).
@@ -159,6 +166,26 @@ fn init_through_ip_netns_exec_then_an_agent_adopts_its_flows() {
     }
 
     // An agent started later, also through ip netns exec, adopts them.
+    let router_ns = lab.router.name().to_owned();
+    let json = |args: &[&str]| -> Option<serde_json::Value> {
+        let out = run_bounded(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &router_ns])
+                .arg(egress_router_bin())
+                .args(args),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let program_ids = |status: &serde_json::Value| -> Vec<u64> {
+        status["programs"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|p| p["id"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    let init_programs = program_ids(&json(&["status", "--json"]).unwrap());
+    assert_eq!(init_programs.len(), 3, "the init container's programs");
     let mut agent = netns_exec(&["--metrics-address", "off"]);
     agent.env("EGRESS_ROUTER_MODE", "legacy");
     let index = lab.daemons_len();
@@ -166,21 +193,14 @@ fn init_through_ip_netns_exec_then_an_agent_adopts_its_flows() {
     let listed = (0..100)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(200));
-            let json = |args: &[&str]| -> Option<serde_json::Value> {
-                let out = run_bounded(
-                    std::process::Command::new("ip")
-                        .args(["netns", "exec", lab.router.name()])
-                        .arg(egress_router_bin())
-                        .args(args),
-                    Duration::from_secs(10),
-                )
-                .ok()?;
-                serde_json::from_slice(&out.stdout).ok()
-            };
-            let flows = json(&["conntrack", "--json"])?;
-            let status = json(&["status", "--json"])?;
-            // The agent is up once its programs replaced those of the init container.
-            (status["programs"].as_array()?.len() == 3).then_some(flows)
+            // The agent is up once its own programs replaced the init container's (3 new
+            // ids); the flows are read after that, from the agent's data plane.
+            let now = program_ids(&json(&["status", "--json"])?);
+            let replaced = now.len() == 3 && now.iter().all(|id| !init_programs.contains(id));
+            if !replaced {
+                return None;
+            }
+            json(&["conntrack", "--json"])
         })
         .expect("the agent set up within 20 s");
     let out = lab.stop_daemon(index).unwrap();
