@@ -100,7 +100,22 @@ struct Agent(std::process::Child);
 impl Agent {
     /// Starts an agent and waits until its `/healthz` answers 200 (set-up done).
     fn start(lab: &Lab, args: &[&str]) -> Self {
-        let agent = Self(lab.agent_command("soak", "", args).spawn().unwrap());
+        // The agents' logs go to a file of the soak's directory (they are long).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(
+                std::env::temp_dir()
+                    .join(format!("er-test-{}-soak/agents.log", std::process::id())),
+            )
+            .unwrap();
+        let agent = Self(
+            lab.agent_command("soak", "", args)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         let url = format!(
             "http://{ROUTER_POD_IP}:{}/healthz",
             egress_tests::lab::METRICS_PORT
@@ -362,4 +377,6 @@ fn mixed_churn_loses_no_established_flow() {
     let (first, last) = (rss[0], rss[rss.len() - 1]);
     assert!(first > 0, "the agent's memory was read: {rss:?}");
     assert!(last <= first + first / 4 + 4096, "agent RSS grew: {rss:?}");
+    drop(agent);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
