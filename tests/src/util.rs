@@ -67,6 +67,15 @@ pub fn wait_listening_in(ns: &Netns, port: u16) {
     panic!("nothing listens on {port} in {}", ns.name());
 }
 
+/// Writes a configuration file the way a ConfigMap update replaces it: the new content in a
+/// file beside it, then renamed over it. (A truncating write lets the agent's one-second
+/// poll read an empty or half-written file and count a spurious rejection.)
+pub fn write_config(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
 /// A scratch directory for a test's files (served pages, downloads), unique per process.
 pub fn tempdir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("er-test-{}-{tag}", std::process::id()));

@@ -13,7 +13,10 @@ use egress_tests::{
     egress_router_bin,
     lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
     netns::{run_bounded, wait_bounded},
-    util::{ask, metric, metrics, peer_server, router_cli, run_ok, tempdir, wait_listening},
+    util::{
+        ask, metric, metrics, peer_server, router_cli, run_ok, tempdir, wait_listening,
+        write_config,
+    },
 };
 use egress_user::dataplane::{flows::CtTable, maps::MapSet};
 
@@ -28,7 +31,7 @@ fn iperf_stream_survives_kill_restart_and_a_new_rule() {
     wait_listening(&lab, 80);
     let dir = tempdir("op-iperf");
     let file = dir.join("destination");
-    std::fs::write(&file, format!("5201 tcp {SERVER_IP}\n")).unwrap();
+    write_config(&file, &format!("5201 tcp {SERVER_IP}\n"));
     let file_arg = file.to_str().unwrap().to_owned();
     let agent_args = ["--config-file", file_arg.as_str()];
     let first = lab.start_agent("iperf", "", &agent_args).unwrap();
@@ -53,11 +56,10 @@ fn iperf_stream_survives_kill_restart_and_a_new_rule() {
     let second = lab.start_agent("iperf", "", &agent_args).unwrap();
     at(15);
     assert_eq!(ask(&lab, 8080), "", "port 8080 has no rule yet");
-    std::fs::write(
+    write_config(
         &file,
-        format!("5201 tcp {SERVER_IP}\n8080 tcp {SERVER_IP} 80\n"),
-    )
-    .unwrap();
+        &format!("5201 tcp {SERVER_IP}\n8080 tcp {SERVER_IP} 80\n"),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut answer = String::new();
     while Instant::now() < deadline {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use egress_tests::{
     lab::{EGRESS_SOURCE, Lab, SERVER_IP},
-    util::{ask, metric, metrics, peer_server, router_cli, tempdir, wait_listening},
+    util::{ask, metric, metrics, peer_server, router_cli, tempdir, wait_listening, write_config},
 };
 
 /// The configuration file is read once per load: an edit that lands while the agent is
@@ -74,7 +74,7 @@ fn invalid_reload_is_rejected_counted_and_rules_stay() {
     wait_listening(&lab, 80);
     let dir = tempdir("op-reload");
     let file = dir.join("destination");
-    std::fs::write(&file, format!("80 tcp {SERVER_IP}\n")).unwrap();
+    write_config(&file, &format!("80 tcp {SERVER_IP}\n"));
     let agent = lab
         .start_agent(
             "reload",
@@ -88,7 +88,7 @@ fn invalid_reload_is_rejected_counted_and_rules_stay() {
         )
         .unwrap();
     let rules_before = router_cli(&lab, "reload", &["status", "--json"]);
-    std::fs::write(&file, format!("80 tcp {SERVER_IP}\n8080 tcp nowhere\n")).unwrap();
+    write_config(&file, &format!("80 tcp {SERVER_IP}\n8080 tcp nowhere\n"));
     let failures = (0..50)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(100));

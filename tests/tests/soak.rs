@@ -22,7 +22,7 @@ use std::{
 
 use egress_tests::{
     lab::{EGRESS_SOURCE, Lab, ROUTER_POD_IP, SERVER_IP},
-    util::{peer_server_at, router_cli, tempdir, wait_listening},
+    util::{peer_server_at, router_cli, tempdir, wait_listening, write_config},
 };
 
 /// A connection to the echo server through the router.
@@ -202,7 +202,7 @@ fn mixed_churn_loses_no_established_flow() {
     let dir = tempdir("soak");
     let file = dir.join("destination");
     let base = format!("7000 tcp {SERVER_IP}\n5353 udp {SERVER_IP}\n");
-    std::fs::write(&file, format!("{base}{SERVER_IP}\n")).unwrap();
+    write_config(&file, &format!("{base}{SERVER_IP}\n"));
     let agent_args = [
         "--config-file",
         file.to_str().unwrap(),
@@ -310,7 +310,7 @@ fn mixed_churn_loses_no_established_flow() {
                 } else {
                     String::new()
                 };
-                std::fs::write(&file, format!("{base}{extra}{SERVER_IP}\n")).unwrap();
+                write_config(&file, &format!("{base}{extra}{SERVER_IP}\n"));
                 reloads += 1;
             }
             if round.is_multiple_of(8) && elapsed < Duration::from_secs(seconds / 2) {
