@@ -407,22 +407,10 @@ pub(crate) fn track_local(reply_key: &FlowKey, seg: &Seg) {
         if seg.flags & (tcp_seen::FIN | tcp_seen::RST) != 0 {
             e.tcp_flags |= seg.flags & (tcp_seen::FIN | tcp_seen::RST);
         }
-        record_ack(e, seg);
+        tcp::record_ack(e, seg);
         return;
     }
     let mut value = FlowEntry::new(&reply_key.reversed(), 0, flow_kind::LOCAL, 0, now);
-    record_ack(&mut value, seg);
+    tcp::record_ack(&mut value, seg);
     let _ = CONNTRACK.insert(reply_key, value, u64::from(BPF_NOEXIST));
-}
-
-/// Records the pod's acknowledgement in the entry of its own connection.
-#[inline(always)]
-fn record_ack(e: &mut FlowEntry, seg: &Seg) {
-    if seg.numbers
-        && seg.flags & tcp_seen::ACK != 0
-        && (e.tcp_flags & tcp_seen::ACK_KNOWN == 0 || (seg.ack.wrapping_sub(e.ack_max) as i32) > 0)
-    {
-        e.ack_max = seg.ack;
-        e.tcp_flags |= tcp_seen::ACK_KNOWN;
-    }
 }

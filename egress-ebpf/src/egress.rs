@@ -18,7 +18,6 @@ use crate::{
     metrics::Verdict,
     nat, parse,
     path::{self, Hop},
-    pod,
 };
 
 #[inline(always)]
@@ -58,15 +57,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     };
     match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Reply(entry) => {
-            // Errors about a reply that cannot go on go back to the remote, from
-            // EGRESS_SOURCE.
-            let hop = Hop {
-                out: cfg.pod_ifindex,
-                back: cfg.egress_ifindex,
-                from: cfg.egress_source,
-                fits: pod::path_fits(cfg),
-            };
-            if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
+            if let Some(verdict) = path::guard(ctx, &ip, &Hop::toward_client(cfg))? {
                 return Ok(verdict);
             }
             nat::translate(ctx, cfg, &ip, &flow, &entry)?;

@@ -16,7 +16,7 @@ use aya_ebpf::{
     macros::btf_map,
     programs::TcContext,
 };
-use egress_common::{DropReason, Stat};
+use egress_common::{DropReason, RouterConfig, Stat};
 
 use crate::{
     icmp,
@@ -54,6 +54,43 @@ pub(crate) struct Hop {
     /// Packets no longer than this (IPv4 total length) fit either interface: the check
     /// with the helper is skipped for them (min(pod MTU, egress MTU); 0: always check).
     pub(crate) fits: u32,
+}
+
+impl Hop {
+    /// A client's packet on its way to a remote: errors go back to the client, from the
+    /// pod IP.
+    #[inline(always)]
+    pub(crate) fn toward_remote(cfg: &RouterConfig) -> Self {
+        Self {
+            out: cfg.egress_ifindex,
+            back: cfg.pod_ifindex,
+            from: cfg.pod_ip,
+            fits: fits(cfg),
+        }
+    }
+
+    /// A remote's reply on its way to a client: errors go back to the remote, from
+    /// EGRESS_SOURCE.
+    #[inline(always)]
+    pub(crate) fn toward_client(cfg: &RouterConfig) -> Self {
+        Self {
+            out: cfg.pod_ifindex,
+            back: cfg.egress_ifindex,
+            from: cfg.egress_source,
+            fits: fits(cfg),
+        }
+    }
+}
+
+/// IPv4 packets up to this length fit both interfaces: min(pod MTU, egress MTU), which the
+/// MSS clamp is derived from (0 when unknown: always checked).
+#[inline(always)]
+fn fits(cfg: &RouterConfig) -> u32 {
+    if cfg.mss_clamp == 0 {
+        0
+    } else {
+        u32::from(cfg.mss_clamp) + 40
+    }
 }
 
 /// Checks a packet about to be translated and sent out of `hop.out`: TTL and size.

@@ -15,17 +15,6 @@ use crate::{
     rules,
 };
 
-/// IPv4 packets up to this length fit both interfaces: min(pod MTU, egress MTU), which the
-/// MSS clamp is derived from (0 when unknown: always checked).
-#[inline(always)]
-pub(crate) fn path_fits(cfg: &RouterConfig) -> u32 {
-    if cfg.mss_clamp == 0 {
-        0
-    } else {
-        u32::from(cfg.mss_clamp) + 40
-    }
-}
-
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::PodIngressPassed);
@@ -58,13 +47,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
-    // Errors about a packet that cannot go on go back to the client, from the pod IP.
-    let hop = Hop {
-        out: cfg.egress_ifindex,
-        back: cfg.pod_ifindex,
-        from: cfg.pod_ip,
-        fits: path_fits(cfg),
-    };
+    let hop = Hop::toward_remote(cfg);
     let entry = match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Forward(entry) => {
             if let Some(verdict) = path::guard(ctx, &ip, &hop)? {

@@ -108,8 +108,10 @@ pub(crate) fn track(
     let sent = e.tcp_flags & tcp_seen::SEQ_KNOWN != 0;
     if !seg.numbers {
         // A fragment: no sequence numbers to judge by, so it closes nothing.
-        if flags & (tcp_seen::RST | tcp_seen::FIN) != 0 {
+        if flags & tcp_seen::RST != 0 {
             metrics::count(Stat::TcpRstIgnored, 0);
+        } else if flags & tcp_seen::FIN != 0 {
+            metrics::count(Stat::TcpFinIgnored, 0);
         }
         return flags & !(tcp_seen::RST | tcp_seen::FIN);
     }
@@ -144,14 +146,22 @@ pub(crate) fn track(
         e.seq_end = seg.end;
         e.tcp_flags |= tcp_seen::SEQ_KNOWN;
     }
-    if acks
-        && flags & tcp_seen::ACK != 0
+    if acks {
+        record_ack(e, seg);
+    }
+    flags
+}
+
+/// Records a segment's acknowledgement in `e` when it is the highest its sender sent.
+#[inline(always)]
+pub(crate) fn record_ack(e: &mut FlowEntry, seg: &Seg) {
+    if seg.numbers
+        && seg.flags & tcp_seen::ACK != 0
         && (e.tcp_flags & tcp_seen::ACK_KNOWN == 0 || after(seg.ack, e.ack_max))
     {
         e.ack_max = seg.ack;
         e.tcp_flags |= tcp_seen::ACK_KNOWN;
     }
-    flags
 }
 
 /// Lowers the MSS option of a SYN (or SYN-ACK) to `clamp`. Returns the checksum difference

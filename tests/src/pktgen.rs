@@ -46,6 +46,15 @@ pub fn dataplane_configured(
     destination: &str,
     adjust: impl FnOnce(&mut RouterConfig),
 ) -> Dataplane {
+    dataplane_sized(destination, 1024, adjust)
+}
+
+/// [`dataplane_configured`] with a conntrack capacity of `flows`.
+pub fn dataplane_sized(
+    destination: &str,
+    flows: u32,
+    adjust: impl FnOnce(&mut RouterConfig),
+) -> Dataplane {
     let config = Config::from_raw(&Raw {
         source: Some("198.51.100.100/24".into()),
         gateway: Some("198.51.100.1".into()),
@@ -54,7 +63,7 @@ pub fn dataplane_configured(
     })
     .unwrap();
     let mut dp = Dataplane::load(&LoadOptions {
-        conntrack_flows: 1024,
+        conntrack_flows: flows,
         pin_dir: None,
     })
     .unwrap();
@@ -91,13 +100,26 @@ pub fn dataplane_configured(
 
 /// Runs `frame` through program `name`; returns the verdict and the output frame.
 pub fn run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    try_run(dp, name, frame).unwrap()
+}
+
+/// [`run`], with the kernel's refusal as an error.
+pub fn try_run(
+    dp: &mut Dataplane,
+    name: &'static str,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>), String> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
-    let result = dp.program(name).unwrap().test_run(opts).unwrap();
+    let result = dp
+        .program(name)
+        .map_err(|e| e.to_string())?
+        .test_run(opts)
+        .map_err(|e| e.to_string())?;
     out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    Ok((result.return_value, out))
 }
 
 pub fn drops(dp: &Dataplane, reason: DropReason) -> u64 {

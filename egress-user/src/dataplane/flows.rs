@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
-use aya::maps::{HashMap, Map, MapError};
+use aya::maps::{HashMap, Map, MapData, MapError};
 use egress_common::{FlowEntry, FlowKey, maps};
 
 use crate::dataplane::maps::{Error, Flow, MapSet, is_not_found};
@@ -38,7 +38,28 @@ impl CtTable {
     }
 }
 
+/// A map error of table `t`, named.
+fn err(t: CtTable) -> impl Fn(MapError) -> Error {
+    move |source| Error::Map {
+        name: t.map(),
+        source,
+    }
+}
+
 impl MapSet {
+    /// Table `t` for reading.
+    fn table(&self, t: CtTable) -> Result<HashMap<&MapData, FlowKey, FlowEntry>, Error> {
+        HashMap::try_from(self.map(t.map())?).map_err(err(t))
+    }
+
+    /// Table `t` for writing.
+    fn table_mut(
+        &mut self,
+        t: CtTable,
+    ) -> Result<HashMap<&mut MapData, FlowKey, FlowEntry>, Error> {
+        HashMap::try_from(self.map_mut(t.map())?).map_err(err(t))
+    }
+
     /// Both conntrack tables: both directions of every flow.
     pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
         let mut flows = self.conntrack_table(CtTable::Replied)?;
@@ -48,9 +69,8 @@ impl MapSet {
 
     /// One conntrack table.
     pub fn conntrack_table(&self, t: CtTable) -> Result<Vec<Flow>, Error> {
-        let name = t.map();
-        let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
+        let err = err(t);
+        let table = self.table(t)?;
         let mut flows = Vec::new();
         for item in table.iter() {
             match item {
@@ -65,9 +85,8 @@ impl MapSet {
 
     /// One conntrack entry, if it is there.
     pub fn flow(&self, t: CtTable, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let name = t.map();
-        let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, FlowKey, FlowEntry>::try_from(self.map(name)?).map_err(err)?;
+        let err = err(t);
+        let table = self.table(t)?;
         match table.get(key, 0) {
             Ok(entry) => Ok(Some(entry)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -77,10 +96,8 @@ impl MapSet {
 
     /// Writes one conntrack entry (tests age flows with it).
     pub fn put_flow(&mut self, t: CtTable, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
-        let name = t.map();
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        let err = err(t);
+        let mut table = self.table_mut(t)?;
         table.insert(key, entry, 0).map_err(err)
     }
 
@@ -92,10 +109,8 @@ impl MapSet {
         key: &FlowKey,
         entry: &FlowEntry,
     ) -> Result<bool, Error> {
-        let name = t.map();
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        let err = err(t);
+        let mut table = self.table_mut(t)?;
         match table.insert(key, entry, BPF_NOEXIST) {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
@@ -117,10 +132,8 @@ impl MapSet {
 
     /// Removes one conntrack entry; `false` when there was none.
     pub fn remove_flow(&mut self, t: CtTable, key: &FlowKey) -> Result<bool, Error> {
-        let name = t.map();
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, FlowKey, FlowEntry>::try_from(self.map_mut(name)?).map_err(err)?;
+        let err = err(t);
+        let mut table = self.table_mut(t)?;
         match table.remove(key) {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),

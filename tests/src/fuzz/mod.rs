@@ -21,17 +21,13 @@ mod frames;
 use std::collections::HashMap;
 
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, flow_kind, peer_key, programs};
-use egress_user::dataplane::{
-    flows::CtTable,
-    load::{Dataplane, LoadOptions},
-    rules::RuleSet,
-};
+use egress_user::dataplane::{flows::CtTable, load::Dataplane};
 use etherparse::{IpNumber, Ipv4Header, TcpHeader, UdpHeader};
 use rand::{Rng as _, RngCore as _, SeedableRng as _, rngs::StdRng};
 
 use crate::pktgen::{
-    EGRESS_IFINDEX, POD, POD_IFINDEX, SERVER, SOURCE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-    ones_complement,
+    POD, SERVER, SOURCE, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, dataplane_sized, ones_complement,
+    try_run,
 };
 
 /// The configuration under fuzz: two rules and a fallback.
@@ -65,38 +61,11 @@ impl Fuzzer {
     /// A data plane configured with [`DESTINATION`] (a table large enough that nothing is
     /// evicted within a round) and a generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        let config =
-            egress_user::config::redirect::Config::from_raw(&egress_user::config::redirect::Raw {
-                source: Some("198.51.100.100/24".into()),
-                gateway: Some("198.51.100.1".into()),
-                destination: Some(DESTINATION.into()),
-                mode: Some("init".into()),
-            })
-            .unwrap();
-        let mut dp = Dataplane::load(&LoadOptions {
-            conntrack_flows: 262_144,
-            pin_dir: None,
-        })
-        .unwrap();
-        let cfg = egress_common::RouterConfig {
-            pod_ip: POD,
-            egress_source: SOURCE,
-            fallback_ip: [203, 0, 113, 20],
-            pod_ifindex: POD_IFINDEX,
-            egress_ifindex: EGRESS_IFINDEX,
-            flags: egress_common::config_flags::HAS_FALLBACK,
-            nat_port_min: 1024,
-            nat_port_max: 32767,
-            mss_clamp: 1460,
-            _pad: 0,
-            nat_secret: 0x5eed_0002,
-        };
-        dp.maps_mut()
-            .configure(
-                &cfg,
-                &RuleSet::from_destinations(&config.destinations).rules,
-            )
-            .unwrap();
+        let dp = dataplane_sized(DESTINATION, 262_144, |cfg| {
+            cfg.nat_port_max = 32767;
+            cfg.mss_clamp = 1460;
+            cfg.nat_secret = 0x5eed_0002;
+        });
         Self {
             seed,
             rng: StdRng::seed_from_u64(seed),
@@ -363,22 +332,6 @@ pub fn checksums(frame: &[u8]) -> Option<bool> {
         IpNumber::ICMP => Some(l4.len() >= 8 && ones_complement(l4) == 0),
         _ => Some(true),
     }
-}
-
-/// [`run`], with the kernel's refusal as an error.
-fn try_run(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> Result<(u32, Vec<u8>), String> {
-    use aya::programs::{TestRun as _, TestRunOptions};
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let result = dp
-        .program(name)
-        .map_err(|e| e.to_string())?
-        .test_run(opts)
-        .map_err(|e| e.to_string())?;
-    out.truncate(result.data_size_out as usize);
-    Ok((result.return_value, out))
 }
 
 fn hex(b: &[u8]) -> String {
