@@ -60,12 +60,21 @@ fn a_second_agent_is_refused_unless_it_takes_over() {
         first_log.contains("terminating; the data plane stays attached"),
         "the first agent exited as on SIGTERM: {first_log}"
     );
-    let after = program_ids(&lab, "one");
+    // /healthz may have been answered by the first agent before it stepped down: wait for
+    // the second one's programs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let after = program_ids(&lab, "one");
+        if after.len() == 3 && after.iter().all(|id| !before.contains(id)) {
+            break after;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second agent never replaced the programs: {before:?} -> {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(after.len(), 3);
-    assert!(
-        after.iter().all(|id| !before.contains(id)),
-        "{before:?} -> {after:?}"
-    );
     assert!(ask(&lab, 80).starts_with(&format!("{EGRESS_SOURCE} ")));
     let second_log = String::from_utf8_lossy(&lab.stop_daemon(second).unwrap().stderr).into_owned();
     assert!(
