@@ -334,4 +334,60 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_flow_expires_from_both_directions_flags_and_latest_packet() {
+        use tcp_seen::{ACK, RST, SYN};
+        let forward = FlowEntry {
+            tcp_flags: SYN | ACK,
+            last_seen_ns: 100 * S,
+            ..FlowEntry::default()
+        };
+        let mut reply = forward;
+        reply.last_seen_ns = 1000 * S;
+        let established = 6 * 3600 * S;
+        // Alone, each is judged by its own last packet; the boundary is not expired.
+        assert!(!flow_expired(
+            proto::TCP,
+            &forward,
+            None,
+            100 * S + established
+        ));
+        assert!(flow_expired(
+            proto::TCP,
+            &forward,
+            None,
+            100 * S + established + 1
+        ));
+        // With its peer, the later packet of the two counts, from either side.
+        assert!(!flow_expired(
+            proto::TCP,
+            &forward,
+            Some(&reply),
+            100 * S + established + 1
+        ));
+        assert!(!flow_expired(
+            proto::TCP,
+            &reply,
+            Some(&forward),
+            1000 * S + established
+        ));
+        assert!(flow_expired(
+            proto::TCP,
+            &forward,
+            Some(&reply),
+            1000 * S + established + 1
+        ));
+        // A RST seen by one side ends the flow for both after the RST timeout.
+        reply.tcp_flags |= RST;
+        let rst_out = 1000 * S + 10 * S + 1;
+        assert!(flow_expired(proto::TCP, &forward, Some(&reply), rst_out));
+        assert!(flow_expired(proto::TCP, &reply, Some(&forward), rst_out));
+        assert!(
+            !flow_expired(proto::TCP, &forward, None, rst_out),
+            "alone, no RST seen"
+        );
+        // A clock behind the entry (another CPU's later packet) is never expiry.
+        assert!(!flow_expired(proto::UDP, &reply, None, 0));
+    }
 }

@@ -361,6 +361,27 @@ impl Lab {
         self.daemons[index].stop(Duration::from_secs(5))
     }
 
+    /// What daemon `index` has written to stderr so far (an agent's log), running or not.
+    pub fn daemon_stderr(&self, index: usize) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.daemons[index].logs.1).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Waits (at most `limit`) until daemon `index`'s stderr contains `text`; returns it.
+    pub fn wait_for_log(&self, index: usize, text: &str, limit: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.daemon_stderr(index);
+            if log.contains(text) {
+                return Ok(log);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{text:?} not logged within {limit:?}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The process id of daemon `index`, if it runs.
     pub fn daemon_pid(&self, index: usize) -> Option<i32> {
         self.daemons[index]

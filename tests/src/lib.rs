@@ -6,6 +6,7 @@
 
 pub mod bpffs;
 pub mod daemon;
+pub mod echo;
 pub mod fuzz;
 pub mod lab;
 pub mod netns;

@@ -99,7 +99,8 @@ impl Netns {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
         let mut state = String::new();
-        for line in ip(&["-o", "link", "show"])?.lines() {
+        let mut names = Vec::new();
+        for line in ip(&["-d", "-o", "link", "show"])?.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             let after = |key: &str| {
                 words
@@ -110,6 +111,26 @@ impl Netns {
                     .unwrap_or("-")
             };
             let name = words.get(1).copied().unwrap_or("?");
+            names.push(
+                name.trim_end_matches(':')
+                    .split('@')
+                    .next()
+                    .unwrap_or("?")
+                    .to_owned(),
+            );
+            // XDP shows as "prog/xdp id N" (or xdpgeneric, xdpdrv) in the details.
+            let xdp = words
+                .iter()
+                .position(|w| w.starts_with("prog/xdp"))
+                .map(|i| {
+                    words[i..]
+                        .iter()
+                        .take(3)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|| "-".to_owned());
             let mac = words
                 .iter()
                 .position(|w| w.starts_with("link/"))
@@ -117,11 +138,50 @@ impl Netns {
                 .copied()
                 .unwrap_or("-");
             state.push_str(&format!(
-                "link {name} mtu {} master {} mac {mac}\n",
+                "link {name} mtu {} master {} mac {mac} xdp {xdp}\n",
                 after("mtu"),
                 after("master")
             ));
         }
+        // TCX programs (which `tc filter show` cannot see), by hook, as program ids: a
+        // replaced program is a change too.
+        let tcx = self.enter(|| {
+            use aya::programs::TcAttachType::{Egress, Ingress};
+            names
+                .iter()
+                .map(|name| {
+                    let index = egress_user::network::interface::ifindex(name).unwrap_or(0);
+                    let ids = |hook| {
+                        egress_user::dataplane::tcx::query(index, hook)
+                            .map(|ids| format!("{ids:?}"))
+                            .unwrap_or_else(|e| format!("({e})"))
+                    };
+                    format!(
+                        "tcx {name} ingress {} egress {}\n",
+                        ids(Ingress),
+                        ids(Egress)
+                    )
+                })
+                .collect::<String>()
+        })?;
+        state.push_str(&tcx);
+        // The sysctls a router could touch: forwarding, reverse-path and ARP behaviour,
+        // the local port range, IPv6 on or off.
+        let sysctl = self
+            .command("sysctl")
+            .args([
+                "-a",
+                "-r",
+                concat!(
+                    r"^net\.ipv4\.(ip_forward|ip_local_port_range)$",
+                    r"|^net\.ipv4\.conf\.[^.]+\.(forwarding|rp_filter|arp_ignore|arp_announce",
+                    r"|arp_notify|proxy_arp|accept_local|route_localnet|send_redirects)$",
+                    r"|^net\.ipv6\.conf\.[^.]+\.(disable_ipv6|forwarding)$",
+                ),
+            ])
+            .output()
+            .context("sysctl -a")?;
+        state.push_str(&String::from_utf8_lossy(&sysctl.stdout));
         for line in ip(&["-o", "addr", "show"])?.lines() {
             let words: Vec<&str> = line.split_whitespace().take(4).collect();
             state.push_str(&format!("addr {}\n", words[1..].join(" ")));

@@ -76,11 +76,39 @@ pub fn write_config(path: &std::path::Path, text: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
-/// A scratch directory for a test's files (served pages, downloads), unique per process.
-pub fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A scratch directory for a test's files (served pages, downloads), unique per process and
+/// removed with everything in it on Drop, also when the test panics.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.0)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("removing {}: {err}", self.0.display());
+        }
+    }
+}
+
+/// A new [`TempDir`] named after `tag` (`er-test-PID-TAG` under the temporary directory).
+pub fn tempdir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("er-test-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// One line through a redirect port: what the peer server saw ("IP PORT"), or "" on failure.

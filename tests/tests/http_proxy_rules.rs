@@ -12,7 +12,12 @@ use egress_tests::{
 /// servers (answering "PEER_IP PEER_PORT HOST") on 203.0.113.11 and 203.0.113.12: HTTP/1.1
 /// on port 80, HTTP/1.0 (the body ends with the connection) on port 81.
 /// `resolv` is the pod's resolv.conf after its nameserver line.
-fn proxy_lab(tag: &str, hosts: &str, rules: &str, resolv: &str) -> (Lab, std::path::PathBuf) {
+fn proxy_lab(
+    tag: &str,
+    hosts: &str,
+    rules: &str,
+    resolv: &str,
+) -> (Lab, egress_tests::util::TempDir) {
     proxy_lab_with(tag, hosts, rules, resolv, &[])
 }
 
@@ -23,7 +28,7 @@ fn proxy_lab_with(
     rules: &str,
     resolv: &str,
     args: &[&str],
-) -> (Lab, std::path::PathBuf) {
+) -> (Lab, egress_tests::util::TempDir) {
     let dir = tempdir(tag);
     let hosts_file = dir.join("hosts");
     std::fs::write(&hosts_file, hosts).unwrap();
@@ -80,7 +85,7 @@ fn fetch(lab: &Lab, url: &str, extra: &[&str]) -> String {
 /// 3.2.2): an allowed server behind a shared address is never asked for another virtual host.
 #[test]
 fn the_server_is_asked_for_the_host_the_rules_allowed() {
-    let (lab, dir) = proxy_lab(
+    let (lab, _dir) = proxy_lab(
         "proxy-host",
         "203.0.113.11 www.example.com\n",
         "www.example.com",
@@ -97,7 +102,6 @@ fn the_server_is_asked_for_the_host_the_rules_allowed() {
             "{url}: {seen:?}"
         );
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Names are resolved as absolute names, never below the pod's search domains: with
@@ -105,7 +109,7 @@ fn the_server_is_asked_for_the_host_the_rules_allowed() {
 /// (a service) would otherwise capture the name, and with it a rule by address.
 #[test]
 fn names_are_resolved_as_absolute_whatever_the_search_list() {
-    let (lab, dir) = proxy_lab(
+    let (lab, _dir) = proxy_lab(
         "proxy-abs",
         "203.0.113.11 www.example.com\n203.0.113.12 www.example.com.attacker.svc\n",
         "!203.0.113.12\n203.0.113.0/24",
@@ -116,7 +120,6 @@ fn names_are_resolved_as_absolute_whatever_the_search_list() {
         seen.starts_with(&format!("200 {EGRESS_SOURCE} ")),
         "the name was resolved below the search domain: {seen:?}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// An HTTP/1.0 server that ends its body by closing: the client gets the whole body and its
@@ -124,7 +127,7 @@ fn names_are_resolved_as_absolute_whatever_the_search_list() {
 /// never comes.
 #[test]
 fn a_body_that_ends_with_the_upstream_close_ends_for_the_client() {
-    let (lab, dir) = proxy_lab("proxy-http10", "203.0.113.11 old.example.com\n", "*", "");
+    let (lab, _dir) = proxy_lab("proxy-http10", "203.0.113.11 old.example.com\n", "*", "");
     // Two requests on one client connection: the first must end for the second to be sent
     // (curl gives up after 8 s, and the test fails with it).
     let proxy = format!("http://{ROUTER_POD_IP}:8080");
@@ -150,7 +153,6 @@ fn a_body_that_ends_with_the_upstream_close_ends_for_the_client() {
             "{line:?}"
         );
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Whatever the rules allow, the proxy never connects back into the router pod (the pod IP,
@@ -158,7 +160,7 @@ fn a_body_that_ends_with_the_upstream_close_ends_for_the_client() {
 /// there; and an IPv4-mapped IPv6 form is its IPv4 address for the rules.
 #[test]
 fn destinations_never_loop_back_and_mapped_forms_meet_ipv4_rules() {
-    let (lab, dir) = proxy_lab(
+    let (lab, _dir) = proxy_lab(
         "proxy-loop",
         "192.0.2.1 loop.example.com\n203.0.113.12 denied.example.com\n",
         "!203.0.113.12\n*",
@@ -193,7 +195,6 @@ fn destinations_never_loop_back_and_mapped_forms_meet_ipv4_rules() {
         allowed.starts_with(&format!("200 {EGRESS_SOURCE} ")),
         "{allowed:?}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Slow clients cannot hold the proxy: a client that does not finish its headers within
@@ -201,7 +202,7 @@ fn destinations_never_loop_back_and_mapped_forms_meet_ipv4_rules() {
 /// serves at once (one more connection is closed at once).
 #[test]
 fn slow_clients_are_cut_and_connections_are_bounded() {
-    let (mut lab, dir) = proxy_lab_with(
+    let (mut lab, _dir) = proxy_lab_with(
         "proxy-slow",
         "203.0.113.11 www.example.com\n",
         "*",
@@ -302,7 +303,6 @@ fn slow_clients_are_cut_and_connections_are_bounded() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// CONNECT tunnels count against `--max-connections` for as long as they last (before,

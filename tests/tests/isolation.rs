@@ -160,7 +160,6 @@ fn proxy_pod_is_closed_to_the_egress_network(
         dropped >= 4,
         "{mode}: counted as not_egress_source:\n{stats}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -283,5 +282,4 @@ fn the_dns_relay_does_not_follow_a_name_into_the_pod() {
         .count();
     assert_eq!(chained, 0, "connections chained through the relay:\n{log}");
     assert!(log.contains("addresses of the router pod itself"), "{log}");
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -102,7 +102,6 @@ fn iperf_stream_survives_kill_restart_and_a_new_rule() {
         "the restarted agent took over the maps: {log}"
     );
     assert!(log.contains("configuration reloaded"), "{log}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -377,39 +376,57 @@ fn bpftool_and_conntrack_json_show_the_same_flows_and_metrics_grow() {
 #[test]
 fn teardown_leaves_nothing_of_the_instance() {
     let lab = Lab::new("op-teardown").unwrap();
+    // Links, addresses, routes, TCX and XDP programs per hook, and the sysctls.
     let before = lab.router.network_state().unwrap();
     lab.init_router("td", &format!("80 tcp {SERVER_IP}"), &[])
         .unwrap();
     assert!(lab.pin_dir("td").exists());
-    router_cli(&lab, "td", &["teardown"]);
-    assert!(!lab.pin_dir("td").exists(), "pins removed");
-    let filters =
-        |dev: &str, dir: &str| run_ok(&lab.router, "tc", &["filter", "show", "dev", dev, dir], 5);
-    for (dev, dir) in [
-        ("eth0", "ingress"),
-        ("macvlan0", "ingress"),
-        ("macvlan0", "egress"),
-    ] {
-        assert_eq!(filters(dev, dir).trim(), "", "{dev} {dir} filters removed");
-    }
-    let after = lab.router.network_state().unwrap();
-    let ours = |state: &str| {
-        state
-            .lines()
-            .filter(|l| {
-                l.contains(&EGRESS_SOURCE.to_string()) || l.contains(&GATEWAY_IP.to_string())
-            })
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+    let status: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "td", &["status", "--json"])).unwrap();
+    assert_eq!(status["programs"].as_array().unwrap().len(), 3, "{status}");
+    assert_ne!(lab.router.network_state().unwrap(), before);
+
+    // Without EGRESS_SOURCE (a teardown run by hand): the running data plane names it.
+    let teardown = || {
+        let out = run_bounded(
+            lab.router
+                .command(egress_router_bin())
+                .env_remove("EGRESS_SOURCE")
+                .env_remove("EGRESS_GATEWAY")
+                .args(["--bpffs", lab.bpffs.path().to_str().unwrap()])
+                .args(["--instance", "td", "--log-format", "json", "teardown"]),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "teardown done")
+            .unwrap_or_else(|| panic!("no 'teardown done' in {log}"))
     };
-    assert_eq!(
-        ours(&after),
-        Vec::<String>::new(),
-        "addresses and routes removed: {after}"
-    );
-    assert!(ours(&before).is_empty());
-    // The macvlan came from the cluster network, not from us: it stays.
-    assert!(after.contains("macvlan0"));
+    let done = teardown();
+    assert_eq!(done["programs"], 3, "{done}");
+    assert_eq!(done["address"], true, "EGRESS_SOURCE removed: {done}");
+    assert!(!lab.pin_dir("td").exists(), "pins removed");
+    // Programs, addresses, routes and sysctls as they were before init (the macvlan came
+    // from the cluster network, not from us: it stays).
+    assert_eq!(lab.router.network_state().unwrap(), before);
+    let err = run_bounded(
+        lab.router
+            .command(egress_router_bin())
+            .args(["--bpffs", lab.bpffs.path().to_str().unwrap()])
+            .args(["--instance", "td", "status", "--json"]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(!err.status.success(), "status finds no data plane");
+
+    // A second teardown finds nothing and succeeds.
+    let again = teardown();
+    assert_eq!(again["programs"], 0, "{again}");
+    assert_eq!(again["pins"], 0, "{again}");
+    assert_eq!(lab.router.network_state().unwrap(), before);
 
     // A macvlan the instance created goes away with it.
     lab.router

@@ -67,7 +67,6 @@ fn curl_reaches_the_server_which_sees_egress_source() {
     assert!(stats.path(Stat::FlowsCreated).packets >= 1, "{stats}");
     assert!(stats.path(Stat::Forwarded).packets >= 3, "{stats}");
     assert!(stats.path(Stat::Replied).packets >= 3, "{stats}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -155,7 +154,6 @@ fn port_remap_udp_fallback_and_ping() {
         after.path(Stat::Replied).packets >= before.path(Stat::Replied).packets + 3,
         "echo replies came back through the data plane: {after}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -240,7 +238,6 @@ fn hundred_megabytes_with_a_smaller_pod_mtu() {
     let stats = stats(&lab, "mtu");
     // The server's SYN-ACK advertised 1460; the client may send at most 1400 - 40.
     assert!(stats.path(Stat::MssClamped).packets >= 1, "{stats}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

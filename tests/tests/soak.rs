@@ -13,9 +13,7 @@
 //! lab removes what it created; `cargo xtask test` and `cargo xtask soak` check the host.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream, UdpSocket},
-    os::fd::AsRawFd as _,
+    net::{SocketAddr, UdpSocket},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -25,23 +23,17 @@ use egress_tests::{
     util::{peer_server_at, router_cli, tempdir, wait_listening, write_config},
 };
 
-/// A connection to the echo server through the router.
+/// A connection to the echo server through the router that remembers its translation.
 struct Echo {
-    reader: BufReader<TcpStream>,
+    conn: egress_tests::echo::Echo,
     /// The source port the server saw first: the translation.
     seen_port: Option<String>,
 }
 
 impl Echo {
     fn connect(lab: &Lab) -> std::io::Result<Self> {
-        let addr = SocketAddr::from((ROUTER_POD_IP, 7000));
-        let stream = lab
-            .client
-            .enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
-            .unwrap()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(Self {
-            reader: BufReader::new(stream),
+            conn: egress_tests::echo::Echo::connect(lab, 7000)?,
             seen_port: None,
         })
     }
@@ -49,48 +41,26 @@ impl Echo {
     /// Sends `word` and checks the answer: the server saw EGRESS_SOURCE, and the same port
     /// as on the first answer.
     fn ask(&mut self, word: &str) -> Result<(), String> {
-        let stream = self.reader.get_mut();
-        stream
-            .write_all(format!("{word}\n").as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [peer, port, _, echoed] = fields[..] else {
-            return Err(format!("unexpected answer {line:?}"));
-        };
-        if peer != EGRESS_SOURCE.to_string() || echoed != word {
-            return Err(format!("unexpected answer {line:?}"));
+        let seen = self.conn.ask(word).map_err(|e| e.to_string())?;
+        if seen.peer != EGRESS_SOURCE.to_string() {
+            return Err(format!("the server saw {seen:?}"));
         }
         match &self.seen_port {
-            None => self.seen_port = Some(port.to_owned()),
-            Some(first) if first != port => {
-                return Err(format!("translation changed: port {first} then {port}"));
+            None => self.seen_port = Some(seen.peer_port),
+            Some(first) if *first != seen.peer_port => {
+                return Err(format!(
+                    "translation changed: port {first} then {}",
+                    seen.peer_port
+                ));
             }
             Some(_) => {}
         }
         Ok(())
     }
 
-    /// Ends the connection with a RST (SO_LINGER 0), as a crashing client would.
+    /// Ends the connection with a RST, as a crashing client would.
     fn reset(self) {
-        let stream = self.reader.into_inner();
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on an open socket with a linger struct.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                std::ptr::from_ref(&linger).cast(),
-                size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        self.conn.reset();
     }
 }
 
@@ -378,5 +348,4 @@ fn mixed_churn_loses_no_established_flow() {
     assert!(first > 0, "the agent's memory was read: {rss:?}");
     assert!(last <= first + first / 4 + 4096, "agent RSS grew: {rss:?}");
     drop(agent);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,8 @@
 //! The test suite must leave the host as it found it: no lab namespace, and no new link,
-//! address, route, bpffs pin or mount in the root namespace. `cargo xtask test` takes a
-//! snapshot before and after the suite and fails on any difference.
+//! address, route, bpffs pin or mount in the root namespace, no BPF program or link still
+//! loaded (wherever it is attached: TCX in the root namespace is invisible to `tc`), no
+//! process of the kinds the tests start, and no temporary file of theirs. `cargo xtask test`
+//! takes a snapshot before and after the suite and fails on any difference.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -57,8 +59,22 @@ impl Snapshot {
             .filter(|l| l.contains(" bpf ") || l.contains(LAB_PREFIX))
             .map(str::to_owned)
             .collect();
+        // Loaded programs and links, by id: system-wide, so a program left attached in any
+        // namespace (or held by a leaked process or pin) shows.
+        let bpf = |what: &str| -> BTreeSet<String> {
+            let json = output("bpftool", &[what, "show", "-j"]).unwrap_or_default();
+            serde_json::from_str::<Vec<serde_json::Value>>(&json)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| format!("{} {} {}", v["id"], v["type"], v["name"]))
+                .collect()
+        };
         Ok(Self {
             sections: vec![
+                ("loaded BPF programs", bpf("prog")),
+                ("BPF links", bpf("link")),
+                ("processes the tests start", test_processes()),
+                ("temporary files of the tests", temp_files()),
                 ("links", links),
                 ("addresses", addrs),
                 ("routes", routes),
@@ -85,6 +101,59 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// The commands the tests and labs run as daemons or clients.
+const TEST_COMMANDS: &[&str] = &[
+    "egress-router",
+    "iperf3",
+    "dnsmasq",
+    "nginx",
+    "squid",
+    "haproxy",
+    "python3",
+    "nc",
+    "curl",
+    "wrk",
+    "socat",
+    "dig",
+    "setpriv",
+];
+
+/// "pid comm" of every running process whose command is one of [`TEST_COMMANDS`].
+fn test_processes() -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            // comm is cut at 15 bytes ("egress-router" fits).
+            TEST_COMMANDS
+                .contains(&comm)
+                .then(|| format!("{pid} {comm}"))
+        })
+        .collect()
+}
+
+/// The temporary directories and files the tests, labs and benches name with these prefixes.
+const TEMP_PREFIXES: &[&str] = &[LAB_PREFIX, "er-test-", "er-demo-", "egress-btf-"];
+
+fn temp_files() -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            TEMP_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .collect()
 }
 
 fn netns_names() -> Vec<String> {

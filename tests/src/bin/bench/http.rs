@@ -98,24 +98,21 @@ pub(crate) struct HttpRound {
 pub(crate) fn round(variant: HttpVariant, round: usize, measure: Duration) -> Result<HttpRound> {
     traffic::settle()?;
     let dir = egress_tests::util::tempdir(&format!("bench-http{round}-{variant:?}"));
-    let result = (|| {
-        let mut lab = Lab::new(&format!("bhttp{round}{}", variant.port()))?;
-        start_nginx(&mut lab, &dir)?;
-        set_up(&mut lab, variant, &dir)?;
-        wait_answering(&lab, variant)?;
-        traffic::settle()?;
-        let (keepalive_rps, e1) = wrk(&lab, variant, &dir, false, measure)?;
-        let (close_rps, e2) = wrk(&lab, variant, &dir, true, measure)?;
-        Ok(HttpRound {
-            round,
-            variant,
-            keepalive_rps,
-            close_rps,
-            errors: e1 + e2,
-        })
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    // Declared after `dir`, so the lab (nginx serving from `dir`) goes first.
+    let mut lab = Lab::new(&format!("bhttp{round}{}", variant.port()))?;
+    start_nginx(&mut lab, &dir)?;
+    set_up(&mut lab, variant, &dir)?;
+    wait_answering(&lab, variant)?;
+    traffic::settle()?;
+    let (keepalive_rps, e1) = wrk(&lab, variant, &dir, false, measure)?;
+    let (close_rps, e2) = wrk(&lab, variant, &dir, true, measure)?;
+    Ok(HttpRound {
+        round,
+        variant,
+        keepalive_rps,
+        close_rps,
+        errors: e1 + e2,
+    })
 }
 
 fn start_nginx(lab: &mut Lab, dir: &Path) -> Result<()> {
