@@ -22,7 +22,10 @@ pub use flow::{
     flow_timeout_ns, peer_key, tcp_seen,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
-pub use rules::{MAX_RULE_ADDRS, MAX_RULES, RuleAddrs, RuleKey, RuleTarget, rule_flags};
+pub use rules::{
+    MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RuleAddrs, RuleKey, RuleTarget,
+    rule_flags,
+};
 pub use stats::{DropReason, PacketCount, STATS_DROP_BASE, STATS_LEN, Stat, drop_stat_index};
 
 #[cfg(feature = "user")]

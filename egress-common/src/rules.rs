@@ -6,6 +6,13 @@ use bytemuck::{Pod, Zeroable};
 /// Most redirect rules one instance holds; rule ids are `1..=MAX_RULES`, 0 is the fallback.
 pub const MAX_RULES: u32 = 4096;
 
+/// Most entries of the agent's own ports (`/metrics`) in [`crate::maps::RULES`], beside
+/// the rules: they are delivered to the pod even when a fallback takes everything else.
+pub const MAX_LOCAL_RULES: u32 = 16;
+
+/// Capacity of [`crate::maps::RULES`]: every rule and every local port at once.
+pub const RULES_CAPACITY: u32 = MAX_RULES + MAX_LOCAL_RULES;
+
 /// Key of [`crate::maps::RULES`]: a local port and protocol on the pod IP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]

@@ -5,13 +5,13 @@
 
 use aya_ebpf::{btf_maps::HashMap, helpers::generated::bpf_get_prandom_u32, macros::btf_map};
 use egress_common::{
-    DropReason, MAX_RULE_ADDRS, MAX_RULES, RouterConfig, RuleAddrs, RuleKey, RuleTarget,
-    config_flags, proto,
+    DropReason, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig, RuleAddrs, RuleKey,
+    RuleTarget, config_flags, proto,
 };
 
 /// Redirect rules: local port and protocol on the pod IP -> remote address and port.
 #[btf_map]
-static RULES: HashMap<RuleKey, RuleTarget, { MAX_RULES as usize }> = HashMap::new();
+static RULES: HashMap<RuleKey, RuleTarget, { RULES_CAPACITY as usize }> = HashMap::new();
 
 /// The current addresses of rules that send to a name (DNS proxy mode).
 #[btf_map]

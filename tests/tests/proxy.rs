@@ -3,14 +3,13 @@
 //! and a main container of the same image that has only the proxy variable.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream},
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use egress_tests::{
+    echo::Echo,
     egress_router_bin,
     lab::{EGRESS_SOURCE, Lab, ROUTER_POD_IP},
     netns::run_bounded,
@@ -219,7 +218,6 @@ fn http_proxy_allows_denies_tunnels_and_sends_from_egress_source() {
             .any(|l| l.contains("method=CONNECT") && l.contains("status=200")),
         "{log}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 const DNS_ROUTES: &str = "
@@ -230,47 +228,11 @@ const DNS_ROUTES: &str = "
 7300 missing.example.com 7000
 ";
 
-/// A line-echo connection from the client to the router pod's `port`.
-struct Echo {
-    reader: BufReader<TcpStream>,
-    /// The client's port.
-    port: u16,
-}
-
-impl Echo {
-    fn connect(lab: &Lab, port: u16) -> std::io::Result<Self> {
-        let addr = SocketAddr::from((ROUTER_POD_IP, port));
-        let stream = lab
-            .client
-            .enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-            .unwrap()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(Self {
-            port: stream.local_addr()?.port(),
-            reader: BufReader::new(stream),
-        })
-    }
-
-    /// Sends `word`; returns (the source address the server saw, the server address).
-    fn ask(&mut self, word: &str) -> std::io::Result<(String, String)> {
-        self.reader
-            .get_mut()
-            .write_all(format!("{word}\n").as_bytes())?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields[..] {
-            [peer, _, local, echoed] if echoed == word => Ok((peer.to_owned(), local.to_owned())),
-            _ => Err(std::io::Error::other(format!("unexpected reply {line:?}"))),
-        }
-    }
-}
-
 /// A new connection to `port` and the server address it reached; the client's port goes
 /// to `clients`.
 fn reached(lab: &Lab, port: u16, clients: &mut Vec<u16>) -> std::io::Result<String> {
     let mut echo = Echo::connect(lab, port)?;
-    let (peer, local) = echo.ask("hello")?;
+    let egress_tests::echo::Seen { peer, local, .. } = echo.ask("hello")?;
     assert_eq!(peer, EGRESS_SOURCE.to_string(), "the server saw {peer}");
     clients.push(echo.port);
     Ok(local)
@@ -375,7 +337,7 @@ fn dns_proxy_follows_the_records(privileged: bool) {
     // An open connection, then the record changes (TTL 2 s).
     let mut open = Echo::connect(&lab, 7000).unwrap();
     clients.push(open.port);
-    assert_eq!(open.ask("before").unwrap().1, "203.0.113.20");
+    assert_eq!(open.ask("before").unwrap().local, "203.0.113.20");
     std::fs::write(&hosts, "203.0.113.21 app.example.com\n").unwrap();
     lab.hangup_daemon(nameserver).unwrap();
     let changed = Instant::now();
@@ -390,7 +352,7 @@ fn dns_proxy_follows_the_records(privileged: bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(
-        open.ask("after").unwrap().1,
+        open.ask("after").unwrap().local,
         "203.0.113.20",
         "the open connection keeps its address"
     );
@@ -398,10 +360,10 @@ fn dns_proxy_follows_the_records(privileged: bool) {
     // Idle connections are not cut (HAProxy would after one minute).
     let mut fresh = Echo::connect(&lab, 7000).unwrap();
     clients.push(fresh.port);
-    assert_eq!(fresh.ask("new").unwrap().1, "203.0.113.21");
+    assert_eq!(fresh.ask("new").unwrap().local, "203.0.113.21");
     std::thread::sleep(Duration::from_secs(70));
-    assert_eq!(open.ask("idle").unwrap().1, "203.0.113.20");
-    assert_eq!(fresh.ask("idle").unwrap().1, "203.0.113.21");
+    assert_eq!(open.ask("idle").unwrap().local, "203.0.113.20");
+    assert_eq!(fresh.ask("idle").unwrap().local, "203.0.113.21");
 
     let out = lab.stop_daemon(index).unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -422,7 +384,6 @@ fn dns_proxy_follows_the_records(privileged: bool) {
         missing.is_empty(),
         "connections not logged: {missing:?}\n{log}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -470,4 +431,74 @@ fn the_relay_bounds_its_connections() {
     );
     let states = run_ok(&lab.client, "python3", &["-c", &script], 20);
     assert_eq!(states.trim(), "open open closed");
+}
+
+/// SIGHUP makes the DNS-proxy agent resolve its names at once (not when their TTL, an
+/// hour here, ends); a resolution that fails (the nameserver is gone) keeps the last
+/// addresses for new connections, and says so.
+#[test]
+fn dns_proxy_resolves_on_sighup_and_keeps_the_last_addresses_when_resolution_fails() {
+    let dir = tempdir("dnsproxy-hup");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "203.0.113.20 app.example.com\n").unwrap();
+    let mut lab = Lab::new("dnsproxy-hup").unwrap();
+    let (resolv_conf, nameserver) = lab.start_nameserver(&dir, &hosts, 3600).unwrap();
+    for ip in ["203.0.113.20/24", "203.0.113.21/24"] {
+        lab.server.ip(&["addr", "add", ip, "dev", "eth0"]).unwrap();
+    }
+    peer_server_at(&mut lab, "echo", "0.0.0.0", 7000, &[]);
+    wait_listening_in(&lab.server, 7000);
+    lab.init_proxy_network("dns-proxy").unwrap();
+    let mut proxy = lab.router.command(egress_router_bin());
+    proxy
+        .env_clear()
+        .env("EGRESS_DNS_PROXY_DESTINATION", "7000 app.example.com\n")
+        .args(["--log-format", "json", "--resolv-conf"])
+        .arg(&resolv_conf)
+        .arg("--bpffs")
+        .arg(lab.bpffs.path());
+    let agent = lab.daemons_len();
+    lab.spawn(proxy).unwrap();
+    let reach = |lab: &Lab| {
+        Echo::connect(lab, 7000)
+            .and_then(|mut echo| echo.ask("hi"))
+            .map(|seen| seen.local)
+    };
+    let until = |lab: &Lab, want: &str, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match reach(lab) {
+                Ok(local) if local == want => return,
+                other => assert!(Instant::now() < deadline, "{why}: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until(&lab, "203.0.113.20", "serving the first address");
+
+    // The record changes; the nameserver answers the new address at once, but the agent
+    // holds the old one for its TTL (an hour) unless told.
+    std::fs::write(&hosts, "203.0.113.21 app.example.com\n").unwrap();
+    lab.hangup_daemon(nameserver).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(reach(&lab).unwrap(), "203.0.113.20", "the TTL holds");
+    lab.hangup_daemon(agent).unwrap();
+    until(&lab, "203.0.113.21", "SIGHUP resolves at once");
+
+    // The nameserver goes away: SIGHUP, resolution fails, the last address stays.
+    lab.stop_daemon(nameserver).unwrap();
+    lab.hangup_daemon(agent).unwrap();
+    let log = lab
+        .wait_for_log(
+            agent,
+            "resolution failed; new connections keep the last addresses",
+            Duration::from_secs(15),
+        )
+        .unwrap();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("resolution failed"))
+        .unwrap();
+    assert!(failed.contains("203.0.113.21"), "{failed}");
+    assert_eq!(reach(&lab).unwrap(), "203.0.113.21");
 }

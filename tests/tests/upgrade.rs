@@ -210,6 +210,29 @@ fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
         after.starts_with(&format!("{EGRESS_SOURCE} ")),
         "through the upgraded data plane: {after:?}"
     );
+
+    // The release before this one: this layout, but room for 4096 entries only (no room
+    // for the agent's port beside 4096 rules). Rebuilt at this build's capacity.
+    lab.router
+        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .unwrap();
+    std::fs::remove_file(&rules_pin).unwrap();
+    let create = [
+        "map", "create", pin, "type", "hash", "key", "4", "value", "12", "entries", "4096", "name",
+        "RULES",
+    ];
+    run_ok_here("bpftool", &create);
+    let log = lab.init_router("up", &destination, &[]).unwrap();
+    assert!(log.contains("holds 4096 entries"), "{log}");
+    let shown = run_ok_here("bpftool", &["-j", "map", "show", "pinned", pin]);
+    assert!(
+        shown.contains(&format!(
+            "\"max_entries\":{}",
+            egress_common::RULES_CAPACITY
+        )),
+        "{shown}"
+    );
+    assert!(ask(&lab, 80).starts_with(&format!("{EGRESS_SOURCE} ")));
 }
 
 /// An upgrade from a release whose conntrack entries were shorter (32 bytes, before TCP

@@ -257,7 +257,7 @@ fn gc_pass(
             let limit = max_flows_per_source
                 .unwrap_or(u32::try_from(pass.capacity / 2 / 4).unwrap_or(u32::MAX));
             if let Err(err) = enforce_source_limit(instance, &pass, limit, c) {
-                tracing::error!(error = %err, "per-client flow limit not applied");
+                tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
             }
             c.gc_runs.fetch_add(1, Ordering::Relaxed);
             c.gc_expired
@@ -298,7 +298,7 @@ fn gc_pass(
             interval
         }
         Err(err) => {
-            tracing::error!(error = %err, "conntrack GC failed");
+            tracing::error!(error = %crate::error_chain(&err), "conntrack GC failed");
             max
         }
     }

@@ -26,6 +26,12 @@ pub enum LayoutError {
         found: String,
         expected: String,
     },
+    #[error("map {name} holds {found} entries; this build needs {expected}")]
+    Capacity {
+        name: &'static str,
+        found: u32,
+        expected: u32,
+    },
 }
 
 /// The layout this build expects of a map: what makes an existing map reusable.

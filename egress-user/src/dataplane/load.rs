@@ -9,12 +9,12 @@
 use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::SchedClassifier};
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, UNREPLIED_SHARE, maps};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, UNREPLIED_SHARE, maps};
 
 use crate::{
     dataplane::{
         discover,
-        layout::check_layout,
+        layout::{LayoutError, check_layout},
         maps::MapSet,
         migrate::Migration,
         programs::{PROGRAMS, Program},
@@ -123,7 +123,20 @@ impl Dataplane {
             for name in maps::ALL {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
-                    match check_layout(name, &info) {
+                    // A rules map smaller than this build's (an earlier release's, without
+                    // room for the agent's own ports) is rebuilt like one of another
+                    // layout: its content is derived from the configuration anyway.
+                    let fits = check_layout(name, &info).and_then(|()| {
+                        if name == maps::RULES && info.max_entries() < RULES_CAPACITY {
+                            return Err(LayoutError::Capacity {
+                                name,
+                                found: info.max_entries(),
+                                expected: RULES_CAPACITY,
+                            });
+                        }
+                        Ok(())
+                    });
+                    match fits {
                         Ok(()) => reuse.reused.push(name),
                         Err(err) => {
                             if name == maps::CONNTRACK {

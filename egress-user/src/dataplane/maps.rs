@@ -36,6 +36,11 @@ pub enum Error {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("{error}; writing the previous rules back failed too: {restore}")]
+    Restore {
+        error: Box<Error>,
+        restore: Box<Error>,
+    },
 }
 
 /// A map of a running data plane that this build does not take over, and why.
@@ -259,26 +264,70 @@ impl MapSet {
                 array.set(u32::from(id), zero, 0).map_err(err)?;
             }
         }
-        {
-            let name = maps::RULES;
-            let err = |source| Error::Map { name, source };
-            let mut table =
-                HashMap::<_, RuleKey, RuleTarget>::try_from(self.map_mut(name)?).map_err(err)?;
-            for (key, target) in &plan.write {
-                table.insert(key, target, 0).map_err(err)?;
+        // Removed rules go first, so the map never holds more than the larger of the two
+        // sets (a full map swapped for another full one fits). If a write fails, what was
+        // done is undone: nothing is left half applied.
+        let mut done = 0;
+        let applied = self
+            .write_rules(&plan.remove, &plan.write, &mut done)
+            .and_then(|()| self.write_config(config));
+        if let Err(err) = applied {
+            let was = |key: &RuleKey| current.iter().find(|(k, _)| k == key).copied();
+            let removed = &plan.remove[..done.min(plan.remove.len())];
+            let written = &plan.write[..done.saturating_sub(plan.remove.len())];
+            let (mut undo_remove, mut undo_write) = (Vec::new(), Vec::new());
+            for key in removed {
+                undo_write.extend(was(key));
             }
-            for key in &plan.remove {
-                match table.remove(key) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(source) => return Err(err(source)),
+            for (key, _) in written {
+                match was(key) {
+                    Some(old) => undo_write.push(old),
+                    None => undo_remove.push(*key),
                 }
             }
+            let restored = self.write_rules(&undo_remove, &undo_write, &mut 0);
+            return Err(match restored {
+                Ok(()) => err,
+                Err(restore) => Error::Restore {
+                    error: Box::new(err),
+                    restore: Box::new(restore),
+                },
+            });
         }
+        Ok(plan.result)
+    }
+
+    /// Removes `remove` from the rules map, then writes `write`; `done` counts the
+    /// operations that succeeded, in that order.
+    fn write_rules(
+        &mut self,
+        remove: &[RuleKey],
+        write: &[(RuleKey, RuleTarget)],
+        done: &mut usize,
+    ) -> Result<(), Error> {
+        let name = maps::RULES;
+        let err = |source| Error::Map { name, source };
+        let mut table =
+            HashMap::<_, RuleKey, RuleTarget>::try_from(self.map_mut(name)?).map_err(err)?;
+        for key in remove {
+            match table.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(err(source)),
+            }
+            *done += 1;
+        }
+        for (key, target) in write {
+            table.insert(key, target, 0).map_err(err)?;
+            *done += 1;
+        }
+        Ok(())
+    }
+
+    fn write_config(&mut self, config: &RouterConfig) -> Result<(), Error> {
         let name = maps::CONFIG;
         let err = |source| Error::Map { name, source };
         let mut array = Array::<_, RouterConfig>::try_from(self.map_mut(name)?).map_err(err)?;
-        array.set(0, config, 0).map_err(err)?;
-        Ok(plan.result)
+        array.set(0, config, 0).map_err(err)
     }
 
     /// Path and drop counters, summed over CPUs.

@@ -86,6 +86,7 @@ impl RuleSet {
     /// where no rule takes the port.
     #[must_use]
     pub fn with_local(mut self, local_tcp_ports: &[u16]) -> Self {
+        debug_assert!(local_tcp_ports.len() <= egress_common::MAX_LOCAL_RULES as usize);
         for &port in local_tcp_ports {
             let key = key(port, proto::TCP);
             if !self.rules.iter().any(|(k, _)| *k == key) {

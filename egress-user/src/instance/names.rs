@@ -121,7 +121,7 @@ impl Names {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
     }
 
-    /// Resolves the names that are due (all of them if `force`) and writes changed address
+    /// Resolves the names that are due (all of them, past any cache, if `force`) and writes changed address
     /// lists to the data plane. A name that fails to resolve keeps its last addresses.
     /// Addresses that are the router pod's own (the pod IP, EGRESS_SOURCE), loopback,
     /// multicast or broadcast are left out: a new connection never loops back into the pod.
@@ -133,6 +133,11 @@ impl Names {
         ];
         let maps = instance.maps_mut();
         let now = Instant::now();
+        if force {
+            // Asked for now (SIGHUP): the resolver's own cache would answer with what the
+            // TTL still covers, which is exactly what the operator wants to skip.
+            self.resolver.clear_cache();
+        }
         for name in &mut self.names {
             if !force && name.due > now {
                 continue;
@@ -156,7 +161,7 @@ impl Names {
                             name.addrs = addrs;
                         }
                         Err(err) => {
-                            tracing::error!(name = %name.host, error = %err, "updating the data plane failed");
+                            tracing::error!(name = %name.host, error = %crate::error_chain(&err), "updating the data plane failed");
                             name.due = Instant::now() + RETRY;
                         }
                     }

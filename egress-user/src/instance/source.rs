@@ -120,13 +120,8 @@ impl Destinations {
                 return Outcome::Rejected;
             }
         };
-        let old = &self.config;
-        if new.source != old.source || new.gateway != old.gateway || new.mode != old.mode {
-            tracing::warn!(
-                trigger = why,
-                "EGRESS_SOURCE, EGRESS_GATEWAY and EGRESS_ROUTER_MODE are not reloaded; restart to change them"
-            );
-        }
+        // Only EGRESS_DESTINATION is re-read: the other variables are the process's
+        // environment, fixed for its life (a Deployment edit restarts the pod).
         let before = instance.rules().len();
         match instance.apply(RuleSet::from_destinations(&new.destinations)) {
             Ok(()) => {
@@ -141,7 +136,7 @@ impl Destinations {
                 Outcome::Applied
             }
             Err(err) => {
-                tracing::error!(trigger = why, error = %err, "applying the configuration failed");
+                tracing::error!(trigger = why, error = %crate::error_chain(&err), "applying the configuration failed");
                 Outcome::Rejected
             }
         }
