@@ -272,6 +272,20 @@ fn malformed_configs_exit_1_with_their_message_and_change_nothing() {
             ));
         }
     }
+    // Both proxy variables and no mode: which container is this? Refused, not guessed.
+    let mut both = lab.router.command(egress_router_bin());
+    both.env_clear()
+        .env("EGRESS_HTTP_PROXY_DESTINATION", "*")
+        .env("EGRESS_DNS_PROXY_DESTINATION", "80 203.0.113.10")
+        .env("EGRESS_ROUTER_BPFFS", lab.bpffs.path());
+    let out = run_bounded(&mut both, Duration::from_secs(10)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(1)
+        || !stderr
+            .contains("EGRESS_HTTP_PROXY_DESTINATION and EGRESS_DNS_PROXY_DESTINATION are both set")
+    {
+        failures.push(format!("both proxy variables: {out:?}"));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(lab.router.network_state().unwrap(), before);
     assert_eq!(pins(lab.bpffs.path()), pins_before);
@@ -407,6 +421,20 @@ fn malformed_proxy_variables_exit_1_with_their_message_and_change_nothing() {
                 out.status.code()
             ));
         }
+    }
+    // Both proxy variables and no mode: which container is this? Refused, not guessed.
+    let mut both = lab.router.command(egress_router_bin());
+    both.env_clear()
+        .env("EGRESS_HTTP_PROXY_DESTINATION", "*")
+        .env("EGRESS_DNS_PROXY_DESTINATION", "80 203.0.113.10")
+        .env("EGRESS_ROUTER_BPFFS", lab.bpffs.path());
+    let out = run_bounded(&mut both, Duration::from_secs(10)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(1)
+        || !stderr
+            .contains("EGRESS_HTTP_PROXY_DESTINATION and EGRESS_DNS_PROXY_DESTINATION are both set")
+    {
+        failures.push(format!("both proxy variables: {out:?}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(lab.router.network_state().unwrap(), before);

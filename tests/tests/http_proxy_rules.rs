@@ -5,7 +5,7 @@
 use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, Lab, NAMESERVER_IP, ROUTER_POD_IP},
-    util::{peer_server_at, run_ok, tempdir, wait_listening, wait_listening_in},
+    util::{peer_server_at, run_ok, tempdir, unprivileged_router, wait_listening},
 };
 
 /// A proxy pod with `rules`, names from `hosts` served by the lab's nameserver, and HTTP
@@ -29,6 +29,20 @@ fn proxy_lab_with(
     resolv: &str,
     args: &[&str],
 ) -> (Lab, egress_tests::util::TempDir) {
+    proxy_lab_as(tag, hosts, rules, resolv, args, &[], false)
+}
+
+/// [`proxy_lab_with`] with variables `env` set too, the proxy run as OpenShift runs the
+/// main container when `unprivileged` (user nobody, no capabilities).
+fn proxy_lab_as(
+    tag: &str,
+    hosts: &str,
+    rules: &str,
+    resolv: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unprivileged: bool,
+) -> (Lab, egress_tests::util::TempDir) {
     let dir = tempdir(tag);
     let hosts_file = dir.join("hosts");
     std::fs::write(&hosts_file, hosts).unwrap();
@@ -48,15 +62,29 @@ fn proxy_lab_with(
     wait_listening(&lab, 80);
     wait_listening(&lab, 81);
     lab.init_proxy_network("http-proxy").unwrap();
-    let mut proxy = lab.router.command(egress_router_bin());
+    let mut proxy = if unprivileged {
+        unprivileged_router(&lab)
+    } else {
+        lab.router.command(egress_router_bin())
+    };
     proxy
         .env_clear()
         .env("EGRESS_HTTP_PROXY_DESTINATION", rules)
+        .envs(env.iter().copied())
         .arg("--resolv-conf")
         .arg(&resolv_conf)
         .args(args);
+    let index = lab.daemons_len();
     lab.spawn(proxy).unwrap();
-    wait_listening_in(&lab.router, 8080);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while run_ok(&lab.router, "ss", &["-Htln", "sport = :8080"], 5).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy does not listen: {}",
+            lab.daemon_stderr(index)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     (lab, dir)
 }
 
@@ -351,4 +379,89 @@ fn tunnels_are_bounded_and_closed_when_idle() {
         "2 2",
         "established, closed"
     );
+}
+
+/// The proxy as OpenShift runs it (nobody, no capabilities) with three serving threads:
+/// three SO_REUSEPORT listeners share the port and every connection is served; requests on
+/// one kept-alive client connection reuse one upstream connection (the server sees one
+/// peer port); a request in origin form (not a proxy request) gets 400, and a name that
+/// does not resolve gets 502, each with a body saying why.
+#[test]
+fn unprivileged_threads_reuse_upstreams_and_bad_requests_get_their_status() {
+    let hosts = "203.0.113.11 www.example.com\n";
+    let (lab, _dir) = proxy_lab_as(
+        "proxy-threads",
+        hosts,
+        "*\n",
+        "",
+        &[],
+        &[("EGRESS_HTTP_PROXY_THREADS", "3")],
+        true,
+    );
+    let listeners = run_ok(&lab.router, "ss", &["-Htln", "sport = :8080"], 5);
+    assert_eq!(listeners.lines().count(), 3, "{listeners}");
+    // The proxy is the lab's last daemon; setpriv exec'd it as nobody without capabilities.
+    let pid = lab.daemon_pid(lab.daemons_len() - 1).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap()
+    };
+    assert_eq!(field("Name:"), "egress-router");
+    assert_eq!(field("Uid:"), "65534 65534 65534 65534");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    for i in 0..12 {
+        let got = fetch(&lab, &format!("http://www.example.com/{i}"), &[]);
+        assert!(
+            got.starts_with(&format!("200 {EGRESS_SOURCE} ")),
+            "request {i}: {got}"
+        );
+    }
+
+    // Two requests on one client connection: one upstream connection.
+    let out = run_ok(
+        &lab.client,
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "10",
+            "--proxy",
+            &format!("http://{ROUTER_POD_IP}:8080"),
+            "http://www.example.com/a",
+            "http://www.example.com/b",
+        ],
+        15,
+    );
+    let ports: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("?"))
+        .collect();
+    assert_eq!(ports.len(), 2, "{out}");
+    assert_eq!(
+        ports[0], ports[1],
+        "the upstream connection was reused: {out}"
+    );
+
+    // Origin form: a request for the proxy itself, not through it.
+    let origin = run_ok(
+        &lab.client,
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            " %{http_code}",
+            &format!("http://{ROUTER_POD_IP}:8080/some/path"),
+        ],
+        15,
+    );
+    assert!(origin.ends_with(" 400"), "{origin}");
+    let unresolved = fetch(&lab, "http://nowhere.example.com/", &[]);
+    assert!(unresolved.starts_with("502 "), "{unresolved}");
+    assert!(unresolved.contains("nowhere.example.com"), "{unresolved}");
 }
