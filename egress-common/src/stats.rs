@@ -40,12 +40,16 @@ pub enum DropReason {
     TtlExceeded = 4,
     /// No free translated source port (or ICMP id) was found within the retry budget.
     NatExhausted = 5,
-    /// A conntrack entry could not be written (other than a port collision).
+    /// A conntrack entry could not be written (other than a port collision). The tables
+    /// are LRU maps, which evict rather than refuse, so this needs the kernel to find no
+    /// entry to evict (a tiny table, every entry in use on other CPUs at that moment).
     ConntrackFull = 6,
     /// A non-first fragment whose first fragment was not seen: never forwarded half
     /// translated.
     FragmentUnknown = 7,
-    /// The kernel refused to redirect the packet (no neighbour, interface down).
+    /// The redirect helper refused the packet. It checks only its arguments; a redirect
+    /// that fails later in the kernel (no neighbour for the next hop, the interface down)
+    /// is dropped there, after the program, and counted by neither.
     RedirectFailed = 8,
     /// A reply of a flow whose conntrack entry has timed out.
     FlowExpired = 9,

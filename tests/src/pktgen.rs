@@ -3,13 +3,14 @@
 //! `EGRESS_DESTINATION` says, and checks that re-parse the output (headers, checksums).
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use egress_common::{DropReason, RouterConfig, config_flags};
+use egress_common::{DropReason, RouterConfig, Stat, config_flags};
 use egress_user::{
     config::redirect::{Config, Raw},
     dataplane::{
         flows::CtTable,
         load::{Dataplane, LoadOptions},
         rules::RuleSet,
+        stats::Stats,
     },
 };
 use etherparse::{
@@ -120,6 +121,41 @@ pub fn try_run(
         .map_err(|e| e.to_string())?;
     out.truncate(result.data_size_out as usize);
     Ok((result.return_value, out))
+}
+
+/// (packets the programs saw, verdicts they gave, typed drops): every packet ends in one
+/// verdict or one drop, so the first is the sum of the other two.
+pub fn verdicts(stats: &Stats) -> (u64, u64, u64) {
+    let sum = |stats_: &[Stat]| stats_.iter().map(|s| stats.path(*s).packets).sum::<u64>();
+    let seen = sum(&[
+        Stat::PodIngressSeen,
+        Stat::EgressIngressSeen,
+        Stat::EgressEgressSeen,
+    ]);
+    let verdicts = sum(&[
+        Stat::PodIngressPassed,
+        Stat::Forwarded,
+        Stat::Replied,
+        Stat::EgressIngressPassed,
+        Stat::EgressEgressLocal,
+        Stat::EgressEgressPassed,
+        Stat::IcmpErrorsSent,
+    ]);
+    let dropped = DropReason::ALL
+        .iter()
+        .map(|r| stats.drop(*r).packets)
+        .sum::<u64>();
+    (seen, verdicts, dropped)
+}
+
+/// Panics unless every packet seen ended in one verdict or one drop.
+pub fn assert_balanced(stats: &Stats) {
+    let (seen, verdicts, dropped) = verdicts(stats);
+    assert_eq!(
+        seen,
+        verdicts + dropped,
+        "{seen} packets seen, {verdicts} verdicts and {dropped} drops\n{stats}"
+    );
 }
 
 pub fn drops(dp: &Dataplane, reason: DropReason) -> u64 {

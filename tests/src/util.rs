@@ -57,14 +57,25 @@ pub fn wait_listening(lab: &Lab, port: u16) {
 
 /// Waits (at most 10 s) until something listens on TCP `port` in `ns`.
 pub fn wait_listening_in(ns: &Netns, port: u16) {
-    for _ in 0..100 {
-        let out = run_ok(ns, "ss", &["-Htln", &format!("sport = :{port}")], 5);
-        if !out.trim().is_empty() {
+    wait_sockets(ns, &["-Htln", &format!("sport = :{port}")], |n| n > 0);
+}
+
+/// Waits (at most 10 s) until the sockets `ss ARGS` lists in `ns` are as many as `want`
+/// accepts; panics naming the query otherwise.
+pub fn wait_sockets(ns: &Netns, args: &[&str], want: impl Fn(usize) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run_ok(ns, "ss", args, 5);
+        if want(out.lines().count()) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ss {args:?} in {}: {out}",
+            ns.name()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("nothing listens on {port} in {}", ns.name());
 }
 
 /// Writes a configuration file the way a ConfigMap update replaces it: the new content in a
@@ -138,6 +149,18 @@ pub fn router_cli(lab: &Lab, instance: &str, args: &[&str]) -> String {
             .args(args),
         Duration::from_secs(20),
     )
+}
+
+/// The drop counters of `instance` (`egress-router stats`), by reason, in packets.
+pub fn drop_counts(lab: &Lab, instance: &str) -> std::collections::BTreeMap<String, u64> {
+    router_cli(lab, instance, &["stats"])
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let reason = words.next()?.strip_prefix("drop:")?;
+            Some((reason.to_owned(), words.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A scrape of the agent's `/metrics` on the pod IP, from the client namespace.

@@ -9,6 +9,7 @@ use egress_tests::{
     egress_router_bin,
     lab::{Lab, ROUTER_POD_IP},
     netns::{run_bounded, run_checked},
+    util::run_ok_here,
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -86,22 +87,51 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
     assert!(seen.bytes >= PINGS * 142, "{after}");
     assert_eq!(after.path(Stat::PodIngressPassed), seen, "{after}");
 
-    // The CLI reads the same pinned counters.
-    let cli = run_bounded(
-        lab.router
-            .command(egress_router_bin())
-            .arg("--bpffs")
-            .arg(lab.bpffs.path())
-            .args(["--instance", instance, "stats"]),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let text = String::from_utf8_lossy(&cli.stdout);
-    assert!(cli.status.success(), "{text}");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(Stat::PodIngressSeen.name()))
-        .unwrap_or_else(|| panic!("no {} line in: {text}", Stat::PodIngressSeen.name()));
-    let packets: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(packets >= seen.packets, "{text}");
+    // The CLI and bpftool (independent code, BTF field names) read the same pinned
+    // counter: bpftool's per-CPU sum lies between two CLI reads around it (ARP may still
+    // move it), which here are equal.
+    let cli = || -> u64 {
+        let out = run_bounded(
+            lab.router
+                .command(egress_router_bin())
+                .arg("--bpffs")
+                .arg(lab.bpffs.path())
+                .args(["--instance", instance, "stats"]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(Stat::PodIngressSeen.name()))
+            .unwrap_or_else(|| panic!("no {} line in: {text}", Stat::PodIngressSeen.name()));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let first = cli();
+    let pin = lab.pin_dir(instance).join("STATS");
+    let index = Stat::PodIngressSeen as u32;
+    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
+    let mut args = vec![
+        "-j",
+        "map",
+        "lookup",
+        "pinned",
+        pin.to_str().unwrap(),
+        "key",
+    ];
+    args.extend(key.iter().map(String::as_str));
+    let dump: serde_json::Value = serde_json::from_str(&run_ok_here("bpftool", &args)).unwrap();
+    let from_bpftool: u64 = dump["formatted"]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{dump}"))
+        .iter()
+        .map(|v| v["value"]["packets"].as_u64().unwrap())
+        .sum();
+    let second = cli();
+    assert!(
+        first <= from_bpftool && from_bpftool <= second,
+        "CLI {first}, bpftool {from_bpftool}, CLI {second}"
+    );
+    assert!(first >= seen.packets);
 }

@@ -5,7 +5,7 @@
 use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, Lab, NAMESERVER_IP, ROUTER_POD_IP},
-    util::{peer_server_at, run_ok, tempdir, unprivileged_router, wait_listening},
+    util::{peer_server_at, run_ok, tempdir, unprivileged_router, wait_listening, wait_sockets},
 };
 
 /// A proxy pod with `rules`, names from `hosts` served by the lab's nameserver, and HTTP
@@ -372,7 +372,12 @@ fn tunnels_are_bounded_and_closed_when_idle() {
         "2 0",
         "established, closed"
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The proxy has let the tunnels go (and their permits) once their sockets are gone.
+    wait_sockets(
+        &lab.router,
+        &["-Htn", "state", "established", "sport = :8080"],
+        |n| n == 0,
+    );
     // Two idle tunnels outlive no idle timeout.
     assert_eq!(
         tunnels(&lab, "2", "3.5").trim(),

@@ -106,16 +106,25 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
         "macvlan0 is not up"
     );
 
-    // The gratuitous ARP reached the gateway before any traffic did.
-    let neigh = stdout(
-        &lab.gateway,
-        "ip",
-        &["neigh", "show", &EGRESS_SOURCE.to_string(), "dev", "lan0"],
-    );
-    assert!(
-        neigh.contains(&format!("lladdr {}", mac_text(applied.egress_mac))),
-        "gateway neighbour entry after the announcement: {neigh:?}"
-    );
+    // The gratuitous ARP reached the gateway before any traffic did (sent by now; its
+    // processing on the gateway's side is asynchronous: waited for, at most 2 s).
+    let learnt = format!("lladdr {}", mac_text(applied.egress_mac));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let neigh = stdout(
+            &lab.gateway,
+            "ip",
+            &["neigh", "show", &EGRESS_SOURCE.to_string(), "dev", "lan0"],
+        );
+        if neigh.contains(&learnt) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway neighbour entry after the announcement: {neigh:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // EGRESS_SOURCE answers from the gateway side over the macvlan and the node's uplink
     // (no data plane is attached in this test), and the pod network still reaches eth0.

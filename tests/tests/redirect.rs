@@ -9,7 +9,7 @@ use egress_tests::{
     asset,
     lab::{EGRESS_SOURCE, Lab, LabOptions, ROUTER_POD_IP, SERVER_IP},
     netns::run_bounded,
-    util::{peer_server, run_ok, tempdir, wait_listening},
+    util::{peer_server, run_ok, tempdir, wait_listening, wait_listening_in, wait_sockets},
 };
 use egress_user::dataplane::{maps::MapSet, stats::Stats};
 
@@ -64,9 +64,14 @@ fn curl_reaches_the_server_which_sees_egress_source() {
         "the server saw another client address: {line}"
     );
     let stats = stats(&lab, "curl");
-    assert!(stats.path(Stat::FlowsCreated).packets >= 1, "{stats}");
+    assert_eq!(
+        stats.path(Stat::FlowsCreated).packets,
+        1,
+        "one connection: {stats}"
+    );
     assert!(stats.path(Stat::Forwarded).packets >= 3, "{stats}");
     assert!(stats.path(Stat::Replied).packets >= 3, "{stats}");
+    egress_tests::pktgen::assert_balanced(&stats);
 }
 
 #[test]
@@ -255,7 +260,8 @@ fn egress_source_is_not_a_way_in() {
     let mut udp = lab.router.command("nc");
     udp.args(["-luk", "7778"]);
     lab.spawn(udp).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening_in(&lab.router, 7777);
+    wait_sockets(&lab.router, &["-Hlun", "sport = :7778"], |n| n > 0);
     let before = stats(&lab, "in");
     let source = EGRESS_SOURCE.to_string();
 
@@ -339,7 +345,13 @@ fn legacy_mode_serves_until_sigterm_and_logs_packets_with_debug() {
         )
     };
     assert!(ask(&lab).starts_with(&format!("{EGRESS_SOURCE} ")));
-    std::thread::sleep(Duration::from_millis(300));
+    // The events reach the log through a ring buffer the agent polls: wait for them.
+    lab.wait_for_log(
+        agent,
+        &format!("egress_ingress: translated {ROUTER_POD_IP} -> "),
+        Duration::from_secs(10),
+    )
+    .unwrap();
 
     let out = lab.stop_daemon(agent).unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

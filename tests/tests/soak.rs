@@ -324,6 +324,13 @@ fn mixed_churn_loses_no_established_flow() {
         "UDP queries failed: {udp_failed}"
     );
 
+    // --conntrack-size 16384: both tables as sized (two entries per flow; the unanswered
+    // table a quarter).
+    let status: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "soak", &["status", "--json"])).unwrap();
+    assert_eq!(status["conntrack_capacity"], 2 * 16384, "{status}");
+    assert_eq!(status["unreplied_capacity"], 2 * 16384 / 4, "{status}");
+
     // Only whole, live flows in the table, once the GC has had its say: half flows (the
     // LRU of the full unanswered table evicts one half at a time) heal with their next
     // packet or go after 10 s without one.

@@ -20,7 +20,7 @@ mod frames;
 
 use std::collections::HashMap;
 
-use egress_common::{DropReason, FlowEntry, FlowKey, Stat, flow_kind, peer_key, programs};
+use egress_common::{FlowEntry, FlowKey, flow_kind, peer_key, programs};
 use egress_user::dataplane::{flows::CtTable, load::Dataplane};
 use etherparse::{IpNumber, Ipv4Header, TcpHeader, UdpHeader};
 use rand::{Rng as _, RngCore as _, SeedableRng as _, rngs::StdRng};
@@ -260,30 +260,7 @@ impl Fuzzer {
     /// Every packet seen once, and once as a verdict or a typed drop.
     pub fn check_counters(&self) {
         let stats = self.dp.maps().stats().unwrap();
-        let seen = [
-            Stat::PodIngressSeen,
-            Stat::EgressIngressSeen,
-            Stat::EgressEgressSeen,
-        ]
-        .iter()
-        .map(|s| stats.path(*s).packets)
-        .sum::<u64>();
-        let verdicts = [
-            Stat::PodIngressPassed,
-            Stat::Forwarded,
-            Stat::Replied,
-            Stat::EgressIngressPassed,
-            Stat::EgressEgressLocal,
-            Stat::EgressEgressPassed,
-            Stat::IcmpErrorsSent,
-        ]
-        .iter()
-        .map(|s| stats.path(*s).packets)
-        .sum::<u64>();
-        let dropped = DropReason::ALL
-            .iter()
-            .map(|r| stats.drop(*r).packets)
-            .sum::<u64>();
+        let (seen, verdicts, dropped) = crate::pktgen::verdicts(&stats);
         assert_eq!(
             seen,
             verdicts + dropped,
