@@ -5,6 +5,7 @@
 //! says why.
 
 pub mod bpffs;
+pub mod container;
 pub mod daemon;
 pub mod echo;
 pub mod fuzz;

@@ -1,5 +1,6 @@
 //! The test suite must leave the host as it found it: no lab namespace, and no new link,
-//! address, route, bpffs pin or mount in the root namespace, no BPF program or link still
+//! address, route, firewall rule, forwarding setting, bpffs pin or mount in the root
+//! namespace, no BPF program or link still
 //! loaded (wherever it is attached: TCX in the root namespace is invisible to `tc`), no
 //! process of the kinds the tests start, and no temporary file of theirs. `cargo xtask test`
 //! takes a snapshot before and after the suite and fails on any difference.
@@ -69,8 +70,26 @@ impl Snapshot {
                 .map(|v| format!("{} {} {}", v["id"], v["type"], v["name"]))
                 .collect()
         };
+        // The root namespace's firewall and forwarding: a container runtime started with
+        // its default network adds both (netavark's chains, ip_forward=1).
+        let ruleset = output("nft", &["list", "ruleset"])
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let sysctls = ["net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding"]
+            .iter()
+            .map(|key| {
+                let value =
+                    std::fs::read_to_string(Path::new("/proc/sys").join(key)).unwrap_or_default();
+                format!("{key} = {}", value.trim())
+            })
+            .collect();
         Ok(Self {
             sections: vec![
+                ("root firewall (nft list ruleset)", ruleset),
+                ("root sysctls", sysctls),
                 ("loaded BPF programs", bpf("prog")),
                 ("BPF links", bpf("link")),
                 ("processes the tests start", test_processes()),

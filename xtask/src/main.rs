@@ -1,7 +1,8 @@
-//! Project tasks. `cargo xtask setup|build|test|demo|bench|fuzz|soak`; every task but `setup`
+//! Project tasks. `cargo xtask setup|build|image|test|demo|bench|fuzz|soak`; every task but `setup`
 //! runs `setup` first, which costs a few seconds when everything is present.
 
 mod hostcheck;
+mod image;
 #[cfg(test)]
 mod layout;
 mod setup;
@@ -32,8 +33,11 @@ enum Task {
     Setup,
     /// Build the self-contained `egress-router` binary (release) with its BPF object.
     Build,
+    /// Build the OCI image `egress-router:<version>` from scratch: one layer, one static
+    /// binary as the entrypoint (buildah; no base image is pulled). Prints its size.
+    Image,
     /// Run everything CI runs: fmt, clippy (host crates and the eBPF crate), unit tests,
-    /// BPF_PROG_TEST_RUN tests and netns end-to-end tests. Needs root.
+    /// BPF_PROG_TEST_RUN tests, netns end-to-end tests and the image in podman. Needs root.
     Test {
         /// Only run tests whose name contains this string (fmt and clippy still run).
         filter: Option<String>,
@@ -82,8 +86,14 @@ fn main() -> Result<()> {
             println!("built {}", target.join("release/egress-router").display());
             Ok(())
         }
+        Task::Image => {
+            setup::ensure()?;
+            setup::ensure_image()?;
+            image::build(&target).map(drop)
+        }
         Task::Test { filter } => {
             setup::ensure()?;
+            setup::ensure_image()?;
             test(&target, filter.as_deref())
         }
         Task::Bench { args } => {
@@ -189,6 +199,8 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
     step("build egress-router", || {
         cargo(&["build", "--package", "egress-user", "--bins"])
     })?;
+    // The container runtime test runs the image as a kubelet would.
+    let image = image::build(target)?;
     hostcheck::remove_stale_labs();
     let before = hostcheck::Snapshot::take()?;
     let bin = target.join("debug/egress-router");
@@ -203,7 +215,8 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
             "--exclude",
             "egress-ebpf",
         ])
-        .env("EGRESS_ROUTER_BIN", &bin);
+        .env("EGRESS_ROUTER_BIN", &bin)
+        .env("EGRESS_ROUTER_IMAGE", &image);
         if let Some(filter) = filter {
             cmd.args(["--", filter]);
         }

@@ -28,6 +28,9 @@ const PACKAGES: &[&str] = &[
     "netsniff-ng",    // trafgen: small-packet generator for benchmarks
     "dnsmasq-base",   // the lab's nameserver (proxy modes); the binary only, no service
     "openssl",        // the lab's TLS certificate (HTTP proxy CONNECT tests)
+    "buildah",        // the image, from scratch (cargo xtask image)
+    "podman",         // the container runtime test runs the image as a kubelet would
+    "runc",           // podman's runtime here (crun fails on this kernel's cgroup setup)
 ];
 
 /// Only `cargo xtask bench` needs these: the anchors of the proxy modes' HTTP load.
@@ -59,10 +62,46 @@ pub(crate) fn ensure_bench() -> Result<()> {
     result
 }
 
+/// What the image needs beyond [`ensure`]: the static (musl) target of the stable
+/// toolchain.
+pub(crate) fn ensure_image() -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed.lines().any(|t| t.trim() == crate::image::MUSL) {
+        eprintln!("xtask setup: adding the {} target", crate::image::MUSL);
+        run(Command::new("rustup").args(["target", "add", crate::image::MUSL]))?;
+    }
+    Ok(())
+}
+
+/// The manifests' validator (tests/tests/manifests.rs): kubernetes-validate from PyPI, which
+/// carries the Kubernetes schemas, so the tests download nothing.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+fn python_packages() -> Result<()> {
+    let present = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !present {
+        eprintln!("xtask setup: installing {KUBERNETES_VALIDATE} (PyPI)");
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            KUBERNETES_VALIDATE,
+        ]))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn ensure() -> Result<()> {
     let started = Instant::now();
     prepend_cargo_bin_to_path();
     packages()?;
+    python_packages()?;
     nightly()?;
     bpf_linker()?;
     eprintln!(

@@ -84,7 +84,7 @@ pub(crate) struct RouterArgs {
     pub(crate) macvlan_parent: Option<String>,
     /// Mode of a macvlan created with --macvlan-parent: private (as openshift-sdn), vepa,
     /// bridge or passthru.
-    #[arg(long, default_value = "private")]
+    #[arg(long, env = "EGRESS_ROUTER_MACVLAN_MODE", default_value = "private")]
     pub(crate) macvlan_mode: MacvlanMode,
     /// Conntrack capacity in flows (the table holds two entries per flow).
     #[arg(long, env = "EGRESS_ROUTER_CONNTRACK_SIZE", default_value_t = egress_common::DEFAULT_CONNTRACK_FLOWS)]
@@ -99,15 +99,15 @@ pub(crate) struct RouterArgs {
     pub(crate) metrics_address: Listen,
     /// When another agent runs for the instance: stop it (SIGTERM; the data plane stays)
     /// and take its place, instead of refusing to start.
-    #[arg(long)]
+    #[arg(long, env = "EGRESS_ROUTER_TAKE_OVER")]
     pub(crate) take_over: bool,
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, env = "EGRESS_ROUTER_GC_MAX_INTERVAL", default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,
     /// Flows one client address may hold (answered and not yet answered); a client over it
     /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size; 0: no
     /// limit. Counted by the agent's GC.
-    #[arg(long)]
+    #[arg(long, env = "EGRESS_ROUTER_MAX_FLOWS_PER_SOURCE")]
     pub(crate) max_flows_per_source: Option<u32>,
     /// The HTTP proxy's access rules, one per line: `*`, `!RULE`, an address or CIDR,
     /// `*.DOMAIN` or a HOST; first match wins.
