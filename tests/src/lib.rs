@@ -8,6 +8,7 @@ pub mod bpffs;
 pub mod container;
 pub mod daemon;
 pub mod echo;
+pub mod failover;
 pub mod fuzz;
 pub mod lab;
 pub mod netns;

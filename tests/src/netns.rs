@@ -42,6 +42,9 @@ impl Netns {
         // addresses, and no router solicitations or MLD reports show up in counters.
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        // A new namespace inherits IPv4 forwarding from the host's (a container host often
+        // has it on): off, as a pod's namespace starts; namespaces that route turn it on.
+        ns.sysctl("net.ipv4.ip_forward", "0")?;
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }

@@ -12,6 +12,7 @@ use egress_user::{
     network::{
         announce::announce,
         error::Error,
+        mac::{mac_text, stable_mac},
         plan::{Applied, MacvlanMode, NetworkPlan},
     },
 };
@@ -45,14 +46,8 @@ fn plan(iface: &str, parent: Option<&str>) -> NetworkPlan {
         },
         gateway: GATEWAY_IP,
         owner: "egress-router:network-test".to_owned(),
+        mac: Some(stable_mac(EGRESS_SOURCE)),
     }
-}
-
-fn mac_text(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn stdout(ns: &Netns, program: &str, args: &[&str]) -> String {
@@ -85,6 +80,11 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
         applied
     });
     assert!(!applied.created_macvlan);
+    assert_eq!(
+        applied.egress_mac,
+        stable_mac(EGRESS_SOURCE),
+        "the stable MAC"
+    );
 
     let state = lab.router.network_state().unwrap();
     for expected in [

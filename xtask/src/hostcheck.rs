@@ -104,6 +104,20 @@ impl Snapshot {
         })
     }
 
+    /// Compares the host now with `self`, again for up to 5 s while they differ: the
+    /// kernel deletes a network namespace asynchronously, and the programs attached in it
+    /// are freed only then.
+    pub(crate) fn settled(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let result = self.compare(&Self::take()?);
+            if result.is_ok() || std::time::Instant::now() > deadline {
+                return result;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
     /// Fails listing what `after` has that `self` had not, and what it lost.
     pub(crate) fn compare(&self, after: &Self) -> Result<()> {
         let mut report = String::new();

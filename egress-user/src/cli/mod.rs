@@ -13,7 +13,7 @@ mod teardown;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::FalseyValueParser};
 use egress_user::{
     agent::{metrics::Listen, run::Options as AgentOptions},
     config::error::ConfigError,
@@ -99,8 +99,16 @@ pub(crate) struct RouterArgs {
     pub(crate) metrics_address: Listen,
     /// When another agent runs for the instance: stop it (SIGTERM; the data plane stays)
     /// and take its place, instead of refusing to start.
-    #[arg(long, env = "EGRESS_ROUTER_TAKE_OVER")]
+    #[arg(long, env = "EGRESS_ROUTER_TAKE_OVER", value_parser = FalseyValueParser::new())]
     pub(crate) take_over: bool,
+    /// Keep the egress interface's own MAC instead of the one derived from EGRESS_SOURCE
+    /// (02:45 and the address's four octets), which every replacement pod takes too.
+    #[arg(long, env = "EGRESS_ROUTER_KEEP_MAC", value_parser = FalseyValueParser::new())]
+    pub(crate) keep_mac: bool,
+    /// Claim EGRESS_SOURCE even when another host answers ARP for it (by default the
+    /// set-up refuses, changing nothing: two routers with one address split its traffic).
+    #[arg(long, env = "EGRESS_ROUTER_FORCE_SOURCE", value_parser = FalseyValueParser::new())]
+    pub(crate) force_source: bool,
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
     #[arg(long, env = "EGRESS_ROUTER_GC_MAX_INTERVAL", default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,
@@ -328,6 +336,8 @@ impl Cli {
             debug: args.debug(),
             arp_request_after: Duration::from_millis(500),
             local_tcp_ports,
+            stable_mac: !args.keep_mac,
+            force_source: args.force_source,
         }
     }
 

@@ -141,6 +141,12 @@ impl Handover {
         Ok(dataplane)
     }
 
+    /// Where the maps are pinned during the set-up, if anywhere.
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
     /// Ends the hand-over once the new programs are attached: pins on a scratch bpffs
     /// vanish with it, and the maps live on in the programs.
     #[must_use]

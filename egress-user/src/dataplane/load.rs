@@ -26,6 +26,8 @@ use crate::{
 /// Errors of the data-plane operations.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the loading task failed: {0}")]
+    Task(String),
     #[error("creating pin directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
     #[error("pinning map {name} at {path}: {source}")]

@@ -1,7 +1,11 @@
 //! Setting an instance up, in an order that changes nothing until every check that can fail
 //! without side effects has passed (interfaces resolved, BPF object verified).
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use egress_common::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
 
@@ -13,7 +17,9 @@ use crate::{
         announce::announce,
         error::Error as NetworkError,
         interface::{InterfaceFacts, interface_facts},
+        mac::stable_mac,
         plan::{Applied, MacvlanMode, NetworkPlan},
+        probe::Probe,
     },
 };
 
@@ -58,6 +64,10 @@ pub struct Settings {
     /// TCP ports on the pod IP served by the agent itself (metrics, health): delivered to
     /// the pod even when a fallback takes everything else.
     pub local_tcp_ports: Vec<u16>,
+    /// Give the egress interface the MAC derived from EGRESS_SOURCE (else keep its own).
+    pub stable_mac: bool,
+    /// Claim EGRESS_SOURCE even when another host answers for it.
+    pub force_source: bool,
 }
 
 impl Settings {
@@ -71,6 +81,7 @@ impl Settings {
             source,
             gateway,
             owner: owner_alias(&self.instance),
+            mac: self.stable_mac.then(|| stable_mac(source.ip)),
         }
     }
 }
@@ -112,12 +123,55 @@ impl Instance {
         {
             return Err(Error::LoopsBack(ip));
         }
+        let started = std::time::Instant::now();
+        let phase = |name: &str| {
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "set-up: {name}");
+        };
+        // Two checks at once, as both take a while and change nothing that stays: that no
+        // other host holds EGRESS_SOURCE (the ARP probe, 250 ms), and loading the BPF
+        // object (maps created, programs verified).
+        let probe = match gateway {
+            Some(_) if settings.force_source => {
+                tracing::warn!(%source, "EGRESS_SOURCE claimed without checking for another holder");
+                None
+            }
+            Some(gateway) => Some(settings.network_plan(source, gateway)),
+            None => None,
+        };
         let mut handover = Handover::prepare(
             &settings.bpffs_root,
             &settings.instance,
             &settings.pod_interface,
         );
-        let mut dataplane = handover.load(settings.conntrack_flows)?;
+        let new_pin_dir = handover
+            .pin_dir()
+            .filter(|dir| !dir.exists())
+            .map(Path::to_owned);
+        let flows = settings.conntrack_flows;
+        let (free, loaded) = tokio::join!(
+            async {
+                match &probe {
+                    Some(plan) => plan.check_source_free(Probe::default()).await,
+                    None => Ok(()),
+                }
+            },
+            tokio::task::spawn_blocking(move || {
+                let loaded = handover.load(flows);
+                (handover, loaded)
+            }),
+        );
+        let (handover, loaded) =
+            loaded.map_err(|err| Error::Dataplane(load::Error::Task(err.to_string())))?;
+        if let Err(err) = free {
+            // The pins this load made go with it: nothing stays.
+            drop(loaded);
+            if let Some(dir) = new_pin_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(Error::Network(err));
+        }
+        let mut dataplane = loaded?;
+        phase("EGRESS_SOURCE free, BPF object loaded");
 
         // Now change the system: network, maps, attachments.
         let applied = match gateway {
@@ -130,6 +184,7 @@ impl Instance {
             ),
             None => None,
         };
+        phase("network applied");
         let egress = interface_facts(&settings.egress_interface)
             .await
             .map_err(Error::EgressInterface)?;
@@ -152,9 +207,11 @@ impl Instance {
             );
         }
         let handover = handover.finish();
+        phase("attached");
 
         if let Some(applied) = &applied {
             announce_source(settings, source, applied).await?;
+            phase("announced");
         }
         Ok(Self {
             dataplane,

@@ -58,6 +58,7 @@ impl Teardown<'_> {
                     source,
                     gateway: self.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
                     owner: owner_alias(self.instance),
+                    mac: None,
                 }
                 .teardown()
                 .await?

@@ -24,6 +24,17 @@ pub enum Error {
     NoIpv4(String),
     #[error("turning IPv4 forwarding off: {0}")]
     Forwarding(io::Error),
-    #[error("sending gratuitous ARP on {iface}: {source}")]
+    #[error("ARP on {iface}: {source}")]
     Arp { iface: String, source: io::Error },
+    #[error(
+        "EGRESS_SOURCE {ip} is in use: {mac} answered for it on {iface}. Another egress \
+         router (a predecessor still running), a host or a gateway with proxy ARP holds it; \
+         not claiming it a second time. Stop the other holder, or set \
+         EGRESS_ROUTER_FORCE_SOURCE=1 (--force-source) to claim it anyway"
+    )]
+    SourceInUse {
+        ip: std::net::Ipv4Addr,
+        mac: String,
+        iface: String,
+    },
 }

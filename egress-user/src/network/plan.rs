@@ -27,8 +27,16 @@ use crate::{
     network::{
         error::Error,
         interface::{link_by_name, link_mac, netlink},
+        mac::{mac_text, parse_mac},
     },
 };
+
+fn link_alias(link: &rtnetlink::packet_route::link::LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
+        _ => None,
+    })
+}
 
 /// Mode of a macvlan created by egress-router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +87,15 @@ pub struct NetworkPlan {
     pub gateway: Ipv4Addr,
     /// The alias given to a macvlan created here, which marks it as this instance's.
     pub owner: String,
+    /// The MAC the egress interface takes ([`crate::network::claim::stable_mac`]), or None
+    /// to keep its own.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// The alias of an egress interface this instance did not create but gave its stable MAC:
+/// the owner and the interface's own MAC, which teardown gives back.
+fn mac_alias(owner: &str, original: [u8; 6]) -> String {
+    format!("{owner} mac {}", mac_text(original))
 }
 
 /// What [`NetworkPlan::teardown`] removed.
@@ -90,6 +107,8 @@ pub struct Removed {
     pub address: bool,
     /// Routes via EGRESS_GATEWAY on an egress interface this instance did not create.
     pub routes: usize,
+    /// The interface's own MAC, given back (it had taken the stable MAC).
+    pub mac: bool,
 }
 
 /// What [`NetworkPlan::apply`] found and did.
@@ -141,21 +160,54 @@ impl NetworkPlan {
             (None, None) => unreachable!("returned above"),
         };
         let index = link.header.index;
-        let mac = link_mac(&link).ok_or_else(|| Error::NoMac(iface.to_owned()))?;
-        if created_macvlan {
+        let own_mac = link_mac(&link).ok_or_else(|| Error::NoMac(iface.to_owned()))?;
+        let alias = link_alias(&link);
+        // A created macvlan is marked as ours; one of the cluster's that takes the stable
+        // MAC keeps its own MAC in the alias, for teardown (unless a run before us did).
+        let mark = if created_macvlan {
+            Some(self.owner.clone())
+        } else {
+            match self.mac {
+                Some(mac)
+                    if mac != own_mac && !alias.is_some_and(|a| a.starts_with(&self.owner)) =>
+                {
+                    Some(mac_alias(&self.owner, own_mac))
+                }
+                _ => None,
+            }
+        };
+        if let Some(mark) = mark {
             netlink(
                 handle
                     .link()
                     .set(
                         LinkUnspec::new_with_index(index)
-                            .append_extra_attribute(LinkAttribute::IfAlias(self.owner.clone()))
+                            .append_extra_attribute(LinkAttribute::IfAlias(mark.clone()))
                             .build(),
                     )
                     .execute()
                     .await,
-                || format!("marking {iface} as {}", self.owner),
+                || format!("marking {iface} as {mark}"),
             )?;
         }
+        let mac = match self.mac {
+            Some(mac) if mac != own_mac => {
+                netlink(
+                    handle
+                        .link()
+                        .set(
+                            LinkUnspec::new_with_index(index)
+                                .address(mac.to_vec())
+                                .build(),
+                        )
+                        .execute()
+                        .await,
+                    || format!("giving {iface} the MAC {}", mac_text(mac)),
+                )?;
+                mac
+            }
+            _ => own_mac,
+        };
 
         let source = self.source;
         netlink(
@@ -224,10 +276,7 @@ impl NetworkPlan {
             return Ok(removed);
         };
         let index = link.header.index;
-        let alias = link.attributes.iter().find_map(|attr| match attr {
-            LinkAttribute::IfAlias(alias) => Some(alias.as_str()),
-            _ => None,
-        });
+        let alias = link_alias(&link);
         if alias == Some(self.owner.as_str()) {
             netlink(handle.link().del(index).execute().await, || {
                 format!("deleting {iface}")
@@ -280,6 +329,26 @@ impl NetworkPlan {
                 format!("removing {} from {iface}", self.source)
             })?;
             removed.address = true;
+        }
+        // The interface's own MAC back, and its alias cleared.
+        let original = alias
+            .and_then(|a| a.strip_prefix(&format!("{} mac ", self.owner)))
+            .and_then(parse_mac);
+        if let Some(original) = original {
+            netlink(
+                handle
+                    .link()
+                    .set(
+                        LinkUnspec::new_with_index(index)
+                            .address(original.to_vec())
+                            .append_extra_attribute(LinkAttribute::IfAlias(String::new()))
+                            .build(),
+                    )
+                    .execute()
+                    .await,
+                || format!("giving {iface} its MAC {} back", mac_text(original)),
+            )?;
+            removed.mac = true;
         }
         Ok(removed)
     }

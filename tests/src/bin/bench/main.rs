@@ -4,6 +4,7 @@
 //! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
 
 mod chart;
+mod failover;
 mod http;
 mod markdown;
 mod progcost;
@@ -43,6 +44,13 @@ struct Args {
     /// Only the HTTP load; prints it, writes nothing.
     #[arg(long)]
     http_only: bool,
+    /// Failovers per variant (stable MAC, own MAC).
+    #[arg(long, default_value_t = 5)]
+    failover_rounds: usize,
+    /// Only the failovers: measured, put into bench/results.json in place of the earlier
+    /// ones, and the report rendered again.
+    #[arg(long)]
+    failover_only: bool,
     /// With --http-only: only these HTTP set-ups (squid, haproxy, dnat, http-proxy,
     /// dns-proxy).
     #[arg(long, value_delimiter = ',')]
@@ -105,6 +113,36 @@ fn main() -> Result<()> {
         }
     }
     let started = Instant::now();
+    let mut failovers = Vec::new();
+    for round in 0..args.failover_rounds {
+        if args.costs_only || args.http_only {
+            break;
+        }
+        for own_mac in [false, true] {
+            let result = failover::round(round, own_mac)
+                .with_context(|| format!("failover round {round}"))?;
+            eprintln!(
+                "bench: round {round} failover {:<10} first connection {:>6} ms, init {:>5.0} ms, gateway {} -> {}",
+                if own_mac { "own MAC" } else { "stable MAC" },
+                result
+                    .first_connection_ms
+                    .map_or_else(|| "none".to_owned(), |ms| format!("{ms:.0}")),
+                result.init_ms,
+                result.gateway_before,
+                result.gateway_after
+            );
+            failovers.push(result);
+        }
+    }
+    if args.failover_only {
+        let path = args.out.join("bench/results.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut results: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        results.failover = failovers;
+        return write(&args.out, &results);
+    }
     let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
     let connrate = std::env::current_exe()?
         .parent()
@@ -232,6 +270,7 @@ fn main() -> Result<()> {
         calls_per_cost: args.calls,
         lab,
         http,
+        failover: failovers,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),

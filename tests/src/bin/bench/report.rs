@@ -94,6 +94,9 @@ pub(crate) struct Results {
     /// The proxy modes' HTTP load (absent in results of earlier versions).
     #[serde(default)]
     pub http: Vec<crate::http::HttpRound>,
+    /// Failovers across nodes (absent in results of earlier versions).
+    #[serde(default)]
+    pub failover: Vec<crate::failover::FailoverRound>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,

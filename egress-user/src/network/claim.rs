@@ -1,0 +1,95 @@
+//! Claiming EGRESS_SOURCE on the egress network: the check, before anything changes, that
+//! no other live host holds the address.
+
+use rtnetlink::{
+    Handle, LinkUnspec,
+    packet_route::link::{LinkFlags, LinkMessage},
+};
+
+use crate::network::{
+    error::Error,
+    interface::{interface_facts, link_by_name, link_mac, netlink},
+    mac::mac_text,
+    plan::NetworkPlan,
+    probe::{Probe, probe},
+};
+
+impl NetworkPlan {
+    /// Fails if another host answers for EGRESS_SOURCE on the egress network (RFC 5227 ARP
+    /// probe), changing nothing: the probe goes out of the egress interface (brought up
+    /// for it if it is down, and down again after), or, when the interface is still to be
+    /// created, out of its parent. An interface that already holds the address is ours (a
+    /// restart) and is not probed. Nothing to probe from (no interface, parent down) is not
+    /// a conflict: the set-up then says what is missing.
+    pub async fn check_source_free(&self, how: Probe) -> Result<(), Error> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+        let connection = tokio::spawn(connection);
+        let result = self.check_with(&handle, how).await;
+        connection.abort();
+        result
+    }
+
+    async fn check_with(&self, handle: &Handle, how: Probe) -> Result<(), Error> {
+        let iface = self.egress_interface.as_str();
+        let (link, from) = match link_by_name(handle, iface).await? {
+            Some(link) => {
+                let facts = interface_facts(iface).await?;
+                if facts.ipv4.contains(&self.source.ip) {
+                    return Ok(());
+                }
+                (link, iface.to_owned())
+            }
+            None => {
+                let Some(parent) = &self.macvlan_parent else {
+                    return Ok(());
+                };
+                match link_by_name(handle, parent).await? {
+                    Some(link) if is_up(&link) => (link, parent.clone()),
+                    _ => return Ok(()),
+                }
+            }
+        };
+        let index = link.header.index;
+        let mac = link_mac(&link).ok_or_else(|| Error::NoMac(from.clone()))?;
+        let was_up = is_up(&link);
+        if !was_up {
+            set_up(handle, index, true, &from).await?;
+        }
+        let ip = self.source.ip;
+        let found = tokio::task::spawn_blocking(move || probe(index, mac, ip, how))
+            .await
+            .map_err(|err| Error::Arp {
+                iface: from.clone(),
+                source: std::io::Error::other(err),
+            })?;
+        if !was_up {
+            set_up(handle, index, false, &from).await?;
+        }
+        match found.map_err(|source| Error::Arp {
+            iface: from.clone(),
+            source,
+        })? {
+            Some(holder) => Err(Error::SourceInUse {
+                ip,
+                mac: mac_text(holder.mac),
+                iface: from,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn is_up(link: &LinkMessage) -> bool {
+    link.header.flags.contains(LinkFlags::Up)
+}
+
+async fn set_up(handle: &Handle, index: u32, up: bool, iface: &str) -> Result<(), Error> {
+    let msg = if up {
+        LinkUnspec::new_with_index(index).up().build()
+    } else {
+        LinkUnspec::new_with_index(index).down().build()
+    };
+    netlink(handle.link().set(msg).execute().await, || {
+        format!("setting {iface} {}", if up { "up" } else { "down" })
+    })
+}
