@@ -2,6 +2,7 @@
 //! subcommand. Every variable of OpenShift's image is also a flag.
 
 mod attach;
+mod check;
 mod conntrack;
 mod dns_proxy;
 mod http_proxy;
@@ -198,6 +199,14 @@ pub(crate) enum Command {
     /// Remove what this instance added: programs, pins, the egress interface it created (or
     /// EGRESS_SOURCE and its routes on one it did not).
     Teardown,
+    /// Preflight of the egress network: link, EGRESS_SOURCE free, the gateway answering the
+    /// router's MAC (else: MAC filtering, and the fix per platform). Changes nothing that
+    /// stays. Exit status: 0 ok, 1 setup missing, 2 link down, 3 EGRESS_SOURCE in use, 4 MAC
+    /// filtered, 5 gateway unreachable.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -253,6 +262,7 @@ fn dispatch(mut cli: Cli) -> Result<()> {
         Command::Conntrack { json } => conntrack::execute(&cli, json),
         Command::Stats => stats::execute(&cli),
         Command::Teardown => teardown::execute(&cli),
+        Command::Check { json } => check::execute(&cli, json),
     }
 }
 

@@ -166,3 +166,20 @@ pub async fn pod_ip(pod_interface: &str) -> anyhow::Result<Ipv4Addr> {
         .copied()
         .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
 }
+
+/// The operational state the kernel reports for a link.
+pub(crate) fn operstate(link: &LinkMessage) -> Option<rtnetlink::packet_route::link::State> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::OperState(state) => Some(*state),
+        _ => None,
+    })
+}
+
+/// The netmask of a prefix length, as a number.
+pub(crate) const fn prefix_mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    }
+}

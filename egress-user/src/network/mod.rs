@@ -7,9 +7,11 @@
 //! *parent* is the node's interface it is created on.
 
 pub mod announce;
+pub mod check;
 pub mod claim;
 pub mod error;
 pub mod interface;
 pub mod mac;
 pub mod plan;
 pub mod probe;
+pub mod verdict;

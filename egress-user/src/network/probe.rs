@@ -74,6 +74,41 @@ pub fn probe(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr, how: Probe) -> io::Result
     Ok(None)
 }
 
+/// Asks "who has `target`?" from `mac` on interface `ifindex` (sender address
+/// `sender`; 0.0.0.0 makes it a probe that teaches nobody anything), up to `tries` times
+/// `wait` apart; returns the MAC that answered, if any. Blocking.
+pub fn ask(
+    ifindex: u32,
+    mac: [u8; 6],
+    sender: Ipv4Addr,
+    target: Ipv4Addr,
+    tries: u32,
+    wait: Duration,
+) -> io::Result<Option<[u8; 6]>> {
+    let socket = ArpSocket::bind(ifindex)?;
+    let request = ArpEthIpv4Packet {
+        operation: ArpOperation::REQUEST,
+        sender_mac: mac,
+        sender_ipv4: sender.octets(),
+        target_mac: [0; 6],
+        target_ipv4: target.octets(),
+    }
+    .to_bytes();
+    for _ in 0..tries {
+        socket.send_broadcast(&request)?;
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Some(arp) = socket.recv(left)? else {
+                break;
+            };
+            if arp.operation == ArpOperation::REPLY && arp.sender_ipv4 == target.octets() {
+                return Ok(Some(arp.sender_mac));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Whether an ARP packet received from another host claims `ip`: a reply or an
 /// announcement from it, or a probe for it that is not ours (RFC 5227 section 2.1.1).
 fn claims(arp: &ArpEthIpv4Packet, ip: Ipv4Addr, ours: [u8; 6]) -> bool {
