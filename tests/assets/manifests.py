@@ -5,8 +5,8 @@ usage: manifests.py VERSION FILE...
 Every document is validated strictly (unknown fields are errors) against the Kubernetes
 VERSION schemas that the kubernetes-validate package carries (nothing is downloaded). A
 NetworkAttachmentDefinition (Multus, a CRD with no schema there) is checked for what
-Multus reads: spec.config, a JSON CNI configuration of a macvlan with a master, a mode and
-an ipam section. Exits 1 naming each failure.
+Multus reads: spec.config, a JSON CNI configuration of a macvlan (master, mode) or a
+host-device (the device), with an ipam section. Exits 1 naming each failure.
 
 On success prints one JSON object: {"containers": [...], "configmaps": {...}}, with each
 container's file, workload, name, whether it is an init container, privileged or not, and
@@ -34,12 +34,17 @@ def check_nad(doc):
         config = json.loads(doc["spec"]["config"])
     except (KeyError, TypeError, ValueError) as err:
         return problems + [f"spec.config is not JSON: {err}"]
-    if config.get("type") != "macvlan":
-        problems.append(f"type {config.get('type')!r}, not macvlan")
-    if not config.get("master"):
-        problems.append("no master")
-    if config.get("mode") not in MACVLAN_MODES:
-        problems.append(f"mode {config.get('mode')!r}")
+    kind = config.get("type")
+    if kind == "macvlan":
+        if not config.get("master"):
+            problems.append("no master")
+        if config.get("mode") not in MACVLAN_MODES:
+            problems.append(f"mode {config.get('mode')!r}")
+    elif kind == "host-device":
+        if not any(config.get(k) for k in ("device", "hwaddr", "kernelpath", "pciBusID")):
+            problems.append("host-device names no device")
+    else:
+        problems.append(f"type {kind!r}, not macvlan or host-device")
     if "ipam" not in config or "cniVersion" not in config:
         problems.append("no ipam or cniVersion")
     return problems

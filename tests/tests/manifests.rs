@@ -61,7 +61,7 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files.len(), 4, "{names:?}");
+    assert_eq!(files.len(), 5, "{names:?}");
     let out = validate(&files);
     assert!(
         out.status.success(),
@@ -155,7 +155,10 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 4, "two redirect Deployments, init and agent each");
+    assert_eq!(
+        checked, 6,
+        "three redirect Deployments, init and agent each"
+    );
 
     // The validator fails on what the API server would refuse.
     let dir = tempdir("manifests-bad");

@@ -123,7 +123,7 @@ impl Checker<'_> {
         self.restore(&asking).await?;
         let verdict = verdict?;
         let fixes = match verdict {
-            Verdict::MacFiltered | Verdict::GatewayUnreachable => fixes(input, mac),
+            Verdict::MacFiltered | Verdict::GatewayUnreachable => fixes(input.source.ip, mac),
             _ => Vec::new(),
         };
         Ok(self.report(verdict, fixes))

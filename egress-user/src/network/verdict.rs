@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use crate::network::{check::CheckInput, mac::mac_text};
+use std::net::Ipv4Addr;
+
+use crate::network::mac::mac_text;
 
 /// How one check went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -84,8 +86,8 @@ impl std::fmt::Display for Report {
 
 /// What to do about a gateway that the egress interface's MAC does not reach, per
 /// platform, with the real addresses.
-pub(crate) fn fixes(input: &CheckInput, mac: [u8; 6]) -> Vec<String> {
-    let (ip, mac) = (input.source.ip, mac_text(mac));
+pub(crate) fn fixes(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<String> {
+    let mac = mac_text(mac);
     vec![
         format!(
             "Red Hat OpenStack (port security): allow the egress address and MAC on the \

@@ -44,11 +44,14 @@ pub(crate) fn round(round: usize, own_mac: bool) -> Result<FailoverRound> {
 }
 
 /// The report's section.
-pub(crate) fn section(w: &mut String, rounds: &[FailoverRound]) {
+pub(crate) fn section(w: &mut String, rounds: &[FailoverRound], measured: Option<&str>) {
     if rounds.is_empty() {
         return;
     }
     let _ = writeln!(w, "## Failover\n");
+    if let Some(measured) = measured {
+        let _ = writeln!(w, "Measured apart from the rest, {measured}.\n");
+    }
     let _ = writeln!(
         w,
         "A two-node lab on one egress segment (a bridge between node A, node B and the \

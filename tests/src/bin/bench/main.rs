@@ -141,6 +141,11 @@ fn main() -> Result<()> {
         let mut results: Results =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         results.failover = failovers;
+        results.failover_measured = Some(format!(
+            "on {} by `{}`",
+            command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
+            args.command
+        ));
         return write(&args.out, &results);
     }
     let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
@@ -271,6 +276,7 @@ fn main() -> Result<()> {
         lab,
         http,
         failover: failovers,
+        failover_measured: None,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),

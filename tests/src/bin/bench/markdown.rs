@@ -123,7 +123,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
     if !r.http.is_empty() {
         http_section(w, r);
     }
-    crate::failover::section(w, &r.failover);
+    crate::failover::section(w, &r.failover, r.failover_measured.as_deref());
 
     let _ = writeln!(w, "## Per packet, BPF_PROG_TEST_RUN\n");
     let _ = writeln!(

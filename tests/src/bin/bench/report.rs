@@ -97,6 +97,10 @@ pub(crate) struct Results {
     /// Failovers across nodes (absent in results of earlier versions).
     #[serde(default)]
     pub failover: Vec<crate::failover::FailoverRound>,
+    /// When and by what command the failovers were measured, if apart from the rest
+    /// (`--failover-only`).
+    #[serde(default)]
+    pub failover_measured: Option<String>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
