@@ -217,6 +217,11 @@ impl FailoverLab {
         Ok(())
     }
 
+    /// Node B's bpffs.
+    pub fn bpffs_b(&self) -> &Bpffs {
+        &self.bpffs_b
+    }
+
     /// The lab's peer server (tests/assets/peer_server.py tcp) on the server.
     pub fn start_server(&mut self) -> Result<()> {
         let child = self

@@ -59,5 +59,36 @@ fn behind_port_security_only_the_stable_mac_gets_through() {
         "through node A with its own MAC: {err:#}"
     );
     assert!(lab.ask(POD_A, Duration::from_secs(1)).is_err());
-    let _ = EGRESS_SOURCE;
+}
+
+/// Behind port security that allows only the stable MAC, the probe for another holder of
+/// EGRESS_SOURCE still hears it: it is sent from the stable MAC (a probe from the
+/// interface's own MAC would be dropped, and a second router would start: split brain).
+#[test]
+fn behind_port_security_a_live_holder_is_still_found() {
+    let opts = FailoverOptions {
+        port_security: true,
+        ..FailoverOptions::default()
+    };
+    let lab = FailoverLab::new("fo-held", opts).unwrap();
+    lab.gateway
+        .ip(&["addr", "add", &format!("{EGRESS_SOURCE}/32"), "dev", "lan0"])
+        .unwrap();
+    let before = lab.router_b.network_state().unwrap();
+    let out = egress_tests::netns::run_bounded(
+        &mut FailoverLab::init_command(&lab.router_b, lab.bpffs_b(), false),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("EGRESS_SOURCE {EGRESS_SOURCE} is in use")),
+        "{stderr}"
+    );
+    assert_eq!(
+        lab.router_b.network_state().unwrap(),
+        before,
+        "nothing changed"
+    );
 }

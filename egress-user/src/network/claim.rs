@@ -16,9 +16,9 @@ use crate::network::{
 
 impl NetworkPlan {
     /// Fails if another host answers for EGRESS_SOURCE on the egress network (RFC 5227 ARP
-    /// probe), changing nothing: the probe goes out of the egress interface (brought up
-    /// for it if it is down, and down again after), or, when the interface is still to be
-    /// created, out of its parent. An interface that already holds the address is ours (a
+    /// probe), changing nothing: the probe goes out of the egress interface (with the MAC
+    /// the router will use, brought up for it if it is down; both put back after), or,
+    /// when the interface is still to be created, out of its parent. An interface that already holds the address is ours (a
     /// restart) and is not probed. Nothing to probe from (no interface, parent down) is not
     /// a conflict: the set-up then says what is missing.
     pub async fn check_source_free(&self, how: Probe) -> Result<(), Error> {
@@ -50,8 +50,18 @@ impl NetworkPlan {
             }
         };
         let index = link.header.index;
-        let mac = link_mac(&link).ok_or_else(|| Error::NoMac(from.clone()))?;
+        let own = link_mac(&link).ok_or_else(|| Error::NoMac(from.clone()))?;
+        // From the egress interface, probe with the MAC the router will use: port security
+        // that allows only that MAC would drop a probe from another, and the probe would
+        // hear nothing. (The parent's own MAC passes anyway.)
+        let mac = match self.mac {
+            Some(mac) if from == iface => mac,
+            _ => own,
+        };
         let was_up = is_up(&link);
+        if mac != own {
+            set_mac(handle, index, mac, &from).await?;
+        }
         if !was_up {
             set_up(handle, index, true, &from).await?;
         }
@@ -64,6 +74,9 @@ impl NetworkPlan {
             })?;
         if !was_up {
             set_up(handle, index, false, &from).await?;
+        }
+        if mac != own {
+            set_mac(handle, index, own, &from).await?;
         }
         match found.map_err(|source| Error::Arp {
             iface: from.clone(),
@@ -81,6 +94,15 @@ impl NetworkPlan {
 
 fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
+}
+
+async fn set_mac(handle: &Handle, index: u32, mac: [u8; 6], iface: &str) -> Result<(), Error> {
+    let msg = LinkUnspec::new_with_index(index)
+        .address(mac.to_vec())
+        .build();
+    netlink(handle.link().set(msg).execute().await, || {
+        format!("giving {iface} the MAC {} for the probe", mac_text(mac))
+    })
 }
 
 async fn set_up(handle: &Handle, index: u32, up: bool, iface: &str) -> Result<(), Error> {
