@@ -276,3 +276,39 @@ fn a_flood_of_unanswered_flows_evicts_no_answered_flow() {
     }
     assert_eq!(drops(&dp, DropReason::Unsolicited), 0);
 }
+
+/// The agent reads a conntrack table in batches (`BPF_MAP_LOOKUP_BATCH`): every entry of
+/// thousands of flows once, none twice, whatever the buckets hold.
+#[test]
+fn a_batched_read_sees_every_entry_exactly_once() {
+    use std::collections::HashSet;
+
+    // Room for every flow in the table of unanswered flows (a quarter of the capacity).
+    let mut dp = egress_tests::pktgen::dataplane_sized("5300 udp 203.0.113.10 53", 32768, |_| {});
+    let clients = 6000u16;
+    for i in 0..clients {
+        let client = [192, 0, 2, 10 + (i % 200) as u8];
+        let query = egress_tests::pktgen::udp_frame((client, 20000 + i), (POD, 5300), b"q", 64);
+        let (verdict, _) = run(&mut dp, egress_common::programs::POD_INGRESS, &query);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+    }
+    let flows = dp.maps().conntrack().unwrap();
+    let keys: HashSet<_> = flows.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        flows.len(),
+        2 * usize::from(clients),
+        "forward and reply entries"
+    );
+    assert_eq!(keys.len(), flows.len(), "no entry twice");
+    for i in 0..clients {
+        let forward = egress_common::FlowKey {
+            saddr: [192, 0, 2, 10 + (i % 200) as u8],
+            daddr: POD,
+            sport: 20000 + i,
+            dport: 5300,
+            proto: egress_common::proto::UDP,
+            _pad: [0; 3],
+        };
+        assert!(keys.contains(&forward), "flow {i} missing");
+    }
+}

@@ -67,8 +67,24 @@ impl MapSet {
         Ok(flows)
     }
 
-    /// One conntrack table.
+    /// One conntrack table: read in batches where the kernel can, else entry by entry.
     pub fn conntrack_table(&self, t: CtTable) -> Result<Vec<Flow>, Error> {
+        let name = t.map();
+        if let Map::LruHashMap(data) | Map::HashMap(data) = self.map(name)? {
+            match crate::dataplane::batch::read_all::<FlowKey, FlowEntry>(data.fd().as_fd()) {
+                Ok(Some(flows)) => return Ok(flows),
+                Ok(None) => {}
+                Err(io_error) => {
+                    return Err(Error::Map {
+                        name,
+                        source: MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_lookup_batch",
+                            io_error,
+                        }),
+                    });
+                }
+            }
+        }
         let err = err(t);
         let table = self.table(t)?;
         let mut flows = Vec::new();

@@ -12,6 +12,7 @@
 //! - [`rules`]: the rules map as it should be, and the plan that gets it there.
 //! - [`stats`]: the counters, summed over CPUs.
 
+pub mod batch;
 pub mod bpffs;
 pub mod discover;
 pub mod flows;

@@ -272,6 +272,29 @@ impl Table {
         Ok(crate::report::median(&mut times))
     }
 
+    /// One pass of the agent's conntrack GC over the table as it is (every flow alive):
+    /// (wall seconds, CPU seconds of this thread, user and system together).
+    pub(crate) fn gc_pass(&mut self) -> Result<(f64, f64)> {
+        let cpu = || {
+            // SAFETY: getrusage fills the struct.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid pointer to a rusage.
+            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut usage) };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            secs(usage.ru_utime) + secs(usage.ru_stime)
+        };
+        let now = egress_user::conntrack::monotonic_ns();
+        let (wall, before) = (std::time::Instant::now(), cpu());
+        let pass = egress_user::conntrack::collect_garbage(self.dp.maps_mut(), now)?;
+        let (cpu_s, wall_s) = (cpu() - before, wall.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            pass.expired == 0,
+            "the GC removed {} live entries",
+            pass.expired
+        );
+        Ok((wall_s, cpu_s))
+    }
+
     /// Conntrack entries in the table now.
     pub(crate) fn entries(&self) -> Result<usize> {
         Ok(self.dp.maps().conntrack()?.len())
