@@ -20,7 +20,7 @@ pub(crate) fn svg(s: &Summary) -> String {
             vec![("A", a, s.pps[0]), ("B", b, s.pps[1]), ("C", c, s.pps[2])],
         ),
         (
-            "CPU per packet over C",
+            "2 CPUs / pps over C (estimate)",
             "ns (lower is better)",
             1.0,
             vec![("A", a, s.overhead[0]), ("B", b, s.overhead[1])],

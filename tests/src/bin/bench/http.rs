@@ -106,6 +106,14 @@ pub(crate) fn round(variant: HttpVariant, round: usize, measure: Duration) -> Re
     traffic::settle()?;
     let (keepalive_rps, e1) = wrk(&lab, variant, &dir, false, measure)?;
     let (close_rps, e2) = wrk(&lab, variant, &dir, true, measure)?;
+    // A rate with failed requests in it is not a rate of the set-up's work.
+    if e1 + e2 > 0 {
+        bail!(
+            "round {round}, {}: wrk reported {} failed requests (keep-alive {e1}, close {e2})",
+            variant.label(),
+            e1 + e2
+        );
+    }
     Ok(HttpRound {
         round,
         variant,

@@ -223,12 +223,14 @@ fn main() -> Result<()> {
     }
     // The agent's GC over the full table, three passes (issue 17: at most 1 s of CPU).
     let big = tables.last_mut().context("a table")?;
+    let mut gc_pass_cpu_s = Vec::new();
     for _ in 0..3 {
         let (gc_wall, gc_cpu) = big.gc_pass()?;
         eprintln!(
             "bench: a conntrack GC pass over {} flows: {:.2} s CPU, {:.2} s wall",
             big.flows, gc_cpu, gc_wall
         );
+        gc_pass_cpu_s.push(gc_cpu);
     }
     let t = Instant::now();
     let big = tables.last().context("a table")?;
@@ -250,6 +252,7 @@ fn main() -> Result<()> {
         memlock_bytes: memlock,
         bytes_per_flow: memlock as f64 / f64::from(capacity),
         entries_at_1m: entries,
+        gc_pass_cpu_s,
     };
 
     let mut costs = Vec::new();
@@ -286,10 +289,13 @@ fn main() -> Result<()> {
         http,
         failover: failovers,
         failover_measured: None,
+        method: None,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
+    let mut results = results;
+    results.method = Some(markdown::method(&results));
     write(&args.out, &results)
 }
 
@@ -350,7 +356,7 @@ fn machine() -> Result<Machine> {
         .lines()
         .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
         .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo")?;
     let kib: f64 = meminfo
         .lines()

@@ -40,16 +40,17 @@ impl Spread {
         }
     }
 
-    /// `median (min-max)` with `digits` decimals, each value divided by `scale`.
+    /// `median (min-max; rounds)` with `digits` decimals, each value divided by `scale`.
     pub(crate) fn show(&self, scale: f64, digits: usize) -> String {
         if self.n == 0 {
             return "n/a".into();
         }
         format!(
-            "{:.d$} ({:.d$}-{:.d$})",
+            "{:.d$} ({:.d$}-{:.d$}; {})",
             self.median / scale,
             self.min / scale,
             self.max / scale,
+            self.n,
             d = digits
         )
     }
@@ -77,6 +78,10 @@ pub(crate) struct Memory {
     pub memlock_bytes: u64,
     pub bytes_per_flow: f64,
     pub entries_at_1m: usize,
+    /// CPU seconds of the agent's conntrack GC passes over the 1M-flow table (absent in
+    /// results of earlier versions).
+    #[serde(default)]
+    pub gc_pass_cpu_s: Vec<f64>,
 }
 
 /// Everything one `cargo xtask bench` measured.
@@ -101,6 +106,10 @@ pub(crate) struct Results {
     /// (`--failover-only`).
     #[serde(default)]
     pub failover_measured: Option<String>,
+    /// The Method section written when these figures were measured (absent in results of
+    /// earlier versions).
+    #[serde(default)]
+    pub method: Option<String>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
@@ -213,7 +222,7 @@ mod tests {
     fn spread_ignores_missing_values_and_shows_scaled() {
         let s = Spread::of([2000.0, f64::NAN, 1000.0, 3000.0]);
         assert_eq!((s.median, s.min, s.max, s.n), (2000.0, 1000.0, 3000.0, 3));
-        assert_eq!(s.show(1e3, 1), "2.0 (1.0-3.0)");
+        assert_eq!(s.show(1e3, 1), "2.0 (1.0-3.0; 3)", "median (min-max; rounds)");
         assert_eq!(Spread::of([]).show(1.0, 0), "n/a");
     }
 }
