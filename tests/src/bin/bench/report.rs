@@ -222,7 +222,11 @@ mod tests {
     fn spread_ignores_missing_values_and_shows_scaled() {
         let s = Spread::of([2000.0, f64::NAN, 1000.0, 3000.0]);
         assert_eq!((s.median, s.min, s.max, s.n), (2000.0, 1000.0, 3000.0, 3));
-        assert_eq!(s.show(1e3, 1), "2.0 (1.0-3.0; 3)", "median (min-max; rounds)");
+        assert_eq!(
+            s.show(1e3, 1),
+            "2.0 (1.0-3.0; 3)",
+            "median (min-max; rounds)"
+        );
         assert_eq!(Spread::of([]).show(1.0, 0), "n/a");
     }
 }
