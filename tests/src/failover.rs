@@ -317,17 +317,6 @@ impl FailoverLab {
         ))
     }
 
-    fn macvlan_mac(router: &Netns) -> Result<String> {
-        let out = run_bounded(
-            router
-                .command("ip")
-                .args(["-j", "link", "show", "macvlan0"]),
-            Duration::from_secs(5),
-        )?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v[0]["address"].as_str().unwrap_or("-").to_owned())
-    }
-
     /// The router pod on node A, then node A's death, then the replacement on node B:
     /// measured from B's start to the first connection through B that the server answered
     /// (at most `limit`).
@@ -345,7 +334,7 @@ impl FailoverLab {
         if !answer.starts_with(&format!("{EGRESS_SOURCE} ")) {
             bail!("through node A the server saw {answer}");
         }
-        let mac_a = Self::macvlan_mac(router_a)?;
+        let mac_a = crate::util::mac_of(router_a, "macvlan0");
         let gateway_before = self.gateway_entry()?;
 
         // Node A dies: its link to the switch goes at once (deleting a namespace finishes
@@ -385,7 +374,7 @@ impl FailoverLab {
             gateway_before,
             gateway_after: self.gateway_entry()?,
             mac_a,
-            mac_b: Self::macvlan_mac(&self.router_b)?,
+            mac_b: crate::util::mac_of(&self.router_b, "macvlan0"),
         })
     }
 }

@@ -221,3 +221,20 @@ pub fn unprivileged_router(lab: &Lab) -> Command {
     .arg(egress_router_bin());
     cmd
 }
+
+/// The MAC of interface `dev` in `ns`, as `ip` prints it.
+pub fn mac_of(ns: &Netns, dev: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(ns, "ip", &["-j", "link", "show", dev], 5)).unwrap();
+    v[0]["address"].as_str().unwrap_or("-").to_owned()
+}
+
+/// The paths under `dir` (a bpffs), sorted: what a failed command must not have pinned.
+pub fn pins(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    names.sort();
+    names
+}

@@ -10,7 +10,7 @@ use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, SERVER_IP},
     netns::{Netns, run_bounded},
-    util::run_ok,
+    util::{mac_of, run_ok},
 };
 
 /// `egress-router check` in `ns` with the lab's variables and `extra` arguments: (exit
@@ -33,12 +33,6 @@ fn check(ns: &Netns, extra: &[&str]) -> (i32, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
-}
-
-fn mac(ns: &Netns, dev: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&run_ok(ns, "ip", &["-j", "link", "show", dev], 5)).unwrap();
-    v[0]["address"].as_str().unwrap().to_owned()
 }
 
 const STABLE: &str = "02:45:c6:33:64:64";
@@ -66,7 +60,7 @@ fn a_healthy_egress_network_passes_and_nothing_changes() {
 fn a_mac_filter_is_named_with_the_fix_for_each_platform() {
     let lab = Lab::new("check-filter").unwrap();
     // The "hypervisor": frames reach the gateway only from the node NIC's own MAC.
-    let uplink = mac(&lab.node, "uplink");
+    let uplink = mac_of(&lab.node, "uplink");
     run_ok(&lab.gateway, "nft", &["add", "table", "netdev", "hv"], 5);
     run_ok(
         &lab.gateway,
@@ -150,7 +144,7 @@ fn a_live_holder_of_egress_source_is_reported() {
     assert!(
         out.contains(&format!(
             "{EGRESS_SOURCE} is in use: {} answered for it",
-            mac(&lab.gateway, "lan0")
+            mac_of(&lab.gateway, "lan0")
         )),
         "{out}"
     );

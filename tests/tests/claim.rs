@@ -8,16 +8,9 @@ use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, SERVER_IP},
     netns::run_bounded,
-    util::{ask, peer_server, router_cli, run_ok, wait_listening},
+    util::{ask, mac_of, peer_server, router_cli, run_ok, wait_listening},
 };
 use egress_user::network::mac::{mac_text, stable_mac};
-
-fn mac_of(lab: &Lab, ns: &egress_tests::netns::Netns, dev: &str) -> String {
-    let _ = lab;
-    let out = run_ok(ns, "ip", &["-j", "link", "show", dev], 5);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["address"].as_str().unwrap().to_owned()
-}
 
 /// `egress-router init` in the router namespace with `extra` arguments; its output.
 fn init(lab: &Lab, extra: &[&str]) -> std::process::Output {
@@ -48,7 +41,7 @@ fn a_second_holder_of_egress_source_is_refused_and_nothing_changes() {
     lab.gateway
         .ip(&["addr", "add", &holder, "dev", "lan0"])
         .unwrap();
-    let holder_mac = mac_of(&lab, &lab.gateway, "lan0");
+    let holder_mac = mac_of(&lab.gateway, "lan0");
     let before = lab.router.network_state().unwrap();
 
     let out = init(&lab, &[]);
@@ -98,7 +91,7 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
     let mut lab = Lab::new("claim-mac").unwrap();
     peer_server(&mut lab, "tcp", 80);
     wait_listening(&lab, 80);
-    let own = mac_of(&lab, &lab.router, "macvlan0");
+    let own = mac_of(&lab.router, "macvlan0");
     let stable = mac_text(stable_mac(EGRESS_SOURCE));
     assert_eq!(stable, "02:45:c6:33:64:64");
     assert_ne!(own, stable);
@@ -109,7 +102,7 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(mac_of(&lab, &lab.router, "macvlan0"), stable);
+    assert_eq!(mac_of(&lab.router, "macvlan0"), stable);
     let details = run_ok(&lab.router, "ip", &["-d", "link", "show", "macvlan0"], 5);
     assert!(
         details.contains(&format!("alias egress-router:claim mac {own}")),
@@ -128,11 +121,7 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
     assert!(init(&lab, &[]).status.success());
 
     router_cli(&lab, "claim", &["teardown"]);
-    assert_eq!(
-        mac_of(&lab, &lab.router, "macvlan0"),
-        own,
-        "its own MAC back"
-    );
+    assert_eq!(mac_of(&lab.router, "macvlan0"), own, "its own MAC back");
 
     // Opted out: the interface keeps its MAC.
     let out = init(&lab, &["--keep-mac"]);
@@ -141,5 +130,5 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(mac_of(&lab, &lab.router, "macvlan0"), own);
+    assert_eq!(mac_of(&lab.router, "macvlan0"), own);
 }

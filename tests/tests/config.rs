@@ -2,9 +2,9 @@
 //! message and exit 1 before anything on the system changes; `unit-test` mode prints the
 //! plan without privileges.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use egress_tests::{egress_router_bin, lab::Lab, netns::run_bounded};
+use egress_tests::{egress_router_bin, lab::Lab, netns::run_bounded, util::pins};
 
 const SOURCE: &str = "198.51.100.100/24";
 const GATEWAY: &str = "198.51.100.1";
@@ -231,15 +231,6 @@ const CASES: &[Case] = &[
         "Unrecognized EGRESS_ROUTER_MODE 'redirect'",
     ),
 ];
-
-fn pins(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn malformed_configs_exit_1_with_their_message_and_change_nothing() {

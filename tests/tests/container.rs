@@ -19,6 +19,20 @@ fn gateway() -> String {
     GATEWAY_IP.to_string()
 }
 
+/// The init container of a proxy pod: `EGRESS_ROUTER_MODE=mode`, the network only.
+fn init_proxy_pod(lab: &Lab, mode: &str) {
+    let (source, gateway) = (source(), gateway());
+    run_init(
+        lab,
+        &[
+            ("EGRESS_SOURCE", source.as_str()),
+            ("EGRESS_GATEWAY", gateway.as_str()),
+            ("EGRESS_ROUTER_MODE", mode),
+        ],
+    )
+    .unwrap();
+}
+
 /// Retries `f` for up to 20 s until it returns Some: the main container's start.
 fn within<T>(what: &str, container: &Container, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -107,16 +121,7 @@ fn http_proxy_pod_init_then_unprivileged_proxy_container() {
     let mut lab = Lab::new("ctr-http").unwrap();
     peer_server_at(&mut lab, "http", &SERVER_IP.to_string(), 80, &[]);
     wait_listening(&lab, 80);
-    let (source, gateway) = (source(), gateway());
-    run_init(
-        &lab,
-        &[
-            ("EGRESS_SOURCE", source.as_str()),
-            ("EGRESS_GATEWAY", gateway.as_str()),
-            ("EGRESS_ROUTER_MODE", "http-proxy"),
-        ],
-    )
-    .unwrap();
+    init_proxy_pod(&lab, "http-proxy");
     let rules = format!("!203.0.113.99\n{SERVER_IP}/32\n");
     let proxy = Container::start(
         &lab,
@@ -158,16 +163,7 @@ fn dns_proxy_pod_init_then_unprivileged_relay_container() {
     let mut lab = Lab::new("ctr-dns").unwrap();
     peer_server(&mut lab, "tcp", 80);
     wait_listening(&lab, 80);
-    let (source, gateway) = (source(), gateway());
-    run_init(
-        &lab,
-        &[
-            ("EGRESS_SOURCE", source.as_str()),
-            ("EGRESS_GATEWAY", gateway.as_str()),
-            ("EGRESS_ROUTER_MODE", "dns-proxy"),
-        ],
-    )
-    .unwrap();
+    init_proxy_pod(&lab, "dns-proxy");
     let routes = format!("7000 {SERVER_IP} 80\n");
     let relay = Container::start(
         &lab,

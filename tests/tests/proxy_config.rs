@@ -3,18 +3,9 @@
 //! changes (the DNS proxy would load the data plane, so only validation keeps the system
 //! as it was).
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use egress_tests::{egress_router_bin, lab::Lab, netns::run_bounded};
-
-fn pins(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .collect();
-    names.sort();
-    names
-}
+use egress_tests::{egress_router_bin, lab::Lab, netns::run_bounded, util::pins};
 
 /// (the variable, its value, the exact message): the proxy modes' variables, read by the
 /// main container of OpenShift's proxy Deployments.

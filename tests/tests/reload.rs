@@ -12,6 +12,22 @@ use egress_tests::{
     },
 };
 
+/// The agent (legacy mode) of `instance` with its destinations in `file` and JSON logs,
+/// once healthy; its daemon index.
+fn start_on_file(lab: &mut Lab, instance: &str, file: &std::path::Path) -> usize {
+    lab.start_agent(
+        instance,
+        "",
+        &[
+            "--config-file",
+            file.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    )
+    .unwrap()
+}
+
 /// The configuration file is read once per load: an edit that lands while the agent is
 /// still setting up (after it read the file, before it runs) is applied once it runs, not
 /// taken for what was applied.
@@ -78,18 +94,7 @@ fn invalid_reload_is_rejected_counted_and_rules_stay() {
     let dir = tempdir("op-reload");
     let file = dir.join("destination");
     write_config(&file, &format!("80 tcp {SERVER_IP}\n"));
-    let agent = lab
-        .start_agent(
-            "reload",
-            "",
-            &[
-                "--config-file",
-                file.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ],
-        )
-        .unwrap();
+    let agent = start_on_file(&mut lab, "reload", &file);
     let rules_before = router_cli(&lab, "reload", &["status", "--json"]);
     write_config(&file, &format!("80 tcp {SERVER_IP}\n8080 tcp nowhere\n"));
     let failures = (0..50)
@@ -200,18 +205,7 @@ fn a_reload_changes_removes_and_switches_and_open_flows_keep_their_remote() {
         &file,
         "7000 tcp 203.0.113.20\n7001 tcp 203.0.113.20\n203.0.113.20\n",
     );
-    let agent = lab
-        .start_agent(
-            "rechange",
-            "",
-            &[
-                "--config-file",
-                file.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ],
-        )
-        .unwrap();
+    let agent = start_on_file(&mut lab, "rechange", &file);
     let open = |port| {
         let mut echo = Echo::connect(&lab, port).unwrap();
         let seen = echo.ask("hello").unwrap();
@@ -284,18 +278,7 @@ fn the_rule_limit_holds_beside_the_agents_port_and_across_a_full_swap() {
             .collect::<String>()
     };
     write_config(&file, &rules(10000, 4096));
-    let agent = lab
-        .start_agent(
-            "maxrules",
-            "",
-            &[
-                "--config-file",
-                file.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ],
-        )
-        .unwrap();
+    let agent = start_on_file(&mut lab, "maxrules", &file);
     for port in [10000, 14095] {
         assert!(
             ask(&lab, port).starts_with(&format!("{EGRESS_SOURCE} ")),
@@ -338,18 +321,7 @@ fn a_reload_that_cannot_be_written_changes_nothing() {
         &file,
         &format!("80 tcp {SERVER_IP}\n81 tcp {SERVER_IP} 80\n"),
     );
-    let agent = lab
-        .start_agent(
-            "applyfail",
-            "",
-            &[
-                "--config-file",
-                file.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ],
-        )
-        .unwrap();
+    let agent = start_on_file(&mut lab, "applyfail", &file);
     let rules = |lab: &Lab| {
         let status: serde_json::Value =
             serde_json::from_str(&router_cli(lab, "applyfail", &["status", "--json"])).unwrap();
