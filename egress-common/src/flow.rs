@@ -160,6 +160,16 @@ pub const fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
 /// write to shared memory on every packet.
 pub const TOUCH_INTERVAL_NS: u64 = 1_000_000_000;
 
+/// A TCP flow that ended (closed both ways, or reset) still holds its translated tuple
+/// until its timeout (2 minutes after a close), but a new flow whose port search meets it
+/// takes the tuple over once both directions have been idle this long: the delay after
+/// which Linux's `tcp_tw_reuse` lets a new connection take a TIME_WAIT socket's tuple, and
+/// long enough for the old connection's last ACK to have passed. Without it a client that
+/// opens short connections to one remote faster than the NAT range turns over in two
+/// minutes (about 260 per second with 31,744 ports) runs out of ports; with it the limit is
+/// the range per second.
+pub const PORT_REUSE_IDLE_NS: u64 = 1_000_000_000;
+
 /// The shortest timeout of [`flow_timeout_ns`]: an entry idle for less is alive whatever
 /// its flags.
 pub const MIN_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -207,6 +217,37 @@ pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now:
         None => (entry.tcp_flags, entry.last_seen_ns),
     };
     now.saturating_sub(last_seen) > flow_timeout_ns(proto, flags)
+}
+
+/// Whether a flow's TCP connection is over: a RST took effect in either direction, or both
+/// sides sent their FIN. `peer` as for [`flow_expired`].
+#[inline(always)]
+#[must_use]
+pub const fn tcp_ended(entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
+    let peer_flags = match peer {
+        Some(peer) => peer.tcp_flags,
+        None => 0,
+    };
+    (entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
+        || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0
+}
+
+/// Whether the flow holding a translated tuple is over, so that a new flow may take the
+/// tuple: timed out, or a TCP connection that ended (see [`tcp_ended`]) with both
+/// directions idle for [`PORT_REUSE_IDLE_NS`]. `peer` as for [`flow_expired`].
+#[inline(always)]
+#[must_use]
+pub fn tuple_reusable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+    if flow_expired(proto, entry, peer, now) {
+        return true;
+    }
+    let last_seen = match peer {
+        Some(peer) if peer.last_seen_ns > entry.last_seen_ns => peer.last_seen_ns,
+        _ => entry.last_seen_ns,
+    };
+    proto == proto::TCP
+        && now.saturating_sub(last_seen) >= PORT_REUSE_IDLE_NS
+        && tcp_ended(entry, peer)
 }
 
 /// Key of [`crate::maps::FRAGMENTS`]: identifies one IPv4 datagram in flight.
@@ -297,6 +338,49 @@ mod tests {
         assert!(!other.returns_to(&forward_key));
         assert_eq!((forward.created_ns, forward.last_seen_ns), (7, 7));
         assert_eq!(forward.tuple(proto::TCP), translated);
+    }
+
+    #[test]
+    fn only_a_tuple_of_a_flow_that_is_over_is_reusable() {
+        use tcp_seen::{ACK, FIN, RST, SYN};
+        let entry = |flags, last| FlowEntry {
+            tcp_flags: flags,
+            last_seen_ns: last,
+            ..FlowEntry::default()
+        };
+        let t = 1000 * S;
+        let idle = t - PORT_REUSE_IDLE_NS;
+        let open = entry(SYN | ACK, idle);
+        let fin = entry(SYN | ACK | FIN, idle);
+        let rst = entry(SYN | ACK | RST, idle);
+        // Closed both ways, or reset from either side, and idle long enough: reusable.
+        assert!(tuple_reusable(proto::TCP, &fin, Some(&fin), t));
+        assert!(tuple_reusable(proto::TCP, &open, Some(&rst), t));
+        assert!(tuple_reusable(proto::TCP, &rst, None, t));
+        // Half closed, open, or a packet from either side within the idle time: not.
+        assert!(!tuple_reusable(proto::TCP, &fin, Some(&open), t));
+        assert!(!tuple_reusable(proto::TCP, &open, Some(&open), t));
+        assert!(!tuple_reusable(
+            proto::TCP,
+            &fin,
+            Some(&entry(FIN, idle + 1)),
+            t
+        ));
+        assert!(!tuple_reusable(
+            proto::TCP,
+            &entry(FIN, idle + 1),
+            Some(&fin),
+            t
+        ));
+        // UDP has no end: only its timeout frees the tuple.
+        assert!(!tuple_reusable(proto::UDP, &rst, Some(&rst), t));
+        assert!(tuple_reusable(
+            proto::UDP,
+            &open,
+            Some(&open),
+            idle + 121 * S
+        ));
+        assert!(tcp_ended(&fin, Some(&fin)) && !tcp_ended(&fin, None));
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub mod stats;
 pub use config::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
 pub use flow::{
     DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowKey, FragKey,
-    FragPorts, MIN_TIMEOUT_NS, TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow_expired, flow_kind,
-    flow_timeout_ns, peer_key, tcp_seen,
+    FragPorts, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, TOUCH_INTERVAL_NS, UNREPLIED_SHARE,
+    flow_expired, flow_kind, flow_timeout_ns, peer_key, tcp_ended, tcp_seen, tuple_reusable,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{

@@ -169,11 +169,15 @@ pub enum Stat {
     /// ICMP errors the router sent itself: Time Exceeded for a TTL that ran out, and
     /// Fragmentation Needed for a packet too big for the next link.
     IcmpErrorsSent = 18,
+    /// Translated tuples taken over from a flow that was over (closed or reset, and idle
+    /// for [`crate::PORT_REUSE_IDLE_NS`], or timed out) when a new flow's port search met
+    /// it.
+    NatPortsReclaimed = 19,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -193,6 +197,7 @@ impl Stat {
         Self::FlowsReopened,
         Self::FlowsReplied,
         Self::IcmpErrorsSent,
+        Self::NatPortsReclaimed,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -218,6 +223,7 @@ impl Stat {
             Self::FlowsReopened => "flows_reopened",
             Self::FlowsReplied => "flows_replied",
             Self::IcmpErrorsSent => "icmp_errors_sent",
+            Self::NatPortsReclaimed => "nat_ports_reclaimed",
         }
     }
 }

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use egress_common::{
     DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat,
     TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow_expired, flow_kind, maps::CT_LIMITED_MAX, peer_key,
-    proto, tcp_seen,
+    proto, tcp_ended, tcp_seen, tuple_reusable,
 };
 
 use crate::{
@@ -241,10 +241,30 @@ fn peer(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<FlowEntry> {
 #[inline(always)]
 fn ended(key: &FlowKey, entry: &FlowEntry, now: u64, table: Table) -> bool {
     let peer = peer(key, entry, table);
-    let peer_flags = peer.map_or(0, |p| p.tcp_flags);
-    (entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
-        || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0
-        || flow_expired(key.proto, entry, peer.as_ref(), now)
+    tcp_ended(entry, peer.as_ref()) || flow_expired(key.proto, entry, peer.as_ref(), now)
+}
+
+/// Takes a translated tuple over from the flow holding it in `table` (`holder`, its reply
+/// entry) when that flow is over ([`tuple_reusable`]): both its entries go.
+#[inline(always)]
+fn reclaim(reply_key: &FlowKey, holder: &FlowEntry, now: u64, table: Table) -> bool {
+    // The peer read in place, not copied: this runs inside the port search, where the
+    // stack is short.
+    let pkey = peer_key(reply_key, holder);
+    // SAFETY: a live map value, read only.
+    let peer = table
+        .get_ptr_mut(&pkey)
+        .map(|p| unsafe { &*p })
+        .filter(|p| p.returns_to(reply_key));
+    if !tuple_reusable(reply_key.proto, holder, peer, now) {
+        return false;
+    }
+    if peer.is_some() {
+        table.remove(&pkey);
+    }
+    table.remove(reply_key);
+    metrics::count(Stat::NatPortsReclaimed, 0);
+    true
 }
 
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
@@ -330,31 +350,50 @@ pub(crate) enum Claim {
 
 /// Atomically claims `reply_key` for a new flow: a BPF_NOEXIST insert into the unreplied
 /// table is the claim, then the answered table must not hold the tuple either (checked
-/// after, so that a flow promoted meanwhile is seen).
+/// after, so that a flow promoted meanwhile is seen). With `RECLAIM`, a flow that is over
+/// gives its tuple up ([`reclaim`]).
 #[inline(always)]
-pub(crate) fn claim(
+pub(crate) fn claim<const RECLAIM: bool>(
     reply_key: &FlowKey,
     reply: &FlowEntry,
     forward_key: &FlowKey,
+    now: u64,
 ) -> Result<Claim, DropReason> {
-    match Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST)) {
-        Ok(()) => match Table::Replied.get(reply_key) {
-            None => Ok(Claim::Claimed),
-            Some(existing) => {
-                Table::Unreplied.remove(reply_key);
-                if existing.returns_to(forward_key) {
-                    Ok(Claim::Ours(Table::Replied))
-                } else {
-                    Ok(Claim::Taken)
-                }
-            }
-        },
-        Err(EEXIST) => match Table::Unreplied.get(reply_key) {
-            Some(existing) if existing.returns_to(forward_key) => Ok(Claim::Ours(Table::Unreplied)),
-            _ => Ok(Claim::Taken),
-        },
-        Err(_) => Err(DropReason::ConntrackFull),
+    let mut inserted = Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
+    if inserted == Err(EEXIST) {
+        let Some(existing) = Table::Unreplied.get_ptr_mut(reply_key) else {
+            return Ok(Claim::Taken);
+        };
+        // SAFETY: a live map value, read only.
+        let existing = unsafe { &*existing };
+        if existing.returns_to(forward_key) {
+            return Ok(Claim::Ours(Table::Unreplied));
+        }
+        if !RECLAIM || !reclaim(reply_key, existing, now, Table::Unreplied) {
+            return Ok(Claim::Taken);
+        }
+        inserted = Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
+        if inserted == Err(EEXIST) {
+            return Ok(Claim::Taken);
+        }
     }
+    if inserted.is_err() {
+        return Err(DropReason::ConntrackFull);
+    }
+    let Some(existing) = Table::Replied.get_ptr_mut(reply_key) else {
+        return Ok(Claim::Claimed);
+    };
+    // SAFETY: a live map value, read only.
+    let existing = unsafe { &*existing };
+    if existing.returns_to(forward_key) {
+        Table::Unreplied.remove(reply_key);
+        return Ok(Claim::Ours(Table::Replied));
+    }
+    if RECLAIM && reclaim(reply_key, existing, now, Table::Replied) {
+        return Ok(Claim::Claimed);
+    }
+    Table::Unreplied.remove(reply_key);
+    Ok(Claim::Taken)
 }
 
 /// Writes the forward entry of a flow whose reply tuple was just claimed (into `table`,

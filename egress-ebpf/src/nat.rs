@@ -27,9 +27,9 @@ const NAT_TRIES: u32 = 32;
 
 /// Creates both conntrack entries of a new flow from the pod interface and returns its
 /// forward entry, which records the TCP segment that opened it. The client's
-/// source port (or ICMP id) is kept when it is inside the configured range and the
-/// translated tuple is free; else ports of the range are probed from a start that is a
-/// keyed hash of the flow ([`first_port`]). Both choices are deterministic, so whichever
+/// source port (or ICMP id) folded into the configured range is tried first (kept when
+/// inside it); when that tuple is taken, ports of the range are probed from a start that
+/// is a keyed hash of the flow ([`first_port`]). Both choices are deterministic, so whichever
 /// CPU (re)creates a flow picks the same translation.
 #[inline(always)]
 pub(crate) fn create_flow(
@@ -45,14 +45,21 @@ pub(crate) fn create_flow(
     let min = u32::from(cfg.nat_port_min);
     let span = u32::from(cfg.nat_port_max).saturating_sub(min) + 1;
     let start = first_port(key, target, cfg.nat_secret) % span;
-    // The client's own port first, when it is inside the NAT range: outside, it may be one
-    // of the ports the pod's own sockets take on EGRESS_SOURCE (the ephemeral range).
-    let mut port = key.sport;
+    // First the client's port folded into the range: itself when inside it (outside, it may
+    // be one of the ports the pod's own sockets take on EGRESS_SOURCE, the ephemeral
+    // range), else the port as far into the range. One port per client port, the same
+    // every time: a client whose ephemeral range is no wider than the NAT range never has
+    // two of its connections share a translated tuple, so the remote's TIME_WAIT never
+    // meets one connection's tuple reused by another, whose TCP timestamps (offset per
+    // connection) it may reject as old (PAWS) until the client retries.
+    let sport = u32::from(key.sport);
+    let folded = if sport >= min {
+        (sport - min) % span
+    } else {
+        (span - (min - sport) % span) % span
+    };
+    let mut port = (min + folded) as u16;
     let mut tries = 0;
-    if u32::from(port) < min || u32::from(port) - min >= span {
-        port = (min + start) as u16;
-        tries = 1;
-    }
     let (translated, claimed, table) = loop {
         let translated = FlowKey {
             saddr: cfg.egress_source,
@@ -62,7 +69,14 @@ pub(crate) fn create_flow(
             proto: key.proto,
             _pad: [0; 3],
         };
-        match conntrack::claim(&translated.reversed(), &reply, key)? {
+        // The client's own port may be taken over from a flow that is over; the probes
+        // take free ports only, which keeps the search cheap for the verifier.
+        let claim = if tries == 0 {
+            conntrack::claim::<true>(&translated.reversed(), &reply, key, now)?
+        } else {
+            conntrack::claim::<false>(&translated.reversed(), &reply, key, now)?
+        };
+        match claim {
             Claim::Claimed => break (translated, true, Table::Unreplied),
             Claim::Ours(table) => break (translated, false, table),
             Claim::Taken => {}

@@ -72,25 +72,39 @@ fn udp_port_remap_and_zero_checksum() {
 
 /// A client port outside the NAT range (which user space keeps out of the pod's ephemeral
 /// range) is not kept: it could be the port of one of the pod's own sockets on
-/// EGRESS_SOURCE. The flow takes a port of the range, and its replies find their way back.
+/// EGRESS_SOURCE. It is folded into the range, one translated port per client port, so a
+/// client whose ephemeral range is no wider than the NAT range never has two connections
+/// share a translated tuple (which a remote in TIME_WAIT may refuse: PAWS). Replies find
+/// their way back.
 #[test]
-fn a_client_port_outside_the_nat_range_is_not_kept() {
+fn a_client_port_outside_the_nat_range_is_folded_into_it() {
     let mut dp = dataplane_with("5300 udp 203.0.113.10 5353", (1024, 32767));
-    let query = udp_frame((CLIENT, 41000), (POD, 5300), b"query", 64);
-    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &query);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
-    let (_, l4) = parse_ip(&out);
-    let port = u16::from_be_bytes([l4[0], l4[1]]);
-    assert!((1024..=32767).contains(&port), "translated to port {port}");
-    check_udp(&out, (SOURCE, port), (SERVER, 5353));
-    let answer = udp_frame((SERVER, 5353), (SOURCE, port), b"answer", 64);
-    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &answer);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
-    check_udp(&out, (POD, 5300), (CLIENT, 41000));
+    // Linux's default ephemeral range, 32768-60999, lands on 1024-29255, in order.
+    for (client, translated) in [(32768, 1024), (32769, 1025), (41000, 9256), (60999, 29255)] {
+        let query = udp_frame((CLIENT, client), (POD, 5300), b"query", 64);
+        let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &query);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        check_udp(&out, (SOURCE, translated), (SERVER, 5353));
+        let answer = udp_frame((SERVER, 5353), (SOURCE, translated), b"answer", 64);
+        let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS, &answer);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        check_udp(&out, (POD, 5300), (CLIENT, client));
+    }
     // Inside the range, the client's port is kept.
     let inside = udp_frame((CLIENT, 20000), (POD, 5300), b"query", 64);
     let (_, out) = run(&mut dp, programs::POD_INGRESS, &inside);
     check_udp(&out, (SOURCE, 20000), (SERVER, 5353));
+    // Its twin one range above (20000 + 31744) finds that port taken and probes others.
+    let twin = udp_frame((CLIENT, 51744), (POD, 5300), b"query", 64);
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS, &twin);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (_, l4) = parse_ip(&out);
+    let port = u16::from_be_bytes([l4[0], l4[1]]);
+    assert!(
+        port != 20000 && (1024..=32767).contains(&port),
+        "port {port}"
+    );
+    assert_eq!(dp.maps().stats().unwrap().path(Stat::NatRetries).packets, 1);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! connrate client ADDR:PORT SECONDS WORKERS     connect, request, read reply to EOF, close
 //! ```
 //!
-//! The client prints one line: `connections=N errors=E seconds=S`. The server closes first,
+//! The client prints one line: `connections=N errors=E slow=W seconds=S`, where W counts
+//! the connections that took longer than a retransmission timeout. The server closes first,
 //! so TIME_WAIT stays on the server and the client's ports are free again at once.
 
 use std::{
@@ -27,6 +28,9 @@ const REQUEST: &[u8] = b"GET /ping HTTP/1.0\r\n\r\n";
 const REPLY: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\npong\n";
 /// A connection that takes longer than this counts as an error.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection that takes longer than this waited for a retransmission (the shortest
+/// retransmission timeout is 200 ms): counted as slow.
+const SLOW: Duration = Duration::from_millis(150);
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,16 +87,22 @@ fn client(addr: SocketAddr, seconds: f64, workers: usize) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let slow = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
-            let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+            let (stop, done, errors, slow) =
+                (stop.clone(), done.clone(), errors.clone(), slow.clone());
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
                     match once(addr) {
                         Ok(()) => done.fetch_add(1, Ordering::Relaxed),
                         Err(_) => errors.fetch_add(1, Ordering::Relaxed),
                     };
+                    if t.elapsed() >= SLOW {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
         })
@@ -105,8 +115,9 @@ fn client(addr: SocketAddr, seconds: f64, workers: usize) -> Result<()> {
         let _ = handle.join();
     }
     println!(
-        "connections={counted} errors={} seconds={elapsed:.3}",
-        errors.load(Ordering::Relaxed)
+        "connections={counted} errors={} slow={} seconds={elapsed:.3}",
+        errors.load(Ordering::Relaxed),
+        slow.load(Ordering::Relaxed)
     );
     Ok(())
 }

@@ -77,6 +77,13 @@ struct Args {
     /// editing bench/NOTES.md, or the report's layout).
     #[arg(long)]
     render_only: bool,
+    /// Only the lab rounds of these variants (A, B, C), printed; writes nothing. For a
+    /// quick look at one variant, e.g. `--lab-only --variants A --rounds 1`.
+    #[arg(long)]
+    lab_only: bool,
+    /// With --lab-only: the variants measured.
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
     /// How the run was started, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
@@ -115,7 +122,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut failovers = Vec::new();
     for round in 0..args.failover_rounds {
-        if args.costs_only || args.http_only {
+        if args.costs_only || args.http_only || args.lab_only {
             break;
         }
         for own_mac in [false, true] {
@@ -160,7 +167,7 @@ fn main() -> Result<()> {
 
     let mut http = Vec::new();
     for round in 0..args.http_rounds {
-        if args.costs_only {
+        if args.costs_only || args.lab_only {
             break;
         }
         for variant in http::HttpVariant::ALL {
@@ -193,6 +200,12 @@ fn main() -> Result<()> {
             if args.costs_only {
                 break;
             }
+            if args.lab_only
+                && !args.variants.is_empty()
+                && !args.variants.iter().any(|v| *v == format!("{variant:?}"))
+            {
+                continue;
+            }
             let result = lab_round(variant, round, windows, &connrate)
                 .with_context(|| format!("round {round}, {}", variant.label()))?;
             eprintln!(
@@ -203,8 +216,17 @@ fn main() -> Result<()> {
                 show(result.tcp4_gbps, 2),
                 show(result.conn_per_s, 0)
             );
+            if !result.router_drops.is_empty() {
+                eprintln!(
+                    "bench: round {round} router drops {:?}",
+                    result.router_drops
+                );
+            }
             lab.push(result);
         }
+    }
+    if args.lab_only {
+        return Ok(());
     }
 
     let mut tables = Vec::new();
@@ -317,6 +339,13 @@ fn lab_round(
         tcp4 = Some(traffic::tcp_throughput(lab, 4, windows)?);
         conn = Some(traffic::connection_rate(lab, connrate, windows)?);
     }
+    // What the router dropped or retried during the round, for the report: a load whose
+    // packets the router dropped measured something else.
+    let router_drops = if variant == Variant::A {
+        router_events(lab)
+    } else {
+        Default::default()
+    };
     Ok(LabRound {
         round,
         variant,
@@ -324,7 +353,29 @@ fn lab_round(
         tcp1_gbps: tcp1,
         tcp4_gbps: tcp4,
         conn_per_s: conn,
+        router_drops,
     })
+}
+
+/// The drops by reason, NAT port retries and ignored RST/FIN of the router's data plane
+/// that are not zero.
+fn router_events(lab: &egress_tests::lab::Lab) -> std::collections::BTreeMap<String, u64> {
+    const EVENTS: [&str; 4] = [
+        "nat_retries",
+        "tcp_rst_ignored",
+        "tcp_fin_ignored",
+        "flows_reopened",
+    ];
+    egress_tests::util::router_cli(lab, "bench", &["stats"])
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let packets: u64 = words.next()?.parse().ok()?;
+            (packets > 0 && (name.starts_with("drop:") || EVENTS.contains(&name)))
+                .then(|| (name.to_owned(), packets))
+        })
+        .collect()
 }
 
 fn write(out: &Path, results: &Results) -> Result<()> {

@@ -366,7 +366,8 @@ pub(crate) fn method(r: &Results) -> String {
            drops them (ARP passes). {warm:.0} s warm-up, then packets counted over {meas:.0} s.\n\
          - TCP: `iperf3 -P 1` and `-P 4`, {meas:.0} s plus 1 s omitted.\n\
          - connections: `connrate` (tests/src/bin/connrate.rs), 4 client threads: connect, \
-           22-byte request, 43-byte reply, close, for {meas:.0} s.\n\n\
+           22-byte request, 43-byte reply, close, for {meas:.0} s; the server closes first; \
+           the client has Linux's default ephemeral ports, 32768-60999.\n\n\
          BPF_PROG_TEST_RUN, after the lab rounds (in rounds of its own): one data plane per \
          table size, both with a CONNTRACK map sized \
          for {cap} flows, filled by its own `pod_ingress` with TCP SYNs (fallback IP, 256 \

@@ -69,6 +69,10 @@ pub(crate) struct LabRound {
     pub tcp4_gbps: Option<f64>,
     /// Short TCP connections per second.
     pub conn_per_s: Option<f64>,
+    /// egress-router's drop counters by reason after the round (A only; empty when none
+    /// moved).
+    #[serde(default)]
+    pub router_drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// Conntrack map memory.
