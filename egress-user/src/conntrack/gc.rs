@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use egress_common::{
-    FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key, tcp_seen,
+    FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key, tcp_ended,
 };
 
 use crate::dataplane::{
@@ -104,40 +104,52 @@ fn collect_table(
     flows_by_source: &mut std::collections::HashMap<[u8; 4], u32>,
 ) -> Result<(u64, u64), Error> {
     let flows = maps.conntrack_table(t)?;
-    // Key -> position in `flows`. foldhash: several times faster than SipHash over 2M
-    // keys, and seeded per process, so flow keys a client chooses cannot be aimed at one
+    // Reply-entry key -> position in `flows`: the only entries another entry looks up
+    // (a forward entry its reply entry). foldhash: several times faster than SipHash over
+    // 2M keys, and seeded per process, so flow keys a client chooses cannot be aimed at one
     // bucket without knowing the seed.
     let mut index: std::collections::HashMap<FlowKey, u32, foldhash::fast::RandomState> =
-        std::collections::HashMap::with_capacity_and_hasher(flows.len(), Default::default());
+        std::collections::HashMap::with_capacity_and_hasher(flows.len() / 2, Default::default());
     index.extend(
         flows
             .iter()
             .enumerate()
+            .filter(|(_, (_, entry))| entry.kind == flow_kind::REPLY)
             .map(|(i, (key, _))| (*key, i as u32)),
     );
-    let peer_of = |key: &FlowKey, entry: &FlowEntry| -> Option<(FlowKey, &FlowEntry)> {
-        if entry.kind == flow_kind::LOCAL {
-            return None;
-        }
-        let pkey = peer_key(key, entry);
-        let peer = &flows[*index.get(&pkey)? as usize].1;
-        peer.returns_to(key).then_some((pkey, peer))
-    };
+    // Reply entries whose forward entry was found: judged with it, not again alone.
+    let mut paired = vec![false; flows.len()];
     // One unit per flow: a forward entry with its reply entry, or an entry alone (a pod's
     // own connection, or half a flow whose other half is gone).
     let mut doomed = Vec::new();
     let mut census: std::collections::HashMap<[u8; 4], u32, foldhash::fast::RandomState> =
         std::collections::HashMap::default();
-    for (key, entry) in &flows {
-        let peer = peer_of(key, entry);
-        if entry.kind == flow_kind::REPLY && peer.is_some() {
-            continue;
-        }
+    for (key, entry) in flows.iter().filter(|(_, e)| e.kind != flow_kind::REPLY) {
+        let peer = (entry.kind == flow_kind::FORWARD)
+            .then(|| {
+                let pkey = peer_key(key, entry);
+                let i = *index.get(&pkey)? as usize;
+                let peer = &flows[i].1;
+                // A reply entry that returns to this forward entry has it as its peer too
+                // (both are `peer_key` of the other), so each pair is seen once, here.
+                peer.returns_to(key).then(|| {
+                    paired[i] = true;
+                    (pkey, peer)
+                })
+            })
+            .flatten();
         let peer_entry = peer.map(|(_, e)| e);
         if collectable(key.proto, entry, peer_entry, now) {
             doomed.push((*key, peer.map(|(k, _)| k)));
         } else if entry.kind == flow_kind::FORWARD && !closed(key.proto, entry, peer_entry) {
             *census.entry(key.saddr).or_default() += 1;
+        }
+    }
+    // Reply entries without their forward entry (evicted, or taken over), judged alone.
+    for (i, (key, entry)) in flows.iter().enumerate() {
+        if entry.kind == flow_kind::REPLY && !paired[i] && collectable(key.proto, entry, None, now)
+        {
+            doomed.push((*key, None));
         }
     }
     for (source, n) in census {
@@ -155,10 +167,7 @@ fn collect_table(
 /// connections (a client with many short connections would otherwise be limited by the
 /// ones it already finished).
 fn closed(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
-    let peer_flags = peer.map_or(0, |p| p.tcp_flags);
-    proto == egress_common::proto::TCP
-        && ((entry.tcp_flags | peer_flags) & tcp_seen::RST != 0
-            || entry.tcp_flags & peer_flags & tcp_seen::FIN != 0)
+    proto == egress_common::proto::TCP && tcp_ended(entry, peer)
 }
 
 /// Whether the GC removes an entry: its flow outlived its timeout ([`flow_expired`]), or it
