@@ -418,14 +418,19 @@ pub(crate) fn commit(
             return Err(DropReason::ConntrackFull);
         }
     };
+    if created {
+        // What was just written (a packet on another CPU may already have refreshed it,
+        // which changes nothing this packet's rewrite needs).
+        return Ok((*forward, true));
+    }
     let entry = table.get(key).ok_or(DropReason::ConntrackFull)?;
     // The winner of a race uses the reply tuple we claimed when it chose the same port
     // (the usual case): then it is its reply entry too and stays. Otherwise our claim
     // goes.
-    if !created && claimed && !entry.returns_to(reply_key) {
+    if claimed && !entry.returns_to(reply_key) {
         table.remove(reply_key);
     }
-    Ok((entry, created))
+    Ok((entry, false))
 }
 
 /// Tracks a connection the pod itself opened through the egress interface, keyed by the
