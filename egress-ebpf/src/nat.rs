@@ -53,32 +53,27 @@ pub(crate) fn create_flow(
     // meets one connection's tuple reused by another, whose TCP timestamps (offset per
     // connection) it may reject as old (PAWS) until the client retries.
     let sport = u32::from(key.sport);
-    let folded = if sport >= min {
-        (sport - min) % span
-    } else {
-        (span - (min - sport) % span) % span
-    };
+    // (sport - min) mod span, without a branch (a branch here doubles what the verifier
+    // walks after it): min mod span < span, so the sum stays positive.
+    let folded = (sport + span - min % span) % span;
     let mut port = (min + folded) as u16;
+    let translate = |port: u16| FlowKey {
+        saddr: cfg.egress_source,
+        daddr: target.remote_ip,
+        sport: port,
+        dport: if icmp { port } else { target.remote_port },
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    // The client's own port may be taken over from a flow that is over; the probes after
+    // it take free ports only. (One claim with the takeover, outside the loop: inside it,
+    // the verifier would walk both kinds of claim on every try.)
+    let mut claim = conntrack::claim::<true>(&translate(port).reversed(), &reply, key, now)?;
     let mut tries = 0;
     let (translated, claimed, table) = loop {
-        let translated = FlowKey {
-            saddr: cfg.egress_source,
-            daddr: target.remote_ip,
-            sport: port,
-            dport: if icmp { port } else { target.remote_port },
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        // The client's own port may be taken over from a flow that is over; the probes
-        // take free ports only, which keeps the search cheap for the verifier.
-        let claim = if tries == 0 {
-            conntrack::claim::<true>(&translated.reversed(), &reply, key, now)?
-        } else {
-            conntrack::claim::<false>(&translated.reversed(), &reply, key, now)?
-        };
         match claim {
-            Claim::Claimed => break (translated, true, Table::Unreplied),
-            Claim::Ours(table) => break (translated, false, table),
+            Claim::Claimed => break (translate(port), true, Table::Unreplied),
+            Claim::Ours(table) => break (translate(port), false, table),
             Claim::Taken => {}
         }
         if tries >= NAT_TRIES {
@@ -87,6 +82,7 @@ pub(crate) fn create_flow(
         metrics::count(Stat::NatRetries, 0);
         port = (min + (start + tries) % span) as u16;
         tries += 1;
+        claim = conntrack::claim::<false>(&translate(port).reversed(), &reply, key, now)?;
     };
     let mut forward = FlowEntry::new(&translated, target.rule_id, flow_kind::FORWARD, 0, now);
     if key.proto == proto::TCP {
