@@ -131,8 +131,10 @@ pub(crate) fn section(w: &mut String, rounds: &[FailoverRound], measured: Option
          EGRESS_SOURCE's octets) the gateway's entry stays right across the failover, and \
          the switch learns B's port from B's announcement. The time is the init container's \
          own: the ARP probe for another holder of EGRESS_SOURCE (250 ms) runs beside the \
-         BPF load (the kernel's verifier takes about 360 ms of its 425 ms, `strace -T -e bpf`: \
-         234 ms for `pod_ingress`), then the network set-up and the attachment; the init container then waits 0.5 s for its second \
+         BPF load (the kernel's verifier takes about 440 ms of it, `strace -T -e bpf` at \
+         d35e928: 310 ms for `pod_ingress`, 110 ms for `egress_ingress`, 18 ms for \
+         `egress_egress`), then the network set-up and the attachment; the init container \
+         then waits 0.5 s for its second \
          announcement, after traffic flows. With the interface's own MAC a Linux gateway \
          recovers about as fast, because it learns B's MAC from B's ARP request for the \
          gateway; gateways that do not learn from requests, static entries, and port \
