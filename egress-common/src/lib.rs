@@ -9,6 +9,7 @@
 pub mod config;
 pub mod csum;
 pub mod flow;
+pub mod lifetime;
 pub mod maps;
 pub mod programs;
 pub mod proto;
@@ -18,8 +19,11 @@ pub mod stats;
 pub use config::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
 pub use flow::{
     DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowKey, FragKey,
-    FragPorts, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, TOUCH_INTERVAL_NS, UNREPLIED_SHARE,
-    flow_expired, flow_kind, flow_timeout_ns, peer_key, tcp_ended, tcp_seen, tuple_reusable,
+    FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
+};
+pub use lifetime::{
+    MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, TOUCH_INTERVAL_NS, flow_expired, flow_timeout_ns,
+    tcp_ended, tuple_reusable,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{

@@ -23,7 +23,7 @@ use aya_ebpf::{
 use egress_common::{
     DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat,
     TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow_expired, flow_kind, maps::CT_LIMITED_MAX, peer_key,
-    proto, tcp_ended, tcp_seen, tuple_reusable,
+    proto, tcp_ended, tcp_seen,
 };
 
 use crate::{
@@ -69,7 +69,7 @@ pub(crate) enum Table {
 
 impl Table {
     #[inline(always)]
-    fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
+    pub(crate) fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
         match self {
             Self::Replied => CONNTRACK.get_ptr_mut(key),
             Self::Unreplied => CT_UNREPLIED.get_ptr_mut(key),
@@ -77,13 +77,13 @@ impl Table {
     }
 
     #[inline(always)]
-    fn get(self, key: &FlowKey) -> Option<FlowEntry> {
+    pub(crate) fn get(self, key: &FlowKey) -> Option<FlowEntry> {
         // SAFETY: a live map value, copied.
         self.get_ptr_mut(key).map(|entry| unsafe { *entry })
     }
 
     #[inline(always)]
-    fn insert(self, key: &FlowKey, value: &FlowEntry, flags: u64) -> Result<(), i32> {
+    pub(crate) fn insert(self, key: &FlowKey, value: &FlowEntry, flags: u64) -> Result<(), i32> {
         match self {
             Self::Replied => CONNTRACK.insert(key, value, flags),
             Self::Unreplied => CT_UNREPLIED.insert(key, value, flags),
@@ -91,7 +91,7 @@ impl Table {
     }
 
     #[inline(always)]
-    fn remove(self, key: &FlowKey) {
+    pub(crate) fn remove(self, key: &FlowKey) {
         let _ = match self {
             Self::Replied => CONNTRACK.remove(key),
             Self::Unreplied => CT_UNREPLIED.remove(key),
@@ -99,7 +99,7 @@ impl Table {
     }
 }
 
-const EEXIST: i32 = -17;
+pub(crate) const EEXIST: i32 = -17;
 
 /// CLOCK_MONOTONIC_COARSE: cheaper than the precise clock and plenty for timeouts.
 #[inline(always)]
@@ -244,29 +244,6 @@ fn ended(key: &FlowKey, entry: &FlowEntry, now: u64, table: Table) -> bool {
     tcp_ended(entry, peer.as_ref()) || flow_expired(key.proto, entry, peer.as_ref(), now)
 }
 
-/// Takes a translated tuple over from the flow holding it in `table` (`holder`, its reply
-/// entry) when that flow is over ([`tuple_reusable`]): both its entries go.
-#[inline(always)]
-fn reclaim(reply_key: &FlowKey, holder: &FlowEntry, now: u64, table: Table) -> bool {
-    // The peer read in place, not copied: this runs inside the port search, where the
-    // stack is short.
-    let pkey = peer_key(reply_key, holder);
-    // SAFETY: a live map value, read only.
-    let peer = table
-        .get_ptr_mut(&pkey)
-        .map(|p| unsafe { &*p })
-        .filter(|p| p.returns_to(reply_key));
-    if !tuple_reusable(reply_key.proto, holder, peer, now) {
-        return false;
-    }
-    if peer.is_some() {
-        table.remove(&pkey);
-    }
-    table.remove(reply_key);
-    metrics::count(Stat::NatPortsReclaimed, 0);
-    true
-}
-
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
 /// starts afresh.
 #[inline(always)]
@@ -335,102 +312,6 @@ fn peer_kind(kind: u8) -> u8 {
 #[inline(always)]
 pub(crate) fn forget(key: &FlowKey, table: Table) {
     table.remove(key);
-}
-
-/// Result of claiming a reply tuple.
-pub(crate) enum Claim {
-    /// The tuple is now ours, in [`CT_UNREPLIED`].
-    Claimed,
-    /// The tuple already belongs to this very flow (its forward entry was evicted), in
-    /// this table.
-    Ours(Table),
-    /// Another flow holds the tuple.
-    Taken,
-}
-
-/// Atomically claims `reply_key` for a new flow: a BPF_NOEXIST insert into the unreplied
-/// table is the claim, then the answered table must not hold the tuple either (checked
-/// after, so that a flow promoted meanwhile is seen). With `RECLAIM`, a flow that is over
-/// gives its tuple up ([`reclaim`]).
-#[inline(always)]
-pub(crate) fn claim<const RECLAIM: bool>(
-    reply_key: &FlowKey,
-    reply: &FlowEntry,
-    forward_key: &FlowKey,
-    now: u64,
-) -> Result<Claim, DropReason> {
-    let mut inserted = Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
-    if inserted == Err(EEXIST) {
-        let Some(existing) = Table::Unreplied.get_ptr_mut(reply_key) else {
-            return Ok(Claim::Taken);
-        };
-        // SAFETY: a live map value, read only.
-        let existing = unsafe { &*existing };
-        if existing.returns_to(forward_key) {
-            return Ok(Claim::Ours(Table::Unreplied));
-        }
-        if !RECLAIM || !reclaim(reply_key, existing, now, Table::Unreplied) {
-            return Ok(Claim::Taken);
-        }
-        inserted = Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
-        if inserted == Err(EEXIST) {
-            return Ok(Claim::Taken);
-        }
-    }
-    if inserted.is_err() {
-        return Err(DropReason::ConntrackFull);
-    }
-    let Some(existing) = Table::Replied.get_ptr_mut(reply_key) else {
-        return Ok(Claim::Claimed);
-    };
-    // SAFETY: a live map value, read only.
-    let existing = unsafe { &*existing };
-    if existing.returns_to(forward_key) {
-        Table::Unreplied.remove(reply_key);
-        return Ok(Claim::Ours(Table::Replied));
-    }
-    if RECLAIM && reclaim(reply_key, existing, now, Table::Replied) {
-        return Ok(Claim::Claimed);
-    }
-    Table::Unreplied.remove(reply_key);
-    Ok(Claim::Taken)
-}
-
-/// Writes the forward entry of a flow whose reply tuple was just claimed (into `table`,
-/// where the reply entry is) and returns the entry in the table, and whether it is ours.
-/// If another CPU created the same flow meanwhile, its entry is used: with the same
-/// translation, since both chose the port the same way.
-#[inline(always)]
-pub(crate) fn commit(
-    key: &FlowKey,
-    forward: &FlowEntry,
-    reply_key: &FlowKey,
-    claimed: bool,
-    table: Table,
-) -> Result<(FlowEntry, bool), DropReason> {
-    let created = match table.insert(key, forward, u64::from(BPF_NOEXIST)) {
-        Ok(()) => true,
-        Err(EEXIST) => false,
-        Err(_) => {
-            if claimed {
-                table.remove(reply_key);
-            }
-            return Err(DropReason::ConntrackFull);
-        }
-    };
-    if created {
-        // What was just written (a packet on another CPU may already have refreshed it,
-        // which changes nothing this packet's rewrite needs).
-        return Ok((*forward, true));
-    }
-    let entry = table.get(key).ok_or(DropReason::ConntrackFull)?;
-    // The winner of a race uses the reply tuple we claimed when it chose the same port
-    // (the usual case): then it is its reply entry too and stays. Otherwise our claim
-    // goes.
-    if claimed && !entry.returns_to(reply_key) {
-        table.remove(reply_key);
-    }
-    Ok((entry, false))
 }
 
 /// Tracks a connection the pod itself opened through the egress interface, keyed by the

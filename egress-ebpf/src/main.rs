@@ -36,6 +36,7 @@ mod path;
 mod pod;
 mod rules;
 mod tcp;
+mod tuple;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},

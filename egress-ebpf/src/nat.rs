@@ -15,11 +15,12 @@ use egress_common::{
 };
 
 use crate::{
-    conntrack::{self, Claim, Table},
+    conntrack::{self, Table},
     flow::{Flow, L4},
     metrics,
     parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
     tcp::{self, Receiver, Seg},
+    tuple::{self, Claim},
 };
 
 /// How many translated ports are tried before a new flow is dropped.
@@ -68,7 +69,7 @@ pub(crate) fn create_flow(
     // The client's own port may be taken over from a flow that is over; the probes after
     // it take free ports only. (One claim with the takeover, outside the loop: inside it,
     // the verifier would walk both kinds of claim on every try.)
-    let mut claim = conntrack::claim::<true>(&translate(port).reversed(), &reply, key, now)?;
+    let mut claim = tuple::claim::<true>(&translate(port).reversed(), &reply, key, now)?;
     let mut tries = 0;
     let (translated, claimed, table) = loop {
         match claim {
@@ -82,14 +83,13 @@ pub(crate) fn create_flow(
         metrics::count(Stat::NatRetries, 0);
         port = (min + (start + tries) % span) as u16;
         tries += 1;
-        claim = conntrack::claim::<false>(&translate(port).reversed(), &reply, key, now)?;
+        claim = tuple::claim::<false>(&translate(port).reversed(), &reply, key, now)?;
     };
     let mut forward = FlowEntry::new(&translated, target.rule_id, flow_kind::FORWARD, 0, now);
     if key.proto == proto::TCP {
         forward.tcp_flags |= tcp::track(&mut forward, seg, true, Receiver::default);
     }
-    let (entry, created) =
-        conntrack::commit(key, &forward, &translated.reversed(), claimed, table)?;
+    let (entry, created) = tuple::commit(key, &forward, &translated.reversed(), claimed, table)?;
     if created {
         metrics::count(Stat::FlowsCreated, 0);
     }

@@ -342,7 +342,7 @@ fn lab_round(
     // What the router dropped or retried during the round, for the report: a load whose
     // packets the router dropped measured something else.
     let router_drops = if variant == Variant::A {
-        router_events(lab)
+        variant::router_events(lab)
     } else {
         Default::default()
     };
@@ -355,27 +355,6 @@ fn lab_round(
         conn_per_s: conn,
         router_drops,
     })
-}
-
-/// The drops by reason, NAT port retries and ignored RST/FIN of the router's data plane
-/// that are not zero.
-fn router_events(lab: &egress_tests::lab::Lab) -> std::collections::BTreeMap<String, u64> {
-    const EVENTS: [&str; 4] = [
-        "nat_retries",
-        "tcp_rst_ignored",
-        "tcp_fin_ignored",
-        "flows_reopened",
-    ];
-    egress_tests::util::router_cli(lab, "bench", &["stats"])
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next()?;
-            let packets: u64 = words.next()?.parse().ok()?;
-            (packets > 0 && (name.starts_with("drop:") || EVENTS.contains(&name)))
-                .then(|| (name.to_owned(), packets))
-        })
-        .collect()
 }
 
 fn write(out: &Path, results: &Results) -> Result<()> {

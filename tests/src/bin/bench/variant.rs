@@ -259,3 +259,24 @@ pub(crate) fn pipe(
     }
     Ok(())
 }
+
+/// The drops by reason, NAT port retries and ignored RST/FIN of the router's data plane
+/// that are not zero.
+pub(crate) fn router_events(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    const EVENTS: [&str; 4] = [
+        "nat_retries",
+        "tcp_rst_ignored",
+        "tcp_fin_ignored",
+        "flows_reopened",
+    ];
+    egress_tests::util::router_cli(lab, "bench", &["stats"])
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let packets: u64 = words.next()?.parse().ok()?;
+            (packets > 0 && (name.starts_with("drop:") || EVENTS.contains(&name)))
+                .then(|| (name.to_owned(), packets))
+        })
+        .collect()
+}
