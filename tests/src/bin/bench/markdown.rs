@@ -126,6 +126,32 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         "C over B in small-packet rate: {}x.\n",
         s.pps_c_over_b.show(1.0, 2)
     );
+    // What egress-router dropped or retried over all of A's rounds: a load whose packets
+    // the router dropped measured something else.
+    let mut events = std::collections::BTreeMap::<&str, u64>::new();
+    for round in r
+        .lab
+        .iter()
+        .filter(|x| x.variant == crate::variant::Variant::A)
+    {
+        for (name, n) in &round.router_drops {
+            *events.entry(name.as_str()).or_default() += n;
+        }
+    }
+    let events: Vec<String> = events
+        .iter()
+        .map(|(name, n)| format!("`{name}` {n}"))
+        .collect();
+    let _ = writeln!(
+        w,
+        "egress-router's drops, NAT and conntrack events over A's rounds (`egress-router stats`, all \
+         loads): {}.\n",
+        if events.is_empty() {
+            "none".to_owned()
+        } else {
+            events.join(", ")
+        }
+    );
 
     if !r.http.is_empty() {
         http_section(w, r);
