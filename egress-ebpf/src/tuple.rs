@@ -12,7 +12,7 @@ use crate::{
 
 /// Result of claiming a reply tuple.
 pub(crate) enum Claim {
-    /// The tuple is now ours, in [`CT_UNREPLIED`].
+    /// The tuple is now ours, in the unreplied table ([`Table::Unreplied`]).
     Claimed,
     /// The tuple already belongs to this very flow (its forward entry was evicted), in
     /// this table.
