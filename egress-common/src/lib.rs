@@ -22,8 +22,9 @@ pub use flow::{
     FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
 };
 pub use lifetime::{
-    MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, TOUCH_INTERVAL_NS, flow_expired, flow_timeout_ns,
-    tcp_ended, tuple_reusable,
+    Doomed, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, SweepState, TOUCH_INTERVAL_NS,
+    counts_against_client, flow_expired, flow_timeout_ns, gc_collectable, tcp_ended,
+    tuple_reusable,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{
@@ -49,6 +50,8 @@ mod user {
         FlowKey,
         FlowEntry,
         FragKey,
-        FragPorts
+        FragPorts,
+        SweepState,
+        Doomed
     );
 }

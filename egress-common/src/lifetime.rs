@@ -3,7 +3,7 @@
 //! translated tuple. The data plane and the agent's GC judge with these same functions.
 
 use crate::{
-    flow::{FlowEntry, tcp_seen},
+    flow::{FlowEntry, FlowKey, tcp_seen},
     proto,
 };
 
@@ -100,6 +100,58 @@ pub fn tuple_reusable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, no
         && now.saturating_sub(last_seen) >= PORT_REUSE_IDLE_NS
         && tcp_ended(entry, peer)
 }
+
+/// Whether the GC removes an entry: its flow outlived its timeout ([`flow_expired`]), or it
+/// is half a translated flow (the LRU evicted the other half) that no packet came to heal
+/// for the shortest timeout. (A packet heals a half: the data plane re-creates the other
+/// half from it, with the same translation.) The agent's pass and the sweep in the kernel
+/// judge with this.
+#[inline(always)]
+#[must_use]
+pub fn gc_collectable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+    flow_expired(proto, entry, peer, now)
+        || (entry.kind != crate::flow_kind::LOCAL
+            && peer.is_none()
+            && now.saturating_sub(entry.last_seen_ns) > MIN_TIMEOUT_NS)
+}
+
+/// Whether a translated flow counts against its client's flow limit: not once its TCP
+/// connection ended and it only waits out its timeout (netfilter's connlimit does not
+/// count closed connections either).
+#[inline(always)]
+#[must_use]
+pub fn counts_against_client(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
+    !(proto == proto::TCP && tcp_ended(entry, peer))
+}
+
+/// One [`crate::maps::CT_SWEEP`] entry: what the agent asks the sweep, and what it found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SweepState {
+    /// CLOCK_MONOTONIC nanoseconds the flows are judged at.
+    pub now: u64,
+    /// 0: [`crate::maps::CONNTRACK`]; 1: [`crate::maps::CT_UNREPLIED`].
+    pub table: u32,
+    /// Entries seen.
+    pub entries: u32,
+    /// Flows written to [`crate::maps::CT_DOOMED`].
+    pub doomed: u32,
+    /// Nonzero: the doomed list or the census was full and the sweep stopped early.
+    pub overflow: u32,
+}
+
+/// One [`crate::maps::CT_DOOMED`] entry: a collectable flow's entry, and its peer's key
+/// when the peer is there (`has_peer`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Doomed {
+    pub key: FlowKey,
+    pub peer: FlowKey,
+    pub has_peer: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SweepState>() == 24);
+const _: () = assert!(core::mem::size_of::<Doomed>() == 36);
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,20 @@ pub const RULE_ADDRS: &str = "RULE_ADDRS";
 /// new flows are dropped (`source_limit`) until they hold fewer.
 pub const CT_LIMITED: &str = "CT_LIMITED";
 
+/// The conntrack GC's sweep in the kernel (program [`crate::programs::CT_SWEEP`]): its
+/// arguments and results, one [`crate::SweepState`] at index 0. Not pinned: each agent
+/// process has its own, like the two below.
+pub const CT_SWEEP: &str = "CT_SWEEP";
+/// The flows the sweep found collectable, [`crate::SweepState::doomed`] of them:
+/// index -> [`crate::Doomed`].
+pub const CT_DOOMED: &str = "CT_DOOMED";
+/// The sweep's census: a client's address -> its translated flows that are not closed.
+pub const CT_CENSUS: &str = "CT_CENSUS";
+/// Capacity of [`CT_DOOMED`]: a pass that finds more falls back to the user-space pass.
+pub const CT_DOOMED_MAX: u32 = 8192;
+/// Capacity of [`CT_CENSUS`]: more clients than this, and the pass falls back.
+pub const CT_CENSUS_MAX: u32 = 8192;
+
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
 

@@ -13,3 +13,7 @@ pub const EGRESS_EGRESS: &str = "egress_egress";
 pub const LAB_FORWARD: &str = "lab_forward";
 /// Benchmarks only: a program that returns at once, the cost of the test harness.
 pub const LAB_NOOP: &str = "lab_noop";
+/// The conntrack GC's sweep: judges every entry of one table in the kernel and hands the
+/// agent the collectable flows and the per-client census. Never attached: the agent runs
+/// it with BPF_PROG_TEST_RUN.
+pub const CT_SWEEP: &str = "ct_sweep";

@@ -68,6 +68,15 @@ pub(crate) enum Table {
 }
 
 impl Table {
+    /// The map itself, for helpers that take one (`bpf_for_each_map_elem`).
+    #[inline(always)]
+    pub(crate) fn map_ptr(self) -> *mut core::ffi::c_void {
+        match self {
+            Self::Replied => core::ptr::from_ref(&CONNTRACK).cast_mut().cast(),
+            Self::Unreplied => core::ptr::from_ref(&CT_UNREPLIED).cast_mut().cast(),
+        }
+    }
+
     #[inline(always)]
     pub(crate) fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
         match self {

@@ -35,6 +35,7 @@ mod parse;
 mod path;
 mod pod;
 mod rules;
+mod sweep;
 mod tcp;
 mod tuple;
 

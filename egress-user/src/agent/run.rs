@@ -16,7 +16,9 @@ use crate::{
         lock::AgentLock,
         metrics::{self, AgentCounters, Listen, Shared},
     },
-    conntrack::{GcPass, SourceLimits, collect_garbage, gc_interval, monotonic_ns, source_limits},
+    conntrack::{
+        GcPass, SourceLimits, collect_garbage_in_kernel, gc_interval, monotonic_ns, source_limits,
+    },
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
@@ -252,7 +254,7 @@ fn gc_pass(
     max: Duration,
     max_flows_per_source: Option<u32>,
 ) -> Duration {
-    match collect_garbage(instance.maps_mut(), monotonic_ns()) {
+    match collect_garbage_in_kernel(instance.dataplane_mut(), monotonic_ns()) {
         Ok(pass) => {
             let limit = max_flows_per_source
                 .unwrap_or(u32::try_from(pass.capacity / 2 / 4).unwrap_or(u32::MAX));

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use egress_common::{
-    FlowEntry, FlowKey, MIN_TIMEOUT_NS, flow_expired, flow_kind, peer_key, tcp_ended,
+    FlowEntry, FlowKey, counts_against_client, flow_kind, gc_collectable, peer_key,
 };
 
 use crate::dataplane::{
@@ -96,7 +96,7 @@ pub fn collect_garbage_with(
 }
 
 /// [`collect_garbage_with`] on one table: (entries before, entries removed).
-fn collect_table(
+pub(super) fn collect_table(
     maps: &mut MapSet,
     t: CtTable,
     now: u64,
@@ -139,15 +139,19 @@ fn collect_table(
             })
             .flatten();
         let peer_entry = peer.map(|(_, e)| e);
-        if collectable(key.proto, entry, peer_entry, now) {
+        if gc_collectable(key.proto, entry, peer_entry, now) {
             doomed.push((*key, peer.map(|(k, _)| k)));
-        } else if entry.kind == flow_kind::FORWARD && !closed(key.proto, entry, peer_entry) {
+        } else if entry.kind == flow_kind::FORWARD
+            && counts_against_client(key.proto, entry, peer_entry)
+        {
             *census.entry(key.saddr).or_default() += 1;
         }
     }
     // Reply entries without their forward entry (evicted, or taken over), judged alone.
     for (i, (key, entry)) in flows.iter().enumerate() {
-        if entry.kind == flow_kind::REPLY && !paired[i] && collectable(key.proto, entry, None, now)
+        if entry.kind == flow_kind::REPLY
+            && !paired[i]
+            && gc_collectable(key.proto, entry, None, now)
         {
             doomed.push((*key, None));
         }
@@ -162,28 +166,8 @@ fn collect_table(
     Ok((flows.len() as u64, expired))
 }
 
-/// Whether a TCP flow has ended (a RST, or FIN both ways) and only waits out its timeout:
-/// not counted against its client's limit, as netfilter's connlimit does not count closed
-/// connections (a client with many short connections would otherwise be limited by the
-/// ones it already finished).
-fn closed(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
-    proto == egress_common::proto::TCP && tcp_ended(entry, peer)
-}
-
-/// Whether the GC removes an entry: its flow outlived its timeout ([`flow_expired`]), or it
-/// is half a translated flow (the LRU evicted the other half) that no packet came to heal
-/// for the shortest timeout. (A packet heals a half: the data plane re-creates the other
-/// half from it, with the same translation.)
-#[must_use]
-fn collectable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
-    flow_expired(proto, entry, peer, now)
-        || (entry.kind != flow_kind::LOCAL
-            && peer.is_none()
-            && now.saturating_sub(entry.last_seen_ns) > MIN_TIMEOUT_NS)
-}
-
 /// Removes one expired flow (see [`collect_garbage`]); returns how many entries went.
-fn remove_flow(
+pub(super) fn remove_flow(
     maps: &mut MapSet,
     t: CtTable,
     key: &FlowKey,
@@ -193,7 +177,7 @@ fn remove_flow(
 ) -> Result<u64, Error> {
     let proto = key.proto;
     let still = |entry: &FlowEntry, other: Option<&FlowEntry>| -> bool {
-        collectable(proto, entry, other, now)
+        gc_collectable(proto, entry, other, now)
     };
     let Some(entry) = maps.flow(t, key)? else {
         return Ok(0);
@@ -292,7 +276,7 @@ pub fn gc_interval(fill: f64, max: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use egress_common::proto;
+    use egress_common::{flow_expired, proto};
 
     use super::*;
 
@@ -318,9 +302,9 @@ mod tests {
         // Alone, the reply half would have lived 6 h; but half a flow that no packet healed
         // for 10 s goes.
         assert!(!flow_expired(proto::TCP, &reply, None, 111 * s));
-        assert!(collectable(proto::TCP, &reply, None, 111 * s));
-        assert!(!collectable(proto::TCP, &reply, None, 105 * s));
-        assert!(!collectable(proto::TCP, &reply, Some(&forward), 105 * s));
+        assert!(gc_collectable(proto::TCP, &reply, None, 111 * s));
+        assert!(!gc_collectable(proto::TCP, &reply, None, 105 * s));
+        assert!(!gc_collectable(proto::TCP, &reply, Some(&forward), 105 * s));
         // The later of the two last packets counts.
         let recent = entry(flow_kind::REPLY, ACK, 3600);
         let old = entry(flow_kind::FORWARD, SYN | ACK, 100);
@@ -340,15 +324,15 @@ mod tests {
         let reply_fin = entry(flow_kind::REPLY, SYN | ACK | FIN, 1);
         let reply_rst = entry(flow_kind::REPLY, SYN | ACK | RST, 1);
         let reply = entry(flow_kind::REPLY, SYN | ACK, 1);
-        assert!(!closed(proto::TCP, &open, Some(&reply)));
+        assert!(counts_against_client(proto::TCP, &open, Some(&reply)));
         assert!(
-            !closed(proto::TCP, &fin, Some(&reply)),
+            counts_against_client(proto::TCP, &fin, Some(&reply)),
             "half closed still counts"
         );
-        assert!(closed(proto::TCP, &fin, Some(&reply_fin)));
-        assert!(closed(proto::TCP, &open, Some(&reply_rst)));
+        assert!(!counts_against_client(proto::TCP, &fin, Some(&reply_fin)));
+        assert!(!counts_against_client(proto::TCP, &open, Some(&reply_rst)));
         assert!(
-            !closed(proto::UDP, &fin, Some(&reply_fin)),
+            counts_against_client(proto::UDP, &fin, Some(&reply_fin)),
             "only TCP closes"
         );
     }

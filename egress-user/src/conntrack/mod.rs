@@ -3,10 +3,12 @@
 //! ([`gc`]).
 
 mod gc;
+mod sweep;
 
 pub use gc::{
     GcPass, SourceLimits, collect_garbage, collect_garbage_with, gc_interval, source_limits,
 };
+pub use sweep::{collect_garbage_in_kernel, sweep_only};
 
 use std::{fmt::Write as _, net::Ipv4Addr};
 

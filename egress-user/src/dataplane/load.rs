@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::SchedClassifier};
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, UNREPLIED_SHARE, maps};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, UNREPLIED_SHARE, maps, programs};
 
 use crate::{
     dataplane::{
@@ -99,6 +99,8 @@ pub struct Reuse {
 pub struct Dataplane {
     ebpf: Ebpf,
     maps: MapSet,
+    /// The GC sweep's own maps: [`maps::CT_SWEEP`], [`maps::CT_DOOMED`], [`maps::CT_CENSUS`].
+    sweep_maps: [aya::maps::Map; 3],
     reuse: Reuse,
     migration: Option<Migration>,
 }
@@ -172,6 +174,12 @@ impl Dataplane {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
         }
         let mut maps = MapSet::new(set);
+        let mut take = |name| ebpf.take_map(name).ok_or(Error::MissingMap(name));
+        let sweep_maps = [
+            take(maps::CT_SWEEP)?,
+            take(maps::CT_DOOMED)?,
+            take(maps::CT_CENSUS)?,
+        ];
         if let Some(migration) = &migration {
             let copied = migration.copy(&mut maps)?;
             reuse.migrated.push((maps::CONNTRACK, copied));
@@ -179,6 +187,7 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             maps,
+            sweep_maps,
             reuse,
             migration,
         })
@@ -219,6 +228,33 @@ impl Dataplane {
     /// A program by name (e.g. for BPF_PROG_TEST_RUN).
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, Error> {
         classifier(&mut self.ebpf, name)
+    }
+
+    /// The conntrack GC's sweep program, loaded on first use (it is never attached, and
+    /// a data plane that is not an agent's has no use for it), and a map of the object
+    /// that only the sweep uses, by name.
+    pub(crate) fn sweep(
+        &mut self,
+    ) -> Result<
+        (
+            &mut SchedClassifier,
+            &mut aya::maps::Map,
+            &mut aya::maps::Map,
+            &mut aya::maps::Map,
+        ),
+        Error,
+    > {
+        let prog = classifier(&mut self.ebpf, programs::CT_SWEEP)?;
+        if prog.fd().is_err() {
+            let held = SignalsHeld::new();
+            prog.load().map_err(|source| Error::Program {
+                name: programs::CT_SWEEP,
+                source,
+            })?;
+            drop(held);
+        }
+        let [state, doomed, census] = &mut self.sweep_maps;
+        Ok((prog, state, doomed, census))
     }
 
     /// The pod-interface ingress program.

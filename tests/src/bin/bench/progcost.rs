@@ -272,7 +272,8 @@ impl Table {
         Ok(crate::report::median(&mut times))
     }
 
-    /// One pass of the agent's conntrack GC over the table as it is (every flow alive):
+    /// One pass of the agent's conntrack GC (the sweep in the kernel) over the table as it
+    /// is (every flow alive):
     /// (wall seconds, CPU seconds of this thread, user and system together).
     pub(crate) fn gc_pass(&mut self) -> Result<(f64, f64)> {
         let cpu = || {
@@ -284,8 +285,15 @@ impl Table {
             secs(usage.ru_utime) + secs(usage.ru_stime)
         };
         let now = egress_user::conntrack::monotonic_ns();
+        // The pass below is the sweep in the kernel, not the agent's own pass it falls back
+        // to (untimed check).
+        for t in [CtTable::Replied, CtTable::Unreplied] {
+            egress_user::conntrack::sweep_only(&mut self.dp, t, now)
+                .map_err(anyhow::Error::msg)?
+                .context("the GC sweep overflowed")?;
+        }
         let (wall, before) = (std::time::Instant::now(), cpu());
-        let pass = egress_user::conntrack::collect_garbage(self.dp.maps_mut(), now)?;
+        let pass = egress_user::conntrack::collect_garbage_in_kernel(&mut self.dp, now)?;
         let (cpu_s, wall_s) = (cpu() - before, wall.elapsed().as_secs_f64());
         anyhow::ensure!(
             pass.expired == 0,

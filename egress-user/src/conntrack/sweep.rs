@@ -1,0 +1,126 @@
+//! The GC pass with the judging done in the kernel: the data plane's sweep program
+//! (`egress_common::programs::CT_SWEEP`) visits every entry of a table where it lies and
+//! hands over only the collectable flows and the per-client census, instead of the agent
+//! copying the whole table out (2M entries at 1M flows, most of a pass's time). The flows
+//! are then removed as the agent's own pass removes them ([`super::gc`]): read again,
+//! taken out, judged again, put back if a packet refreshed them. When the sweep cannot run
+//! or its lists overflow, the table gets the agent's own pass.
+
+use std::collections::HashMap as StdHashMap;
+
+use aya::{
+    maps::{Array, HashMap},
+    programs::{TestRun as _, TestRunOptions},
+};
+use egress_common::{Doomed, SweepState};
+
+use super::gc::{GcPass, collect_table, remove_flow};
+use crate::dataplane::{flows::CtTable, load::Dataplane, maps::Error};
+
+/// What the sweep found in one table.
+struct Found {
+    entries: u64,
+    doomed: Vec<Doomed>,
+    census: Vec<([u8; 4], u32)>,
+}
+
+/// [`super::collect_garbage`] with the sweep in the kernel; the same result.
+pub fn collect_garbage_in_kernel(dp: &mut Dataplane, now: u64) -> Result<GcPass, Error> {
+    let mut flows_by_source = StdHashMap::new();
+    let (entries, expired) = table_pass(dp, CtTable::Replied, now, &mut flows_by_source)?;
+    let (unreplied_entries, unreplied_expired) =
+        table_pass(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
+    let maps = dp.maps();
+    Ok(GcPass {
+        flows_by_source,
+        entries,
+        expired,
+        capacity: u64::from(maps.conntrack_capacity()?),
+        unreplied_entries,
+        unreplied_expired,
+        unreplied_capacity: u64::from(maps.unreplied_capacity()?),
+    })
+}
+
+/// What the sweep alone finds in table `t` at `now`, changing nothing in it: (entries,
+/// collectable flows), or `None` when its lists overflow. For tests and the bench.
+pub fn sweep_only(
+    dp: &mut Dataplane,
+    t: CtTable,
+    now: u64,
+) -> Result<Option<(u64, usize)>, String> {
+    Ok(sweep(dp, t, now)?.map(|found| (found.entries, found.doomed.len())))
+}
+
+fn table_pass(
+    dp: &mut Dataplane,
+    t: CtTable,
+    now: u64,
+    flows_by_source: &mut StdHashMap<[u8; 4], u32>,
+) -> Result<(u64, u64), Error> {
+    let found = match sweep(dp, t, now) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            tracing::debug!(table = ?t, "GC sweep overflowed; the agent's own pass instead");
+            return collect_table(dp.maps_mut(), t, now, &mut |_| {}, flows_by_source);
+        }
+        Err(err) => {
+            tracing::warn!(table = ?t, error = %err, "GC sweep failed; the agent's own pass instead");
+            return collect_table(dp.maps_mut(), t, now, &mut |_| {}, flows_by_source);
+        }
+    };
+    for (source, n) in found.census {
+        *flows_by_source.entry(source).or_default() += n;
+    }
+    let mut expired = 0;
+    for d in &found.doomed {
+        let peer = (d.has_peer != 0).then_some(&d.peer);
+        expired += remove_flow(dp.maps_mut(), t, &d.key, peer, now, &mut |_| {})?;
+    }
+    Ok((found.entries, expired))
+}
+
+/// Runs the sweep over table `t`; `None` when its lists overflowed.
+fn sweep(dp: &mut Dataplane, t: CtTable, now: u64) -> Result<Option<Found>, String> {
+    let (prog, state, doomed, census) = dp.sweep().map_err(|e| crate::error_chain(&e))?;
+    let mut census: HashMap<_, [u8; 4], u32> =
+        HashMap::try_from(census).map_err(|e| e.to_string())?;
+    // Left empty by the previous sweep; emptied again in case one failed midway.
+    let stale: Vec<[u8; 4]> = census.keys().filter_map(Result::ok).collect();
+    for key in stale {
+        census.remove(&key).map_err(|e| e.to_string())?;
+    }
+    let mut state: Array<_, SweepState> = Array::try_from(state).map_err(|e| e.to_string())?;
+    let table = match t {
+        CtTable::Replied => 0,
+        CtTable::Unreplied => 1,
+    };
+    let args = SweepState {
+        now,
+        table,
+        ..SweepState::default()
+    };
+    state.set(0, args, 0).map_err(|e| e.to_string())?;
+    // The program reads nothing of the frame; BPF_PROG_TEST_RUN wants an Ethernet header.
+    let frame = [0u8; 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&frame);
+    prog.test_run(opts).map_err(|e| e.to_string())?;
+    let result = state.get(&0, 0).map_err(|e| e.to_string())?;
+    let counts: Vec<([u8; 4], u32)> = census.iter().filter_map(Result::ok).collect();
+    for (key, _) in &counts {
+        census.remove(key).map_err(|e| e.to_string())?;
+    }
+    if result.overflow != 0 {
+        return Ok(None);
+    }
+    let doomed_list: Array<_, Doomed> = Array::try_from(doomed).map_err(|e| e.to_string())?;
+    let doomed = (0..result.doomed)
+        .map(|i| doomed_list.get(&i, 0).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Found {
+        entries: u64::from(result.entries),
+        doomed,
+        census: counts,
+    }))
+}
