@@ -204,7 +204,8 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         let _ = writeln!(
             w,
             "Conntrack GC: one pass of the agent's GC over that table (every flow alive, \
-             both tables read with `BPF_MAP_LOOKUP_BATCH`, judged, clients counted) took \
+             both tables judged in the kernel by `ct_sweep`, the few collectable flows removed \
+             by the agent, clients counted) took \
              {} s of CPU ({} passes; goal <= 1 s: {}).\n",
             gc.show(1.0, 2),
             gc.n,
