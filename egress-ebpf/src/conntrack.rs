@@ -245,6 +245,19 @@ fn peer(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<FlowEntry> {
     peer.returns_to(key).then_some(peer)
 }
 
+/// [`peer`] read in place instead of copied (for paths short of stack: the port search,
+/// the GC sweep's callback).
+#[inline(always)]
+pub(crate) fn peer_in_place<'a>(
+    key: &FlowKey,
+    entry: &FlowEntry,
+    table: Table,
+) -> Option<&'a FlowEntry> {
+    // SAFETY: a live map value, read only.
+    let peer = unsafe { &*table.get_ptr_mut(&peer_key(key, entry))? };
+    peer.returns_to(key).then_some(peer)
+}
+
 /// Whether the flow of a forward entry has ended: a RST took effect either way, both sides
 /// sent their FIN, or it timed out.
 #[inline(always)]

@@ -21,7 +21,7 @@ use egress_common::{
     peer_key,
 };
 
-use crate::conntrack::Table;
+use crate::conntrack::{Table, peer_in_place};
 
 /// The arguments and results of a sweep (see `egress_common::maps::CT_SWEEP`).
 #[btf_map]
@@ -93,13 +93,13 @@ extern "C" fn visit<const REPLIED: bool>(
             if now.saturating_sub(entry.last_seen_ns) <= MIN_TIMEOUT_NS {
                 return NEXT;
             }
-            if peer_of(key, entry, table).is_some() {
+            if peer_in_place(key, entry, table).is_some() {
                 return NEXT;
             }
             doom(state, key, None)
         }
         flow_kind::FORWARD => {
-            let peer = peer_of(key, entry, table);
+            let peer = peer_in_place(key, entry, table);
             if gc_collectable(key.proto, entry, peer, now) {
                 return doom(state, key, peer.map(|_| peer_key(key, entry)));
             }
@@ -124,15 +124,6 @@ extern "C" fn visit<const REPLIED: bool>(
             NEXT
         }
     }
-}
-
-/// The other entry of a translated flow, read in place, if it is there and still returns.
-#[inline(always)]
-fn peer_of<'a>(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<&'a FlowEntry> {
-    let pkey = peer_key(key, entry);
-    // SAFETY: a live map value, read only.
-    let peer = unsafe { &*table.get_ptr_mut(&pkey)? };
-    peer.returns_to(key).then_some(peer)
 }
 
 /// Appends a collectable flow to [`CT_DOOMED`]; stops the sweep when the list is full.

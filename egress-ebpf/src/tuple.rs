@@ -6,7 +6,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, peer_key, tuple_reusable};
 
 use crate::{
-    conntrack::{EEXIST, Table},
+    conntrack::{EEXIST, Table, peer_in_place},
     metrics,
 };
 
@@ -110,19 +110,12 @@ pub(crate) fn commit(
 /// entry) when that flow is over ([`tuple_reusable`]): both its entries go.
 #[inline(always)]
 fn reclaim(reply_key: &FlowKey, holder: &FlowEntry, now: u64, table: Table) -> bool {
-    // The peer read in place, not copied: this runs inside the port search, where the
-    // stack is short.
-    let pkey = peer_key(reply_key, holder);
-    // SAFETY: a live map value, read only.
-    let peer = table
-        .get_ptr_mut(&pkey)
-        .map(|p| unsafe { &*p })
-        .filter(|p| p.returns_to(reply_key));
+    let peer = peer_in_place(reply_key, holder, table);
     if !tuple_reusable(reply_key.proto, holder, peer, now) {
         return false;
     }
     if peer.is_some() {
-        table.remove(&pkey);
+        table.remove(&peer_key(reply_key, holder));
     }
     table.remove(reply_key);
     metrics::count(Stat::NatPortsReclaimed, 0);

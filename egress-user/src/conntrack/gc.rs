@@ -30,6 +30,24 @@ pub struct GcPass {
 }
 
 impl GcPass {
+    /// A pass's result: each table's (entries before, entries removed), and the census.
+    pub(super) fn of(
+        maps: &MapSet,
+        flows_by_source: std::collections::HashMap<[u8; 4], u32>,
+        (entries, expired): (u64, u64),
+        (unreplied_entries, unreplied_expired): (u64, u64),
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            flows_by_source,
+            entries,
+            expired,
+            capacity: u64::from(maps.conntrack_capacity()?),
+            unreplied_entries,
+            unreplied_expired,
+            unreplied_capacity: u64::from(maps.unreplied_capacity()?),
+        })
+    }
+
     /// How full the fuller table is after the pass (0..=1).
     #[must_use]
     pub fn fill(&self) -> f64 {
@@ -84,15 +102,12 @@ pub fn collect_garbage_with(
         &mut between,
         &mut flows_by_source,
     )?;
-    Ok(GcPass {
+    GcPass::of(
+        maps,
         flows_by_source,
-        entries,
-        expired,
-        capacity: u64::from(maps.conntrack_capacity()?),
-        unreplied_entries,
-        unreplied_expired,
-        unreplied_capacity: u64::from(maps.unreplied_capacity()?),
-    })
+        (entries, expired),
+        (unreplied_entries, unreplied_expired),
+    )
 }
 
 /// [`collect_garbage_with`] on one table: (entries before, entries removed).

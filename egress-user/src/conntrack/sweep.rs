@@ -27,19 +27,9 @@ struct Found {
 /// [`super::collect_garbage`] with the sweep in the kernel; the same result.
 pub fn collect_garbage_in_kernel(dp: &mut Dataplane, now: u64) -> Result<GcPass, Error> {
     let mut flows_by_source = StdHashMap::new();
-    let (entries, expired) = table_pass(dp, CtTable::Replied, now, &mut flows_by_source)?;
-    let (unreplied_entries, unreplied_expired) =
-        table_pass(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
-    let maps = dp.maps();
-    Ok(GcPass {
-        flows_by_source,
-        entries,
-        expired,
-        capacity: u64::from(maps.conntrack_capacity()?),
-        unreplied_entries,
-        unreplied_expired,
-        unreplied_capacity: u64::from(maps.unreplied_capacity()?),
-    })
+    let answered = table_pass(dp, CtTable::Replied, now, &mut flows_by_source)?;
+    let unreplied = table_pass(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
+    GcPass::of(dp.maps(), flows_by_source, answered, unreplied)
 }
 
 /// What the sweep alone finds in table `t` at `now`, changing nothing in it: (entries,
@@ -60,12 +50,15 @@ fn table_pass(
 ) -> Result<(u64, u64), Error> {
     let found = match sweep(dp, t, now) {
         Ok(Some(found)) => found,
-        Ok(None) => {
-            tracing::debug!(table = ?t, "GC sweep overflowed; the agent's own pass instead");
-            return collect_table(dp.maps_mut(), t, now, &mut |_| {}, flows_by_source);
-        }
-        Err(err) => {
-            tracing::warn!(table = ?t, error = %err, "GC sweep failed; the agent's own pass instead");
+        outcome => {
+            match outcome {
+                Err(err) => {
+                    tracing::warn!(table = ?t, error = %err, "GC sweep failed; the agent's own pass instead")
+                }
+                _ => {
+                    tracing::debug!(table = ?t, "GC sweep overflowed; the agent's own pass instead")
+                }
+            }
             return collect_table(dp.maps_mut(), t, now, &mut |_| {}, flows_by_source);
         }
     };
