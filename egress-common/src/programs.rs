@@ -13,6 +13,15 @@ pub const EGRESS_EGRESS: &str = "egress_egress";
 pub const LAB_FORWARD: &str = "lab_forward";
 /// Benchmarks only: a program that returns at once, the cost of the test harness.
 pub const LAB_NOOP: &str = "lab_noop";
+/// Benchmarks only: the per-core mode's traffic generator (XDP, run with
+/// BPF_PROG_TEST_RUN in live-frames mode). Never loaded by the product.
+pub const LAB_XDP_GEN: &str = "lab_xdp_gen";
+/// Benchmarks only: an XDP program that passes everything, which puts a veth's receive
+/// path in NAPI. Never loaded by the product.
+pub const LAB_XDP_PASS: &str = "lab_xdp_pass";
+/// Benchmarks only: the per-core mode's counter and drop of the router's output (TC egress
+/// of the node's uplink). Never loaded by the product.
+pub const LAB_SINK: &str = "lab_sink";
 /// The conntrack GC's sweep: judges every entry of one table in the kernel and hands the
 /// agent the collectable flows and the per-client census. Never attached: the agent runs
 /// it with BPF_PROG_TEST_RUN.

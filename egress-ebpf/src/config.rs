@@ -23,3 +23,12 @@ pub(crate) fn egress_ifindex() -> Option<u32> {
         .map(|cfg| cfg.egress_ifindex)
         .filter(|&i| i != 0)
 }
+
+/// EGRESS_SOURCE as written, configured or not (the lab's sink).
+#[inline(always)]
+pub(crate) fn egress_source() -> Option<[u8; 4]> {
+    CONFIG
+        .get(0)
+        .map(|cfg| cfg.egress_source)
+        .filter(|&a| a != [0; 4])
+}

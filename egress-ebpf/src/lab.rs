@@ -7,12 +7,18 @@
 //!   nothing else: no parsing beyond the EtherType, no NAT, no conntrack, no counters.
 //! - `lab_noop`: returns at once; its BPF_PROG_TEST_RUN time is the harness's own cost,
 //!   subtracted from the data plane's.
+//! - `lab_xdp_gen`, `lab_xdp_pass` and `lab_sink`: the per-core bench mode's traffic
+//!   generator, the receiving veth's NAPI switch, and the end of the router's output (see
+//!   each).
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    btf_maps::{Array, PerCpuArray},
+    helpers::generated::{bpf_get_prandom_u32, bpf_redirect},
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
+use egress_common::maps::LAB_FRAME_LEN;
 
 use crate::{config, fib, parse};
 
@@ -37,4 +43,95 @@ pub(crate) fn lab_forward(ctx: TcContext) -> i32 {
 #[classifier]
 pub(crate) fn lab_noop(_ctx: TcContext) -> i32 {
     TC_ACT_OK
+}
+
+/// The generator's template frame (Ethernet, IPv4, UDP), written by the bench.
+#[btf_map]
+static LAB_FRAME: Array<[u8; LAB_FRAME_LEN], 1> = Array::new();
+
+/// The per-core sink's counts: [translated, untranslated] frames of the UDP load.
+#[btf_map]
+static LAB_SINK: PerCpuArray<u64, 2> = PerCpuArray::new();
+
+/// First UDP source port of the generator's flows, and how many there are (a power of
+/// two): the same 2048 flows as the bench's trafgen load.
+const GEN_SPORT_MIN: u16 = 10_000;
+/// The UDP load's destination port (the bench's `UDP_PORT`).
+const GEN_DPORT: u16 = 5001;
+const GEN_FLOWS: u32 = 2048;
+/// Offset of the UDP source port in the generator's frame (Ethernet, IPv4 without options).
+const GEN_SPORT_OFF: usize = 14 + 20;
+/// The headers the generator writes into every frame: Ethernet, IPv4, UDP.
+const GEN_HEADERS: usize = 14 + 20 + 8;
+
+/// The per-core bench mode's generator, run by BPF_PROG_TEST_RUN in live-frames mode on
+/// the generator's CPU: each run writes LAB_FRAME's headers into the frame (the router
+/// rewrites them in place, and the kernel hands the same pages back to the generator
+/// without resetting their data), gives it a random one of the 2048 UDP source ports (the
+/// UDP checksum is 0, "none", so nothing else changes) and sends it out of the interface
+/// in CONFIG's `egress_ifindex` (the client's veth). The kernel sends the frames in
+/// batches, so the generator costs a fraction of what a socket sender does and leaves the
+/// other CPU to the router.
+#[xdp]
+pub(crate) fn lab_xdp_gen(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + GEN_HEADERS > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let (Some(ifindex), Some(template)) = (config::egress_ifindex(), LAB_FRAME.get(0)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the frame holds GEN_HEADERS bytes (checked above), the template
+    // LAB_FRAME_LEN >= GEN_HEADERS.
+    unsafe {
+        core::ptr::copy_nonoverlapping(template.as_ptr(), data as *mut u8, GEN_HEADERS);
+    }
+    // SAFETY: no arguments; returns a number.
+    let flow = unsafe { bpf_get_prandom_u32() } % GEN_FLOWS;
+    let port = (GEN_SPORT_MIN + flow as u16).to_be_bytes();
+    // SAFETY: bounds checked above against data_end.
+    unsafe { core::ptr::write_unaligned((data + GEN_SPORT_OFF) as *mut [u8; 2], port) };
+    // SAFETY: plain helper call; XDP_REDIRECT when the target exists, XDP_ABORTED if not.
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// Passes every frame: attached to the router pod's veth in the per-core bench mode, for
+/// all three variants alike, because a veth receives in NAPI (and can hand that work to a
+/// kernel thread on the router's CPU) only while an XDP program is attached.
+#[xdp]
+pub(crate) fn lab_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The per-core mode's end of the line, on the node's uplink (TC egress): counts the UDP
+/// load's frames the router sent out, by whether their source is CONFIG's `egress_source`
+/// (translated) or not, and drops them, so that no other CPU's work (the gateway's) is
+/// needed to count them. Everything else passes.
+#[classifier]
+pub(crate) fn lab_sink(ctx: TcContext) -> i32 {
+    const UDP_OFF: usize = parse::ETH_HLEN + 20;
+    let Ok(eth) = parse::ptr_at::<parse::EthHdr>(&ctx, 0) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    if unsafe { (*eth).proto } != parse::ETH_P_IP.to_be() {
+        return TC_ACT_OK;
+    }
+    let (Ok(ip), Ok(ports)) = (
+        parse::ptr_at::<parse::Ipv4Hdr>(&ctx, parse::ETH_HLEN),
+        parse::ptr_at::<parse::Ports>(&ctx, UDP_OFF),
+    ) else {
+        return TC_ACT_OK;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let (proto, saddr, dport) = unsafe { ((*ip).proto, (*ip).saddr, (*ports).dport) };
+    if proto != 17 || dport != GEN_DPORT.to_be() {
+        return TC_ACT_OK;
+    }
+    let translated = config::egress_source().is_some_and(|src| src == saddr.to_ne_bytes());
+    if let Some(count) = LAB_SINK.get_ptr_mut(u32::from(!translated)) {
+        // SAFETY: a per-CPU slot, written only by this CPU.
+        unsafe { *count += 1 };
+    }
+    TC_ACT_SHOT
 }

@@ -342,30 +342,51 @@ pub fn program_fd(dp: &mut Dataplane, name: &'static str) -> i32 {
     dp.program(name).unwrap().fd().unwrap().as_fd().as_raw_fd()
 }
 
+/// The `test` member of `union bpf_attr` (BPF_PROG_TEST_RUN).
+#[repr(C)]
+#[derive(Default)]
+struct TestAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// BPF_PROG_TEST_RUN with `attr`.
+fn test_run(attr: &mut TestAttr) -> std::io::Result<()> {
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    // SAFETY: the attribute's pointers name buffers of the sizes it gives, alive for the
+    // call (the callers' invariant).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::from_mut(attr),
+            size_of::<TestAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// [`run`] by program fd, with the raw BPF_PROG_TEST_RUN command: usable from several
 /// threads at once (each run happens on the calling thread's CPU).
 pub fn run_fd(fd: i32, frame: &[u8]) -> (u32, Vec<u8>) {
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestAttr {
         prog_fd: fd as u32,
@@ -375,23 +396,27 @@ pub fn run_fd(fd: i32, frame: &[u8]) -> (u32, Vec<u8>) {
         data_out: out.as_mut_ptr() as u64,
         ..TestAttr::default()
     };
-    // SAFETY: the attribute points at buffers of the sizes it names, alive for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            std::ptr::from_mut(&mut attr),
-            size_of::<TestAttr>(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "BPF_PROG_TEST_RUN: {}",
-        std::io::Error::last_os_error()
-    );
+    if let Err(err) = test_run(&mut attr) {
+        panic!("BPF_PROG_TEST_RUN: {err}");
+    }
     out.truncate(attr.data_size_out as usize);
     (attr.retval, out)
+}
+
+/// Runs the XDP program `fd` `repeat` times on copies of `frame` in live-frames mode
+/// (`BPF_F_TEST_XDP_LIVE_FRAMES`): what the program redirects is really sent, in batches,
+/// from the calling thread's CPU and network namespace. A traffic generator in the kernel.
+pub fn run_live(fd: i32, frame: &[u8], repeat: u32) -> std::io::Result<()> {
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let mut attr = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        ..TestAttr::default()
+    };
+    test_run(&mut attr)
 }
 
 /// Pins the calling thread to CPU `cpu` (modulo the CPUs there are), so that threads run

@@ -8,7 +8,11 @@
 
 use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
-use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::SchedClassifier};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapInfo,
+    programs::{SchedClassifier, Xdp},
+};
 use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, UNREPLIED_SHARE, maps, programs};
 
 use crate::{
@@ -228,6 +232,22 @@ impl Dataplane {
     /// A program by name (e.g. for BPF_PROG_TEST_RUN).
     pub fn program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, Error> {
         classifier(&mut self.ebpf, name)
+    }
+
+    /// An XDP program by name: the benchmarks' per-core harness (`lab_xdp_gen`,
+    /// `lab_xdp_pass`); the product attaches none.
+    pub fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, Error> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| Error::Program { name, source })
+    }
+
+    /// A map of the object that the data plane does not manage, by name: the benchmarks'
+    /// [`maps::LAB_FRAME`].
+    pub fn object_map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
     }
 
     /// The conntrack GC's sweep program, loaded on first use (it is never attached, and

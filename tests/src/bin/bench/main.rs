@@ -4,9 +4,11 @@
 //! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
 
 mod chart;
+mod corereport;
 mod failover;
 mod http;
 mod markdown;
+mod percore;
 mod progcost;
 mod report;
 mod traffic;
@@ -81,7 +83,13 @@ struct Args {
     /// quick look at one variant, e.g. `--lab-only --variants A --rounds 1`.
     #[arg(long)]
     lab_only: bool,
-    /// With --lab-only: the variants measured.
+    /// Rounds of A B C in the per-core mode (router on a CPU of its own).
+    #[arg(long, default_value_t = 5)]
+    core_rounds: usize,
+    /// Only the per-core rounds, printed; writes nothing.
+    #[arg(long)]
+    core_only: bool,
+    /// With --lab-only or --core-only: the variants measured.
     #[arg(long, value_delimiter = ',')]
     variants: Vec<String>,
     /// How the run was started, for the report.
@@ -122,7 +130,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut failovers = Vec::new();
     for round in 0..args.failover_rounds {
-        if args.costs_only || args.http_only || args.lab_only {
+        if args.costs_only || args.http_only || args.lab_only || args.core_only {
             break;
         }
         for own_mac in [false, true] {
@@ -165,6 +173,17 @@ fn main() -> Result<()> {
         measure: Duration::from_secs_f64(args.measure),
     };
 
+    let per_core = if args.costs_only || args.http_only || args.lab_only {
+        Vec::new()
+    } else {
+        let chosen =
+            |v: &Variant| args.variants.is_empty() || args.variants.contains(&format!("{v:?}"));
+        let variants: Vec<Variant> = Variant::ALL.into_iter().filter(chosen).collect();
+        percore::rounds(args.core_rounds, &variants, windows, &connrate)?
+    };
+    if args.core_only {
+        return Ok(());
+    }
     let mut http = Vec::new();
     for round in 0..args.http_rounds {
         if args.costs_only || args.lab_only {
@@ -312,6 +331,7 @@ fn main() -> Result<()> {
         failover: failovers,
         failover_measured: None,
         method: None,
+        per_core,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -333,11 +353,16 @@ fn lab_round(
     let pps = traffic::small_packet_rate(lab, variant, windows)?;
     let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
     if variant.translates() {
-        traffic::start_servers(lab, connrate)?;
+        traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
         traffic::settle()?;
         tcp1 = Some(traffic::tcp_throughput(lab, 1, windows)?);
         tcp4 = Some(traffic::tcp_throughput(lab, 4, windows)?);
-        conn = Some(traffic::connection_rate(lab, connrate, windows)?);
+        conn = Some(traffic::connection_rate(
+            lab,
+            connrate,
+            variant.target(),
+            windows,
+        )?);
     }
     // What the router dropped or retried during the round, for the report: a load whose
     // packets the router dropped measured something else.

@@ -28,14 +28,27 @@ fn targets(s: &Summary) -> Vec<Target> {
         measured: format!("{}x", spread.show(1.0, 2)),
         met: spread.median >= limit,
     };
-    vec![
+    // The router's CPU per packet: measured on its own core where the run has the per-core
+    // mode, else the lab's estimate (results of earlier versions).
+    let per_packet = if s.core.rounds > 0 {
+        at_most(
+            "A: router CPU per packet over C (per-core mode, measured)",
+            s.core.ns_over_c[0],
+            150.0,
+            "ns/packet",
+            0,
+        )
+    } else {
         at_most(
             "A: 2 CPUs / pps over C (an estimate, see the row above)",
             s.overhead[0],
             150.0,
             "ns/packet",
             0,
-        ),
+        )
+    };
+    let mut targets = vec![
+        per_packet,
         at_least("A/C small-packet rate", s.pps_a_over_c, 0.96),
         at_least("A/B small-packet rate", s.pps_a_over_b, 1.25),
         at_most(
@@ -53,7 +66,17 @@ fn targets(s: &Summary) -> Vec<Target> {
         at_least("A/B TCP throughput, 1 stream", s.tcp1_a_over_b, 1.0),
         at_least("A/B TCP throughput, 4 streams", s.tcp4_a_over_b, 1.0),
         at_least("A/B connection rate", s.conn_a_over_b, 1.5),
-    ]
+    ];
+    if s.core.rounds > 0 {
+        targets.push(at_most(
+            "router CPU per connection over C, A/B (per-core mode)",
+            s.core.conn_cost_a_over_b,
+            0.5,
+            "x",
+            2,
+        ));
+    }
+    targets
 }
 
 /// BENCHMARKS.md: the run's context, the medians with their ranges, the ratios, the
@@ -153,6 +176,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         }
     );
 
+    crate::corereport::section(w, &s.core);
     if !r.http.is_empty() {
         http_section(w, r);
     }

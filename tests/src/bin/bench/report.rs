@@ -114,6 +114,9 @@ pub(crate) struct Results {
     /// earlier versions).
     #[serde(default)]
     pub method: Option<String>,
+    /// The per-core mode's rounds (absent in results of earlier versions).
+    #[serde(default)]
+    pub per_core: Vec<crate::percore::CoreRound>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
@@ -150,6 +153,8 @@ pub(crate) struct Summary {
     pub reply: [Spread; 2],
     /// 1M over 1k of the net costs, per round.
     pub growth: [Spread; 3],
+    /// The per-core mode.
+    pub core: crate::corereport::CoreSummary,
 }
 
 impl Summary {
@@ -207,6 +212,7 @@ impl Summary {
                 growth(|c| c.new_flow_ns),
                 growth(|c| c.reply_ns),
             ],
+            core: crate::corereport::CoreSummary::of(&r.per_core),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use egress_tests::{
-    lab::{CLIENT_IP, EGRESS_SOURCE, Lab, ROUTER_POD_IP, SERVER_IP},
+    lab::{CLIENT_IP, Lab, ROUTER_POD_IP, SERVER_IP},
     netns::{Netns, run_bounded},
 };
 
@@ -63,7 +63,7 @@ pub(crate) fn settle() -> Result<()> {
 pub(crate) fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
     variant::drop_at_gateway(lab, variant)?;
     settle()?;
-    let conf = trafgen_config(lab, variant.udp_target())?;
+    let conf = trafgen_config(lab, variant.target())?;
     let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client.name()));
     std::fs::write(&path, conf)?;
     let result = measure_trafgen(lab, &path, windows);
@@ -135,8 +135,9 @@ pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<String> {
         .with_context(|| format!("no MAC address for {dev}"))
 }
 
-/// Starts the servers of the TCP loads in the server namespace and waits for them.
-pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
+/// Starts the servers of the TCP loads in the server namespace and waits for them; the
+/// connection server answers `peer` only (EGRESS_SOURCE where the router translates).
+pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path, peer: Ipv4Addr) -> Result<()> {
     let mut iperf = lab.server.command("iperf3");
     iperf.args([
         "-s",
@@ -151,7 +152,7 @@ pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path) -> Result<()> {
         "serve",
         &format!("{SERVER_IP}:{CONN_PORT}"),
         "4",
-        &EGRESS_SOURCE.to_string(),
+        &peer.to_string(),
     ]);
     lab.spawn(conn)?;
     for port in [IPERF_PORT, CONN_PORT] {
@@ -197,16 +198,22 @@ pub(crate) fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Resul
         .context("iperf3 JSON without end.sum_received.bits_per_second")
 }
 
-/// Short TCP connections per second through the router: connect, a 22-byte request, a
+/// Short TCP connections per second through the router to `target` (the router pod's
+/// address, or the server where nothing translates): connect, a 22-byte request, a
 /// 43-byte reply, close; `workers` clients in parallel. Fails when more than 1 % fail.
-pub(crate) fn connection_rate(lab: &Lab, connrate: &Path, windows: Windows) -> Result<f64> {
+pub(crate) fn connection_rate(
+    lab: &Lab,
+    connrate: &Path,
+    target: Ipv4Addr,
+    windows: Windows,
+) -> Result<f64> {
     // The client keeps Linux's default ephemeral range (32768-60999), as a client pod does:
     // the server closes first, so a port is free again as soon as its connection ends.
     let secs = windows.measure.as_secs_f64();
     let out = run_bounded(
         lab.client.command(connrate).args([
             "client",
-            &format!("{ROUTER_POD_IP}:{CONN_PORT}"),
+            &format!("{target}:{CONN_PORT}"),
             &secs.to_string(),
             "4",
         ]),

@@ -46,9 +46,9 @@ impl Variant {
         self != Variant::C
     }
 
-    /// Where the small-packet load is addressed: the router pod's rule port, or for the
-    /// forwarder (which does not translate) the remote itself.
-    pub(crate) fn udp_target(self) -> Ipv4Addr {
+    /// Where the loads are addressed: the router pod's rule ports, or for the forwarder
+    /// (which does not translate) the remote itself.
+    pub(crate) fn target(self) -> Ipv4Addr {
         match self {
             Variant::C => SERVER_IP,
             _ => ROUTER_POD_IP,

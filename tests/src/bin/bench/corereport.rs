@@ -1,0 +1,171 @@
+//! The per-core mode's figures in BENCHMARKS.md (the rounds: [`crate::percore`]).
+
+use std::fmt::Write as _;
+
+use crate::{
+    percore::{CoreRound, LOAD_CPU, ROUTER_CPU},
+    report::Spread,
+    variant::Variant,
+};
+
+/// The per-core figures: per variant (A, B, C) and, paired by round, over C and A/B.
+pub(crate) struct CoreSummary {
+    pub rounds: usize,
+    pub pps: [Spread; 3],
+    pub busy: [Spread; 3],
+    /// Router CPU time per packet, ns.
+    pub ns_per_packet: [Spread; 3],
+    /// Router CPU per packet minus C's, ns: A, B.
+    pub ns_over_c: [Spread; 2],
+    pub pps_a_over_b: Spread,
+    pub pps_a_over_c: Spread,
+    pub conn: [Spread; 3],
+    /// Router CPU time per connection, µs.
+    pub us_per_conn: [Spread; 3],
+    /// Router CPU per connection minus C's, µs: A, B.
+    pub us_over_c: [Spread; 2],
+    /// A's router CPU per connection over C, divided by B's.
+    pub conn_cost_a_over_b: Spread,
+}
+
+impl CoreSummary {
+    pub(crate) fn of(rounds: &[CoreRound]) -> Self {
+        let n = rounds.iter().map(|r| r.round + 1).max().unwrap_or(0);
+        let per = |v: Variant, f: fn(&CoreRound) -> f64| {
+            Spread::of(rounds.iter().filter(|r| r.variant == v).map(f))
+        };
+        let all =
+            |f: fn(&CoreRound) -> f64| [per(Variant::A, f), per(Variant::B, f), per(Variant::C, f)];
+        let paired = |x: Variant, y: Variant, f: &dyn Fn(&CoreRound, &CoreRound) -> f64| {
+            Spread::of((0..n).filter_map(|round| {
+                let get = |v| rounds.iter().find(|r| r.round == round && r.variant == v);
+                Some(f(get(x)?, get(y)?))
+            }))
+        };
+        let ns_over = |a: &CoreRound, c: &CoreRound| a.ns_per_packet() - c.ns_per_packet();
+        let us_over = |a: &CoreRound, c: &CoreRound| a.us_per_conn() - c.us_per_conn();
+        let conn_cost = Spread::of((0..n).filter_map(|round| {
+            let get = |v| rounds.iter().find(|r| r.round == round && r.variant == v);
+            let (a, b, c) = (get(Variant::A)?, get(Variant::B)?, get(Variant::C)?);
+            Some(us_over(a, c) / us_over(b, c))
+        }));
+        Self {
+            rounds: n,
+            pps: all(|r| r.pps),
+            busy: all(|r| r.pps_router_busy),
+            ns_per_packet: all(CoreRound::ns_per_packet),
+            ns_over_c: [
+                paired(Variant::A, Variant::C, &ns_over),
+                paired(Variant::B, Variant::C, &ns_over),
+            ],
+            pps_a_over_b: paired(Variant::A, Variant::B, &|a, b| a.pps / b.pps),
+            pps_a_over_c: paired(Variant::A, Variant::C, &|a, c| a.pps / c.pps),
+            conn: all(|r| r.conn_per_s),
+            us_per_conn: all(CoreRound::us_per_conn),
+            us_over_c: [
+                paired(Variant::A, Variant::C, &us_over),
+                paired(Variant::B, Variant::C, &us_over),
+            ],
+            conn_cost_a_over_b: conn_cost,
+        }
+    }
+}
+
+/// The section "Per router core": what it answers, the figures, and how they were taken.
+pub(crate) fn section(w: &mut String, s: &CoreSummary) {
+    if s.rounds == 0 {
+        return;
+    }
+    let _ = writeln!(w, "## Per router core\n");
+    let _ = writeln!(
+        w,
+        "The figures above share two CPUs between the router and the traffic (generator, \
+         sockets, gateway); they answer *how fast is the whole path on this machine*. Here \
+         the router's packet processing runs alone on CPU {ROUTER_CPU} and everything else on \
+         CPU {LOAD_CPU}, which answers *what does the router itself cost*: packets per second \
+         one router core forwards, and the router core's CPU time per packet and per \
+         connection (measured from /proc/stat over the window, not derived from a rate). \
+         {} interleaved rounds, each on a fresh lab.\n",
+        s.rounds
+    );
+    let _ = writeln!(
+        w,
+        "| figure | A egress-router | B iptables (classic) | C stateless BPF forwarder | A/B | A/C |\n\
+         |---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        w,
+        "| small UDP frames through one router core, kpps | {} | {} | {} | {} | {} |",
+        s.pps[0].show(1e3, 0),
+        s.pps[1].show(1e3, 0),
+        s.pps[2].show(1e3, 0),
+        s.pps_a_over_b.show(1.0, 2),
+        s.pps_a_over_c.show(1.0, 2)
+    );
+    let _ = writeln!(
+        w,
+        "| router core busy, % | {} | {} | {} | | |",
+        s.busy[0].show(0.01, 0),
+        s.busy[1].show(0.01, 0),
+        s.busy[2].show(0.01, 0)
+    );
+    let _ = writeln!(
+        w,
+        "| router CPU per packet, ns | {} | {} | {} | | |",
+        s.ns_per_packet[0].show(1.0, 0),
+        s.ns_per_packet[1].show(1.0, 0),
+        s.ns_per_packet[2].show(1.0, 0)
+    );
+    let _ = writeln!(
+        w,
+        "| router CPU per packet over C, ns | {} | {} | 0 | | |",
+        s.ns_over_c[0].show(1.0, 0),
+        s.ns_over_c[1].show(1.0, 0)
+    );
+    let _ = writeln!(
+        w,
+        "| short TCP connections/s (load CPU bound) | {} | {} | {} | | |",
+        s.conn[0].show(1.0, 0),
+        s.conn[1].show(1.0, 0),
+        s.conn[2].show(1.0, 0)
+    );
+    let _ = writeln!(
+        w,
+        "| router CPU per connection, µs | {} | {} | {} | | |",
+        s.us_per_conn[0].show(1.0, 1),
+        s.us_per_conn[1].show(1.0, 1),
+        s.us_per_conn[2].show(1.0, 1)
+    );
+    let _ = writeln!(
+        w,
+        "| router CPU per connection over C, µs | {} | {} | 0 | {} | |\n",
+        s.us_over_c[0].show(1.0, 1),
+        s.us_over_c[1].show(1.0, 1),
+        s.conn_cost_a_over_b.show(1.0, 2)
+    );
+    let _ = writeln!(
+        w,
+        "How: every veth a packet enters the lab by receives in NAPI (an XDP program that \
+         passes everything on all four, for A, B and C alike) in threaded mode, with the \
+         kernel thread pinned: the router namespace's entries (`eth0` from the client, the \
+         node's `uplink` under macvlan0 from the gateway) to CPU {ROUTER_CPU}, the client's \
+         `eth0` and the gateway's `lan0` to CPU {LOAD_CPU}; this process, the servers and the \
+         clients are pinned to CPU {LOAD_CPU}.\n\n\
+         - Small packets: `lab_xdp_gen` run by BPF_PROG_TEST_RUN in live-frames mode on CPU \
+           {LOAD_CPU} sends the same 60-byte frames of 2048 UDP flows as trafgen out of the \
+           client's `eth0`, more than one router core takes (the surplus is dropped at the \
+           router's veth queue, before the router). `lab_sink` on the node's uplink (TC \
+           egress) counts the router's output by source address and drops it, so no work of \
+           the gateway's lands on the router core; the rate is its count over the window, \
+           and a frame with the wrong source fails the round. The router core's figures \
+           include what a NIC driver and the wire would do: the veth's receive (the frame \
+           becomes an skb), the macvlan, the TC hook where the sink sits.\n\
+         - Connections: connrate as above, with C's way back through the kernel's plain \
+           forwarding (the client routes the server's network via the router pod, the \
+           gateway routes the pod network via EGRESS_SOURCE), so C is the least a router \
+           does per connection. The client and server share CPU {LOAD_CPU}, which bounds the \
+           rate; the router core is not saturated, and each packet wakes a NAPI thread on \
+           the other CPU (an IPI and a context switch on this VM), the same for A, B and C: \
+           the over-C row takes that out.\n"
+    );
+}

@@ -1,0 +1,446 @@
+//! The per-core mode (issue 17, items 2 and 4): the router's packet processing on a CPU of
+//! its own, so that its rate and its CPU time are the router's, not the generator's. How
+//! and why: [`crate::corereport::section`] (the report's text).
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    path::Path,
+    process::Command,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, ensure};
+use aya::programs::{XdpMode, tc::TcAttachType};
+use egress_common::{RouterConfig, maps, programs};
+use egress_tests::{
+    lab::{CLIENT_IP, EGRESS_SOURCE, Lab, POD_PREFIX, ROUTER_POD_IP, SERVER_IP, SERVER_PREFIX},
+    netns::Netns,
+    pktgen,
+};
+use egress_user::dataplane::load::{Dataplane, LoadOptions};
+
+use crate::{
+    traffic::{self, Windows},
+    variant::{self, Setup, UDP_PORT, Variant},
+};
+
+/// The CPU the router's packet processing is steered to.
+pub(crate) const ROUTER_CPU: usize = 1;
+/// The CPU of the generator, the clients, the servers, the gateway and this process.
+pub(crate) const LOAD_CPU: usize = 0;
+/// Upper bound of the frames one generator run sends (tens of seconds at the rates here).
+/// A run is stopped by a signal at the window's end: each run costs an RCU grace period
+/// (the kernel swaps the XDP dispatcher's program in and out), so short runs would leave
+/// gaps in the load.
+const GEN_FRAMES_MAX: u32 = 200_000_000;
+
+/// One variant's round in the per-core mode.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CoreRound {
+    pub round: usize,
+    pub variant: Variant,
+    /// Small UDP frames per second that left the router (macvlan0's transmit counter).
+    pub pps: f64,
+    /// The router CPU's busy share over the packet window (0-1).
+    pub pps_router_busy: f64,
+    /// Short connections per second.
+    pub conn_per_s: f64,
+    /// The router CPU's busy share over the connection window.
+    pub conn_router_busy: f64,
+}
+
+impl CoreRound {
+    /// Router CPU time per packet, nanoseconds.
+    pub(crate) fn ns_per_packet(&self) -> f64 {
+        self.pps_router_busy * 1e9 / self.pps
+    }
+
+    /// Router CPU time per connection, microseconds.
+    pub(crate) fn us_per_conn(&self) -> f64 {
+        self.conn_router_busy * 1e6 / self.conn_per_s
+    }
+}
+
+/// `rounds` interleaved rounds of A, B and C in the per-core mode.
+pub(crate) fn rounds(
+    rounds: usize,
+    variants: &[Variant],
+    windows: Windows,
+    connrate: &Path,
+) -> Result<Vec<CoreRound>> {
+    let mut out = Vec::new();
+    for n in 0..rounds {
+        for &variant in variants {
+            let r = round(variant, n, windows, connrate)
+                .with_context(|| format!("per-core round {n}, {}", variant.label()))?;
+            eprintln!(
+                "bench: round {n} per-core {:<28} {:>8.0} pps at {:>3.0} % ({:>5.0} ns/packet)  {:>5.0} conn/s at {:>3.0} % ({:.1} us/conn)",
+                variant.label(),
+                r.pps,
+                r.pps_router_busy * 100.0,
+                r.ns_per_packet(),
+                r.conn_per_s,
+                r.conn_router_busy * 100.0,
+                r.us_per_conn(),
+            );
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one variant's per-core round on a fresh lab.
+fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> Result<CoreRound> {
+    ensure!(
+        online_cpus() > ROUTER_CPU,
+        "the per-core mode needs two CPUs"
+    );
+    traffic::settle()?;
+    // This thread and everything it starts (the router's set-up, the servers, connrate)
+    // stay off the router's CPU; the guard gives the thread all CPUs back.
+    let _pinned = Pinned::to(LOAD_CPU)?;
+    let mut setup = Setup::new(variant, round)?;
+    // Declared after the set-up: its XDP links go before the namespaces.
+    let mut harness = Harness::new(&setup.lab)?;
+    let lab = &mut setup.lab;
+
+    traffic::settle()?;
+    let (pps, pps_router_busy) = harness.small_packets(lab, variant, windows)?;
+    // Connections for all three: C's are the baseline, the router's least possible work
+    // per connection (lab_forward one way, the kernel's plain forwarding back, no NAT).
+    if variant == Variant::C {
+        route_plainly(lab)?;
+    }
+    harness.steer(&lab.gateway, "lan0", LOAD_CPU)?;
+    traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
+    traffic::settle()?;
+    let before = CpuTimes::now()?;
+    let conn_per_s = traffic::connection_rate(lab, connrate, variant.target(), windows)?;
+    let conn_router_busy = CpuTimes::now()?.busy_since(&before, ROUTER_CPU)?;
+    Ok(CoreRound {
+        round,
+        variant,
+        pps,
+        pps_router_busy,
+        conn_per_s,
+        conn_router_busy,
+    })
+}
+
+/// The generator and the NAPI switches: the harness's own data plane (its CONFIG holds the
+/// generator's target), attached in four namespaces.
+struct Harness {
+    dp: Dataplane,
+}
+
+impl Harness {
+    fn new(lab: &Lab) -> Result<Self> {
+        let mut dp = Dataplane::load(&LoadOptions {
+            conntrack_flows: 1024,
+            pin_dir: None,
+        })?;
+        dp.xdp_program(programs::LAB_XDP_PASS)?.load()?;
+        dp.xdp_program(programs::LAB_XDP_GEN)?.load()?;
+        let mut harness = Self { dp };
+        for (ns, dev, cpu) in [
+            (&lab.router, "eth0", ROUTER_CPU),
+            (&lab.node, "uplink", ROUTER_CPU),
+            (&lab.client, "eth0", LOAD_CPU),
+        ] {
+            harness
+                .steer(ns, dev, cpu)
+                .with_context(|| format!("steering {dev} in {} to CPU {cpu}", ns.name()))?;
+        }
+        Ok(harness)
+    }
+
+    /// Puts `dev`'s receive path in threaded NAPI and its kernel thread on `cpu`.
+    fn steer(&mut self, ns: &Netns, dev: &str, cpu: usize) -> Result<()> {
+        let prog = self.dp.xdp_program(programs::LAB_XDP_PASS)?;
+        ns.enter(|| prog.attach(dev, XdpMode::Driver))??;
+        let before = napi_threads()?;
+        // sysfs shows the namespace it was mounted in: `ip netns exec` mounts the right one.
+        egress_tests::netns::run_checked(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns.name(),
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+        ]))?;
+        let new: Vec<i32> = napi_threads()?.difference(&before).copied().collect();
+        ensure!(
+            !new.is_empty(),
+            "no NAPI thread appeared for {dev} (threaded mode)"
+        );
+        for pid in new {
+            set_affinity(pid, cpu)?;
+        }
+        Ok(())
+    }
+
+    /// The sink's count at `index` (0: translated, 1: not), summed over the CPUs.
+    fn sunk(&mut self, index: u32) -> Result<u64> {
+        let map = aya::maps::PerCpuArray::<_, u64>::try_from(self.dp.object_map(maps::LAB_SINK)?)?;
+        Ok(map.get(&index, 0)?.iter().sum())
+    }
+
+    /// Small UDP frames from the generator through the router: the router's output rate
+    /// and its CPU's busy share over the window.
+    fn small_packets(
+        &mut self,
+        lab: &Lab,
+        variant: Variant,
+        windows: Windows,
+    ) -> Result<(f64, f64)> {
+        let client_eth0 = lab
+            .client
+            .enter(|| egress_user::network::interface::ifindex("eth0"))?
+            .context("no eth0 in the client namespace")?;
+        self.dp.maps_mut().configure(
+            &RouterConfig {
+                egress_ifindex: client_eth0,
+                egress_source: variant::expected_source(variant).octets(),
+                ..RouterConfig::default()
+            },
+            &[],
+        )?;
+        let sink = self.dp.program(programs::LAB_SINK)?;
+        sink.load()?;
+        lab.node
+            .enter(|| sink.attach("uplink", TcAttachType::Egress))?
+            .context("attaching the sink to the node's uplink")?;
+        let frame = generator_frame(lab, variant)?;
+        let mut template = [0u8; maps::LAB_FRAME_LEN];
+        template[..frame.len()].copy_from_slice(&frame);
+        aya::maps::Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(
+            self.dp.object_map(maps::LAB_FRAME)?,
+        )?
+        .set(0, template, 0)?;
+        let fd = {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let prog = self.dp.xdp_program(programs::LAB_XDP_GEN)?;
+            prog.fd()?.as_fd().as_raw_fd()
+        };
+        install_wake_handler()?;
+        let (stop, thread) = (AtomicBool::new(false), AtomicU64::new(0));
+        let limit = windows.warmup + windows.measure + Duration::from_secs(10);
+        std::thread::scope(|s| -> Result<(f64, f64)> {
+            let generator = s.spawn(|| {
+                lab.client.enter(|| -> Result<()> {
+                    pktgen::pin_to_cpu(LOAD_CPU);
+                    // SAFETY: plain libc call.
+                    thread.store(unsafe { libc::pthread_self() }, Ordering::SeqCst);
+                    let start = Instant::now();
+                    while !stop.load(Ordering::SeqCst) && start.elapsed() < limit {
+                        match pktgen::run_live(fd, &frame, GEN_FRAMES_MAX) {
+                            Ok(()) => {}
+                            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                            Err(e) => return Err(e).context("BPF_PROG_TEST_RUN (live frames)"),
+                        }
+                    }
+                    Ok(())
+                })?
+            });
+            let measured = (|| {
+                std::thread::sleep(windows.warmup);
+                let (c0, cpu0, t0) = (self.sunk(0)?, CpuTimes::now()?, Instant::now());
+                std::thread::sleep(windows.measure);
+                let (c1, t1) = (self.sunk(0)?, Instant::now());
+                let busy = CpuTimes::now()?.busy_since(&cpu0, ROUTER_CPU)?;
+                ensure!(c1 > c0, "no frame left the router");
+                let wrong = self.sunk(1)?;
+                ensure!(
+                    wrong == 0,
+                    "{wrong} frames left the router with the wrong source address"
+                );
+                Ok(((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), busy))
+            })();
+            stop.store(true, Ordering::SeqCst);
+            // Interrupt the run in progress (at most 10 s of tries; the run ends by itself
+            // within `limit` and GEN_FRAMES_MAX anyway).
+            for _ in 0..1000 {
+                let tid = thread.load(Ordering::SeqCst);
+                if generator.is_finished() {
+                    break;
+                }
+                if tid != 0 {
+                    // SAFETY: the thread is alive (not finished) and in this scope.
+                    unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            generator
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            let (pps, busy) = measured?;
+            Ok((pps, busy))
+        })
+    }
+}
+
+/// C's way back for the connections: the client routes the server's network via the
+/// router pod, the gateway routes the pod network via EGRESS_SOURCE, and the router
+/// namespace forwards (macvlan0 -> eth0) with the kernel's plain routing.
+fn route_plainly(lab: &Lab) -> Result<()> {
+    let server_net = format!(
+        "{}/{SERVER_PREFIX}",
+        Ipv4Addr::from(u32::from(SERVER_IP) & !0xff)
+    );
+    let pod_net = format!(
+        "{}/{POD_PREFIX}",
+        Ipv4Addr::from(u32::from(CLIENT_IP) & !0xff)
+    );
+    lab.client.ip(&[
+        "route",
+        "add",
+        &server_net,
+        "via",
+        &ROUTER_POD_IP.to_string(),
+    ])?;
+    lab.gateway
+        .ip(&["route", "add", &pod_net, "via", &EGRESS_SOURCE.to_string()])?;
+    lab.router.sysctl("net.ipv4.ip_forward", "1")
+}
+
+/// SIGUSR1 with a handler that does nothing and no SA_RESTART: it ends the generator's
+/// BPF_PROG_TEST_RUN with EINTR.
+fn install_wake_handler() -> Result<()> {
+    extern "C" fn wake(_: libc::c_int) {}
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("sigaction(SIGUSR1)");
+    }
+    Ok(())
+}
+
+/// The generator's template: the bench's small UDP frame (60 bytes) from the client to the
+/// variant's target, with the real MAC addresses and no UDP checksum (the generator
+/// changes the source port).
+fn generator_frame(lab: &Lab, variant: Variant) -> Result<Vec<u8>> {
+    let mut frame = pktgen::udp_frame(
+        (CLIENT_IP.octets(), 10_000),
+        (variant.target().octets(), UDP_PORT),
+        &[0; 18],
+        64,
+    );
+    let mac = |ns: &Netns| -> Result<Vec<u8>> {
+        traffic::mac(ns, "eth0")?
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).context("MAC address"))
+            .collect()
+    };
+    frame[0..6].copy_from_slice(&mac(&lab.router)?);
+    frame[6..12].copy_from_slice(&mac(&lab.client)?);
+    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    ensure!(
+        frame.len() == 60,
+        "the generator's frame is {} bytes",
+        frame.len()
+    );
+    Ok(frame)
+}
+
+/// The pids of the kernel's NAPI threads (`napi/<dev>-<id>`).
+fn napi_threads() -> Result<BTreeSet<i32>> {
+    let mut pids = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.starts_with("napi/"))
+        {
+            pids.insert(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// Pins task `pid` (0: the calling thread) to `cpu`.
+fn set_affinity(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed by pointer with its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pinning task {pid} to CPU {cpu}"));
+    }
+    Ok(())
+}
+
+/// The calling thread pinned to one CPU until dropped; then it may run on every CPU again.
+struct Pinned;
+
+impl Pinned {
+    fn to(cpu: usize) -> Result<Self> {
+        set_affinity(0, cpu)?;
+        Ok(Self)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: as in set_affinity, with every CPU's bit set.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for cpu in 0..online_cpus() {
+                libc::CPU_SET(cpu, &mut set);
+            }
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// The CPUs online (not just those this thread may run on).
+fn online_cpus() -> usize {
+    // SAFETY: plain libc call.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1)
+}
+
+/// Per-CPU busy and total time from /proc/stat, in clock ticks.
+struct CpuTimes(Vec<(u64, u64)>);
+
+impl CpuTimes {
+    fn now() -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let mut cpus = Vec::new();
+        for line in stat.lines() {
+            let Some(rest) = line.strip_prefix("cpu") else {
+                continue;
+            };
+            if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            ensure!(v.len() >= 8, "short cpu line in /proc/stat: {line}");
+            // user nice system idle iowait irq softirq (steal, the hypervisor's, is left out)
+            let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+            cpus.push((busy, busy + v[3] + v[4]));
+        }
+        Ok(Self(cpus))
+    }
+
+    /// `cpu`'s busy share since `before` (0-1).
+    fn busy_since(&self, before: &Self, cpu: usize) -> Result<f64> {
+        let (b1, t1) = *self.0.get(cpu).context("no such CPU in /proc/stat")?;
+        let (b0, t0) = *before.0.get(cpu).context("no such CPU in /proc/stat")?;
+        ensure!(t1 > t0, "no clock ticks on CPU {cpu} over the window");
+        Ok((b1 - b0) as f64 / (t1 - t0) as f64)
+    }
+}
