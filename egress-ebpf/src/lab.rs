@@ -49,6 +49,14 @@ pub(crate) fn lab_noop(_ctx: TcContext) -> i32 {
 #[btf_map]
 static LAB_FRAME: Array<[u8; LAB_FRAME_LEN], 1> = Array::new();
 
+/// The generator's pacing: a frame whose random draw is below this value is dropped
+/// instead of sent (0: every frame is sent). The bench tunes it during the warm-up so that
+/// the generator offers a little more than the router takes: every surplus frame is
+/// dropped at the router's veth queue and recycled by the generator's CPU, and a large
+/// surplus made that recycling contend with the router core's on the page pool's lock.
+#[btf_map]
+static LAB_PACE: Array<u32, 1> = Array::new();
+
 /// The per-core sink's counts: [translated, untranslated] frames of the UDP load.
 #[btf_map]
 static LAB_SINK: PerCpuArray<u64, 2> = PerCpuArray::new();
@@ -87,7 +95,11 @@ pub(crate) fn lab_xdp_gen(ctx: XdpContext) -> u32 {
         core::ptr::copy_nonoverlapping(template.as_ptr(), data as *mut u8, GEN_HEADERS);
     }
     // SAFETY: no arguments; returns a number.
-    let flow = unsafe { bpf_get_prandom_u32() } % GEN_FLOWS;
+    let draw = unsafe { bpf_get_prandom_u32() };
+    if LAB_PACE.get(0).is_some_and(|&below| draw < below) {
+        return xdp_action::XDP_DROP;
+    }
+    let flow = draw % GEN_FLOWS;
     let port = (GEN_SPORT_MIN + flow as u16).to_be_bytes();
     // SAFETY: bounds checked above against data_end.
     unsafe { core::ptr::write_unaligned((data + GEN_SPORT_OFF) as *mut [u8; 2], port) };

@@ -153,8 +153,10 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary) {
          clients are pinned to CPU {LOAD_CPU}.\n\n\
          - Small packets: `lab_xdp_gen` run by BPF_PROG_TEST_RUN in live-frames mode on CPU \
            {LOAD_CPU} sends the same 60-byte frames of 2048 UDP flows as trafgen out of the \
-           client's `eth0`, more than one router core takes (the surplus is dropped at the \
-           router's veth queue, before the router). `lab_sink` on the node's uplink (TC \
+           client's `eth0`, paced during the warm-up to offer about 30 % more than the \
+           router core takes (the surplus is dropped at the router's veth queue, before the \
+           router; an unpaced surplus of several Mpps made the generator's page recycling \
+           contend with the router core's on the page pool's lock). `lab_sink` on the node's uplink (TC \
            egress) counts the router's output by source address and drops it, so no work of \
            the gateway's lands on the router core; the rate is its count over the window, \
            and a frame with the wrong source fails the round. The router core's figures \

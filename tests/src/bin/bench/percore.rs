@@ -30,6 +30,9 @@ use crate::{
 pub(crate) const ROUTER_CPU: usize = 1;
 /// The CPU of the generator, the clients, the servers, the gateway and this process.
 pub(crate) const LOAD_CPU: usize = 0;
+/// How much more the paced generator offers than the router takes (a full queue at all
+/// times, and little to recycle).
+const SURPLUS: f64 = 0.3;
 /// Upper bound of the frames one generator run sends (tens of seconds at the rates here).
 /// A run is stopped by a signal at the window's end: each run costs an RCU grace period
 /// (the kernel swaps the XDP dispatcher's program in and out), so short runs would leave
@@ -181,6 +184,33 @@ impl Harness {
         Ok(())
     }
 
+    /// Paces the generator over `warmup` so that it offers about [`SURPLUS`] more frames than
+    /// the router takes; returns the surplus of the last step (frames dropped at the
+    /// router's veth queue over frames it took).
+    fn pace(&mut self, lab: &Lab, warmup: Duration) -> Result<f64> {
+        const STEPS: u32 = 4;
+        let mut drop_share = 0.0f64;
+        let mut surplus = f64::NAN;
+        let mut last = queue_counts(lab)?;
+        for _ in 0..STEPS {
+            std::thread::sleep(warmup / STEPS);
+            let now = queue_counts(lab)?;
+            let (took, dropped) = (now.0 - last.0, now.1 - last.1);
+            last = now;
+            if took == 0 {
+                continue;
+            }
+            surplus = dropped as f64 / took as f64;
+            // What the generator made, sent or not, and the share of it to send.
+            let made = (took + dropped) as f64 / (1.0 - drop_share);
+            drop_share = (1.0 - (1.0 + SURPLUS) * took as f64 / made).clamp(0.0, 0.99);
+            let below = (drop_share * f64::from(u32::MAX)) as u32;
+            aya::maps::Array::<_, u32>::try_from(self.dp.object_map(maps::LAB_PACE)?)?
+                .set(0, below, 0)?;
+        }
+        Ok(surplus)
+    }
+
     /// The sink's count at `index` (0: translated, 1: not), summed over the CPUs.
     fn sunk(&mut self, index: u32) -> Result<u64> {
         let map = aya::maps::PerCpuArray::<_, u64>::try_from(self.dp.object_map(maps::LAB_SINK)?)?;
@@ -245,7 +275,7 @@ impl Harness {
                 })?
             });
             let measured = (|| {
-                std::thread::sleep(windows.warmup);
+                let surplus = self.pace(lab, windows.warmup)?;
                 let (c0, cpu0, t0) = (self.sunk(0)?, CpuTimes::now()?, Instant::now());
                 std::thread::sleep(windows.measure);
                 let (c1, t1) = (self.sunk(0)?, Instant::now());
@@ -256,7 +286,13 @@ impl Harness {
                     wrong == 0,
                     "{wrong} frames left the router with the wrong source address"
                 );
-                Ok(((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), busy))
+                let rate = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+                eprintln!(
+                    "bench: per-core {variant:?}: {rate:.0} frames/s through the router core, {:.0} % busy; the generator offered {:.0} % more than it took",
+                    busy * 100.0,
+                    surplus * 100.0
+                );
+                Ok((rate, busy))
             })();
             stop.store(true, Ordering::SeqCst);
             // Interrupt the run in progress (at most 10 s of tries; the run ends by itself
@@ -347,6 +383,23 @@ fn generator_frame(lab: &Lab, variant: Variant) -> Result<Vec<u8>> {
         frame.len()
     );
     Ok(frame)
+}
+
+/// Frames the router's `eth0` took from its veth queue, and frames dropped there because
+/// the queue was full.
+fn queue_counts(lab: &Lab) -> Result<(u64, u64)> {
+    let out = lab
+        .router
+        .command("ip")
+        .args(["-j", "-s", "link", "show", "eth0"])
+        .output()?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("ip -j -s link show eth0")?;
+    let rx = &json[0]["stats64"]["rx"];
+    Ok((
+        rx["packets"].as_u64().context("no rx packets")?,
+        rx["dropped"].as_u64().context("no rx dropped")?,
+    ))
 }
 
 /// The pids of the kernel's NAPI threads (`napi/<dev>-<id>`).
