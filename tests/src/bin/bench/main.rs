@@ -5,7 +5,9 @@
 
 mod chart;
 mod corereport;
+mod cpus;
 mod failover;
+mod host;
 mod http;
 mod markdown;
 mod percore;
@@ -16,7 +18,6 @@ mod variant;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -25,7 +26,7 @@ use clap::Parser;
 
 use crate::{
     progcost::{TABLES, Table},
-    report::{LabRound, Machine, Memory, Results, Summary},
+    report::{LabRound, Memory, Results, Summary},
     traffic::Windows,
     variant::{Setup, Variant},
 };
@@ -123,7 +124,7 @@ fn main() -> Result<()> {
         "haproxy",
         "dnsmasq",
     ] {
-        if which(tool).is_none() {
+        if host::which(tool).is_none() {
             bail!("{tool} is not installed: run `cargo xtask setup`");
         }
     }
@@ -158,12 +159,12 @@ fn main() -> Result<()> {
         results.failover = failovers;
         results.failover_measured = Some(format!(
             "on {} by `{}`",
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
+            host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
             args.command
         ));
         return write(&args.out, &results);
     }
-    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
+    let date = host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
     let connrate = std::env::current_exe()?
         .parent()
         .context("bench has a directory")?
@@ -320,7 +321,7 @@ fn main() -> Result<()> {
     let results = Results {
         date,
         command: args.command.clone(),
-        machine: machine()?,
+        machine: host::machine()?,
         rounds: args.rounds,
         warmup_s: args.warmup,
         measure_s: args.measure,
@@ -403,60 +404,6 @@ fn write(out: &Path, results: &Results) -> Result<()> {
         results.elapsed_s
     );
     Ok(())
-}
-
-fn machine() -> Result<Machine> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    let kib: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let mut commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
-    if Command::new("git")
-        .args([
-            "diff",
-            "--quiet",
-            "HEAD",
-            "--",
-            ".",
-            ":!BENCHMARKS.md",
-            ":!bench",
-        ])
-        .status()
-        .is_ok_and(|s| !s.success())
-    {
-        commit.push_str(" (with local changes)");
-    }
-    Ok(Machine {
-        cpu,
-        cpus: std::thread::available_parallelism()?.get(),
-        memory_gib: kib / (1 << 20) as f64,
-        kernel: command_line("uname", &["-r"])?,
-        commit,
-    })
-}
-
-fn command_line(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 fn show(v: Option<f64>, digits: usize) -> String {

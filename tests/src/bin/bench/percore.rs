@@ -3,7 +3,6 @@
 //! and why: [`crate::corereport::section`] (the report's text).
 
 use std::{
-    collections::BTreeSet,
     net::Ipv4Addr,
     path::Path,
     process::Command,
@@ -22,6 +21,7 @@ use egress_tests::{
 use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
+    cpus::{CpuTimes, Pinned, install_wake_handler, napi_threads, online_cpus, set_affinity},
     traffic::{self, Windows},
     variant::{self, Setup, UDP_PORT, Variant},
 };
@@ -341,23 +341,6 @@ fn route_plainly(lab: &Lab) -> Result<()> {
     lab.router.sysctl("net.ipv4.ip_forward", "1")
 }
 
-/// SIGUSR1 with a handler that does nothing and no SA_RESTART: it ends the generator's
-/// BPF_PROG_TEST_RUN with EINTR.
-fn install_wake_handler() -> Result<()> {
-    extern "C" fn wake(_: libc::c_int) {}
-    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
-    let rc = unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("sigaction(SIGUSR1)");
-    }
-    Ok(())
-}
-
 /// The generator's template: the bench's small UDP frame (60 bytes) from the client to the
 /// variant's target, with the real MAC addresses and no UDP checksum (the generator
 /// changes the source port).
@@ -400,100 +383,4 @@ fn queue_counts(lab: &Lab) -> Result<(u64, u64)> {
         rx["packets"].as_u64().context("no rx packets")?,
         rx["dropped"].as_u64().context("no rx dropped")?,
     ))
-}
-
-/// The pids of the kernel's NAPI threads (`napi/<dev>-<id>`).
-fn napi_threads() -> Result<BTreeSet<i32>> {
-    let mut pids = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        if std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.starts_with("napi/"))
-        {
-            pids.insert(pid);
-        }
-    }
-    Ok(pids)
-}
-
-/// Pins task `pid` (0: the calling thread) to `cpu`.
-fn set_affinity(pid: i32, cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t with one bit set, passed by pointer with its size.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("pinning task {pid} to CPU {cpu}"));
-    }
-    Ok(())
-}
-
-/// The calling thread pinned to one CPU until dropped; then it may run on every CPU again.
-struct Pinned;
-
-impl Pinned {
-    fn to(cpu: usize) -> Result<Self> {
-        set_affinity(0, cpu)?;
-        Ok(Self)
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        // SAFETY: as in set_affinity, with every CPU's bit set.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for cpu in 0..online_cpus() {
-                libc::CPU_SET(cpu, &mut set);
-            }
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-}
-
-/// The CPUs online (not just those this thread may run on).
-fn online_cpus() -> usize {
-    // SAFETY: plain libc call.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1)
-}
-
-/// Per-CPU busy and total time from /proc/stat, in clock ticks.
-struct CpuTimes(Vec<(u64, u64)>);
-
-impl CpuTimes {
-    fn now() -> Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        let mut cpus = Vec::new();
-        for line in stat.lines() {
-            let Some(rest) = line.strip_prefix("cpu") else {
-                continue;
-            };
-            if !rest.starts_with(|c: char| c.is_ascii_digit()) {
-                continue;
-            }
-            let v: Vec<u64> = rest
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            ensure!(v.len() >= 8, "short cpu line in /proc/stat: {line}");
-            // user nice system idle iowait irq softirq (steal, the hypervisor's, is left out)
-            let busy = v[0] + v[1] + v[2] + v[5] + v[6];
-            cpus.push((busy, busy + v[3] + v[4]));
-        }
-        Ok(Self(cpus))
-    }
-
-    /// `cpu`'s busy share since `before` (0-1).
-    fn busy_since(&self, before: &Self, cpu: usize) -> Result<f64> {
-        let (b1, t1) = *self.0.get(cpu).context("no such CPU in /proc/stat")?;
-        let (b0, t0) = *before.0.get(cpu).context("no such CPU in /proc/stat")?;
-        ensure!(t1 > t0, "no clock ticks on CPU {cpu} over the window");
-        Ok((b1 - b0) as f64 / (t1 - t0) as f64)
-    }
 }
