@@ -26,6 +26,9 @@ pub(crate) struct CoreSummary {
     pub us_over_c: [Spread; 2],
     /// A's router CPU per connection over C, divided by B's.
     pub conn_cost_a_over_b: Spread,
+    /// Per variant: each BPF program on the router's path, ns per run minus the no-op's
+    /// (the statistics' own cost).
+    pub programs: [Vec<(String, Spread)>; 3],
 }
 
 impl CoreSummary {
@@ -67,9 +70,30 @@ impl CoreSummary {
                 paired(Variant::B, Variant::C, &us_over),
             ],
             conn_cost_a_over_b: conn_cost,
+            programs: [Variant::A, Variant::B, Variant::C].map(|v| programs(rounds, v)),
         }
     }
 }
+
+/// `variant`'s programs (all but the no-op), each a spread over the rounds of its time per
+/// run minus the no-op's in the same round.
+fn programs(rounds: &[CoreRound], variant: Variant) -> Vec<(String, Spread)> {
+    let of = || rounds.iter().filter(move |r| r.variant == variant);
+    let names: std::collections::BTreeSet<&String> = of()
+        .flat_map(|r| r.program_ns.keys())
+        .filter(|n| *n != NOOP)
+        .collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let net = of().filter_map(|r| Some(r.program_ns.get(name)? - r.program_ns.get(NOOP)?));
+            (name.clone(), Spread::of(net))
+        })
+        .collect()
+}
+
+/// The harness's no-op XDP program: its time per run is the statistics' own cost.
+const NOOP: &str = "lab_xdp_pass";
 
 /// The section "Per router core": what it answers, the figures, and how they were taken.
 pub(crate) fn section(w: &mut String, s: &CoreSummary) {
@@ -122,6 +146,22 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary) {
         s.ns_over_c[0].show(1.0, 0),
         s.ns_over_c[1].show(1.0, 0)
     );
+    let show = |p: &[(String, Spread)]| {
+        if p.is_empty() {
+            return "none".to_owned();
+        }
+        p.iter()
+            .map(|(name, t)| format!("`{name}` {}", t.show(1.0, 0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        w,
+        "| BPF programs on the router core, ns per run (kernel statistics, less the no-op's) | {} | {} | {} | | |",
+        show(&s.programs[0]),
+        show(&s.programs[1]),
+        show(&s.programs[2])
+    );
     let _ = writeln!(
         w,
         "| short TCP connections/s (load CPU bound) | {} | {} | {} | | |",
@@ -159,7 +199,10 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary) {
            contend with the router core's on the page pool's lock). `lab_sink` on the node's uplink (TC \
            egress) counts the router's output by source address and drops it, so no work of \
            the gateway's lands on the router core; the rate is its count over the window, \
-           and a frame with the wrong source fails the round. The router core's figures \
+           and a frame with the wrong source fails the round. After the window the kernel's \
+           BPF statistics run for half a second (`BPF_ENABLE_STATS`: the programs' run time \
+           and count); each program's time per run is given less that of `lab_xdp_pass`, \
+           which does nothing, so that the statistics' own two clock reads are left out. The router core's figures \
            include what a NIC driver and the wire would do: the veth's receive (the frame \
            becomes an skb), the macvlan, the TC hook where the sink sits.\n\
          - Connections: connrate as above, with C's way back through the kernel's plain \
@@ -170,4 +213,54 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary) {
            the other CPU (an IPI and a context switch on this VM), the same for A, B and C: \
            the over-C row takes that out.\n"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CoreRound, Variant, programs};
+
+    fn round(round: usize, variant: Variant, times: &[(&str, f64)]) -> CoreRound {
+        CoreRound {
+            round,
+            variant,
+            pps: 1e6,
+            pps_router_busy: 1.0,
+            conn_per_s: 1e4,
+            conn_router_busy: 0.4,
+            program_ns: times.iter().map(|&(n, t)| (n.to_owned(), t)).collect(),
+        }
+    }
+
+    /// Each program's time is taken less the no-op's of the same round, the no-op itself
+    /// is not listed, and rounds without the no-op do not count.
+    #[test]
+    fn program_times_are_net_of_the_noop_round_by_round() {
+        let rounds = [
+            round(
+                0,
+                Variant::A,
+                &[("pod_ingress", 260.0), ("lab_xdp_pass", 40.0)],
+            ),
+            round(
+                1,
+                Variant::A,
+                &[("pod_ingress", 300.0), ("lab_xdp_pass", 60.0)],
+            ),
+            round(2, Variant::A, &[("pod_ingress", 900.0)]),
+            round(
+                0,
+                Variant::C,
+                &[("lab_forward", 55.0), ("lab_xdp_pass", 45.0)],
+            ),
+        ];
+        let a = programs(&rounds, Variant::A);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].0, "pod_ingress");
+        assert_eq!(
+            (a[0].1.median, a[0].1.min, a[0].1.max, a[0].1.n),
+            (230.0, 220.0, 240.0, 2)
+        );
+        assert_eq!(programs(&rounds, Variant::C)[0].1.median, 10.0);
+        assert!(programs(&rounds, Variant::B).is_empty());
+    }
 }

@@ -117,3 +117,47 @@ impl CpuTimes {
         Ok((b1 - b0) as f64 / (t1 - t0) as f64)
     }
 }
+
+/// The programs whose run time the per-core mode reports: the routers' and the harness's
+/// no-op (`lab_xdp_pass`), whose time is the statistics' own cost.
+const TIMED: [&str; 5] = [
+    "pod_ingress",
+    "egress_egress",
+    "egress_ingress",
+    "lab_forward",
+    "lab_xdp_pass",
+];
+
+/// Nanoseconds per run of the [`TIMED`] programs that ran over `window`, from the kernel's
+/// BPF statistics, enabled for that window only (`BPF_ENABLE_STATS`: they add two clock
+/// reads to every run of every program).
+pub(crate) fn program_times(
+    window: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    fn totals() -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        let mut out = std::collections::BTreeMap::<String, (u64, u64)>::new();
+        for info in aya::programs::loaded_programs() {
+            let info = info?;
+            let Some(name) = info.name_as_str().filter(|n| TIMED.contains(n)) else {
+                continue;
+            };
+            let t = out.entry(name.to_owned()).or_default();
+            t.0 += info.run_time().as_nanos() as u64;
+            t.1 += info.run_count();
+        }
+        Ok(out)
+    }
+    let before = totals()?;
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    std::thread::sleep(window);
+    let after = totals()?;
+    drop(stats);
+    Ok(after
+        .into_iter()
+        .filter_map(|(name, (ns, runs))| {
+            let (ns0, runs0) = before.get(&name).copied().unwrap_or_default();
+            let runs = runs.checked_sub(runs0).filter(|&r| r > 0)?;
+            Some((name, ns.saturating_sub(ns0) as f64 / runs as f64))
+        })
+        .collect())
+}

@@ -21,7 +21,7 @@ use egress_tests::{
 use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
-    cpus::{CpuTimes, Pinned, install_wake_handler, napi_threads, online_cpus, set_affinity},
+    cpus::{self, CpuTimes, Pinned, install_wake_handler, napi_threads, online_cpus, set_affinity},
     traffic::{self, Windows},
     variant::{self, Setup, UDP_PORT, Variant},
 };
@@ -39,6 +39,9 @@ const SURPLUS: f64 = 0.3;
 /// gaps in the load.
 const GEN_FRAMES_MAX: u32 = 200_000_000;
 
+/// The small-packet load's rate, the router core's busy share, and the programs' times.
+type Sample = (f64, f64, std::collections::BTreeMap<String, f64>);
+
 /// One variant's round in the per-core mode.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CoreRound {
@@ -52,6 +55,11 @@ pub(crate) struct CoreRound {
     pub conn_per_s: f64,
     /// The router CPU's busy share over the connection window.
     pub conn_router_busy: f64,
+    /// Run time per run of the BPF programs on the router's path, ns, by name (the kernel's
+    /// BPF statistics over half a second after the packet window; absent in results of
+    /// earlier versions).
+    #[serde(default)]
+    pub program_ns: std::collections::BTreeMap<String, f64>,
 }
 
 impl CoreRound {
@@ -88,6 +96,10 @@ pub(crate) fn rounds(
                 r.conn_router_busy * 100.0,
                 r.us_per_conn(),
             );
+            eprintln!(
+                "bench: round {n} per-core {variant:?} programs, ns per run (statistics on): {:?}",
+                r.program_ns
+            );
             out.push(r);
         }
     }
@@ -110,7 +122,7 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
     let lab = &mut setup.lab;
 
     traffic::settle()?;
-    let (pps, pps_router_busy) = harness.small_packets(lab, variant, windows)?;
+    let (pps, pps_router_busy, program_ns) = harness.small_packets(lab, variant, windows)?;
     // Connections for all three: C's are the baseline, the router's least possible work
     // per connection (lab_forward one way, the kernel's plain forwarding back, no NAT).
     if variant == Variant::C {
@@ -129,6 +141,7 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
         pps_router_busy,
         conn_per_s,
         conn_router_busy,
+        program_ns,
     })
 }
 
@@ -219,12 +232,7 @@ impl Harness {
 
     /// Small UDP frames from the generator through the router: the router's output rate
     /// and its CPU's busy share over the window.
-    fn small_packets(
-        &mut self,
-        lab: &Lab,
-        variant: Variant,
-        windows: Windows,
-    ) -> Result<(f64, f64)> {
+    fn small_packets(&mut self, lab: &Lab, variant: Variant, windows: Windows) -> Result<Sample> {
         let client_eth0 = lab
             .client
             .enter(|| egress_user::network::interface::ifindex("eth0"))?
@@ -257,7 +265,7 @@ impl Harness {
         install_wake_handler()?;
         let (stop, thread) = (AtomicBool::new(false), AtomicU64::new(0));
         let limit = windows.warmup + windows.measure + Duration::from_secs(10);
-        std::thread::scope(|s| -> Result<(f64, f64)> {
+        std::thread::scope(|s| -> Result<Sample> {
             let generator = s.spawn(|| {
                 lab.client.enter(|| -> Result<()> {
                     pktgen::pin_to_cpu(LOAD_CPU);
@@ -292,7 +300,8 @@ impl Harness {
                     busy * 100.0,
                     surplus * 100.0
                 );
-                Ok((rate, busy))
+                let programs = cpus::program_times(Duration::from_millis(500))?;
+                Ok((rate, busy, programs))
             })();
             stop.store(true, Ordering::SeqCst);
             // Interrupt the run in progress (at most 10 s of tries; the run ends by itself
@@ -311,8 +320,7 @@ impl Harness {
             generator
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            let (pps, busy) = measured?;
-            Ok((pps, busy))
+            measured
         })
     }
 }
