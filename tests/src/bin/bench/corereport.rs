@@ -96,20 +96,28 @@ fn programs(rounds: &[CoreRound], variant: Variant) -> Vec<(String, Spread)> {
 const NOOP: &str = "lab_xdp_pass";
 
 /// The section "Per router core": what it answers, the figures, and how they were taken.
-pub(crate) fn section(w: &mut String, s: &CoreSummary) {
+pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
     if s.rounds == 0 {
         return;
     }
     let _ = writeln!(w, "## Per router core\n");
+    if let Some(when) = measured {
+        let _ = writeln!(
+            w,
+            "*Measured apart from the rest of this report, {when} (`--core-only`).*\n"
+        );
+    }
     let _ = writeln!(
         w,
         "The figures above share two CPUs between the router and the traffic (generator, \
          sockets, gateway); they answer *how fast is the whole path on this machine*. Here \
          the router's packet processing runs alone on CPU {ROUTER_CPU} and everything else on \
          CPU {LOAD_CPU}, which answers *what does the router itself cost*: packets per second \
-         one router core forwards, and the router core's CPU time per packet and per \
-         connection (measured from /proc/stat over the window, not derived from a rate). \
-         {} interleaved rounds, each on a fresh lab.\n",
+         one router core forwards, and the router's CPU time per packet and per connection: \
+         the CPU time of the kernel threads that run the router's receive paths, from the \
+         scheduler's account (`/proc/<pid>/schedstat`, nanoseconds) over the window, not \
+         derived from a rate; the router core's busy share (from /proc/stat) shows whether \
+         it was saturated. {} interleaved rounds, each on a fresh lab.\n",
         s.rounds
     );
     let _ = writeln!(
@@ -227,6 +235,8 @@ mod tests {
             pps_router_busy: 1.0,
             conn_per_s: 1e4,
             conn_router_busy: 0.4,
+            pps_threads_busy: None,
+            conn_threads_busy: None,
             program_ns: times.iter().map(|&(n, t)| (n.to_owned(), t)).collect(),
         }
     }

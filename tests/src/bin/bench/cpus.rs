@@ -161,3 +161,25 @@ pub(crate) fn program_times(
         })
         .collect())
 }
+
+/// CPU time the tasks `pids` have run, in nanoseconds (the scheduler's own account,
+/// `/proc/<pid>/schedstat`), summed.
+pub(crate) fn runtime(pids: &[i32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let path = format!("/proc/{pid}/schedstat");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let ns: u64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{path}: {text}"))?;
+        total += ns;
+    }
+    Ok(total)
+}
+
+/// `ns` of CPU time as a share of `over`.
+pub(crate) fn share(ns: u64, over: std::time::Duration) -> f64 {
+    ns as f64 / over.as_nanos() as f64
+}

@@ -87,7 +87,8 @@ struct Args {
     /// Rounds of A B C in the per-core mode (router on a CPU of its own).
     #[arg(long, default_value_t = 5)]
     core_rounds: usize,
-    /// Only the per-core rounds, printed; writes nothing.
+    /// Only the per-core rounds: measured, put into bench/results.json in place of the
+    /// earlier ones, and the report rendered again.
     #[arg(long)]
     core_only: bool,
     /// With --lab-only or --core-only: the variants measured.
@@ -183,7 +184,20 @@ fn main() -> Result<()> {
         percore::rounds(args.core_rounds, &variants, windows, &connrate)?
     };
     if args.core_only {
-        return Ok(());
+        // Put into bench/results.json in place of the earlier rounds, and render again.
+        let path = args.out.join("bench/results.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut results: Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        results.per_core = per_core;
+        results.per_core_measured = Some(format!(
+            "on {} at {} by `{}`",
+            host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
+            host::machine()?.commit,
+            args.command
+        ));
+        return write(&args.out, &results);
     }
     let mut http = Vec::new();
     for round in 0..args.http_rounds {
@@ -333,6 +347,7 @@ fn main() -> Result<()> {
         failover_measured: None,
         method: None,
         per_core,
+        per_core_measured: None,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),

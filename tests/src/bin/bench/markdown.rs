@@ -176,7 +176,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         }
     );
 
-    crate::corereport::section(w, &s.core);
+    crate::corereport::section(w, &s.core, r.per_core_measured.as_deref());
     if !r.http.is_empty() {
         http_section(w, r);
     }

@@ -39,8 +39,9 @@ const SURPLUS: f64 = 0.3;
 /// gaps in the load.
 const GEN_FRAMES_MAX: u32 = 200_000_000;
 
-/// The small-packet load's rate, the router core's busy share, and the programs' times.
-type Sample = (f64, f64, std::collections::BTreeMap<String, f64>);
+/// The small-packet load's rate, the router core's busy share, its NAPI threads' share, and
+/// the programs' times.
+type Sample = (f64, f64, f64, std::collections::BTreeMap<String, f64>);
 
 /// One variant's round in the per-core mode.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -55,6 +56,14 @@ pub(crate) struct CoreRound {
     pub conn_per_s: f64,
     /// The router CPU's busy share over the connection window.
     pub conn_router_busy: f64,
+    /// The router's NAPI threads' CPU time over the packet window, as a share of it: the
+    /// router's own time, in nanoseconds from the scheduler (absent in results of earlier
+    /// versions, which fall back to the CPU's busy share).
+    #[serde(default)]
+    pub pps_threads_busy: Option<f64>,
+    /// The same over the connection window.
+    #[serde(default)]
+    pub conn_threads_busy: Option<f64>,
     /// Run time per run of the BPF programs on the router's path, ns, by name (the kernel's
     /// BPF statistics over half a second after the packet window; absent in results of
     /// earlier versions).
@@ -65,12 +74,12 @@ pub(crate) struct CoreRound {
 impl CoreRound {
     /// Router CPU time per packet, nanoseconds.
     pub(crate) fn ns_per_packet(&self) -> f64 {
-        self.pps_router_busy * 1e9 / self.pps
+        self.pps_threads_busy.unwrap_or(self.pps_router_busy) * 1e9 / self.pps
     }
 
     /// Router CPU time per connection, microseconds.
     pub(crate) fn us_per_conn(&self) -> f64 {
-        self.conn_router_busy * 1e6 / self.conn_per_s
+        self.conn_threads_busy.unwrap_or(self.conn_router_busy) * 1e6 / self.conn_per_s
     }
 }
 
@@ -87,7 +96,7 @@ pub(crate) fn rounds(
             let r = round(variant, n, windows, connrate)
                 .with_context(|| format!("per-core round {n}, {}", variant.label()))?;
             eprintln!(
-                "bench: round {n} per-core {:<28} {:>8.0} pps at {:>3.0} % ({:>5.0} ns/packet)  {:>5.0} conn/s at {:>3.0} % ({:.1} us/conn)",
+                "bench: round {n} per-core {:<28} {:>8.0} pps at {:>3.0} % ({:>5.0} ns/packet)  {:>5.0} conn/s at {:>3.0} % ({:.1} us/conn; router threads {:.0} % and {:.0} %)",
                 variant.label(),
                 r.pps,
                 r.pps_router_busy * 100.0,
@@ -95,6 +104,8 @@ pub(crate) fn rounds(
                 r.conn_per_s,
                 r.conn_router_busy * 100.0,
                 r.us_per_conn(),
+                r.pps_threads_busy.unwrap_or(f64::NAN) * 100.0,
+                r.conn_threads_busy.unwrap_or(f64::NAN) * 100.0,
             );
             eprintln!(
                 "bench: round {n} per-core {variant:?} programs, ns per run (statistics on): {:?}",
@@ -122,7 +133,9 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
     let lab = &mut setup.lab;
 
     traffic::settle()?;
-    let (pps, pps_router_busy, program_ns) = harness.small_packets(lab, variant, windows)?;
+    let (pps, pps_router_busy, pps_threads_busy, program_ns) =
+        harness.small_packets(lab, variant, windows)?;
+    let pps_threads_busy = Some(pps_threads_busy);
     // Connections for all three: C's are the baseline, the router's least possible work
     // per connection (lab_forward one way, the kernel's plain forwarding back, no NAT).
     if variant == Variant::C {
@@ -131,9 +144,17 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
     harness.steer(&lab.gateway, "lan0", LOAD_CPU)?;
     traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
     traffic::settle()?;
-    let before = CpuTimes::now()?;
+    let (before, threads, t0) = (
+        CpuTimes::now()?,
+        cpus::runtime(&harness.router_threads)?,
+        Instant::now(),
+    );
     let conn_per_s = traffic::connection_rate(lab, connrate, variant.target(), windows)?;
     let conn_router_busy = CpuTimes::now()?.busy_since(&before, ROUTER_CPU)?;
+    let conn_threads_busy = Some(cpus::share(
+        cpus::runtime(&harness.router_threads)? - threads,
+        t0.elapsed(),
+    ));
     Ok(CoreRound {
         round,
         variant,
@@ -141,6 +162,8 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
         pps_router_busy,
         conn_per_s,
         conn_router_busy,
+        pps_threads_busy,
+        conn_threads_busy,
         program_ns,
     })
 }
@@ -149,6 +172,8 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
 /// generator's target), attached in four namespaces.
 struct Harness {
     dp: Dataplane,
+    /// The NAPI threads pinned to the router's CPU: the router's work runs in them.
+    router_threads: Vec<i32>,
 }
 
 impl Harness {
@@ -159,7 +184,10 @@ impl Harness {
         })?;
         dp.xdp_program(programs::LAB_XDP_PASS)?.load()?;
         dp.xdp_program(programs::LAB_XDP_GEN)?.load()?;
-        let mut harness = Self { dp };
+        let mut harness = Self {
+            dp,
+            router_threads: Vec::new(),
+        };
         for (ns, dev, cpu) in [
             (&lab.router, "eth0", ROUTER_CPU),
             (&lab.node, "uplink", ROUTER_CPU),
@@ -193,6 +221,9 @@ impl Harness {
         );
         for pid in new {
             set_affinity(pid, cpu)?;
+            if cpu == ROUTER_CPU {
+                self.router_threads.push(pid);
+            }
         }
         Ok(())
     }
@@ -285,9 +316,11 @@ impl Harness {
             let measured = (|| {
                 let surplus = self.pace(lab, windows.warmup)?;
                 let (c0, cpu0, t0) = (self.sunk(0)?, CpuTimes::now()?, Instant::now());
+                let threads0 = cpus::runtime(&self.router_threads)?;
                 std::thread::sleep(windows.measure);
                 let (c1, t1) = (self.sunk(0)?, Instant::now());
                 let busy = CpuTimes::now()?.busy_since(&cpu0, ROUTER_CPU)?;
+                let threads = cpus::share(cpus::runtime(&self.router_threads)? - threads0, t1 - t0);
                 ensure!(c1 > c0, "no frame left the router");
                 let wrong = self.sunk(1)?;
                 ensure!(
@@ -301,7 +334,7 @@ impl Harness {
                     surplus * 100.0
                 );
                 let programs = cpus::program_times(Duration::from_millis(500))?;
-                Ok((rate, busy, programs))
+                Ok((rate, busy, threads, programs))
             })();
             stop.store(true, Ordering::SeqCst);
             // Interrupt the run in progress (at most 10 s of tries; the run ends by itself

@@ -117,6 +117,10 @@ pub(crate) struct Results {
     /// The per-core mode's rounds (absent in results of earlier versions).
     #[serde(default)]
     pub per_core: Vec<crate::percore::CoreRound>,
+    /// When, at which commit and by what command the per-core rounds were measured, if
+    /// apart from the rest (`--core-only`).
+    #[serde(default)]
+    pub per_core_measured: Option<String>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
