@@ -13,6 +13,9 @@ pub const EGRESS_EGRESS: &str = "egress_egress";
 pub const LAB_FORWARD: &str = "lab_forward";
 /// Benchmarks only: a program that returns at once, the cost of the test harness.
 pub const LAB_NOOP: &str = "lab_noop";
+/// Benchmarks only: the ceiling's way back, from the egress interface to the pod
+/// interface (TC ingress of the egress interface). Never loaded by the product.
+pub const LAB_RETURN: &str = "lab_return";
 /// Benchmarks only: the per-core mode's traffic generator (XDP, run with
 /// BPF_PROG_TEST_RUN in live-frames mode). Never loaded by the product.
 pub const LAB_XDP_GEN: &str = "lab_xdp_gen";

@@ -32,3 +32,9 @@ pub(crate) fn egress_source() -> Option<[u8; 4]> {
         .map(|cfg| cfg.egress_source)
         .filter(|&a| a != [0; 4])
 }
+
+/// The pod interface's index as written, configured or not (the lab's way back).
+#[inline(always)]
+pub(crate) fn pod_ifindex() -> Option<u32> {
+    CONFIG.get(0).map(|cfg| cfg.pod_ifindex).filter(|&i| i != 0)
+}

@@ -5,6 +5,8 @@
 //! - `lab_forward`: the lab's ceiling. It sends every IPv4 frame arriving on the pod
 //!   interface out of the egress interface with the same helper the data plane uses, and
 //!   nothing else: no parsing beyond the EtherType, no NAT, no conntrack, no counters.
+//! - `lab_return`: the same the other way, from the egress interface to the pod interface,
+//!   for the ceiling's connections in the per-core mode.
 //! - `lab_noop`: returns at once; its BPF_PROG_TEST_RUN time is the harness's own cost,
 //!   subtracted from the data plane's.
 //! - `lab_xdp_gen`, `lab_xdp_pass` and `lab_sink`: the per-core bench mode's traffic
@@ -26,14 +28,27 @@ use crate::{config, fib, parse};
 /// (ARP) to the stack; unconfigured, IPv4 is dropped.
 #[classifier]
 pub(crate) fn lab_forward(ctx: TcContext) -> i32 {
-    let Ok(eth) = parse::ptr_at::<parse::EthHdr>(&ctx, 0) else {
+    forward_ipv4(&ctx, config::egress_ifindex())
+}
+
+/// The stateless forwarder's way back, on the egress interface's ingress: IPv4 goes out of
+/// the pod interface, the rest to the stack. With it the ceiling's connections cost the
+/// router the same kind of work both ways, and no kernel forwarding.
+#[classifier]
+pub(crate) fn lab_return(ctx: TcContext) -> i32 {
+    forward_ipv4(&ctx, config::pod_ifindex())
+}
+
+#[inline(always)]
+fn forward_ipv4(ctx: &TcContext, to: Option<u32>) -> i32 {
+    let Ok(eth) = parse::ptr_at::<parse::EthHdr>(ctx, 0) else {
         return TC_ACT_OK;
     };
     // SAFETY: bounds checked by ptr_at.
     if unsafe { (*eth).proto } != parse::ETH_P_IP.to_be() {
         return TC_ACT_OK;
     }
-    match config::egress_ifindex() {
+    match to {
         Some(ifindex) => fib::redirect_neigh(ifindex),
         None => TC_ACT_SHOT,
     }

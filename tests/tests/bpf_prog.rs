@@ -38,9 +38,9 @@ fn pod_ingress_counts_and_passes_a_frame_unchanged() {
     assert_eq!(seen.bytes, frame.len() as u64, "{stats}");
 }
 
-/// The benchmarks' reference programs do what BENCHMARKS.md says: `lab_forward` redirects
-/// IPv4 untouched once configured (and only then), passes ARP; `lab_noop` passes; neither
-/// counts anything.
+/// The benchmarks' reference programs do what BENCHMARKS.md says: `lab_forward` and its
+/// way back `lab_return` redirect IPv4 untouched once configured (and only then), pass
+/// ARP; `lab_noop` passes; none counts anything.
 #[test]
 fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
     use egress_common::{RouterConfig, programs};
@@ -51,7 +51,11 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
         pin_dir: None,
     })
     .unwrap();
-    for name in [programs::LAB_FORWARD, programs::LAB_NOOP] {
+    for name in [
+        programs::LAB_FORWARD,
+        programs::LAB_RETURN,
+        programs::LAB_NOOP,
+    ] {
         dp.program(name).unwrap().load().unwrap();
     }
     let ipv4 = udp_frame(b"ceiling");
@@ -72,6 +76,7 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
         result.return_value
     };
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &ipv4), TC_ACT_SHOT);
+    assert_eq!(run(&mut dp, programs::LAB_RETURN, &ipv4), TC_ACT_SHOT);
     dp.maps_mut()
         .configure(
             &RouterConfig {
@@ -92,6 +97,8 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
         .unwrap();
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &ipv4), TC_ACT_REDIRECT);
     assert_eq!(run(&mut dp, programs::LAB_FORWARD, &arp), TC_ACT_OK);
+    assert_eq!(run(&mut dp, programs::LAB_RETURN, &ipv4), TC_ACT_REDIRECT);
+    assert_eq!(run(&mut dp, programs::LAB_RETURN, &arp), TC_ACT_OK);
     assert_eq!(run(&mut dp, programs::LAB_NOOP, &ipv4), TC_ACT_OK);
     assert_eq!(
         dp.maps()

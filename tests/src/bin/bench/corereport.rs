@@ -104,7 +104,7 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
     if let Some(when) = measured {
         let _ = writeln!(
             w,
-            "*Measured apart from the rest of this report, {when} (`--core-only`).*\n"
+            "*Measured apart from the rest of this report, {when}.*\n"
         );
     }
     let _ = writeln!(
@@ -213,10 +213,11 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
            which does nothing, so that the statistics' own two clock reads are left out. The router core's figures \
            include what a NIC driver and the wire would do: the veth's receive (the frame \
            becomes an skb), the macvlan, the TC hook where the sink sits.\n\
-         - Connections: connrate as above, with C's way back through the kernel's plain \
-           forwarding (the client routes the server's network via the router pod, the \
-           gateway routes the pod network via EGRESS_SOURCE), so C is the least a router \
-           does per connection. The client and server share CPU {LOAD_CPU}, which bounds the \
+         - Connections: connrate as above; C's connections go to the server's address (the \
+           client routes the server's network via the router pod, the gateway routes the \
+           pod network via EGRESS_SOURCE) and its way back is `lab_return` on macvlan0's \
+           ingress, `lab_forward`'s mirror, so C is the least a router does per \
+           connection: a redirect each way, no NAT, no conntrack. The client and server share CPU {LOAD_CPU}, which bounds the \
            rate; the router core is not saturated, and each packet wakes a NAPI thread on \
            the other CPU (an IPI and a context switch on this VM), the same for A, B and C: \
            the over-C row takes that out.\n"

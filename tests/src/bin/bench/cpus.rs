@@ -120,11 +120,12 @@ impl CpuTimes {
 
 /// The programs whose run time the per-core mode reports: the routers' and the harness's
 /// no-op (`lab_xdp_pass`), whose time is the statistics' own cost.
-const TIMED: [&str; 5] = [
+const TIMED: [&str; 6] = [
     "pod_ingress",
     "egress_egress",
     "egress_ingress",
     "lab_forward",
+    "lab_return",
     "lab_xdp_pass",
 ];
 

@@ -137,9 +137,9 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
         harness.small_packets(lab, variant, windows)?;
     let pps_threads_busy = Some(pps_threads_busy);
     // Connections for all three: C's are the baseline, the router's least possible work
-    // per connection (lab_forward one way, the kernel's plain forwarding back, no NAT).
-    if variant == Variant::C {
-        route_plainly(lab)?;
+    // per connection (lab_forward one way, lab_return back: no NAT, no conntrack).
+    if let Some(forwarder) = setup.forwarder.as_mut() {
+        route_back(lab, forwarder)?;
     }
     harness.steer(&lab.gateway, "lan0", LOAD_CPU)?;
     traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
@@ -359,9 +359,10 @@ impl Harness {
 }
 
 /// C's way back for the connections: the client routes the server's network via the
-/// router pod, the gateway routes the pod network via EGRESS_SOURCE, and the router
-/// namespace forwards (macvlan0 -> eth0) with the kernel's plain routing.
-fn route_plainly(lab: &Lab) -> Result<()> {
+/// router pod, the gateway routes the pod network via EGRESS_SOURCE, and `lab_return` on
+/// macvlan0's ingress sends the replies out of the pod interface, as `lab_forward` sends
+/// the requests out of macvlan0.
+fn route_back(lab: &Lab, forwarder: &mut Dataplane) -> Result<()> {
     let server_net = format!(
         "{}/{SERVER_PREFIX}",
         Ipv4Addr::from(u32::from(SERVER_IP) & !0xff)
@@ -379,7 +380,12 @@ fn route_plainly(lab: &Lab) -> Result<()> {
     ])?;
     lab.gateway
         .ip(&["route", "add", &pod_net, "via", &EGRESS_SOURCE.to_string()])?;
-    lab.router.sysctl("net.ipv4.ip_forward", "1")
+    let prog = forwarder.program(programs::LAB_RETURN)?;
+    prog.load()?;
+    lab.router
+        .enter(|| prog.attach("macvlan0", TcAttachType::Ingress))?
+        .context("attaching lab_return to macvlan0")?;
+    Ok(())
 }
 
 /// The generator's template: the bench's small UDP frame (60 bytes) from the client to the

@@ -64,7 +64,8 @@ pub(crate) fn destination() -> String {
 /// A lab with one variant set up. Field order is drop order: the forwarder's program (held
 /// by this process) goes before the namespaces.
 pub(crate) struct Setup {
-    _forwarder: Option<Dataplane>,
+    /// C's forwarder (the per-core mode attaches its way back too).
+    pub forwarder: Option<Dataplane>,
     pub lab: Lab,
 }
 
@@ -83,10 +84,7 @@ impl Setup {
             }
             Variant::C => Some(forwarder(&lab)?),
         };
-        Ok(Self {
-            _forwarder: forwarder,
-            lab,
-        })
+        Ok(Self { forwarder, lab })
     }
 }
 
