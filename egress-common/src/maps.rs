@@ -47,8 +47,8 @@ pub const LAB_FRAME: &str = "LAB_FRAME";
 /// Benchmarks only: the per-core sink's per-CPU counts, `u64` at index 0 (frames of the
 /// UDP load with the expected source) and 1 (any other source).
 pub const LAB_SINK: &str = "LAB_SINK";
-/// Benchmarks only: the generator's pacing, a `u32` at index 0: a frame whose random
-/// draw is below it is dropped instead of sent.
+/// Benchmarks only: the generator's pacing, a `u32` at index 0: iterations of an empty
+/// `bpf_loop` before each frame.
 pub const LAB_PACE: &str = "LAB_PACE";
 /// Size of [`LAB_FRAME`]'s value: at least the generator's headers (42 bytes).
 pub const LAB_FRAME_LEN: usize = 64;

@@ -202,9 +202,11 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
          - Small packets: `lab_xdp_gen` run by BPF_PROG_TEST_RUN in live-frames mode on CPU \
            {LOAD_CPU} sends the same 60-byte frames of 2048 UDP flows as trafgen out of the \
            client's `eth0`, paced during the warm-up to offer about 30 % more than the \
-           router core takes (the surplus is dropped at the router's veth queue, before the \
-           router; an unpaced surplus of several Mpps made the generator's page recycling \
-           contend with the router core's on the page pool's lock). `lab_sink` on the node's uplink (TC \
+           router core takes (an empty `bpf_loop` before each frame, its length tuned in six \
+           steps; the surplus is dropped at the router's veth queue, before the router). \
+           Unpaced, or paced by dropping frames, the generator returned most of its pages to \
+           its page pool's ring, under the lock the router core takes to return the pages of \
+           the frames it sent. `lab_sink` on the node's uplink (TC \
            egress) counts the router's output by source address and drops it, so no work of \
            the gateway's lands on the router core; the rate is its count over the window, \
            and a frame with the wrong source fails the round. After the window the kernel's \

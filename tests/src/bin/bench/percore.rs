@@ -230,14 +230,18 @@ impl Harness {
 
     /// Paces the generator over `warmup` so that it offers about [`SURPLUS`] more frames than
     /// the router takes; returns the surplus of the last step (frames dropped at the
-    /// router's veth queue over frames it took).
+    /// router's veth queue over frames it took). The generator's time per frame grows
+    /// linearly with the pacing spins: each step aims at the target from the last two
+    /// (spins, time per frame) points (the secant method), starting from none and 64.
     fn pace(&mut self, lab: &Lab, warmup: Duration) -> Result<f64> {
-        const STEPS: u32 = 4;
-        let mut drop_share = 0.0f64;
-        let mut surplus = f64::NAN;
+        const STEPS: u32 = 6;
+        let step = warmup / STEPS;
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        let (mut spins, mut surplus) = (0.0f64, f64::NAN);
+        self.set_pace(0)?;
         let mut last = queue_counts(lab)?;
-        for _ in 0..STEPS {
-            std::thread::sleep(warmup / STEPS);
+        for n in 0..STEPS {
+            std::thread::sleep(step);
             let now = queue_counts(lab)?;
             let (took, dropped) = (now.0 - last.0, now.1 - last.1);
             last = now;
@@ -245,14 +249,34 @@ impl Harness {
                 continue;
             }
             surplus = dropped as f64 / took as f64;
-            // What the generator made, sent or not, and the share of it to send.
-            let made = (took + dropped) as f64 / (1.0 - drop_share);
-            drop_share = (1.0 - (1.0 + SURPLUS) * took as f64 / made).clamp(0.0, 0.99);
-            let below = (drop_share * f64::from(u32::MAX)) as u32;
-            aya::maps::Array::<_, u32>::try_from(self.dp.object_map(maps::LAB_PACE)?)?
-                .set(0, below, 0)?;
+            // Seconds per offered frame now, and the target.
+            let per_frame = step.as_secs_f64() / (took + dropped) as f64;
+            let target = step.as_secs_f64() / ((1.0 + SURPLUS) * took as f64);
+            points.push((spins, per_frame));
+            let aim = match points[..] {
+                [.., (n0, t0), (n1, t1)] if (t1 - t0).abs() > f64::EPSILON && n1 != n0 => {
+                    n1 + (target - t1) * (n1 - n0) / (t1 - t0)
+                }
+                _ if n == 0 => 64.0,
+                _ => spins,
+            };
+            // At most halved or doubled per step, and halved at least while the router's
+            // queue was not kept full.
+            let (low, high) = (spins / 2.0, spins * 2.0 + 64.0);
+            spins = aim.clamp(low, high);
+            if surplus < SURPLUS / 4.0 {
+                spins = spins.min(low);
+            }
+            spins = spins.clamp(0.0, 100_000.0);
+            self.set_pace(spins as u32)?;
         }
         Ok(surplus)
+    }
+
+    fn set_pace(&mut self, spins: u32) -> Result<()> {
+        aya::maps::Array::<_, u32>::try_from(self.dp.object_map(maps::LAB_PACE)?)?
+            .set(0, spins, 0)?;
+        Ok(())
     }
 
     /// The sink's count at `index` (0: translated, 1: not), summed over the CPUs.
