@@ -4,6 +4,7 @@
 //! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
 
 mod chart;
+mod corelab;
 mod corereport;
 mod cpus;
 mod failover;
