@@ -43,6 +43,22 @@ pub(crate) fn svg(s: &Summary) -> String {
             vec![("A", a, s.conn[0]), ("B", b, s.conn[1])],
         ),
     ];
+    // The router's own CPU, measured on a core of its own, where the run has the per-core
+    // mode (it replaces the estimate).
+    if s.core.rounds > 0 {
+        panels[1] = (
+            "Router CPU per packet over C",
+            "ns on its own core (lower is better)",
+            1.0,
+            vec![("A", a, s.core.ns_over_c[0]), ("B", b, s.core.ns_over_c[1])],
+        );
+        panels.push((
+            "Router CPU per connection over C",
+            "µs on its own core (lower is better)",
+            1.0,
+            vec![("A", a, s.core.us_over_c[0]), ("B", b, s.core.us_over_c[1])],
+        ));
+    }
     for (t, title) in [
         "Program cost, 1k flows in the table",
         "Program cost, 1M flows in the table",
