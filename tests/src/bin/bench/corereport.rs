@@ -120,41 +120,36 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
          it was saturated. {} interleaved rounds, each on a fresh lab.\n",
         s.rounds
     );
-    let _ = writeln!(
-        w,
-        "| figure | A egress-router | B iptables (classic) | C stateless BPF forwarder | A/B | A/C |\n\
-         |---|---|---|---|---|---|"
-    );
-    let _ = writeln!(
-        w,
-        "| small UDP frames through one router core, kpps | {} | {} | {} | {} | {} |",
-        s.pps[0].show(1e3, 0),
-        s.pps[1].show(1e3, 0),
-        s.pps[2].show(1e3, 0),
-        s.pps_a_over_b.show(1.0, 2),
-        s.pps_a_over_c.show(1.0, 2)
-    );
-    let _ = writeln!(
-        w,
-        "| router core busy, % | {} | {} | {} | | |",
-        s.busy[0].show(0.01, 0),
-        s.busy[1].show(0.01, 0),
-        s.busy[2].show(0.01, 0)
-    );
-    let _ = writeln!(
-        w,
-        "| router CPU per packet, ns | {} | {} | {} | | |",
-        s.ns_per_packet[0].show(1.0, 0),
-        s.ns_per_packet[1].show(1.0, 0),
-        s.ns_per_packet[2].show(1.0, 0)
-    );
-    let _ = writeln!(
-        w,
-        "| router CPU per packet over C, ns | {} | {} | 0 | | |",
-        s.ns_over_c[0].show(1.0, 0),
-        s.ns_over_c[1].show(1.0, 0)
-    );
-    let show = |p: &[(String, Spread)]| {
+    let _ = writeln!(w, "{}", crate::report::VARIANT_TABLE_HEAD);
+    // A row of the three variants' figures (C's is 0 in the over-C rows) and the ratio
+    // cells, empty where none applies.
+    let row = |w: &mut String, what: &str, v: [String; 3], ratios: [&str; 2]| {
+        let cell = |r: &str| {
+            if r.is_empty() {
+                String::new()
+            } else {
+                format!(" {r}")
+            }
+        };
+        let _ = writeln!(
+            w,
+            "| {what} | {} | {} | {} |{} |{} |",
+            v[0],
+            v[1],
+            v[2],
+            cell(ratios[0]),
+            cell(ratios[1])
+        );
+    };
+    let each = |t: &[Spread; 3], scale: f64, digits: usize| t.map(|x| x.show(scale, digits));
+    let over_c = |t: &[Spread; 2], digits: usize| {
+        [
+            t[0].show(1.0, digits),
+            t[1].show(1.0, digits),
+            "0".to_owned(),
+        ]
+    };
+    let programs = |p: &[(String, Spread)]| {
         if p.is_empty() {
             return "none".to_owned();
         }
@@ -163,34 +158,50 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let _ = writeln!(
+    row(
         w,
-        "| BPF programs on the router core, ns per run (kernel statistics, less the no-op's) | {} | {} | {} | | |",
-        show(&s.programs[0]),
-        show(&s.programs[1]),
-        show(&s.programs[2])
+        "small UDP frames through one router core, kpps",
+        each(&s.pps, 1e3, 0),
+        [&s.pps_a_over_b.show(1.0, 2), &s.pps_a_over_c.show(1.0, 2)],
     );
-    let _ = writeln!(
+    row(w, "router core busy, %", each(&s.busy, 0.01, 0), ["", ""]);
+    row(
         w,
-        "| short TCP connections/s (load CPU bound) | {} | {} | {} | | |",
-        s.conn[0].show(1.0, 0),
-        s.conn[1].show(1.0, 0),
-        s.conn[2].show(1.0, 0)
+        "router CPU per packet, ns",
+        each(&s.ns_per_packet, 1.0, 0),
+        ["", ""],
     );
-    let _ = writeln!(
+    row(
         w,
-        "| router CPU per connection, µs | {} | {} | {} | | |",
-        s.us_per_conn[0].show(1.0, 1),
-        s.us_per_conn[1].show(1.0, 1),
-        s.us_per_conn[2].show(1.0, 1)
+        "router CPU per packet over C, ns",
+        over_c(&s.ns_over_c, 0),
+        ["", ""],
     );
-    let _ = writeln!(
+    row(
         w,
-        "| router CPU per connection over C, µs | {} | {} | 0 | {} | |\n",
-        s.us_over_c[0].show(1.0, 1),
-        s.us_over_c[1].show(1.0, 1),
-        s.conn_cost_a_over_b.show(1.0, 2)
+        "BPF programs on the router core, ns per run (kernel statistics, less the no-op's)",
+        s.programs.each_ref().map(|p| programs(p)),
+        ["", ""],
     );
+    row(
+        w,
+        "short TCP connections/s (load CPU bound)",
+        each(&s.conn, 1.0, 0),
+        ["", ""],
+    );
+    row(
+        w,
+        "router CPU per connection, µs",
+        each(&s.us_per_conn, 1.0, 1),
+        ["", ""],
+    );
+    row(
+        w,
+        "router CPU per connection over C, µs",
+        over_c(&s.us_over_c, 1),
+        [&s.conn_cost_a_over_b.show(1.0, 2), ""],
+    );
+    let _ = writeln!(w);
     let _ = writeln!(
         w,
         "How: every veth a packet enters the lab by receives in NAPI (an XDP program that \

@@ -59,3 +59,8 @@ pub(crate) fn which(tool: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// The date and time now, UTC, as the report prints it.
+pub(crate) fn now_utc() -> Result<String> {
+    command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])
+}

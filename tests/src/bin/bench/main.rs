@@ -103,12 +103,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.render_only {
-        let path = args.out.join("bench/results.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let results: Results =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        return write(&args.out, &results);
+        return write(&args.out, &read_results(&args.out)?);
     }
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
@@ -153,20 +148,12 @@ fn main() -> Result<()> {
         }
     }
     if args.failover_only {
-        let path = args.out.join("bench/results.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut results: Results =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut results = read_results(&args.out)?;
         results.failover = failovers;
-        results.failover_measured = Some(format!(
-            "on {} by `{}`",
-            host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
-            args.command
-        ));
+        results.failover_measured = Some(format!("on {} by `{}`", host::now_utc()?, args.command));
         return write(&args.out, &results);
     }
-    let date = host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?;
+    let date = host::now_utc()?;
     let connrate = std::env::current_exe()?
         .parent()
         .context("bench has a directory")?
@@ -186,15 +173,11 @@ fn main() -> Result<()> {
     };
     if args.core_only {
         // Put into bench/results.json in place of the earlier rounds, and render again.
-        let path = args.out.join("bench/results.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut results: Results =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut results = read_results(&args.out)?;
         results.per_core = per_core;
         results.per_core_measured = Some(format!(
             "on {} at {} by `{}`",
-            host::command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"])?,
+            host::now_utc()?,
             host::machine()?.commit,
             args.command
         ));
@@ -397,6 +380,14 @@ fn lab_round(
         conn_per_s: conn,
         router_drops,
     })
+}
+
+/// The results of the last full run, bench/results.json under `out`.
+fn read_results(out: &Path) -> Result<Results> {
+    let path = out.join("bench/results.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 fn write(out: &Path, results: &Results) -> Result<()> {

@@ -108,11 +108,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
     let _ = writeln!(w, "| date (UTC) | {} |\n", r.date);
 
     let _ = writeln!(w, "## In the lab\n");
-    let _ = writeln!(
-        w,
-        "| figure | A egress-router | B iptables (classic) | C stateless BPF forwarder | A/B | A/C |\n\
-         |---|---|---|---|---|---|"
-    );
+    let _ = writeln!(w, "{}", crate::report::VARIANT_TABLE_HEAD);
     let _ = writeln!(
         w,
         "| small UDP frames, kpps | {} | {} | {} | {} | {} |",

@@ -319,7 +319,7 @@ impl Harness {
         std::thread::scope(|s| -> Result<Sample> {
             let generator = s.spawn(|| {
                 lab.client.enter(|| -> Result<()> {
-                    pktgen::pin_to_cpu(LOAD_CPU);
+                    set_affinity(0, LOAD_CPU)?;
                     // SAFETY: plain libc call.
                     thread.store(unsafe { libc::pthread_self() }, Ordering::SeqCst);
                     let start = Instant::now();

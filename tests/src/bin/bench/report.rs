@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{progcost::CostRound, variant::Variant};
 
+/// The head of the tables with one column per variant and the ratios A/B and A/C.
+pub(crate) const VARIANT_TABLE_HEAD: &str = "| figure | A egress-router | B iptables (classic) | C stateless BPF forwarder | A/B | A/C |\n|---|---|---|---|---|---|";
+
 /// Median of `values` (sorted in place); NaN when empty.
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
