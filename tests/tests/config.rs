@@ -223,6 +223,49 @@ const CASES: &[Case] = &[
         "EGRESS_DESTINATION fallback IP must be the last line",
     ),
     (
+        "dual stack, applied (validated and planned only so far)",
+        Some("198.51.100.100/24,2001:db8:e::99/64"),
+        Some("198.51.100.1,fe80::1"),
+        Some("80 tcp 2001:db8:f::10\n203.0.113.20"),
+        "init",
+        "EGRESS_SOURCE: IPv6 is not applied by this version yet, only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
+    ),
+    (
+        "IPv6 only, proxy init",
+        Some("2001:db8:e::99/64"),
+        Some("2001:db8:e::1"),
+        None,
+        "http-proxy",
+        "EGRESS_SOURCE: IPv6 is not applied by this version yet, only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
+    ),
+    (
+        "IPv6 remote without an IPv6 source",
+        Some(SOURCE),
+        Some(GATEWAY),
+        Some("80 tcp 203.0.113.10\n443 tcp 2001:db8:f::10"),
+        "unit-test",
+        "EGRESS_DESTINATION value '443 tcp 2001:db8:f::10' is invalid: EGRESS_SOURCE has no \
+         IPv6 address (traffic leaves in the family it arrived in)",
+    ),
+    (
+        "two IPv4 sources",
+        Some("198.51.100.100/24,198.51.100.101/24"),
+        Some(GATEWAY),
+        Some(DEST),
+        "legacy",
+        "EGRESS_SOURCE: more than one IPv4 address; give at most one IPv4 and one IPv6",
+    ),
+    (
+        "IPv6 source without an IPv6 gateway",
+        Some("198.51.100.100/24,2001:db8:e::99/64"),
+        Some(GATEWAY),
+        Some(DEST),
+        "unit-test",
+        "EGRESS_GATEWAY has no IPv6 gateway for EGRESS_SOURCE's IPv6 address",
+    ),
+    (
         "unknown mode",
         Some(SOURCE),
         Some(GATEWAY),
@@ -315,5 +358,40 @@ fn unit_test_mode_prints_the_plan_without_privileges() {
          rule tcp 8080 -> 203.0.113.10:80 snat 198.51.100.100\n\
          rule udp 53 -> 203.0.113.11:53 snat 198.51.100.100\n\
          fallback any -> 203.0.113.20 snat 198.51.100.100\n"
+    );
+}
+
+#[test]
+fn unit_test_mode_plans_both_families() {
+    let out = run_bounded(
+        Command::new(egress_router_bin())
+            .env_clear()
+            .env("EGRESS_ROUTER_MODE", "unit-test")
+            .env("EGRESS_SOURCE", "2001:db8:e::99/64, 198.51.100.100/24")
+            .env("EGRESS_GATEWAY", "198.51.100.1,fe80::1")
+            .env(
+                "EGRESS_DESTINATION",
+                "80 tcp 203.0.113.10\n80 tcp 2001:db8:f::10\n5353 udp 2001:db8:f::53 53\n2001:db8:f::20\n",
+            ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "egress-router plan v1\n\
+         mode unit-test\n\
+         egress macvlan0 address 198.51.100.100/24 source 198.51.100.100 gateway 198.51.100.1\n\
+         egress macvlan0 address 2001:db8:e::99/64 source 2001:db8:e::99 gateway fe80::1\n\
+         ingress eth0\n\
+         rule tcp 80 -> 203.0.113.10:80 snat 198.51.100.100\n\
+         rule tcp 80 -> [2001:db8:f::10]:80 snat 2001:db8:e::99\n\
+         rule udp 5353 -> [2001:db8:f::53]:53 snat 2001:db8:e::99\n\
+         fallback any -> 2001:db8:f::20 snat 2001:db8:e::99\n\
+         otherwise pass\n"
     );
 }

@@ -2,6 +2,8 @@
 //! Exit status: 0 ok, 1 something to check from is missing, 2 link down, 3 EGRESS_SOURCE in
 //! use, 4 MAC filtered, 5 gateway unreachable.
 
+use std::net::IpAddr;
+
 use anyhow::{Context as _, Result};
 use egress_user::{
     config::{
@@ -25,11 +27,14 @@ pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
     let remotes = match args.egress_destination.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() => {
             let destinations: Destinations = text.parse()?;
+            // EGRESS_SOURCE is IPv4 (optional_source refuses IPv6 so far), so only IPv4
+            // remotes can be routed.
             destinations
-                .rules
-                .iter()
-                .map(|rule| rule.remote_ip)
-                .chain(destinations.fallback)
+                .remotes()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
                 .collect()
         }
         _ => Vec::new(),

@@ -51,28 +51,26 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
+            // IPv4 only so far: the load above refused anything else for this mode.
+            let (source, gateway) = config.ipv4()?;
             // The network, and the data plane with no rule: it translates nothing, and its
             // egress-interface programs keep the egress network out of the pod (only replies
             // to the proxies' own connections come in), whatever the main container may do.
-            let instance = Instance::start(
-                &settings,
-                config.source,
-                Some(config.gateway),
-                RuleSet::default(),
-            )
-            .await?;
+            let instance =
+                Instance::start(&settings, source, Some(gateway), RuleSet::default()).await?;
             instance.log_started(&settings);
             tracing::info!(
                 mode = config.mode.name(),
                 egress_interface = %settings.egress_interface,
-                source = %config.source,
-                gateway = %config.gateway,
+                source = %source,
+                gateway = %gateway,
                 created_macvlan = instance.created_macvlan(),
                 "network and egress guard set up; the proxy runs in the main container"
             );
             Ok(())
         }),
         Mode::Init | Mode::Legacy => runtime()?.block_on(async {
+            let (source, gateway) = config.ipv4()?;
             // Handlers first: a SIGTERM during set-up ends legacy mode right after it.
             let signals = Signals::install()?;
             // What can fail for the agent fails before the set-up changes anything.
@@ -80,15 +78,10 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                 Mode::Legacy => Some(prepare(&cli.agent_options(), args.take_over).await?),
                 _ => None,
             };
-            let instance = Instance::start(
-                &settings,
-                config.source,
-                Some(config.gateway),
-                destinations.rules(),
-            )
-            .await?;
+            let instance =
+                Instance::start(&settings, source, Some(gateway), destinations.rules()).await?;
             instance.log_started(&settings);
-            tracing::info!(gateway = %config.gateway, mode = config.mode.name(), "redirect mode set up");
+            tracing::info!(gateway = %gateway, mode = config.mode.name(), "redirect mode set up");
             let Some(prepared) = prepared else {
                 if settings.debug {
                     tracing::info!(
@@ -98,7 +91,14 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                 }
                 return Ok(());
             };
-            run_agent(instance, destinations, cli.agent_options(), signals, prepared).await
+            run_agent(
+                instance,
+                destinations,
+                cli.agent_options(),
+                signals,
+                prepared,
+            )
+            .await
         }),
     }
 }

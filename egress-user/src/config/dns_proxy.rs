@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{check_destination, check_local_ports, hostname, parse_port, value_lines},
+    fields::{Sources, check_destination, check_local_ports, hostname, parse_port, value_lines},
 };
 
 /// Where a DNS-proxy port sends its connections.
@@ -43,7 +43,11 @@ pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
         // target that is neither an address nor a name with a dot makes the line bad
         // whatever its ports say. Dotted digits are an address or nothing.
         let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
-            check_destination("EGRESS_DNS_PROXY_DESTINATION", ip, None)?;
+            check_destination(
+                "EGRESS_DNS_PROXY_DESTINATION",
+                ip.into(),
+                &Sources::default(),
+            )?;
             DnsTarget::Ip(ip)
         } else if target.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             return Err(bad());

@@ -1,7 +1,7 @@
 //! Configuration errors. `Display` is the exact message printed to stderr (exit status 1),
 //! OpenShift's text where it has one, so scripts and docs keep working.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -48,10 +48,31 @@ pub enum ConfigError {
         "{variable}: {ip} is not a destination: it is EGRESS_SOURCE, loopback, unspecified, \
          multicast or broadcast"
     )]
-    NotADestination {
+    NotADestination { variable: &'static str, ip: IpAddr },
+    #[error("{variable}: more than one {family} address; give at most one IPv4 and one IPv6")]
+    TwoOfAFamily {
         variable: &'static str,
-        ip: Ipv4Addr,
+        family: &'static str,
     },
+    #[error(
+        "EGRESS_SOURCE: {0} is not a source address: it is unspecified, loopback, multicast, \
+         link-local or IPv4-mapped"
+    )]
+    NotASource(Ipv6Addr),
+    #[error("EGRESS_GATEWAY has no {family} gateway for EGRESS_SOURCE's {family} address")]
+    GatewayMissing { family: &'static str },
+    #[error("EGRESS_GATEWAY: {family} gateway given, but EGRESS_SOURCE has no {family} address")]
+    GatewayWithoutSource { family: &'static str },
+    #[error(
+        "EGRESS_DESTINATION value '{line}' is invalid: EGRESS_SOURCE has no {family} address \
+         (traffic leaves in the family it arrived in)"
+    )]
+    NoSourceForFamily { line: String, family: &'static str },
+    #[error(
+        "{variable}: IPv6 is not applied by this version yet, only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
+    )]
+    Ipv6NotApplied { variable: &'static str },
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

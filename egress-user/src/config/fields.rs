@@ -1,7 +1,11 @@
 //! Fields and line grammar every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports,
 //! host names, and multi-line values (trimmed lines; blank and `#` lines skipped).
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use crate::config::error::ConfigError;
 
@@ -14,30 +18,50 @@ pub fn value_lines(value: &str) -> impl Iterator<Item = &str> {
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
 }
 
-/// `EGRESS_SOURCE`: the dedicated source address, with the prefix to add it with.
+/// An address family's form of an address: the two `std::net` types.
+pub trait Family: Copy + Eq + fmt::Display + FromStr {
+    /// Bits in an address: the longest prefix.
+    const BITS: u8;
+    /// The family's name in messages and plans.
+    const NAME: &'static str;
+}
+
+impl Family for Ipv4Addr {
+    const BITS: u8 = 32;
+    const NAME: &'static str = "IPv4";
+}
+
+impl Family for Ipv6Addr {
+    const BITS: u8 = 128;
+    const NAME: &'static str = "IPv6";
+}
+
+/// One family's `EGRESS_SOURCE`: the dedicated source address, with the prefix to add it
+/// with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EgressSource {
-    /// The address used for SNAT and announced with ARP.
-    pub ip: Ipv4Addr,
-    /// Prefix length of the address on the egress interface (32 for a bare address).
+pub struct EgressSource<A = Ipv4Addr> {
+    /// The address used for SNAT and announced with ARP (or neighbour advertisements).
+    pub ip: A,
+    /// Prefix length of the address on the egress interface (the full length for a bare
+    /// address).
     pub prefix: u8,
 }
 
-impl FromStr for EgressSource {
+impl<A: Family> FromStr for EgressSource<A> {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (ip, prefix) = match s.trim().split_once('/') {
-            None => (s.trim(), 32),
+            None => (s.trim(), A::BITS),
             Some((ip, prefix)) => {
                 // Digits only: "/+24" and "/ 24" are not prefixes. A /0 would make every
                 // destination on-link and bypass the gateway, so it is refused too.
                 let prefix = Some(prefix)
                     .filter(|p| {
-                        !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit())
+                        !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit())
                     })
                     .and_then(|p| p.parse::<u8>().ok())
-                    .filter(|p| (1..=32).contains(p))
+                    .filter(|p| (1..=A::BITS).contains(p))
                     .ok_or(ConfigError::Source)?;
                 (ip, prefix)
             }
@@ -47,10 +71,133 @@ impl FromStr for EgressSource {
     }
 }
 
-impl fmt::Display for EgressSource {
+impl<A: Family> fmt::Display for EgressSource<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.ip, self.prefix)
     }
+}
+
+/// A value with at most one address of each family, written `IPv4,IPv6` (either order, or
+/// one alone): `EGRESS_SOURCE` (`Dual<EgressSource, EgressSource<Ipv6Addr>>`) and
+/// `EGRESS_GATEWAY` (`Dual<Ipv4Addr, Ipv6Addr>`). At least one is present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dual<V4, V6> {
+    pub v4: Option<V4>,
+    pub v6: Option<V6>,
+}
+
+/// `EGRESS_SOURCE`: one address per family.
+pub type Sources = Dual<EgressSource, EgressSource<Ipv6Addr>>;
+/// `EGRESS_GATEWAY`: one gateway per family.
+pub type Gateways = Dual<Ipv4Addr, Ipv6Addr>;
+
+impl<V4, V6> Default for Dual<V4, V6> {
+    /// Neither family: what a variable that is not given checks against.
+    fn default() -> Self {
+        Self { v4: None, v6: None }
+    }
+}
+
+impl<V4, V6> Dual<V4, V6> {
+    /// Parses `value` of `variable`: one or two comma-separated items, each parsed by its
+    /// family (an item with a `:` is IPv6), at most one per family. `invalid` is the
+    /// variable's error for an item that does not parse.
+    fn parse(
+        variable: &'static str,
+        value: &str,
+        invalid: ConfigError,
+        v4: impl Fn(&str) -> Result<V4, ConfigError>,
+        v6: impl Fn(&str) -> Result<V6, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let mut dual = Self::default();
+        for item in value.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(invalid);
+            }
+            let second = if item.contains(':') {
+                dual.v6
+                    .replace(v6(item)?)
+                    .is_some()
+                    .then_some(Ipv6Addr::NAME)
+            } else {
+                dual.v4
+                    .replace(v4(item)?)
+                    .is_some()
+                    .then_some(Ipv4Addr::NAME)
+            };
+            if let Some(family) = second {
+                return Err(ConfigError::TwoOfAFamily { variable, family });
+            }
+        }
+        Ok(dual)
+    }
+}
+
+impl<V4: Copy, V6: Copy> Dual<V4, V6> {
+    /// The IPv4 value, for the parts of the router that do not handle IPv6 yet: an error
+    /// naming `variable` when there is an IPv6 value or no IPv4 one.
+    pub fn ipv4_only(&self, variable: &'static str) -> Result<V4, ConfigError> {
+        match (self.v4, self.v6) {
+            (Some(v4), None) => Ok(v4),
+            _ => Err(ConfigError::Ipv6NotApplied { variable }),
+        }
+    }
+}
+
+impl FromStr for Sources {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(
+            "EGRESS_SOURCE",
+            s,
+            ConfigError::Source,
+            str::parse,
+            |item| {
+                let source: EgressSource<Ipv6Addr> = item.parse()?;
+                if !is_unicast_v6(source.ip) || source.ip.is_unicast_link_local() {
+                    return Err(ConfigError::NotASource(source.ip));
+                }
+                Ok(source)
+            },
+        )
+    }
+}
+
+impl FromStr for Gateways {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let v4 = |item: &str| item.parse().map_err(|_| ConfigError::Gateway);
+        Self::parse("EGRESS_GATEWAY", s, ConfigError::Gateway, v4, |item| {
+            // A link-local gateway is the usual IPv6 router address on a segment.
+            let ip: Ipv6Addr = item.parse().map_err(|_| ConfigError::Gateway)?;
+            if is_unicast_v6(ip) {
+                Ok(ip)
+            } else {
+                Err(ConfigError::Gateway)
+            }
+        })
+    }
+}
+
+/// `v4,v6`, or the one present: the form the variables are written in.
+impl<V4: fmt::Display, V6: fmt::Display> fmt::Display for Dual<V4, V6> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.v4, &self.v6) {
+            (Some(v4), Some(v6)) => write!(f, "{v4},{v6}"),
+            (Some(v4), None) => write!(f, "{v4}"),
+            (None, Some(v6)) => write!(f, "{v6}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Not unspecified, loopback, multicast or an IPv4-mapped address (which would be NAT46
+/// by another name). Link-local (fe80::/10) is valid on one link only: a gateway may be
+/// one, a source or a remote may not.
+fn is_unicast_v6(ip: Ipv6Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.to_ipv4_mapped().is_some())
 }
 
 /// A variable that is set and not empty, trimmed.
@@ -59,20 +206,19 @@ fn given(value: Option<&str>) -> Option<&str> {
 }
 
 /// EGRESS_SOURCE where a command may do without it (teardown, the proxies' main
-/// containers): `None` when unset or empty, OpenShift's error when invalid.
+/// containers): `None` when unset or empty, OpenShift's error when invalid, and an error
+/// naming it when it has an IPv6 address, which these commands do not handle yet.
 pub fn optional_source(value: Option<&str>) -> Result<Option<EgressSource>, ConfigError> {
-    given(value).map(str::parse).transpose()
+    given(value)
+        .map(|v| v.parse::<Sources>()?.ipv4_only("EGRESS_SOURCE"))
+        .transpose()
 }
 
-/// EGRESS_GATEWAY: OpenShift's error when unset or invalid.
-pub fn gateway(value: Option<&str>) -> Result<Ipv4Addr, ConfigError> {
-    optional_gateway(value)?.ok_or(ConfigError::Gateway)
-}
-
-/// EGRESS_GATEWAY where a command may do without it: `None` when unset or empty.
+/// EGRESS_GATEWAY where a command may do without it: `None` when unset or empty; as
+/// [`optional_source`] for IPv6.
 pub fn optional_gateway(value: Option<&str>) -> Result<Option<Ipv4Addr>, ConfigError> {
     given(value)
-        .map(|v| v.parse().map_err(|_| ConfigError::Gateway))
+        .map(|v| v.parse::<Gateways>()?.ipv4_only("EGRESS_GATEWAY"))
         .transpose()
 }
 
@@ -92,18 +238,26 @@ pub fn parse_port(field: &str) -> Option<Result<u16, ConfigError>> {
 }
 
 /// A destination of `variable` must lead away from the router pod: not `source`
-/// (EGRESS_SOURCE), loopback, unspecified or "this network" (0/8), multicast or broadcast.
+/// (EGRESS_SOURCE of its family), loopback, unspecified, "this network" (0/8), multicast,
+/// broadcast, IPv6 link-local or IPv4-mapped.
 pub fn check_destination(
     variable: &'static str,
-    ip: Ipv4Addr,
-    source: Option<Ipv4Addr>,
+    ip: IpAddr,
+    sources: &Sources,
 ) -> Result<(), ConfigError> {
-    let bad = Some(ip) == source
-        || ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.octets()[0] == 0
-        || ip.is_multicast()
-        || ip.is_broadcast();
+    let bad = match ip {
+        IpAddr::V4(v4) => {
+            Some(v4) == sources.v4.map(|s| s.ip)
+                || v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.octets()[0] == 0
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            Some(v6) == sources.v6.map(|s| s.ip) || !is_unicast_v6(v6) || v6.is_unicast_link_local()
+        }
+    };
     if bad {
         Err(ConfigError::NotADestination { variable, ip })
     } else {

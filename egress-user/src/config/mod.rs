@@ -12,6 +12,8 @@
 //!   start and once per reload.
 
 pub mod dns_proxy;
+#[cfg(test)]
+mod dual_stack;
 pub mod error;
 pub mod fields;
 pub mod http_proxy;

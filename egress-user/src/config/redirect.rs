@@ -2,12 +2,17 @@
 //! validated in OpenShift's order before anything changes, and the translation plan
 //! `EGRESS_ROUTER_MODE=unit-test` prints.
 
-use std::{collections::HashSet, net::Ipv4Addr, str::FromStr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    str::FromStr,
+};
 
 use crate::config::{
     error::ConfigError,
     fields::{
-        EgressSource, check_destination, check_local_ports, gateway, parse_port, value_lines,
+        EgressSource, Family as _, Gateways, Sources, check_destination, check_local_ports,
+        parse_port, value_lines,
     },
     mode::Mode,
 };
@@ -44,8 +49,8 @@ pub struct Rule {
     /// Port on the router pod's IP that clients connect to.
     pub local_port: u16,
     pub proto: Proto,
-    /// Where the traffic is sent.
-    pub remote_ip: Ipv4Addr,
+    /// Where the traffic is sent: of the family the client's packets arrive in.
+    pub remote_ip: IpAddr,
     /// The remote port (the local port unless remapped).
     pub remote_port: u16,
 }
@@ -55,58 +60,107 @@ pub struct Rule {
 pub struct Destinations {
     /// Port rules, in the order written.
     pub rules: Vec<Rule>,
-    /// The bare IP that takes all other traffic arriving on the pod interface.
+    /// The bare IPv4 address that takes all other IPv4 traffic arriving on the pod
+    /// interface.
     pub fallback: Option<Ipv4Addr>,
+    /// The same for IPv6.
+    pub fallback6: Option<Ipv6Addr>,
 }
 
 impl FromStr for Destinations {
     type Err = ConfigError;
 
-    /// Parses the multi-line value: each line trimmed; blank lines and whole-line `#` comments
-    /// skipped; the fallback IP, if any, last.
+    /// Parses the value without checking its families against EGRESS_SOURCE.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::parse(value, None)
+    }
+}
+
+impl Destinations {
+    /// Parses the multi-line value: each line trimmed; blank lines and whole-line `#`
+    /// comments skipped; the fallback IPs, at most one per family, last. With `sources`, a
+    /// line whose address has a family without EGRESS_SOURCE is an error.
+    pub fn parse(value: &str, sources: Option<&Sources>) -> Result<Self, ConfigError> {
         let mut dest = Self::default();
         let mut used = HashSet::new();
         for line in value_lines(value) {
-            if dest.fallback.is_some() {
-                return Err(ConfigError::FallbackNotLast);
-            }
             let invalid = || ConfigError::DestinationInvalid(line.to_owned());
             let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields[..] {
-                [ip] => dest.fallback = Some(ip.parse().map_err(|_| invalid())?),
-                [port, proto, ip] | [port, proto, ip, _] => {
-                    let local_port = parse_port(port).ok_or_else(invalid)??;
-                    let proto = match proto {
-                        "tcp" => Proto::Tcp,
-                        "udp" => Proto::Udp,
-                        _ => return Err(invalid()),
-                    };
-                    let remote_ip = ip.parse().map_err(|_| invalid())?;
-                    let remote_port = match fields.get(3) {
-                        Some(port) => parse_port(port).ok_or_else(invalid)??,
-                        None => local_port,
-                    };
-                    if !used.insert(local_port) {
-                        return Err(ConfigError::LocalPortUsed(local_port));
-                    }
-                    if dest.rules.len() >= egress_common::MAX_RULES as usize {
-                        return Err(ConfigError::TooManyRules(line.to_owned()));
-                    }
-                    dest.rules.push(Rule {
-                        local_port,
-                        proto,
-                        remote_ip,
-                        remote_port,
-                    });
+            let ip = |field: &str| -> Result<IpAddr, ConfigError> {
+                let ip: IpAddr = field.parse().map_err(|_| invalid())?;
+                let missing = match (ip, sources) {
+                    (IpAddr::V4(_), Some(s)) if s.v4.is_none() => Some(Ipv4Addr::NAME),
+                    (IpAddr::V6(_), Some(s)) if s.v6.is_none() => Some(Ipv6Addr::NAME),
+                    _ => None,
+                };
+                match missing {
+                    Some(family) => Err(ConfigError::NoSourceForFamily {
+                        line: line.to_owned(),
+                        family,
+                    }),
+                    None => Ok(ip),
                 }
-                _ => return Err(invalid()),
+            };
+            // OpenShift allows nothing after its fallback; a dual-stack value may follow it
+            // with the other family's, and anything else is OpenShift's error.
+            let after_fallback = dest.fallback.is_some() || dest.fallback6.is_some();
+            if let [fallback] = fields[..] {
+                if after_fallback && fallback.parse::<IpAddr>().is_err() {
+                    return Err(ConfigError::FallbackNotLast);
+                }
+                let second = match ip(fallback)? {
+                    IpAddr::V4(v4) => dest.fallback.replace(v4).is_some(),
+                    IpAddr::V6(v6) => dest.fallback6.replace(v6).is_some(),
+                };
+                if second {
+                    return Err(ConfigError::FallbackNotLast);
+                }
+                continue;
             }
+            if after_fallback {
+                return Err(ConfigError::FallbackNotLast);
+            }
+            let ([port, proto, remote] | [port, proto, remote, _]) = fields[..] else {
+                return Err(invalid());
+            };
+            let local_port = parse_port(port).ok_or_else(invalid)??;
+            let proto = match proto {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                _ => return Err(invalid()),
+            };
+            let remote_ip = ip(remote)?;
+            let remote_port = match fields.get(3) {
+                Some(port) => parse_port(port).ok_or_else(invalid)??,
+                None => local_port,
+            };
+            // One rule per local port and family: an IPv4 and an IPv6 client may reach the
+            // same port, each sent to a remote of its own family.
+            if !used.insert((local_port, remote_ip.is_ipv6())) {
+                return Err(ConfigError::LocalPortUsed(local_port));
+            }
+            if dest.rules.len() >= egress_common::MAX_RULES as usize {
+                return Err(ConfigError::TooManyRules(line.to_owned()));
+            }
+            dest.rules.push(Rule {
+                local_port,
+                proto,
+                remote_ip,
+                remote_port,
+            });
         }
-        if dest.rules.is_empty() && dest.fallback.is_none() {
+        if dest.rules.is_empty() && dest.fallback.is_none() && dest.fallback6.is_none() {
             return Err(ConfigError::DestinationUnspecified);
         }
         Ok(dest)
+    }
+
+    /// Every remote address: the rules', then the fallbacks.
+    pub fn remotes(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let rules = self.rules.iter().map(|rule| rule.remote_ip);
+        rules
+            .chain(self.fallback.map(IpAddr::V4))
+            .chain(self.fallback6.map(IpAddr::V6))
     }
 }
 
@@ -123,8 +177,9 @@ pub struct Raw {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
-    pub source: EgressSource,
-    pub gateway: Ipv4Addr,
+    pub source: Sources,
+    /// A gateway for each family of [`Self::source`], and no other.
+    pub gateway: Gateways,
     /// Empty in the proxy modes.
     pub destinations: Destinations,
 }
@@ -138,19 +193,29 @@ impl Config {
         if source.is_empty() {
             return Err(ConfigError::Source);
         }
-        let source: EgressSource = source.parse()?;
-        let gateway = gateway(raw.gateway.as_deref())?;
+        let source: Sources = source.parse()?;
+        let gateway = value(&raw.gateway);
+        if gateway.is_empty() {
+            return Err(ConfigError::Gateway);
+        }
+        let gateway: Gateways = gateway.parse()?;
+        for (family, has_source, has_gateway) in [
+            (Ipv4Addr::NAME, source.v4.is_some(), gateway.v4.is_some()),
+            (Ipv6Addr::NAME, source.v6.is_some(), gateway.v6.is_some()),
+        ] {
+            match (has_source, has_gateway) {
+                (true, false) => return Err(ConfigError::GatewayMissing { family }),
+                (false, true) => return Err(ConfigError::GatewayWithoutSource { family }),
+                _ => {}
+            }
+        }
         let destinations = if mode.is_redirect() {
-            raw.destination
-                .as_deref()
-                .unwrap_or("")
-                .parse::<Destinations>()?
+            Destinations::parse(raw.destination.as_deref().unwrap_or(""), Some(&source))?
         } else {
             Destinations::default()
         };
-        let remotes = destinations.rules.iter().map(|r| r.remote_ip);
-        for ip in remotes.chain(destinations.fallback) {
-            check_destination("EGRESS_DESTINATION", ip, Some(source.ip))?;
+        for ip in destinations.remotes() {
+            check_destination("EGRESS_DESTINATION", ip, &source)?;
         }
         Ok(Self {
             mode,
@@ -158,6 +223,16 @@ impl Config {
             gateway,
             destinations,
         })
+    }
+
+    /// EGRESS_SOURCE and EGRESS_GATEWAY for the parts of the router that handle IPv4 only
+    /// so far: an error naming the variable when either has an IPv6 address (IPv6 rules
+    /// need an IPv6 EGRESS_SOURCE, so none are left either).
+    pub fn ipv4(&self) -> Result<(EgressSource, Ipv4Addr), ConfigError> {
+        Ok((
+            self.source.ipv4_only("EGRESS_SOURCE")?,
+            self.gateway.ipv4_only("EGRESS_GATEWAY")?,
+        ))
     }
 
     /// The agent's own TCP ports (metrics, health) must not also be redirect rules.
@@ -182,24 +257,52 @@ impl Config {
         };
         line("egress-router plan v1".to_owned());
         line(format!("mode {}", self.mode.name()));
-        line(format!(
-            "egress {egress_interface} address {} source {} gateway {}",
-            self.source, self.source.ip, self.gateway
-        ));
+        let source = self.source;
+        let gateway = self.gateway;
+        // Each family's source and gateway: validated to come in pairs.
+        let families = [
+            source
+                .v4
+                .map(|s| (s.to_string(), IpAddr::V4(s.ip)))
+                .zip(gateway.v4.map(IpAddr::V4)),
+            source
+                .v6
+                .map(|s| (s.to_string(), IpAddr::V6(s.ip)))
+                .zip(gateway.v6.map(IpAddr::V6)),
+        ];
+        for ((address, ip), gateway) in families.iter().flatten() {
+            line(format!(
+                "egress {egress_interface} address {address} source {ip} gateway {gateway}"
+            ));
+        }
+        let snat = |remote: IpAddr| match remote {
+            IpAddr::V4(_) => source.v4.map(|s| IpAddr::V4(s.ip)),
+            IpAddr::V6(_) => source.v6.map(|s| IpAddr::V6(s.ip)),
+        };
+        let snat = |remote: IpAddr| snat(remote).map_or_else(String::new, |ip| ip.to_string());
         line(format!("ingress {pod_interface}"));
         for r in &self.destinations.rules {
             line(format!(
-                "rule {} {} -> {}:{} snat {}",
+                "rule {} {} -> {} snat {}",
                 r.proto.name(),
                 r.local_port,
-                r.remote_ip,
-                r.remote_port,
-                self.source.ip
+                SocketAddr::new(r.remote_ip, r.remote_port),
+                snat(r.remote_ip)
             ));
         }
-        match self.destinations.fallback {
-            Some(ip) => line(format!("fallback any -> {ip} snat {}", self.source.ip)),
-            None => line("otherwise pass".to_owned()),
+        let fallbacks = [
+            self.destinations.fallback.map(IpAddr::V4),
+            self.destinations.fallback6.map(IpAddr::V6),
+        ];
+        for ip in fallbacks.iter().flatten() {
+            line(format!("fallback any -> {ip} snat {}", snat(*ip)));
+        }
+        // What no rule or fallback takes reaches the pod: unless every family the router
+        // sends in has a fallback.
+        let covered = (source.v4.is_none() || self.destinations.fallback.is_some())
+            && (source.v6.is_none() || self.destinations.fallback6.is_some());
+        if !covered {
+            line("otherwise pass".to_owned());
         }
         out
     }
@@ -227,12 +330,13 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            cfg.source,
-            EgressSource {
+            cfg.source.v4,
+            Some(EgressSource {
                 ip: Ipv4Addr::new(198, 51, 100, 100),
                 prefix: 24
-            }
+            })
         );
+        assert_eq!(cfg.source.v6, None);
         assert_eq!(cfg.destinations.rules.len(), 3);
         assert_eq!(cfg.destinations.rules[1].local_port, 8080);
         assert_eq!(cfg.destinations.rules[1].remote_port, 80);
@@ -242,6 +346,7 @@ mod tests {
             cfg.destinations.fallback,
             Some(Ipv4Addr::new(203, 0, 113, 20))
         );
+        assert_eq!(cfg.destinations.fallback6, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! difference, so unchanged rules keep their id and counters. Rule ids are assigned here
 //! and nowhere else. Pure code, tested on the host.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use egress_common::{MAX_RULES, RuleKey, RuleTarget, proto, rule_flags};
 
@@ -30,24 +30,29 @@ fn key(port: u16, protocol: u8) -> RuleKey {
 }
 
 impl RuleSet {
-    /// The rules of `EGRESS_DESTINATION`, in the order written.
+    /// The IPv4 rules of `EGRESS_DESTINATION`, in the order written. The data plane
+    /// translates IPv4 only so far: a configuration with IPv6 rules is refused before it
+    /// gets here ([`crate::config::redirect::Config::ipv4`]).
     #[must_use]
     pub fn from_destinations(destinations: &Destinations) -> Self {
         let rules = destinations
             .rules
             .iter()
-            .map(|rule| {
+            .filter_map(|rule| {
+                let IpAddr::V4(remote_ip) = rule.remote_ip else {
+                    return None;
+                };
                 let protocol = match rule.proto {
                     Proto::Tcp => proto::TCP,
                     Proto::Udp => proto::UDP,
                 };
                 let target = RuleTarget {
-                    remote_ip: rule.remote_ip.octets(),
+                    remote_ip: remote_ip.octets(),
                     remote_port: rule.remote_port,
                     rule_id: 0,
                     flags: 0,
                 };
-                (key(rule.local_port, protocol), target)
+                Some((key(rule.local_port, protocol), target))
             })
             .collect();
         Self {

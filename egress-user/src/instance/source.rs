@@ -8,6 +8,7 @@ use std::{future::Future, time::Duration};
 use crate::{
     config::{
         error::ConfigError,
+        mode::Mode,
         redirect::{Config, Raw},
         source::ConfigSource,
     },
@@ -155,6 +156,11 @@ fn validate(
         ..raw.clone()
     })?;
     config.check_local_ports(local_tcp_ports)?;
+    // Only the plan shows IPv6 so far; the modes that apply the configuration refuse it
+    // here, at start and on reload alike, before anything changes.
+    if config.mode != Mode::UnitTest {
+        config.ipv4()?;
+    }
     Ok(config)
 }
 

@@ -13,7 +13,7 @@ use rtnetlink::{
     },
 };
 
-use crate::{config::fields::EgressSource, network::error::Error};
+use crate::{config::fields::Sources, network::error::Error};
 
 /// The index of interface `name` in the current network namespace.
 pub fn ifindex(name: &str) -> Option<u32> {
@@ -138,8 +138,8 @@ pub async fn egress_source(
     egress_interface: &str,
 ) -> anyhow::Result<Ipv4Addr> {
     if let Some(value) = variable.map(str::trim).filter(|v| !v.is_empty()) {
-        let source: EgressSource = value.parse()?;
-        return Ok(source.ip);
+        let sources: Sources = value.parse()?;
+        return Ok(sources.ipv4_only("EGRESS_SOURCE")?.ip);
     }
     let facts = interface_facts(egress_interface).await.with_context(|| {
         format!(
