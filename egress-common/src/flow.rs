@@ -11,14 +11,40 @@ pub const DEFAULT_CONNTRACK_FLOWS: u32 = 262_144;
 /// of the conntrack capacity.
 pub const UNREPLIED_SHARE: u32 = 4;
 
+/// An address as map keys and values hold it: network order bytes, IPv4 (`[u8; 4]`, the
+/// default of every generic type here) or IPv6 (`[u8; 16]`). The conntrack types are
+/// generic over it, so both families share one definition and one body of code; each
+/// family has maps of its own.
+pub trait Addr: Copy + Default + Eq + Pod + core::fmt::Debug + core::hash::Hash {
+    /// Whether two addresses are equal, in the fewest loads (one 32-bit compare for IPv4).
+    /// By value: a reference to a byte array says nothing of its alignment, and BPF has no
+    /// unaligned loads, so compared through references the bytes would be loaded one by
+    /// one; the caller's field load knows the struct's alignment.
+    fn same(self, other: Self) -> bool;
+}
+
+impl Addr for [u8; 4] {
+    #[inline(always)]
+    fn same(self, other: Self) -> bool {
+        u32::from_ne_bytes(self) == u32::from_ne_bytes(other)
+    }
+}
+
+impl Addr for [u8; 16] {
+    #[inline(always)]
+    fn same(self, other: Self) -> bool {
+        u128::from_ne_bytes(self) == u128::from_ne_bytes(other)
+    }
+}
+
 /// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
 /// both ports hold the echo identifier. Zeroed padding included, since the kernel hashes
 /// every byte.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct FlowKey {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey<A = [u8; 4]> {
+    pub saddr: A,
+    pub daddr: A,
     /// Host byte order.
     pub sport: u16,
     /// Host byte order.
@@ -56,10 +82,10 @@ pub mod tcp_seen {
 /// A connection-tracking value: the tuple to write into packets that match the key, and the
 /// flow's state in this direction.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct FlowEntry {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry<A = [u8; 4]> {
+    pub saddr: A,
+    pub daddr: A,
     /// Host byte order.
     pub sport: u16,
     /// Host byte order.
@@ -83,7 +109,26 @@ pub struct FlowEntry {
     pub ack_max: u32,
 }
 
-impl FlowKey {
+/// The IPv6 conntrack key.
+pub type FlowKey6 = FlowKey<[u8; 16]>;
+/// The IPv6 conntrack value.
+pub type FlowEntry6 = FlowEntry<[u8; 16]>;
+
+/// `Pod` for each family's instance of a generic map type (bytemuck's derive takes no
+/// generics); the sizes asserted below are the sums of the fields', so no instance has
+/// implicit padding.
+macro_rules! pod_instances {
+    ($($t:ty),*) => {$(
+        // SAFETY: repr(C), explicit padding fields only (sizes asserted below), and every
+        // bit pattern of every field is valid.
+        unsafe impl Zeroable for $t {}
+        // SAFETY: as above.
+        unsafe impl Pod for $t {}
+    )*};
+}
+pod_instances!(FlowKey, FlowKey6, FlowEntry, FlowEntry6);
+
+impl<A: Addr> FlowKey<A> {
     /// The same flow seen from the other end: addresses and ports swapped. The one place a
     /// tuple is reversed, in the data plane and in user space alike.
     #[inline(always)]
@@ -100,11 +145,11 @@ impl FlowKey {
     }
 }
 
-impl FlowEntry {
+impl<A: Addr> FlowEntry<A> {
     /// An entry that rewrites packets to `tuple` (its protocol is the key's).
     #[inline(always)]
     #[must_use]
-    pub const fn new(tuple: &FlowKey, rule_id: u16, kind: u8, tcp_flags: u8, now: u64) -> Self {
+    pub const fn new(tuple: &FlowKey<A>, rule_id: u16, kind: u8, tcp_flags: u8, now: u64) -> Self {
         Self {
             saddr: tuple.saddr,
             daddr: tuple.daddr,
@@ -123,7 +168,7 @@ impl FlowEntry {
     /// The tuple packets are rewritten to, as a key of protocol `proto`.
     #[inline(always)]
     #[must_use]
-    pub const fn tuple(&self, proto: u8) -> FlowKey {
+    pub const fn tuple(&self, proto: u8) -> FlowKey<A> {
         FlowKey {
             saddr: self.saddr,
             daddr: self.daddr,
@@ -138,10 +183,10 @@ impl FlowEntry {
     /// same flow, not another one that claimed the tuple after an eviction.
     #[inline(always)]
     #[must_use]
-    pub const fn returns_to(&self, key: &FlowKey) -> bool {
+    pub fn returns_to(&self, key: &FlowKey<A>) -> bool {
         let back = key.reversed();
-        u32::from_ne_bytes(self.saddr) == u32::from_ne_bytes(back.saddr)
-            && u32::from_ne_bytes(self.daddr) == u32::from_ne_bytes(back.daddr)
+        self.saddr.same(back.saddr)
+            && self.daddr.same(back.daddr)
             && self.sport == back.sport
             && self.dport == back.dport
     }
@@ -151,7 +196,7 @@ impl FlowEntry {
 /// belongs to: the entry's tuple, reversed.
 #[inline(always)]
 #[must_use]
-pub const fn peer_key(key: &FlowKey, entry: &FlowEntry) -> FlowKey {
+pub const fn peer_key<A: Addr>(key: &FlowKey<A>, entry: &FlowEntry<A>) -> FlowKey<A> {
     entry.tuple(key.proto).reversed()
 }
 
@@ -182,6 +227,8 @@ pub const FRAGMENTS_MAX: u32 = 8192;
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowEntry6>() == 64);
 
 /// Value sizes of [`crate::maps::CONNTRACK`] in earlier releases whose entries are a prefix
 /// of [`FlowEntry`] (the fields after it read as zero: sequence numbers unknown). User

@@ -3,7 +3,7 @@
 //! translated tuple. The data plane and the agent's GC judge with these same functions.
 
 use crate::{
-    flow::{FlowEntry, FlowKey, tcp_seen},
+    flow::{Addr, FlowEntry, FlowKey, tcp_seen},
     proto,
 };
 
@@ -55,7 +55,12 @@ pub const fn flow_timeout_ns(proto: u8, tcp_flags: u8) -> u64 {
 /// The data plane and the agent's GC judge with this same function.
 #[inline(always)]
 #[must_use]
-pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+pub fn flow_expired<A: Addr>(
+    proto: u8,
+    entry: &FlowEntry<A>,
+    peer: Option<&FlowEntry<A>>,
+    now: u64,
+) -> bool {
     let (flags, last_seen) = match peer {
         Some(peer) => (
             entry.tcp_flags | peer.tcp_flags,
@@ -74,7 +79,7 @@ pub fn flow_expired(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now:
 /// sides sent their FIN. `peer` as for [`flow_expired`].
 #[inline(always)]
 #[must_use]
-pub const fn tcp_ended(entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
+pub const fn tcp_ended<A: Addr>(entry: &FlowEntry<A>, peer: Option<&FlowEntry<A>>) -> bool {
     let peer_flags = match peer {
         Some(peer) => peer.tcp_flags,
         None => 0,
@@ -88,7 +93,12 @@ pub const fn tcp_ended(entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
 /// directions idle for [`PORT_REUSE_IDLE_NS`]. `peer` as for [`flow_expired`].
 #[inline(always)]
 #[must_use]
-pub fn tuple_reusable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+pub fn tuple_reusable<A: Addr>(
+    proto: u8,
+    entry: &FlowEntry<A>,
+    peer: Option<&FlowEntry<A>>,
+    now: u64,
+) -> bool {
     if flow_expired(proto, entry, peer, now) {
         return true;
     }
@@ -108,7 +118,12 @@ pub fn tuple_reusable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, no
 /// judge with this.
 #[inline(always)]
 #[must_use]
-pub fn gc_collectable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, now: u64) -> bool {
+pub fn gc_collectable<A: Addr>(
+    proto: u8,
+    entry: &FlowEntry<A>,
+    peer: Option<&FlowEntry<A>>,
+    now: u64,
+) -> bool {
     flow_expired(proto, entry, peer, now)
         || (entry.kind != crate::flow_kind::LOCAL
             && peer.is_none()
@@ -120,7 +135,11 @@ pub fn gc_collectable(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>, no
 /// count closed connections either).
 #[inline(always)]
 #[must_use]
-pub fn counts_against_client(proto: u8, entry: &FlowEntry, peer: Option<&FlowEntry>) -> bool {
+pub fn counts_against_client<A: Addr>(
+    proto: u8,
+    entry: &FlowEntry<A>,
+    peer: Option<&FlowEntry<A>>,
+) -> bool {
     !(proto == proto::TCP && tcp_ended(entry, peer))
 }
 
@@ -165,7 +184,7 @@ mod tests {
         let entry = |flags, last| FlowEntry {
             tcp_flags: flags,
             last_seen_ns: last,
-            ..FlowEntry::default()
+            ..<FlowEntry>::default()
         };
         let t = 1000 * S;
         let idle = t - PORT_REUSE_IDLE_NS;
@@ -244,7 +263,7 @@ mod tests {
         let forward = FlowEntry {
             tcp_flags: SYN | ACK,
             last_seen_ns: 100 * S,
-            ..FlowEntry::default()
+            ..<FlowEntry>::default()
         };
         let mut reply = forward;
         reply.last_seen_ns = 1000 * S;

@@ -374,7 +374,7 @@ fn bpftool_and_conntrack_json_show_the_same_flows_and_metrics_grow() {
         tcp_flags: 0,
         last_seen_ns: 1,
         created_ns: 1,
-        ..FlowEntry::default()
+        ..<FlowEntry>::default()
     };
     maps.put_flow(CtTable::Replied, &aged_key, &aged).unwrap();
     let gone = (0..50).any(|_| {

@@ -300,7 +300,7 @@ mod tests {
             kind,
             tcp_flags,
             last_seen_ns: last_seen_s * 1_000_000_000,
-            ..FlowEntry::default()
+            ..<FlowEntry>::default()
         }
     }
 

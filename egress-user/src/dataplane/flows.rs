@@ -165,7 +165,7 @@ impl MapSet {
             Map::LruHashMap(data) | Map::HashMap(data) => data,
             _ => return Err(Error::Missing(name)),
         };
-        let mut value = FlowEntry::default();
+        let mut value = <FlowEntry>::default();
         // The bpf_attr of the element commands: map fd, key, value, flags.
         #[repr(C)]
         struct ElemAttr {
