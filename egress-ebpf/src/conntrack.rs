@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use egress_common::{
     DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat,
-    TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow_expired, flow_kind, maps::CT_LIMITED_MAX, peer_key,
-    proto, tcp_ended, tcp_seen,
+    TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow::Addr, flow_expired, flow_kind, maps::CT_LIMITED_MAX,
+    peer_key, proto, tcp_ended, tcp_seen,
 };
 
 use crate::{
@@ -49,10 +49,44 @@ static CT_UNREPLIED: LruHashMap<
 #[btf_map]
 static CT_LIMITED: HashMap<[u8; 4], u32, { CT_LIMITED_MAX as usize }> = HashMap::new();
 
+/// The answered table's type, every family's.
+type Answered<A> = LruHashMap<FlowKey<A>, FlowEntry<A>, { 2 * DEFAULT_CONNTRACK_FLOWS as usize }>;
+/// The unreplied table's type, every family's.
+type Unanswered<A> = LruHashMap<
+    FlowKey<A>,
+    FlowEntry<A>,
+    { 2 * DEFAULT_CONNTRACK_FLOWS as usize / UNREPLIED_SHARE as usize },
+>;
+
+/// An address family's conntrack maps: the code below is generic over it and instantiated
+/// once per family.
+pub(crate) trait Family: Addr {
+    fn answered() -> &'static Answered<Self>;
+    fn unanswered() -> &'static Unanswered<Self>;
+    fn limited() -> &'static HashMap<Self, u32, { CT_LIMITED_MAX as usize }>;
+}
+
+impl Family for [u8; 4] {
+    #[inline(always)]
+    fn answered() -> &'static Answered<Self> {
+        &CONNTRACK
+    }
+
+    #[inline(always)]
+    fn unanswered() -> &'static Unanswered<Self> {
+        &CT_UNREPLIED
+    }
+
+    #[inline(always)]
+    fn limited() -> &'static HashMap<Self, u32, { CT_LIMITED_MAX as usize }> {
+        &CT_LIMITED
+    }
+}
+
 /// Whether a client may open another flow: not when the agent found it over its limit.
 #[inline(always)]
-pub(crate) fn admit(client: [u8; 4]) -> Result<(), DropReason> {
-    match CT_LIMITED.get_ptr(client) {
+pub(crate) fn admit<A: Family>(client: A) -> Result<(), DropReason> {
+    match A::limited().get_ptr(client) {
         Some(_) => Err(DropReason::SourceLimit),
         None => Ok(()),
     }
@@ -70,40 +104,45 @@ pub(crate) enum Table {
 impl Table {
     /// The map itself, for helpers that take one (`bpf_for_each_map_elem`).
     #[inline(always)]
-    pub(crate) fn map_ptr(self) -> *mut core::ffi::c_void {
+    pub(crate) fn map_ptr<A: Family>(self) -> *mut core::ffi::c_void {
         match self {
-            Self::Replied => core::ptr::from_ref(&CONNTRACK).cast_mut().cast(),
-            Self::Unreplied => core::ptr::from_ref(&CT_UNREPLIED).cast_mut().cast(),
+            Self::Replied => core::ptr::from_ref(A::answered()).cast_mut().cast(),
+            Self::Unreplied => core::ptr::from_ref(A::unanswered()).cast_mut().cast(),
         }
     }
 
     #[inline(always)]
-    pub(crate) fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut FlowEntry> {
+    pub(crate) fn get_ptr_mut<A: Family>(self, key: &FlowKey<A>) -> Option<*mut FlowEntry<A>> {
         match self {
-            Self::Replied => CONNTRACK.get_ptr_mut(key),
-            Self::Unreplied => CT_UNREPLIED.get_ptr_mut(key),
+            Self::Replied => A::answered().get_ptr_mut(key),
+            Self::Unreplied => A::unanswered().get_ptr_mut(key),
         }
     }
 
     #[inline(always)]
-    pub(crate) fn get(self, key: &FlowKey) -> Option<FlowEntry> {
+    pub(crate) fn get<A: Family>(self, key: &FlowKey<A>) -> Option<FlowEntry<A>> {
         // SAFETY: a live map value, copied.
         self.get_ptr_mut(key).map(|entry| unsafe { *entry })
     }
 
     #[inline(always)]
-    pub(crate) fn insert(self, key: &FlowKey, value: &FlowEntry, flags: u64) -> Result<(), i32> {
+    pub(crate) fn insert<A: Family>(
+        self,
+        key: &FlowKey<A>,
+        value: &FlowEntry<A>,
+        flags: u64,
+    ) -> Result<(), i32> {
         match self {
-            Self::Replied => CONNTRACK.insert(key, value, flags),
-            Self::Unreplied => CT_UNREPLIED.insert(key, value, flags),
+            Self::Replied => A::answered().insert(key, value, flags),
+            Self::Unreplied => A::unanswered().insert(key, value, flags),
         }
     }
 
     #[inline(always)]
-    pub(crate) fn remove(self, key: &FlowKey) {
+    pub(crate) fn remove<A: Family>(self, key: &FlowKey<A>) {
         let _ = match self {
-            Self::Replied => CONNTRACK.remove(key),
-            Self::Unreplied => CT_UNREPLIED.remove(key),
+            Self::Replied => A::answered().remove(key),
+            Self::Unreplied => A::unanswered().remove(key),
         };
     }
 }
@@ -118,13 +157,13 @@ pub(crate) fn now() -> u64 {
 }
 
 /// What the table knows of a packet's tuple.
-pub(crate) enum Ct {
+pub(crate) enum Ct<A: Addr = [u8; 4]> {
     /// No entry: a new flow from a client, or a packet nobody asked for.
     New,
     /// Client -> remote of a translated flow (refreshed): rewrite with this entry.
-    Forward(FlowEntry),
+    Forward(FlowEntry<A>),
     /// Remote -> client of a translated flow (refreshed): rewrite with this entry.
-    Reply(FlowEntry),
+    Reply(FlowEntry<A>),
     /// A reply to a connection the pod opened itself (refreshed).
     Local,
     /// A reply-side entry that outlived its timeout. (A client's packet revives its flow,
@@ -134,17 +173,17 @@ pub(crate) enum Ct {
     Stale(Table),
     /// A client's new SYN over a flow that ended (reset, closed both ways, or timed out):
     /// the tuple is being reused, and the new connection starts with fresh state.
-    Closed(FlowEntry, Table),
+    Closed(FlowEntry<A>, Table),
 }
 
 /// Looks a packet's tuple up and, for a live flow, records the packet on it: the TCP segment
 /// (sequence numbers, and the flags that take effect) and, at most once per interval, the
 /// time.
 #[inline(always)]
-pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
-    let (entry, table) = match CONNTRACK.get_ptr_mut(key) {
+pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
+    let (entry, table) = match A::answered().get_ptr_mut(key) {
         Some(entry) => (entry, Table::Replied),
-        None => match CT_UNREPLIED.get_ptr_mut(key) {
+        None => match A::unanswered().get_ptr_mut(key) {
             Some(entry) => (entry, Table::Unreplied),
             None => return Ct::New,
         },
@@ -221,7 +260,7 @@ pub(crate) fn lookup(key: &FlowKey, seg: &Seg) -> Ct {
 /// or the other (a client packet that misses both in between re-creates the same
 /// translation, see `nat::create_flow`).
 #[inline(always)]
-fn promote(reply_key: &FlowKey, reply: *mut FlowEntry) {
+fn promote<A: Family>(reply_key: &FlowKey<A>, reply: *mut FlowEntry<A>) {
     // SAFETY: a live map value, copied after this packet's update.
     let reply = unsafe { *reply };
     let forward_key = peer_key(reply_key, &reply);
@@ -240,7 +279,7 @@ fn promote(reply_key: &FlowKey, reply: *mut FlowEntry) {
 
 /// The other direction's entry of a translated flow, if it is there and still this flow's.
 #[inline(always)]
-fn peer(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<FlowEntry> {
+fn peer<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, table: Table) -> Option<FlowEntry<A>> {
     let peer = table.get(&peer_key(key, entry))?;
     peer.returns_to(key).then_some(peer)
 }
@@ -248,11 +287,11 @@ fn peer(key: &FlowKey, entry: &FlowEntry, table: Table) -> Option<FlowEntry> {
 /// [`peer`] read in place instead of copied (for paths short of stack: the port search,
 /// the GC sweep's callback).
 #[inline(always)]
-pub(crate) fn peer_in_place<'a>(
-    key: &FlowKey,
-    entry: &FlowEntry,
+pub(crate) fn peer_in_place<'a, A: Family>(
+    key: &FlowKey<A>,
+    entry: &FlowEntry<A>,
     table: Table,
-) -> Option<&'a FlowEntry> {
+) -> Option<&'a FlowEntry<A>> {
     // SAFETY: a live map value, read only.
     let peer = unsafe { &*table.get_ptr_mut(&peer_key(key, entry))? };
     peer.returns_to(key).then_some(peer)
@@ -261,7 +300,7 @@ pub(crate) fn peer_in_place<'a>(
 /// Whether the flow of a forward entry has ended: a RST took effect either way, both sides
 /// sent their FIN, or it timed out.
 #[inline(always)]
-fn ended(key: &FlowKey, entry: &FlowEntry, now: u64, table: Table) -> bool {
+fn ended<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, now: u64, table: Table) -> bool {
     let peer = peer(key, entry, table);
     tcp_ended(entry, peer.as_ref()) || flow_expired(key.proto, entry, peer.as_ref(), now)
 }
@@ -269,7 +308,7 @@ fn ended(key: &FlowKey, entry: &FlowEntry, now: u64, table: Table) -> bool {
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
 /// starts afresh.
 #[inline(always)]
-pub(crate) fn reopen(key: &FlowKey, entry: &FlowEntry, table: Table) {
+pub(crate) fn reopen<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, table: Table) {
     if peer(key, entry, table).is_some() {
         table.remove(&peer_key(key, entry));
     }
@@ -278,7 +317,7 @@ pub(crate) fn reopen(key: &FlowKey, entry: &FlowEntry, table: Table) {
 
 /// The entry of an ICMP error's direction (cilium's "related"): read, not refreshed.
 #[inline(always)]
-pub(crate) fn related(key: &FlowKey) -> Option<FlowEntry> {
+pub(crate) fn related<A: Family>(key: &FlowKey<A>) -> Option<FlowEntry<A>> {
     Table::Replied
         .get(key)
         .or_else(|| Table::Unreplied.get(key))
@@ -288,7 +327,13 @@ pub(crate) fn related(key: &FlowKey) -> Option<FlowEntry> {
 /// interval, the time, on both entries of a translated flow. Re-creates an evicted peer.
 /// `false` when the peer entry now belongs to another flow (the entry must be recreated).
 #[inline(always)]
-fn touch(key: &FlowKey, entry: *mut FlowEntry, tcp_flags: u8, now: u64, table: Table) -> bool {
+fn touch<A: Family>(
+    key: &FlowKey<A>,
+    entry: *mut FlowEntry<A>,
+    tcp_flags: u8,
+    now: u64,
+    table: Table,
+) -> bool {
     // SAFETY: a live map value; concurrent writers only store timestamps and flag bits.
     let e = unsafe { &mut *entry };
     let flags = e.tcp_flags | tcp_flags;
@@ -332,7 +377,7 @@ fn peer_kind(kind: u8) -> u8 {
 
 /// Removes a forward entry whose reply tuple was taken over by another flow.
 #[inline(always)]
-pub(crate) fn forget(key: &FlowKey, table: Table) {
+pub(crate) fn forget<A: Family>(key: &FlowKey<A>, table: Table) {
     table.remove(key);
 }
 
@@ -340,9 +385,9 @@ pub(crate) fn forget(key: &FlowKey, table: Table) {
 /// tuple its replies will carry. The pod's own segments are trusted: its FIN and RST take
 /// effect, and its acknowledgements are what a RST from the remote must match.
 #[inline(always)]
-pub(crate) fn track_local(reply_key: &FlowKey, seg: &Seg) {
+pub(crate) fn track_local<A: Family>(reply_key: &FlowKey<A>, seg: &Seg) {
     let now = now();
-    if let Some(entry) = CONNTRACK.get_ptr_mut(reply_key) {
+    if let Some(entry) = A::answered().get_ptr_mut(reply_key) {
         // SAFETY: a live map value.
         let e = unsafe { &mut *entry };
         if e.kind != flow_kind::LOCAL {
@@ -359,5 +404,5 @@ pub(crate) fn track_local(reply_key: &FlowKey, seg: &Seg) {
     }
     let mut value = FlowEntry::new(&reply_key.reversed(), 0, flow_kind::LOCAL, 0, now);
     tcp::record_ack(&mut value, seg);
-    let _ = CONNTRACK.insert(reply_key, value, u64::from(BPF_NOEXIST));
+    let _ = A::answered().insert(reply_key, value, u64::from(BPF_NOEXIST));
 }

@@ -69,7 +69,7 @@ pub(crate) fn create_flow(
     // The client's own port may be taken over from a flow that is over; the probes after
     // it take free ports only. (One claim with the takeover, outside the loop: inside it,
     // the verifier would walk both kinds of claim on every try.)
-    let mut claim = tuple::claim::<true>(&translate(port).reversed(), &reply, key, now)?;
+    let mut claim = tuple::claim::<true, _>(&translate(port).reversed(), &reply, key, now)?;
     let mut tries = 0;
     let (translated, claimed, table) = loop {
         match claim {
@@ -83,7 +83,7 @@ pub(crate) fn create_flow(
         metrics::count(Stat::NatRetries, 0);
         port = (min + (start + tries) % span) as u16;
         tries += 1;
-        claim = tuple::claim::<false>(&translate(port).reversed(), &reply, key, now)?;
+        claim = tuple::claim::<false, _>(&translate(port).reversed(), &reply, key, now)?;
     };
     let mut forward = FlowEntry::new(&translated, target.rule_id, flow_kind::FORWARD, 0, now);
     if key.proto == proto::TCP {

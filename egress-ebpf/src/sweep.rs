@@ -51,12 +51,12 @@ pub(crate) fn ct_sweep(_ctx: TcContext) -> i32 {
     let mut local = unsafe { *state };
     let (map, callback) = if local.table == 0 {
         (
-            Table::Replied.map_ptr(),
+            Table::Replied.map_ptr::<[u8; 4]>(),
             visit::<true> as *const () as *mut c_void,
         )
     } else {
         (
-            Table::Unreplied.map_ptr(),
+            Table::Unreplied.map_ptr::<[u8; 4]>(),
             visit::<false> as *const () as *mut c_void,
         )
     };

@@ -10,7 +10,7 @@
 //! the endpoint judges it (and answers an in-window guess with a challenge ACK).
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, FlowEntry, Stat, csum::Delta, tcp_seen};
+use egress_common::{DropReason, FlowEntry, Stat, csum::Delta, flow::Addr, tcp_seen};
 
 use crate::{
     metrics,
@@ -82,7 +82,7 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// The receiver as the entry of its direction records it.
     #[inline(always)]
-    pub(crate) fn of(entry: &FlowEntry) -> Self {
+    pub(crate) fn of<A: Addr>(entry: &FlowEntry<A>) -> Self {
         Self {
             known: entry.tcp_flags & (tcp_seen::SEQ_KNOWN | tcp_seen::ACK_KNOWN),
             seq_end: entry.seq_end,
@@ -98,8 +98,8 @@ impl Receiver {
 /// `acks`: whether `e` keeps its sender's acknowledgements (a pod's own connection has one
 /// entry, whose `ack_max` is the pod's, written on the way out).
 #[inline(always)]
-pub(crate) fn track(
-    e: &mut FlowEntry,
+pub(crate) fn track<A: Addr>(
+    e: &mut FlowEntry<A>,
     seg: &Seg,
     acks: bool,
     receiver: impl FnOnce() -> Receiver,
@@ -154,7 +154,7 @@ pub(crate) fn track(
 
 /// Records a segment's acknowledgement in `e` when it is the highest its sender sent.
 #[inline(always)]
-pub(crate) fn record_ack(e: &mut FlowEntry, seg: &Seg) {
+pub(crate) fn record_ack<A: Addr>(e: &mut FlowEntry<A>, seg: &Seg) {
     if seg.numbers
         && seg.flags & tcp_seen::ACK != 0
         && (e.tcp_flags & tcp_seen::ACK_KNOWN == 0 || after(seg.ack, e.ack_max))

@@ -6,7 +6,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, peer_key, tuple_reusable};
 
 use crate::{
-    conntrack::{EEXIST, Table, peer_in_place},
+    conntrack::{EEXIST, Family, Table, peer_in_place},
     metrics,
 };
 
@@ -26,10 +26,10 @@ pub(crate) enum Claim {
 /// after, so that a flow promoted meanwhile is seen). With `RECLAIM`, a flow that is over
 /// gives its tuple up ([`reclaim`]).
 #[inline(always)]
-pub(crate) fn claim<const RECLAIM: bool>(
-    reply_key: &FlowKey,
-    reply: &FlowEntry,
-    forward_key: &FlowKey,
+pub(crate) fn claim<const RECLAIM: bool, A: Family>(
+    reply_key: &FlowKey<A>,
+    reply: &FlowEntry<A>,
+    forward_key: &FlowKey<A>,
     now: u64,
 ) -> Result<Claim, DropReason> {
     let mut inserted = Table::Unreplied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
@@ -74,13 +74,13 @@ pub(crate) fn claim<const RECLAIM: bool>(
 /// If another CPU created the same flow meanwhile, its entry is used: with the same
 /// translation, since both chose the port the same way.
 #[inline(always)]
-pub(crate) fn commit(
-    key: &FlowKey,
-    forward: &FlowEntry,
-    reply_key: &FlowKey,
+pub(crate) fn commit<A: Family>(
+    key: &FlowKey<A>,
+    forward: &FlowEntry<A>,
+    reply_key: &FlowKey<A>,
     claimed: bool,
     table: Table,
-) -> Result<(FlowEntry, bool), DropReason> {
+) -> Result<(FlowEntry<A>, bool), DropReason> {
     let created = match table.insert(key, forward, u64::from(BPF_NOEXIST)) {
         Ok(()) => true,
         Err(EEXIST) => false,
@@ -109,7 +109,12 @@ pub(crate) fn commit(
 /// Takes a translated tuple over from the flow holding it in `table` (`holder`, its reply
 /// entry) when that flow is over ([`tuple_reusable`]): both its entries go.
 #[inline(always)]
-fn reclaim(reply_key: &FlowKey, holder: &FlowEntry, now: u64, table: Table) -> bool {
+fn reclaim<A: Family>(
+    reply_key: &FlowKey<A>,
+    holder: &FlowEntry<A>,
+    now: u64,
+    table: Table,
+) -> bool {
     let peer = peer_in_place(reply_key, holder, table);
     if !tuple_reusable(reply_key.proto, holder, peer, now) {
         return false;
