@@ -11,6 +11,11 @@ pub mod config_flags {
     pub const HAS_FALLBACK: u32 = 1;
     /// Emit per-packet aya-log events.
     pub const DEBUG: u32 = 2;
+    /// The instance has IPv6 (EGRESS_SOURCE has an IPv6 address): the IPv6 programs are
+    /// attached after the IPv4 ones at each hook, and the IPv4 programs hand IPv6 frames
+    /// on to them (TCX_NEXT) instead of passing or dropping them. Set only once they are
+    /// attached.
+    pub const IPV6: u32 = 4;
 }
 
 /// The instance's addresses and interfaces, at index 0 of [`crate::maps::CONFIG`]. Addresses are
@@ -42,4 +47,24 @@ pub struct RouterConfig {
     pub nat_secret: u32,
 }
 
+/// The IPv6 half of a dual-stack (or IPv6-only) instance, at index 0 of
+/// [`crate::maps::CONFIG6`]; the interfaces, ports, MSS clamp and secret stay in
+/// [`RouterConfig`]. Written only when EGRESS_SOURCE has an IPv6 address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RouterConfig6 {
+    /// The pod's IPv6 address on the pod interface: what IPv6 clients connect to.
+    pub pod_ip: [u8; 16],
+    /// EGRESS_SOURCE's IPv6 address.
+    pub egress_source: [u8; 16],
+    /// The IPv6 fallback destination, valid with [`config_flags::HAS_FALLBACK`].
+    pub fallback_ip: [u8; 16],
+    /// [`config_flags`] bits (only `HAS_FALLBACK` is read here).
+    pub flags: u32,
+    /// Largest TCP MSS advertised through the router over IPv6: its MTU - 60.
+    pub mss_clamp: u16,
+    pub _pad: u16,
+}
+
 const _: () = assert!(core::mem::size_of::<RouterConfig>() == 36);
+const _: () = assert!(core::mem::size_of::<RouterConfig6>() == 56);

@@ -21,12 +21,20 @@ pub trait Addr: Copy + Default + Eq + Pod + core::fmt::Debug + core::hash::Hash 
     /// unaligned loads, so compared through references the bytes would be loaded one by
     /// one; the caller's field load knows the struct's alignment.
     fn same(self, other: Self) -> bool;
+
+    /// The address mixed into 32 bits (every bit counts), for keyed hashes.
+    fn mix(self, seed: u32) -> u32;
 }
 
 impl Addr for [u8; 4] {
     #[inline(always)]
     fn same(self, other: Self) -> bool {
         u32::from_ne_bytes(self) == u32::from_ne_bytes(other)
+    }
+
+    #[inline(always)]
+    fn mix(self, seed: u32) -> u32 {
+        seed ^ u32::from_ne_bytes(self)
     }
 }
 
@@ -35,12 +43,26 @@ impl Addr for [u8; 16] {
     fn same(self, other: Self) -> bool {
         u128::from_ne_bytes(self) == u128::from_ne_bytes(other)
     }
+
+    #[inline(always)]
+    fn mix(self, seed: u32) -> u32 {
+        let mut h = seed;
+        for word in bytemuck::cast::<Self, [u32; 4]>(self) {
+            h = (h ^ word).wrapping_mul(0x9e37_79b1);
+        }
+        h
+    }
 }
 
 /// A connection-tracking key: one direction of a flow as seen on the wire. For ICMP echo,
 /// both ports hold the echo identifier. Zeroed padding included, since the kernel hashes
 /// every byte.
-#[repr(C)]
+///
+/// Aligned to 8 (no size changes: 16 and 40 bytes), so that keys are copied and compared
+/// in 64-bit words: at its fields' alignment of 2, BPF (which has no unaligned loads)
+/// moves an IPv6 key in twenty 16-bit pieces, and the register spills of that overran the
+/// 512-byte stack of the IPv6 programs.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey<A = [u8; 4]> {
     pub saddr: A,
@@ -165,6 +187,33 @@ impl<A: Addr> FlowEntry<A> {
         }
     }
 
+    /// An entry that rewrites packets back to where `key`'s packets came from (the tuple
+    /// reversed), built in place: `new(&key.reversed(), ..)` without the reversed key as a
+    /// temporary, which IPv6's BPF stack cannot spare.
+    #[inline(always)]
+    #[must_use]
+    pub const fn back_to(
+        key: &FlowKey<A>,
+        rule_id: u16,
+        kind: u8,
+        tcp_flags: u8,
+        now: u64,
+    ) -> Self {
+        Self {
+            saddr: key.daddr,
+            daddr: key.saddr,
+            sport: key.dport,
+            dport: key.sport,
+            rule_id,
+            kind,
+            tcp_flags,
+            last_seen_ns: now,
+            created_ns: now,
+            seq_end: 0,
+            ack_max: 0,
+        }
+    }
+
     /// The tuple packets are rewritten to, as a key of protocol `proto`.
     #[inline(always)]
     #[must_use]
@@ -184,11 +233,12 @@ impl<A: Addr> FlowEntry<A> {
     #[inline(always)]
     #[must_use]
     pub fn returns_to(&self, key: &FlowKey<A>) -> bool {
-        let back = key.reversed();
-        self.saddr.same(back.saddr)
-            && self.daddr.same(back.daddr)
-            && self.sport == back.sport
-            && self.dport == back.dport
+        // `key.reversed()` compared field by field, without the reversed key as a
+        // temporary.
+        self.saddr.same(key.daddr)
+            && self.daddr.same(key.saddr)
+            && self.sport == key.dport
+            && self.dport == key.sport
     }
 }
 
@@ -197,7 +247,15 @@ impl<A: Addr> FlowEntry<A> {
 #[inline(always)]
 #[must_use]
 pub const fn peer_key<A: Addr>(key: &FlowKey<A>, entry: &FlowEntry<A>) -> FlowKey<A> {
-    entry.tuple(key.proto).reversed()
+    // `entry.tuple(key.proto).reversed()`, built in place.
+    FlowKey {
+        saddr: entry.daddr,
+        daddr: entry.saddr,
+        sport: entry.dport,
+        dport: entry.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
 }
 
 /// Key of [`crate::maps::FRAGMENTS`]: identifies one IPv4 datagram in flight.
@@ -276,6 +334,10 @@ mod tests {
             key([203, 0, 113, 10], 80, [198, 51, 100, 100], 40000)
         );
         let reply = FlowEntry::new(&forward_key.reversed(), 1, flow_kind::REPLY, 0, 7);
+        assert_eq!(
+            FlowEntry::back_to(&forward_key, 1, flow_kind::REPLY, 0, 7),
+            reply
+        );
         assert_eq!(peer_key(&reply_key, &reply), forward_key);
         assert!(reply.returns_to(&forward_key) && forward.returns_to(&reply_key));
         // An entry that another flow wrote under the same key does not return there.

@@ -16,10 +16,10 @@ pub mod proto;
 pub mod rules;
 pub mod stats;
 
-pub use config::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
+pub use config::{DEFAULT_NAT_PORTS, RouterConfig, RouterConfig6, config_flags};
 pub use flow::{
-    DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowKey, FragKey,
-    FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
+    DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
+    FlowKey, FlowKey6, FragKey, FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
 };
 pub use lifetime::{
     Doomed, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, SweepState, TOUCH_INTERVAL_NS,
@@ -29,7 +29,7 @@ pub use lifetime::{
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{
     MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RuleAddrs, RuleKey, RuleTarget,
-    rule_flags,
+    RuleTarget6, rule_flags,
 };
 pub use stats::{DropReason, PacketCount, STATS_DROP_BASE, STATS_LEN, Stat, drop_stat_index};
 
@@ -44,11 +44,15 @@ mod user {
     aya_pod!(
         PacketCount,
         RouterConfig,
+        RouterConfig6,
         RuleKey,
         RuleTarget,
+        RuleTarget6,
         RuleAddrs,
         FlowKey,
         FlowEntry,
+        FlowKey6,
+        FlowEntry6,
         FragKey,
         FragPorts,
         SweepState,

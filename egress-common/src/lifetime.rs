@@ -167,10 +167,12 @@ pub struct Doomed {
     pub key: FlowKey,
     pub peer: FlowKey,
     pub has_peer: u32,
+    /// To the keys' alignment of 8.
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SweepState>() == 24);
-const _: () = assert!(core::mem::size_of::<Doomed>() == 36);
+const _: () = assert!(core::mem::size_of::<Doomed>() == 40);
 
 #[cfg(test)]
 mod tests {

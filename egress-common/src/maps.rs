@@ -53,6 +53,17 @@ pub const LAB_PACE: &str = "LAB_PACE";
 /// Size of [`LAB_FRAME`]'s value: at least the generator's headers (42 bytes).
 pub const LAB_FRAME_LEN: usize = 64;
 
+/// The IPv6 half of the configuration: one [`crate::RouterConfig6`] at index 0.
+pub const CONFIG6: &str = "CONFIG6";
+/// IPv6 redirect rules: [`crate::RuleKey`] -> [`crate::RuleTarget6`].
+pub const RULES6: &str = "RULES6";
+/// [`CONNTRACK`] for IPv6: [`crate::FlowKey6`] -> [`crate::FlowEntry6`].
+pub const CONNTRACK6: &str = "CONNTRACK6";
+/// [`CT_UNREPLIED`] for IPv6.
+pub const CT_UNREPLIED6: &str = "CT_UNREPLIED6";
+/// [`CT_LIMITED`] for IPv6 clients: `[u8; 16]` -> `u32`.
+pub const CT_LIMITED6: &str = "CT_LIMITED6";
+
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
 

@@ -8,6 +8,14 @@ pub const POD_INGRESS: &str = "pod_ingress";
 pub const EGRESS_INGRESS: &str = "egress_ingress";
 /// TC egress of the egress interface: tracks the connections the pod itself opens.
 pub const EGRESS_EGRESS: &str = "egress_egress";
+/// TC ingress of the pod interface for IPv6: attached after [`POD_INGRESS`] (TCX), which
+/// hands it the IPv6 frames, only for an instance with IPv6, so an IPv4 router neither
+/// loads nor verifies it. Likewise the two below.
+pub const POD_INGRESS6: &str = "pod_ingress6";
+/// TC ingress of the egress interface for IPv6, after [`EGRESS_INGRESS`].
+pub const EGRESS_INGRESS6: &str = "egress_ingress6";
+/// TC egress of the egress interface for IPv6, after [`EGRESS_EGRESS`].
+pub const EGRESS_EGRESS6: &str = "egress_egress6";
 /// Benchmarks only: the lab's ceiling, a stateless forwarder from the pod interface to
 /// the egress interface (no NAT, no conntrack). Never loaded by the product.
 pub const LAB_FORWARD: &str = "lab_forward";

@@ -3,6 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::flow::Addr;
+
 /// Most redirect rules one instance holds; rule ids are `1..=MAX_RULES`, 0 is the fallback.
 pub const MAX_RULES: u32 = 4096;
 
@@ -31,11 +33,12 @@ pub mod rule_flags {
     pub const ADDRS: u32 = 1;
 }
 
-/// Value of [`crate::maps::RULES`]: where matching connections go.
+/// Value of [`crate::maps::RULES`] (and, with an IPv6 address, [`crate::maps::RULES6`]):
+/// where matching connections go.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct RuleTarget {
-    pub remote_ip: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleTarget<A = [u8; 4]> {
+    pub remote_ip: A,
     /// Host byte order.
     pub remote_port: u16,
     /// Index into [`crate::maps::RULE_STATS`]; 1-based, 0 is the fallback.
@@ -43,6 +46,19 @@ pub struct RuleTarget {
     /// [`rule_flags`] bits.
     pub flags: u32,
 }
+
+/// The IPv6 rules' target.
+pub type RuleTarget6 = RuleTarget<[u8; 16]>;
+
+// SAFETY: repr(C), no implicit padding (sizes asserted below: the sums of the fields),
+// every bit pattern valid.
+unsafe impl Zeroable for RuleTarget {}
+// SAFETY: as above.
+unsafe impl Pod for RuleTarget {}
+// SAFETY: as above.
+unsafe impl Zeroable for RuleTarget6 {}
+// SAFETY: as above.
+unsafe impl Pod for RuleTarget6 {}
 
 impl RuleTarget {
     /// A target that delivers to the pod itself instead of translating: the agent's own
@@ -53,11 +69,13 @@ impl RuleTarget {
         rule_id: 0,
         flags: 0,
     };
+}
 
+impl<A: Addr> RuleTarget<A> {
     /// Whether this target delivers to the pod itself.
     #[must_use]
-    pub const fn is_local(&self) -> bool {
-        u32::from_ne_bytes(self.remote_ip) == 0 && self.flags & rule_flags::ADDRS == 0
+    pub fn is_local(&self) -> bool {
+        self.remote_ip.same(A::default()) && self.flags & rule_flags::ADDRS == 0
     }
 
     /// Whether new connections take their address from [`crate::maps::RULE_ADDRS`].
@@ -83,4 +101,5 @@ pub struct RuleAddrs {
 
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 4);
 const _: () = assert!(core::mem::size_of::<RuleTarget>() == 12);
+const _: () = assert!(core::mem::size_of::<RuleTarget6>() == 24);
 const _: () = assert!(core::mem::size_of::<RuleAddrs>() == 68);

@@ -69,8 +69,13 @@ pub enum DropReason {
     /// Too big for the next link, without DF (with DF it is answered with ICMP
     /// Fragmentation Needed instead): the data plane does not fragment.
     TooBig = 15,
+    /// The IPv6 header is malformed (version, payload length).
+    MalformedIpv6 = 16,
+    /// More IPv6 extension headers than the data plane walks (see the parser's bound), or
+    /// one it cannot walk: never forwarded with a transport header it did not see.
+    Ipv6ExtHeaders = 17,
     /// Number of reasons; not a reason.
-    Count = 16,
+    Count = 18,
 }
 
 impl DropReason {
@@ -92,6 +97,8 @@ impl DropReason {
         Self::Ipv6Unsupported,
         Self::SourceLimit,
         Self::TooBig,
+        Self::MalformedIpv6,
+        Self::Ipv6ExtHeaders,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -114,6 +121,8 @@ impl DropReason {
             Self::Ipv6Unsupported => "ipv6_unsupported",
             Self::SourceLimit => "source_limit",
             Self::TooBig => "too_big",
+            Self::MalformedIpv6 => "malformed_ipv6",
+            Self::Ipv6ExtHeaders => "ipv6_ext_headers",
             Self::Count => "count",
         }
     }

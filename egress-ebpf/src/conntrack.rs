@@ -1,7 +1,7 @@
 //! Connection tracking: two LRU hashes hold both directions of every flow.
 //!
-//! A flow lives in [`CT_UNREPLIED`] until the remote answers, then both its entries move to
-//! [`CONNTRACK`] (cilium and the kernel call the answered state "replied"/"assured"). A flood
+//! A flow lives in the unreplied table until the remote answers, then both its entries move
+//! to the answered one ([`crate::ctmaps`]; cilium and the kernel call the answered state "replied"/"assured"). A flood
 //! of flows nobody answers (a client spraying a fallback port, a scan) therefore only churns
 //! the unreplied table: it can never evict an answered connection, however idle, which is
 //! what the kernel's conntrack does by dropping unassured entries first.
@@ -14,74 +14,17 @@
 //! refresh also looks up the peer entry, which keeps both alive in the LRU together and
 //! re-creates the peer if it was evicted.
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    btf_maps::{HashMap, LruHashMap},
-    helpers::generated::bpf_ktime_get_coarse_ns,
-    macros::btf_map,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
 use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat,
-    TOUCH_INTERVAL_NS, UNREPLIED_SHARE, flow::Addr, flow_expired, flow_kind, maps::CT_LIMITED_MAX,
-    peer_key, proto, tcp_ended, tcp_seen,
+    DropReason, FlowEntry, FlowKey, MIN_TIMEOUT_NS, Stat, TOUCH_INTERVAL_NS, flow::Addr,
+    flow_expired, flow_kind, peer_key, proto, tcp_ended, tcp_seen,
 };
 
+pub(crate) use crate::ctmaps::{EEXIST, Family, Table};
 use crate::{
     metrics,
     tcp::{self, Receiver, Seg},
 };
-
-/// Both directions of every answered flow; user space sizes it with `--conntrack-size`.
-#[btf_map]
-static CONNTRACK: LruHashMap<FlowKey, FlowEntry, { 2 * DEFAULT_CONNTRACK_FLOWS as usize }> =
-    LruHashMap::new();
-
-/// Both directions of every flow not answered yet; user space sizes it to a quarter of
-/// [`CONNTRACK`].
-#[btf_map]
-static CT_UNREPLIED: LruHashMap<
-    FlowKey,
-    FlowEntry,
-    { 2 * DEFAULT_CONNTRACK_FLOWS as usize / UNREPLIED_SHARE as usize },
-> = LruHashMap::new();
-
-/// Clients over their flow limit, written by the agent (see `maps::CT_LIMITED`).
-#[btf_map]
-static CT_LIMITED: HashMap<[u8; 4], u32, { CT_LIMITED_MAX as usize }> = HashMap::new();
-
-/// The answered table's type, every family's.
-type Answered<A> = LruHashMap<FlowKey<A>, FlowEntry<A>, { 2 * DEFAULT_CONNTRACK_FLOWS as usize }>;
-/// The unreplied table's type, every family's.
-type Unanswered<A> = LruHashMap<
-    FlowKey<A>,
-    FlowEntry<A>,
-    { 2 * DEFAULT_CONNTRACK_FLOWS as usize / UNREPLIED_SHARE as usize },
->;
-
-/// An address family's conntrack maps: the code below is generic over it and instantiated
-/// once per family.
-pub(crate) trait Family: Addr {
-    fn answered() -> &'static Answered<Self>;
-    fn unanswered() -> &'static Unanswered<Self>;
-    fn limited() -> &'static HashMap<Self, u32, { CT_LIMITED_MAX as usize }>;
-}
-
-impl Family for [u8; 4] {
-    #[inline(always)]
-    fn answered() -> &'static Answered<Self> {
-        &CONNTRACK
-    }
-
-    #[inline(always)]
-    fn unanswered() -> &'static Unanswered<Self> {
-        &CT_UNREPLIED
-    }
-
-    #[inline(always)]
-    fn limited() -> &'static HashMap<Self, u32, { CT_LIMITED_MAX as usize }> {
-        &CT_LIMITED
-    }
-}
 
 /// Whether a client may open another flow: not when the agent found it over its limit.
 #[inline(always)]
@@ -91,63 +34,6 @@ pub(crate) fn admit<A: Family>(client: A) -> Result<(), DropReason> {
         None => Ok(()),
     }
 }
-
-/// The table a flow's entries are in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Table {
-    /// [`CONNTRACK`]: answered flows, and the pod's own connections.
-    Replied,
-    /// [`CT_UNREPLIED`]: flows waiting for their first answer.
-    Unreplied,
-}
-
-impl Table {
-    /// The map itself, for helpers that take one (`bpf_for_each_map_elem`).
-    #[inline(always)]
-    pub(crate) fn map_ptr<A: Family>(self) -> *mut core::ffi::c_void {
-        match self {
-            Self::Replied => core::ptr::from_ref(A::answered()).cast_mut().cast(),
-            Self::Unreplied => core::ptr::from_ref(A::unanswered()).cast_mut().cast(),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn get_ptr_mut<A: Family>(self, key: &FlowKey<A>) -> Option<*mut FlowEntry<A>> {
-        match self {
-            Self::Replied => A::answered().get_ptr_mut(key),
-            Self::Unreplied => A::unanswered().get_ptr_mut(key),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn get<A: Family>(self, key: &FlowKey<A>) -> Option<FlowEntry<A>> {
-        // SAFETY: a live map value, copied.
-        self.get_ptr_mut(key).map(|entry| unsafe { *entry })
-    }
-
-    #[inline(always)]
-    pub(crate) fn insert<A: Family>(
-        self,
-        key: &FlowKey<A>,
-        value: &FlowEntry<A>,
-        flags: u64,
-    ) -> Result<(), i32> {
-        match self {
-            Self::Replied => A::answered().insert(key, value, flags),
-            Self::Unreplied => A::unanswered().insert(key, value, flags),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn remove<A: Family>(self, key: &FlowKey<A>) {
-        let _ = match self {
-            Self::Replied => A::answered().remove(key),
-            Self::Unreplied => A::unanswered().remove(key),
-        };
-    }
-}
-
-pub(crate) const EEXIST: i32 = -17;
 
 /// CLOCK_MONOTONIC_COARSE: cheaper than the precise clock and plenty for timeouts.
 #[inline(always)]
@@ -191,11 +77,13 @@ pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
     let now = now();
     // SAFETY: a live map value, copied.
     let snapshot = unsafe { *entry };
+    // The other direction's key, once for every use below (each a 40-byte key in IPv6).
+    let pkey = peer_key(key, &snapshot);
     let idle = now.wrapping_sub(snapshot.last_seen_ns) > MIN_TIMEOUT_NS;
     match snapshot.kind {
         flow_kind::FORWARD => {
             if seg.flags & (tcp_seen::SYN | tcp_seen::ACK) == tcp_seen::SYN
-                && ended(key, &snapshot, now, table)
+                && ended(key, &pkey, &snapshot, now, table)
             {
                 return Ct::Closed(snapshot, table);
             }
@@ -203,14 +91,7 @@ pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
         flow_kind::REPLY => {
             // Alive whatever its flags while idle for less than the shortest timeout; past
             // that, judged with the other direction (one timeout per flow).
-            if idle
-                && flow_expired(
-                    key.proto,
-                    &snapshot,
-                    peer(key, &snapshot, table).as_ref(),
-                    now,
-                )
-            {
+            if idle && flow_expired(key.proto, &snapshot, peer_at(&pkey, key, table), now) {
                 return Ct::Expired;
             }
         }
@@ -232,13 +113,13 @@ pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
                     ..Receiver::of(&snapshot)
                 }
             } else {
-                peer(key, &snapshot, table).map_or_else(Receiver::default, |p| Receiver::of(&p))
+                peer_at(&pkey, key, table).map_or_else(Receiver::default, Receiver::of)
             }
         })
     } else {
         seg.flags
     };
-    if !touch(key, entry, flags, now, table) {
+    if !touch(key, &pkey, entry, flags, now, table) {
         return Ct::Stale(table);
     }
     match snapshot.kind {
@@ -247,7 +128,7 @@ pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
             // The first answer (a RST refusing the connection is none): the flow moves to
             // the table of answered flows.
             if table == Table::Unreplied && flags & tcp_seen::RST == 0 {
-                promote(key, entry);
+                promote(key, &pkey, entry);
             }
             Ct::Reply(snapshot)
         }
@@ -255,24 +136,27 @@ pub(crate) fn lookup<A: Family>(key: &FlowKey<A>, seg: &Seg) -> Ct<A> {
     }
 }
 
-/// Moves a flow from [`CT_UNREPLIED`] to [`CONNTRACK`], given its reply entry. The answered
+/// Moves a flow from the unreplied table to the answered one, given its reply entry. The answered
 /// table gets both entries first, so that a concurrent lookup finds the flow in one table
 /// or the other (a client packet that misses both in between re-creates the same
 /// translation, see `nat::create_flow`).
 #[inline(always)]
-fn promote<A: Family>(reply_key: &FlowKey<A>, reply: *mut FlowEntry<A>) {
-    // SAFETY: a live map value, copied after this packet's update.
-    let reply = unsafe { *reply };
-    let forward_key = peer_key(reply_key, &reply);
-    let Some(forward) = Table::Unreplied.get(&forward_key) else {
+fn promote<A: Family>(reply_key: &FlowKey<A>, forward_key: &FlowKey<A>, reply: *mut FlowEntry<A>) {
+    // SAFETY: a live map value, after this packet's update; the insert copies it.
+    let reply = unsafe { &*reply };
+    let Some(forward) = Table::Unreplied.get_ptr_mut(forward_key) else {
         return;
     };
+    // SAFETY: as above.
+    let forward = unsafe { &*forward };
     if !forward.returns_to(reply_key) {
         return;
     }
-    let _ = Table::Replied.insert(&forward_key, &forward, u64::from(BPF_NOEXIST));
-    let _ = Table::Replied.insert(reply_key, &reply, u64::from(BPF_NOEXIST));
-    Table::Unreplied.remove(&forward_key);
+    // Written straight from the unreplied table's values (the helper copies them), not
+    // through copies on the stack, which IPv6's 64-byte entries cannot spare.
+    let _ = Table::Replied.insert(forward_key, forward, u64::from(BPF_NOEXIST));
+    let _ = Table::Replied.insert(reply_key, reply, u64::from(BPF_NOEXIST));
+    Table::Unreplied.remove(forward_key);
     Table::Unreplied.remove(reply_key);
     metrics::count(Stat::FlowsReplied, 0);
 }
@@ -292,17 +176,34 @@ pub(crate) fn peer_in_place<'a, A: Family>(
     entry: &FlowEntry<A>,
     table: Table,
 ) -> Option<&'a FlowEntry<A>> {
+    peer_at(&peer_key(key, entry), key, table)
+}
+
+/// The entry under `pkey`, the peer key of `key`'s entry, read in place if it is still
+/// that flow's.
+#[inline(always)]
+pub(crate) fn peer_at<'a, A: Family>(
+    pkey: &FlowKey<A>,
+    key: &FlowKey<A>,
+    table: Table,
+) -> Option<&'a FlowEntry<A>> {
     // SAFETY: a live map value, read only.
-    let peer = unsafe { &*table.get_ptr_mut(&peer_key(key, entry))? };
+    let peer = unsafe { &*table.get_ptr_mut(pkey)? };
     peer.returns_to(key).then_some(peer)
 }
 
 /// Whether the flow of a forward entry has ended: a RST took effect either way, both sides
 /// sent their FIN, or it timed out.
 #[inline(always)]
-fn ended<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, now: u64, table: Table) -> bool {
-    let peer = peer(key, entry, table);
-    tcp_ended(entry, peer.as_ref()) || flow_expired(key.proto, entry, peer.as_ref(), now)
+fn ended<A: Family>(
+    key: &FlowKey<A>,
+    pkey: &FlowKey<A>,
+    entry: &FlowEntry<A>,
+    now: u64,
+    table: Table,
+) -> bool {
+    let peer = peer_at(pkey, key, table);
+    tcp_ended(entry, peer) || flow_expired(key.proto, entry, peer, now)
 }
 
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
@@ -329,6 +230,7 @@ pub(crate) fn related<A: Family>(key: &FlowKey<A>) -> Option<FlowEntry<A>> {
 #[inline(always)]
 fn touch<A: Family>(
     key: &FlowKey<A>,
+    pkey: &FlowKey<A>,
     entry: *mut FlowEntry<A>,
     tcp_flags: u8,
     now: u64,
@@ -345,8 +247,7 @@ fn touch<A: Family>(
     if e.kind == flow_kind::LOCAL {
         return true;
     }
-    let pkey = peer_key(key, e);
-    match table.get_ptr_mut(&pkey) {
+    match table.get_ptr_mut(pkey) {
         Some(peer) => {
             // SAFETY: as above.
             let peer = unsafe { &mut *peer };
@@ -356,10 +257,10 @@ fn touch<A: Family>(
             peer.last_seen_ns = now;
         }
         None => {
-            let mut value = FlowEntry::new(&key.reversed(), e.rule_id, peer_kind(e.kind), 0, now);
+            let mut value = FlowEntry::back_to(key, e.rule_id, peer_kind(e.kind), 0, now);
             value.created_ns = e.created_ns;
             // A concurrent re-creation on another CPU is just as good.
-            let _ = table.insert(&pkey, &value, u64::from(BPF_NOEXIST));
+            let _ = table.insert(pkey, &value, u64::from(BPF_NOEXIST));
         }
     }
     true
@@ -402,7 +303,7 @@ pub(crate) fn track_local<A: Family>(reply_key: &FlowKey<A>, seg: &Seg) {
         tcp::record_ack(e, seg);
         return;
     }
-    let mut value = FlowEntry::new(&reply_key.reversed(), 0, flow_kind::LOCAL, 0, now);
+    let mut value = FlowEntry::back_to(reply_key, 0, flow_kind::LOCAL, 0, now);
     tcp::record_ack(&mut value, seg);
     let _ = A::answered().insert(reply_key, value, u64::from(BPF_NOEXIST));
 }

@@ -10,13 +10,16 @@
 //! IPv6 is dropped both ways until it is supported.
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, RouterConfig, Stat, flow_kind};
+use egress_common::{
+    DropReason, RouterConfig, RouterConfig6, Stat, config_flags, flow_kind, proto,
+};
 
 use crate::{
     conntrack::{self, Ct},
     flow, icmp,
     metrics::Verdict,
     nat, parse,
+    parse6::{self, ICMPV6_NDISC_FIRST, ICMPV6_NDISC_LAST, Ipv6},
     path::{self, Hop},
 };
 
@@ -24,9 +27,12 @@ use crate::{
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::EgressIngressPassed);
     let Some(ip) = parse::ipv4(ctx)? else {
-        // IPv6 is not supported yet: none of it reaches the pod from the egress network.
-        // ARP is the stack's business.
+        // IPv6 goes to the IPv6 program when the instance has one; otherwise none of it
+        // reaches the pod from the egress network. ARP is the stack's business.
         if parse::is_ipv6(ctx) {
+            if cfg.flags & config_flags::IPV6 != 0 {
+                return Ok(Verdict::Next);
+            }
             return Err(DropReason::Ipv6Unsupported);
         }
         return Ok(passed);
@@ -82,8 +88,12 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
         return Ok(passed);
     }
     let Some(ip) = parse::ipv4(ctx)? else {
-        // Nor does the pod's own IPv6 (neighbour discovery of a link-local address).
+        // Nor does the pod's own IPv6 (neighbour discovery of a link-local address), unless
+        // the instance has IPv6.
         if parse::is_ipv6(ctx) {
+            if cfg.flags & config_flags::IPV6 != 0 {
+                return Ok(Verdict::Next);
+            }
             return Err(DropReason::Ipv6Unsupported);
         }
         return Ok(passed);
@@ -99,4 +109,87 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
     };
     conntrack::track_local(&flow.key.reversed(), &flow.seg);
     Ok(Verdict::Pass(Stat::EgressEgressLocal))
+}
+
+/// [`ingress`] for IPv6 (tail-called by it): replies translated back, neighbour discovery
+/// and multicast to the stack, the pod's own flows in, the rest dropped.
+#[inline(always)]
+pub(crate) fn ingress6(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    cfg6: &RouterConfig6,
+) -> Result<Verdict, DropReason> {
+    let passed = Verdict::Pass(Stat::EgressIngressPassed);
+    let Some(ip) = parse6::ipv6(ctx)? else {
+        return Ok(passed);
+    };
+    // The stack resolves the gateway and answers for EGRESS_SOURCE (RFC 4861: only with
+    // a hop limit of 255, i.e. from this link).
+    if is_ndisc(ctx, &ip)? {
+        return Ok(passed);
+    }
+    if ip.daddr != cfg6.egress_source {
+        // Multicast is not a way through the pod; unicast to any other address would be
+        // routed by the pod, which it must not do for this network.
+        if ip.daddr[0] == 0xff {
+            return Ok(passed);
+        }
+        return Err(DropReason::NotEgressSource);
+    }
+    let Some(flow) = flow::of6(ctx, &ip)? else {
+        return Err(DropReason::Unsolicited);
+    };
+    match conntrack::lookup(&flow.key, &flow.seg) {
+        Ct::Reply(entry) => {
+            nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
+            Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
+        }
+        Ct::Local => Ok(passed),
+        Ct::Expired => Err(DropReason::FlowExpired),
+        Ct::New | Ct::Forward(_) | Ct::Stale(_) | Ct::Closed(..) => Err(DropReason::Unsolicited),
+    }
+}
+
+/// [`egress`] for IPv6 (tail-called by it): the pod's own connections from EGRESS_SOURCE's
+/// IPv6 address are tracked; neighbour discovery and the rest pass.
+#[inline(always)]
+pub(crate) fn egress6(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    cfg6: &RouterConfig6,
+) -> Result<Verdict, DropReason> {
+    let passed = Verdict::Pass(Stat::EgressEgressPassed);
+    // SAFETY: reading a field of the context.
+    let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    if from == cfg.pod_ifindex {
+        return Ok(passed);
+    }
+    let Some(ip) = parse6::ipv6(ctx)? else {
+        return Ok(passed);
+    };
+    if ip.saddr != cfg6.egress_source || ip.is_later_fragment() {
+        return Ok(passed);
+    }
+    // ICMPv6 other than echo (neighbour discovery, errors) has no flow.
+    let Some(flow) = flow::of6(ctx, &ip)? else {
+        return Ok(passed);
+    };
+    conntrack::track_local(&flow.key.reversed(), &flow.seg);
+    Ok(Verdict::Pass(Stat::EgressEgressLocal))
+}
+
+/// Neighbour discovery (ICMPv6 133-137) with the hop limit of 255 that proves it comes
+/// from the link.
+#[inline(always)]
+fn is_ndisc(ctx: &TcContext, ip: &Ipv6) -> Result<bool, DropReason> {
+    if ip.proto != proto::ICMPV6 || ip.hop_limit != 255 || ip.is_later_fragment() {
+        return Ok(false);
+    }
+    parse::ensure(ctx, ip.l4 + 2)?;
+    // Type and code together: a one-byte read at a variable offset gives the verifier no
+    // usable range check.
+    let head = parse::ptr_at::<[u8; 2]>(ctx, ip.l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let [kind, _code] = unsafe { *head };
+    Ok((ICMPV6_NDISC_FIRST..=ICMPV6_NDISC_LAST).contains(&kind))
 }

@@ -5,11 +5,12 @@
 //! [`ids`].
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, FlowKey, proto};
+use egress_common::{DropReason, FlowKey, flow::Addr, proto};
 
 use crate::{
     frag,
     parse::{self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpHdr, Ipv4, Ports, ptr_at},
+    parse6::{ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, Ipv6},
     tcp::{self, Seg},
 };
 
@@ -25,22 +26,27 @@ pub(crate) enum L4 {
 }
 
 /// The L4 part of a packet, as conntrack keys it.
-pub(crate) struct Flow {
-    pub(crate) key: FlowKey,
+pub(crate) struct Flow<A: Addr = [u8; 4]> {
+    pub(crate) key: FlowKey<A>,
     pub(crate) l4: L4,
     /// TCP: flags and sequence numbers (zero for other protocols).
     pub(crate) seg: Seg,
 }
 
 /// The flow ids of the L4 header at `l4` (which the caller made linear): TCP and UDP ports,
-/// or an ICMP echo's identifier as both. `Ok(None)`: ICMP other than echo, or a protocol
-/// without ports.
+/// or an ICMP echo's identifier as both (ICMPv6's with `V6`). `Ok(None)`: ICMP other than
+/// echo, or a protocol without ports.
 #[inline(always)]
-pub(crate) fn ids(
+pub(crate) fn ids<const V6: bool>(
     ctx: &TcContext,
     protocol: u8,
     l4: usize,
 ) -> Result<Option<(u16, u16, L4)>, DropReason> {
+    let (icmp, request, reply) = if V6 {
+        (proto::ICMPV6, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+    } else {
+        (proto::ICMP, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+    };
     match protocol {
         proto::TCP | proto::UDP => {
             let ports = ptr_at::<Ports>(ctx, l4)?;
@@ -52,14 +58,15 @@ pub(crate) fn ids(
                 L4::Ports,
             )))
         }
-        proto::ICMP => {
-            let icmp = ptr_at::<IcmpHdr>(ctx, l4)?;
+        p if p == icmp => {
+            // ICMPv6's header has the same layout.
+            let hdr = ptr_at::<IcmpHdr>(ctx, l4)?;
             // SAFETY: bounds checked by ptr_at.
-            let icmp = unsafe { &*icmp };
-            if icmp.kind != ICMP_ECHO_REQUEST && icmp.kind != ICMP_ECHO_REPLY {
+            let hdr = unsafe { &*hdr };
+            if hdr.kind != request && hdr.kind != reply {
                 return Ok(None);
             }
-            let id = u16::from_be(icmp.id);
+            let id = u16::from_be(hdr.id);
             Ok(Some((id, id, L4::Echo)))
         }
         _ => Ok(None),
@@ -107,13 +114,49 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
         _ => return Ok(None),
     };
     parse::ensure(ctx, ip.l4 + min)?;
-    let Some((sport, dport, l4)) = ids(ctx, ip.proto, ip.l4)? else {
+    let Some((sport, dport, l4)) = ids::<false>(ctx, ip.proto, ip.l4)? else {
         return Ok(None);
     };
     key.sport = sport;
     key.dport = dport;
     let seg = if ip.proto == proto::TCP {
-        tcp::segment(ctx, ip)?
+        tcp::segment(ctx, ip.l4, u32::from(ip.len), ip.is_fragment())?
+    } else {
+        Seg::default()
+    };
+    Ok(Some(Flow { key, l4, seg }))
+}
+
+/// [`of`] for IPv6. Later fragments are not tracked yet: a later fragment of TCP, UDP or
+/// an echo is `fragment_unknown`, as for an IPv4 datagram whose first fragment was not
+/// seen.
+#[inline(always)]
+pub(crate) fn of6(ctx: &TcContext, ip: &Ipv6) -> Result<Option<Flow<[u8; 16]>>, DropReason> {
+    let min = match ip.proto {
+        proto::TCP => 20,
+        proto::UDP | proto::ICMPV6 => 8,
+        _ => return Ok(None),
+    };
+    if ip.is_later_fragment() {
+        if ip.proto == proto::ICMPV6 {
+            return Ok(None);
+        }
+        return Err(DropReason::FragmentUnknown);
+    }
+    parse::ensure(ctx, ip.l4 + min)?;
+    let Some((sport, dport, l4)) = ids::<true>(ctx, ip.proto, ip.l4)? else {
+        return Ok(None);
+    };
+    let key = FlowKey {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport,
+        dport,
+        proto: ip.proto,
+        _pad: [0; 3],
+    };
+    let seg = if ip.proto == proto::TCP {
+        tcp::segment(ctx, ip.l4, ip.len, ip.is_fragment())?
     } else {
         Seg::default()
     };

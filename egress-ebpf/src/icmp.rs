@@ -68,7 +68,7 @@ fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReason> 
     let (isaddr, idaddr, iproto) = (inner.saddr, inner.daddr, inner.proto);
     let l4 = l3 + ihl;
     ensure(ctx, l4 + 8)?;
-    let Some((sport, dport, _)) = flow::ids(ctx, iproto, l4)? else {
+    let Some((sport, dport, _)) = flow::ids::<false>(ctx, iproto, l4)? else {
         return Ok(None);
     };
     // The embedded packet went the other way: the error's direction is its reverse.

@@ -6,9 +6,11 @@
 //! | `pod` | the pod interface's ingress: client -> remote |
 //! | `egress` | the egress interface's ingress (replies, the pod's own flows) and egress |
 //! | `parse` | bounds-checked header access |
+//! | `parse6` | the IPv6 header and its extension headers |
 //! | `flow` | one parse of a packet's flow: key, ports or echo id, TCP flags |
 //! | `frag` | ports of IPv4 fragments in flight |
 //! | `conntrack` | the flow table and its lookup states |
+//! | `ctmaps` | the conntrack maps of each address family, and the tables' operations |
 //! | `rules` | where a new flow goes: rule, name, fallback |
 //! | `nat` | source-port allocation and the rewrite |
 //! | `icmp` | ICMP errors about tracked flows |
@@ -23,6 +25,7 @@
 
 mod config;
 mod conntrack;
+mod ctmaps;
 mod egress;
 mod fib;
 mod flow;
@@ -32,6 +35,7 @@ mod lab;
 mod metrics;
 mod nat;
 mod parse;
+mod parse6;
 mod path;
 mod pod;
 mod rules;
@@ -40,12 +44,12 @@ mod tcp;
 mod tuple;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::classifier,
     programs::TcContext,
 };
 use aya_log_ebpf::debug;
-use egress_common::{DropReason, RouterConfig, Stat, config_flags};
+use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, config_flags};
 
 use crate::metrics::Verdict;
 
@@ -83,6 +87,79 @@ pub(crate) fn egress_egress(ctx: TcContext) -> i32 {
         Ok(Verdict::Pass(Stat::EgressEgressPassed)),
         egress::egress,
     )
+}
+
+/// TC ingress of the pod interface for IPv6, attached after [`pod_ingress`], which hands
+/// it the IPv6 frames.
+#[classifier]
+pub(crate) fn pod_ingress6(ctx: TcContext) -> i32 {
+    run6(
+        &ctx,
+        "pod_ingress6",
+        Ok(Verdict::Pass(Stat::PodIngressPassed)),
+        pod::ingress6,
+    )
+}
+
+/// TC ingress of the egress interface for IPv6, after [`egress_ingress`].
+#[classifier]
+pub(crate) fn egress_ingress6(ctx: TcContext) -> i32 {
+    run6(
+        &ctx,
+        "egress_ingress6",
+        Err(DropReason::Unconfigured),
+        egress::ingress6,
+    )
+}
+
+/// TC egress of the egress interface for IPv6, after [`egress_egress`].
+#[classifier]
+pub(crate) fn egress_egress6(ctx: TcContext) -> i32 {
+    run6(
+        &ctx,
+        "egress_egress6",
+        Ok(Verdict::Pass(Stat::EgressEgressPassed)),
+        egress::egress6,
+    )
+}
+
+/// [`run`] for the IPv6 programs: anything else goes on to the next program at the hook
+/// uncounted, and an IPv6 frame was counted as seen by the IPv4 program before it (the
+/// first at the hook), so only its verdict is counted here. The IPv6 half of the
+/// configuration is needed too.
+#[inline(always)]
+fn run6(
+    ctx: &TcContext,
+    prog: &str,
+    unconfigured: Result<Verdict, DropReason>,
+    program: impl FnOnce(&TcContext, &RouterConfig, &RouterConfig6) -> Result<Verdict, DropReason>,
+) -> i32 {
+    if !parse::is_ipv6(ctx) {
+        return TC_ACT_UNSPEC;
+    }
+    let len = ctx.len();
+    let result = match (config::get(), config::get6()) {
+        (Some(cfg), Some(cfg6)) => {
+            let result = program(ctx, cfg, cfg6);
+            if cfg.flags & config_flags::DEBUG != 0 {
+                debug!(ctx, "{}: IPv6, verdict {}", prog, verdict_code(&result));
+            }
+            result
+        }
+        _ => unconfigured,
+    };
+    finish(result, len)
+}
+
+/// A verdict as one number for the debug event: 0 pass, 1 redirect, 100 + the drop reason.
+#[inline(always)]
+fn verdict_code(result: &Result<Verdict, DropReason>) -> u32 {
+    match result {
+        Ok(Verdict::Pass(_)) => 0,
+        Ok(Verdict::Redirect(..)) => 1,
+        Ok(Verdict::Next) => 2,
+        Err(reason) => 100 + *reason as u32,
+    }
 }
 
 /// The shared body of the entry programs: one CONFIG lookup per packet, the program's
@@ -126,6 +203,7 @@ fn finish(result: Result<Verdict, DropReason>, len: u32) -> i32 {
             }
             action
         }
+        Ok(Verdict::Next) => TC_ACT_UNSPEC,
         Err(reason) => {
             metrics::count_drop(reason, len);
             TC_ACT_SHOT
@@ -151,6 +229,7 @@ fn trace(ctx: &TcContext, cfg: &RouterConfig, prog: &str, result: &Result<Verdic
             ctx,
             "{}: translated {:i} -> {:i}, out of ifindex {}", prog, saddr, daddr, *ifindex
         ),
+        Ok(Verdict::Next) => debug!(ctx, "{}: IPv6, to the IPv6 program", prog),
         Err(reason) => debug!(
             ctx,
             "{}: drop {:i} -> {:i}, reason {}", prog, saddr, daddr, *reason as u32

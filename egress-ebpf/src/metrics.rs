@@ -11,6 +11,9 @@ pub(crate) enum Verdict {
     Pass(Stat),
     /// Send out of `ifindex` with neighbour resolution, counted on a path counter.
     Redirect(u32, Stat),
+    /// Not this program's family: on to the next program at the hook (TCX_NEXT), counted
+    /// by that one.
+    Next,
 }
 
 #[btf_map]

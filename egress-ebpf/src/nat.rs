@@ -11,14 +11,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use egress_common::{
-    DropReason, FlowEntry, FlowKey, RouterConfig, RuleTarget, Stat, csum::Delta, flow_kind, proto,
+    DropReason, FlowEntry, FlowEntry6, FlowKey, RouterConfig, RuleTarget, Stat, csum::Delta,
+    flow::Addr, flow_kind, proto,
 };
 
 use crate::{
-    conntrack::{self, Table},
+    conntrack::{self, Family, Table},
     flow::{Flow, L4},
     metrics,
     parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
+    parse6::{Ipv6, Ipv6Hdr, addr_words},
     tcp::{self, Receiver, Seg},
     tuple::{self, Claim},
 };
@@ -33,16 +35,17 @@ const NAT_TRIES: u32 = 32;
 /// is a keyed hash of the flow ([`first_port`]). Both choices are deterministic, so whichever
 /// CPU (re)creates a flow picks the same translation.
 #[inline(always)]
-pub(crate) fn create_flow(
-    key: &FlowKey,
-    target: &RuleTarget,
+pub(crate) fn create_flow<A: Family>(
+    key: &FlowKey<A>,
+    target: &RuleTarget<A>,
+    source: A,
     cfg: &RouterConfig,
     seg: &Seg,
-) -> Result<FlowEntry, DropReason> {
+) -> Result<FlowEntry<A>, DropReason> {
     conntrack::admit(key.saddr)?;
     let now = conntrack::now();
-    let icmp = key.proto == proto::ICMP;
-    let reply = FlowEntry::new(&key.reversed(), target.rule_id, flow_kind::REPLY, 0, now);
+    let icmp = key.proto == A::ICMP;
+    let reply = FlowEntry::back_to(key, target.rule_id, flow_kind::REPLY, 0, now);
     let min = u32::from(cfg.nat_port_min);
     let span = u32::from(cfg.nat_port_max).saturating_sub(min) + 1;
     let start = first_port(key, target, cfg.nat_secret) % span;
@@ -59,7 +62,7 @@ pub(crate) fn create_flow(
     let folded = (sport + span - min % span) % span;
     let mut port = (min + folded) as u16;
     let translate = |port: u16| FlowKey {
-        saddr: cfg.egress_source,
+        saddr: source,
         daddr: target.remote_ip,
         sport: port,
         dport: if icmp { port } else { target.remote_port },
@@ -99,10 +102,10 @@ pub(crate) fn create_flow(
 /// A keyed hash of a flow's client and remote ends (RFC 6056, algorithm 3): where the
 /// search for its translated port starts. The finaliser is murmur3's.
 #[inline(always)]
-fn first_port(key: &FlowKey, target: &RuleTarget, secret: u32) -> u32 {
-    let mut h = secret ^ u32::from_ne_bytes(key.saddr);
+fn first_port<A: Addr>(key: &FlowKey<A>, target: &RuleTarget<A>, secret: u32) -> u32 {
+    let mut h = key.saddr.mix(secret);
     h = h.wrapping_mul(0x9e37_79b1) ^ ((u32::from(key.sport) << 16) | u32::from(key.proto));
-    h = h.wrapping_mul(0x85eb_ca6b) ^ u32::from_ne_bytes(target.remote_ip);
+    h = target.remote_ip.mix(h.wrapping_mul(0x85eb_ca6b));
     h = h.wrapping_mul(0xc2b2_ae35) ^ u32::from(target.remote_port);
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
@@ -175,25 +178,44 @@ fn rewrite(
     ip: &Ipv4,
     l4: L4,
     entry: &FlowEntry,
-    mut l4_delta: Delta,
+    l4_delta: Delta,
 ) -> Result<(), DropReason> {
     let addrs = rewrite_ipv4(ctx, entry)?;
+    rewrite_l4(ctx, ip.l4, ip.proto, l4, entry, addrs, l4_delta)
+}
 
+/// The transport part of a rewrite at `l4`: ports (or the echo id) to those of `entry`,
+/// and the checksum, which takes `addrs` (the addresses' change) through the pseudo-header
+/// and `l4_delta` (a change already written, the MSS clamp) too. An echo's checksum covers
+/// a pseudo-header in ICMPv6 and none in ICMP.
+#[inline(always)]
+fn rewrite_l4<A: Family>(
+    ctx: &TcContext,
+    l4_off: usize,
+    protocol: u8,
+    l4: L4,
+    entry: &FlowEntry<A>,
+    addrs: Delta,
+    mut l4_delta: Delta,
+) -> Result<(), DropReason> {
     match l4 {
         L4::None => Ok(()),
         L4::Echo => {
-            let icmp = ptr_at::<IcmpHdr>(ctx, ip.l4)?;
+            let icmp = ptr_at::<IcmpHdr>(ctx, l4_off)?;
             // SAFETY: bounds checked by ptr_at.
             let icmp = unsafe { &mut *icmp };
             let id = entry.sport.to_be();
             l4_delta.u16(icmp.id, id);
+            if A::ICMP == proto::ICMPV6 {
+                l4_delta.add(addrs);
+            }
             icmp.id = id;
-            // ICMP has no pseudo header and is never CHECKSUM_PARTIAL.
+            // Echo messages are checksummed by the sender's stack, never CHECKSUM_PARTIAL.
             icmp.check = l4_delta.apply(icmp.check);
             Ok(())
         }
         L4::Ports => {
-            let ports = ptr_at::<Ports>(ctx, ip.l4)?;
+            let ports = ptr_at::<Ports>(ctx, l4_off)?;
             // SAFETY: bounds checked by ptr_at.
             let ports = unsafe { &mut *ports };
             let sport = entry.sport.to_be();
@@ -206,10 +228,14 @@ fn rewrite(
                 l4_delta.u16(ports.dport, dport);
                 ports.dport = dport;
             }
-            let (off, mangled0) = if ip.proto == proto::TCP {
-                (ip.l4 + TCP_CSUM_OFF, 0)
+            // A UDP checksum of 0 is "none" over IPv4 and stays 0; over IPv6 it is
+            // mandatory, and a 0 is updated like any other value (the receiver drops it).
+            let (off, mangled0) = if protocol == proto::TCP {
+                (l4_off + TCP_CSUM_OFF, 0)
+            } else if A::ICMP == proto::ICMP {
+                (l4_off + UDP_CSUM_OFF, u64::from(BPF_F_MARK_MANGLED_0))
             } else {
-                (ip.l4 + UDP_CSUM_OFF, u64::from(BPF_F_MARK_MANGLED_0))
+                (l4_off + UDP_CSUM_OFF, 0)
             };
             ctx.l4_csum_replace(
                 off,
@@ -225,4 +251,43 @@ fn rewrite(
             Ok(())
         }
     }
+}
+
+/// [`translate`] for IPv6: hop limit, MSS clamp (`mss_clamp`: the IPv6 one), addresses
+/// and ports, the transport checksum (IPv6 has no header checksum; every transport
+/// checksum, ICMPv6's included, covers the pseudo-header), and the rule's counter.
+#[inline(always)]
+pub(crate) fn translate6(
+    ctx: &TcContext,
+    mss_clamp: u16,
+    ip: &Ipv6,
+    flow: &Flow<[u8; 16]>,
+    entry: &FlowEntry6,
+) -> Result<(), DropReason> {
+    if ip.hop_limit <= 1 {
+        return Err(DropReason::TtlExceeded);
+    }
+    let mss = if ip.proto == proto::TCP && flow.l4 == L4::Ports {
+        tcp::clamp_mss(ctx, ip.l4, mss_clamp)?
+    } else {
+        Delta::default()
+    };
+    if !mss.is_zero() {
+        metrics::count(Stat::MssClamped, 0);
+    }
+    let hdr = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+    // SAFETY: bounds checked by ptr_at; the packet is writable in TC.
+    let hdr = unsafe { &mut *hdr };
+    let (saddr, daddr) = (addr_words(entry.saddr), addr_words(entry.daddr));
+    let mut addrs = Delta::default();
+    for i in 0..4 {
+        addrs.u32(hdr.saddr[i], saddr[i]);
+        addrs.u32(hdr.daddr[i], daddr[i]);
+    }
+    hdr.saddr = saddr;
+    hdr.daddr = daddr;
+    hdr.hop_limit -= 1;
+    rewrite_l4(ctx, ip.l4, ip.proto, flow.l4, entry, addrs, mss)?;
+    metrics::count_rule(entry.rule_id, ctx.len());
+    Ok(())
 }

@@ -93,7 +93,18 @@ pub(crate) fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropRe
 /// when they already are; a packet shorter than `len` is truncated.
 #[inline(always)]
 pub(crate) fn ensure(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
-    if ctx.data() + len <= ctx.data_end() {
+    // The packet's bounds read afresh (volatile): reusing earlier reads, the compiler may
+    // widen them from 32 bits with shifts, which the verifier refuses on packet pointers
+    // (seen with the IPv6 programs' variable header lengths).
+    // SAFETY: reading fields of the context.
+    let (data, end) = unsafe {
+        let skb = ctx.skb.skb;
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*skb).data)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*skb).data_end)),
+        )
+    };
+    if data as usize + len <= end as usize {
         return Ok(());
     }
     if (ctx.len() as usize) < len {

@@ -3,14 +3,16 @@
 //! reaches the pod as it was.
 
 use aya_ebpf::programs::TcContext;
-use egress_common::{DropReason, RouterConfig, Stat, config_flags, flow_kind, proto};
+use egress_common::{
+    DropReason, RouterConfig, RouterConfig6, Stat, config_flags, flow_kind, proto,
+};
 
 use crate::{
     conntrack::{self, Ct},
     flow::{self, L4},
     icmp,
     metrics::{self, Verdict},
-    nat, parse,
+    nat, parse, parse6,
     path::{self, Hop},
     rules,
 };
@@ -19,6 +21,11 @@ use crate::{
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::PodIngressPassed);
     let Some(ip) = parse::ipv4(ctx)? else {
+        // IPv6 goes on to the IPv6 program when the instance has one; otherwise it reaches
+        // the pod as it was.
+        if cfg.flags & config_flags::IPV6 != 0 && parse::is_ipv6(ctx) {
+            return Ok(Verdict::Next);
+        }
         return Ok(passed);
     };
     if ip.daddr.to_ne_bytes() != cfg.pod_ip {
@@ -79,12 +86,64 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
                 return Ok(verdict);
             }
-            nat::create_flow(&flow.key, &target, cfg, &flow.seg)?
+            nat::create_flow(&flow.key, &target, cfg.egress_source, cfg, &flow.seg)?
         }
         // Reply-side entries are keyed by EGRESS_SOURCE, never by the pod IP: whatever this
         // is, it is not a client's flow.
         Ct::Reply(_) | Ct::Local | Ct::Expired => return Ok(passed),
     };
     nat::translate(ctx, cfg, &ip, &flow, &entry)?;
+    Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
+}
+
+/// [`ingress`] for IPv6 (tail-called by it): client -> remote over IPv6, out in IPv6 from
+/// EGRESS_SOURCE's IPv6 address. Neighbour discovery and everything not to the pod's IPv6
+/// address reach the pod.
+#[inline(always)]
+pub(crate) fn ingress6(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    cfg6: &RouterConfig6,
+) -> Result<Verdict, DropReason> {
+    let passed = Verdict::Pass(Stat::PodIngressPassed);
+    let Some(ip) = parse6::ipv6(ctx)? else {
+        return Ok(passed);
+    };
+    if ip.daddr != cfg6.pod_ip {
+        return Ok(passed);
+    }
+    let has_fallback = cfg6.flags & config_flags::HAS_FALLBACK != 0;
+    let flow = match flow::of6(ctx, &ip) {
+        Ok(Some(flow)) => flow,
+        Ok(None) if has_fallback && ip.proto != proto::ICMPV6 => {
+            return Err(DropReason::UnsupportedProtocol);
+        }
+        // ICMPv6 other than echo (neighbour discovery above all) is the pod's.
+        Ok(None) => return Ok(passed),
+        Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
+        Err(reason) => return Err(reason),
+    };
+    let entry = match conntrack::lookup(&flow.key, &flow.seg) {
+        Ct::Forward(entry) => entry,
+        state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
+            match state {
+                Ct::Stale(table) => conntrack::forget(&flow.key, table),
+                Ct::Closed(old, table) => {
+                    conntrack::reopen(&flow.key, &old, table);
+                    metrics::count(Stat::FlowsReopened, 0);
+                }
+                _ => {}
+            }
+            let Some(target) = rules::target6(cfg6, flow.key.proto, flow.key.dport) else {
+                return Ok(passed);
+            };
+            if target.is_local() {
+                return Ok(passed);
+            }
+            nat::create_flow(&flow.key, &target, cfg6.egress_source, cfg, &flow.seg)?
+        }
+        Ct::Reply(_) | Ct::Local | Ct::Expired => return Ok(passed),
+    };
+    nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
     Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
 }

@@ -5,13 +5,42 @@
 
 use aya_ebpf::{btf_maps::HashMap, helpers::generated::bpf_get_prandom_u32, macros::btf_map};
 use egress_common::{
-    DropReason, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig, RuleAddrs, RuleKey,
-    RuleTarget, config_flags, proto,
+    DropReason, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs,
+    RuleKey, RuleTarget, RuleTarget6, config_flags, proto,
 };
 
 /// Redirect rules: local port and protocol on the pod IP -> remote address and port.
 #[btf_map]
 static RULES: HashMap<RuleKey, RuleTarget, { RULES_CAPACITY as usize }> = HashMap::new();
+
+/// IPv6 redirect rules: local port and protocol on the pod's IPv6 address -> remote.
+#[btf_map]
+static RULES6: HashMap<RuleKey, RuleTarget6, { RULES_CAPACITY as usize }> = HashMap::new();
+
+/// [`target`] for IPv6: its rules and fallback (name rules are IPv4 only so far).
+#[inline(always)]
+pub(crate) fn target6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> Option<RuleTarget6> {
+    if protocol == proto::TCP || protocol == proto::UDP {
+        let key = RuleKey {
+            port: dport,
+            proto: protocol,
+            _pad: 0,
+        };
+        // SAFETY: read-only copy of a live value.
+        if let Some(target) = RULES6.get_ptr(key).map(|p| unsafe { *p }) {
+            return Some(target);
+        }
+    }
+    if cfg6.flags & config_flags::HAS_FALLBACK != 0 {
+        return Some(RuleTarget6 {
+            remote_ip: cfg6.fallback_ip,
+            remote_port: dport,
+            rule_id: 0,
+            flags: 0,
+        });
+    }
+    None
+}
 
 /// The current addresses of rules that send to a name (DNS proxy mode).
 #[btf_map]

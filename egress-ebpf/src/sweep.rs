@@ -139,6 +139,7 @@ fn doom(state: &mut SweepState, key: &FlowKey, peer: Option<FlowKey>) -> i64 {
             key: *key,
             peer: peer.unwrap_or_default(),
             has_peer: u32::from(peer.is_some()),
+            _pad: 0,
         };
     }
     state.doomed += 1;

@@ -14,7 +14,7 @@ use egress_common::{DropReason, FlowEntry, Stat, csum::Delta, flow::Addr, tcp_se
 
 use crate::{
     metrics,
-    parse::{Ipv4, TcpHdr, ensure, ptr_at},
+    parse::{TcpHdr, ensure, ptr_at},
 };
 
 const FLAG_SYN: u8 = 0x02;
@@ -41,15 +41,22 @@ pub(crate) struct Seg {
     pub(crate) numbers: bool,
 }
 
-/// The segment of the TCP header at `ip.l4` (20 bytes the caller made linear).
+/// The segment of the TCP header at `l4` (20 bytes the caller made linear) of an IP
+/// packet of `ip_len` bytes from the start of its IP header; a fragment's numbers are not
+/// the segment's.
 #[inline(always)]
-pub(crate) fn segment(ctx: &TcContext, ip: &Ipv4) -> Result<Seg, DropReason> {
-    let tcp = ptr_at::<TcpHdr>(ctx, ip.l4)?;
+pub(crate) fn segment(
+    ctx: &TcContext,
+    l4: usize,
+    ip_len: u32,
+    fragment: bool,
+) -> Result<Seg, DropReason> {
+    let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     let tcp = unsafe { &*tcp };
     let flags = tcp.flags & tcp_seen::FLAGS;
-    let headers = (ip.l4 - crate::parse::ETH_HLEN) as u32 + u32::from(tcp.doff >> 4) * 4;
-    let len = u32::from(ip.len);
+    let headers = (l4 - crate::parse::ETH_HLEN) as u32 + u32::from(tcp.doff >> 4) * 4;
+    let len = ip_len;
     let seq = u32::from_be(tcp.seq);
     let payload = len.saturating_sub(headers);
     let syn_fin = u32::from(flags & tcp_seen::SYN != 0) + u32::from(flags & tcp_seen::FIN != 0);
@@ -58,7 +65,7 @@ pub(crate) fn segment(ctx: &TcContext, ip: &Ipv4) -> Result<Seg, DropReason> {
         seq,
         ack: u32::from_be(tcp.ack),
         end: seq.wrapping_add(payload).wrapping_add(syn_fin),
-        numbers: !ip.is_fragment() && headers <= len,
+        numbers: !fragment && headers <= len,
     })
 }
 

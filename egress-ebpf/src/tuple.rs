@@ -6,7 +6,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, peer_key, tuple_reusable};
 
 use crate::{
-    conntrack::{EEXIST, Family, Table, peer_in_place},
+    conntrack::{EEXIST, Family, Table, peer_at},
     metrics,
 };
 
@@ -115,12 +115,13 @@ fn reclaim<A: Family>(
     now: u64,
     table: Table,
 ) -> bool {
-    let peer = peer_in_place(reply_key, holder, table);
+    let pkey = peer_key(reply_key, holder);
+    let peer = peer_at(&pkey, reply_key, table);
     if !tuple_reusable(reply_key.proto, holder, peer, now) {
         return false;
     }
     if peer.is_some() {
-        table.remove(&peer_key(reply_key, holder));
+        table.remove(&pkey);
     }
     table.remove(reply_key);
     metrics::count(Stat::NatPortsReclaimed, 0);

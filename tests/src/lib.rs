@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod netns;
 pub mod pktgen;
+pub mod pktgen6;
 pub mod util;
 
 use std::path::PathBuf;

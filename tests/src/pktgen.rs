@@ -66,6 +66,7 @@ pub fn dataplane_sized(
     let mut dp = Dataplane::load(&LoadOptions {
         conntrack_flows: flows,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap();
     let mut flags = 0;

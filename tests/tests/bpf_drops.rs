@@ -36,6 +36,7 @@ fn unconfigured_data_plane_drops_egress_side_traffic_and_passes_the_pod_side() {
     let mut dp = Dataplane::load(&LoadOptions {
         conntrack_flows: 1024,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap();
     let mut test_run = |name: &'static str, data: &[u8]| {

@@ -20,6 +20,7 @@ fn load(flows: u32) -> Dataplane {
     Dataplane::load(&LoadOptions {
         conntrack_flows: flows,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap()
 }

@@ -22,6 +22,7 @@ fn harness() -> Dataplane {
     Dataplane::load(&LoadOptions {
         conntrack_flows: 1024,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap()
 }

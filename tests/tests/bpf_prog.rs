@@ -49,6 +49,7 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
     let mut dp = Dataplane::load(&LoadOptions {
         conntrack_flows: 1024,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap();
     for name in [
@@ -174,6 +175,7 @@ fn an_earlier_builds_maps_are_taken_over_where_their_layout_is_unchanged() {
     let dp = Dataplane::load(&LoadOptions {
         conntrack_flows: 1024,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap();
     let mut fds = Vec::new();
@@ -213,6 +215,7 @@ fn gc_removes_a_reset_flow_as_one_and_keeps_a_live_one() {
     let mut dp = Dataplane::load(&LoadOptions {
         conntrack_flows: 64,
         pin_dir: None,
+        ipv6: false,
     })
     .unwrap();
     let now = monotonic_ns();

@@ -111,6 +111,7 @@ impl Handover {
         let dataplane = Dataplane::load(&LoadOptions {
             conntrack_flows,
             pin_dir: self.pin_dir.clone(),
+            ipv6: false,
         })?;
         let reuse = dataplane.reuse();
         let carried = reuse.reused.contains(&maps::CONNTRACK) || !reuse.migrated.is_empty();

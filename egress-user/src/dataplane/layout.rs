@@ -1,10 +1,13 @@
 //! The layout this build expects of each map: what makes a map of a running (possibly
 //! older) data plane reusable by this build.
 
-use aya::maps::{MapError, MapInfo, MapType};
+use aya::{
+    EbpfLoader,
+    maps::{MapError, MapInfo, MapType},
+};
 use egress_common::{
-    FlowEntry, FlowKey, FragKey, FragPorts, PacketCount, RouterConfig, RuleAddrs, RuleKey,
-    RuleTarget, maps,
+    FlowEntry, FlowKey, FragKey, FragPorts, PacketCount, RULES_CAPACITY, RouterConfig, RuleAddrs,
+    RuleKey, RuleTarget, UNREPLIED_SHARE, maps,
 };
 
 /// Why a map cannot be used by this build.
@@ -97,4 +100,25 @@ pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), LayoutErro
             expected: expected.to_string(),
         })
     }
+}
+
+/// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each
+/// (the kernel preallocates hash maps, and an IPv4 router should not pay for IPv6 tables).
+pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, ipv6: bool) {
+    let (flows, unreplied, rules, limited) = if ipv6 {
+        (
+            conntrack_flows.saturating_mul(2),
+            (conntrack_flows / UNREPLIED_SHARE)
+                .max(64)
+                .saturating_mul(2),
+            RULES_CAPACITY,
+            maps::CT_LIMITED_MAX,
+        )
+    } else {
+        (1, 1, 1, 1)
+    };
+    loader.map_max_entries(maps::CONNTRACK6, flows);
+    loader.map_max_entries(maps::CT_UNREPLIED6, unreplied);
+    loader.map_max_entries(maps::RULES6, rules);
+    loader.map_max_entries(maps::CT_LIMITED6, limited);
 }

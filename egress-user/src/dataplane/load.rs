@@ -21,7 +21,7 @@ use crate::{
         layout::{LayoutError, check_layout},
         maps::MapSet,
         migrate::Migration,
-        programs::{PROGRAMS, Program},
+        programs::{PROGRAMS, PROGRAMS6, Program},
         tcx,
     },
     network::interface::ifindex,
@@ -66,6 +66,11 @@ pub enum Error {
     },
     #[error(transparent)]
     Maps(#[from] crate::dataplane::maps::Error),
+    #[error("map {name}: {source}")]
+    ObjectMap {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 /// How to load the object.
@@ -76,6 +81,8 @@ pub struct LoadOptions {
     /// A directory on a bpffs: every map is pinned there by name, and maps already pinned
     /// there are used instead of new ones (this is how state survives a restart).
     pub pin_dir: Option<PathBuf>,
+    /// Whether the instance has IPv6: its programs are loaded and its maps sized.
+    pub ipv6: bool,
 }
 
 impl Default for LoadOptions {
@@ -83,6 +90,7 @@ impl Default for LoadOptions {
         Self {
             conntrack_flows: DEFAULT_CONNTRACK_FLOWS,
             pin_dir: None,
+            ipv6: false,
         }
     }
 }
@@ -121,6 +129,7 @@ impl Dataplane {
                 .max(64)
                 .saturating_mul(2),
         );
+        crate::dataplane::layout::size_ipv6_maps(&mut loader, opts.conntrack_flows, opts.ipv6);
         let mut reuse = Reuse::default();
         let mut migration = None;
         if let Some(dir) = &opts.pin_dir {
@@ -188,13 +197,23 @@ impl Dataplane {
             let copied = migration.copy(&mut maps)?;
             reuse.migrated.push((maps::CONNTRACK, copied));
         }
-        Ok(Self {
+        let mut dataplane = Self {
             ebpf,
             maps,
             sweep_maps,
             reuse,
             migration,
-        })
+        };
+        if opts.ipv6 {
+            let held = SignalsHeld::new();
+            for Program { name, .. } in PROGRAMS6 {
+                classifier(&mut dataplane.ebpf, name)?
+                    .load()
+                    .map_err(|source| Error::Program { name, source })?;
+            }
+            drop(held);
+        }
+        Ok(dataplane)
     }
 
     /// Ends a migration of conntrack flows from an earlier layout (see

@@ -5,6 +5,7 @@
 //! - [`tcx`]: the raw TCX attach, detach and query syscalls.
 //! - [`discover`]: the data plane running in the namespace, found without its process.
 //! - [`handover`]: a new load taking over a running data plane's maps.
+//! - [`ipv6`]: the IPv6 configuration and conntrack of an instance with IPv6.
 //! - [`bpffs`]: where pins live.
 //! - [`maps`], [`layout`]: reading and writing the maps, and which maps a build can reuse.
 //! - [`flows`]: the conntrack table row by row.
@@ -17,6 +18,7 @@ pub mod bpffs;
 pub mod discover;
 pub mod flows;
 pub mod handover;
+pub mod ipv6;
 pub mod layout;
 pub mod load;
 pub mod maps;

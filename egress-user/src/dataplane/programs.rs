@@ -74,6 +74,28 @@ pub const PROGRAMS: [Program; 3] = [
     },
 ];
 
+/// The IPv6 programs and their hooks, attached after the IPv4 program of the same hook.
+pub const PROGRAMS6: [Program; 3] = [
+    Program {
+        name: programs::POD_INGRESS6,
+        former_name: None,
+        side: Side::Pod,
+        attach_type: TcAttachType::Ingress,
+    },
+    Program {
+        name: programs::EGRESS_INGRESS6,
+        former_name: None,
+        side: Side::Egress,
+        attach_type: TcAttachType::Ingress,
+    },
+    Program {
+        name: programs::EGRESS_EGRESS6,
+        former_name: None,
+        side: Side::Egress,
+        attach_type: TcAttachType::Egress,
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,6 +177,7 @@ impl Harness {
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: 1024,
             pin_dir: None,
+            ipv6: false,
         })?;
         dp.xdp_program(programs::LAB_XDP_PASS)?.load()?;
         dp.xdp_program(programs::LAB_XDP_GEN)?.load()?;

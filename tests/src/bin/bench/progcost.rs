@@ -113,6 +113,7 @@ impl Table {
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: CAPACITY_FLOWS,
             pin_dir: None,
+            ipv6: false,
         })?;
         let cfg = RouterConfig {
             pod_ip: POD,

@@ -204,6 +204,7 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: 1024,
             pin_dir: None,
+            ipv6: false,
         })?;
         let cfg = RouterConfig {
             pod_ip: ROUTER_POD_IP.octets(),
