@@ -102,15 +102,21 @@ pub fn check_layout(name: &'static str, info: &MapInfo) -> Result<(), LayoutErro
     }
 }
 
+/// Entries of an unreplied table for a conntrack capacity of `conntrack_flows`: a quarter
+/// of the flows (at least 64), two entries each.
+pub(crate) fn unreplied_entries(conntrack_flows: u32) -> u32 {
+    (conntrack_flows / UNREPLIED_SHARE)
+        .max(64)
+        .saturating_mul(2)
+}
+
 /// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each
 /// (the kernel preallocates hash maps, and an IPv4 router should not pay for IPv6 tables).
 pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, ipv6: bool) {
     let (flows, unreplied, rules, limited) = if ipv6 {
         (
             conntrack_flows.saturating_mul(2),
-            (conntrack_flows / UNREPLIED_SHARE)
-                .max(64)
-                .saturating_mul(2),
+            unreplied_entries(conntrack_flows),
             RULES_CAPACITY,
             maps::CT_LIMITED_MAX,
         )

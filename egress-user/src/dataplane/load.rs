@@ -13,12 +13,12 @@ use aya::{
     maps::MapInfo,
     programs::{SchedClassifier, Xdp},
 };
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, UNREPLIED_SHARE, maps, programs};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, maps, programs};
 
 use crate::{
     dataplane::{
         discover,
-        layout::{LayoutError, check_layout},
+        layout::{LayoutError, check_layout, size_ipv6_maps, unreplied_entries},
         maps::MapSet,
         migrate::Migration,
         programs::{PROGRAMS, PROGRAMS6, Program},
@@ -123,13 +123,8 @@ impl Dataplane {
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
-        loader.map_max_entries(
-            maps::CT_UNREPLIED,
-            (opts.conntrack_flows / UNREPLIED_SHARE)
-                .max(64)
-                .saturating_mul(2),
-        );
-        crate::dataplane::layout::size_ipv6_maps(&mut loader, opts.conntrack_flows, opts.ipv6);
+        loader.map_max_entries(maps::CT_UNREPLIED, unreplied_entries(opts.conntrack_flows));
+        size_ipv6_maps(&mut loader, opts.conntrack_flows, opts.ipv6);
         let mut reuse = Reuse::default();
         let mut migration = None;
         if let Some(dir) = &opts.pin_dir {
