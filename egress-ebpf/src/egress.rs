@@ -16,7 +16,7 @@ use egress_common::{
 
 use crate::{
     conntrack::{self, Ct},
-    flow, icmp,
+    flow, icmp, icmp6,
     metrics::Verdict,
     nat, parse,
     parse6::{self, ICMPV6_NDISC_FIRST, ICMPV6_NDISC_LAST, Ipv6},
@@ -135,6 +135,16 @@ pub(crate) fn ingress6(
             return Ok(passed);
         }
         return Err(DropReason::NotEgressSource);
+    }
+    if icmp6::is_error(ctx, &ip)? {
+        return match icmp6::related(ctx, &ip)? {
+            Some((_, entry)) if entry.kind == flow_kind::LOCAL => Ok(passed),
+            Some((quoted, entry)) if entry.kind == flow_kind::REPLY => {
+                icmp6::translate_error(ctx, &ip, &quoted, &entry)?;
+                Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
+            }
+            _ => Err(DropReason::Unsolicited),
+        };
     }
     let Some(flow) = flow::of6(ctx, &ip)? else {
         return Err(DropReason::Unsolicited);

@@ -14,6 +14,7 @@
 //! | `rules` | where a new flow goes: rule, name, fallback |
 //! | `nat` | source-port allocation and the rewrite |
 //! | `icmp` | ICMP errors about tracked flows |
+//! | `icmp6` | ICMPv6 errors about tracked flows (Packet Too Big above all) |
 //! | `path` | ICMP errors the router sends: Time Exceeded, Fragmentation Needed |
 //! | `tcp` | TCP flags and the MSS clamp |
 //! | `fib` | forwarding with `bpf_redirect_neigh` |
@@ -31,6 +32,7 @@ mod fib;
 mod flow;
 mod frag;
 mod icmp;
+mod icmp6;
 mod lab;
 mod metrics;
 mod nat;

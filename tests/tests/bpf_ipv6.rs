@@ -227,3 +227,62 @@ fn an_ipv4_instance_keeps_ipv6_out_of_the_egress_network() {
     // Its IPv6 programs are not even loaded.
     assert!(dp.program(programs::POD_INGRESS6).unwrap().fd().is_err());
 }
+
+/// Path-MTU discovery through the router: a Packet Too Big from a router on the path,
+/// quoting what the router sent, reaches the client about what the client sent, with
+/// every checksum right. One quoting no flow gets nowhere.
+#[test]
+fn packet_too_big_is_translated_back_to_the_client() {
+    let mut dp = dataplane6(&[(8080, TCP, SERVER6, 80)], None);
+    let syn = tcp6((CLIENT6, 40000), (POD6, 8080), true, &[]);
+    let (_, sent) = run(&mut dp, programs::POD_INGRESS6, &syn);
+    let syn_ack = tcp6((SERVER6, 80), (SOURCE6, 40000), true, &[]);
+    assert_eq!(
+        run(&mut dp, programs::EGRESS_INGRESS6, &syn_ack).0,
+        TC_ACT_REDIRECT
+    );
+
+    // What the router sent, quoted by a router on the path: 2001:db8:f::1.
+    let hop = addr(0xf, 1);
+    let quoted = &sent[14..];
+    let too_big = icmp6(
+        hop,
+        SOURCE6,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        64,
+        quoted,
+    );
+    let (verdict, out) = run(&mut dp, programs::EGRESS_INGRESS6, &too_big);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        check_icmp6(&out, POD6, CLIENT6),
+        Icmpv6Type::PacketTooBig { mtu: 1280 }
+    );
+    // The quoted packet is now the client's own: CLIENT6:40000 -> POD6:8080, its TCP
+    // checksum right for those addresses.
+    let (_, icmp) = parse6(&out);
+    let inner = &icmp[8..];
+    let mut framed = vec![0u8; 14];
+    framed[12..14].copy_from_slice(&[0x86, 0xdd]);
+    framed.extend_from_slice(inner);
+    check_tcp6(&framed, (CLIENT6, 40000), (POD6, 8080));
+    let stats = dp.maps().stats().unwrap();
+    assert_eq!(stats.path(Stat::IcmpErrorsTranslated).packets, 1, "{stats}");
+
+    // A Packet Too Big about a flow that does not exist (a forged one, to shrink some
+    // connection's MSS): dropped.
+    let mut forged = quoted.to_vec();
+    forged[40 + 2..40 + 4].copy_from_slice(&81u16.to_be_bytes());
+    let forged = icmp6(
+        hop,
+        SOURCE6,
+        Icmpv6Type::PacketTooBig { mtu: 1280 },
+        64,
+        &forged,
+    );
+    assert_eq!(
+        run(&mut dp, programs::EGRESS_INGRESS6, &forged).0,
+        TC_ACT_SHOT
+    );
+    assert_eq!(drops(&dp, DropReason::Unsolicited), 1);
+}

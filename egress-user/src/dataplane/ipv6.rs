@@ -10,7 +10,7 @@
 //! bpffs dies with it) is when it exits, while TCX programs stay with the interface.
 //!
 //! Not yet here (issue 18): pinning and handover of the IPv6 maps, their GC and
-//! inspection, fragments, ICMPv6 errors (Packet Too Big above all) and the path checks.
+//! inspection, fragments, the ICMPv6 errors the router sends itself and the path checks.
 
 use aya::maps::{Array, HashMap, MapError};
 use egress_common::{FlowEntry6, FlowKey6, RouterConfig6, RuleKey, RuleTarget6, maps};
