@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use egress_tests::{
     container::{Container, run_init},
     lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
+    netns::run_bounded,
     util::{ask, peer_server, peer_server_at, run_ok, wait_listening},
 };
 
@@ -130,29 +131,34 @@ fn http_proxy_pod_init_then_unprivileged_proxy_container() {
         false,
     )
     .unwrap();
+    // curl's output, or None while the proxy does not answer yet (the container was just
+    // started: connection refused until it listens).
     let fetch = |url: &str| {
-        run_ok(
-            &lab.client,
-            "curl",
-            &[
-                "-s",
-                "--max-time",
-                "3",
-                "-w",
-                " %{http_code}",
-                "--proxy",
-                &format!("http://{ROUTER_POD_IP}:8080"),
-                url,
-            ],
-            10,
-        )
+        let mut curl = lab.client.command("curl");
+        curl.args([
+            "-s",
+            "--max-time",
+            "3",
+            "-w",
+            " %{http_code}",
+            "--proxy",
+            &format!("http://{ROUTER_POD_IP}:8080"),
+            url,
+        ]);
+        let out = run_bounded(&mut curl, Duration::from_secs(10)).unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let body = within("an answer through the proxy", &proxy, || {
-        let out = fetch(&format!("http://{SERVER_IP}/"));
-        out.ends_with(" 200").then_some(out)
+        fetch(&format!("http://{SERVER_IP}/")).filter(|out| out.ends_with(" 200"))
     });
     assert!(body.starts_with(&format!("{EGRESS_SOURCE} ")), "{body}");
-    assert!(fetch("http://203.0.113.99/").ends_with(" 403"));
+    let refused = fetch("http://203.0.113.99/");
+    assert!(
+        refused.as_deref().is_some_and(|o| o.ends_with(" 403")),
+        "{refused:?}"
+    );
     assert!(proxy.logs().contains("access:"), "{}", proxy.logs());
 }
 
