@@ -131,9 +131,10 @@ pub(crate) fn section(w: &mut String, rounds: &[FailoverRound], measured: Option
          EGRESS_SOURCE's octets) the gateway's entry stays right across the failover, and \
          the switch learns B's port from B's announcement. The time is the init container's \
          own: the ARP probe for another holder of EGRESS_SOURCE (250 ms) runs beside the \
-         BPF load (the kernel's verifier takes about 440 ms of it, `strace -T -e bpf` at \
-         d35e928: 310 ms for `pod_ingress`, 110 ms for `egress_ingress`, 18 ms for \
-         `egress_egress`), then the network set-up and the attachment; the init container \
+         BPF load (the kernel's verifier takes about 330 ms of it, `strace -T -e bpf` at \
+         67a6239: 228 ms for `pod_ingress`, 81 ms for `egress_ingress`, 21 ms for \
+         `egress_egress`; an instance with IPv6 adds its three programs, about 280 ms), \
+         then the network set-up and the attachment; the init container \
          then waits 0.5 s for its second \
          announcement, after traffic flows. With the interface's own MAC a Linux gateway \
          recovers about as fast, because it learns B's MAC from B's ARP request for the \
