@@ -209,7 +209,7 @@ fn ended<A: Family>(
 /// Removes both entries of a flow that ended, so that a new connection over the same tuple
 /// starts afresh.
 #[inline(always)]
-pub(crate) fn reopen<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, table: Table) {
+fn reopen<A: Family>(key: &FlowKey<A>, entry: &FlowEntry<A>, table: Table) {
     if peer(key, entry, table).is_some() {
         table.remove(&peer_key(key, entry));
     }
@@ -276,9 +276,24 @@ fn peer_kind(kind: u8) -> u8 {
     }
 }
 
+/// Clears what stands in the way of a new flow over `key`: a forward entry whose reply
+/// tuple went to another flow after an eviction (`Stale`), or both entries of a flow that
+/// ended (`Closed`: a new connection over its tuple starts afresh).
+#[inline(always)]
+pub(crate) fn start_over<A: Family>(key: &FlowKey<A>, state: &Ct<A>) {
+    match state {
+        Ct::Stale(table) => forget(key, *table),
+        Ct::Closed(old, table) => {
+            reopen(key, old, *table);
+            metrics::count(Stat::FlowsReopened, 0);
+        }
+        _ => {}
+    }
+}
+
 /// Removes a forward entry whose reply tuple was taken over by another flow.
 #[inline(always)]
-pub(crate) fn forget<A: Family>(key: &FlowKey<A>, table: Table) {
+fn forget<A: Family>(key: &FlowKey<A>, table: Table) {
     table.remove(key);
 }
 

@@ -111,7 +111,7 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
     Ok(Verdict::Pass(Stat::EgressEgressLocal))
 }
 
-/// [`ingress`] for IPv6 (tail-called by it): replies translated back, neighbour discovery
+/// [`ingress`] for IPv6 (the program after it at the hook): replies translated back, neighbour discovery
 /// and multicast to the stack, the pod's own flows in, the rest dropped.
 #[inline(always)]
 pub(crate) fn ingress6(
@@ -160,7 +160,7 @@ pub(crate) fn ingress6(
     }
 }
 
-/// [`egress`] for IPv6 (tail-called by it): the pod's own connections from EGRESS_SOURCE's
+/// [`egress`] for IPv6 (the program after it at the hook): the pod's own connections from EGRESS_SOURCE's
 /// IPv6 address are tracked; neighbour discovery and the rest pass.
 #[inline(always)]
 pub(crate) fn egress6(

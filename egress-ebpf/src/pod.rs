@@ -11,7 +11,7 @@ use crate::{
     conntrack::{self, Ct},
     flow::{self, L4},
     icmp,
-    metrics::{self, Verdict},
+    metrics::Verdict,
     nat, parse, parse6,
     path::{self, Hop},
     rules,
@@ -63,16 +63,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             entry
         }
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
-            match state {
-                // Its reply tuple went to another flow after an eviction: start afresh.
-                Ct::Stale(table) => conntrack::forget(&flow.key, table),
-                // A new connection over the tuple of one that ended.
-                Ct::Closed(old, table) => {
-                    conntrack::reopen(&flow.key, &old, table);
-                    metrics::count(Stat::FlowsReopened, 0);
-                }
-                _ => {}
-            }
+            conntrack::start_over(&flow.key, &state);
             if flow.l4 == L4::None {
                 return Err(DropReason::FragmentUnknown);
             }
@@ -96,7 +87,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
 }
 
-/// [`ingress`] for IPv6 (tail-called by it): client -> remote over IPv6, out in IPv6 from
+/// [`ingress`] for IPv6 (the program after it at the hook): client -> remote over IPv6, out in IPv6 from
 /// EGRESS_SOURCE's IPv6 address. Neighbour discovery and everything not to the pod's IPv6
 /// address reach the pod.
 #[inline(always)]
@@ -126,14 +117,7 @@ pub(crate) fn ingress6(
     let entry = match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Forward(entry) => entry,
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
-            match state {
-                Ct::Stale(table) => conntrack::forget(&flow.key, table),
-                Ct::Closed(old, table) => {
-                    conntrack::reopen(&flow.key, &old, table);
-                    metrics::count(Stat::FlowsReopened, 0);
-                }
-                _ => {}
-            }
+            conntrack::start_over(&flow.key, &state);
             let Some(target) = rules::target6(cfg6, flow.key.proto, flow.key.dport) else {
                 return Ok(passed);
             };

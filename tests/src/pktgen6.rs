@@ -104,7 +104,9 @@ pub fn frame6(
     out
 }
 
-fn header6(src: [u8; 16], dst: [u8; 16], next: IpNumber, len: usize) -> Ipv6Header {
+/// An IPv6 header (hop limit 64) for `len` bytes of payload of protocol `next`: what
+/// frames are built from, and the pseudo-header transport checksums are computed with.
+pub fn header6(src: [u8; 16], dst: [u8; 16], next: IpNumber, len: usize) -> Ipv6Header {
     Ipv6Header {
         traffic_class: 0,
         flow_label: Default::default(),

@@ -13,7 +13,7 @@
 use egress_common::{Stat, programs};
 use egress_tests::{
     pktgen::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, try_run, verdicts},
-    pktgen6::{CLIENT6, FALLBACK6, POD6, SERVER6, SOURCE6, dataplane6, frame6},
+    pktgen6::{CLIENT6, FALLBACK6, POD6, SERVER6, SOURCE6, dataplane6, frame6, header6},
 };
 use etherparse::{IpNumber, Ipv6Header, TcpHeader, UdpHeader};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
@@ -104,29 +104,17 @@ fn chain(rng: &mut StdRng, src: [u8; 16], dst: [u8; 16]) -> Chain {
     }
 }
 
-fn pseudo(src: [u8; 16], dst: [u8; 16], next: IpNumber, len: usize) -> Ipv6Header {
-    Ipv6Header {
-        traffic_class: 0,
-        flow_label: Default::default(),
-        payload_length: len as u16,
-        next_header: next,
-        hop_limit: 64,
-        source: src,
-        destination: dst,
-    }
-}
-
 fn tcp(src: [u8; 16], dst: [u8; 16], sport: u16) -> Vec<u8> {
     let mut tcp = TcpHeader::new(sport | 1024, 8080, 1, 64240);
     tcp.syn = true;
     tcp.checksum = tcp
-        .calc_checksum_ipv6(&pseudo(src, dst, IpNumber::TCP, 20), &[])
+        .calc_checksum_ipv6(&header6(src, dst, IpNumber::TCP, 20), &[])
         .unwrap();
     tcp.to_bytes().to_vec()
 }
 
 fn udp(src: [u8; 16], dst: [u8; 16], sport: u16) -> Vec<u8> {
-    let ip = pseudo(src, dst, IpNumber::UDP, 12);
+    let ip = header6(src, dst, IpNumber::UDP, 12);
     let udp = UdpHeader::with_ipv6_checksum(sport | 1024, 5353, &ip, b"fuzz").unwrap();
     let mut out = udp.to_bytes().to_vec();
     out.extend_from_slice(b"fuzz");
@@ -146,7 +134,7 @@ fn echo(src: [u8; 16], dst: [u8; 16], id: u16) -> Vec<u8> {
 fn transport_checksum_valid(out: &[u8], l4: usize, proto: u8) -> bool {
     let (ip, _) = Ipv6Header::from_slice(&out[14..]).unwrap();
     let upper = &out[l4..];
-    let header = pseudo(ip.source, ip.destination, IpNumber(proto), upper.len());
+    let header = header6(ip.source, ip.destination, IpNumber(proto), upper.len());
     match proto {
         6 => {
             let (tcp, data) = TcpHeader::from_slice(upper).unwrap();

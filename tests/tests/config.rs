@@ -325,21 +325,15 @@ fn malformed_configs_exit_1_with_their_message_and_change_nothing() {
     assert_eq!(pins(lab.bpffs.path()), pins_before);
 }
 
-#[test]
-fn unit_test_mode_prints_the_plan_without_privileges() {
-    // setpriv drops to nobody with no capabilities: the mode must need none.
+/// The plan `cmd` (the binary, or a wrapper running it) prints in `unit-test` mode for
+/// these variables and nothing else of the caller's environment; asserts it exits 0.
+fn unit_test_plan(cmd: &mut Command, source: &str, gateway: &str, destination: &str) -> String {
     let out = run_bounded(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-            .arg(egress_router_bin())
-            .env_clear()
+        cmd.env_clear()
             .env("EGRESS_ROUTER_MODE", "unit-test")
-            .env("EGRESS_SOURCE", "198.51.100.100")
-            .env("EGRESS_GATEWAY", GATEWAY)
-            .env(
-                "EGRESS_DESTINATION",
-                "# web\n80 tcp 203.0.113.10\n8080 tcp 203.0.113.10 80\n53 udp 203.0.113.11\n203.0.113.20\n",
-            ),
+            .env("EGRESS_SOURCE", source)
+            .env("EGRESS_GATEWAY", gateway)
+            .env("EGRESS_DESTINATION", destination),
         Duration::from_secs(10),
     )
     .unwrap();
@@ -348,8 +342,29 @@ fn unit_test_mode_prints_the_plan_without_privileges() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn unit_test_mode_prints_the_plan_without_privileges() {
+    // setpriv drops to nobody with no capabilities: the mode must need none.
+    let mut unprivileged = Command::new("setpriv");
+    unprivileged
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(egress_router_bin());
+    let plan = unit_test_plan(
+        &mut unprivileged,
+        "198.51.100.100",
+        GATEWAY,
+        "# web\n80 tcp 203.0.113.10\n8080 tcp 203.0.113.10 80\n53 udp 203.0.113.11\n203.0.113.20\n",
+    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        plan,
         "egress-router plan v1\n\
          mode unit-test\n\
          egress macvlan0 address 198.51.100.100/32 source 198.51.100.100 gateway 198.51.100.1\n\
@@ -363,26 +378,14 @@ fn unit_test_mode_prints_the_plan_without_privileges() {
 
 #[test]
 fn unit_test_mode_plans_both_families() {
-    let out = run_bounded(
-        Command::new(egress_router_bin())
-            .env_clear()
-            .env("EGRESS_ROUTER_MODE", "unit-test")
-            .env("EGRESS_SOURCE", "2001:db8:e::99/64, 198.51.100.100/24")
-            .env("EGRESS_GATEWAY", "198.51.100.1,fe80::1")
-            .env(
-                "EGRESS_DESTINATION",
-                "80 tcp 203.0.113.10\n80 tcp 2001:db8:f::10\n5353 udp 2001:db8:f::53 53\n2001:db8:f::20\n",
-            ),
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let plan = unit_test_plan(
+        &mut Command::new(egress_router_bin()),
+        "2001:db8:e::99/64, 198.51.100.100/24",
+        "198.51.100.1,fe80::1",
+        "80 tcp 203.0.113.10\n80 tcp 2001:db8:f::10\n5353 udp 2001:db8:f::53 53\n2001:db8:f::20\n",
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        plan,
         "egress-router plan v1\n\
          mode unit-test\n\
          egress macvlan0 address 198.51.100.100/24 source 198.51.100.100 gateway 198.51.100.1\n\

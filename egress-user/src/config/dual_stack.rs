@@ -7,17 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::config::{
     error::ConfigError,
     fields::{EgressSource, Gateways, Sources, optional_gateway, optional_source},
-    redirect::{Config, Destinations, Raw},
+    redirect::{Config, Destinations, tests::raw},
 };
-
-fn raw(source: &str, gateway: &str, destination: &str) -> Raw {
-    Raw {
-        source: Some(source.to_owned()),
-        gateway: Some(gateway.to_owned()),
-        destination: Some(destination.to_owned()),
-        mode: Some("unit-test".to_owned()),
-    }
-}
 
 const DUAL_SOURCE: &str = "198.51.100.99/24,2001:db8:e::99/64";
 const DUAL_GATEWAY: &str = "198.51.100.1,2001:db8:e::1";

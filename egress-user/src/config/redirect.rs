@@ -309,10 +309,11 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn raw(source: &str, gateway: &str, destination: &str) -> Raw {
+    /// The raw values of a `unit-test` configuration (the dual-stack tests use it too).
+    pub(crate) fn raw(source: &str, gateway: &str, destination: &str) -> Raw {
         Raw {
             source: Some(source.to_owned()),
             gateway: Some(gateway.to_owned()),
