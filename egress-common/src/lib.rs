@@ -18,7 +18,7 @@ pub mod stats;
 
 pub use config::{DEFAULT_NAT_PORTS, RouterConfig, RouterConfig6, config_flags};
 pub use flow::{
-    DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
+    Addr, DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
     FlowKey, FlowKey6, FragKey, FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
 };
 pub use lifetime::{

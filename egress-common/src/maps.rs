@@ -80,5 +80,10 @@ pub const ALL: [&str; 9] = [
     CT_LIMITED,
 ];
 
+/// The IPv6 maps, pinned and handed over with [`ALL`]. Every object has them (one entry
+/// each for an instance without IPv6), but only the IPv6 programs use them, so the maps of
+/// a running IPv4 program, or of an earlier release, do not include them.
+pub const ALL6: [&str; 5] = [CONFIG6, RULES6, CONNTRACK6, CT_UNREPLIED6, CT_LIMITED6];
+
 /// Default root of the per-instance pin directories on a persistent bpffs.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/egress-router";

@@ -11,7 +11,7 @@ http, https: HTTP/1.1 with keep-alive; every GET is answered 200 with the body
        "PEER_IP PEER_PORT HOST\n" (HOST from the Host header).
 http10: HTTP/1.0 as old servers speak it: the same body, no Content-Length, the end of the
        body is the close of the connection.
-Each peer is also printed to stdout, one per line.
+Each peer is also printed to stdout, one per line. An IPv6 ADDR serves over IPv6.
 """
 import http.server
 import socket
@@ -23,14 +23,14 @@ import sys
 class Tcp(socketserver.StreamRequestHandler):
     def handle(self):
         self.rfile.readline()
-        ip, port = self.client_address
+        ip, port = self.client_address[:2]
         self.wfile.write(f"{ip} {port}\n".encode())
         print(f"{ip} {port}", flush=True)
 
 
 class Echo(socketserver.StreamRequestHandler):
     def handle(self):
-        ip, port = self.client_address
+        ip, port = self.client_address[:2]
         local = self.request.getsockname()[0]
         print(f"{ip} {port}", flush=True)
         for line in self.rfile:
@@ -73,29 +73,42 @@ class Server(socketserver.ThreadingTCPServer):
     request_queue_size = 128
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+class HttpServer6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def main():
     kind, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # An IPv6 ADDR serves over IPv6.
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    tcp_server = Server6 if family == socket.AF_INET6 else Server
+    http_server = HttpServer6 if family == socket.AF_INET6 else http.server.ThreadingHTTPServer
     if kind == "tcp":
-        Server((addr, port), Tcp).serve_forever()
+        tcp_server((addr, port), Tcp).serve_forever()
     if kind == "echo":
-        Server((addr, port), Echo).serve_forever()
+        tcp_server((addr, port), Echo).serve_forever()
     if kind == "http10":
-        server = http.server.ThreadingHTTPServer((addr, port), Http10)
+        server = http_server((addr, port), Http10)
         server.daemon_threads = True
         server.serve_forever()
     if kind in ("http", "https"):
-        server = http.server.ThreadingHTTPServer((addr, port), Http)
+        server = http_server((addr, port), Http)
         server.daemon_threads = True
         if kind == "https":
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(sys.argv[4], sys.argv[5])
             server.socket = context.wrap_socket(server.socket, server_side=True)
         server.serve_forever()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((addr, port))
     while True:
-        _, (ip, peer_port) = sock.recvfrom(2048)
-        sock.sendto(f"{ip} {peer_port}\n".encode(), (ip, peer_port))
+        _, peer = sock.recvfrom(2048)
+        ip, peer_port = peer[:2]
+        sock.sendto(f"{ip} {peer_port}\n".encode(), peer)
         print(f"{ip} {peer_port}", flush=True)
 
 

@@ -3,7 +3,7 @@
 
 use std::{
     io::{self, BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     os::fd::AsRawFd as _,
     time::Duration,
 };
@@ -29,7 +29,12 @@ pub struct Echo {
 
 impl Echo {
     pub fn connect(lab: &Lab, port: u16) -> io::Result<Self> {
-        let addr = SocketAddr::from((ROUTER_POD_IP, port));
+        Self::connect_to(lab, ROUTER_POD_IP.into(), port)
+    }
+
+    /// [`Echo::connect`] to another address of the router pod (its IPv6 one).
+    pub fn connect_to(lab: &Lab, ip: IpAddr, port: u16) -> io::Result<Self> {
+        let addr = SocketAddr::from((ip, port));
         let stream = lab
             .client
             .enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(3)))

@@ -233,11 +233,23 @@ impl Lab {
     /// lab's EGRESS_SOURCE and EGRESS_GATEWAY, the given EGRESS_DESTINATION, instance
     /// `instance` pinned on the lab's bpffs, and `extra` arguments; fails unless it exits 0.
     pub fn init_router(&self, instance: &str, destination: &str, extra: &[&str]) -> Result<String> {
+        let (source, gateway) = (EGRESS_SOURCE.to_string(), GATEWAY_IP.to_string());
+        self.init_router_as(instance, [&source, &gateway], destination, extra)
+    }
+
+    /// [`Lab::init_router`] with `[EGRESS_SOURCE, EGRESS_GATEWAY]` as given.
+    pub fn init_router_as(
+        &self,
+        instance: &str,
+        [source, gateway]: [&str; 2],
+        destination: &str,
+        extra: &[&str],
+    ) -> Result<String> {
         let out = crate::netns::run_bounded(
             self.router
                 .command(crate::egress_router_bin())
-                .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+                .env("EGRESS_SOURCE", source)
+                .env("EGRESS_GATEWAY", gateway)
                 .env("EGRESS_DESTINATION", destination)
                 .env("EGRESS_ROUTER_MODE", "init")
                 .arg("--bpffs")

@@ -11,6 +11,7 @@ pub mod echo;
 pub mod failover;
 pub mod fuzz;
 pub mod lab;
+pub mod lab6;
 pub mod netns;
 pub mod pktgen;
 pub mod pktgen6;

@@ -50,11 +50,9 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
         _pad: 0,
         nat_secret: 0x5eed_0001,
     };
-    dp.maps_mut().configure(&cfg, &[]).unwrap();
     let rules: Vec<_> = rules
         .iter()
-        .enumerate()
-        .map(|(i, &(port, protocol, remote_ip, remote_port))| {
+        .map(|&(port, protocol, remote_ip, remote_port)| {
             let key = RuleKey {
                 port,
                 proto: protocol,
@@ -63,7 +61,7 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
             let target = RuleTarget6 {
                 remote_ip,
                 remote_port,
-                rule_id: i as u16 + 1,
+                rule_id: 0,
                 flags: 0,
             };
             (key, target)
@@ -81,7 +79,10 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
         mss_clamp: MSS6,
         _pad: 0,
     };
-    dp.configure6(&cfg6, &rules).unwrap();
+    // Ids in order from 1, as for IPv4.
+    dp.maps_mut()
+        .configure_dual(&cfg, &cfg6, &[], &rules)
+        .unwrap();
     dp
 }
 

@@ -41,7 +41,7 @@ fn tcp_is_translated_both_ways_over_ipv6() {
     assert_eq!(verdict, TC_ACT_REDIRECT);
     check_tcp6(&out, (SOURCE6, 40000), (SERVER6, 80));
 
-    let flows = dp.conntrack6().unwrap();
+    let flows = dp.maps().conntrack6().unwrap();
     assert_eq!(flows.len(), 2, "forward and reply entries: {flows:?}");
     let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::FlowsCreated).packets, 1, "{stats}");
@@ -208,7 +208,10 @@ fn unsolicited_and_malformed_ipv6_from_the_egress_network_is_dropped() {
     long[14 + 5] += 100;
     assert!(shot(&mut dp, &long));
     assert_eq!(drops(&dp, DropReason::Truncated), 1);
-    assert!(dp.conntrack6().unwrap().is_empty(), "nothing tracked");
+    assert!(
+        dp.maps().conntrack6().unwrap().is_empty(),
+        "nothing tracked"
+    );
 }
 
 /// An instance without IPv6 handles IPv6 as before: to the pod on the pod interface,

@@ -208,7 +208,7 @@ fn random_extension_header_chains_get_nowhere_unasked_and_translate_cleanly() {
         }
     }
     assert!(
-        inbound.conntrack6().unwrap().is_empty(),
+        inbound.maps().conntrack6().unwrap().is_empty(),
         "nothing tracked from the egress network"
     );
     for dp in [&inbound, &outbound] {

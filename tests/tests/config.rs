@@ -223,22 +223,23 @@ const CASES: &[Case] = &[
         "EGRESS_DESTINATION fallback IP must be the last line",
     ),
     (
-        "dual stack, applied (validated and planned only so far)",
-        Some("198.51.100.100/24,2001:db8:e::99/64"),
-        Some("198.51.100.1,fe80::1"),
-        Some("80 tcp 2001:db8:f::10\n203.0.113.20"),
+        "IPv6 alone in redirect mode (dual stack is applied)",
+        Some("2001:db8:e::99/64"),
+        Some("fe80::1"),
+        Some("80 tcp 2001:db8:f::10"),
         "init",
-        "EGRESS_SOURCE: IPv6 is not applied by this version yet, only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
+        "EGRESS_SOURCE: IPv6 alone is not applied by this version yet (dual stack is): give \
+         an IPv4 address beside the IPv6 one",
     ),
     (
-        "IPv6 only, proxy init",
-        Some("2001:db8:e::99/64"),
-        Some("2001:db8:e::1"),
+        "dual stack, proxy init",
+        Some("198.51.100.100/24,2001:db8:e::99/64"),
+        Some("198.51.100.1,2001:db8:e::1"),
         None,
         "http-proxy",
-        "EGRESS_SOURCE: IPv6 is not applied by this version yet, only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
+        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect mode \
+         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
+         IPv4 address",
     ),
     (
         "IPv6 remote without an IPv6 source",

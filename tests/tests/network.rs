@@ -1,14 +1,16 @@
 //! Network set-up of the egress side, in the lab: what `ip` shows afterwards, what the gateway
-//! learns from the gratuitous ARP, idempotency, and failures that change nothing.
+//! learns from the gratuitous ARP, idempotency, and failures that change nothing; the same
+//! for the IPv6 half.
 
 use std::{future::Future, time::Duration};
 
 use egress_tests::{
     lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, NODE_PREFIX, POD_PREFIX},
+    lab6::{EGRESS_SOURCE6, GATEWAY_IP6},
     netns::{Netns, run_bounded},
 };
 use egress_user::{
-    config::fields::EgressSource,
+    config::fields::{Egress6, EgressSource},
     network::{
         announce::announce,
         error::Error,
@@ -45,6 +47,7 @@ fn plan(iface: &str, parent: Option<&str>) -> NetworkPlan {
             prefix: NODE_PREFIX,
         },
         gateway: GATEWAY_IP,
+        v6: None,
         owner: "egress-router:network-test".to_owned(),
         mac: Some(stable_mac(EGRESS_SOURCE)),
     }
@@ -178,4 +181,94 @@ fn creates_the_macvlan_on_its_parent_and_fails_cleanly_without_one() {
     let again = apply_in(&lab.node, plan("egress0", Some("uplink"))).unwrap();
     assert!(!again.created_macvlan);
     assert_eq!(again.egress_ifindex, created.egress_ifindex);
+}
+
+#[test]
+fn sets_up_the_ipv6_half_idempotently_and_tears_it_down() {
+    let lab = Lab::new("network6").unwrap();
+    lab.enable_ipv6().unwrap();
+    let before = lab.router.network_state().unwrap();
+    // What a host on the egress network might have configured, and must not: router
+    // advertisements and autoconfiguration on (the kernel's defaults).
+    let mut plan = plan("macvlan0", None);
+    plan.v6 = Some(Egress6 {
+        source: EgressSource {
+            ip: EGRESS_SOURCE6,
+            prefix: 64,
+        },
+        gateway: GATEWAY_IP6,
+    });
+    let applied = apply_in(&lab.router, plan.clone()).unwrap();
+    let state = lab.router.network_state().unwrap();
+    for expected in [
+        format!("addr macvlan0 inet6 {EGRESS_SOURCE6}/64"),
+        format!("route default via {GATEWAY_IP6} dev macvlan0"),
+        format!("route {GATEWAY_IP6} dev macvlan0"),
+        format!("addr macvlan0 inet {EGRESS_SOURCE}/{NODE_PREFIX}"),
+        "net.ipv6.conf.all.forwarding = 0".to_owned(),
+    ] {
+        assert!(state.contains(&expected), "{expected:?} missing:\n{state}");
+    }
+    let address = stdout(
+        &lab.router,
+        "ip",
+        &[
+            "-6", "-o", "addr", "show", "dev", "macvlan0", "scope", "global",
+        ],
+    );
+    assert!(
+        address.contains(&EGRESS_SOURCE6.to_string()) && !address.contains("tentative"),
+        "usable at once, without DAD: {address}"
+    );
+    for key in ["accept_ra", "autoconf"] {
+        let value = stdout(
+            &lab.router,
+            "sysctl",
+            &["-n", &format!("net.ipv6.conf.macvlan0.{key}")],
+        );
+        assert_eq!(
+            value.trim(),
+            "0",
+            "{key}: the egress network configures nothing"
+        );
+    }
+    // Reachable over IPv6 from the gateway (no data plane here), neighbour discovery
+    // included.
+    let ping = run_bounded(
+        lab.gateway.command("ping").args([
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &EGRESS_SOURCE6.to_string(),
+        ]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+
+    // A pod restart: the same state.
+    let again = apply_in(&lab.router, plan.clone()).unwrap();
+    assert_eq!(again, applied);
+    assert_eq!(lab.router.network_state().unwrap(), state);
+
+    // Teardown takes both addresses and all four routes; IPv6 stays on for the interface
+    // (as IPv4 forwarding stays off), the rest is as before.
+    let removed = block_on_in(&lab.router, || async { plan.teardown().await.unwrap() });
+    assert!(removed.address && removed.routes == 4, "{removed:?}");
+    let after = lab.router.network_state().unwrap();
+    let without = |state: &str| -> String {
+        state
+            .lines()
+            .filter(|l| !l.contains("macvlan0") || l.starts_with("link") || l.starts_with("tcx"))
+            .filter(|l| !l.contains("fe80::") && !l.contains("ff00::"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    assert_eq!(without(&after), without(&before));
+    assert!(!after.contains(&EGRESS_SOURCE6.to_string()), "{after}");
+    assert!(!after.contains(&GATEWAY_IP6.to_string()), "{after}");
 }

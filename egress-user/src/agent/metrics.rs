@@ -11,13 +11,17 @@ use std::{
     },
 };
 
-use egress_common::{DropReason, RuleKey, RuleTarget, Stat};
+use egress_common::{DropReason, RuleKey, RuleTarget, Stat, config_flags};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::{
-    dataplane::{discover, maps::MapSet, programs::PROGRAMS},
+    dataplane::{
+        discover,
+        maps::MapSet,
+        programs::{PROGRAMS, PROGRAMS6},
+    },
     inspect,
 };
 
@@ -249,20 +253,25 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
 }
 
 fn health(shared: &Shared) -> Result<(), String> {
-    let programs = discover::attached_programs(&shared.pod_interface, &shared.egress_interface)
-        .map_err(|e| e.to_string())?;
-    if programs.len() < PROGRAMS.len() {
-        return Err(format!(
-            "{} of {} programs attached",
-            programs.len(),
-            PROGRAMS.len()
-        ));
-    }
-    shared
+    let config = shared
         .maps
         .config()
         .map_err(|e| e.to_string())?
         .ok_or("not configured")?;
+    let programs = discover::attached_programs(&shared.pod_interface, &shared.egress_interface)
+        .map_err(|e| e.to_string())?;
+    // The IPv6 programs too, where the instance has IPv6.
+    let expected = if config.flags & config_flags::IPV6 != 0 {
+        PROGRAMS.len() + PROGRAMS6.len()
+    } else {
+        PROGRAMS.len()
+    };
+    if programs.len() < expected {
+        return Err(format!(
+            "{} of {expected} programs attached",
+            programs.len()
+        ));
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
     config::{
         dns_proxy::{check_dns_local_ports, parse_dns_routes},
-        fields::{EgressSource, optional_gateway, optional_source},
+        fields::{Egress, EgressSource, optional_gateway, optional_source},
     },
     instance::{
         Instance,
@@ -67,7 +67,13 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         let settings = cli.settings(local_tcp_ports);
         let prepared = prepare(&cli.agent_options(), args.take_over).await?;
         let mut names = Names::new(resolver, &routes, debug);
-        let mut instance = Instance::start(&settings, source, gateway, names.rules()).await?;
+        let egress = Egress {
+            source,
+            gateway: gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            v6: None,
+        };
+        let mut instance =
+            Instance::start(&settings, &egress, gateway.is_some(), names.rules()).await?;
         instance.log_started(&settings);
         names.refresh(&mut instance, true).await;
         tracing::info!(

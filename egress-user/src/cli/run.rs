@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
-    config::{mode::Mode, redirect::Raw, source::ConfigSource},
+    config::{fields::Egress, mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
 };
@@ -56,8 +56,12 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             // The network, and the data plane with no rule: it translates nothing, and its
             // egress-interface programs keep the egress network out of the pod (only replies
             // to the proxies' own connections come in), whatever the main container may do.
-            let instance =
-                Instance::start(&settings, source, Some(gateway), RuleSet::default()).await?;
+            let egress = Egress {
+                source,
+                gateway,
+                v6: None,
+            };
+            let instance = Instance::start(&settings, &egress, true, RuleSet::default()).await?;
             instance.log_started(&settings);
             tracing::info!(
                 mode = config.mode.name(),
@@ -70,7 +74,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }),
         Mode::Init | Mode::Legacy => runtime()?.block_on(async {
-            let (source, gateway) = config.ipv4()?;
+            let egress = config.egress()?;
             // Handlers first: a SIGTERM during set-up ends legacy mode right after it.
             let signals = Signals::install()?;
             // What can fail for the agent fails before the set-up changes anything.
@@ -78,10 +82,13 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                 Mode::Legacy => Some(prepare(&cli.agent_options(), args.take_over).await?),
                 _ => None,
             };
-            let instance =
-                Instance::start(&settings, source, Some(gateway), destinations.rules()).await?;
+            let instance = Instance::start(&settings, &egress, true, destinations.rules()).await?;
             instance.log_started(&settings);
-            tracing::info!(gateway = %gateway, mode = config.mode.name(), "redirect mode set up");
+            tracing::info!(
+                gateway = %config.gateway,
+                mode = config.mode.name(),
+                "redirect mode set up"
+            );
             let Some(prepared) = prepared else {
                 if settings.debug {
                     tracing::info!(

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use egress_user::{
-    config::fields::{optional_gateway, optional_source},
+    config::fields::{optional_gateways, optional_sources},
     instance::teardown::Teardown,
 };
 
@@ -17,8 +17,8 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         egress_interface: &cli.egress_interface,
         pin_dir: &pin_dir,
         macvlan_mode: args.macvlan_mode,
-        source: optional_source(args.egress_source.as_deref())?,
-        gateway: optional_gateway(args.egress_gateway.as_deref())?,
+        source: optional_sources(args.egress_source.as_deref())?,
+        gateway: optional_gateways(args.egress_gateway.as_deref())?,
     };
     let done = runtime()?.block_on(teardown.run())?;
     tracing::info!(

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{EgressSource, Gateways, Sources, optional_gateway, optional_source},
+    fields::{Egress6, EgressSource, Gateways, Sources, optional_gateway, optional_source},
     redirect::{Config, Destinations, tests::raw},
 };
 
@@ -224,12 +224,29 @@ fn ipv6_sources_and_destinations_lead_somewhere() {
 }
 
 #[test]
-fn modes_that_apply_the_configuration_refuse_ipv6_for_now() {
+fn redirect_applies_dual_stack_and_the_rest_refuses_ipv6_for_now() {
     let dual = Config::from_raw(&raw(DUAL_SOURCE, DUAL_GATEWAY, "203.0.113.20")).unwrap();
     assert_eq!(
         dual.ipv4().unwrap_err().to_string(),
-        "EGRESS_SOURCE: IPv6 is not applied by this version yet, only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
+        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect mode \
+         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
+         IPv4 address"
+    );
+    let egress = dual.egress().unwrap();
+    assert_eq!(egress.source, dual.source.v4.unwrap());
+    assert_eq!(
+        egress.v6,
+        Some(Egress6 {
+            source: dual.source.v6.unwrap(),
+            gateway: dual.gateway.v6.unwrap(),
+        })
+    );
+    let alone = Config::from_raw(&raw("2001:db8:e::99/64", "fe80::1", "2001:db8:f::10")).unwrap();
+    assert_eq!(
+        alone.egress().unwrap_err(),
+        ConfigError::Ipv6Alone {
+            variable: "EGRESS_SOURCE"
+        }
     );
     let v4 = Config::from_raw(&raw("198.51.100.99/24", "198.51.100.1", "203.0.113.20")).unwrap();
     let (source, gateway) = v4.ipv4().unwrap();

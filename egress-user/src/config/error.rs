@@ -69,10 +69,16 @@ pub enum ConfigError {
     )]
     NoSourceForFamily { line: String, family: &'static str },
     #[error(
-        "{variable}: IPv6 is not applied by this version yet, only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
+        "{variable}: IPv6 is not applied in this mode by this version yet (redirect mode \
+         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
+         IPv4 address"
     )]
     Ipv6NotApplied { variable: &'static str },
+    #[error(
+        "{variable}: IPv6 alone is not applied by this version yet (dual stack is): give an \
+         IPv4 address beside the IPv6 one"
+    )]
+    Ipv6Alone { variable: &'static str },
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

@@ -86,6 +86,22 @@ pub struct Dual<V4, V6> {
     pub v6: Option<V6>,
 }
 
+/// The egress side of a redirect instance as the data plane applies it: IPv4, and
+/// IPv6 beside it ([`crate::config::redirect::Config::egress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub source: EgressSource,
+    pub gateway: Ipv4Addr,
+    pub v6: Option<Egress6>,
+}
+
+/// The IPv6 half of [`Egress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress6 {
+    pub source: EgressSource<Ipv6Addr>,
+    pub gateway: Ipv6Addr,
+}
+
 /// `EGRESS_SOURCE`: one address per family.
 pub type Sources = Dual<EgressSource, EgressSource<Ipv6Addr>>;
 /// `EGRESS_GATEWAY`: one gateway per family.
@@ -203,6 +219,17 @@ fn is_unicast_v6(ip: Ipv6Addr) -> bool {
 /// A variable that is set and not empty, trimmed.
 fn given(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// EGRESS_SOURCE of either family where a command may do without it (teardown): `None`
+/// when unset or empty, OpenShift's error when invalid.
+pub fn optional_sources(value: Option<&str>) -> Result<Option<Sources>, ConfigError> {
+    given(value).map(str::parse).transpose()
+}
+
+/// EGRESS_GATEWAY of either family where a command may do without it.
+pub fn optional_gateways(value: Option<&str>) -> Result<Option<Gateways>, ConfigError> {
+    given(value).map(str::parse).transpose()
 }
 
 /// EGRESS_SOURCE where a command may do without it (teardown, the proxies' main

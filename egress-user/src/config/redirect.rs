@@ -11,8 +11,8 @@ use std::{
 use crate::config::{
     error::ConfigError,
     fields::{
-        EgressSource, Family as _, Gateways, Sources, check_destination, check_local_ports,
-        parse_port, value_lines,
+        Egress, Egress6, EgressSource, Family as _, Gateways, Sources, check_destination,
+        check_local_ports, parse_port, value_lines,
     },
     mode::Mode,
 };
@@ -222,6 +222,22 @@ impl Config {
             source,
             gateway,
             destinations,
+        })
+    }
+
+    /// EGRESS_SOURCE and EGRESS_GATEWAY as redirect mode applies them: IPv4, and IPv6
+    /// beside it. An error naming the variable when it has IPv6 alone.
+    pub fn egress(&self) -> Result<Egress, ConfigError> {
+        let v4 = |variable| ConfigError::Ipv6Alone { variable };
+        Ok(Egress {
+            source: self.source.v4.ok_or(v4("EGRESS_SOURCE"))?,
+            gateway: self.gateway.v4.ok_or(v4("EGRESS_GATEWAY"))?,
+            // Validation paired them: a source of a family has its gateway.
+            v6: self
+                .source
+                .v6
+                .zip(self.gateway.v6)
+                .map(|(source, gateway)| Egress6 { source, gateway }),
         })
     }
 

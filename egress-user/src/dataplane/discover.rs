@@ -14,7 +14,7 @@ use egress_common::maps;
 use crate::{
     dataplane::{
         maps::MapSet,
-        programs::{PROGRAMS, Program},
+        programs::{self, Program},
         tcx,
     },
     network::interface::ifindex,
@@ -80,14 +80,14 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The egress-router programs attached with TCX to the interfaces, in [`PROGRAMS`] order.
-/// An interface that does not exist has none.
+/// The egress-router programs attached with TCX to the interfaces, in [`programs::all`]
+/// order. An interface that does not exist has none.
 pub fn attached_programs(
     pod_interface: &str,
     egress_interface: &str,
 ) -> Result<Vec<AttachedProgram>, Error> {
     let mut found = Vec::new();
-    for program in PROGRAMS {
+    for program in programs::all() {
         let iface = program.interface(pod_interface, egress_interface);
         let Some(index) = ifindex(iface) else {
             continue;
@@ -114,20 +114,32 @@ pub fn maps_of_attached(pod_interface: &str) -> Result<Option<(MapSet, u32)>, Er
     }
 }
 
-/// The map IDs of the program attached to the pod interface's ingress, and its ID.
+/// The map IDs of the programs attached to the pod interface's ingress (the IPv4 one's,
+/// and the IPv6 one's where it has one), and the IPv4 program's ID.
 pub fn map_ids_of_attached(pod_interface: &str) -> Result<Option<(Vec<u32>, u32)>, Error> {
     let programs = attached_programs(pod_interface, "")?;
-    let Some(pod) = programs
+    let mut at_pod = programs
         .iter()
-        .find(|p| p.interface == pod_interface && p.direction == "ingress")
-    else {
+        .filter(|p| p.interface == pod_interface && p.direction == "ingress");
+    let Some(pod) = at_pod.next() else {
         return Ok(None);
     };
-    let info = program_info(pod.id)?;
-    let ids = info
-        .map_ids()
-        .map_err(|source| Error::Program { id: pod.id, source })?
-        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for program in std::iter::once(pod).chain(at_pod) {
+        let info = program_info(program.id)?;
+        let used = info
+            .map_ids()
+            .map_err(|source| Error::Program {
+                id: program.id,
+                source,
+            })?
+            .unwrap_or_default();
+        ids.extend(
+            used.into_iter()
+                .filter(|id| !ids.contains(id))
+                .collect::<Vec<_>>(),
+        );
+    }
     Ok(Some((ids, pod.id)))
 }
 
@@ -174,22 +186,30 @@ pub fn open(pod_interface: &str, pin_dir: &Path) -> Result<Option<(MapSet, Sourc
 /// Detaches the egress-router programs from both interfaces; returns how many there were.
 pub fn detach_all(pod_interface: &str, egress_interface: &str) -> Result<usize, Error> {
     let mut detached = 0;
-    for program in PROGRAMS {
+    for program in programs::all() {
         let iface = program.interface(pod_interface, egress_interface);
-        let Some(index) = ifindex(iface) else {
-            continue;
-        };
-        let Some(info) = tcx_attached(index, &program)? else {
-            continue;
-        };
-        let detach_error = |source| Error::Detach {
-            name: program.name,
-            iface: iface.to_owned(),
-            source,
-        };
-        let fd = tcx::prog_fd(info.id()).map_err(detach_error)?;
-        tcx::detach(index, program.attach_type, fd.as_fd()).map_err(detach_error)?;
-        detached += 1;
+        if detach(iface, &program)? {
+            detached += 1;
+        }
     }
     Ok(detached)
+}
+
+/// Detaches `program` from interface `iface` if it is attached there; returns whether it
+/// was.
+pub fn detach(iface: &str, program: &Program) -> Result<bool, Error> {
+    let Some(index) = ifindex(iface) else {
+        return Ok(false);
+    };
+    let Some(info) = tcx_attached(index, program)? else {
+        return Ok(false);
+    };
+    let detach_error = |source| Error::Detach {
+        name: program.name,
+        iface: iface.to_owned(),
+        source,
+    };
+    let fd = tcx::prog_fd(info.id()).map_err(detach_error)?;
+    tcx::detach(index, program.attach_type, fd.as_fd()).map_err(detach_error)?;
+    Ok(true)
 }

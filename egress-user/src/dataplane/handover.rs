@@ -106,12 +106,13 @@ impl Handover {
         }
     }
 
-    /// Loads the object on the handed-over maps (and pins of an earlier run).
-    pub fn load(&mut self, conntrack_flows: u32) -> Result<Dataplane, load::Error> {
+    /// Loads the object on the handed-over maps (and pins of an earlier run), with its
+    /// IPv6 programs if `ipv6`.
+    pub fn load(&mut self, conntrack_flows: u32, ipv6: bool) -> Result<Dataplane, load::Error> {
         let dataplane = Dataplane::load(&LoadOptions {
             conntrack_flows,
             pin_dir: self.pin_dir.clone(),
-            ipv6: false,
+            ipv6,
         })?;
         let reuse = dataplane.reuse();
         let carried = reuse.reused.contains(&maps::CONNTRACK) || !reuse.migrated.is_empty();

@@ -6,8 +6,9 @@ use aya::{
     maps::{MapError, MapInfo, MapType},
 };
 use egress_common::{
-    FlowEntry, FlowKey, FragKey, FragPorts, PacketCount, RULES_CAPACITY, RouterConfig, RuleAddrs,
-    RuleKey, RuleTarget, UNREPLIED_SHARE, maps,
+    FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragPorts, PacketCount, RULES_CAPACITY,
+    RouterConfig, RouterConfig6, RuleAddrs, RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE,
+    maps,
 };
 
 /// Why a map cannot be used by this build.
@@ -35,6 +36,8 @@ pub enum LayoutError {
         found: u32,
         expected: u32,
     },
+    #[error("map {name} was sized for an instance {}", if *.ipv6 { "with IPv6" } else { "without IPv6" })]
+    Family { name: &'static str, ipv6: bool },
 }
 
 /// The layout this build expects of a map: what makes an existing map reusable.
@@ -59,7 +62,7 @@ const fn size<T>() -> u32 {
     size_of::<T>() as u32
 }
 
-/// The expected layout of each map in [`maps::ALL`].
+/// The expected layout of each map in [`maps::ALL`] and [`maps::ALL6`].
 #[must_use]
 pub fn layout(name: &str) -> Option<Layout> {
     let (map_type, key_size, value_size) = match name {
@@ -72,6 +75,12 @@ pub fn layout(name: &str) -> Option<Layout> {
         }
         maps::CT_LIMITED => (MapType::Hash, 4, 4),
         maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
+        maps::CONFIG6 => (MapType::Array, 4, size::<RouterConfig6>()),
+        maps::RULES6 => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget6>()),
+        maps::CONNTRACK6 | maps::CT_UNREPLIED6 => {
+            (MapType::LruHash, size::<FlowKey6>(), size::<FlowEntry6>())
+        }
+        maps::CT_LIMITED6 => (MapType::Hash, 16, 4),
         _ => return None,
     };
     Some(Layout {
@@ -108,6 +117,28 @@ pub(crate) fn unreplied_entries(conntrack_flows: u32) -> u32 {
     (conntrack_flows / UNREPLIED_SHARE)
         .max(64)
         .saturating_mul(2)
+}
+
+/// The IPv6 maps whose size says whether their instance has IPv6.
+const SIZED6: [&str; 4] = [
+    maps::CONNTRACK6,
+    maps::CT_UNREPLIED6,
+    maps::RULES6,
+    maps::CT_LIMITED6,
+];
+
+/// Checks that an existing IPv6 map was sized for an instance that has IPv6 as this one
+/// (`ipv6`) does: one without took one entry each ([`size_ipv6_maps`]). A map of the other
+/// kind is replaced: an instance that gains IPv6 needs full tables (the placeholders hold
+/// no flows), and one that loses it gives their memory back.
+pub fn check_family(name: &'static str, info: &MapInfo, ipv6: bool) -> Result<(), LayoutError> {
+    if SIZED6.contains(&name) && (info.max_entries() > 1) != ipv6 {
+        return Err(LayoutError::Family {
+            name,
+            ipv6: info.max_entries() > 1,
+        });
+    }
+    Ok(())
 }
 
 /// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each

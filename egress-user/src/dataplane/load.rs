@@ -18,7 +18,7 @@ use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, maps, programs};
 use crate::{
     dataplane::{
         discover,
-        layout::{LayoutError, check_layout, size_ipv6_maps, unreplied_entries},
+        layout::{LayoutError, check_family, check_layout, size_ipv6_maps, unreplied_entries},
         maps::MapSet,
         migrate::Migration,
         programs::{PROGRAMS, PROGRAMS6, Program},
@@ -105,6 +105,9 @@ pub struct Reuse {
     /// Entries copied from a pinned map of an earlier layout into its replacement (the
     /// conntrack flows of an earlier release), by map.
     pub migrated: Vec<(&'static str, u64)>,
+    /// IPv6 maps replaced because the instance gained or lost IPv6
+    /// ([`crate::dataplane::layout::check_family`]).
+    pub resized: Vec<&'static str>,
 }
 
 /// The loaded data plane: programs and maps of one egress-router instance.
@@ -132,7 +135,7 @@ impl Dataplane {
                 path: dir.clone(),
                 source,
             })?;
-            for name in maps::ALL {
+            for name in maps::ALL.into_iter().chain(maps::ALL6) {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
                     // A rules map smaller than this build's (an earlier release's, without
@@ -146,7 +149,7 @@ impl Dataplane {
                                 expected: RULES_CAPACITY,
                             });
                         }
-                        Ok(())
+                        check_family(name, &info, opts.ipv6)
                     });
                     match fits {
                         Ok(()) => reuse.reused.push(name),
@@ -162,7 +165,12 @@ impl Dataplane {
                                 path: path.clone(),
                                 source,
                             })?;
-                            reuse.replaced.push((name, err.to_string()));
+                            if matches!(err, LayoutError::Family { .. }) {
+                                // The instance gained or lost IPv6: expected, not a loss.
+                                reuse.resized.push(name);
+                            } else {
+                                reuse.replaced.push((name, err.to_string()));
+                            }
                         }
                     }
                 }
@@ -178,7 +186,7 @@ impl Dataplane {
         }
         drop(held);
         let mut set = BTreeMap::new();
-        for name in maps::ALL {
+        for name in maps::ALL.into_iter().chain(maps::ALL6) {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
         }
         let mut maps = MapSet::new(set);
@@ -298,10 +306,28 @@ impl Dataplane {
 
     /// Attaches every program to its interface in the current network namespace with TCX,
     /// owned by the interfaces: they stay when this process exits. A program of an earlier
-    /// run at the same place is replaced atomically.
-    pub fn attach(&mut self, pod_interface: &str, egress_interface: &str) -> Result<(), Error> {
+    /// run at the same place is replaced atomically. The IPv6 programs (with `ipv6`) go
+    /// after the IPv4 ones, which hand IPv6 on to them; without `ipv6`, an earlier run's
+    /// are detached.
+    pub fn attach(
+        &mut self,
+        pod_interface: &str,
+        egress_interface: &str,
+        ipv6: bool,
+    ) -> Result<(), Error> {
         for program in PROGRAMS {
             self.attach_program(&program, program.interface(pod_interface, egress_interface))?;
+        }
+        for program in PROGRAMS6 {
+            let iface = program.interface(pod_interface, egress_interface);
+            if ipv6 {
+                self.attach_program(&program, iface)?;
+            } else {
+                discover::detach(iface, &program).map_err(|e| Error::Attached {
+                    iface: iface.to_owned(),
+                    source: Box::new(e),
+                })?;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,6 @@ use egress_common::{
 
 use crate::dataplane::{
     layout::{LayoutError, check_layout},
-    rules::plan_rules,
     stats::Stats,
 };
 
@@ -60,19 +59,23 @@ impl MapSet {
         Self { maps }
     }
 
-    /// Opens the pins of every map in `dir`, checking each layout.
+    /// Opens the pins of every map in `dir`, checking each layout: those of [`maps::ALL`]
+    /// must be there, those of [`maps::ALL6`] are opened where an instance pinned them.
     pub fn from_pins(dir: &Path) -> Result<Self, Error> {
         let mut set = BTreeMap::new();
-        for name in maps::ALL {
-            let data =
-                MapData::from_pin(dir.join(name)).map_err(|source| Error::Map { name, source })?;
+        for name in maps::ALL.into_iter().chain(maps::ALL6) {
+            let path = dir.join(name);
+            if maps::ALL6.contains(&name) && !path.exists() {
+                continue;
+            }
+            let data = MapData::from_pin(path).map_err(|source| Error::Map { name, source })?;
             set.insert(name, checked(name, data)?);
         }
         Ok(Self::new(set))
     }
 
-    /// Opens maps by ID (those a program uses), keeping those of [`maps::ALL`]; every one
-    /// must be there with this build's layout.
+    /// Opens maps by ID (those the programs use), keeping those of [`maps::ALL`] and
+    /// [`maps::ALL6`]; every one of [`maps::ALL`] must be there with this build's layout.
     pub fn from_ids(ids: &[u32]) -> Result<Self, Error> {
         let (set, mut left) = Self::open_ids(ids)?;
         match left.pop() {
@@ -99,7 +102,7 @@ impl MapSet {
             })?;
             let Some(name) = info
                 .name_as_str()
-                .and_then(|n| maps::ALL.iter().find(|m| **m == n))
+                .and_then(|n| maps::ALL.iter().chain(maps::ALL6.iter()).find(|m| **m == n))
             else {
                 continue;
             };
@@ -112,6 +115,7 @@ impl MapSet {
                 Err(err) => return Err(err),
             }
         }
+        // The IPv6 maps are the IPv6 programs': a data plane without them lacks them.
         for name in maps::ALL {
             if !set.contains_key(name) && !left.iter().any(|(n, _)| *n == name) {
                 left.push((name, Error::Missing(name)));
@@ -189,12 +193,7 @@ impl MapSet {
 
     /// The rules, sorted by rule id.
     pub fn rules(&self) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
-        let name = maps::RULES;
-        let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, RuleKey, RuleTarget>::try_from(self.map(name)?).map_err(err)?;
-        let mut rules = table.iter().collect::<Result<Vec<_>, _>>().map_err(err)?;
-        rules.sort_by_key(|(key, target)| (target.rule_id, key.port, key.proto));
-        Ok(rules)
+        self.rules_of(maps::RULES)
     }
 
     /// The current addresses of the rules that send to a name.
@@ -229,105 +228,6 @@ impl MapSet {
         let mut table =
             HashMap::<_, RuleKey, RuleAddrs>::try_from(self.map_mut(name)?).map_err(err)?;
         table.insert(key, value, 0).map_err(err)
-    }
-
-    /// Writes the instance configuration and reconciles the rules by difference: unchanged
-    /// rules keep their id and counters, new or changed rules get a free id with zeroed
-    /// counters, rules no longer wanted are removed. The configuration, which arms the
-    /// programs, is written last.
-    ///
-    /// Returns the rules as written, with their ids.
-    pub fn configure(
-        &mut self,
-        config: &RouterConfig,
-        wanted: &[(RuleKey, RuleTarget)],
-    ) -> Result<Vec<(RuleKey, RuleTarget)>, Error> {
-        let current = self.rules()?;
-        let old_config = self.config()?;
-        let plan = plan_rules(&current, wanted);
-        {
-            let name = maps::RULE_STATS;
-            let err = |source| Error::Map { name, source };
-            let nr_cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Cpus(source))?;
-            let mut array =
-                PerCpuArray::<_, PacketCount>::try_from(self.map_mut(name)?).map_err(err)?;
-            let mut reset: Vec<u16> = plan.fresh_ids.clone();
-            let fallback_changed = old_config.is_none_or(|old| {
-                old.fallback_ip != config.fallback_ip || old.flags != config.flags
-            });
-            if fallback_changed {
-                reset.push(0);
-            }
-            for id in reset {
-                let zero = aya::maps::PerCpuValues::try_from(vec![PacketCount::default(); nr_cpus])
-                    .map_err(Error::Cpus)?;
-                array.set(u32::from(id), zero, 0).map_err(err)?;
-            }
-        }
-        // Removed rules go first, so the map never holds more than the larger of the two
-        // sets (a full map swapped for another full one fits). If a write fails, what was
-        // done is undone: nothing is left half applied.
-        let mut done = 0;
-        let applied = self
-            .write_rules(&plan.remove, &plan.write, &mut done)
-            .and_then(|()| self.write_config(config));
-        if let Err(err) = applied {
-            let was = |key: &RuleKey| current.iter().find(|(k, _)| k == key).copied();
-            let removed = &plan.remove[..done.min(plan.remove.len())];
-            let written = &plan.write[..done.saturating_sub(plan.remove.len())];
-            let (mut undo_remove, mut undo_write) = (Vec::new(), Vec::new());
-            for key in removed {
-                undo_write.extend(was(key));
-            }
-            for (key, _) in written {
-                match was(key) {
-                    Some(old) => undo_write.push(old),
-                    None => undo_remove.push(*key),
-                }
-            }
-            let restored = self.write_rules(&undo_remove, &undo_write, &mut 0);
-            return Err(match restored {
-                Ok(()) => err,
-                Err(restore) => Error::Restore {
-                    error: Box::new(err),
-                    restore: Box::new(restore),
-                },
-            });
-        }
-        Ok(plan.result)
-    }
-
-    /// Removes `remove` from the rules map, then writes `write`; `done` counts the
-    /// operations that succeeded, in that order.
-    fn write_rules(
-        &mut self,
-        remove: &[RuleKey],
-        write: &[(RuleKey, RuleTarget)],
-        done: &mut usize,
-    ) -> Result<(), Error> {
-        let name = maps::RULES;
-        let err = |source| Error::Map { name, source };
-        let mut table =
-            HashMap::<_, RuleKey, RuleTarget>::try_from(self.map_mut(name)?).map_err(err)?;
-        for key in remove {
-            match table.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(err(source)),
-            }
-            *done += 1;
-        }
-        for (key, target) in write {
-            table.insert(key, target, 0).map_err(err)?;
-            *done += 1;
-        }
-        Ok(())
-    }
-
-    fn write_config(&mut self, config: &RouterConfig) -> Result<(), Error> {
-        let name = maps::CONFIG;
-        let err = |source| Error::Map { name, source };
-        let mut array = Array::<_, RouterConfig>::try_from(self.map_mut(name)?).map_err(err)?;
-        array.set(0, config, 0).map_err(err)
     }
 
     /// Path and drop counters, summed over CPUs.

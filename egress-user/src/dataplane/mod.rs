@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod bpffs;
+pub mod configure;
 pub mod discover;
 pub mod flows;
 pub mod handover;

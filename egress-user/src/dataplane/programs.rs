@@ -96,6 +96,12 @@ pub const PROGRAMS6: [Program; 3] = [
     },
 ];
 
+/// Every program, IPv4 then IPv6: the walks over what is attached (discovery, status,
+/// teardown), which must see the IPv6 programs of a data plane that has them.
+pub fn all() -> impl Iterator<Item = Program> {
+    PROGRAMS.into_iter().chain(PROGRAMS6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,22 +3,29 @@
 //! difference, so unchanged rules keep their id and counters. Rule ids are assigned here
 //! and nowhere else. Pure code, tested on the host.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-use egress_common::{MAX_RULES, RuleKey, RuleTarget, proto, rule_flags};
+use egress_common::{Addr, MAX_RULES, RuleKey, RuleTarget, RuleTarget6, proto, rule_flags};
 
 use crate::config::{
     dns_proxy::{DnsRoute, DnsTarget},
     redirect::{Destinations, Proto},
 };
 
-/// What the rules map and the fallback should hold. Targets carry no rule id yet
-/// ([`plan_rules`] assigns them).
+/// What the rules maps and the fallbacks should hold, per family. Targets carry no rule
+/// id yet ([`plan_rules`] assigns them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuleSet {
     pub rules: Vec<(RuleKey, RuleTarget)>,
-    /// Where traffic that matches no rule goes, if anywhere.
+    /// Where IPv4 traffic that matches no rule goes, if anywhere.
     pub fallback: Option<Ipv4Addr>,
+    /// The IPv6 rules ([`egress_common::maps::RULES6`]).
+    pub rules6: Vec<(RuleKey, RuleTarget6)>,
+    /// Where IPv6 traffic that matches no rule goes, if anywhere.
+    pub fallback6: Option<Ipv6Addr>,
 }
 
 fn key(port: u16, protocol: u8) -> RuleKey {
@@ -30,35 +37,30 @@ fn key(port: u16, protocol: u8) -> RuleKey {
 }
 
 impl RuleSet {
-    /// The IPv4 rules of `EGRESS_DESTINATION`, in the order written. The data plane
-    /// translates IPv4 only so far: a configuration with IPv6 rules is refused before it
-    /// gets here ([`crate::config::redirect::Config::ipv4`]).
+    /// The rules of `EGRESS_DESTINATION`, in the order written, each in its family's map.
     #[must_use]
     pub fn from_destinations(destinations: &Destinations) -> Self {
-        let rules = destinations
-            .rules
-            .iter()
-            .filter_map(|rule| {
-                let IpAddr::V4(remote_ip) = rule.remote_ip else {
-                    return None;
-                };
-                let protocol = match rule.proto {
+        let mut set = Self {
+            fallback: destinations.fallback,
+            fallback6: destinations.fallback6,
+            ..Self::default()
+        };
+        for rule in &destinations.rules {
+            let key = key(
+                rule.local_port,
+                match rule.proto {
                     Proto::Tcp => proto::TCP,
                     Proto::Udp => proto::UDP,
-                };
-                let target = RuleTarget {
-                    remote_ip: remote_ip.octets(),
-                    remote_port: rule.remote_port,
-                    rule_id: 0,
-                    flags: 0,
-                };
-                Some((key(rule.local_port, protocol), target))
-            })
-            .collect();
-        Self {
-            rules,
-            fallback: destinations.fallback,
+                },
+            );
+            match rule.remote_ip {
+                IpAddr::V4(ip) => set.rules.push((key, target(ip.octets(), rule.remote_port))),
+                IpAddr::V6(ip) => set
+                    .rules6
+                    .push((key, target(ip.octets(), rule.remote_port))),
+            }
         }
+        set
     }
 
     /// The DNS proxy's routes (TCP): a route to a name is flagged [`rule_flags::ADDRS`], its
@@ -83,50 +85,83 @@ impl RuleSet {
             .collect();
         Self {
             rules,
-            fallback: None,
+            ..Self::default()
         }
     }
 
     /// The set with `local_tcp_ports` delivered to the pod (the agent's own listeners),
-    /// where no rule takes the port.
+    /// where no rule takes the port, in both families (a fallback of either would take
+    /// them otherwise).
     #[must_use]
     pub fn with_local(mut self, local_tcp_ports: &[u16]) -> Self {
-        debug_assert!(local_tcp_ports.len() <= egress_common::MAX_LOCAL_RULES as usize);
-        for &port in local_tcp_ports {
-            let key = key(port, proto::TCP);
-            if !self.rules.iter().any(|(k, _)| *k == key) {
-                self.rules.push((key, RuleTarget::LOCAL));
+        fn add<A: Addr>(rules: &mut Vec<(RuleKey, RuleTarget<A>)>, ports: &[u16]) {
+            debug_assert!(ports.len() <= egress_common::MAX_LOCAL_RULES as usize);
+            for &port in ports {
+                let key = key(port, proto::TCP);
+                if !rules.iter().any(|(k, _)| *k == key) {
+                    // An unspecified remote: delivered to the pod.
+                    rules.push((key, target(A::default(), 0)));
+                }
             }
         }
+        add(&mut self.rules, local_tcp_ports);
+        add(&mut self.rules6, local_tcp_ports);
         self
     }
 }
 
-/// How the rules map changes.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RulePlan {
-    pub write: Vec<(RuleKey, RuleTarget)>,
+/// A target to `remote_ip`, with no id yet.
+fn target<A>(remote_ip: A, remote_port: u16) -> RuleTarget<A> {
+    RuleTarget {
+        remote_ip,
+        remote_port,
+        rule_id: 0,
+        flags: 0,
+    }
+}
+
+/// How the rules map of one family changes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RulePlan<A = [u8; 4]> {
+    pub write: Vec<(RuleKey, RuleTarget<A>)>,
     pub remove: Vec<RuleKey>,
     pub fresh_ids: Vec<u16>,
-    pub result: Vec<(RuleKey, RuleTarget)>,
+    pub result: Vec<(RuleKey, RuleTarget<A>)>,
+}
+
+impl<A> Default for RulePlan<A> {
+    fn default() -> Self {
+        Self {
+            write: Vec::new(),
+            remove: Vec::new(),
+            fresh_ids: Vec::new(),
+            result: Vec::new(),
+        }
+    }
 }
 
 /// Rule ids stay with unchanged rules (same key, same target); new and changed rules take
 /// the lowest ids not in use, so counters are never shared between two different rules.
-pub fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTarget)]) -> RulePlan {
-    let same = |a: &RuleTarget, b: &RuleTarget| {
+/// `taken` are ids the other family's rules hold (both families count into one
+/// [`egress_common::maps::RULE_STATS`]): never given out here.
+pub fn plan_rules<A: Addr>(
+    current: &[(RuleKey, RuleTarget<A>)],
+    wanted: &[(RuleKey, RuleTarget<A>)],
+    taken: &BTreeSet<u16>,
+) -> RulePlan<A> {
+    let same = |a: &RuleTarget<A>, b: &RuleTarget<A>| {
         a.remote_ip == b.remote_ip && a.remote_port == b.remote_port && a.flags == b.flags
     };
     let mut plan = RulePlan::default();
-    let kept: Vec<(RuleKey, RuleTarget)> = current
+    let kept: Vec<(RuleKey, RuleTarget<A>)> = current
         .iter()
         .filter(|(key, target)| wanted.iter().any(|(k, t)| k == key && same(t, target)))
         .copied()
         .collect();
     // Prefer ids no current rule has, so flows of a removed or changed rule (which keep
     // their translation until they end) never count into a different rule's counters.
-    let mut avoid: std::collections::BTreeSet<u16> =
-        current.iter().map(|(_, t)| t.rule_id).collect();
+    let mut avoid: BTreeSet<u16> = current.iter().map(|(_, t)| t.rule_id).collect();
+    avoid.extend(taken);
     let max = u16::try_from(MAX_RULES).unwrap_or(u16::MAX);
     for (key, target) in wanted {
         if let Some(old) = kept.iter().find(|(k, _)| k == key) {
@@ -135,12 +170,13 @@ pub fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTar
         }
         let mut target = *target;
         if !target.is_local() {
-            let free =
-                |avoid: &std::collections::BTreeSet<u16>| (1..=max).find(|id| !avoid.contains(id));
+            let free = |avoid: &BTreeSet<u16>| (1..=max).find(|id| !avoid.contains(id));
             let id = free(&avoid)
                 .or_else(|| {
                     // Every id is taken: reuse those of rules that are going away.
-                    avoid.retain(|id| kept.iter().any(|(_, t)| t.rule_id == *id));
+                    avoid.retain(|id| {
+                        taken.contains(id) || kept.iter().any(|(_, t)| t.rule_id == *id)
+                    });
                     avoid.extend(plan.fresh_ids.iter().copied());
                     free(&avoid)
                 })
@@ -158,6 +194,11 @@ pub fn plan_rules(current: &[(RuleKey, RuleTarget)], wanted: &[(RuleKey, RuleTar
         .map(|(key, _)| *key)
         .collect();
     plan
+}
+
+/// The rule ids of `rules`.
+pub fn ids<A>(rules: &[(RuleKey, RuleTarget<A>)]) -> BTreeSet<u16> {
+    rules.iter().map(|(_, t)| t.rule_id).collect()
 }
 
 #[cfg(test)]
@@ -185,7 +226,7 @@ mod tests {
         let current = [rule(80, 1, 1), rule(81, 2, 2), rule(82, 3, 3)];
         // 80 unchanged, 81 removed, 82 changed target, 83 new.
         let wanted = [rule(80, 1, 0), rule(82, 9, 0), rule(83, 4, 0)];
-        let plan = plan_rules(&current, &wanted);
+        let plan = plan_rules(&current, &wanted, &BTreeSet::new());
         assert_eq!(
             plan.result,
             [rule(80, 1, 1), rule(82, 9, 4), rule(83, 4, 5)]
@@ -201,7 +242,7 @@ mod tests {
             crate::config::dns_proxy::parse_dns_routes("80 203.0.113.10\n8080 app.example.com 80")
                 .unwrap();
         let set = RuleSet::from_dns_routes(&routes).with_local(&[9469, 80]);
-        let rules = plan_rules(&[], &set.rules).result;
+        let rules = plan_rules(&[], &set.rules, &BTreeSet::new()).result;
         assert_eq!(rules.len(), 3, "9469 delivered to the pod, 80 stays a rule");
         assert_eq!(rules[0].0.port, 80);
         assert!(!rules[0].1.by_name());
@@ -215,7 +256,7 @@ mod tests {
     #[test]
     fn a_fresh_table_numbers_rules_in_order() {
         let wanted = [rule(80, 1, 0), rule(81, 2, 0)];
-        let plan = plan_rules(&[], &wanted);
+        let plan = plan_rules(&[], &wanted, &BTreeSet::new());
         assert_eq!(plan.result, [rule(80, 1, 1), rule(81, 2, 2)]);
         assert!(plan.remove.is_empty());
     }

@@ -8,9 +8,9 @@ pub mod setup;
 pub mod source;
 pub mod teardown;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use egress_common::{RouterConfig, RuleKey, RuleTarget, config_flags};
+use egress_common::{RouterConfig, RouterConfig6, RuleKey, RuleTarget, RuleTarget6, config_flags};
 
 use crate::dataplane::{
     handover,
@@ -23,8 +23,11 @@ use crate::dataplane::{
 pub struct Instance {
     dataplane: Dataplane,
     router: RouterConfig,
+    /// The IPv6 half (zero without IPv6).
+    router6: RouterConfig6,
     /// The rules as written, with their ids.
     rules: Vec<(RuleKey, RuleTarget)>,
+    rules6: Vec<(RuleKey, RuleTarget6)>,
     local_tcp_ports: Vec<u16>,
     handover: handover::Report,
     created_macvlan: bool,
@@ -34,14 +37,19 @@ impl Instance {
     /// Applies new rules and a new fallback to the running data plane, reconciled by
     /// difference (unchanged rules keep their id and counters).
     pub fn apply(&mut self, rules: RuleSet) -> Result<(), load::Error> {
-        let mut router = self.router;
-        set_fallback(&mut router, rules.fallback);
-        let rules = self
-            .dataplane
-            .maps_mut()
-            .configure(&router, &rules.with_local(&self.local_tcp_ports).rules)?;
+        let (mut router, mut router6) = (self.router, self.router6);
+        set_fallback(&mut router, &mut router6, &rules);
+        let rules = rules.with_local(&self.local_tcp_ports);
+        let (rules, rules6) = self.dataplane.maps_mut().configure_dual(
+            &router,
+            &router6,
+            &rules.rules,
+            &rules.rules6,
+        )?;
         self.router = router;
+        self.router6 = router6;
         self.rules = rules;
+        self.rules6 = rules6;
         Ok(())
     }
 
@@ -55,6 +63,18 @@ impl Instance {
     #[must_use]
     pub fn rules(&self) -> &[(RuleKey, RuleTarget)] {
         &self.rules
+    }
+
+    /// The IPv6 rules as written, with their ids.
+    #[must_use]
+    pub fn rules6(&self) -> &[(RuleKey, RuleTarget6)] {
+        &self.rules6
+    }
+
+    /// Whether the instance translates IPv6.
+    #[must_use]
+    pub fn has_ipv6(&self) -> bool {
+        self.router.flags & config_flags::IPV6 != 0
     }
 
     #[must_use]
@@ -83,12 +103,26 @@ impl Instance {
     }
 }
 
-/// Sets the fallback of the data plane's configuration.
-pub(crate) fn set_fallback(router: &mut RouterConfig, fallback: Option<Ipv4Addr>) {
-    router.fallback_ip = fallback.unwrap_or(Ipv4Addr::UNSPECIFIED).octets();
-    if fallback.is_some() {
-        router.flags |= config_flags::HAS_FALLBACK;
-    } else {
-        router.flags &= !config_flags::HAS_FALLBACK;
+/// Sets the fallbacks of the data plane's configuration: `rules`' of each family. An
+/// instance without IPv6 takes no IPv6 fallback (validation refuses one without an IPv6
+/// EGRESS_SOURCE).
+pub(crate) fn set_fallback(
+    router: &mut RouterConfig,
+    router6: &mut RouterConfig6,
+    rules: &RuleSet,
+) {
+    fn set(flags: &mut u32, on: bool) {
+        if on {
+            *flags |= config_flags::HAS_FALLBACK;
+        } else {
+            *flags &= !config_flags::HAS_FALLBACK;
+        }
     }
+    router.fallback_ip = rules.fallback.unwrap_or(Ipv4Addr::UNSPECIFIED).octets();
+    set(&mut router.flags, rules.fallback.is_some());
+    let fallback6 = rules
+        .fallback6
+        .filter(|_| router.flags & config_flags::IPV6 != 0);
+    router6.fallback_ip = fallback6.unwrap_or(Ipv6Addr::UNSPECIFIED).octets();
+    set(&mut router6.flags, fallback6.is_some());
 }

@@ -2,19 +2,19 @@
 //! without side effects has passed (interfaces resolved, BPF object verified).
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use egress_common::{DEFAULT_NAT_PORTS, RouterConfig, config_flags};
+use egress_common::{DEFAULT_NAT_PORTS, RouterConfig, RouterConfig6, config_flags};
 
 use crate::{
-    config::fields::EgressSource,
+    config::fields::{Egress, Egress6},
     dataplane::{handover::Handover, load, rules::RuleSet},
     instance::{Instance, set_fallback},
     network::{
-        announce::announce,
+        announce::{announce, announce6},
         error::Error as NetworkError,
         interface::{InterfaceFacts, interface_facts},
         mac::stable_mac,
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("data plane: {0}")]
     Dataplane(#[from] load::Error),
     #[error("a rule sends to {0}, the pod IP: it would loop back into the router pod")]
-    LoopsBack(Ipv4Addr),
+    LoopsBack(IpAddr),
 }
 
 impl From<crate::dataplane::maps::Error> for Error {
@@ -71,17 +71,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The plan of the egress interface: EGRESS_SOURCE and the routes via `gateway`.
+    /// The plan of the egress interface: EGRESS_SOURCE and the routes via the gateways.
     #[must_use]
-    pub fn network_plan(&self, source: EgressSource, gateway: Ipv4Addr) -> NetworkPlan {
+    pub fn network_plan(&self, egress: &Egress) -> NetworkPlan {
         NetworkPlan {
             egress_interface: self.egress_interface.clone(),
             macvlan_parent: self.macvlan_parent.clone(),
             macvlan_mode: self.macvlan_mode,
-            source,
-            gateway,
+            source: egress.source,
+            gateway: egress.gateway,
+            v6: egress.v6,
             owner: owner_alias(&self.instance),
-            mac: self.stable_mac.then(|| stable_mac(source.ip)),
+            mac: self.stable_mac.then(|| stable_mac(egress.source.ip)),
         }
     }
 }
@@ -96,15 +97,17 @@ pub fn owner_alias(instance: &str) -> String {
 impl Instance {
     /// Sets the data plane up in the current network namespace with `rules`, taking over
     /// the maps of one already running there (attached to the pod interface, or pinned for
-    /// the instance) so that a restart or an upgrade keeps every flow. With `gateway`, the
+    /// the instance) so that a restart or an upgrade keeps every flow. With `network`, the
     /// egress interface is set up too (EGRESS_SOURCE, routes, announcement); without, it is
     /// taken as an init container left it.
     pub async fn start(
         settings: &Settings,
-        source: EgressSource,
-        gateway: Option<Ipv4Addr>,
+        egress: &Egress,
+        network: bool,
         rules: RuleSet,
     ) -> Result<Self, Error> {
+        let source = egress.source;
+        let gateway = network.then_some(egress.gateway);
         // Checks without side effects first.
         let pod = interface_facts(&settings.pod_interface)
             .await
@@ -112,15 +115,32 @@ impl Instance {
         let pod_ip = *pod.ipv4.first().ok_or_else(|| {
             Error::PodInterface(NetworkError::NoIpv4(settings.pod_interface.clone()))
         })?;
+        // IPv6 clients reach the router at the pod's global IPv6 address.
+        let pod_ip6 = match egress.v6 {
+            Some(_) => Some(*pod.ipv6.first().ok_or_else(|| {
+                Error::PodInterface(NetworkError::NoIpv6(settings.pod_interface.clone()))
+            })?),
+            None => None,
+        };
         let remotes = rules
             .rules
             .iter()
             .filter(|(_, target)| !target.is_local() && !target.by_name())
-            .map(|(_, target)| Ipv4Addr::from(target.remote_ip));
-        if let Some(ip) = remotes
-            .chain(rules.fallback)
-            .find(|ip| pod.ipv4.contains(ip))
-        {
+            .map(|(_, target)| IpAddr::from(target.remote_ip))
+            .chain(rules.fallback.map(IpAddr::V4));
+        let remotes6 = rules
+            .rules6
+            .iter()
+            .filter(|(_, target)| !target.is_local())
+            .map(|(_, target)| IpAddr::from(target.remote_ip))
+            .chain(rules.fallback6.map(IpAddr::V6));
+        let pod_ips: Vec<IpAddr> = pod
+            .ipv4
+            .iter()
+            .map(|&ip| IpAddr::V4(ip))
+            .chain(pod.ipv6.iter().map(|&ip| IpAddr::V6(ip)))
+            .collect();
+        if let Some(ip) = remotes.chain(remotes6).find(|ip| pod_ips.contains(ip)) {
             return Err(Error::LoopsBack(ip));
         }
         let started = std::time::Instant::now();
@@ -135,7 +155,7 @@ impl Instance {
                 tracing::warn!(%source, "EGRESS_SOURCE claimed without checking for another holder");
                 None
             }
-            Some(gateway) => Some(settings.network_plan(source, gateway)),
+            Some(_) => Some(settings.network_plan(egress)),
             None => None,
         };
         let mut handover = Handover::prepare(
@@ -148,6 +168,7 @@ impl Instance {
             .filter(|dir| !dir.exists())
             .map(Path::to_owned);
         let flows = settings.conntrack_flows;
+        let ipv6 = egress.v6.is_some();
         let (free, loaded) = tokio::join!(
             async {
                 match &probe {
@@ -156,7 +177,7 @@ impl Instance {
                 }
             },
             tokio::task::spawn_blocking(move || {
-                let loaded = handover.load(flows);
+                let loaded = handover.load(flows, ipv6);
                 (handover, loaded)
             }),
         );
@@ -175,9 +196,9 @@ impl Instance {
 
         // Now change the system: network, maps, attachments.
         let applied = match gateway {
-            Some(gateway) => Some(
+            Some(_) => Some(
                 settings
-                    .network_plan(source, gateway)
+                    .network_plan(egress)
                     .apply()
                     .await
                     .map_err(Error::Network)?,
@@ -185,21 +206,30 @@ impl Instance {
             None => None,
         };
         phase("network applied");
-        let egress = interface_facts(&settings.egress_interface)
+        let egress_facts = interface_facts(&settings.egress_interface)
             .await
             .map_err(Error::EgressInterface)?;
-        let mut router = router_config(source.ip, pod_ip, &pod, &egress, settings.debug);
+        let mut router = router_config(source.ip, pod_ip, &pod, &egress_facts, settings.debug);
         // The port-choice key of the running data plane, so that its flows are re-created
         // with the same translation; a new one for a new data plane.
         router.nat_secret = match dataplane.maps().config()? {
             Some(running) if running.nat_secret != 0 => running.nat_secret,
             _ => nat_secret(),
         };
-        set_fallback(&mut router, rules.fallback);
-        let rules = dataplane
-            .maps_mut()
-            .configure(&router, &rules.with_local(&settings.local_tcp_ports).rules)?;
-        dataplane.attach(&settings.pod_interface, &settings.egress_interface)?;
+        let mut router6 = match (egress.v6, pod_ip6) {
+            (Some(v6), Some(pod_ip6)) => {
+                router.flags |= config_flags::IPV6;
+                router_config6(&v6, pod_ip6, &pod, &egress_facts)
+            }
+            _ => RouterConfig6::default(),
+        };
+        set_fallback(&mut router, &mut router6, &rules);
+        let rules = rules.with_local(&settings.local_tcp_ports);
+        let (rules, rules6) =
+            dataplane
+                .maps_mut()
+                .configure_dual(&router, &router6, &rules.rules, &rules.rules6)?;
+        dataplane.attach(&settings.pod_interface, &settings.egress_interface, ipv6)?;
         if let Some(copied) = dataplane.finish_migration()? {
             tracing::info!(
                 copied,
@@ -210,13 +240,15 @@ impl Instance {
         phase("attached");
 
         if let Some(applied) = &applied {
-            announce_source(settings, source, applied).await?;
+            announce_source(settings, egress, applied).await?;
             phase("announced");
         }
         Ok(Self {
             dataplane,
             router,
+            router6,
             rules,
+            rules6,
             local_tcp_ports: settings.local_tcp_ports.clone(),
             handover,
             created_macvlan: applied.is_some_and(|a| a.created_macvlan),
@@ -235,13 +267,29 @@ impl Instance {
             Some(source) => tracing::info!(%source, flows, "adopted the running data plane"),
             None => tracing::info!("started a new data plane"),
         }
+        let resized = &self.dataplane.reuse().resized;
+        if !resized.is_empty() {
+            tracing::info!(
+                maps = ?resized,
+                ipv6 = self.has_ipv6(),
+                "IPv6 tables sized anew: the instance gained or lost IPv6"
+            );
+        }
         if let Some(why) = &report.adopt_warning {
             tracing::warn!(reason = %why, "could not take over the running data plane's state");
         }
         let has_fallback = self.router.flags & config_flags::HAS_FALLBACK != 0;
+        let has_fallback6 = self.router6.flags & config_flags::HAS_FALLBACK != 0;
         tracing::info!(
             rules = self.rules.iter().filter(|(_, t)| !t.is_local()).count(),
             fallback = has_fallback.then(|| Ipv4Addr::from(self.router.fallback_ip).to_string()),
+            ipv6 = self.has_ipv6(),
+            rules6 = self.rules6.iter().filter(|(_, t)| !t.is_local()).count(),
+            fallback6 =
+                has_fallback6.then(|| Ipv6Addr::from(self.router6.fallback_ip).to_string()),
+            pod_ip6 = self
+                .has_ipv6()
+                .then(|| Ipv6Addr::from(self.router6.pod_ip).to_string()),
             pod_interface = %settings.pod_interface,
             egress_interface = %settings.egress_interface,
             "data plane set up"
@@ -256,20 +304,28 @@ impl Instance {
     }
 }
 
+/// Announces EGRESS_SOURCE: gratuitous ARP, and unsolicited neighbour advertisements for
+/// its IPv6 address, at once.
 async fn announce_source(
     settings: &Settings,
-    source: EgressSource,
+    egress: &Egress,
     applied: &Applied,
 ) -> Result<(), Error> {
-    announce(
-        &settings.egress_interface,
+    let iface = &settings.egress_interface;
+    let (index, mac, after) = (
         applied.egress_ifindex,
         applied.egress_mac,
-        source.ip,
         settings.arp_request_after,
-    )
-    .await
-    .map_err(Error::Network)
+    );
+    let v4 = announce(iface, index, mac, egress.source.ip, after);
+    let v6 = async {
+        match egress.v6 {
+            Some(v6) => announce6(iface, index, mac, v6.source.ip, after).await,
+            None => Ok(()),
+        }
+    };
+    let (v4, v6) = tokio::join!(v4, v6);
+    v4.and(v6).map_err(Error::Network)
 }
 
 /// The translated source ports: the larger free side of the pod's ephemeral range
@@ -327,6 +383,25 @@ fn router_config(
         mss_clamp: u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX),
         _pad: 0,
         nat_secret: 0,
+    }
+}
+
+/// The data plane's view of the IPv6 half, without a fallback.
+fn router_config6(
+    v6: &Egress6,
+    pod_ip: Ipv6Addr,
+    pod: &InterfaceFacts,
+    egress: &InterfaceFacts,
+) -> RouterConfig6 {
+    let mtu = pod.mtu.min(egress.mtu);
+    RouterConfig6 {
+        pod_ip: pod_ip.octets(),
+        egress_source: v6.source.ip.octets(),
+        fallback_ip: [0; 16],
+        flags: 0,
+        // The IPv6 header is 20 bytes longer than IPv4's.
+        mss_clamp: u16::try_from(mtu.saturating_sub(60)).unwrap_or(u16::MAX),
+        _pad: 0,
     }
 }
 

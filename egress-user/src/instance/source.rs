@@ -156,10 +156,12 @@ fn validate(
         ..raw.clone()
     })?;
     config.check_local_ports(local_tcp_ports)?;
-    // Only the plan shows IPv6 so far; the modes that apply the configuration refuse it
-    // here, at start and on reload alike, before anything changes.
-    if config.mode != Mode::UnitTest {
-        config.ipv4()?;
+    // What the modes do not apply yet is refused here, at start and on reload alike,
+    // before anything changes: IPv6 alone in redirect mode, IPv6 in the proxies' modes.
+    match config.mode {
+        Mode::UnitTest => {}
+        Mode::Init | Mode::Legacy => drop(config.egress()?),
+        Mode::HttpProxyInit | Mode::DnsProxyInit => drop(config.ipv4()?),
     }
     Ok(config)
 }

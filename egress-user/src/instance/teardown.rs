@@ -3,12 +3,15 @@
 //! egress interface if it created it (its alias says so), otherwise EGRESS_SOURCE and the
 //! routes via EGRESS_GATEWAY on it. Running it again finds nothing and succeeds.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result};
 
 use crate::{
-    config::fields::EgressSource,
+    config::fields::{Egress6, EgressSource, Gateways, Sources},
     dataplane::{bpffs, discover},
     instance::setup::owner_alias,
     network::plan::{MacvlanMode, NetworkPlan, Removed},
@@ -21,9 +24,10 @@ pub struct Teardown<'a> {
     pub egress_interface: &'a str,
     pub pin_dir: &'a Path,
     pub macvlan_mode: MacvlanMode,
-    /// From the variable; if unset, from the running data plane.
-    pub source: Option<EgressSource>,
-    pub gateway: Option<Ipv4Addr>,
+    /// From the variable; where a family is unset, from the running data plane.
+    pub source: Option<Sources>,
+    /// From the variable; where a family is unset, routes via any gateway are removed.
+    pub gateway: Option<Gateways>,
 }
 
 /// What it removed.
@@ -36,15 +40,30 @@ pub struct Done {
 
 impl Teardown<'_> {
     pub async fn run(&self) -> Result<Done> {
-        let running_source = discover::open(self.pod_interface, self.pin_dir)
+        let running = discover::open(self.pod_interface, self.pin_dir)
             .ok()
             .flatten()
-            .and_then(|(maps, _)| maps.config().ok().flatten())
+            .map(|(maps, _)| maps);
+        let running_source = running
+            .as_ref()
+            .and_then(|maps| maps.config().ok().flatten())
             .map(|c| EgressSource {
                 ip: c.egress_source.into(),
                 prefix: 32,
             });
-        let source = self.source.or(running_source);
+        let running_source6 = running
+            .as_ref()
+            .and_then(|maps| maps.config6().ok())
+            .map(|c| Ipv6Addr::from(c.egress_source))
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| EgressSource { ip, prefix: 128 });
+        let given = self.source.unwrap_or_default();
+        let gateway = self.gateway.unwrap_or_default();
+        let source = given.v4.or(running_source);
+        let v6 = given.v6.or(running_source6).map(|source| Egress6 {
+            source,
+            gateway: gateway.v6.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        });
 
         let programs = discover::detach_all(self.pod_interface, self.egress_interface)?;
         let pins = bpffs::remove_pins(self.pin_dir)
@@ -56,7 +75,8 @@ impl Teardown<'_> {
                     macvlan_parent: None,
                     macvlan_mode: self.macvlan_mode,
                     source,
-                    gateway: self.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    gateway: gateway.v4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    v6,
                     owner: owner_alias(self.instance),
                     mac: None,
                 }

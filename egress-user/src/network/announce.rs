@@ -1,9 +1,14 @@
 //! Announcing EGRESS_SOURCE with gratuitous ARP, as OpenShift's router does with
-//! `arping -A` and `arping -U`.
+//! `arping -A` and `arping -U`, and its IPv6 address with unsolicited neighbour
+//! advertisements (RFC 4861 7.2.6).
 
-use std::{io, net::Ipv4Addr, time::Duration};
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
-use etherparse::{ArpEthIpv4Packet, ArpOperation};
+use etherparse::{ArpEthIpv4Packet, ArpOperation, PacketBuilder};
 
 use crate::network::error::Error;
 
@@ -25,6 +30,86 @@ pub async fn announce(
     send_gratuitous_arp(ifindex, mac, ip, ArpOperation::REPLY).map_err(arp_error)?;
     tokio::time::sleep(request_after).await;
     send_gratuitous_arp(ifindex, mac, ip, ArpOperation::REQUEST).map_err(arp_error)
+}
+
+/// Announces `ip` at `mac` on interface `ifindex` with an unsolicited neighbour
+/// advertisement to all nodes, now and again `repeat_after` later (RFC 4861 allows a few,
+/// for the loss of one): the override flag makes neighbours that know `ip` at another MAC
+/// (a predecessor's, after a failover) take this one.
+pub async fn announce6(
+    iface: &str,
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: Ipv6Addr,
+    repeat_after: Duration,
+) -> Result<(), Error> {
+    let frame = unsolicited_na(mac, ip);
+    let ndisc_error = |source| Error::Ndisc {
+        iface: iface.to_owned(),
+        source,
+    };
+    send_frame(ifindex, libc::ETH_P_IPV6 as u16, &frame).map_err(ndisc_error)?;
+    tokio::time::sleep(repeat_after).await;
+    send_frame(ifindex, libc::ETH_P_IPV6 as u16, &frame).map_err(ndisc_error)
+}
+
+/// An Ethernet frame with an unsolicited neighbour advertisement of `ip` at `mac`.
+fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
+    const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+    /// The override flag, in the first byte after the checksum.
+    const OVERRIDE: u8 = 0x20;
+    /// Option "target link-layer address", 1 unit of 8 bytes.
+    const TARGET_LLADDR: [u8; 2] = [2, 1];
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut payload = Vec::with_capacity(24);
+    payload.extend_from_slice(&ip.octets());
+    payload.extend_from_slice(&TARGET_LLADDR);
+    payload.extend_from_slice(&mac);
+    // Neighbour discovery must come with hop limit 255 (RFC 4861 7.1.2).
+    let builder = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(ip.octets(), all_nodes.octets(), 255)
+        .icmpv6_raw(NEIGHBOR_ADVERTISEMENT, 0, [OVERRIDE, 0, 0, 0]);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write(&mut frame, &payload)
+        .expect("a Vec takes any frame");
+    frame
+}
+
+/// Sends one Ethernet frame as it is out of interface `ifindex`.
+fn send_frame(ifindex: u32, ethertype: u16, frame: &[u8]) -> io::Result<()> {
+    let proto = ethertype.to_be();
+    // SOCK_RAW: the frame carries its own Ethernet header.
+    // SAFETY: plain syscalls with valid arguments; the fd is closed on every path.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex as i32;
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let result = if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        };
+        libc::close(fd);
+        result
+    }
 }
 
 /// Sends one broadcast ARP packet whose sender and target are both `ip`.
@@ -80,5 +165,49 @@ fn send_gratuitous_arp(
         };
         libc::close(fd);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::{Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+
+    use super::*;
+
+    #[test]
+    fn the_advertisement_overrides_names_the_mac_and_checks_out() {
+        let mac = [0x02, 0, 0x5e, 0, 0x53, 0x99];
+        let ip: Ipv6Addr = "2001:db8:e::99".parse().unwrap();
+        let frame = unsolicited_na(mac, ip);
+        let packet = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(NetSlice::Ipv6(ipv6)) = &packet.net else {
+            panic!("not IPv6")
+        };
+        let header = ipv6.header();
+        assert_eq!(header.hop_limit(), 255);
+        assert_eq!(header.source_addr(), ip);
+        assert_eq!(header.destination_addr().to_string(), "ff02::1");
+        let Some(TransportSlice::Icmpv6(icmp)) = &packet.transport else {
+            panic!("not ICMPv6")
+        };
+        let Icmpv6Type::Unknown {
+            type_u8, bytes5to8, ..
+        } = icmp.icmp_type()
+        else {
+            panic!("{:?}", icmp.icmp_type())
+        };
+        assert_eq!(
+            (type_u8, bytes5to8[0]),
+            (136, 0x20),
+            "unsolicited, override"
+        );
+        let checksum = icmp
+            .header()
+            .icmp_type
+            .calc_checksum(ip.octets(), header.destination(), icmp.payload())
+            .unwrap();
+        assert_eq!(checksum, icmp.checksum());
+        assert_eq!(&icmp.payload()[..16], &ip.octets());
+        assert_eq!(&icmp.payload()[16..], &[2, 1, 0x02, 0, 0x5e, 0, 0x53, 0x99]);
     }
 }

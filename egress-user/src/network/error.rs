@@ -24,6 +24,17 @@ pub enum Error {
     NoIpv4(String),
     #[error("turning IPv4 forwarding off: {0}")]
     Forwarding(io::Error),
+    #[error("interface {0} has no global IPv6 address, but EGRESS_SOURCE has an IPv6 one")]
+    NoIpv6(String),
+    #[error(
+        "EGRESS_SOURCE has an IPv6 address, but this kernel has IPv6 off (booted with \
+         ipv6.disable=1?): {0} is missing"
+    )]
+    NoKernelIpv6(String),
+    #[error("writing {path}: {source}")]
+    Sysctl { path: String, source: io::Error },
+    #[error("neighbour advertisement on {iface}: {source}")]
+    Ndisc { iface: String, source: io::Error },
     #[error("ARP on {iface}: {source}")]
     Arp { iface: String, source: io::Error },
     #[error(

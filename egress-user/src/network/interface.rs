@@ -1,7 +1,7 @@
 //! Looking interfaces up, changing nothing: index and name (libc), and what the data plane
 //! and the proxies need to know of one (index, MTU, IPv4 addresses) through rtnetlink.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
@@ -44,6 +44,8 @@ pub struct InterfaceFacts {
     pub mtu: u32,
     /// Its IPv4 addresses, primary first.
     pub ipv4: Vec<Ipv4Addr>,
+    /// Its global IPv6 addresses (no link-local ones), in the kernel's order.
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// Reads an interface's index, MTU and IPv4 addresses in the current network namespace,
@@ -69,7 +71,7 @@ async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error
             _ => None,
         })
         .unwrap_or(1500);
-    let mut ipv4 = Vec::new();
+    let (mut ipv4, mut ipv6) = (Vec::new(), Vec::new());
     let mut addresses = handle
         .address()
         .get()
@@ -79,16 +81,28 @@ async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error
         format!("listing the addresses of {name}")
     })? {
         for attr in &msg.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(ip))
-            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
-            {
-                if !ipv4.contains(ip) {
+            match attr {
+                AddressAttribute::Local(IpAddr::V4(ip))
+                | AddressAttribute::Address(IpAddr::V4(ip))
+                    if !ipv4.contains(ip) =>
+                {
                     ipv4.push(*ip);
                 }
+                AddressAttribute::Address(IpAddr::V6(ip))
+                    if !ip.is_unicast_link_local() && !ipv6.contains(ip) =>
+                {
+                    ipv6.push(*ip);
+                }
+                _ => {}
             }
         }
     }
-    Ok(InterfaceFacts { index, mtu, ipv4 })
+    Ok(InterfaceFacts {
+        index,
+        mtu,
+        ipv4,
+        ipv6,
+    })
 }
 
 pub(crate) async fn link_by_name(

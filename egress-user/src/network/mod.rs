@@ -13,5 +13,6 @@ pub mod error;
 pub mod interface;
 pub mod mac;
 pub mod plan;
+pub mod plan6;
 pub mod probe;
 pub mod verdict;

@@ -1,5 +1,5 @@
 //! Network set-up of the egress interface through rtnetlink: the macvlan (when asked to create
-//! it), EGRESS_SOURCE on it, link up, a host route to the gateway and the default route via
+//! it), EGRESS_SOURCE on it (and its IPv6 half, [`crate::network::plan6`]), link up, a host route to the gateway and the default route via
 //! the gateway on that interface (cluster routes stay on the pod interface), and IPv4
 //! forwarding off (the pod must not route between the two networks); and its teardown.
 //!
@@ -23,11 +23,12 @@ use rtnetlink::{
 };
 
 use crate::{
-    config::fields::EgressSource,
+    config::fields::{Egress6, EgressSource},
     network::{
         error::Error,
         interface::{link_by_name, link_mac, netlink},
         mac::{mac_text, parse_mac},
+        plan6,
     },
 };
 
@@ -85,6 +86,9 @@ pub struct NetworkPlan {
     pub macvlan_mode: MacvlanMode,
     pub source: EgressSource,
     pub gateway: Ipv4Addr,
+    /// EGRESS_SOURCE's IPv6 address and the IPv6 gateway, if it has one
+    /// ([`crate::network::plan6`]).
+    pub v6: Option<Egress6>,
     /// The alias given to a macvlan created here, which marks it as this instance's.
     pub owner: String,
     /// The MAC the egress interface takes ([`crate::network::claim::stable_mac`]), or None
@@ -133,6 +137,9 @@ impl NetworkPlan {
     async fn apply_with(&self, handle: &Handle) -> Result<Applied, Error> {
         let iface = self.egress_interface.as_str();
         // Resolve first: nothing changes unless every interface needed is there.
+        if self.v6.is_some() {
+            plan6::check_kernel()?;
+        }
         let existing = link_by_name(handle, iface).await?;
         let parent = match (&existing, &self.macvlan_parent) {
             (Some(_), _) => None,
@@ -219,6 +226,10 @@ impl NetworkPlan {
                 .await,
             || format!("adding {source} to {iface}"),
         )?;
+        if let Some(v6) = &self.v6 {
+            plan6::prepare(iface)?;
+            plan6::add_address(handle, iface, index, v6).await?;
+        }
         netlink(
             handle
                 .link()
@@ -249,6 +260,9 @@ impl NetworkPlan {
         // route between the pod network and the egress network. An earlier release turned
         // it on in this namespace: off again.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").map_err(Error::Forwarding)?;
+        if let Some(v6) = &self.v6 {
+            plan6::add_routes(handle, iface, index, v6).await?;
+        }
         Ok(Applied {
             egress_ifindex: index,
             egress_mac: mac,
@@ -296,6 +310,9 @@ impl NetworkPlan {
                 .scope(RouteScope::Link)
                 .build(),
         ];
+        if let Some(v6) = &self.v6 {
+            removed.routes += plan6::remove_routes(handle, iface, index, v6.gateway).await?;
+        }
         for route in routes {
             match handle.route().del(route).execute().await {
                 Ok(()) => removed.routes += 1,
@@ -317,8 +334,9 @@ impl NetworkPlan {
         while let Some(msg) = netlink(addresses.try_next().await, || {
             format!("listing the addresses of {iface}")
         })? {
+            let v6 = self.v6.map(|v6| IpAddr::V6(v6.source.ip));
             let ours = msg.attributes.iter().any(|attr| {
-                matches!(attr, AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) if *ip == self.source.ip)
+                matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == IpAddr::V4(self.source.ip) || Some(*ip) == v6)
             });
             if ours {
                 mine.push(msg);
@@ -326,10 +344,11 @@ impl NetworkPlan {
         }
         for msg in mine {
             netlink(handle.address().del(msg).execute().await, || {
-                format!("removing {} from {iface}", self.source)
+                format!("removing EGRESS_SOURCE ({}) from {iface}", self.source)
             })?;
             removed.address = true;
         }
+
         // The interface's own MAC back, and its alias cleared.
         let original = alias
             .and_then(|a| a.strip_prefix(&format!("{} mac ", self.owner)))
