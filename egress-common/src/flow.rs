@@ -14,8 +14,11 @@ pub const UNREPLIED_SHARE: u32 = 4;
 /// An address as map keys and values hold it: network order bytes, IPv4 (`[u8; 4]`, the
 /// default of every generic type here) or IPv6 (`[u8; 16]`). The conntrack types are
 /// generic over it, so both families share one definition and one body of code; each
-/// family has maps of its own.
-pub trait Addr: Copy + Default + Eq + Pod + core::fmt::Debug + core::hash::Hash {
+/// family has maps of its own. Sealed: these two are the only ones, which is what makes
+/// the generic types `Pod` for every `A` (see [`pod_instances`]).
+pub trait Addr:
+    sealed::Sealed + Copy + Default + Eq + Pod + core::fmt::Debug + core::hash::Hash
+{
     /// Whether two addresses are equal, in the fewest loads (one 32-bit compare for IPv4).
     /// By value: a reference to a byte array says nothing of its alignment, and BPF has no
     /// unaligned loads, so compared through references the bytes would be loaded one by
@@ -36,6 +39,12 @@ impl Addr for [u8; 4] {
     fn mix(self, seed: u32) -> u32 {
         seed ^ u32::from_ne_bytes(self)
     }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for [u8; 4] {}
+    impl Sealed for [u8; 16] {}
 }
 
 impl Addr for [u8; 16] {
@@ -136,19 +145,21 @@ pub type FlowKey6 = FlowKey<[u8; 16]>;
 /// The IPv6 conntrack value.
 pub type FlowEntry6 = FlowEntry<[u8; 16]>;
 
-/// `Pod` for each family's instance of a generic map type (bytemuck's derive takes no
-/// generics); the sizes asserted below are the sums of the fields', so no instance has
-/// implicit padding.
+/// `Pod` for a generic map type over every [`Addr`] (bytemuck's derive takes no
+/// generics): `Addr` is sealed to `[u8; 4]` and `[u8; 16]`, and the sizes asserted for
+/// both instances are the sums of the fields', so no instance has implicit padding. For
+/// every `A` rather than the two instances, so that generic code needs no bounds.
 macro_rules! pod_instances {
-    ($($t:ty),*) => {$(
-        // SAFETY: repr(C), explicit padding fields only (sizes asserted below), and every
-        // bit pattern of every field is valid.
-        unsafe impl Zeroable for $t {}
+    ($($t:ident),*) => {$(
+        // SAFETY: repr(C), explicit padding fields only (sizes asserted for both instances
+        // of the sealed `Addr`), and every bit pattern of every field is valid.
+        unsafe impl<A: Addr> Zeroable for $t<A> {}
         // SAFETY: as above.
-        unsafe impl Pod for $t {}
+        unsafe impl<A: Addr> Pod for $t<A> {}
     )*};
 }
-pod_instances!(FlowKey, FlowKey6, FlowEntry, FlowEntry6);
+pub(crate) use pod_instances;
+pod_instances!(FlowKey, FlowEntry);
 
 impl<A: Addr> FlowKey<A> {
     /// The same flow seen from the other end: addresses and ports swapped. The one place a

@@ -28,13 +28,15 @@ pub use lifetime::{
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{
-    MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RuleAddrs, RuleKey, RuleTarget,
-    RuleTarget6, rule_flags,
+    FALLBACK6_RULE_ID, MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULE_STATS_LEN, RULES_CAPACITY,
+    RuleAddrs, RuleKey, RuleTarget, RuleTarget6, rule_flags,
 };
 pub use stats::{DropReason, PacketCount, STATS_DROP_BASE, STATS_LEN, Stat, drop_stat_index};
 
 #[cfg(feature = "user")]
 mod user {
+    use crate::flow::Addr;
+
     macro_rules! aya_pod {
         ($($t:ident),*) => {$(
             // SAFETY: repr(C), Copy and bytemuck::Pod: no padding, any bit pattern valid.
@@ -46,16 +48,16 @@ mod user {
         RouterConfig,
         RouterConfig6,
         RuleKey,
-        RuleTarget,
-        RuleTarget6,
         RuleAddrs,
-        FlowKey,
-        FlowEntry,
-        FlowKey6,
-        FlowEntry6,
         FragKey,
         FragPorts,
         SweepState,
         Doomed
     );
+    // SAFETY: as above, for both instances of the sealed `Addr` (flow.rs).
+    unsafe impl<A: Addr> aya::Pod for super::FlowKey<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for super::FlowEntry<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for super::RuleTarget<A> {}
 }

@@ -5,8 +5,15 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::flow::Addr;
 
-/// Most redirect rules one instance holds; rule ids are `1..=MAX_RULES`, 0 is the fallback.
+/// Most redirect rules one instance holds (both families); rule ids are `1..=MAX_RULES`, 0
+/// is the IPv4 fallback and [`FALLBACK6_RULE_ID`] the IPv6 one.
 pub const MAX_RULES: u32 = 4096;
+
+/// The IPv6 fallback's rule id: its counters in [`crate::maps::RULE_STATS`] are its own.
+pub const FALLBACK6_RULE_ID: u16 = MAX_RULES as u16 + 1;
+
+/// Entries of [`crate::maps::RULE_STATS`]: the fallbacks and every rule id.
+pub const RULE_STATS_LEN: u32 = MAX_RULES + 2;
 
 /// Most entries of the agent's own ports (`/metrics`) in [`crate::maps::RULES`], beside
 /// the rules: they are delivered to the pod even when a fallback takes everything else.
@@ -50,15 +57,7 @@ pub struct RuleTarget<A = [u8; 4]> {
 /// The IPv6 rules' target.
 pub type RuleTarget6 = RuleTarget<[u8; 16]>;
 
-// SAFETY: repr(C), no implicit padding (sizes asserted below: the sums of the fields),
-// every bit pattern valid.
-unsafe impl Zeroable for RuleTarget {}
-// SAFETY: as above.
-unsafe impl Pod for RuleTarget {}
-// SAFETY: as above.
-unsafe impl Zeroable for RuleTarget6 {}
-// SAFETY: as above.
-unsafe impl Pod for RuleTarget6 {}
+crate::flow::pod_instances!(RuleTarget);
 
 impl RuleTarget {
     /// A target that delivers to the pod itself instead of translating: the agent's own

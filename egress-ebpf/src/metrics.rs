@@ -3,7 +3,7 @@
 //! reason) per packet, at their single exit.
 
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use egress_common::{DropReason, MAX_RULES, PacketCount, STATS_LEN, Stat, drop_stat_index};
+use egress_common::{DropReason, PacketCount, RULE_STATS_LEN, STATS_LEN, Stat, drop_stat_index};
 
 /// What happens to a packet that is not dropped; recorded once, at the program's exit.
 pub(crate) enum Verdict {
@@ -20,7 +20,7 @@ pub(crate) enum Verdict {
 static STATS: PerCpuArray<PacketCount, { STATS_LEN as usize }> = PerCpuArray::new();
 
 #[btf_map]
-static RULE_STATS: PerCpuArray<PacketCount, { MAX_RULES as usize + 1 }> = PerCpuArray::new();
+static RULE_STATS: PerCpuArray<PacketCount, { RULE_STATS_LEN as usize }> = PerCpuArray::new();
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<PacketCount, { STATS_LEN as usize }>, index: u32, len: u32) {

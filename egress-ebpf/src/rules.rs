@@ -5,8 +5,8 @@
 
 use aya_ebpf::{btf_maps::HashMap, helpers::generated::bpf_get_prandom_u32, macros::btf_map};
 use egress_common::{
-    DropReason, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs,
-    RuleKey, RuleTarget, RuleTarget6, config_flags, proto,
+    DropReason, FALLBACK6_RULE_ID, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig,
+    RouterConfig6, RuleAddrs, RuleKey, RuleTarget, RuleTarget6, config_flags, proto,
 };
 
 /// Redirect rules: local port and protocol on the pod IP -> remote address and port.
@@ -35,7 +35,7 @@ pub(crate) fn target6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> Option<
         return Some(RuleTarget6 {
             remote_ip: cfg6.fallback_ip,
             remote_port: dport,
-            rule_id: 0,
+            rule_id: FALLBACK6_RULE_ID,
             flags: 0,
         });
     }

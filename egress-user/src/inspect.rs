@@ -3,12 +3,15 @@
 //! it works with or without an agent, as text or JSON.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result};
-use egress_common::{PacketCount, RouterConfig, RuleKey, RuleTarget, config_flags, maps};
+use egress_common::{
+    FALLBACK6_RULE_ID, PacketCount, RouterConfig, RouterConfig6, RuleKey, RuleTarget, RuleTarget6,
+    config_flags, maps,
+};
 use serde::Serialize;
 
 use crate::{
@@ -36,6 +39,8 @@ pub fn running_maps(pod_interface: &str, pin_dir: &Path) -> Result<(MapSet, Sour
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleView {
     pub id: u16,
+    /// `ipv4` or `ipv6`: the family of the clients it takes (and of its remote).
+    pub family: &'static str,
     pub proto: String,
     pub port: u16,
     /// `IP:PORT`, `[IP IP ...]:PORT` (a name's current addresses), `unresolved:PORT`,
@@ -64,6 +69,7 @@ pub fn rules(
             };
             RuleView {
                 id: target.rule_id,
+                family: "ipv4",
                 proto: proto_name(key.proto),
                 port: key.port,
                 target: if target.is_local() {
@@ -102,9 +108,62 @@ pub fn rules(
         let c = count(0);
         views.push(RuleView {
             id: 0,
+            family: "ipv4",
             proto: "any".to_owned(),
             port: 0,
             target: format!("fallback {}", Ipv4Addr::from(config.fallback_ip)),
+            packets: c.packets,
+            bytes: c.bytes,
+        });
+    }
+    views
+}
+
+/// The IPv6 rules and fallback with their counters (the fallback's under its own id,
+/// [`FALLBACK6_RULE_ID`]).
+#[must_use]
+pub fn rules6(
+    rules: &[(RuleKey, RuleTarget6)],
+    counters: &[PacketCount],
+    config: &RouterConfig6,
+) -> Vec<RuleView> {
+    let count = |id: u16| counters.get(usize::from(id)).copied().unwrap_or_default();
+    let mut views: Vec<RuleView> = rules
+        .iter()
+        .map(|(key, target)| {
+            let local = target.is_local();
+            let c = if local {
+                PacketCount::default()
+            } else {
+                count(target.rule_id)
+            };
+            RuleView {
+                id: target.rule_id,
+                family: "ipv6",
+                proto: proto_name(key.proto),
+                port: key.port,
+                target: if local {
+                    "local".to_owned()
+                } else {
+                    format!(
+                        "[{}]:{}",
+                        Ipv6Addr::from(target.remote_ip),
+                        target.remote_port
+                    )
+                },
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect();
+    if config.flags & config_flags::HAS_FALLBACK != 0 {
+        let c = count(FALLBACK6_RULE_ID);
+        views.push(RuleView {
+            id: FALLBACK6_RULE_ID,
+            family: "ipv6",
+            proto: "any".to_owned(),
+            port: 0,
+            target: format!("fallback {}", Ipv6Addr::from(config.fallback_ip)),
             packets: c.packets,
             bytes: c.bytes,
         });
@@ -123,6 +182,9 @@ pub struct Status {
     pub egress_interface: Option<String>,
     pub pod_ip: Option<Ipv4Addr>,
     pub egress_source: Option<Ipv4Addr>,
+    /// The IPv6 half, for an instance that has it.
+    pub pod_ip6: Option<Ipv6Addr>,
+    pub egress_source6: Option<Ipv6Addr>,
     pub programs: Vec<AttachedProgram>,
     pub rules: Vec<RuleView>,
     /// Entries of answered flows (two per flow), and the table's capacity.
@@ -131,6 +193,11 @@ pub struct Status {
     /// Entries of flows not answered yet, and that table's capacity.
     pub unreplied_entries: usize,
     pub unreplied_capacity: u32,
+    /// The same for the IPv6 tables (one-entry placeholders without IPv6).
+    pub conntrack6_entries: usize,
+    pub conntrack6_capacity: u32,
+    pub unreplied6_entries: usize,
+    pub unreplied6_capacity: u32,
     /// Clients over `--max-flows-per-source`, whose new flows are refused.
     pub limited_clients: Vec<LimitedClient>,
 }
@@ -138,7 +205,7 @@ pub struct Status {
 /// A client over its flow limit.
 #[derive(Clone, Debug, Serialize)]
 pub struct LimitedClient {
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     /// Flows it held when the agent's GC counted it.
     pub flows: u32,
 }
@@ -160,6 +227,9 @@ impl std::fmt::Display for Status {
             opt(self.egress_interface.clone()),
             opt(self.egress_source.map(|i| i.to_string()))
         )?;
+        if let (Some(pod), Some(source)) = (self.pod_ip6, self.egress_source6) {
+            writeln!(f, "ipv6:        pod {pod}, egress {source}")?;
+        }
         writeln!(
             f,
             "conntrack:   {} entries of {} (answered), {} of {} (unanswered)",
@@ -168,6 +238,16 @@ impl std::fmt::Display for Status {
             self.unreplied_entries,
             self.unreplied_capacity
         )?;
+        if self.egress_source6.is_some() {
+            writeln!(
+                f,
+                "conntrack6:  {} entries of {} (answered), {} of {} (unanswered)",
+                self.conntrack6_entries,
+                self.conntrack6_capacity,
+                self.unreplied6_entries,
+                self.unreplied6_capacity
+            )?;
+        }
         for l in &self.limited_clients {
             writeln!(
                 f,
@@ -218,6 +298,28 @@ impl Status {
     ) -> Result<Self> {
         let (maps, source) = running_maps(pod_interface, pin_dir)?;
         let config = maps.config()?;
+        let config6 = maps.config6()?;
+        let ipv6 = config.is_some_and(|c| c.flags & config_flags::IPV6 != 0);
+        let rule_stats = maps.rule_stats()?;
+        let mut rules = rules(
+            &maps.rules()?,
+            &rule_stats,
+            config.as_ref(),
+            Some(&maps.rule_addrs()?),
+        );
+        if ipv6 {
+            rules.extend(rules6(&maps.rules6()?, &rule_stats, &config6));
+        }
+        let limited = maps
+            .limited_sources::<[u8; 4]>()?
+            .into_iter()
+            .map(|(c, n)| (IpAddr::from(c), n));
+        let limited6 = maps
+            .limited_sources::<[u8; 16]>()?
+            .into_iter()
+            .map(|(c, n)| (IpAddr::from(c), n));
+        let entries = |t| maps.conntrack_table(t).map(|f| f.len());
+        let entries6 = |t| maps.conntrack_table_of::<[u8; 16]>(t).map(|f| f.len());
         Ok(Self {
             instance: instance.to_owned(),
             source: source.to_string(),
@@ -229,24 +331,21 @@ impl Status {
             egress_interface: config.and_then(|c| ifname(c.egress_ifindex)),
             pod_ip: config.map(|c| c.pod_ip.into()),
             egress_source: config.map(|c| c.egress_source.into()),
+            pod_ip6: ipv6.then(|| config6.pod_ip.into()),
+            egress_source6: ipv6.then(|| config6.egress_source.into()),
             programs: discover::attached_programs(pod_interface, egress_interface)?,
-            rules: rules(
-                &maps.rules()?,
-                &maps.rule_stats()?,
-                config.as_ref(),
-                Some(&maps.rule_addrs()?),
-            ),
-            conntrack_entries: maps.conntrack_table(CtTable::Replied)?.len(),
+            rules,
+            conntrack_entries: entries(CtTable::Replied)?,
             conntrack_capacity: maps.conntrack_capacity()?,
-            unreplied_entries: maps.conntrack_table(CtTable::Unreplied)?.len(),
+            unreplied_entries: entries(CtTable::Unreplied)?,
             unreplied_capacity: maps.unreplied_capacity()?,
-            limited_clients: maps
-                .limited_sources()?
-                .into_iter()
-                .map(|(client, flows)| LimitedClient {
-                    client: client.into(),
-                    flows,
-                })
+            conntrack6_entries: entries6(CtTable::Replied)?,
+            conntrack6_capacity: maps.capacity_of::<[u8; 16]>(CtTable::Replied)?,
+            unreplied6_entries: entries6(CtTable::Unreplied)?,
+            unreplied6_capacity: maps.capacity_of::<[u8; 16]>(CtTable::Unreplied)?,
+            limited_clients: limited
+                .chain(limited6)
+                .map(|(client, flows)| LimitedClient { client, flows })
                 .collect(),
         })
     }

@@ -250,11 +250,14 @@ fn the_sweep_in_the_kernel_judges_every_kind_of_flow_as_the_agent_does() {
     let (pass, left) = compare(&entries, 1024, now);
     // Per client: reset 2 + UDP 2 + two orphan halves = 6 in the answered table, the old
     // SYN's 2 in the other; and the reset local connection.
-    assert_eq!(pass.expired, 4 * 6 + 1, "{pass:?}");
-    assert_eq!(pass.unreplied_expired, 4 * 2, "{pass:?}");
+    assert_eq!(pass.v4.expired, 4 * 6 + 1, "{pass:?}");
+    assert_eq!(pass.v4.unreplied_expired, 4 * 2, "{pass:?}");
     // Counted per client: the live TCP, the live UDP, the recent SYN.
-    assert_eq!(pass.flows_by_source.len(), 4);
-    assert!(pass.flows_by_source.values().all(|&n| n == 3), "{pass:?}");
+    assert_eq!(pass.v4.flows_by_source.len(), 4);
+    assert!(
+        pass.v4.flows_by_source.values().all(|&n| n == 3),
+        "{pass:?}"
+    );
     assert_eq!(left.len(), entries.len() - (4 * 8 + 1));
 }
 
@@ -282,6 +285,6 @@ fn a_sweep_that_overflows_falls_back_to_the_agents_pass() {
     assert_eq!(sweep_only(&mut dp, CtTable::Replied, now).unwrap(), None);
     drop(dp);
     let (pass, left) = compare(&entries, flows, now);
-    assert_eq!(pass.expired, 2 * u64::from(CT_DOOMED_MAX + 100));
+    assert_eq!(pass.v4.expired, 2 * u64::from(CT_DOOMED_MAX + 100));
     assert!(left.is_empty());
 }

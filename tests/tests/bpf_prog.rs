@@ -259,7 +259,7 @@ fn gc_removes_a_reset_flow_as_one_and_keeps_a_live_one() {
     assert_eq!(dp.maps().conntrack().unwrap().len(), 4);
 
     let pass = collect_garbage(dp.maps_mut(), monotonic_ns()).unwrap();
-    assert_eq!(pass.expired, 2, "both entries of the reset flow");
+    assert_eq!(pass.v4.expired, 2, "both entries of the reset flow");
     let left: Vec<FlowKey> = dp
         .maps()
         .conntrack()

@@ -181,7 +181,7 @@ fn gc_keeps_a_flow_refreshed_between_its_judgement_and_its_removal() {
     })
     .unwrap();
     assert!(refreshed, "the GC judged the flow expired first");
-    assert_eq!(pass.expired, 4, "the two other flows went, both halves");
+    assert_eq!(pass.v4.expired, 4, "the two other flows went, both halves");
     assert_pairs(&dp, 1);
     let (verdict, _) = run(&mut dp, "egress_ingress", &answer(ports[1]));
     assert_eq!(verdict, TC_ACT_REDIRECT, "the refreshed flow's reply");
@@ -240,6 +240,7 @@ fn gc_racing_the_traffic_never_changes_a_translation() {
                 }
                 removed += collect_garbage(&mut gc_maps, monotonic_ns())
                     .unwrap()
+                    .v4
                     .expired;
             }
             removed

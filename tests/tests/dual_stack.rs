@@ -12,9 +12,9 @@ use egress_tests::{
     echo::Echo,
     egress_router_bin,
     lab::{EGRESS_SOURCE, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
-    lab6::{EGRESS_SOURCE6, ROUTER_POD_IP6, SERVER_IP6, dual_stack_env},
+    lab6::{CLIENT_IP6, EGRESS_SOURCE6, ROUTER_POD_IP6, SERVER_IP6, dual_stack_env},
     netns::run_bounded,
-    util::{mac_of, peer_server_at, router_cli, run_ok, wait_listening},
+    util::{mac_of, metric, metrics, peer_server_at, router_cli, run_ok, wait_listening},
 };
 use egress_user::dataplane::{maps::MapSet, stats::Stats};
 
@@ -124,6 +124,45 @@ fn both_families_leave_from_their_own_egress_source() {
         udp.starts_with(&format!("{EGRESS_SOURCE6} ")),
         "the IPv6 UDP server saw: {udp}"
     );
+    // What an operator sees, without an agent: both halves in `status`, IPv6 flows in
+    // `conntrack` with their translation.
+    let status: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "dual", &["status", "--json"])).unwrap();
+    assert_eq!(
+        status["egress_source6"],
+        EGRESS_SOURCE6.to_string(),
+        "{status}"
+    );
+    assert_eq!(status["pod_ip6"], ROUTER_POD_IP6.to_string(), "{status}");
+    assert_eq!(status["programs"].as_array().unwrap().len(), 6, "{status}");
+    assert!(
+        status["conntrack6_entries"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    let ipv6_rule = status["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["family"] == "ipv6" && r["port"] == 80)
+        .unwrap_or_else(|| panic!("no IPv6 rule for port 80: {status}"));
+    assert_eq!(ipv6_rule["target"], format!("[{SERVER_IP6}]:8080"));
+    assert!(ipv6_rule["packets"].as_u64().unwrap() > 0, "{ipv6_rule}");
+    let flows: serde_json::Value =
+        serde_json::from_str(&router_cli(&lab, "dual", &["conntrack", "--json"])).unwrap();
+    let udp6 = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["proto"] == "udp" && f["original"]["src"] == CLIENT_IP6.to_string())
+        .unwrap_or_else(|| panic!("no IPv6 UDP flow: {flows}"));
+    assert_eq!(
+        udp6["translated"]["src"],
+        EGRESS_SOURCE6.to_string(),
+        "{udp6}"
+    );
+    assert_eq!(udp6["translated"]["dst"], SERVER_IP6.to_string(), "{udp6}");
+    assert_eq!(udp6["translated"]["dport"], 5353, "{udp6}");
+
     // No IPv6 rule for 81: the pod's own stack refuses it (no fallback), nothing leaves.
     let refused = run_bounded(
         lab.client.command("curl").args([
@@ -238,7 +277,7 @@ fn ipv6_flows_survive_adoption_and_agent_restarts() {
     assert_eq!(first4.peer, EGRESS_SOURCE.to_string(), "{first4:?}");
 
     let agent = |lab: &mut Lab| {
-        let mut cmd = lab.agent_command("adopt", &destination, &[]);
+        let mut cmd = lab.agent_command("adopt", &destination, &["--gc-max-interval", "0.5"]);
         cmd.env("EGRESS_SOURCE", &source)
             .env("EGRESS_GATEWAY", &gateway);
         let index = lab.daemons_len();
@@ -265,6 +304,54 @@ fn ipv6_flows_survive_adoption_and_agent_restarts() {
             agent(&mut lab);
         }
     }
+    // The agent's metrics: per-family conntrack gauges after a GC pass, and the IPv6
+    // rule's counters under family="ipv6".
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let scrape = loop {
+        let scrape = metrics(&lab);
+        let gauge = scrape.samples.iter().find(|s| {
+            s.metric == "egress_router_conntrack_entries" && s.labels.get("family") == Some("ipv6")
+        });
+        if let Some(sample) = gauge
+            && matches!(sample.value, prometheus_parse::Value::Gauge(v) if v >= 2.0)
+        {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no IPv6 conntrack gauge"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metric(
+            &scrape,
+            "egress_router_conntrack_capacity",
+            Some(("family", "ipv6"))
+        ) > 1.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "egress_router_limited_clients",
+            Some(("family", "ipv6"))
+        ),
+        0.0
+    );
+    let rule6 = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "egress_router_rule_packets_total"
+                && s.labels.get("family") == Some("ipv6")
+                && s.labels.get("port") == Some("7000")
+        })
+        .expect("the IPv6 rule's counter");
+    assert!(
+        matches!(rule6.value, prometheus_parse::Value::Counter(v) if v >= 4.0),
+        "{rule6:?}"
+    );
+
     // The pins hold the IPv6 half; rule ids come from one space for both families (they
     // share the counters), and the agent's own port is the pod's in both.
     let maps = MapSet::from_pins(&lab.pin_dir("adopt")).unwrap();

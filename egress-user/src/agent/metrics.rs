@@ -32,16 +32,27 @@ pub struct AgentCounters {
     pub reload_failures: AtomicU64,
     pub gc_runs: AtomicU64,
     pub gc_expired: AtomicU64,
-    /// Entries in the conntrack table at the last GC pass.
-    pub conntrack_entries: AtomicU64,
-    pub conntrack_capacity: AtomicU64,
-    /// Entries in the table of flows not answered yet at the last GC pass.
-    pub unreplied_entries: AtomicU64,
-    pub unreplied_capacity: AtomicU64,
-    /// Clients whose new flows are refused (over `--max-flows-per-source`).
+    /// The IPv4 conntrack tables at the last GC pass.
+    pub conntrack: TableGauges,
+    /// The IPv6 ones.
+    pub conntrack6: TableGauges,
+    /// IPv4 clients whose new flows are refused (over `--max-flows-per-source`).
     pub limited_sources: AtomicU64,
+    /// IPv6 ones.
+    pub limited_sources6: AtomicU64,
     /// Milliseconds to the next GC pass, as last chosen.
     pub gc_interval_ms: AtomicU64,
+}
+
+/// One family's conntrack tables at the last GC pass.
+#[derive(Debug, Default)]
+pub struct TableGauges {
+    /// Entries of answered flows, and the table's capacity.
+    pub entries: AtomicU64,
+    pub capacity: AtomicU64,
+    /// Entries of flows not answered yet, and that table's capacity.
+    pub unreplied_entries: AtomicU64,
+    pub unreplied_capacity: AtomicU64,
 }
 
 /// State shared between the agent and the HTTP handlers.
@@ -123,7 +134,14 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
             count.packets
         );
     }
-    let views = inspect::rules(&rules, &rule_stats, config.as_ref(), None);
+    let mut views = inspect::rules(&rules, &rule_stats, config.as_ref(), None);
+    if config.is_some_and(|c| c.flags & config_flags::IPV6 != 0) {
+        views.extend(inspect::rules6(
+            &shared.maps.rules6()?,
+            &rule_stats,
+            &shared.maps.config6()?,
+        ));
+    }
     family(
         &mut out,
         "egress_router_rule_packets_total",
@@ -132,8 +150,8 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
     );
     let label = |r: &inspect::RuleView| {
         format!(
-            "rule=\"{}\",proto=\"{}\",port=\"{}\",target=\"{}\"",
-            r.id, r.proto, r.port, r.target
+            "rule=\"{}\",family=\"{}\",proto=\"{}\",port=\"{}\",target=\"{}\"",
+            r.id, r.family, r.proto, r.port, r.target
         )
     };
     for r in views.iter().filter(|r| r.target != "local") {
@@ -179,40 +197,58 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
         "New flows dropped because the conntrack table refused them.",
         stats.drop(DropReason::ConntrackFull).packets,
     );
-    single(
+    // Per address family; IPv6 only for an instance that has it.
+    let ipv6 = config.is_some_and(|c| c.flags & config_flags::IPV6 != 0);
+    let families: &[(&str, &TableGauges, &AtomicU64)] = if ipv6 {
+        &[
+            ("ipv4", &c.conntrack, &c.limited_sources),
+            ("ipv6", &c.conntrack6, &c.limited_sources6),
+        ]
+    } else {
+        &[("ipv4", &c.conntrack, &c.limited_sources)]
+    };
+    let per_family = |out: &mut String,
+                      name: &str,
+                      help: &str,
+                      value: &dyn Fn(&TableGauges, &AtomicU64) -> u64| {
+        family(out, name, "gauge", help);
+        for (label, gauges, limited) in families {
+            let _ = writeln!(
+                out,
+                "{name}{{family=\"{label}\"}} {}",
+                value(gauges, limited)
+            );
+        }
+    };
+    per_family(
         &mut out,
         "egress_router_conntrack_entries",
-        "gauge",
         "Conntrack entries of answered flows (two per flow) at the last GC pass.",
-        load(&c.conntrack_entries),
+        &|g, _| load(&g.entries),
     );
-    single(
+    per_family(
         &mut out,
         "egress_router_conntrack_unreplied_entries",
-        "gauge",
         "Conntrack entries of flows not answered yet (two per flow) at the last GC pass.",
-        load(&c.unreplied_entries),
+        &|g, _| load(&g.unreplied_entries),
     );
-    single(
+    per_family(
         &mut out,
         "egress_router_limited_clients",
-        "gauge",
         "Clients over --max-flows-per-source whose new flows are refused.",
-        load(&c.limited_sources),
+        &|_, l| load(l),
     );
-    single(
+    per_family(
         &mut out,
         "egress_router_conntrack_unreplied_capacity",
-        "gauge",
         "Capacity in entries of the table of flows not answered yet.",
-        load(&c.unreplied_capacity),
+        &|g, _| load(&g.unreplied_capacity),
     );
-    single(
+    per_family(
         &mut out,
         "egress_router_conntrack_capacity",
-        "gauge",
         "Capacity in entries of the table of answered flows.",
-        load(&c.conntrack_capacity),
+        &|g, _| load(&g.capacity),
     );
     single(
         &mut out,

@@ -14,11 +14,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::{
     agent::{
         lock::AgentLock,
-        metrics::{self, AgentCounters, Listen, Shared},
+        metrics::{self, AgentCounters, Listen, Shared, TableGauges},
     },
     conntrack::{
-        GcPass, SourceLimits, collect_garbage_in_kernel, gc_interval, monotonic_ns, source_limits,
+        FamilyPass, SourceLimits, collect_garbage_in_kernel, gc_interval, monotonic_ns,
+        source_limits,
     },
+    dataplane::flows::CtFamily,
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
@@ -208,27 +210,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Limits the clients that hold more flows than `limit` (the data plane then refuses
-/// their new flows) and lets go of those back under it, as the GC pass counted them.
-fn enforce_source_limit(
+/// Limits the clients of family `A` that hold more flows than `limit` (the data plane then
+/// refuses their new flows) and lets go of those back under it, as the GC pass counted
+/// them; returns how many are limited now.
+fn enforce_source_limit<A: CtFamily>(
     instance: &mut Instance,
-    pass: &GcPass,
+    pass: &FamilyPass<A>,
     limit: u32,
-    c: &AgentCounters,
-) -> Result<(), crate::dataplane::maps::Error> {
+) -> Result<u64, crate::dataplane::maps::Error> {
     let maps = instance.maps_mut();
-    let limited = maps.limited_sources()?;
+    let limited = maps.limited_sources::<A>()?;
     let SourceLimits {
         limit: limit_now,
         release,
     } = source_limits(&pass.flows_by_source, &limited, limit);
+    let mut added = 0;
     for (source, flows) in &limit_now {
-        if limited.len() + 1 > egress_common::maps::CT_LIMITED_MAX as usize {
+        if limited.len() + added + 1 > egress_common::maps::CT_LIMITED_MAX as usize {
             break;
         }
         maps.limit_source(*source, *flows)?;
+        added += 1;
         tracing::warn!(
-            client = %std::net::Ipv4Addr::from(*source),
+            client = %source.ip(),
             flows,
             limit,
             "client over its flow limit: its new flows are refused until it holds fewer \
@@ -237,14 +241,24 @@ fn enforce_source_limit(
     }
     for source in &release {
         maps.unlimit_source(*source)?;
-        tracing::info!(
-            client = %std::net::Ipv4Addr::from(*source),
-            "client back under its flow limit"
-        );
+        tracing::info!(client = %source.ip(), "client back under its flow limit");
     }
-    let now = limited.len() + limit_now.len() - release.len();
-    c.limited_sources.store(now as u64, Ordering::Relaxed);
-    Ok(())
+    Ok((limited.len() + added - release.len()) as u64)
+}
+
+/// A family's pass into its gauges.
+fn record<A: CtFamily>(gauges: &TableGauges, pass: &FamilyPass<A>) -> (u64, u64) {
+    let left = pass.entries.saturating_sub(pass.expired);
+    let unreplied = pass
+        .unreplied_entries
+        .saturating_sub(pass.unreplied_expired);
+    gauges.entries.store(left, Ordering::Relaxed);
+    gauges.capacity.store(pass.capacity, Ordering::Relaxed);
+    gauges.unreplied_entries.store(unreplied, Ordering::Relaxed);
+    gauges
+        .unreplied_capacity
+        .store(pass.unreplied_capacity, Ordering::Relaxed);
+    (left, unreplied)
 }
 
 /// One conntrack GC pass; returns the interval to the next one.
@@ -256,44 +270,60 @@ fn gc_pass(
 ) -> Duration {
     match collect_garbage_in_kernel(instance.dataplane_mut(), monotonic_ns()) {
         Ok(pass) => {
-            let limit = max_flows_per_source
-                .unwrap_or(u32::try_from(pass.capacity / 2 / 4).unwrap_or(u32::MAX));
-            if let Err(err) = enforce_source_limit(instance, &pass, limit, c) {
-                tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
+            // A quarter of the flows by default, in each family's own table.
+            let limit = |capacity: u64| {
+                max_flows_per_source.unwrap_or(u32::try_from(capacity / 2 / 4).unwrap_or(u32::MAX))
+            };
+            let limited = enforce_source_limit(instance, &pass.v4, limit(pass.v4.capacity))
+                .and_then(|v4| {
+                    let v6 = if instance.has_ipv6() {
+                        enforce_source_limit(instance, &pass.v6, limit(pass.v6.capacity))?
+                    } else {
+                        0
+                    };
+                    Ok((v4, v6))
+                });
+            match limited {
+                Ok((v4, v6)) => {
+                    c.limited_sources.store(v4, Ordering::Relaxed);
+                    c.limited_sources6.store(v6, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
+                }
             }
             c.gc_runs.fetch_add(1, Ordering::Relaxed);
-            c.gc_expired
-                .fetch_add(pass.expired + pass.unreplied_expired, Ordering::Relaxed);
-            let left = pass.entries.saturating_sub(pass.expired);
-            let unreplied = pass
-                .unreplied_entries
-                .saturating_sub(pass.unreplied_expired);
-            c.conntrack_entries.store(left, Ordering::Relaxed);
-            c.conntrack_capacity.store(pass.capacity, Ordering::Relaxed);
-            c.unreplied_entries.store(unreplied, Ordering::Relaxed);
-            c.unreplied_capacity
-                .store(pass.unreplied_capacity, Ordering::Relaxed);
+            c.gc_expired.fetch_add(
+                pass.v4.expired_total() + pass.v6.expired_total(),
+                Ordering::Relaxed,
+            );
+            let (left, unreplied) = record(&c.conntrack, &pass.v4);
+            let (left6, unreplied6) = record(&c.conntrack6, &pass.v6);
             let fill = pass.fill();
             let interval = gc_interval(fill, max);
             c.gc_interval_ms.store(
                 u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
-            if pass.expired + pass.unreplied_expired > 0 {
+            if pass.v4.expired_total() + pass.v6.expired_total() > 0 {
                 tracing::debug!(
-                    expired = pass.expired,
+                    expired = pass.v4.expired,
                     entries = left,
-                    unreplied_expired = pass.unreplied_expired,
+                    unreplied_expired = pass.v4.unreplied_expired,
                     unreplied = unreplied,
+                    expired6 = pass.v6.expired_total(),
+                    entries6 = left6 + unreplied6,
                     "conntrack GC"
                 );
             }
             if fill > 0.9 {
                 tracing::warn!(
                     entries = left,
-                    capacity = pass.capacity,
+                    capacity = pass.v4.capacity,
                     unreplied = unreplied,
-                    unreplied_capacity = pass.unreplied_capacity,
+                    unreplied_capacity = pass.v4.unreplied_capacity,
+                    entries6 = left6,
+                    unreplied6 = unreplied6,
                     "conntrack table over 90% full; consider a larger --conntrack-size"
                 );
             }

@@ -8,13 +8,21 @@ use egress_common::{
 };
 
 use crate::dataplane::{
-    flows::CtTable,
+    flows::{CtFamily, CtTable},
     maps::{Error, MapSet},
 };
 
-/// What one garbage-collection pass saw and did, per table.
+/// What one garbage-collection pass saw and did, per family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcPass {
+    pub v4: FamilyPass<[u8; 4]>,
+    /// The IPv6 tables (one-entry placeholders, empty, for an instance without IPv6).
+    pub v6: FamilyPass<[u8; 16]>,
+}
+
+/// What a pass saw and did in one family's two tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FamilyPass<A: Eq + std::hash::Hash> {
     /// Entries of answered flows before the pass.
     pub entries: u64,
     /// Of those, removed because their flow outlived its timeout.
@@ -26,14 +34,28 @@ pub struct GcPass {
     pub unreplied_expired: u64,
     pub unreplied_capacity: u64,
     /// Translated flows each client holds after the pass (both tables), by its address.
-    pub flows_by_source: std::collections::HashMap<[u8; 4], u32>,
+    pub flows_by_source: std::collections::HashMap<A, u32>,
 }
 
-impl GcPass {
+impl<A: Eq + std::hash::Hash> Default for FamilyPass<A> {
+    fn default() -> Self {
+        Self {
+            entries: 0,
+            expired: 0,
+            capacity: 0,
+            unreplied_entries: 0,
+            unreplied_expired: 0,
+            unreplied_capacity: 0,
+            flows_by_source: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<A: CtFamily> FamilyPass<A> {
     /// A pass's result: each table's (entries before, entries removed), and the census.
     pub(super) fn of(
         maps: &MapSet,
-        flows_by_source: std::collections::HashMap<[u8; 4], u32>,
+        flows_by_source: std::collections::HashMap<A, u32>,
         (entries, expired): (u64, u64),
         (unreplied_entries, unreplied_expired): (u64, u64),
     ) -> Result<Self, Error> {
@@ -41,10 +63,10 @@ impl GcPass {
             flows_by_source,
             entries,
             expired,
-            capacity: u64::from(maps.conntrack_capacity()?),
+            capacity: u64::from(maps.capacity_of::<A>(CtTable::Replied)?),
             unreplied_entries,
             unreplied_expired,
-            unreplied_capacity: u64::from(maps.unreplied_capacity()?),
+            unreplied_capacity: u64::from(maps.capacity_of::<A>(CtTable::Unreplied)?),
         })
     }
 
@@ -59,6 +81,26 @@ impl GcPass {
             self.unreplied_expired,
             self.unreplied_capacity,
         ))
+    }
+
+    /// Entries removed from both tables.
+    #[must_use]
+    pub fn expired_total(&self) -> u64 {
+        self.expired + self.unreplied_expired
+    }
+}
+
+impl GcPass {
+    /// How full the fullest table of either family is after the pass (0..=1). An IPv6
+    /// placeholder's one entry does not count.
+    #[must_use]
+    pub fn fill(&self) -> f64 {
+        let v6 = if self.v6.capacity > 1 {
+            self.v6.fill()
+        } else {
+            0.0
+        };
+        self.v4.fill().max(v6)
     }
 }
 
@@ -87,43 +129,38 @@ pub fn collect_garbage_with(
     now: u64,
     mut between: impl FnMut(&FlowKey),
 ) -> Result<GcPass, Error> {
+    Ok(GcPass {
+        v4: collect_family(maps, now, &mut between)?,
+        v6: collect_family(maps, now, &mut |_| {})?,
+    })
+}
+
+/// [`collect_garbage_with`] on one family's two tables.
+pub(super) fn collect_family<A: CtFamily>(
+    maps: &mut MapSet,
+    now: u64,
+    between: &mut impl FnMut(&FlowKey<A>),
+) -> Result<FamilyPass<A>, Error> {
     let mut flows_by_source = std::collections::HashMap::new();
-    let (entries, expired) = collect_table(
-        maps,
-        CtTable::Replied,
-        now,
-        &mut between,
-        &mut flows_by_source,
-    )?;
-    let (unreplied_entries, unreplied_expired) = collect_table(
-        maps,
-        CtTable::Unreplied,
-        now,
-        &mut between,
-        &mut flows_by_source,
-    )?;
-    GcPass::of(
-        maps,
-        flows_by_source,
-        (entries, expired),
-        (unreplied_entries, unreplied_expired),
-    )
+    let answered = collect_table(maps, CtTable::Replied, now, between, &mut flows_by_source)?;
+    let unreplied = collect_table(maps, CtTable::Unreplied, now, between, &mut flows_by_source)?;
+    FamilyPass::of(maps, flows_by_source, answered, unreplied)
 }
 
 /// [`collect_garbage_with`] on one table: (entries before, entries removed).
-pub(super) fn collect_table(
+pub(super) fn collect_table<A: CtFamily>(
     maps: &mut MapSet,
     t: CtTable,
     now: u64,
-    between: &mut impl FnMut(&FlowKey),
-    flows_by_source: &mut std::collections::HashMap<[u8; 4], u32>,
+    between: &mut impl FnMut(&FlowKey<A>),
+    flows_by_source: &mut std::collections::HashMap<A, u32>,
 ) -> Result<(u64, u64), Error> {
-    let flows = maps.conntrack_table(t)?;
+    let flows = maps.conntrack_table_of::<A>(t)?;
     // Reply-entry key -> position in `flows`: the only entries another entry looks up
     // (a forward entry its reply entry). foldhash: several times faster than SipHash over
     // 2M keys, and seeded per process, so flow keys a client chooses cannot be aimed at one
     // bucket without knowing the seed.
-    let mut index: std::collections::HashMap<FlowKey, u32, foldhash::fast::RandomState> =
+    let mut index: std::collections::HashMap<FlowKey<A>, u32, foldhash::fast::RandomState> =
         std::collections::HashMap::with_capacity_and_hasher(flows.len() / 2, Default::default());
     index.extend(
         flows
@@ -137,7 +174,7 @@ pub(super) fn collect_table(
     // One unit per flow: a forward entry with its reply entry, or an entry alone (a pod's
     // own connection, or half a flow whose other half is gone).
     let mut doomed = Vec::new();
-    let mut census: std::collections::HashMap<[u8; 4], u32, foldhash::fast::RandomState> =
+    let mut census: std::collections::HashMap<A, u32, foldhash::fast::RandomState> =
         std::collections::HashMap::default();
     for (key, entry) in flows.iter().filter(|(_, e)| e.kind != flow_kind::REPLY) {
         let peer = (entry.kind == flow_kind::FORWARD)
@@ -182,16 +219,16 @@ pub(super) fn collect_table(
 }
 
 /// Removes one expired flow (see [`collect_garbage`]); returns how many entries went.
-pub(super) fn remove_flow(
+pub(super) fn remove_flow<A: CtFamily>(
     maps: &mut MapSet,
     t: CtTable,
-    key: &FlowKey,
-    peer: Option<&FlowKey>,
+    key: &FlowKey<A>,
+    peer: Option<&FlowKey<A>>,
     now: u64,
-    between: &mut impl FnMut(&FlowKey),
+    between: &mut impl FnMut(&FlowKey<A>),
 ) -> Result<u64, Error> {
     let proto = key.proto;
-    let still = |entry: &FlowEntry, other: Option<&FlowEntry>| -> bool {
+    let still = |entry: &FlowEntry<A>, other: Option<&FlowEntry<A>>| -> bool {
         gc_collectable(proto, entry, other, now)
     };
     let Some(entry) = maps.flow(t, key)? else {
@@ -240,26 +277,35 @@ pub(super) fn remove_flow(
     Ok(1 + u64::from(taken_peer.is_some()))
 }
 
-/// What a census changes in the set of limited clients.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourceLimits {
+/// What a census changes in the set of limited clients (of one family).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLimits<A = [u8; 4]> {
     /// Clients to limit now, with the flows each holds.
-    pub limit: Vec<([u8; 4], u32)>,
+    pub limit: Vec<(A, u32)>,
     /// Limited clients to let go.
-    pub release: Vec<[u8; 4]>,
+    pub release: Vec<A>,
+}
+
+impl<A> Default for SourceLimits<A> {
+    fn default() -> Self {
+        Self {
+            limit: Vec::new(),
+            release: Vec::new(),
+        }
+    }
 }
 
 /// What a census changes in the set of limited clients: those holding more than `limit`
 /// flows are limited (with their count); limited ones are let go once they hold at most
 /// nine tenths of it (so that a client at the edge does not flap). `limit` 0: no limit.
 #[must_use]
-pub fn source_limits(
-    flows_by_source: &std::collections::HashMap<[u8; 4], u32>,
-    limited: &[([u8; 4], u32)],
+pub fn source_limits<A: Copy + Ord + std::hash::Hash>(
+    flows_by_source: &std::collections::HashMap<A, u32>,
+    limited: &[(A, u32)],
     limit: u32,
-) -> SourceLimits {
-    let held = |source: &[u8; 4]| flows_by_source.get(source).copied().unwrap_or(0);
-    let mut limit_now: Vec<([u8; 4], u32)> = if limit == 0 {
+) -> SourceLimits<A> {
+    let held = |source: &A| flows_by_source.get(source).copied().unwrap_or(0);
+    let mut limit_now: Vec<(A, u32)> = if limit == 0 {
         Vec::new()
     } else {
         flows_by_source

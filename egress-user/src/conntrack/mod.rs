@@ -6,15 +6,18 @@ mod gc;
 mod sweep;
 
 pub use gc::{
-    GcPass, SourceLimits, collect_garbage, collect_garbage_with, gc_interval, source_limits,
+    FamilyPass, GcPass, SourceLimits, collect_garbage, collect_garbage_with, gc_interval,
+    source_limits,
 };
 pub use sweep::{collect_garbage_in_kernel, sweep_only};
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{fmt::Write as _, net::IpAddr};
 
 pub use egress_common::flow_expired;
 use egress_common::{FlowEntry, FlowKey, flow_kind, flow_timeout_ns, peer_key, proto, tcp_seen};
 use serde::Serialize;
+
+use crate::dataplane::flows::CtFamily;
 
 /// CLOCK_MONOTONIC_COARSE in nanoseconds: the clock of the data plane's timestamps.
 #[must_use]
@@ -31,9 +34,9 @@ pub fn monotonic_ns() -> u64 {
 /// One direction's addresses and ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Tuple {
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dport: u16,
 }
 
@@ -59,11 +62,11 @@ pub struct FlowView {
     pub reply_entry: bool,
 }
 
-fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
+fn tuple<A: CtFamily>(src: A, sport: u16, dst: A, dport: u16) -> Tuple {
     Tuple {
-        src: src.into(),
+        src: src.ip(),
         sport,
-        dst: dst.into(),
+        dst: dst.ip(),
         dport,
     }
 }
@@ -75,6 +78,7 @@ pub fn proto_name(p: u8) -> String {
         proto::TCP => "tcp".to_owned(),
         proto::UDP => "udp".to_owned(),
         proto::ICMP => "icmp".to_owned(),
+        proto::ICMPV6 => "icmpv6".to_owned(),
         other => other.to_string(),
     }
 }
@@ -99,11 +103,13 @@ fn state(p: u8, forward: u8, reply: u8) -> &'static str {
     }
 }
 
-/// The flows of a conntrack table: one per forward entry (with its reply entry merged in),
-/// and one per entry of the pod's own connections. Sorted by client address and port.
+/// The flows of a conntrack table of either family: one per forward entry (with its reply
+/// entry merged in), and one per entry of the pod's own connections. Sorted by client
+/// address and port.
 #[must_use]
-pub fn flows(table: &[(FlowKey, FlowEntry)], now: u64) -> Vec<FlowView> {
-    let index: std::collections::HashMap<FlowKey, FlowEntry> = table.iter().copied().collect();
+pub fn flows<A: CtFamily>(table: &[(FlowKey<A>, FlowEntry<A>)], now: u64) -> Vec<FlowView> {
+    let index: std::collections::HashMap<FlowKey<A>, FlowEntry<A>> =
+        table.iter().copied().collect();
     let secs = |ns: u64| ns / 1_000_000_000;
     let mut views = Vec::new();
     for (key, entry) in table {
@@ -162,7 +168,13 @@ pub fn flows_text(flows: &[FlowView]) -> String {
         "PROTO", "KIND", "ORIGINAL", "TRANSLATED", "RULE", "STATE", "AGE", "IDLE"
     );
     for f in flows {
-        let t = |t: &Tuple| format!("{}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport);
+        let t = |t: &Tuple| {
+            let end = |ip: IpAddr, port: u16| match ip {
+                IpAddr::V4(ip) => format!("{ip}:{port}"),
+                IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+            };
+            format!("{} -> {}", end(t.src, t.sport), end(t.dst, t.dport))
+        };
         let _ = writeln!(
             out,
             "{:<5} {:<5} {:<44} {:<44} {:>4} {:<12} {:>7}s {:>7}s",

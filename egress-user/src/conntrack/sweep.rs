@@ -14,7 +14,7 @@ use aya::{
 };
 use egress_common::{Doomed, SweepState};
 
-use super::gc::{GcPass, collect_table, remove_flow};
+use super::gc::{FamilyPass, GcPass, collect_family, collect_table, remove_flow};
 use crate::dataplane::{flows::CtTable, load::Dataplane, maps::Error};
 
 /// What the sweep found in one table.
@@ -24,12 +24,16 @@ struct Found {
     census: Vec<([u8; 4], u32)>,
 }
 
-/// [`super::collect_garbage`] with the sweep in the kernel; the same result.
+/// [`super::collect_garbage`] with the sweep in the kernel; the same result. The IPv6
+/// tables get the agent's own pass (the sweep program walks the IPv4 ones only so far).
 pub fn collect_garbage_in_kernel(dp: &mut Dataplane, now: u64) -> Result<GcPass, Error> {
     let mut flows_by_source = StdHashMap::new();
     let answered = table_pass(dp, CtTable::Replied, now, &mut flows_by_source)?;
     let unreplied = table_pass(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
-    GcPass::of(dp.maps(), flows_by_source, answered, unreplied)
+    Ok(GcPass {
+        v4: FamilyPass::of(dp.maps(), flows_by_source, answered, unreplied)?,
+        v6: collect_family(dp.maps_mut(), now, &mut |_| {})?,
+    })
 }
 
 /// What the sweep alone finds in table `t` at `now`, changing nothing in it: (entries,

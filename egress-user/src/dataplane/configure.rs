@@ -4,7 +4,8 @@
 
 use aya::maps::{Array, HashMap, MapError, PerCpuArray};
 use egress_common::{
-    Addr, PacketCount, RouterConfig, RouterConfig6, RuleKey, RuleTarget, RuleTarget6, maps,
+    Addr, FALLBACK6_RULE_ID, PacketCount, RouterConfig, RouterConfig6, RuleKey, RuleTarget,
+    RuleTarget6, maps,
 };
 
 use crate::dataplane::{
@@ -58,12 +59,14 @@ impl MapSet {
             .chain(&plan6.fresh_ids)
             .copied()
             .collect();
-        let fallback_changed = old_config
+        // Each family's fallback has its counters: zeroed when it changes.
+        if old_config
             .is_none_or(|old| old.fallback_ip != config.fallback_ip || old.flags != config.flags)
-            || old_config6.fallback_ip != config6.fallback_ip
-            || old_config6.flags != config6.flags;
-        if fallback_changed {
+        {
             reset.push(0);
+        }
+        if old_config6.fallback_ip != config6.fallback_ip || old_config6.flags != config6.flags {
+            reset.push(FALLBACK6_RULE_ID);
         }
         self.reset_rule_stats(&reset)?;
         // Removed rules go first, so a map never holds more than the larger of the two
@@ -112,10 +115,7 @@ impl MapSet {
     pub(super) fn rules_of<A: Addr>(
         &self,
         name: &'static str,
-    ) -> Result<Vec<(RuleKey, RuleTarget<A>)>, Error>
-    where
-        RuleTarget<A>: aya::Pod,
-    {
+    ) -> Result<Vec<(RuleKey, RuleTarget<A>)>, Error> {
         let err = |source| Error::Map { name, source };
         let table = HashMap::<_, RuleKey, RuleTarget<A>>::try_from(self.map(name)?).map_err(err)?;
         let mut rules = table.iter().collect::<Result<Vec<_>, _>>().map_err(err)?;
@@ -146,10 +146,7 @@ impl MapSet {
         current: &[(RuleKey, RuleTarget<A>)],
         plan: &RulePlan<A>,
         done: usize,
-    ) -> Result<(), Error>
-    where
-        RuleTarget<A>: aya::Pod,
-    {
+    ) -> Result<(), Error> {
         let was = |key: &RuleKey| current.iter().find(|(k, _)| k == key).copied();
         let removed = &plan.remove[..done.min(plan.remove.len())];
         let written = &plan.write[..done.saturating_sub(plan.remove.len())];
@@ -174,10 +171,7 @@ impl MapSet {
         remove: &[RuleKey],
         write: &[(RuleKey, RuleTarget<A>)],
         done: &mut usize,
-    ) -> Result<(), Error>
-    where
-        RuleTarget<A>: aya::Pod,
-    {
+    ) -> Result<(), Error> {
         if remove.is_empty() && write.is_empty() {
             return Ok(());
         }

@@ -2,11 +2,13 @@
 //! an entry out atomically (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`), which the GC judges by what
 //! it actually removed. Answered flows are in [`maps::CONNTRACK`], flows waiting for their
 //! first answer in [`maps::CT_UNREPLIED`]; both entries of a flow are in the same one.
+//! Each address family has its own two tables ([`CtFamily`]); the operations are generic
+//! over it, and default to IPv4.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use egress_common::{FlowEntry, FlowKey, maps};
+use egress_common::{Addr, FlowEntry, FlowKey, maps};
 
 use crate::dataplane::maps::{Error, Flow, MapSet, is_not_found};
 
@@ -28,50 +30,98 @@ impl CtTable {
     /// Both tables.
     pub const ALL: [Self; 2] = [Self::Replied, Self::Unreplied];
 
-    /// The map's name.
+    /// The IPv4 map's name.
     #[must_use]
     pub const fn map(self) -> &'static str {
+        self.map_of::<[u8; 4]>()
+    }
+
+    /// The map's name in family `A`.
+    #[must_use]
+    pub const fn map_of<A: CtFamily>(self) -> &'static str {
         match self {
-            Self::Replied => maps::CONNTRACK,
-            Self::Unreplied => maps::CT_UNREPLIED,
+            Self::Replied => A::REPLIED,
+            Self::Unreplied => A::UNREPLIED,
         }
     }
 }
 
-/// A map error of table `t`, named.
-fn err(t: CtTable) -> impl Fn(MapError) -> Error {
+/// An address family's conntrack maps: `[u8; 4]` (IPv4) or `[u8; 16]` (IPv6).
+pub trait CtFamily: Addr + Ord + aya::Pod {
+    /// Answered flows.
+    const REPLIED: &'static str;
+    /// Flows waiting for their first answer.
+    const UNREPLIED: &'static str;
+    /// Clients over their flow limit.
+    const LIMITED: &'static str;
+    /// The address, for people.
+    fn ip(self) -> std::net::IpAddr;
+}
+
+impl CtFamily for [u8; 4] {
+    const REPLIED: &'static str = maps::CONNTRACK;
+    const UNREPLIED: &'static str = maps::CT_UNREPLIED;
+    const LIMITED: &'static str = maps::CT_LIMITED;
+    fn ip(self) -> std::net::IpAddr {
+        self.into()
+    }
+}
+
+impl CtFamily for [u8; 16] {
+    const REPLIED: &'static str = maps::CONNTRACK6;
+    const UNREPLIED: &'static str = maps::CT_UNREPLIED6;
+    const LIMITED: &'static str = maps::CT_LIMITED6;
+    fn ip(self) -> std::net::IpAddr {
+        self.into()
+    }
+}
+
+/// A map error of table `t` of family `A`, named.
+fn err<A: CtFamily>(t: CtTable) -> impl Fn(MapError) -> Error {
     move |source| Error::Map {
-        name: t.map(),
+        name: t.map_of::<A>(),
         source,
     }
 }
 
 impl MapSet {
     /// Table `t` for reading.
-    fn table(&self, t: CtTable) -> Result<HashMap<&MapData, FlowKey, FlowEntry>, Error> {
-        HashMap::try_from(self.map(t.map())?).map_err(err(t))
+    fn table<A: CtFamily>(
+        &self,
+        t: CtTable,
+    ) -> Result<HashMap<&MapData, FlowKey<A>, FlowEntry<A>>, Error> {
+        HashMap::try_from(self.map(t.map_of::<A>())?).map_err(err::<A>(t))
     }
 
     /// Table `t` for writing.
-    fn table_mut(
+    fn table_mut<A: CtFamily>(
         &mut self,
         t: CtTable,
-    ) -> Result<HashMap<&mut MapData, FlowKey, FlowEntry>, Error> {
-        HashMap::try_from(self.map_mut(t.map())?).map_err(err(t))
+    ) -> Result<HashMap<&mut MapData, FlowKey<A>, FlowEntry<A>>, Error> {
+        HashMap::try_from(self.map_mut(t.map_of::<A>())?).map_err(err::<A>(t))
     }
 
-    /// Both conntrack tables: both directions of every flow.
+    /// Both IPv4 conntrack tables: both directions of every flow.
     pub fn conntrack(&self) -> Result<Vec<Flow>, Error> {
         let mut flows = self.conntrack_table(CtTable::Replied)?;
         flows.extend(self.conntrack_table(CtTable::Unreplied)?);
         Ok(flows)
     }
 
-    /// One conntrack table: read in batches where the kernel can, else entry by entry.
+    /// One IPv4 conntrack table.
     pub fn conntrack_table(&self, t: CtTable) -> Result<Vec<Flow>, Error> {
-        let name = t.map();
+        self.conntrack_table_of(t)
+    }
+
+    /// One conntrack table of family `A` (none where the maps have no such table): read in
+    /// batches where the kernel can, else entry by entry.
+    pub fn conntrack_table_of<A: CtFamily>(&self, t: CtTable) -> Result<Vec<Flow<A>>, Error> {
+        let name = t.map_of::<A>();
+        if !self.has(name) {
+            return Ok(Vec::new());
+        }
         if let Map::LruHashMap(data) | Map::HashMap(data) = self.map(name)? {
-            match crate::dataplane::batch::read_all::<FlowKey, FlowEntry>(data.fd().as_fd()) {
+            match crate::dataplane::batch::read_all::<FlowKey<A>, FlowEntry<A>>(data.fd().as_fd()) {
                 Ok(Some(flows)) => return Ok(flows),
                 Ok(None) => {}
                 Err(io_error) => {
@@ -85,8 +135,8 @@ impl MapSet {
                 }
             }
         }
-        let err = err(t);
-        let table = self.table(t)?;
+        let err = err::<A>(t);
+        let table = self.table::<A>(t)?;
         let mut flows = Vec::new();
         for item in table.iter() {
             match item {
@@ -100,9 +150,13 @@ impl MapSet {
     }
 
     /// One conntrack entry, if it is there.
-    pub fn flow(&self, t: CtTable, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let err = err(t);
-        let table = self.table(t)?;
+    pub fn flow<A: CtFamily>(
+        &self,
+        t: CtTable,
+        key: &FlowKey<A>,
+    ) -> Result<Option<FlowEntry<A>>, Error> {
+        let err = err::<A>(t);
+        let table = self.table::<A>(t)?;
         match table.get(key, 0) {
             Ok(entry) => Ok(Some(entry)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -111,22 +165,27 @@ impl MapSet {
     }
 
     /// Writes one conntrack entry (tests age flows with it).
-    pub fn put_flow(&mut self, t: CtTable, key: &FlowKey, entry: &FlowEntry) -> Result<(), Error> {
-        let err = err(t);
-        let mut table = self.table_mut(t)?;
+    pub fn put_flow<A: CtFamily>(
+        &mut self,
+        t: CtTable,
+        key: &FlowKey<A>,
+        entry: &FlowEntry<A>,
+    ) -> Result<(), Error> {
+        let err = err::<A>(t);
+        let mut table = self.table_mut::<A>(t)?;
         table.insert(key, entry, 0).map_err(err)
     }
 
     /// Writes one conntrack entry unless its key is there already (an entry the data plane
     /// wrote wins); `false` when it was.
-    pub fn put_flow_if_absent(
+    pub fn put_flow_if_absent<A: CtFamily>(
         &mut self,
         t: CtTable,
-        key: &FlowKey,
-        entry: &FlowEntry,
+        key: &FlowKey<A>,
+        entry: &FlowEntry<A>,
     ) -> Result<bool, Error> {
-        let err = err(t);
-        let mut table = self.table_mut(t)?;
+        let err = err::<A>(t);
+        let mut table = self.table_mut::<A>(t)?;
         match table.insert(key, entry, BPF_NOEXIST) {
             Ok(()) => Ok(true),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
@@ -136,20 +195,33 @@ impl MapSet {
         }
     }
 
-    /// The answered-flows table's capacity in entries (two per flow).
+    /// The IPv4 answered-flows table's capacity in entries (two per flow).
     pub fn conntrack_capacity(&self) -> Result<u32, Error> {
-        Ok(self.info(maps::CONNTRACK)?.max_entries())
+        self.capacity_of::<[u8; 4]>(CtTable::Replied)
     }
 
-    /// The unreplied table's capacity in entries (two per flow).
+    /// The IPv4 unreplied table's capacity in entries (two per flow).
     pub fn unreplied_capacity(&self) -> Result<u32, Error> {
-        Ok(self.info(maps::CT_UNREPLIED)?.max_entries())
+        self.capacity_of::<[u8; 4]>(CtTable::Unreplied)
+    }
+
+    /// Table `t` of family `A`'s capacity in entries (0 where the maps have no such table).
+    pub fn capacity_of<A: CtFamily>(&self, t: CtTable) -> Result<u32, Error> {
+        let name = t.map_of::<A>();
+        if !self.has(name) {
+            return Ok(0);
+        }
+        Ok(self.info(name)?.max_entries())
     }
 
     /// Removes one conntrack entry; `false` when there was none.
-    pub fn remove_flow(&mut self, t: CtTable, key: &FlowKey) -> Result<bool, Error> {
-        let err = err(t);
-        let mut table = self.table_mut(t)?;
+    pub fn remove_flow<A: CtFamily>(
+        &mut self,
+        t: CtTable,
+        key: &FlowKey<A>,
+    ) -> Result<bool, Error> {
+        let err = err::<A>(t);
+        let mut table = self.table_mut::<A>(t)?;
         match table.remove(key) {
             Ok(()) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -159,13 +231,17 @@ impl MapSet {
 
     /// Removes one conntrack entry and returns it as it was when it was removed (`None`
     /// when there was none): no packet can refresh it between the read and the delete.
-    pub fn take_flow(&mut self, t: CtTable, key: &FlowKey) -> Result<Option<FlowEntry>, Error> {
-        let name = t.map();
+    pub fn take_flow<A: CtFamily>(
+        &mut self,
+        t: CtTable,
+        key: &FlowKey<A>,
+    ) -> Result<Option<FlowEntry<A>>, Error> {
+        let name = t.map_of::<A>();
         let data = match self.map(name)? {
             Map::LruHashMap(data) | Map::HashMap(data) => data,
             _ => return Err(Error::Missing(name)),
         };
-        let mut value = <FlowEntry>::default();
+        let mut value = FlowEntry::<A>::default();
         // The bpf_attr of the element commands: map fd, key, value, flags.
         #[repr(C)]
         struct ElemAttr {
@@ -208,12 +284,15 @@ impl MapSet {
         })
     }
 
-    /// The clients whose new flows the data plane refuses, with the flows each held at the
-    /// census that limited it.
-    pub fn limited_sources(&self) -> Result<Vec<([u8; 4], u32)>, Error> {
-        let name = maps::CT_LIMITED;
+    /// The clients of family `A` whose new flows the data plane refuses, with the flows
+    /// each held at the census that limited it.
+    pub fn limited_sources<A: CtFamily>(&self) -> Result<Vec<(A, u32)>, Error> {
+        let name = A::LIMITED;
+        if !self.has(name) {
+            return Ok(Vec::new());
+        }
         let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, [u8; 4], u32>::try_from(self.map(name)?).map_err(err)?;
+        let table = HashMap::<_, A, u32>::try_from(self.map(name)?).map_err(err)?;
         let mut all = Vec::new();
         for item in table.iter() {
             match item {
@@ -227,18 +306,18 @@ impl MapSet {
     }
 
     /// Refuses new flows from `source`, which holds `flows`.
-    pub fn limit_source(&mut self, source: [u8; 4], flows: u32) -> Result<(), Error> {
-        let name = maps::CT_LIMITED;
+    pub fn limit_source<A: CtFamily>(&mut self, source: A, flows: u32) -> Result<(), Error> {
+        let name = A::LIMITED;
         let err = |source| Error::Map { name, source };
-        let mut table = HashMap::<_, [u8; 4], u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        let mut table = HashMap::<_, A, u32>::try_from(self.map_mut(name)?).map_err(err)?;
         table.insert(source, flows, 0).map_err(err)
     }
 
     /// Lets `source` open flows again.
-    pub fn unlimit_source(&mut self, source: [u8; 4]) -> Result<(), Error> {
-        let name = maps::CT_LIMITED;
+    pub fn unlimit_source<A: CtFamily>(&mut self, source: A) -> Result<(), Error> {
+        let name = A::LIMITED;
         let err = |source| Error::Map { name, source };
-        let mut table = HashMap::<_, [u8; 4], u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        let mut table = HashMap::<_, A, u32>::try_from(self.map_mut(name)?).map_err(err)?;
         match table.remove(&source) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),

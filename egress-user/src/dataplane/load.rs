@@ -13,7 +13,7 @@ use aya::{
     maps::MapInfo,
     programs::{SchedClassifier, Xdp},
 };
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULES_CAPACITY, maps, programs};
+use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULE_STATS_LEN, RULES_CAPACITY, maps, programs};
 
 use crate::{
     dataplane::{
@@ -141,12 +141,21 @@ impl Dataplane {
                     // A rules map smaller than this build's (an earlier release's, without
                     // room for the agent's own ports) is rebuilt like one of another
                     // layout: its content is derived from the configuration anyway.
+                    // A rules map or rule counters smaller than this build's (an earlier
+                    // release's, without room for the agent's own ports or the IPv6
+                    // fallback) are rebuilt like maps of another layout: the rules come
+                    // from the configuration anyway, and the counters start again.
                     let fits = check_layout(name, &info).and_then(|()| {
-                        if name == maps::RULES && info.max_entries() < RULES_CAPACITY {
+                        let needed = match name {
+                            maps::RULES => RULES_CAPACITY,
+                            maps::RULE_STATS => RULE_STATS_LEN,
+                            _ => 0,
+                        };
+                        if info.max_entries() < needed {
                             return Err(LayoutError::Capacity {
                                 name,
                                 found: info.max_entries(),
-                                expected: RULES_CAPACITY,
+                                expected: needed,
                             });
                         }
                         check_family(name, &info, opts.ipv6)

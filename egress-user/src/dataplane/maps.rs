@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, io, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
-    DropReason, FlowEntry, FlowKey, MAX_RULE_ADDRS, MAX_RULES, PacketCount, RouterConfig,
+    DropReason, FlowEntry, FlowKey, MAX_RULE_ADDRS, PacketCount, RULE_STATS_LEN, RouterConfig,
     RuleAddrs, RuleKey, RuleTarget, Stat, drop_stat_index, maps,
 };
 
@@ -46,7 +46,7 @@ pub enum Error {
 pub type LeftMap = (&'static str, Error);
 
 /// One row of the conntrack table: a key and its entry.
-pub type Flow = (FlowKey, FlowEntry);
+pub type Flow<A = [u8; 4]> = (FlowKey<A>, FlowEntry<A>);
 
 /// The maps of one data plane, by name.
 pub struct MapSet {
@@ -258,7 +258,7 @@ impl MapSet {
         let name = maps::RULE_STATS;
         let err = |source| Error::Map { name, source };
         let array = PerCpuArray::<_, PacketCount>::try_from(self.map(name)?).map_err(err)?;
-        (0..array.len().min(MAX_RULES + 1))
+        (0..array.len().min(RULE_STATS_LEN))
             .map(|i| {
                 let values = array.get(&i, 0).map_err(err)?;
                 Ok(values

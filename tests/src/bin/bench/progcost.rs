@@ -297,9 +297,9 @@ impl Table {
         let pass = egress_user::conntrack::collect_garbage_in_kernel(&mut self.dp, now)?;
         let (cpu_s, wall_s) = (cpu() - before, wall.elapsed().as_secs_f64());
         anyhow::ensure!(
-            pass.expired == 0,
+            pass.v4.expired == 0,
             "the GC removed {} live entries",
-            pass.expired
+            pass.v4.expired
         );
         Ok((wall_s, cpu_s))
     }
