@@ -21,6 +21,7 @@ use crate::{
     nat, parse,
     parse6::{self, ICMPV6_NDISC_FIRST, ICMPV6_NDISC_LAST, Ipv6},
     path::{self, Hop},
+    path6::{self, Hop6},
 };
 
 #[inline(always)]
@@ -151,6 +152,9 @@ pub(crate) fn ingress6(
     };
     match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Reply(entry) => {
+            if let Some(verdict) = path6::guard(ctx, &ip, &Hop6::toward_client(cfg, cfg6))? {
+                return Ok(verdict);
+            }
             nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
             Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
         }

@@ -39,6 +39,7 @@ mod nat;
 mod parse;
 mod parse6;
 mod path;
+mod path6;
 mod pod;
 mod rules;
 mod sweep;

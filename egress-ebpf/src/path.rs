@@ -257,7 +257,7 @@ fn answer(
 /// The Internet checksum of a 32-bit partial sum (as `bpf_csum_diff` returns it), in the
 /// byte order it is stored in.
 #[inline(always)]
-fn fold(sum: u64) -> u16 {
+pub(crate) fn fold(sum: u64) -> u16 {
     let mut s = (sum & 0xffff_ffff) as u32 as u64;
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);

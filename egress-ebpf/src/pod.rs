@@ -14,6 +14,7 @@ use crate::{
     metrics::Verdict,
     nat, parse, parse6,
     path::{self, Hop},
+    path6::{self, Hop6},
     rules,
 };
 
@@ -114,6 +115,15 @@ pub(crate) fn ingress6(
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
+    // The path's limits first, for a packet the rules send on (of a flow or to be one),
+    // while little is on the stack: the IPv6 programs have none to spare further on.
+    let hop = Hop6::toward_remote(cfg, cfg6);
+    if path6::beyond(&ip, &hop)
+        && rules::target6(cfg6, flow.key.proto, flow.key.dport).is_some_and(|t| !t.is_local())
+        && let Some(verdict) = path6::guard(ctx, &ip, &hop)?
+    {
+        return Ok(verdict);
+    }
     let entry = match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Forward(entry) => entry,
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {

@@ -166,7 +166,7 @@ fn random_extension_header_chains_get_nowhere_unasked_and_translate_cleanly() {
     // side's frames match.
     let mut inbound = dataplane6(&[], Some(FALLBACK6));
     let mut outbound = dataplane6(&[], Some(FALLBACK6));
-    let (mut redirected, mut dropped) = (0, 0);
+    let (mut redirected, mut dropped, mut errors) = (0, 0, 0);
     for n in 0..FRAMES {
         let c = chain(&mut rng, SERVER6, SOURCE6);
         let (verdict, _) = try_run(&mut inbound, programs::EGRESS_INGRESS6, &c.frame)
@@ -185,6 +185,17 @@ fn random_extension_header_chains_get_nowhere_unasked_and_translate_cleanly() {
                 panic!("frame {n}: {e}, {} bytes, {:02x?}", c.frame.len(), c.frame)
             });
         match verdict {
+            TC_ACT_REDIRECT if c.frame[14 + 7] <= 1 => {
+                // The hop limit ran out at the router: Time Exceeded back to the frame's
+                // source (the client's, or a flipped bit of it), from the pod, with a
+                // valid checksum.
+                let (ip, _) = Ipv6Header::from_slice(&out[14..]).unwrap();
+                assert_eq!(ip.source, POD6, "frame {n}");
+                assert_eq!(&ip.destination, &c.frame[14 + 8..14 + 24], "frame {n}");
+                assert_eq!(out[14 + 40], 3, "frame {n}: Time Exceeded");
+                assert!(transport_checksum_valid(&out, 14 + 40, 58), "frame {n}");
+                errors += 1;
+            }
             TC_ACT_REDIRECT => {
                 redirected += 1;
                 let (ip, _) = Ipv6Header::from_slice(&out[14..]).unwrap();
@@ -231,4 +242,16 @@ fn random_extension_header_chains_get_nowhere_unasked_and_translate_cleanly() {
     // clean frames, would test little).
     assert!(redirected > FRAMES as u64 / 10, "{redirected} redirected");
     assert!(dropped > FRAMES as u64 / 10, "{dropped} dropped");
+    // Hop limits of 0 and 1 that reach the fallback are answered (a chain that cannot be
+    // walked is dropped first): some of the tenth of frames with a low hop limit.
+    assert!(errors > 0, "no Time Exceeded");
+    assert_eq!(
+        outbound
+            .maps()
+            .stats()
+            .unwrap()
+            .path(Stat::IcmpErrorsSent)
+            .packets,
+        errors
+    );
 }
