@@ -291,8 +291,23 @@ pub struct FragPorts {
     pub dport: u16,
 }
 
-/// Capacity of [`crate::maps::FRAGMENTS`].
+/// Capacity of [`crate::maps::FRAGMENTS`] (and of [`crate::maps::FRAGMENTS6`] for an
+/// instance with IPv6).
 pub const FRAGMENTS_MAX: u32 = 8192;
+
+/// Key of [`crate::maps::FRAGMENTS6`]: identifies one IPv6 datagram in flight (RFC 8200:
+/// source, destination and the fragment header's identification; the upper-layer
+/// protocol too, as for IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragKey6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// The fragment header's identification, network byte order.
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 40);
@@ -305,6 +320,7 @@ const _: () = assert!(core::mem::size_of::<FlowEntry6>() == 64);
 pub const FLOW_ENTRY_PREFIX_SIZES: [usize; 1] = [32];
 const _: () = assert!(core::mem::size_of::<FragKey>() == 12);
 const _: () = assert!(core::mem::size_of::<FragPorts>() == 4);
+const _: () = assert!(core::mem::size_of::<FragKey6>() == 40);
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,8 @@ pub mod stats;
 pub use config::{DEFAULT_NAT_PORTS, RouterConfig, RouterConfig6, config_flags};
 pub use flow::{
     Addr, DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
-    FlowKey, FlowKey6, FragKey, FragPorts, UNREPLIED_SHARE, flow_kind, peer_key, tcp_seen,
+    FlowKey, FlowKey6, FragKey, FragKey6, FragPorts, UNREPLIED_SHARE, flow_kind, peer_key,
+    tcp_seen,
 };
 pub use lifetime::{
     Doomed, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, SweepState, TOUCH_INTERVAL_NS,
@@ -50,6 +51,7 @@ mod user {
         RuleKey,
         RuleAddrs,
         FragKey,
+        FragKey6,
         FragPorts,
         SweepState,
         Doomed

@@ -63,6 +63,8 @@ pub const CONNTRACK6: &str = "CONNTRACK6";
 pub const CT_UNREPLIED6: &str = "CT_UNREPLIED6";
 /// [`CT_LIMITED`] for IPv6 clients: `[u8; 16]` -> `u32`.
 pub const CT_LIMITED6: &str = "CT_LIMITED6";
+/// [`FRAGMENTS`] for IPv6: [`crate::FragKey6`] -> [`crate::FragPorts`].
+pub const FRAGMENTS6: &str = "FRAGMENTS6";
 
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
@@ -83,7 +85,14 @@ pub const ALL: [&str; 9] = [
 /// The IPv6 maps, pinned and handed over with [`ALL`]. Every object has them (one entry
 /// each for an instance without IPv6), but only the IPv6 programs use them, so the maps of
 /// a running IPv4 program, or of an earlier release, do not include them.
-pub const ALL6: [&str; 5] = [CONFIG6, RULES6, CONNTRACK6, CT_UNREPLIED6, CT_LIMITED6];
+pub const ALL6: [&str; 6] = [
+    CONFIG6,
+    RULES6,
+    CONNTRACK6,
+    CT_UNREPLIED6,
+    CT_LIMITED6,
+    FRAGMENTS6,
+];
 
 /// Default root of the per-instance pin directories on a persistent bpffs.
 pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/egress-router";

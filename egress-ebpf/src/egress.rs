@@ -152,13 +152,17 @@ pub(crate) fn ingress6(
     };
     match conntrack::lookup(&flow.key, &flow.seg) {
         Ct::Reply(entry) => {
+            flow.remember_ports6(&ip);
             if let Some(verdict) = path6::guard(ctx, &ip, &Hop6::toward_client(cfg, cfg6))? {
                 return Ok(verdict);
             }
             nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
             Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
         }
-        Ct::Local => Ok(passed),
+        Ct::Local => {
+            flow.remember_ports6(&ip);
+            Ok(passed)
+        }
         Ct::Expired => Err(DropReason::FlowExpired),
         Ct::New | Ct::Forward(_) | Ct::Stale(_) | Ct::Closed(..) => Err(DropReason::Unsolicited),
     }

@@ -127,9 +127,8 @@ pub(crate) fn of(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Flow>, DropReason>
     Ok(Some(Flow { key, l4, seg }))
 }
 
-/// [`of`] for IPv6. Later fragments are not tracked yet: a later fragment of TCP, UDP or
-/// an echo is `fragment_unknown`, as for an IPv4 datagram whose first fragment was not
-/// seen.
+/// [`of`] for IPv6: a later fragment takes its ports from its first fragment (the
+/// fragment header's identification names the datagram).
 #[inline(always)]
 pub(crate) fn of6(ctx: &TcContext, ip: &Ipv6) -> Result<Option<Flow<[u8; 16]>>, DropReason> {
     let min = match ip.proto {
@@ -138,10 +137,26 @@ pub(crate) fn of6(ctx: &TcContext, ip: &Ipv6) -> Result<Option<Flow<[u8; 16]>>, 
         _ => return Ok(None),
     };
     if ip.is_later_fragment() {
-        if ip.proto == proto::ICMPV6 {
-            return Ok(None);
-        }
-        return Err(DropReason::FragmentUnknown);
+        let Some(ports) = frag::ports6(ip) else {
+            if ip.proto == proto::ICMPV6 {
+                // The rest of an ICMPv6 message that is not a tracked echo.
+                return Ok(None);
+            }
+            return Err(DropReason::FragmentUnknown);
+        };
+        let key = FlowKey {
+            saddr: ip.saddr,
+            daddr: ip.daddr,
+            sport: ports.sport,
+            dport: ports.dport,
+            proto: ip.proto,
+            _pad: [0; 3],
+        };
+        return Ok(Some(Flow {
+            key,
+            l4: L4::None,
+            seg: Seg::default(),
+        }));
     }
     parse::ensure(ctx, ip.l4 + min)?;
     let Some((sport, dport, l4)) = ids::<true>(ctx, ip.proto, ip.l4)? else {
@@ -169,6 +184,16 @@ impl Flow {
     pub(crate) fn remember_ports(&self, ip: &Ipv4) {
         if ip.is_fragment() && !ip.is_later_fragment() && self.l4 != L4::None {
             frag::remember(ip, self.key.sport, self.key.dport);
+        }
+    }
+}
+
+impl Flow<[u8; 16]> {
+    /// [`Flow::remember_ports`] for IPv6.
+    #[inline(always)]
+    pub(crate) fn remember_ports6(&self, ip: &Ipv6) {
+        if ip.is_fragment() && !ip.is_later_fragment() && self.l4 != L4::None {
+            frag::remember6(ip, self.key.sport, self.key.dport);
         }
     }
 }

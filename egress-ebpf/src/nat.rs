@@ -275,6 +275,10 @@ pub(crate) fn translate6(
     if !mss.is_zero() {
         metrics::count(Stat::MssClamped, 0);
     }
+    // A first fragment's ports are remembered by the caller, where it has the stack.
+    if flow.l4 == L4::None {
+        metrics::count(Stat::FragmentsTranslated, 0);
+    }
     let hdr = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at; the packet is writable in TC.
     let hdr = unsafe { &mut *hdr };

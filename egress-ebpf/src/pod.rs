@@ -115,6 +115,9 @@ pub(crate) fn ingress6(
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
+    // A first fragment's ports, for the fragments that follow; here, where the stack has
+    // room (a datagram to the pod IP that no rule takes leaves an entry that ages out).
+    flow.remember_ports6(&ip);
     // The path's limits first, for a packet the rules send on (of a flow or to be one),
     // while little is on the stack: the IPv6 programs have none to spare further on.
     let hop = Hop6::toward_remote(cfg, cfg6);

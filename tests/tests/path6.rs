@@ -2,7 +2,8 @@
 //! server: a probe whose hop limit runs out at the router gets Time Exceeded from the pod's
 //! IPv6 address; a packet too big for the next link gets Packet Too Big with that link's
 //! MTU (IPv6 routers never fragment), which the sender's kernel learns, on the way out
-//! (from the pod) and on the way back (from EGRESS_SOURCE, to the remote).
+//! (from the pod) and on the way back (from EGRESS_SOURCE, to the remote), whose
+//! fragmented datagrams then get through.
 
 use std::time::Duration;
 
@@ -143,18 +144,24 @@ fn a_reply_too_big_for_the_pod_network_teaches_the_remote_its_mtu() {
     ]);
     lab.spawn(server).unwrap();
     egress_tests::util::wait_sockets(&lab.server, &["-Hlun", "sport = :5353"], |n| n > 0);
-    // The answer does not reach the client (it is too big, and its fragments, which the
-    // server sends next, are not translated by the router yet); the Packet Too Big does
-    // reach the server.
-    let _ = run_bounded(
-        lab.client.command("python3").args([
+    // The first answer is too big for the pod network: the router answers the server with
+    // Packet Too Big. The server then fragments its answers (IPv6 routers never do), and
+    // the router translates the fragments: the client's retry gets the whole answer.
+    let answer = run_ok(
+        &lab.client,
+        "python3",
+        &[
             asset("udp_ask.py").to_str().unwrap(),
             &ROUTER_POD_IP6.to_string(),
             "5300",
-        ]),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+        ],
+        10,
+    );
+    assert!(
+        answer.trim() == "x".repeat(1450),
+        "the answer, reassembled by the client: {} bytes",
+        answer.trim().len()
+    );
     let route = run_ok(
         &lab.server,
         "ip",
@@ -170,4 +177,8 @@ fn a_reply_too_big_for_the_pod_network_teaches_the_remote_its_mtu() {
         .stats()
         .unwrap();
     assert!(stats.path(Stat::IcmpErrorsSent).packets >= 1, "{stats}");
+    assert!(
+        stats.path(Stat::FragmentsTranslated).packets >= 1,
+        "{stats}"
+    );
 }

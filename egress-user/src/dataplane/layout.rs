@@ -6,9 +6,9 @@ use aya::{
     maps::{MapError, MapInfo, MapType},
 };
 use egress_common::{
-    FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragPorts, PacketCount, RULES_CAPACITY,
-    RouterConfig, RouterConfig6, RuleAddrs, RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE,
-    maps,
+    FRAGMENTS_MAX, FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragKey6, FragPorts,
+    PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs, RuleKey, RuleTarget,
+    RuleTarget6, UNREPLIED_SHARE, maps,
 };
 
 /// Why a map cannot be used by this build.
@@ -81,6 +81,7 @@ pub fn layout(name: &str) -> Option<Layout> {
             (MapType::LruHash, size::<FlowKey6>(), size::<FlowEntry6>())
         }
         maps::CT_LIMITED6 => (MapType::Hash, 16, 4),
+        maps::FRAGMENTS6 => (MapType::LruHash, size::<FragKey6>(), size::<FragPorts>()),
         _ => return None,
     };
     Some(Layout {
@@ -120,11 +121,12 @@ pub(crate) fn unreplied_entries(conntrack_flows: u32) -> u32 {
 }
 
 /// The IPv6 maps whose size says whether their instance has IPv6.
-const SIZED6: [&str; 4] = [
+const SIZED6: [&str; 5] = [
     maps::CONNTRACK6,
     maps::CT_UNREPLIED6,
     maps::RULES6,
     maps::CT_LIMITED6,
+    maps::FRAGMENTS6,
 ];
 
 /// Checks that an existing IPv6 map was sized for an instance that has IPv6 as this one
@@ -144,18 +146,20 @@ pub fn check_family(name: &'static str, info: &MapInfo, ipv6: bool) -> Result<()
 /// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each
 /// (the kernel preallocates hash maps, and an IPv4 router should not pay for IPv6 tables).
 pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, ipv6: bool) {
-    let (flows, unreplied, rules, limited) = if ipv6 {
+    let (flows, unreplied, rules, limited, fragments) = if ipv6 {
         (
             conntrack_flows.saturating_mul(2),
             unreplied_entries(conntrack_flows),
             RULES_CAPACITY,
             maps::CT_LIMITED_MAX,
+            FRAGMENTS_MAX,
         )
     } else {
-        (1, 1, 1, 1)
+        (1, 1, 1, 1, 1)
     };
     loader.map_max_entries(maps::CONNTRACK6, flows);
     loader.map_max_entries(maps::CT_UNREPLIED6, unreplied);
     loader.map_max_entries(maps::RULES6, rules);
     loader.map_max_entries(maps::CT_LIMITED6, limited);
+    loader.map_max_entries(maps::FRAGMENTS6, fragments);
 }
