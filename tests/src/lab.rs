@@ -269,12 +269,18 @@ impl Lab {
     /// `EGRESS_ROUTER_MODE=mode` (`http-proxy` or `dns-proxy`) and the lab's EGRESS_SOURCE
     /// and EGRESS_GATEWAY, which sets up the network only; fails unless it exits 0.
     pub fn init_proxy_network(&self, mode: &str) -> Result<()> {
+        let (source, gateway) = (EGRESS_SOURCE.to_string(), GATEWAY_IP.to_string());
+        self.init_proxy_network_as(mode, [&source, &gateway])
+    }
+
+    /// [`Lab::init_proxy_network`] with `[EGRESS_SOURCE, EGRESS_GATEWAY]` as given.
+    pub fn init_proxy_network_as(&self, mode: &str, [source, gateway]: [&str; 2]) -> Result<()> {
         let out = crate::netns::run_bounded(
             self.router
                 .command(crate::egress_router_bin())
                 .env_clear()
-                .env("EGRESS_SOURCE", EGRESS_SOURCE.to_string())
-                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+                .env("EGRESS_SOURCE", source)
+                .env("EGRESS_GATEWAY", gateway)
                 .env("EGRESS_ROUTER_MODE", mode),
             Duration::from_secs(20),
         )?;

@@ -232,14 +232,14 @@ const CASES: &[Case] = &[
          an IPv4 address beside the IPv6 one",
     ),
     (
-        "dual stack, proxy init",
+        "dual stack, DNS proxy init",
         Some("198.51.100.100/24,2001:db8:e::99/64"),
         Some("198.51.100.1,2001:db8:e::1"),
         None,
-        "http-proxy",
-        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect mode \
-         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
-         IPv4 address",
+        "dns-proxy",
+        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect and \
+         HTTP proxy modes apply it), only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
     ),
     (
         "IPv6 remote without an IPv6 source",

@@ -204,7 +204,11 @@ pub async fn run(
         fd.get_mut().flush();
     }
     if let Some(task) = metrics_task {
+        // Waited for: the listener closes with the task, before the lock goes with
+        // `prepared` below, so an agent taking over (which waits for the lock) finds the
+        // metrics port free.
         task.abort();
+        let _ = task.await;
     }
     tracing::info!("terminating; the data plane stays attached");
     Ok(())

@@ -6,7 +6,7 @@ use anyhow::Result;
 use egress_user::{
     agent::run::Signals,
     config::http_proxy::HttpRules,
-    network::interface::{egress_source, pod_ip},
+    network::interface::{egress_sources, pod_ips},
     proxy::{
         http_serve::{self, Limits},
         outbound,
@@ -22,17 +22,21 @@ pub(crate) fn execute(cli: &Cli, port: u16, threads: Option<u16>, limits: Limits
     outbound::resolver(&args.resolv_conf)?;
     runtime()?.block_on(async {
         let signals = Signals::install()?;
-        let source = egress_source(args.egress_source.as_deref(), &cli.egress_interface).await?;
-        let listen = SocketAddr::from((pod_ip(&cli.pod_interface).await?, port));
+        let sources = egress_sources(args.egress_source.as_deref(), &cli.egress_interface).await?;
+        let listen: Vec<SocketAddr> = pod_ips(&cli.pod_interface)
+            .await?
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
         let threads = threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         );
         http_serve::run(
-            listen,
+            &listen,
             threads,
             rules,
-            source,
+            sources,
             args.resolv_conf.clone(),
             limits,
             signals.terminated(),

@@ -51,23 +51,29 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
-            // IPv4 only so far: the load above refused anything else for this mode.
-            let (source, gateway) = config.ipv4()?;
+            // Dual stack for the HTTP proxy, IPv4 only so far for the DNS proxy: the load
+            // above refused anything else for its mode.
+            let egress = match config.mode {
+                Mode::HttpProxyInit => config.egress()?,
+                _ => {
+                    let (source, gateway) = config.ipv4()?;
+                    Egress {
+                        source,
+                        gateway,
+                        v6: None,
+                    }
+                }
+            };
             // The network, and the data plane with no rule: it translates nothing, and its
             // egress-interface programs keep the egress network out of the pod (only replies
             // to the proxies' own connections come in), whatever the main container may do.
-            let egress = Egress {
-                source,
-                gateway,
-                v6: None,
-            };
             let instance = Instance::start(&settings, &egress, true, RuleSet::default()).await?;
             instance.log_started(&settings);
             tracing::info!(
                 mode = config.mode.name(),
                 egress_interface = %settings.egress_interface,
-                source = %source,
-                gateway = %gateway,
+                source = %config.source,
+                gateway = %config.gateway,
                 created_macvlan = instance.created_macvlan(),
                 "network and egress guard set up; the proxy runs in the main container"
             );

@@ -228,9 +228,9 @@ fn redirect_applies_dual_stack_and_the_rest_refuses_ipv6_for_now() {
     let dual = Config::from_raw(&raw(DUAL_SOURCE, DUAL_GATEWAY, "203.0.113.20")).unwrap();
     assert_eq!(
         dual.ipv4().unwrap_err().to_string(),
-        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect mode \
-         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
-         IPv4 address"
+        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect and \
+         HTTP proxy modes apply it), only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
     );
     let egress = dual.egress().unwrap();
     assert_eq!(egress.source, dual.source.v4.unwrap());

@@ -69,9 +69,9 @@ pub enum ConfigError {
     )]
     NoSourceForFamily { line: String, family: &'static str },
     #[error(
-        "{variable}: IPv6 is not applied in this mode by this version yet (redirect mode \
-         applies it), only validated and planned (EGRESS_ROUTER_MODE=unit-test); give one \
-         IPv4 address"
+        "{variable}: IPv6 is not applied in this mode by this version yet (redirect and \
+         HTTP proxy modes apply it), only validated and planned \
+         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
     )]
     Ipv6NotApplied { variable: &'static str },
     #[error(

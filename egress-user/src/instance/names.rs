@@ -20,7 +20,7 @@ use crate::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
-    proxy::outbound::{destinations, resolve_ipv4},
+    proxy::outbound::{destinations_v4, resolve_ipv4},
 };
 
 /// Whether this process may run the BPF data plane: CAP_NET_ADMIN (attach, netlink) and
@@ -145,7 +145,7 @@ impl Names {
             match resolve_ipv4(&self.resolver, &name.host).await {
                 Ok((addrs, valid_until)) => {
                     name.due = valid_until.max(Instant::now() + MIN_REFRESH);
-                    let addrs = destinations(addrs.into_iter().map(IpAddr::V4), &own);
+                    let addrs = destinations_v4(addrs.into_iter().map(IpAddr::V4), &own);
                     if addrs == name.addrs {
                         continue;
                     }

@@ -169,6 +169,58 @@ pub async fn egress_source(
     })
 }
 
+/// EGRESS_SOURCE of both families for the HTTP proxy's main container: the variable if
+/// given, else the first IPv4 and the first global IPv6 address of the egress interface,
+/// which the init container put there.
+pub async fn egress_sources(
+    variable: Option<&str>,
+    egress_interface: &str,
+) -> anyhow::Result<crate::proxy::outbound::Sources> {
+    if let Some(value) = variable.map(str::trim).filter(|v| !v.is_empty()) {
+        let sources: Sources = value.parse()?;
+        return Ok(crate::proxy::outbound::Sources {
+            v4: sources.v4.map(|s| s.ip),
+            v6: sources.v6.map(|s| s.ip),
+        });
+    }
+    let facts = interface_facts(egress_interface).await.with_context(|| {
+        format!(
+            "EGRESS_SOURCE is not set and cannot be read from {egress_interface}; set it, \
+             or run the init container (EGRESS_ROUTER_MODE=http-proxy) first"
+        )
+    })?;
+    let sources = crate::proxy::outbound::Sources {
+        v4: facts.ipv4.first().copied(),
+        v6: facts.ipv6.first().copied(),
+    };
+    anyhow::ensure!(
+        sources.v4.is_some() || sources.v6.is_some(),
+        "EGRESS_SOURCE is not set and {egress_interface} has no address; set it, or run the \
+         init container first"
+    );
+    Ok(sources)
+}
+
+/// The pod interface's IPv4 address and its global IPv6 address, if it has one: where the
+/// HTTP proxy listens.
+pub async fn pod_ips(pod_interface: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let facts = interface_facts(pod_interface)
+        .await
+        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
+    let ips: Vec<IpAddr> = facts
+        .ipv4
+        .first()
+        .map(|&ip| IpAddr::V4(ip))
+        .into_iter()
+        .chain(facts.ipv6.first().map(|&ip| IpAddr::V6(ip)))
+        .collect();
+    anyhow::ensure!(
+        !ips.is_empty(),
+        "the pod interface {pod_interface} has no address"
+    );
+    Ok(ips)
+}
+
 /// The pod interface's first IPv4 address: where the proxies listen.
 pub async fn pod_ip(pod_interface: &str) -> anyhow::Result<Ipv4Addr> {
     let facts = interface_facts(pod_interface)

@@ -17,7 +17,7 @@
 
 use std::{
     convert::Infallible,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -47,8 +47,8 @@ use crate::{
 /// How the proxy runs.
 pub struct Proxy {
     pub rules: HttpRules,
-    /// EGRESS_SOURCE: outbound connections are bound to it.
-    pub source: Ipv4Addr,
+    /// EGRESS_SOURCE: outbound connections are bound to its address of their family.
+    pub sources: outbound::Sources,
     /// The pod's own addresses (the pod IP, EGRESS_SOURCE): never destinations.
     pub own: Vec<IpAddr>,
     pub resolver: TokioResolver,
@@ -380,7 +380,7 @@ impl Proxy {
                 .map_err(|err| (Refusal::Upstream(err), Some(line.clone())))?,
         };
         // An allow by address or CIDR connects only inside it; never back into the pod,
-        // and only where EGRESS_SOURCE can go (IPv4).
+        // and only where EGRESS_SOURCE can go (the families it has an address of).
         let addrs: Vec<IpAddr> = match &rule.matches {
             HttpMatch::Net(net) => addrs
                 .into_iter()
@@ -388,17 +388,19 @@ impl Proxy {
                 .collect(),
             _ => addrs,
         };
-        let addrs = outbound::destinations(addrs, &self.own);
+        let addrs = outbound::destinations(addrs, &self.own, &self.sources);
         if addrs.is_empty() {
             return Err((
                 Refusal::Forbidden(format!(
                     "{host} has no address the router may connect to (not the router pod \
-                     itself, loopback, multicast or broadcast; IPv4, as EGRESS_SOURCE)"
+                     itself, loopback, multicast or broadcast; of a family EGRESS_SOURCE \
+                     has: {})",
+                    self.sources
                 )),
                 Some(line),
             ));
         }
-        let stream = outbound::connect(&addrs, port, self.source, self.connect_timeout)
+        let stream = outbound::connect(&addrs, port, &self.sources, self.connect_timeout)
             .await
             .map_err(|err| {
                 (

@@ -2,12 +2,7 @@
 //! `SO_REUSEPORT` listener, so a connection and its upstream connection never change
 //! threads.
 
-use std::{
-    net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
@@ -20,8 +15,6 @@ use crate::{
     },
 };
 
-/// Serves `rules` on `listen` with `threads` serving threads, connecting out from `source`,
-/// within `limits`, until `shutdown` completes or a serving thread fails.
 /// What one client may hold of the proxy.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -34,19 +27,34 @@ pub struct Limits {
     pub tunnel_idle: Option<Duration>,
 }
 
+/// Serves `rules` on every address of `listen` (the pod's, one per family) with `threads`
+/// serving threads, connecting out from `sources`, within `limits`, until `shutdown`
+/// completes or a serving thread fails.
 pub async fn run(
-    listen: SocketAddr,
+    listen: &[SocketAddr],
     threads: usize,
     rules: HttpRules,
-    source: Ipv4Addr,
+    sources: outbound::Sources,
     resolv_conf: PathBuf,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let listeners = bind(listen, threads).await?;
+    // Each thread gets one listener of every address.
+    let mut listeners: Vec<Vec<std::net::TcpListener>> =
+        (0..threads.max(1)).map(|_| Vec::new()).collect();
+    for addr in listen {
+        for (thread, listener) in listeners.iter_mut().zip(bind(*addr, threads).await?) {
+            thread.push(listener);
+        }
+    }
+    let own: Vec<std::net::IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .chain(sources.iter())
+        .collect();
     tracing::info!(
-        listen = %listen,
-        %source,
+        listen = ?listen,
+        %sources,
         rules = rules.0.len(),
         threads,
         header_timeout_s = limits.header_timeout.as_secs_f64(),
@@ -62,8 +70,8 @@ pub async fn run(
         let result = serve_threads(listeners, move || {
             Ok(Proxy {
                 rules: rules.clone(),
-                source,
-                own: vec![listen.ip(), source.into()],
+                sources,
+                own: own.clone(),
                 header_timeout: limits.header_timeout,
                 tunnel_idle: limits.tunnel_idle,
                 connections: connections.clone(),
@@ -88,7 +96,11 @@ pub async fn run(
 async fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>> {
     (0..count.max(1))
         .map(|_| {
-            let socket = tokio::net::TcpSocket::new_v4()?;
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
             socket.set_reuseaddr(true)?;
             socket.set_reuseport(true)?;
             socket.bind(addr)?;
@@ -98,19 +110,19 @@ async fn bind(addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListene
         .with_context(|| format!("listening on {addr}"))
 }
 
-/// Serves on every listener, one thread with its own single-threaded runtime per listener:
-/// a client connection, its upstream connection and their tasks stay on one thread, with
-/// no cross-thread wake-ups (a work-stealing runtime measured ~20 % slower here). Returns
-/// only if a thread fails.
+/// Serves on every listener, one thread with its own single-threaded runtime per set of
+/// listeners (one per address): a client connection, its upstream connection and their
+/// tasks stay on one thread, with no cross-thread wake-ups (a work-stealing runtime
+/// measured ~20 % slower here). Returns only if a thread fails.
 fn serve_threads(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Vec<std::net::TcpListener>>,
     proxy: impl Fn() -> Result<Proxy> + Send + Sync + 'static,
 ) -> Result<()> {
     let proxy = Arc::new(proxy);
     let threads: Vec<std::thread::JoinHandle<Result<()>>> = listeners
         .into_iter()
         .enumerate()
-        .map(|(i, listener)| {
+        .map(|(i, mine)| {
             let proxy = proxy.clone();
             std::thread::Builder::new()
                 .name(format!("http-proxy-{i}"))
@@ -120,8 +132,18 @@ fn serve_threads(
                         .build()
                         .context("starting a serving thread's runtime")?;
                     runtime.block_on(async {
-                        let listener = TcpListener::from_std(listener)?;
-                        serve(listener, Arc::new(proxy()?), std::future::pending()).await
+                        let proxy = Arc::new(proxy()?);
+                        let serving = mine
+                            .into_iter()
+                            .map(|listener| {
+                                let proxy = proxy.clone();
+                                async move {
+                                    let listener = TcpListener::from_std(listener)?;
+                                    serve(listener, proxy, std::future::pending()).await
+                                }
+                            })
+                            .collect::<Vec<_>>();
+                        futures_util::future::try_join_all(serving).await.map(drop)
                     })
                 })
                 .context("starting a serving thread")

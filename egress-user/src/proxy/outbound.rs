@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd as _,
     path::Path,
     time::Duration,
@@ -81,37 +81,97 @@ pub fn loops_back(addr: IpAddr, own: &[IpAddr]) -> bool {
         || matches!(addr, IpAddr::V4(v4) if v4.is_broadcast() || v4.octets()[0] == 0)
 }
 
-/// The addresses among `addrs` the router may connect to from EGRESS_SOURCE: IPv4 (there is
-/// no IPv6 EGRESS_SOURCE yet; IPv4-mapped forms count as IPv4) that does not loop back.
+/// EGRESS_SOURCE as the proxies connect out from it: an address per family it has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl Sources {
+    /// The source for a destination's family, if EGRESS_SOURCE has one.
+    #[must_use]
+    pub fn for_addr(&self, addr: IpAddr) -> Option<IpAddr> {
+        match addr {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+
+    /// Every address, for the list of the pod's own.
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> {
+        self.v4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.v6.map(IpAddr::V6))
+    }
+}
+
+impl std::fmt::Display for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.iter().map(|ip| ip.to_string()).collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// The addresses among `addrs` the router may connect to from EGRESS_SOURCE: those of a
+/// family it has an address of (IPv4-mapped forms count as IPv4; no family is translated
+/// into the other) that do not loop back.
 #[must_use]
-pub fn destinations(addrs: impl IntoIterator<Item = IpAddr>, own: &[IpAddr]) -> Vec<Ipv4Addr> {
+pub fn destinations(
+    addrs: impl IntoIterator<Item = IpAddr>,
+    own: &[IpAddr],
+    sources: &Sources,
+) -> Vec<IpAddr> {
     addrs
         .into_iter()
         .filter(|addr| !loops_back(*addr, own))
-        .filter_map(|addr| match addr.to_canonical() {
+        .map(|addr| addr.to_canonical())
+        .filter(|addr| sources.for_addr(*addr).is_some())
+        .collect()
+}
+
+/// [`destinations`] for the DNS proxy, which connects over IPv4 only so far.
+#[must_use]
+pub fn destinations_v4(addrs: impl IntoIterator<Item = IpAddr>, own: &[IpAddr]) -> Vec<Ipv4Addr> {
+    let v4 = Sources {
+        v4: Some(Ipv4Addr::UNSPECIFIED),
+        v6: None,
+    };
+    destinations(addrs, own, &v4)
+        .into_iter()
+        .filter_map(|addr| match addr {
             IpAddr::V4(v4) => Some(v4),
             IpAddr::V6(_) => None,
         })
         .collect()
 }
 
-/// Connects to the first of `addrs` that answers within `timeout` each, from `source`
-/// (EGRESS_SOURCE), with the port left to `connect` so that the 4-tuple, not the bare port,
-/// has to be unique (`IP_BIND_ADDRESS_NO_PORT`). IPv4 only: a connection never leaves from
-/// another address.
+/// Connects to the first of `addrs` that answers within `timeout` each, from EGRESS_SOURCE's
+/// address of its family, with the port left to `connect` so that the 4-tuple, not the bare
+/// port, has to be unique (`IP_BIND_ADDRESS_NO_PORT`). A connection never leaves from
+/// another address: one of a family EGRESS_SOURCE has not is skipped.
 pub async fn connect(
-    addrs: &[Ipv4Addr],
+    addrs: &[IpAddr],
     port: u16,
-    source: Ipv4Addr,
+    sources: &Sources,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
     for &ip in addrs {
+        let Some(source) = sources.for_addr(ip) else {
+            continue;
+        };
         let target = SocketAddr::from((ip, port));
         let attempt = async {
-            let socket = TcpSocket::new_v4()?;
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            // IP_BIND_ADDRESS_NO_PORT applies to IPv6 sockets too (SOL_IP level).
             set_bind_no_port(&socket)?;
-            socket.bind(SocketAddr::new(source.into(), 0))?;
+            socket.bind(SocketAddr::new(source, 0))?;
             socket.set_nodelay(true)?;
             socket.connect(target).await
         };
@@ -153,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destinations_are_ipv4_and_never_the_pod_itself() {
+    fn destinations_are_of_egress_source_families_and_never_the_pod_itself() {
         let own: Vec<IpAddr> = ["192.0.2.1", "198.51.100.100"]
             .iter()
             .map(|a| a.parse().unwrap())
@@ -176,10 +236,31 @@ mod tests {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-        let ok: Vec<String> = destinations(addrs, &own)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(ok, ["203.0.113.10", "203.0.113.11", "203.0.113.12"]);
+        let v4 = Sources {
+            v4: Some("198.51.100.100".parse().unwrap()),
+            v6: None,
+        };
+        let names = |sources: &Sources| -> Vec<String> {
+            destinations(addrs.clone(), &own, sources)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(names(&v4), ["203.0.113.10", "203.0.113.11", "203.0.113.12"]);
+        let dual = Sources {
+            v6: Some("2001:db8:e::100".parse().unwrap()),
+            ..v4
+        };
+        assert_eq!(
+            names(&dual),
+            [
+                "203.0.113.10",
+                "203.0.113.11",
+                "203.0.113.12",
+                "2001:db8::1"
+            ]
+        );
+        let v6 = Sources { v4: None, ..dual };
+        assert_eq!(names(&v6), ["2001:db8::1"], "no IPv4 from an IPv6 source");
     }
 }

@@ -100,13 +100,13 @@ async fn serve_route(
         tokio::spawn(async move {
             let _permit = permit;
             let addrs = match &route.target {
-                DnsTarget::Ip(ip) => vec![*ip],
+                DnsTarget::Ip(ip) => vec![IpAddr::V4(*ip)],
                 DnsTarget::Host(host) => match resolve_ipv4(&resolver, host).await {
                     Ok((addrs, _)) => {
                         // Never back into the pod: a name that resolves to the pod IP would
                         // chain connections through the relay without end.
                         let mut addrs =
-                            outbound::destinations(addrs.into_iter().map(IpAddr::V4), &own);
+                            outbound::destinations_v4(addrs.into_iter().map(IpAddr::V4), &own);
                         if addrs.is_empty() {
                             tracing::warn!(%peer, name = %host, "the name resolves only to addresses of the router pod itself (or none it may reach); connection closed");
                             return;
@@ -115,7 +115,7 @@ async fn serve_route(
                         // spread over all of them; the others are fallbacks.
                         let first = turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
                         addrs.rotate_left(first);
-                        addrs
+                        addrs.into_iter().map(IpAddr::V4).collect()
                     }
                     Err(err) => {
                         tracing::warn!(%peer, name = %host, error = %err, "resolution failed; connection closed");
@@ -124,10 +124,14 @@ async fn serve_route(
                 },
             };
             let started = std::time::Instant::now();
+            let sources = outbound::Sources {
+                v4: Some(source),
+                v6: None,
+            };
             let mut upstream = match outbound::connect(
                 &addrs,
                 route.remote_port,
-                source,
+                &sources,
                 Duration::from_secs(10),
             )
             .await
