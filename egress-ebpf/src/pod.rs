@@ -10,7 +10,7 @@ use egress_common::{
 use crate::{
     conntrack::{self, Ct},
     flow::{self, L4},
-    icmp,
+    icmp, icmp6,
     metrics::Verdict,
     nat, parse, parse6,
     path::{self, Hop},
@@ -105,6 +105,17 @@ pub(crate) fn ingress6(
         return Ok(passed);
     }
     let has_fallback = cfg6.flags & config_flags::HAS_FALLBACK != 0;
+    if icmp6::is_error(ctx, &ip)? {
+        // An error the client sends about a reply it got (Port Unreachable, or Packet Too
+        // Big from a client whose link is smaller): to the remote, translated.
+        return match icmp6::related(ctx, &ip)? {
+            Some((quoted, entry)) if entry.kind == flow_kind::FORWARD => {
+                icmp6::translate_error(ctx, &ip, &quoted, &entry)?;
+                Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
+            }
+            _ => Ok(passed),
+        };
+    }
     let flow = match flow::of6(ctx, &ip) {
         Ok(Some(flow)) => flow,
         Ok(None) if has_fallback && ip.proto != proto::ICMPV6 => {

@@ -117,3 +117,55 @@ fn a_client_packet_whose_hop_limit_runs_out_gets_time_exceeded_from_the_pod() {
     assert_eq!(stats.path(Stat::IcmpErrorsSent).packets, 1, "{stats}");
     assert_eq!(stats.path(Stat::Forwarded).packets, 1, "{stats}");
 }
+
+#[test]
+fn a_client_error_about_a_reply_goes_back_to_the_remote_translated() {
+    let mut dp = dataplane6(&[(5353, UDP, SERVER6, 53)], None);
+    let query = udp6((CLIENT6, 41000), (POD6, 5353), b"query");
+    let (_, sent) = run(&mut dp, programs::POD_INGRESS6, &query);
+    let sport = u16::from_be_bytes([sent[14 + 40], sent[14 + 41]]);
+    let answer = udp6((SERVER6, 53), (SOURCE6, sport), b"an answer");
+    let (verdict, delivered) = run(&mut dp, programs::EGRESS_INGRESS6, &answer);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+
+    // The client has closed its socket: Port Unreachable about the answer it got (from
+    // the pod's address), quoting it.
+    let unreachable = egress_tests::pktgen6::icmp6(
+        CLIENT6,
+        POD6,
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port),
+        64,
+        &delivered[14..],
+    );
+    let (verdict, out) = run(&mut dp, programs::POD_INGRESS6, &unreachable);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "to the remote");
+    assert_eq!(
+        check_icmp6(&out, SOURCE6, SERVER6),
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port)
+    );
+    // The quote is the answer as the server sent it (its checksum valid again), but for
+    // the hop limit the router took one off on the way.
+    let (_, rest) = parse6(&out);
+    let mut quoted = rest[8..].to_vec();
+    assert_eq!(quoted[7], 63);
+    quoted[7] = 64;
+    assert_eq!(
+        quoted,
+        &answer[14..],
+        "the server's own datagram, byte for byte"
+    );
+    let stats = dp.maps().stats().unwrap();
+    assert_eq!(stats.path(Stat::IcmpErrorsTranslated).packets, 1, "{stats}");
+
+    // An error quoting nothing the router tracks is the pod's own business.
+    let stray = udp6((POD6, 7), (CLIENT6, 9), b"the pod's own");
+    let unrelated = egress_tests::pktgen6::icmp6(
+        CLIENT6,
+        POD6,
+        Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port),
+        64,
+        &stray[14..],
+    );
+    let (verdict, _) = run(&mut dp, programs::POD_INGRESS6, &unrelated);
+    assert_eq!(verdict, egress_tests::pktgen::TC_ACT_OK);
+}
