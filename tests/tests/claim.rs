@@ -7,6 +7,7 @@ use std::time::Duration;
 use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, SERVER_IP},
+    lab6::{EGRESS_SOURCE6, SERVER_IP6, dual_stack_env},
     netns::run_bounded,
     util::{ask, mac_of, peer_server, router_cli, run_ok, wait_listening},
 };
@@ -131,4 +132,64 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(mac_of(&lab.router, "macvlan0"), own);
+}
+
+/// The same for EGRESS_SOURCE's IPv6 address: a host that holds it answers the router's
+/// duplicate address detection, and the set-up refuses, changing nothing; with
+/// --force-source it claims the address anyway.
+#[test]
+fn a_second_holder_of_the_ipv6_egress_source_is_refused_and_nothing_changes() {
+    let lab = Lab::new("claim-conflict6").unwrap();
+    lab.enable_ipv6().unwrap();
+    lab.gateway
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{EGRESS_SOURCE6}/64"),
+            "dev",
+            "lan0",
+            "nodad",
+        ])
+        .unwrap();
+    let holder_mac = mac_of(&lab.gateway, "lan0");
+    let before = lab.router.network_state().unwrap();
+    let [source, gateway] = dual_stack_env();
+    let init = |extra: &[&str]| {
+        run_bounded(
+            lab.router
+                .command(egress_router_bin())
+                .env("EGRESS_SOURCE", &source)
+                .env("EGRESS_GATEWAY", &gateway)
+                .env("EGRESS_DESTINATION", format!("80 tcp {SERVER_IP6}"))
+                .env("EGRESS_ROUTER_MODE", "init")
+                .arg("--bpffs")
+                .arg(lab.bpffs.path())
+                .args(["--instance", "claim6"])
+                .args(extra),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    };
+    let out = init(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "EGRESS_SOURCE {EGRESS_SOURCE6} is in use: {holder_mac} answered for it on macvlan0"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        lab.router.network_state().unwrap(),
+        before,
+        "nothing changed"
+    );
+
+    let out = init(&["--force-source"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,5 +1,7 @@
 //! Claiming EGRESS_SOURCE on the egress network: the check, before anything changes, that
-//! no other live host holds the address.
+//! no other live host holds the address (either of its addresses).
+
+use std::net::IpAddr;
 
 use rtnetlink::{
     Handle, LinkUnspec,
@@ -12,11 +14,12 @@ use crate::network::{
     mac::mac_text,
     plan::NetworkPlan,
     probe::{Probe, probe},
+    probe6::probe6,
 };
 
 impl NetworkPlan {
     /// Fails if another host answers for EGRESS_SOURCE on the egress network (RFC 5227 ARP
-    /// probe), changing nothing: the probe goes out of the egress interface (with the MAC
+    /// probe; for its IPv6 address, RFC 4862 duplicate address detection), changing nothing: the probe goes out of the egress interface (with the MAC
     /// the router will use, brought up for it if it is down; both put back after), or,
     /// when the interface is still to be created, out of its parent. An interface that already holds the address is ours (a
     /// restart) and is not probed. Nothing to probe from (no interface, parent down) is not
@@ -31,10 +34,15 @@ impl NetworkPlan {
 
     async fn check_with(&self, handle: &Handle, how: Probe) -> Result<(), Error> {
         let iface = self.egress_interface.as_str();
+        // The addresses to probe for: each family's, unless the interface holds it already.
+        let mut v4 = Some(self.source.ip);
+        let mut v6 = self.v6.map(|v6| v6.source.ip);
         let (link, from) = match link_by_name(handle, iface).await? {
             Some(link) => {
                 let facts = interface_facts(iface).await?;
-                if facts.ipv4.contains(&self.source.ip) {
+                v4 = v4.filter(|ip| !facts.ipv4.contains(ip));
+                v6 = v6.filter(|ip| !facts.ipv6.contains(ip));
+                if v4.is_none() && v6.is_none() {
                     return Ok(());
                 }
                 (link, iface.to_owned())
@@ -65,13 +73,39 @@ impl NetworkPlan {
         if !was_up {
             set_up(handle, index, true, &from).await?;
         }
-        let ip = self.source.ip;
-        let found = tokio::task::spawn_blocking(move || probe(index, mac, ip, how))
-            .await
-            .map_err(|err| Error::Arp {
+        // Both families at once: the set-up waits for one probe's length, not two.
+        let probe4 = v4.map(|ip| {
+            tokio::task::spawn_blocking(move || {
+                probe(index, mac, ip, how).map(|h| h.map(|h| (IpAddr::V4(ip), h)))
+            })
+        });
+        let probe6 = v6.map(|ip| {
+            let from = from.clone();
+            tokio::task::spawn_blocking(move || match probe6(index, mac, ip, how) {
+                Ok(holder) => Ok(holder.map(|h| (IpAddr::V6(ip), h))),
+                // A running data plane of an instance without IPv6 drops IPv6 leaving the
+                // egress interface (ENOBUFS here): when an instance gains IPv6, its probe
+                // cannot go out. Claimed without it, as --force-source would.
+                Err(err) => {
+                    tracing::warn!(
+                        iface = %from,
+                        error = %err,
+                        "the IPv6 duplicate address detection could not be sent; {ip} claimed without it"
+                    );
+                    Ok(None)
+                }
+            })
+        });
+        let mut found = Ok(None);
+        for task in [probe4, probe6].into_iter().flatten() {
+            let result = task.await.map_err(|err| Error::Arp {
                 iface: from.clone(),
                 source: std::io::Error::other(err),
             })?;
+            if let Ok(None) = found {
+                found = result;
+            }
+        }
         if !was_up {
             set_up(handle, index, false, &from).await?;
         }
@@ -82,7 +116,7 @@ impl NetworkPlan {
             iface: from.clone(),
             source,
         })? {
-            Some(holder) => Err(Error::SourceInUse {
+            Some((ip, holder)) => Err(Error::SourceInUse {
                 ip,
                 mac: mac_text(holder.mac),
                 iface: from,

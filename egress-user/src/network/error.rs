@@ -44,7 +44,7 @@ pub enum Error {
          EGRESS_ROUTER_FORCE_SOURCE=1 (--force-source) to claim it anyway"
     )]
     SourceInUse {
-        ip: std::net::Ipv4Addr,
+        ip: std::net::IpAddr,
         mac: String,
         iface: String,
     },

@@ -15,4 +15,5 @@ pub mod mac;
 pub mod plan;
 pub mod plan6;
 pub mod probe;
+pub mod probe6;
 pub mod verdict;
