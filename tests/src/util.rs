@@ -122,6 +122,50 @@ pub fn tempdir(tag: &str) -> TempDir {
     TempDir(dir)
 }
 
+/// `curl URL` from the client through the HTTP proxy at `proxy` (a URL) with `extra`
+/// arguments: "STATUS BODY".
+pub fn fetch_via(lab: &Lab, proxy: &str, url: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "-s",
+        "--max-time",
+        "10",
+        "--proxy",
+        proxy,
+        "-w",
+        " %{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = run_ok(&lab.client, "curl", &args, 15);
+    match out.rsplit_once(' ') {
+        Some((body, status)) => format!("{status} {}", body.trim()),
+        None => out,
+    }
+}
+
+/// `egress-router teardown` for `instance` in the router namespace, by hand: without
+/// EGRESS_SOURCE and EGRESS_GATEWAY (the running data plane names them); asserts it
+/// succeeds and returns its `teardown done` event (what it removed).
+pub fn teardown_by_hand(lab: &Lab, instance: &str) -> serde_json::Value {
+    let out = run_bounded(
+        lab.router
+            .command(egress_router_bin())
+            .env_remove("EGRESS_SOURCE")
+            .env_remove("EGRESS_GATEWAY")
+            .arg("--bpffs")
+            .arg(lab.bpffs.path())
+            .args(["--instance", instance, "--log-format", "json", "teardown"]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "teardown done")
+        .unwrap_or_else(|| panic!("no 'teardown done' in {log}"))
+}
+
 /// One line through a redirect port: what the peer server saw ("IP PORT"), or "" on failure.
 pub fn ask(lab: &Lab, port: u16) -> String {
     let out = run_bounded(

@@ -10,11 +10,13 @@ use egress_common::{DropReason, Stat};
 use egress_tests::{
     asset,
     echo::Echo,
-    egress_router_bin,
     lab::{EGRESS_SOURCE, Lab, METRICS_PORT, ROUTER_POD_IP, SERVER_IP},
     lab6::{CLIENT_IP6, EGRESS_SOURCE6, ROUTER_POD_IP6, SERVER_IP6, dual_stack_env},
     netns::run_bounded,
-    util::{mac_of, metric, metrics, peer_server_at, router_cli, run_ok, wait_listening},
+    util::{
+        mac_of, metric, metrics, peer_server_at, router_cli, run_ok, teardown_by_hand,
+        wait_listening,
+    },
 };
 use egress_user::dataplane::{maps::MapSet, stats::Stats};
 
@@ -213,23 +215,7 @@ fn both_families_leave_from_their_own_egress_source() {
     assert!(stats.path(Stat::FlowsCreated).packets >= 3, "{stats}");
 
     // Teardown (by hand, without the variables) removes the IPv6 half as well.
-    let out = run_bounded(
-        lab.router
-            .command(egress_router_bin())
-            .env_remove("EGRESS_SOURCE")
-            .env_remove("EGRESS_GATEWAY")
-            .args(["--bpffs", lab.bpffs.path().to_str().unwrap()])
-            .args(["--instance", "dual", "--log-format", "json", "teardown"]),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    let done: serde_json::Value = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message"] == "teardown done")
-        .unwrap_or_else(|| panic!("no 'teardown done' in {log}"));
+    let done = teardown_by_hand(&lab, "dual");
     assert_eq!(
         done["programs"], 6,
         "both families' programs detached: {done}"

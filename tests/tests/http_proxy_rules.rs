@@ -90,23 +90,7 @@ fn proxy_lab_as(
 
 /// `curl` from the client through the proxy with `extra` arguments: "STATUS BODY".
 fn fetch(lab: &Lab, url: &str, extra: &[&str]) -> String {
-    let proxy = format!("http://{ROUTER_POD_IP}:8080");
-    let mut args = vec![
-        "-s",
-        "--max-time",
-        "10",
-        "--proxy",
-        &proxy,
-        "-w",
-        " %{http_code}",
-    ];
-    args.extend_from_slice(extra);
-    args.push(url);
-    let out = run_ok(&lab.client, "curl", &args, 15);
-    match out.rsplit_once(' ') {
-        Some((body, status)) => format!("{status} {}", body.trim()),
-        None => out,
-    }
+    egress_tests::util::fetch_via(lab, &format!("http://{ROUTER_POD_IP}:8080"), url, extra)
 }
 
 /// A Host header naming another site is replaced by the URL's authority (RFC 9112 section

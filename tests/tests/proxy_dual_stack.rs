@@ -18,25 +18,7 @@ const DENIED6: &str = "2001:db8:f::11";
 
 /// `curl URL` through the proxy at `proxy`: "STATUS BODY".
 fn fetch(lab: &Lab, proxy: &str, url: &str) -> String {
-    let out = run_ok(
-        &lab.client,
-        "curl",
-        &[
-            "-s",
-            "--max-time",
-            "10",
-            "--proxy",
-            proxy,
-            "-w",
-            " %{http_code}",
-            url,
-        ],
-        15,
-    );
-    match out.rsplit_once(' ') {
-        Some((body, status)) => format!("{status} {}", body.trim()),
-        None => out,
-    }
+    egress_tests::util::fetch_via(lab, proxy, url, &[])
 }
 
 #[test]

@@ -8,7 +8,7 @@ use egress_tests::{
     egress_router_bin,
     lab::{Lab, SERVER_IP},
     netns::run_bounded,
-    util::{router_cli, run_ok},
+    util::{router_cli, run_ok, teardown_by_hand},
 };
 
 #[test]
@@ -25,24 +25,7 @@ fn teardown_leaves_nothing_of_the_instance() {
     assert_ne!(lab.router.network_state().unwrap(), before);
 
     // Without EGRESS_SOURCE (a teardown run by hand): the running data plane names it.
-    let teardown = || {
-        let out = run_bounded(
-            lab.router
-                .command(egress_router_bin())
-                .env_remove("EGRESS_SOURCE")
-                .env_remove("EGRESS_GATEWAY")
-                .args(["--bpffs", lab.bpffs.path().to_str().unwrap()])
-                .args(["--instance", "td", "--log-format", "json", "teardown"]),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{log}");
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "teardown done")
-            .unwrap_or_else(|| panic!("no 'teardown done' in {log}"))
-    };
+    let teardown = || teardown_by_hand(&lab, "td");
     let done = teardown();
     assert_eq!(done["programs"], 3, "{done}");
     assert_eq!(done["address"], true, "EGRESS_SOURCE removed: {done}");

@@ -10,7 +10,10 @@ use std::{
 
 use etherparse::{ArpEthIpv4Packet, ArpOperation, PacketBuilder};
 
-use crate::network::error::Error;
+use crate::network::{
+    error::Error,
+    packet::{Framing, PacketSocket},
+};
 
 /// Announces `ip` at `mac` on interface `ifindex` (named `iface` in errors) so the upstream
 /// switch and neighbours learn it at once, e.g. after a failover: an unsolicited ARP reply
@@ -48,9 +51,11 @@ pub async fn announce6(
         iface: iface.to_owned(),
         source,
     };
-    send_frame(ifindex, libc::ETH_P_IPV6 as u16, &frame).map_err(ndisc_error)?;
+    let send =
+        || PacketSocket::bind(ifindex, libc::ETH_P_IPV6 as u16, Framing::Raw)?.send(&frame, None);
+    send().map_err(ndisc_error)?;
     tokio::time::sleep(repeat_after).await;
-    send_frame(ifindex, libc::ETH_P_IPV6 as u16, &frame).map_err(ndisc_error)
+    send().map_err(ndisc_error)
 }
 
 /// An Ethernet frame with an unsolicited neighbour advertisement of `ip` at `mac`.
@@ -76,42 +81,6 @@ fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     frame
 }
 
-/// Sends one Ethernet frame as it is out of interface `ifindex`.
-fn send_frame(ifindex: u32, ethertype: u16, frame: &[u8]) -> io::Result<()> {
-    let proto = ethertype.to_be();
-    // SOCK_RAW: the frame carries its own Ethernet header.
-    // SAFETY: plain syscalls with valid arguments; the fd is closed on every path.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
-        addr.sll_ifindex = ifindex as i32;
-        let sent = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let result = if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        };
-        libc::close(fd);
-        result
-    }
-}
-
 /// Sends one broadcast ARP packet whose sender and target are both `ip`.
 fn send_gratuitous_arp(
     ifindex: u32,
@@ -132,40 +101,9 @@ fn send_gratuitous_arp(
         target_ipv4: ip.octets(),
     }
     .to_bytes();
-    let proto = (libc::ETH_P_ARP as u16).to_be();
-    // SOCK_DGRAM: the kernel builds the Ethernet header from the sockaddr_ll below.
-    // SAFETY: plain syscalls with valid arguments; the fd is closed on every path.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        let sent = libc::sendto(
-            fd,
-            arp.as_ptr().cast(),
-            arp.len(),
-            0,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        let result = if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        };
-        libc::close(fd);
-        result
-    }
+    // Datagram framing: the kernel builds the Ethernet header for the broadcast.
+    PacketSocket::bind(ifindex, libc::ETH_P_ARP as u16, Framing::Datagram)?
+        .send(&arp, Some([0xff; 6]))
 }
 
 #[cfg(test)]

@@ -10,9 +10,11 @@
 //! microseconds to milliseconds: [`Probe::default`] sends three probes 50 ms apart and
 //! listens for 150 ms after the last, 250 ms in all.
 
-use std::{io, net::Ipv4Addr, os::fd::AsRawFd as _, time::Duration};
+use std::{io, net::Ipv4Addr, time::Duration};
 
 use etherparse::{ArpEthIpv4Packet, ArpOperation};
+
+use crate::network::packet::{Framing, PacketSocket};
 
 /// How long to probe.
 #[derive(Clone, Copy, Debug)]
@@ -122,127 +124,34 @@ fn claims(arp: &ArpEthIpv4Packet, ip: Ipv4Addr, ours: [u8; 6]) -> bool {
 }
 
 /// An AF_PACKET socket for ARP on one interface.
-struct ArpSocket {
-    fd: std::os::fd::OwnedFd,
-    ifindex: u32,
-}
-
-const ETH_P_ARP: u16 = libc::ETH_P_ARP as u16;
+struct ArpSocket(PacketSocket);
 
 impl ArpSocket {
     fn bind(ifindex: u32) -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is owned right after.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_ARP.to_be()),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        let addr = Self::addr(ifindex, [0; 6]);
-        // SAFETY: a valid sockaddr_ll of the size given.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { fd, ifindex })
-    }
-
-    fn addr(ifindex: u32, mac: [u8; 6]) -> libc::sockaddr_ll {
-        // SAFETY: sockaddr_ll is plain data; zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_ARP.to_be();
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&mac);
-        addr
+        PacketSocket::bind(ifindex, libc::ETH_P_ARP as u16, Framing::Datagram).map(Self)
     }
 
     fn send_broadcast(&self, arp: &[u8]) -> io::Result<()> {
-        let addr = Self::addr(self.ifindex, [0xff; 6]);
-        // SAFETY: a valid buffer and sockaddr_ll.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                arp.as_ptr().cast(),
-                arp.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.0.send(arp, Some([0xff; 6]))
     }
 
     /// The next ARP packet another host sent (our own, seen going out, are skipped), or
     /// None after `timeout`.
     fn recv(&self, timeout: Duration) -> io::Result<Option<ArpEthIpv4Packet>> {
         let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+        let mut buf = [0u8; 128];
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Some(n) = self.0.recv(&mut buf, left)? else {
                 return Ok(None);
             };
-            let mut poll = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
-            if ready < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            if ready == 0 {
-                return Ok(None);
-            }
-            let mut buf = [0u8; 128];
-            // SAFETY: sockaddr_ll is plain data; zero is a valid value.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: a valid buffer and address storage of the sizes given.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&raw mut from).cast(),
-                    &raw mut len,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let parsed = etherparse::ArpPacket::from_slice(&buf[..n as usize])
+            let parsed = etherparse::ArpPacket::from_slice(&buf[..n])
                 .ok()
                 .and_then(|packet| packet.try_eth_ipv4().ok());
             if let Some(arp) = parsed {
                 return Ok(Some(arp));
             }
         }
+        Ok(None)
     }
 }
 

@@ -6,11 +6,14 @@
 //! of solicitation. The timing is the ARP probe's ([`Probe`]): 250 ms, not RFC 4862's
 //! second, for the same reason (a router replacing a failed one must be up at once).
 
-use std::{io, net::Ipv6Addr, os::fd::AsRawFd as _, time::Duration};
+use std::{io, net::Ipv6Addr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-use crate::network::probe::{Holder, Probe};
+use crate::network::{
+    packet::{Framing, PacketSocket},
+    probe::{Holder, Probe},
+};
 
 const NEIGHBOR_SOLICITATION: u8 = 135;
 const NEIGHBOR_ADVERTISEMENT: u8 = 136;
@@ -73,14 +76,14 @@ fn claims(frame: &[u8], ip: Ipv6Addr, ours: [u8; 6]) -> Option<Holder> {
 /// Probes for `ip` on interface `ifindex` (which must be up) from `mac`; returns the first
 /// other host that claims it. Blocking; run it off the async runtime.
 pub fn probe6(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr, how: Probe) -> io::Result<Option<Holder>> {
-    let socket = Socket::bind(ifindex)?;
+    let socket = PacketSocket::bind(ifindex, ETH_P_IPV6, Framing::Raw)?;
     // The answers go to all nodes, other probes to the solicited-node group: both joined
     // on the interface for the probe's length (it may have no IPv6 yet).
     socket.join([0x33, 0x33, 0, 0, 0, 1])?;
     socket.join(solicited_node(ip).1)?;
     let request = solicitation(mac, ip);
     for n in 0..how.probes {
-        socket.send(&request)?;
+        socket.send(&request, None)?;
         let listen = if n + 1 == how.probes {
             how.wait
         } else {
@@ -98,145 +101,6 @@ pub fn probe6(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr, how: Probe) -> io::Resul
         }
     }
     Ok(None)
-}
-
-/// An AF_PACKET socket for IPv6 frames on one interface.
-struct Socket {
-    fd: std::os::fd::OwnedFd,
-    ifindex: u32,
-}
-
-impl Socket {
-    fn bind(ifindex: u32) -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is owned right after.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_IPV6.to_be()),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        let addr = Self::addr(ifindex);
-        // SAFETY: a valid sockaddr_ll of the size given.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { fd, ifindex })
-    }
-
-    fn addr(ifindex: u32) -> libc::sockaddr_ll {
-        // SAFETY: sockaddr_ll is plain data; zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_IPV6.to_be();
-        addr.sll_ifindex = ifindex as i32;
-        addr
-    }
-
-    /// Receives the Ethernet group `mac` on the interface while the socket lives.
-    fn join(&self, mac: [u8; 6]) -> io::Result<()> {
-        // SAFETY: packet_mreq is plain data; zero is a valid value.
-        let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
-        mreq.mr_ifindex = self.ifindex as i32;
-        mreq.mr_type = libc::PACKET_MR_MULTICAST as u16;
-        mreq.mr_alen = 6;
-        mreq.mr_address[..6].copy_from_slice(&mac);
-        // SAFETY: a valid socket and option of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&raw const mreq).cast(),
-                size_of::<libc::packet_mreq>() as u32,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let addr = Self::addr(self.ifindex);
-        // SAFETY: a valid buffer and sockaddr_ll.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// The length of the next frame another host sent (ours, seen going out, are
-    /// skipped), or None after `timeout`.
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
-                return Ok(None);
-            };
-            let mut poll = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&raw mut poll, 1, ms) };
-            if ready < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            if ready == 0 {
-                return Ok(None);
-            }
-            // SAFETY: sockaddr_ll is plain data; zero is a valid value.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: a valid buffer and address storage of the sizes given.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    (&raw mut from).cast(),
-                    &raw mut len,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if from.sll_pkttype != libc::PACKET_OUTGOING {
-                return Ok(Some(n as usize));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
