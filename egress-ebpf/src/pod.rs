@@ -126,9 +126,14 @@ pub(crate) fn ingress6(
         Err(DropReason::FragmentUnknown) if !has_fallback => return Ok(passed),
         Err(reason) => return Err(reason),
     };
-    // A first fragment's ports, for the fragments that follow; here, where the stack has
-    // room (a datagram to the pod IP that no rule takes leaves an entry that ages out).
-    flow.remember_ports6(&ip);
+    // A first fragment's ports, for the fragments that follow, when a rule sends the
+    // datagram on (so a client cannot fill the table with the pod's own traffic); here,
+    // where the stack has room.
+    if ip.is_fragment()
+        && rules::target6(cfg6, flow.key.proto, flow.key.dport).is_some_and(|t| !t.is_local())
+    {
+        flow.remember_ports6(&ip);
+    }
     // The path's limits first, for a packet the rules send on (of a flow or to be one),
     // while little is on the stack: the IPv6 programs have none to spare further on.
     let hop = Hop6::toward_remote(cfg, cfg6);
