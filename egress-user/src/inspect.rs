@@ -50,6 +50,31 @@ pub struct RuleView {
     pub bytes: u64,
 }
 
+/// The view of rule `id` (the fallback's: no key) with its counters; a target the pod
+/// serves itself (`local`) counts nothing.
+fn view(
+    family: &'static str,
+    key: Option<&RuleKey>,
+    id: u16,
+    target: String,
+    counters: &[PacketCount],
+) -> RuleView {
+    let c = if target == "local" {
+        PacketCount::default()
+    } else {
+        counters.get(usize::from(id)).copied().unwrap_or_default()
+    };
+    RuleView {
+        id,
+        family,
+        proto: key.map_or_else(|| "any".to_owned(), |k| proto_name(k.proto)),
+        port: key.map_or(0, |k| k.port),
+        target,
+        packets: c.packets,
+        bytes: c.bytes,
+    }
+}
+
 /// Rules and the fallback with their counters.
 #[must_use]
 pub fn rules(
@@ -58,63 +83,42 @@ pub fn rules(
     config: Option<&RouterConfig>,
     names: Option<&[(RuleKey, Vec<Ipv4Addr>)]>,
 ) -> Vec<RuleView> {
-    let count = |id: u16| counters.get(usize::from(id)).copied().unwrap_or_default();
     let mut views: Vec<RuleView> = rules
         .iter()
         .map(|(key, target)| {
-            let c = if target.is_local() {
-                PacketCount::default()
-            } else {
-                count(target.rule_id)
-            };
-            RuleView {
-                id: target.rule_id,
-                family: "ipv4",
-                proto: proto_name(key.proto),
-                port: key.port,
-                target: if target.is_local() {
-                    "local".to_owned()
-                } else if target.by_name() {
-                    // A name's addresses change: stable `name:PORT` unless they are asked for.
-                    let addrs = names.map(|names| {
-                        names
-                            .iter()
-                            .find(|(k, _)| k == key)
-                            .map(|(_, a)| a.iter().map(ToString::to_string).collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    });
-                    match addrs {
-                        None => format!("name:{}", target.remote_port),
-                        Some(addrs) if addrs.is_empty() => {
-                            format!("unresolved:{}", target.remote_port)
-                        }
-                        Some(addrs) => format!("[{}]:{}", addrs.join(" "), target.remote_port),
+            let text = if target.is_local() {
+                "local".to_owned()
+            } else if target.by_name() {
+                // A name's addresses change: stable `name:PORT` unless they are asked for.
+                let addrs = names.map(|names| {
+                    names
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, a)| a.iter().map(ToString::to_string).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                });
+                match addrs {
+                    None => format!("name:{}", target.remote_port),
+                    Some(addrs) if addrs.is_empty() => {
+                        format!("unresolved:{}", target.remote_port)
                     }
-                } else {
-                    format!(
-                        "{}:{}",
-                        Ipv4Addr::from(target.remote_ip),
-                        target.remote_port
-                    )
-                },
-                packets: c.packets,
-                bytes: c.bytes,
-            }
+                    Some(addrs) => format!("[{}]:{}", addrs.join(" "), target.remote_port),
+                }
+            } else {
+                format!(
+                    "{}:{}",
+                    Ipv4Addr::from(target.remote_ip),
+                    target.remote_port
+                )
+            };
+            view("ipv4", Some(key), target.rule_id, text, counters)
         })
         .collect();
     if let Some(config) = config
         && config.flags & config_flags::HAS_FALLBACK != 0
     {
-        let c = count(0);
-        views.push(RuleView {
-            id: 0,
-            family: "ipv4",
-            proto: "any".to_owned(),
-            port: 0,
-            target: format!("fallback {}", Ipv4Addr::from(config.fallback_ip)),
-            packets: c.packets,
-            bytes: c.bytes,
-        });
+        let text = format!("fallback {}", Ipv4Addr::from(config.fallback_ip));
+        views.push(view("ipv4", None, 0, text, counters));
     }
     views
 }
@@ -127,46 +131,24 @@ pub fn rules6(
     counters: &[PacketCount],
     config: &RouterConfig6,
 ) -> Vec<RuleView> {
-    let count = |id: u16| counters.get(usize::from(id)).copied().unwrap_or_default();
     let mut views: Vec<RuleView> = rules
         .iter()
         .map(|(key, target)| {
-            let local = target.is_local();
-            let c = if local {
-                PacketCount::default()
+            let text = if target.is_local() {
+                "local".to_owned()
             } else {
-                count(target.rule_id)
+                format!(
+                    "[{}]:{}",
+                    Ipv6Addr::from(target.remote_ip),
+                    target.remote_port
+                )
             };
-            RuleView {
-                id: target.rule_id,
-                family: "ipv6",
-                proto: proto_name(key.proto),
-                port: key.port,
-                target: if local {
-                    "local".to_owned()
-                } else {
-                    format!(
-                        "[{}]:{}",
-                        Ipv6Addr::from(target.remote_ip),
-                        target.remote_port
-                    )
-                },
-                packets: c.packets,
-                bytes: c.bytes,
-            }
+            view("ipv6", Some(key), target.rule_id, text, counters)
         })
         .collect();
     if config.flags & config_flags::HAS_FALLBACK != 0 {
-        let c = count(FALLBACK6_RULE_ID);
-        views.push(RuleView {
-            id: FALLBACK6_RULE_ID,
-            family: "ipv6",
-            proto: "any".to_owned(),
-            port: 0,
-            target: format!("fallback {}", Ipv6Addr::from(config.fallback_ip)),
-            packets: c.packets,
-            bytes: c.bytes,
-        });
+        let text = format!("fallback {}", Ipv6Addr::from(config.fallback_ip));
+        views.push(view("ipv6", None, FALLBACK6_RULE_ID, text, counters));
     }
     views
 }
