@@ -30,7 +30,7 @@ pub use lifetime::{
 pub use maps::DEFAULT_BPFFS_ROOT;
 pub use rules::{
     FALLBACK6_RULE_ID, MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULE_STATS_LEN, RULES_CAPACITY,
-    RuleAddrs, RuleKey, RuleTarget, RuleTarget6, rule_flags,
+    RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, rule_flags,
 };
 pub use stats::{DropReason, PacketCount, STATS_DROP_BASE, STATS_LEN, Stat, drop_stat_index};
 
@@ -49,7 +49,6 @@ mod user {
         RouterConfig,
         RouterConfig6,
         RuleKey,
-        RuleAddrs,
         FragKey,
         FragKey6,
         FragPorts,
@@ -62,4 +61,6 @@ mod user {
     unsafe impl<A: Addr> aya::Pod for super::FlowEntry<A> {}
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for super::RuleTarget<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for super::RuleAddrs<A> {}
 }

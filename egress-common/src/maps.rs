@@ -65,6 +65,9 @@ pub const CT_UNREPLIED6: &str = "CT_UNREPLIED6";
 pub const CT_LIMITED6: &str = "CT_LIMITED6";
 /// [`FRAGMENTS`] for IPv6: [`crate::FragKey6`] -> [`crate::FragPorts`].
 pub const FRAGMENTS6: &str = "FRAGMENTS6";
+/// [`RULE_ADDRS`] for IPv6 (the names' AAAA records): [`crate::RuleKey`] ->
+/// [`crate::RuleAddrs6`].
+pub const RULE_ADDRS6: &str = "RULE_ADDRS6";
 
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
@@ -85,13 +88,14 @@ pub const ALL: [&str; 9] = [
 /// The IPv6 maps, pinned and handed over with [`ALL`]. Every object has them (one entry
 /// each for an instance without IPv6), but only the IPv6 programs use them, so the maps of
 /// a running IPv4 program, or of an earlier release, do not include them.
-pub const ALL6: [&str; 6] = [
+pub const ALL6: [&str; 7] = [
     CONFIG6,
     RULES6,
     CONNTRACK6,
     CT_UNREPLIED6,
     CT_LIMITED6,
     FRAGMENTS6,
+    RULE_ADDRS6,
 ];
 
 /// Default root of the per-instance pin directories on a persistent bpffs.

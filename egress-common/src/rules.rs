@@ -77,7 +77,8 @@ impl<A: Addr> RuleTarget<A> {
         self.remote_ip.same(A::default()) && self.flags & rule_flags::ADDRS == 0
     }
 
-    /// Whether new connections take their address from [`crate::maps::RULE_ADDRS`].
+    /// Whether new connections take their address from [`crate::maps::RULE_ADDRS`] (or
+    /// [`crate::maps::RULE_ADDRS6`]).
     #[must_use]
     pub const fn by_name(&self) -> bool {
         self.flags & rule_flags::ADDRS != 0
@@ -87,18 +88,24 @@ impl<A: Addr> RuleTarget<A> {
 /// Most addresses a name rule spreads its new connections over.
 pub const MAX_RULE_ADDRS: usize = 16;
 
-/// Value of [`crate::maps::RULE_ADDRS`]: the current IPv4 addresses of a rule's name. Replaced
-/// whole by the agent (a hash map update is atomic for readers), so a reader never sees a
-/// half-written list.
+/// Value of [`crate::maps::RULE_ADDRS`] (IPv4, A records) and [`crate::maps::RULE_ADDRS6`]
+/// (IPv6, AAAA records): the current addresses of a rule's name. Replaced whole by the agent
+/// (a hash map update is atomic for readers), so a reader never sees a half-written list.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct RuleAddrs {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleAddrs<A = [u8; 4]> {
     /// Valid entries of `addrs`, 0 to [`MAX_RULE_ADDRS`].
     pub len: u32,
-    pub addrs: [[u8; 4]; MAX_RULE_ADDRS],
+    pub addrs: [A; MAX_RULE_ADDRS],
 }
+
+/// The IPv6 addresses of a rule's name.
+pub type RuleAddrs6 = RuleAddrs<[u8; 16]>;
+
+crate::flow::pod_instances!(RuleAddrs);
 
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 4);
 const _: () = assert!(core::mem::size_of::<RuleTarget>() == 12);
 const _: () = assert!(core::mem::size_of::<RuleTarget6>() == 24);
 const _: () = assert!(core::mem::size_of::<RuleAddrs>() == 68);
+const _: () = assert!(core::mem::size_of::<RuleAddrs6>() == 260);

@@ -57,8 +57,8 @@ pub enum DropReason {
     UnsupportedProtocol = 10,
     /// The data plane has no configuration yet.
     Unconfigured = 11,
-    /// A new connection to a rule whose name has no address (yet): not resolved, or the
-    /// name has no IPv4 record.
+    /// A new connection to a rule whose name has no address (yet) of the client's family:
+    /// not resolved, or the name has no A (IPv4) or AAAA (IPv6) record.
     Unresolved = 12,
     /// IPv6 on the egress interface, either way: not supported yet, so none of it reaches
     /// the pod from the egress network (or leaves it there).

@@ -3,7 +3,7 @@
 //! stays 16 bytes) and share that logic through [`Family`].
 
 use aya_ebpf::{
-    btf_maps::{HashMap, LruHashMap},
+    btf_maps::{HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use egress_common::{
@@ -43,7 +43,28 @@ pub(crate) trait Family: Addr {
     fn answered() -> &'static Answered<Self>;
     fn unanswered() -> &'static Unanswered<Self>;
     fn limited() -> &'static Limited<Self>;
+    /// This CPU's [`NewFlow`] scratch.
+    fn new_flow() -> Option<&'static mut NewFlow<Self>>;
 }
+
+/// A new flow's entries and translated reply key as `nat::create_flow` builds them: in a
+/// per-CPU scratch rather than on the stack, which an IPv6 program does not have room for
+/// (two 64-byte entries and a 40-byte key, beside the packet's own parse).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct NewFlow<A: Addr> {
+    pub(crate) reply: FlowEntry<A>,
+    pub(crate) forward: FlowEntry<A>,
+    pub(crate) reply_key: FlowKey<A>,
+}
+
+/// [`NewFlow`] for IPv4.
+#[btf_map]
+static NEW_FLOW: PerCpuArray<NewFlow<[u8; 4]>, 1> = PerCpuArray::new();
+
+/// [`NewFlow`] for IPv6.
+#[btf_map]
+static NEW_FLOW6: PerCpuArray<NewFlow<[u8; 16]>, 1> = PerCpuArray::new();
 
 /// [`CONNTRACK`] for IPv6 (sized by user space: a minimal table when the instance has no
 /// IPv6 EGRESS_SOURCE).
@@ -75,6 +96,12 @@ impl Family for [u8; 16] {
     fn limited() -> &'static Limited<Self> {
         &CT_LIMITED6
     }
+
+    #[inline(always)]
+    fn new_flow() -> Option<&'static mut NewFlow<Self>> {
+        // SAFETY: this CPU's slot; a TC program does not preempt itself on one CPU.
+        NEW_FLOW6.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    }
 }
 
 impl Family for [u8; 4] {
@@ -93,6 +120,12 @@ impl Family for [u8; 4] {
     #[inline(always)]
     fn limited() -> &'static Limited<Self> {
         &CT_LIMITED
+    }
+
+    #[inline(always)]
+    fn new_flow() -> Option<&'static mut NewFlow<Self>> {
+        // SAFETY: this CPU's slot; a TC program does not preempt itself on one CPU.
+        NEW_FLOW.get_ptr_mut(0).map(|p| unsafe { &mut *p })
     }
 }
 

@@ -17,6 +17,7 @@ use egress_common::{
 
 use crate::{
     conntrack::{self, Family, Table},
+    ctmaps::NewFlow,
     flow::{Flow, L4},
     metrics,
     parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
@@ -38,14 +39,16 @@ const NAT_TRIES: u32 = 32;
 pub(crate) fn create_flow<A: Family>(
     key: &FlowKey<A>,
     target: &RuleTarget<A>,
-    source: A,
+    source: &A,
     cfg: &RouterConfig,
     seg: &Seg,
-) -> Result<FlowEntry<A>, DropReason> {
+) -> Result<&'static FlowEntry<A>, DropReason> {
     conntrack::admit(key.saddr)?;
+    // A one-entry array always has its entry; the verifier wants the check.
+    let new = A::new_flow().ok_or(DropReason::Unconfigured)?;
     let now = conntrack::now();
     let icmp = key.proto == A::ICMP;
-    let reply = FlowEntry::back_to(key, target.rule_id, flow_kind::REPLY, 0, now);
+    new.reply = FlowEntry::back_to(key, target.rule_id, flow_kind::REPLY, 0, now);
     let min = u32::from(cfg.nat_port_min);
     let span = u32::from(cfg.nat_port_max).saturating_sub(min) + 1;
     let start = first_port(key, target, cfg.nat_secret) % span;
@@ -61,23 +64,33 @@ pub(crate) fn create_flow<A: Family>(
     // walks after it): min mod span < span, so the sum stays positive.
     let folded = (sport + span - min % span) % span;
     let mut port = (min + folded) as u16;
-    let translate = |port: u16| FlowKey {
-        saddr: source,
-        daddr: target.remote_ip,
-        sport: port,
-        dport: if icmp { port } else { target.remote_port },
+    // The reply tuple: remote -> EGRESS_SOURCE, to the translated port (and from it, for
+    // an echo's id). Written whole once; each probe changes only the port, so the
+    // addresses (32 bytes in IPv6) are not held in registers through the search.
+    new.reply_key = FlowKey {
+        saddr: target.remote_ip,
+        daddr: *source,
+        sport: target.remote_port,
+        dport: 0,
         proto: key.proto,
         _pad: [0; 3],
+    };
+    let set_port = |new: &mut NewFlow<A>, port: u16| {
+        new.reply_key.dport = port;
+        if icmp {
+            new.reply_key.sport = port;
+        }
     };
     // The client's own port may be taken over from a flow that is over; the probes after
     // it take free ports only. (One claim with the takeover, outside the loop: inside it,
     // the verifier would walk both kinds of claim on every try.)
-    let mut claim = tuple::claim::<true, _>(&translate(port).reversed(), &reply, key, now)?;
+    set_port(new, port);
+    let mut claim = tuple::claim::<true, _>(&new.reply_key, &new.reply, key, now)?;
     let mut tries = 0;
-    let (translated, claimed, table) = loop {
+    let (claimed, table) = loop {
         match claim {
-            Claim::Claimed => break (translate(port), true, Table::Unreplied),
-            Claim::Ours(table) => break (translate(port), false, table),
+            Claim::Claimed => break (true, Table::Unreplied),
+            Claim::Ours(table) => break (false, table),
             Claim::Taken => {}
         }
         if tries >= NAT_TRIES {
@@ -86,13 +99,20 @@ pub(crate) fn create_flow<A: Family>(
         metrics::count(Stat::NatRetries, 0);
         port = (min + (start + tries) % span) as u16;
         tries += 1;
-        claim = tuple::claim::<false, _>(&translate(port).reversed(), &reply, key, now)?;
+        set_port(new, port);
+        claim = tuple::claim::<false, _>(&new.reply_key, &new.reply, key, now)?;
     };
-    let mut forward = FlowEntry::new(&translated, target.rule_id, flow_kind::FORWARD, 0, now);
+    new.forward = FlowEntry::new(
+        &new.reply_key.reversed(),
+        target.rule_id,
+        flow_kind::FORWARD,
+        0,
+        now,
+    );
     if key.proto == proto::TCP {
-        forward.tcp_flags |= tcp::track(&mut forward, seg, true, Receiver::default);
+        new.forward.tcp_flags |= tcp::track(&mut new.forward, seg, true, Receiver::default);
     }
-    let (entry, created) = tuple::commit(key, &forward, &translated.reversed(), claimed, table)?;
+    let (entry, created) = tuple::commit(key, &new.forward, &new.reply_key, claimed, table)?;
     if created {
         metrics::count(Stat::FlowsCreated, 0);
     }

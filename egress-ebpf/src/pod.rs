@@ -78,7 +78,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
             if let Some(verdict) = path::guard(ctx, &ip, &hop)? {
                 return Ok(verdict);
             }
-            nat::create_flow(&flow.key, &target, cfg.egress_source, cfg, &flow.seg)?
+            *nat::create_flow(&flow.key, &target, &cfg.egress_source, cfg, &flow.seg)?
         }
         // Reply-side entries are keyed by EGRESS_SOURCE, never by the pod IP: whatever this
         // is, it is not a client's flow.
@@ -129,16 +129,14 @@ pub(crate) fn ingress6(
     // A first fragment's ports, for the fragments that follow, when a rule sends the
     // datagram on (so a client cannot fill the table with the pod's own traffic); here,
     // where the stack has room.
-    if ip.is_fragment()
-        && rules::target6(cfg6, flow.key.proto, flow.key.dport).is_some_and(|t| !t.is_local())
-    {
+    if ip.is_fragment() && rules::sends_on6(cfg6, flow.key.proto, flow.key.dport) {
         flow.remember_ports6(&ip);
     }
     // The path's limits first, for a packet the rules send on (of a flow or to be one),
     // while little is on the stack: the IPv6 programs have none to spare further on.
     let hop = Hop6::toward_remote(cfg, cfg6);
     if path6::beyond(&ip, &hop)
-        && rules::target6(cfg6, flow.key.proto, flow.key.dport).is_some_and(|t| !t.is_local())
+        && rules::sends_on6(cfg6, flow.key.proto, flow.key.dport)
         && let Some(verdict) = path6::guard(ctx, &ip, &hop)?
     {
         return Ok(verdict);
@@ -147,13 +145,13 @@ pub(crate) fn ingress6(
         Ct::Forward(entry) => entry,
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
             conntrack::start_over(&flow.key, &state);
-            let Some(target) = rules::target6(cfg6, flow.key.proto, flow.key.dport) else {
+            let Some(target) = rules::target6(cfg6, flow.key.proto, flow.key.dport)? else {
                 return Ok(passed);
             };
             if target.is_local() {
                 return Ok(passed);
             }
-            nat::create_flow(&flow.key, &target, cfg6.egress_source, cfg, &flow.seg)?
+            *nat::create_flow(&flow.key, &target, &cfg6.egress_source, cfg, &flow.seg)?
         }
         Ct::Reply(_) | Ct::Local | Ct::Expired => return Ok(passed),
     };

@@ -5,8 +5,8 @@
 
 use aya_ebpf::{btf_maps::HashMap, helpers::generated::bpf_get_prandom_u32, macros::btf_map};
 use egress_common::{
-    DropReason, FALLBACK6_RULE_ID, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig,
-    RouterConfig6, RuleAddrs, RuleKey, RuleTarget, RuleTarget6, config_flags, proto,
+    Addr, DropReason, FALLBACK6_RULE_ID, MAX_RULE_ADDRS, MAX_RULES, RULES_CAPACITY, RouterConfig,
+    RouterConfig6, RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, config_flags, proto,
 };
 
 /// Redirect rules: local port and protocol on the pod IP -> remote address and port.
@@ -17,34 +17,63 @@ static RULES: HashMap<RuleKey, RuleTarget, { RULES_CAPACITY as usize }> = HashMa
 #[btf_map]
 static RULES6: HashMap<RuleKey, RuleTarget6, { RULES_CAPACITY as usize }> = HashMap::new();
 
-/// [`target`] for IPv6: its rules and fallback (name rules are IPv4 only so far).
+/// [`target`] for IPv6: its rules (a name's AAAA records) and fallback.
 #[inline(always)]
-pub(crate) fn target6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> Option<RuleTarget6> {
+pub(crate) fn target6(
+    cfg6: &RouterConfig6,
+    protocol: u8,
+    dport: u16,
+) -> Result<Option<RuleTarget6>, DropReason> {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = RuleKey {
-            port: dport,
-            proto: protocol,
-            _pad: 0,
-        };
+        let key = key(protocol, dport);
         // SAFETY: read-only copy of a live value.
-        if let Some(target) = RULES6.get_ptr(key).map(|p| unsafe { *p }) {
-            return Some(target);
+        if let Some(mut target) = RULES6.get_ptr(key).map(|p| unsafe { *p }) {
+            if target.by_name() {
+                pick_addr(&RULE_ADDRS6, &key, &mut target.remote_ip)?;
+            }
+            return Ok(Some(target));
         }
     }
     if cfg6.flags & config_flags::HAS_FALLBACK != 0 {
-        return Some(RuleTarget6 {
+        return Ok(Some(RuleTarget6 {
             remote_ip: cfg6.fallback_ip,
             remote_port: dport,
             rule_id: FALLBACK6_RULE_ID,
             flags: 0,
-        });
+        }));
     }
-    None
+    Ok(None)
+}
+
+/// Whether a rule or the fallback sends IPv6 packets to `dport` on (the pod's own
+/// listeners are not sent on): [`target6`] without picking a name's address.
+#[inline(always)]
+pub(crate) fn sends_on6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> bool {
+    if protocol == proto::TCP || protocol == proto::UDP {
+        // SAFETY: a live value, read once.
+        if let Some(target) = RULES6.get_ptr(key(protocol, dport)).map(|p| unsafe { &*p }) {
+            return !target.is_local();
+        }
+    }
+    cfg6.flags & config_flags::HAS_FALLBACK != 0
+}
+
+#[inline(always)]
+fn key(protocol: u8, dport: u16) -> RuleKey {
+    RuleKey {
+        port: dport,
+        proto: protocol,
+        _pad: 0,
+    }
 }
 
 /// The current addresses of rules that send to a name (DNS proxy mode).
 #[btf_map]
 static RULE_ADDRS: HashMap<RuleKey, RuleAddrs, { MAX_RULES as usize }> = HashMap::new();
+
+/// [`RULE_ADDRS`] for IPv6: the names' AAAA records.
+#[btf_map]
+static RULE_ADDRS6: HashMap<RuleKey, RuleAddrs6, { MAX_RULES as usize }> = HashMap::new();
 
 /// The target of a new flow to `dport`, or `None` when neither a rule nor the fallback
 /// takes it.
@@ -55,15 +84,11 @@ pub(crate) fn target(
     dport: u16,
 ) -> Result<Option<RuleTarget>, DropReason> {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = RuleKey {
-            port: dport,
-            proto: protocol,
-            _pad: 0,
-        };
+        let key = key(protocol, dport);
         // SAFETY: read-only copy of a live value.
         if let Some(mut target) = RULES.get_ptr(key).map(|p| unsafe { *p }) {
             if target.by_name() {
-                target.remote_ip = pick_addr(&key)?;
+                pick_addr(&RULE_ADDRS, &key, &mut target.remote_ip)?;
             }
             return Ok(Some(target));
         }
@@ -79,10 +104,14 @@ pub(crate) fn target(
     Ok(None)
 }
 
-/// One of the current addresses of a name rule, at random.
-#[inline(always)]
-fn pick_addr(key: &RuleKey) -> Result<[u8; 4], DropReason> {
-    let addrs = RULE_ADDRS.get_ptr(key).ok_or(DropReason::Unresolved)?;
+/// One of the current addresses of a name rule in `table`, at random, into `addr`.
+#[inline(never)]
+fn pick_addr<A: Addr>(
+    table: &HashMap<RuleKey, RuleAddrs<A>, { MAX_RULES as usize }>,
+    key: &RuleKey,
+    addr: &mut A,
+) -> Result<(), DropReason> {
+    let addrs = table.get_ptr(key).ok_or(DropReason::Unresolved)?;
     // SAFETY: a live map value; `len` is read once and bounded below.
     let len = unsafe { (*addrs).len };
     if len == 0 || len > MAX_RULE_ADDRS as u32 {
@@ -94,5 +123,6 @@ fn pick_addr(key: &RuleKey) -> Result<[u8; 4], DropReason> {
     // SAFETY: no arguments, no side effects.
     let index = ((u64::from(unsafe { bpf_get_prandom_u32() }) * u64::from(len)) >> 32) as usize;
     // SAFETY: `index` < MAX_RULE_ADDRS, inside the live value.
-    Ok(unsafe { (*addrs).addrs[index] })
+    *addr = unsafe { (*addrs).addrs[index] };
+    Ok(())
 }

@@ -70,17 +70,18 @@ pub(crate) fn claim<const RECLAIM: bool, A: Family>(
 }
 
 /// Writes the forward entry of a flow whose reply tuple was just claimed (into `table`,
-/// where the reply entry is) and returns the entry in the table, and whether it is ours.
+/// where the reply entry is) and returns the entry to translate with (`forward`, or the
+/// one in the table), and whether it is ours.
 /// If another CPU created the same flow meanwhile, its entry is used: with the same
 /// translation, since both chose the port the same way.
 #[inline(always)]
 pub(crate) fn commit<A: Family>(
     key: &FlowKey<A>,
-    forward: &FlowEntry<A>,
+    forward: &'static FlowEntry<A>,
     reply_key: &FlowKey<A>,
     claimed: bool,
     table: Table,
-) -> Result<(FlowEntry<A>, bool), DropReason> {
+) -> Result<(&'static FlowEntry<A>, bool), DropReason> {
     let created = match table.insert(key, forward, u64::from(BPF_NOEXIST)) {
         Ok(()) => true,
         Err(EEXIST) => false,
@@ -94,9 +95,11 @@ pub(crate) fn commit<A: Family>(
     if created {
         // What was just written (a packet on another CPU may already have refreshed it,
         // which changes nothing this packet's rewrite needs).
-        return Ok((*forward, true));
+        return Ok((forward, true));
     }
-    let entry = table.get(key).ok_or(DropReason::ConntrackFull)?;
+    // SAFETY: a live map value, read only (a map value stays valid for the rest of the
+    // program even if its entry is deleted meanwhile).
+    let entry = unsafe { &*table.get_ptr_mut(key).ok_or(DropReason::ConntrackFull)? };
     // The winner of a race uses the reply tuple we claimed when it chose the same port
     // (the usual case): then it is its reply entry too and stays. Otherwise our claim
     // goes.

@@ -3,7 +3,7 @@
 //! it works with or without an agent, as text or JSON.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -18,6 +18,7 @@ use crate::{
     conntrack::proto_name,
     dataplane::{
         discover::{self, AttachedProgram, Source},
+        family::CtFamily,
         flows::CtTable,
         maps::MapSet,
     },
@@ -75,42 +76,47 @@ fn view(
     }
 }
 
+/// What a rule's target shows: `local`, a name's addresses (when `names` are given), or
+/// its remote.
+fn target_text<A: CtFamily>(
+    key: &RuleKey,
+    target: &RuleTarget<A>,
+    names: Option<&[(RuleKey, Vec<IpAddr>)]>,
+) -> String {
+    if target.is_local() {
+        return "local".to_owned();
+    }
+    if !target.by_name() {
+        return SocketAddr::new(target.remote_ip.ip(), target.remote_port).to_string();
+    }
+    // A name's addresses change: stable `name:PORT` unless they are asked for.
+    let Some(names) = names else {
+        return format!("name:{}", target.remote_port);
+    };
+    let addrs: Vec<String> = names
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, a)| a.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    if addrs.is_empty() {
+        format!("unresolved:{}", target.remote_port)
+    } else {
+        format!("[{}]:{}", addrs.join(" "), target.remote_port)
+    }
+}
+
 /// Rules and the fallback with their counters.
 #[must_use]
 pub fn rules(
     rules: &[(RuleKey, RuleTarget)],
     counters: &[PacketCount],
     config: Option<&RouterConfig>,
-    names: Option<&[(RuleKey, Vec<Ipv4Addr>)]>,
+    names: Option<&[(RuleKey, Vec<IpAddr>)]>,
 ) -> Vec<RuleView> {
     let mut views: Vec<RuleView> = rules
         .iter()
         .map(|(key, target)| {
-            let text = if target.is_local() {
-                "local".to_owned()
-            } else if target.by_name() {
-                // A name's addresses change: stable `name:PORT` unless they are asked for.
-                let addrs = names.map(|names| {
-                    names
-                        .iter()
-                        .find(|(k, _)| k == key)
-                        .map(|(_, a)| a.iter().map(ToString::to_string).collect::<Vec<_>>())
-                        .unwrap_or_default()
-                });
-                match addrs {
-                    None => format!("name:{}", target.remote_port),
-                    Some(addrs) if addrs.is_empty() => {
-                        format!("unresolved:{}", target.remote_port)
-                    }
-                    Some(addrs) => format!("[{}]:{}", addrs.join(" "), target.remote_port),
-                }
-            } else {
-                format!(
-                    "{}:{}",
-                    Ipv4Addr::from(target.remote_ip),
-                    target.remote_port
-                )
-            };
+            let text = target_text(key, target, names);
             view("ipv4", Some(key), target.rule_id, text, counters)
         })
         .collect();
@@ -130,19 +136,12 @@ pub fn rules6(
     rules: &[(RuleKey, RuleTarget6)],
     counters: &[PacketCount],
     config: &RouterConfig6,
+    names: Option<&[(RuleKey, Vec<IpAddr>)]>,
 ) -> Vec<RuleView> {
     let mut views: Vec<RuleView> = rules
         .iter()
         .map(|(key, target)| {
-            let text = if target.is_local() {
-                "local".to_owned()
-            } else {
-                format!(
-                    "[{}]:{}",
-                    Ipv6Addr::from(target.remote_ip),
-                    target.remote_port
-                )
-            };
+            let text = target_text(key, target, names);
             view("ipv6", Some(key), target.rule_id, text, counters)
         })
         .collect();
@@ -287,10 +286,15 @@ impl Status {
             &maps.rules()?,
             &rule_stats,
             config.as_ref(),
-            Some(&maps.rule_addrs()?),
+            Some(&maps.rule_addrs::<[u8; 4]>()?),
         );
         if ipv6 {
-            rules.extend(rules6(&maps.rules6()?, &rule_stats, &config6));
+            rules.extend(rules6(
+                &maps.rules6()?,
+                &rule_stats,
+                &config6,
+                Some(&maps.rule_addrs::<[u8; 16]>()?),
+            ));
         }
         let limited = maps
             .limited_sources::<[u8; 4]>()?

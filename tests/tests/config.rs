@@ -232,14 +232,13 @@ const CASES: &[Case] = &[
          an IPv4 address beside the IPv6 one",
     ),
     (
-        "dual stack, DNS proxy init",
-        Some("198.51.100.100/24,2001:db8:e::99/64"),
-        Some("198.51.100.1,2001:db8:e::1"),
+        "IPv6 alone, DNS proxy init (dual stack is applied)",
+        Some("2001:db8:e::99/64"),
+        Some("2001:db8:e::1"),
         None,
         "dns-proxy",
-        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect and \
-         HTTP proxy modes apply it), only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address",
+        "EGRESS_SOURCE: IPv6 alone is not applied by this version yet (dual stack is): give \
+         an IPv4 address beside the IPv6 one",
     ),
     (
         "IPv6 remote without an IPv6 source",

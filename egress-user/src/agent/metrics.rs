@@ -140,6 +140,7 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
             &shared.maps.rules6()?,
             &rule_stats,
             &shared.maps.config6()?,
+            None,
         ));
     }
     family(

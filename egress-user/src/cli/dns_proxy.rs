@@ -2,18 +2,21 @@
 //! the process may load BPF programs (an instance whose rule source is the names), else the
 //! userspace relay.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use anyhow::{Context as _, Result};
 use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
     config::{
-        dns_proxy::{check_dns_local_ports, parse_dns_routes},
-        fields::{Egress, EgressSource, optional_gateway, optional_source},
+        dns_proxy::{check_dns_families, check_dns_local_ports, parse_dns_routes},
+        error::ConfigError,
+        fields::{Egress, Egress6, EgressSource, check_pairs, optional_gateways, optional_sources},
     },
     instance::{
         Instance,
         names::{Names, may_use_bpf},
     },
-    network::interface::{egress_source, pod_ip},
+    network::interface::{egress_sources, pod_ips},
     proxy::{outbound, relay},
 };
 
@@ -24,8 +27,13 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
     // Validate everything before touching anything.
     let routes = parse_dns_routes(args.dns_proxy_destination.as_deref().unwrap_or(""))?;
     let debug = args.dns_proxy_debug();
-    let given_source = optional_source(args.egress_source.as_deref())?;
-    let given_gateway = optional_gateway(args.egress_gateway.as_deref())?;
+    let given_sources = optional_sources(args.egress_source.as_deref())?;
+    let given_gateways = optional_gateways(args.egress_gateway.as_deref())?;
+    // Both given: a one-container deployment that sets the network up itself.
+    let network = given_sources.zip(given_gateways);
+    if let Some((sources, gateways)) = &network {
+        check_pairs(sources, gateways)?;
+    }
     let local_tcp_ports = args.local_tcp_ports();
     check_dns_local_ports(&routes, &local_tcp_ports)?;
     let resolver = outbound::resolver(&args.resolv_conf)?;
@@ -35,24 +43,20 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let signals = Signals::install()?;
-        let source = match given_source {
-            Some(source) => source,
-            None => EgressSource {
-                ip: egress_source(None, &cli.egress_interface).await?,
-                prefix: 32,
-            },
-        };
+        // EGRESS_SOURCE, or what the init container put on the egress interface.
+        let sources = egress_sources(args.egress_source.as_deref(), &cli.egress_interface).await?;
+        check_dns_families(&routes, sources.v4.is_some(), sources.v6.is_some())?;
         if !may_use_bpf() {
             tracing::info!(
                 "serving EGRESS_DNS_PROXY_DESTINATION with the userspace relay: this process \
                  lacks CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN), which the data plane needs"
             );
-            let listener_ip = pod_ip(&cli.pod_interface).await?;
-            tracing::info!(routes = routes.len(), pod_ip = %listener_ip, source = %source.ip, "DNS proxy relay serving");
+            let listen = pod_ips(&cli.pod_interface).await?;
+            tracing::info!(routes = routes.len(), pod_ips = ?listen, source = %sources, "DNS proxy relay serving");
             relay::relay(
                 routes,
                 resolver,
-                (listener_ip, source.ip),
+                (&listen, sources),
                 args.dns_proxy_max_connections as usize,
                 debug,
                 signals.terminated(),
@@ -61,25 +65,41 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             tracing::info!("DNS proxy relay terminating");
             return Ok(());
         }
-        // The network is set up only when this container has everything for it
-        // (one-container deployments); OpenShift's init container has done it otherwise.
-        let gateway = given_source.and(given_gateway);
+        let v4 = sources.v4.ok_or(ConfigError::Ipv6Alone {
+            variable: "EGRESS_SOURCE",
+        })?;
+        // The prefixes and gateways of the variables when the network is set up here;
+        // otherwise the addresses alone (OpenShift's init container has done the rest).
+        let (given_sources, given_gateways) = network.unzip();
+        let egress = Egress {
+            source: EgressSource {
+                ip: v4,
+                prefix: given_sources.and_then(|s| s.v4).map_or(32, |s| s.prefix),
+            },
+            gateway: given_gateways
+                .and_then(|g| g.v4)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            v6: sources.v6.map(|ip| Egress6 {
+                source: EgressSource {
+                    ip,
+                    prefix: given_sources.and_then(|s| s.v6).map_or(128, |s| s.prefix),
+                },
+                gateway: given_gateways
+                    .and_then(|g| g.v6)
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            }),
+        };
         let settings = cli.settings(local_tcp_ports);
         let prepared = prepare(&cli.agent_options(), args.take_over).await?;
-        let mut names = Names::new(resolver, &routes, debug);
-        let egress = Egress {
-            source,
-            gateway: gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-            v6: None,
-        };
+        let mut names = Names::new(resolver, &routes, egress.v6.is_some(), debug);
         let mut instance =
-            Instance::start(&settings, &egress, gateway.is_some(), names.rules()).await?;
+            Instance::start(&settings, &egress, network.is_some(), names.rules()).await?;
         instance.log_started(&settings);
         names.refresh(&mut instance, true).await;
         tracing::info!(
             routes = routes.len(),
-            source = %source.ip,
-            network = gateway.is_some(),
+            source = %sources,
+            network = network.is_some(),
             "DNS proxy mode set up in the data plane"
         );
         run_agent(instance, names, cli.agent_options(), signals, prepared).await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
-    config::{fields::Egress, mode::Mode, redirect::Raw, source::ConfigSource},
+    config::{mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
 };
@@ -51,19 +51,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
-            // Dual stack for the HTTP proxy, IPv4 only so far for the DNS proxy: the load
-            // above refused anything else for its mode.
-            let egress = match config.mode {
-                Mode::HttpProxyInit => config.egress()?,
-                _ => {
-                    let (source, gateway) = config.ipv4()?;
-                    Egress {
-                        source,
-                        gateway,
-                        v6: None,
-                    }
-                }
-            };
+            let egress = config.egress()?;
             // The network, and the data plane with no rule: it translates nothing, and its
             // egress-interface programs keep the egress network out of the pod (only replies
             // to the proxies' own connections come in), whatever the main container may do.

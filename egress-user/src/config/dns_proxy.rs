@@ -1,22 +1,42 @@
 //! `EGRESS_DNS_PROXY_DESTINATION`: the DNS proxy's port map, parsed and validated with
 //! OpenShift's grammar and messages.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use crate::config::{
     error::ConfigError,
-    fields::{Sources, check_destination, check_local_ports, hostname, parse_port, value_lines},
+    fields::{
+        Family as _, Sources, check_destination, check_local_ports, hostname, parse_port,
+        value_lines,
+    },
 };
 
 /// Where a DNS-proxy port sends its connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DnsTarget {
-    /// A name (it contains a dot), resolved with the pod's nameservers.
+    /// A name (it contains a dot), resolved with the pod's nameservers: A records for
+    /// clients over IPv4, AAAA records for clients over IPv6.
     Host(String),
-    Ip(Ipv4Addr),
+    /// An address: clients of its family only (traffic leaves in the family it arrived in).
+    Ip(IpAddr),
 }
 
-/// One line of `EGRESS_DNS_PROXY_DESTINATION`: `PORT HOST [RPORT]` or `PORT IPv4 [RPORT]`.
+impl DnsTarget {
+    /// Whether clients over IPv4 (`v6` false) or IPv6 (`v6` true) are served.
+    #[must_use]
+    pub const fn serves(&self, v6: bool) -> bool {
+        match self {
+            Self::Host(_) => true,
+            Self::Ip(ip) => ip.is_ipv6() == v6,
+        }
+    }
+}
+
+/// One line of `EGRESS_DNS_PROXY_DESTINATION`: `PORT HOST [RPORT]` or `PORT IP [RPORT]`
+/// (IPv4 or IPv6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsRoute {
     /// The port on the pod IP.
@@ -42,12 +62,8 @@ pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
         // The line's form first, its numbers after, as OpenShift's script checks them: a
         // target that is neither an address nor a name with a dot makes the line bad
         // whatever its ports say. Dotted digits are an address or nothing.
-        let target = if let Ok(ip) = target.parse::<Ipv4Addr>() {
-            check_destination(
-                "EGRESS_DNS_PROXY_DESTINATION",
-                ip.into(),
-                &Sources::default(),
-            )?;
+        let target = if let Ok(ip) = target.parse::<IpAddr>() {
+            check_destination("EGRESS_DNS_PROXY_DESTINATION", ip, &Sources::default())?;
             DnsTarget::Ip(ip)
         } else if target.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             return Err(bad());
@@ -75,6 +91,32 @@ pub fn parse_dns_routes(value: &str) -> Result<Vec<DnsRoute>, ConfigError> {
         return Err(ConfigError::DnsProxyUnspecified);
     }
     Ok(routes)
+}
+
+/// Every address route must have an EGRESS_SOURCE address of its family (`v4`, `v6`:
+/// which EGRESS_SOURCE has), and names must have one of some family: there is no NAT46.
+pub fn check_dns_families(routes: &[DnsRoute], v4: bool, v6: bool) -> Result<(), ConfigError> {
+    for route in routes {
+        let DnsTarget::Ip(ip) = route.target else {
+            continue;
+        };
+        let family = match ip {
+            IpAddr::V4(_) if !v4 => Ipv4Addr::NAME,
+            IpAddr::V6(_) if !v6 => Ipv6Addr::NAME,
+            _ => continue,
+        };
+        let line = if route.remote_port == route.port {
+            format!("{} {ip}", route.port)
+        } else {
+            format!("{} {ip} {}", route.port, route.remote_port)
+        };
+        return Err(ConfigError::NoSourceForFamily {
+            variable: "EGRESS_DNS_PROXY_DESTINATION",
+            line,
+            family,
+        });
+    }
+    Ok(())
 }
 
 /// The agent's own TCP ports (metrics, health) must not also be proxy ports.
@@ -149,9 +191,51 @@ mod tests {
                 "80 a.example\n80 203.0.113.1",
                 "Proxy port 80 already used, must be unique for each destination",
             ),
+            (
+                "80 ::1",
+                "EGRESS_DNS_PROXY_DESTINATION: ::1 is not a destination: it is \
+                 EGRESS_SOURCE, loopback, unspecified, multicast or broadcast",
+            ),
+            (
+                "80 fe80::1",
+                "EGRESS_DNS_PROXY_DESTINATION: fe80::1 is not a destination: it is \
+                 EGRESS_SOURCE, loopback, unspecified, multicast or broadcast",
+            ),
+            (
+                "80 ::ffff:203.0.113.1",
+                "EGRESS_DNS_PROXY_DESTINATION: ::ffff:203.0.113.1 is not a destination: it is \
+                 EGRESS_SOURCE, loopback, unspecified, multicast or broadcast",
+            ),
+            ("80 2001:db8::zz", "Bad destination '80 2001:db8::zz'"),
+            ("80 [2001:db8::1]", "Bad destination '80 [2001:db8::1]'"),
         ];
         for (value, expected) in cases {
             assert_eq!(msg(parse_dns_routes(value)), expected, "{value:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_routes_parse_and_need_an_ipv6_source() {
+        let routes =
+            parse_dns_routes("80 2001:db8:f::10 8080\n81 a.example\n82 203.0.113.9").unwrap();
+        assert_eq!(
+            routes[0].target,
+            DnsTarget::Ip("2001:db8:f::10".parse().unwrap())
+        );
+        assert_eq!(routes[0].remote_port, 8080);
+        assert!(routes[0].target.serves(true) && !routes[0].target.serves(false));
+        assert!(routes[1].target.serves(true) && routes[1].target.serves(false));
+        assert!(!routes[2].target.serves(true) && routes[2].target.serves(false));
+        check_dns_families(&routes, true, true).unwrap();
+        assert_eq!(
+            msg(check_dns_families(&routes, true, false)),
+            "EGRESS_DNS_PROXY_DESTINATION value '80 2001:db8:f::10 8080' is invalid: \
+             EGRESS_SOURCE has no IPv6 address (traffic leaves in the family it arrived in)"
+        );
+        assert_eq!(
+            msg(check_dns_families(&routes, false, true)),
+            "EGRESS_DNS_PROXY_DESTINATION value '82 203.0.113.9' is invalid: \
+             EGRESS_SOURCE has no IPv4 address (traffic leaves in the family it arrived in)"
+        );
     }
 }

@@ -64,13 +64,17 @@ pub enum ConfigError {
     #[error("EGRESS_GATEWAY: {family} gateway given, but EGRESS_SOURCE has no {family} address")]
     GatewayWithoutSource { family: &'static str },
     #[error(
-        "EGRESS_DESTINATION value '{line}' is invalid: EGRESS_SOURCE has no {family} address \
+        "{variable} value '{line}' is invalid: EGRESS_SOURCE has no {family} address \
          (traffic leaves in the family it arrived in)"
     )]
-    NoSourceForFamily { line: String, family: &'static str },
+    NoSourceForFamily {
+        variable: &'static str,
+        line: String,
+        family: &'static str,
+    },
     #[error(
         "{variable}: IPv6 is not applied in this mode by this version yet (redirect and \
-         HTTP proxy modes apply it), only validated and planned \
+         the proxies apply it), only validated and planned \
          (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
     )]
     Ipv6NotApplied { variable: &'static str },

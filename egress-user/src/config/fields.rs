@@ -197,6 +197,22 @@ impl FromStr for Gateways {
     }
 }
 
+/// Each family of EGRESS_SOURCE has its gateway in EGRESS_GATEWAY, and each gateway its
+/// source.
+pub fn check_pairs(source: &Sources, gateway: &Gateways) -> Result<(), ConfigError> {
+    for (family, has_source, has_gateway) in [
+        (Ipv4Addr::NAME, source.v4.is_some(), gateway.v4.is_some()),
+        (Ipv6Addr::NAME, source.v6.is_some(), gateway.v6.is_some()),
+    ] {
+        match (has_source, has_gateway) {
+            (true, false) => return Err(ConfigError::GatewayMissing { family }),
+            (false, true) => return Err(ConfigError::GatewayWithoutSource { family }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `v4,v6`, or the one present: the form the variables are written in.
 impl<V4: fmt::Display, V6: fmt::Display> fmt::Display for Dual<V4, V6> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

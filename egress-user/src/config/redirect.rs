@@ -11,8 +11,8 @@ use std::{
 use crate::config::{
     error::ConfigError,
     fields::{
-        Egress, Egress6, EgressSource, Family as _, Gateways, Sources, check_destination,
-        check_local_ports, parse_port, value_lines,
+        Egress, Egress6, Family as _, Gateways, Sources, check_destination, check_local_ports,
+        check_pairs, parse_port, value_lines,
     },
     mode::Mode,
 };
@@ -95,6 +95,7 @@ impl Destinations {
                 };
                 match missing {
                     Some(family) => Err(ConfigError::NoSourceForFamily {
+                        variable: "EGRESS_DESTINATION",
                         line: line.to_owned(),
                         family,
                     }),
@@ -199,16 +200,7 @@ impl Config {
             return Err(ConfigError::Gateway);
         }
         let gateway: Gateways = gateway.parse()?;
-        for (family, has_source, has_gateway) in [
-            (Ipv4Addr::NAME, source.v4.is_some(), gateway.v4.is_some()),
-            (Ipv6Addr::NAME, source.v6.is_some(), gateway.v6.is_some()),
-        ] {
-            match (has_source, has_gateway) {
-                (true, false) => return Err(ConfigError::GatewayMissing { family }),
-                (false, true) => return Err(ConfigError::GatewayWithoutSource { family }),
-                _ => {}
-            }
-        }
+        check_pairs(&source, &gateway)?;
         let destinations = if mode.is_redirect() {
             Destinations::parse(raw.destination.as_deref().unwrap_or(""), Some(&source))?
         } else {
@@ -239,16 +231,6 @@ impl Config {
                 .zip(self.gateway.v6)
                 .map(|(source, gateway)| Egress6 { source, gateway }),
         })
-    }
-
-    /// EGRESS_SOURCE and EGRESS_GATEWAY for the parts of the router that handle IPv4 only
-    /// so far: an error naming the variable when either has an IPv6 address (IPv6 rules
-    /// need an IPv6 EGRESS_SOURCE, so none are left either).
-    pub fn ipv4(&self) -> Result<(EgressSource, Ipv4Addr), ConfigError> {
-        Ok((
-            self.source.ipv4_only("EGRESS_SOURCE")?,
-            self.gateway.ipv4_only("EGRESS_GATEWAY")?,
-        ))
     }
 
     /// The agent's own TCP ports (metrics, health) must not also be redirect rules.
@@ -327,6 +309,7 @@ impl Config {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::fields::EgressSource;
 
     /// The raw values of a `unit-test` configuration (the dual-stack tests use it too).
     pub(crate) fn raw(source: &str, gateway: &str, destination: &str) -> Raw {

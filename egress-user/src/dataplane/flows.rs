@@ -8,8 +8,9 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use egress_common::{Addr, FlowEntry, FlowKey, maps};
+use egress_common::{FlowEntry, FlowKey};
 
+pub use crate::dataplane::family::CtFamily;
 use crate::dataplane::maps::{Error, Flow, MapSet, is_not_found};
 
 /// The update flag that writes only a key that is not there (linux/bpf.h).
@@ -43,36 +44,6 @@ impl CtTable {
             Self::Replied => A::REPLIED,
             Self::Unreplied => A::UNREPLIED,
         }
-    }
-}
-
-/// An address family's conntrack maps: `[u8; 4]` (IPv4) or `[u8; 16]` (IPv6).
-pub trait CtFamily: Addr + Ord + aya::Pod {
-    /// Answered flows.
-    const REPLIED: &'static str;
-    /// Flows waiting for their first answer.
-    const UNREPLIED: &'static str;
-    /// Clients over their flow limit.
-    const LIMITED: &'static str;
-    /// The address, for people.
-    fn ip(self) -> std::net::IpAddr;
-}
-
-impl CtFamily for [u8; 4] {
-    const REPLIED: &'static str = maps::CONNTRACK;
-    const UNREPLIED: &'static str = maps::CT_UNREPLIED;
-    const LIMITED: &'static str = maps::CT_LIMITED;
-    fn ip(self) -> std::net::IpAddr {
-        self.into()
-    }
-}
-
-impl CtFamily for [u8; 16] {
-    const REPLIED: &'static str = maps::CONNTRACK6;
-    const UNREPLIED: &'static str = maps::CT_UNREPLIED6;
-    const LIMITED: &'static str = maps::CT_LIMITED6;
-    fn ip(self) -> std::net::IpAddr {
-        self.into()
     }
 }
 

@@ -7,8 +7,8 @@ use aya::{
 };
 use egress_common::{
     FRAGMENTS_MAX, FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragKey6, FragPorts,
-    PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs, RuleKey, RuleTarget,
-    RuleTarget6, UNREPLIED_SHARE, maps,
+    MAX_RULES, PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs, RuleAddrs6,
+    RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE, maps,
 };
 
 /// Why a map cannot be used by this build.
@@ -82,6 +82,7 @@ pub fn layout(name: &str) -> Option<Layout> {
         }
         maps::CT_LIMITED6 => (MapType::Hash, 16, 4),
         maps::FRAGMENTS6 => (MapType::LruHash, size::<FragKey6>(), size::<FragPorts>()),
+        maps::RULE_ADDRS6 => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs6>()),
         _ => return None,
     };
     Some(Layout {
@@ -121,12 +122,13 @@ pub(crate) fn unreplied_entries(conntrack_flows: u32) -> u32 {
 }
 
 /// The IPv6 maps whose size says whether their instance has IPv6.
-const SIZED6: [&str; 5] = [
+const SIZED6: [&str; 6] = [
     maps::CONNTRACK6,
     maps::CT_UNREPLIED6,
     maps::RULES6,
     maps::CT_LIMITED6,
     maps::FRAGMENTS6,
+    maps::RULE_ADDRS6,
 ];
 
 /// Checks that an existing IPv6 map was sized for an instance that has IPv6 as this one
@@ -146,20 +148,22 @@ pub fn check_family(name: &'static str, info: &MapInfo, ipv6: bool) -> Result<()
 /// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each
 /// (the kernel preallocates hash maps, and an IPv4 router should not pay for IPv6 tables).
 pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, ipv6: bool) {
-    let (flows, unreplied, rules, limited, fragments) = if ipv6 {
+    let (flows, unreplied, rules, limited, fragments, names) = if ipv6 {
         (
             conntrack_flows.saturating_mul(2),
             unreplied_entries(conntrack_flows),
             RULES_CAPACITY,
             maps::CT_LIMITED_MAX,
             FRAGMENTS_MAX,
+            MAX_RULES,
         )
     } else {
-        (1, 1, 1, 1, 1)
+        (1, 1, 1, 1, 1, 1)
     };
     loader.map_max_entries(maps::CONNTRACK6, flows);
     loader.map_max_entries(maps::CT_UNREPLIED6, unreplied);
     loader.map_max_entries(maps::RULES6, rules);
     loader.map_max_entries(maps::CT_LIMITED6, limited);
     loader.map_max_entries(maps::FRAGMENTS6, fragments);
+    loader.map_max_entries(maps::RULE_ADDRS6, names);
 }

@@ -3,7 +3,7 @@
 //! state (the agent, `status`, `conntrack`, `stats`, metrics) goes through [`MapSet`], so it
 //! works the same with or without a running agent.
 
-use std::{collections::BTreeMap, io, path::Path};
+use std::{collections::BTreeMap, io, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use egress_common::{
@@ -12,6 +12,7 @@ use egress_common::{
 };
 
 use crate::dataplane::{
+    family::CtFamily,
     layout::{LayoutError, check_layout},
     stats::Stats,
 };
@@ -196,37 +197,34 @@ impl MapSet {
         self.rules_of(maps::RULES)
     }
 
-    /// The current addresses of the rules that send to a name.
-    pub fn rule_addrs(&self) -> Result<Vec<(RuleKey, Vec<std::net::Ipv4Addr>)>, Error> {
-        let name = maps::RULE_ADDRS;
+    /// The current addresses of the rules that send to a name, of family `A`.
+    pub fn rule_addrs<A: CtFamily>(&self) -> Result<Vec<(RuleKey, Vec<IpAddr>)>, Error> {
+        let name = A::RULE_ADDRS;
         let err = |source| Error::Map { name, source };
-        let table = HashMap::<_, RuleKey, RuleAddrs>::try_from(self.map(name)?).map_err(err)?;
+        let table = HashMap::<_, RuleKey, RuleAddrs<A>>::try_from(self.map(name)?).map_err(err)?;
         let mut all = Vec::new();
         for entry in table.iter() {
             let (key, value) = entry.map_err(err)?;
             let len = (value.len as usize).min(value.addrs.len());
-            all.push((key, value.addrs[..len].iter().map(|&a| a.into()).collect()));
+            all.push((key, value.addrs[..len].iter().map(|&a| a.ip()).collect()));
         }
         all.sort_by_key(|(key, _)| (key.port, key.proto));
         Ok(all)
     }
 
-    /// Replaces the addresses of the name rule `key` (one atomic update: new connections see
-    /// the old list or the new one, never a mix). At most [`MAX_RULE_ADDRS`] are kept.
-    pub fn set_rule_addrs(
-        &mut self,
-        key: &RuleKey,
-        addrs: &[std::net::Ipv4Addr],
-    ) -> Result<(), Error> {
-        let name = maps::RULE_ADDRS;
+    /// Replaces the addresses of family `A` of the name rule `key` (one atomic update: new
+    /// connections see the old list or the new one, never a mix). At most
+    /// [`MAX_RULE_ADDRS`] are kept.
+    pub fn set_rule_addrs<A: CtFamily>(&mut self, key: &RuleKey, addrs: &[A]) -> Result<(), Error> {
+        let name = A::RULE_ADDRS;
         let err = |source| Error::Map { name, source };
-        let mut value = RuleAddrs::default();
+        let mut value = RuleAddrs::<A>::default();
         for (slot, addr) in value.addrs.iter_mut().zip(addrs) {
-            *slot = addr.octets();
+            *slot = *addr;
         }
         value.len = addrs.len().min(MAX_RULE_ADDRS) as u32;
         let mut table =
-            HashMap::<_, RuleKey, RuleAddrs>::try_from(self.map_mut(name)?).map_err(err)?;
+            HashMap::<_, RuleKey, RuleAddrs<A>>::try_from(self.map_mut(name)?).map_err(err)?;
         table.insert(key, value, 0).map_err(err)
     }
 

@@ -8,6 +8,7 @@
 //! - [`ipv6`]: the IPv6 configuration and conntrack of an instance with IPv6.
 //! - [`bpffs`]: where pins live.
 //! - [`maps`], [`layout`]: reading and writing the maps, and which maps a build can reuse.
+//! - [`family`]: the address families' maps.
 //! - [`flows`]: the conntrack table row by row.
 //! - [`migrate`]: conntrack flows carried across a change of the entry layout.
 //! - [`rules`]: the rules map as it should be, and the plan that gets it there.
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod bpffs;
 pub mod configure;
 pub mod discover;
+pub mod family;
 pub mod flows;
 pub mod handover;
 pub mod ipv6;

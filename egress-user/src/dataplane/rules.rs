@@ -63,28 +63,49 @@ impl RuleSet {
         set
     }
 
-    /// The DNS proxy's routes (TCP): a route to a name is flagged [`rule_flags::ADDRS`], its
-    /// addresses live in their own map.
+    /// The DNS proxy's routes (TCP), in the IPv4 map and, for an instance with IPv6
+    /// (`ipv6`), the IPv6 one: a route to an address in its family's, a route to a name
+    /// in both, flagged [`rule_flags::ADDRS`] (its addresses live in their own maps).
     #[must_use]
-    pub fn from_dns_routes(routes: &[DnsRoute]) -> Self {
-        let rules = routes
-            .iter()
-            .map(|route| {
-                let (remote_ip, flags) = match &route.target {
-                    DnsTarget::Ip(ip) => (ip.octets(), 0),
-                    DnsTarget::Host(_) => ([0; 4], rule_flags::ADDRS),
-                };
-                let target = RuleTarget {
-                    remote_ip,
-                    remote_port: route.remote_port,
-                    rule_id: 0,
-                    flags,
-                };
-                (key(route.port, proto::TCP), target)
-            })
-            .collect();
+    pub fn from_dns_routes(routes: &[DnsRoute], ipv6: bool) -> Self {
+        fn of<A: Addr>(
+            routes: &[DnsRoute],
+            v6: bool,
+            addr: impl Fn(IpAddr) -> Option<A>,
+        ) -> Vec<(RuleKey, RuleTarget<A>)> {
+            routes
+                .iter()
+                .filter(|route| route.target.serves(v6))
+                .filter_map(|route| {
+                    let (remote_ip, flags) = match &route.target {
+                        DnsTarget::Ip(ip) => (addr(*ip)?, 0),
+                        DnsTarget::Host(_) => (A::default(), rule_flags::ADDRS),
+                    };
+                    let target = RuleTarget {
+                        remote_ip,
+                        remote_port: route.remote_port,
+                        rule_id: 0,
+                        flags,
+                    };
+                    Some((key(route.port, proto::TCP), target))
+                })
+                .collect()
+        }
+        let v4 = |ip| match ip {
+            IpAddr::V4(ip) => Some(ip.octets()),
+            IpAddr::V6(_) => None,
+        };
+        let v6 = |ip| match ip {
+            IpAddr::V6(ip) => Some(ip.octets()),
+            IpAddr::V4(_) => None,
+        };
         Self {
-            rules,
+            rules: of(routes, false, v4),
+            rules6: if ipv6 {
+                of(routes, true, v6)
+            } else {
+                Vec::new()
+            },
             ..Self::default()
         }
     }
@@ -241,7 +262,7 @@ mod tests {
         let routes =
             crate::config::dns_proxy::parse_dns_routes("80 203.0.113.10\n8080 app.example.com 80")
                 .unwrap();
-        let set = RuleSet::from_dns_routes(&routes).with_local(&[9469, 80]);
+        let set = RuleSet::from_dns_routes(&routes, false).with_local(&[9469, 80]);
         let rules = plan_rules(&[], &set.rules, &BTreeSet::new()).result;
         assert_eq!(rules.len(), 3, "9469 delivered to the pod, 80 stays a rule");
         assert_eq!(rules[0].0.port, 80);
@@ -251,6 +272,31 @@ mod tests {
         assert!(rules[1].1.by_name() && !rules[1].1.is_local());
         assert_eq!(rules[1].1.rule_id, 2);
         assert!(rules[2].1.is_local() && rules[2].0.port == 9469);
+    }
+
+    #[test]
+    fn dns_routes_go_to_the_maps_of_the_families_they_serve() {
+        let routes = crate::config::dns_proxy::parse_dns_routes(
+            "80 203.0.113.10\n81 2001:db8:f::10 8081\n82 app.example.com",
+        )
+        .unwrap();
+        let only4 = RuleSet::from_dns_routes(&routes, false);
+        let ports = |rules: &[(RuleKey, RuleTarget<_>)]| -> Vec<u16> {
+            rules.iter().map(|(k, _)| k.port).collect()
+        };
+        assert_eq!(ports(&only4.rules), [80, 82]);
+        assert!(only4.rules6.is_empty());
+        let dual = RuleSet::from_dns_routes(&routes, true);
+        assert_eq!(ports(&dual.rules), [80, 82]);
+        let ports6: Vec<u16> = dual.rules6.iter().map(|(k, _)| k.port).collect();
+        assert_eq!(ports6, [81, 82]);
+        let literal = &dual.rules6[0].1;
+        assert_eq!(
+            (Ipv6Addr::from(literal.remote_ip), literal.remote_port),
+            ("2001:db8:f::10".parse().unwrap(), 8081)
+        );
+        assert!(!literal.by_name());
+        assert!(dual.rules6[1].1.by_name() && !dual.rules6[1].1.is_local());
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Instance {
         &self.router
     }
 
+    /// The IPv6 configuration in the data plane, when the instance has IPv6.
+    #[must_use]
+    pub fn router6(&self) -> Option<&RouterConfig6> {
+        (self.router.flags & config_flags::IPV6 != 0).then_some(&self.router6)
+    }
+
     /// The rules as written, with their ids.
     #[must_use]
     pub fn rules(&self) -> &[(RuleKey, RuleTarget)] {

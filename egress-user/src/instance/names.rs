@@ -1,11 +1,13 @@
 //! The DNS proxy in the data plane: each `EGRESS_DNS_PROXY_DESTINATION` port that names a
-//! host is a rule whose addresses live in [`egress_common::maps::RULE_ADDRS`]; new
-//! connections take one of them at random, and established ones keep theirs in conntrack.
-//! [`Names`] is the rule source that keeps those lists current, resolving each name again
-//! when its records' TTL runs out. Nothing cuts idle connections.
+//! host is a rule whose addresses live in [`egress_common::maps::RULE_ADDRS`] (A records,
+//! for clients over IPv4) and [`egress_common::maps::RULE_ADDRS6`] (AAAA records, for
+//! clients over IPv6, when EGRESS_SOURCE has an IPv6 address); new connections take one of
+//! them at random, and established ones keep theirs in conntrack. [`Names`] is the rule
+//! source that keeps those lists current, resolving each name again when its records' TTL
+//! runs out. Nothing cuts idle connections.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -15,12 +17,12 @@ use tokio::time::Instant;
 
 use crate::{
     config::dns_proxy::{DnsRoute, DnsTarget},
-    dataplane::{maps::MapSet, rules::RuleSet},
+    dataplane::{family::CtFamily, flows::CtTable, maps::MapSet, rules::RuleSet},
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
-    proxy::outbound::{destinations_v4, resolve_ipv4},
+    proxy::outbound::{Unresolved, destinations_of, resolve},
 };
 
 /// Whether this process may run the BPF data plane: CAP_NET_ADMIN (attach, netlink) and
@@ -58,12 +60,22 @@ fn key(port: u16) -> RuleKey {
     }
 }
 
-/// One name a rule sends to, as last resolved.
+/// One name a rule sends to, in one family, as last resolved.
 struct Name {
     host: String,
     key: RuleKey,
-    addrs: Vec<Ipv4Addr>,
+    /// AAAA records (for clients over IPv6), else A records.
+    v6: bool,
+    addrs: Vec<IpAddr>,
+    /// The last answer said the name has no record of the family (logged once).
+    no_records: bool,
     due: Instant,
+}
+
+impl Name {
+    fn family(&self) -> &'static str {
+        if self.v6 { "ipv6" } else { "ipv4" }
+    }
 }
 
 /// The names of the data plane's rules, re-resolved as their TTLs expire, and the
@@ -71,33 +83,44 @@ struct Name {
 pub struct Names {
     resolver: TokioResolver,
     routes: Vec<DnsRoute>,
+    /// Whether EGRESS_SOURCE has an IPv6 address: names are resolved to AAAA too.
+    ipv6: bool,
     names: Vec<Name>,
     /// Log every new connection (read from conntrack).
     debug: bool,
     connection_log: Option<tokio::time::Interval>,
     /// The forward conntrack entries of the last scan (key, creation time).
-    seen: std::collections::HashSet<(egress_common::FlowKey, u64)>,
+    seen: std::collections::HashSet<Seen>,
 }
 
 impl Names {
+    /// The names of `routes` in IPv4 and, with `ipv6` (EGRESS_SOURCE has an IPv6 address),
+    /// in IPv6 too.
     #[must_use]
-    pub fn new(resolver: TokioResolver, routes: &[DnsRoute], debug: bool) -> Self {
+    pub fn new(resolver: TokioResolver, routes: &[DnsRoute], ipv6: bool, debug: bool) -> Self {
         let now = Instant::now();
+        let families: &[bool] = if ipv6 { &[false, true] } else { &[false] };
         let names = routes
             .iter()
             .filter_map(|route| match &route.target {
-                DnsTarget::Host(host) => Some(Name {
-                    host: host.clone(),
-                    key: key(route.port),
-                    addrs: Vec::new(),
-                    due: now,
-                }),
+                DnsTarget::Host(host) => Some((host, route.port)),
                 DnsTarget::Ip(_) => None,
+            })
+            .flat_map(|(host, port)| {
+                families.iter().map(move |&v6| Name {
+                    host: host.clone(),
+                    key: key(port),
+                    v6,
+                    addrs: Vec::new(),
+                    no_records: false,
+                    due: now,
+                })
             })
             .collect();
         Self {
             resolver,
             routes: routes.to_vec(),
+            ipv6,
             names,
             debug,
             connection_log: None,
@@ -108,7 +131,7 @@ impl Names {
     /// The rules of the routes.
     #[must_use]
     pub fn rules(&self) -> RuleSet {
-        RuleSet::from_dns_routes(&self.routes)
+        RuleSet::from_dns_routes(&self.routes, self.ipv6)
     }
 
     /// When the next name is due for resolution.
@@ -122,15 +145,21 @@ impl Names {
     }
 
     /// Resolves the names that are due (all of them, past any cache, if `force`) and writes changed address
-    /// lists to the data plane. A name that fails to resolve keeps its last addresses.
-    /// Addresses that are the router pod's own (the pod IP, EGRESS_SOURCE), loopback,
+    /// lists to the data plane. A name that fails to resolve keeps its last addresses, and
+    /// so does one whose answer has no record of the family (logged once: a name with A
+    /// records only is common, and IPv6 clients of it are dropped as `unresolved`).
+    /// Addresses that are the router pod's own (the pod IPs, EGRESS_SOURCE), loopback,
     /// multicast or broadcast are left out: a new connection never loops back into the pod.
     pub async fn refresh(&mut self, instance: &mut Instance, force: bool) {
         let router = instance.router();
-        let own = [
+        let mut own = vec![
             IpAddr::V4(router.pod_ip.into()),
             IpAddr::V4(router.egress_source.into()),
         ];
+        if let Some(router6) = instance.router6() {
+            own.push(IpAddr::V6(router6.pod_ip.into()));
+            own.push(IpAddr::V6(router6.egress_source.into()));
+        }
         let maps = instance.maps_mut();
         let now = Instant::now();
         if force {
@@ -142,17 +171,26 @@ impl Names {
             if !force && name.due > now {
                 continue;
             }
-            match resolve_ipv4(&self.resolver, &name.host).await {
+            match resolve(&self.resolver, &name.host, name.v6).await {
                 Ok((addrs, valid_until)) => {
                     name.due = valid_until.max(Instant::now() + MIN_REFRESH);
-                    let addrs = destinations_v4(addrs.into_iter().map(IpAddr::V4), &own);
+                    name.no_records = false;
+                    let addrs = destinations_of(&addrs, &own, name.v6);
                     if addrs == name.addrs {
                         continue;
                     }
-                    match maps.set_rule_addrs(&name.key, &addrs) {
+                    let written = if name.v6 {
+                        let octets: Vec<[u8; 16]> = addrs.iter().filter_map(octets6).collect();
+                        maps.set_rule_addrs(&name.key, &octets)
+                    } else {
+                        let octets: Vec<[u8; 4]> = addrs.iter().filter_map(octets4).collect();
+                        maps.set_rule_addrs(&name.key, &octets)
+                    };
+                    match written {
                         Ok(()) => {
                             tracing::info!(
                                 name = %name.host,
+                                family = name.family(),
                                 port = name.key.port,
                                 addresses = %join(&addrs),
                                 before = %join(&name.addrs),
@@ -166,10 +204,25 @@ impl Names {
                         }
                     }
                 }
-                Err(err) => {
+                Err(Unresolved::NoRecords(until)) => {
+                    name.due = until.max(Instant::now() + MIN_REFRESH);
+                    if !name.no_records {
+                        name.no_records = true;
+                        tracing::info!(
+                            name = %name.host,
+                            family = name.family(),
+                            port = name.key.port,
+                            keeping = %join(&name.addrs),
+                            "the name has no address of this family; new connections of \
+                             this family keep the last addresses (none: they are dropped)"
+                        );
+                    }
+                }
+                Err(Unresolved::Failed(err)) => {
                     name.due = Instant::now() + RETRY;
                     tracing::warn!(
                         name = %name.host,
+                        family = name.family(),
                         port = name.key.port,
                         error = %err,
                         keeping = %join(&name.addrs),
@@ -180,33 +233,29 @@ impl Names {
         }
     }
 
-    /// Logs the connections created since the last call, from conntrack: those whose
-    /// forward entry was not there at the last scan (a watermark on creation time would
-    /// miss entries inserted behind the iteration).
+    /// Logs the connections created since the last call, from conntrack (both families):
+    /// those whose forward entry was not there at the last scan (a watermark on creation
+    /// time would miss entries inserted behind the iteration).
     fn log_new_connections(&mut self, maps: &MapSet) {
-        let flows = match maps.conntrack() {
-            Ok(flows) => flows,
-            Err(err) => {
-                tracing::warn!(error = %err, "reading conntrack for the connection log");
-                return;
-            }
-        };
-        let mut current = std::collections::HashSet::with_capacity(self.seen.len());
-        let mut new: Vec<_> = flows
+        let mut flows = Vec::new();
+        if let Err(err) = forward_flows::<[u8; 4]>(maps, &mut flows)
+            .and_then(|()| forward_flows::<[u8; 16]>(maps, &mut flows))
+        {
+            tracing::warn!(error = %err, "reading conntrack for the connection log");
+            return;
+        }
+        let current: std::collections::HashSet<Seen> = flows.iter().map(|c| c.seen).collect();
+        let mut new: Vec<&Connection> = flows
             .iter()
-            .filter(|(_, e)| e.kind == flow_kind::FORWARD)
-            .filter(|(k, e)| {
-                current.insert((*k, e.created_ns));
-                !self.seen.contains(&(*k, e.created_ns))
-            })
+            .filter(|c| !self.seen.contains(&c.seen))
             .collect();
-        new.sort_by_key(|(_, e)| e.created_ns);
-        for (key, entry) in new {
+        new.sort_by_key(|c| c.seen.2);
+        for c in new {
             tracing::info!(
-                client = %SocketAddr::from((Ipv4Addr::from(key.saddr), key.sport)),
-                port = key.dport,
-                remote = %SocketAddr::from((Ipv4Addr::from(entry.daddr), entry.dport)),
-                source = %SocketAddr::from((Ipv4Addr::from(entry.saddr), entry.sport)),
+                client = %c.seen.0,
+                port = c.seen.1,
+                remote = %c.remote,
+                source = %c.source,
                 "connection"
             );
         }
@@ -214,7 +263,55 @@ impl Names {
     }
 }
 
-fn join(addrs: &[Ipv4Addr]) -> String {
+/// A connection's identity in the log: client, port on the pod, creation time.
+type Seen = (SocketAddr, u16, u64);
+
+/// A translated connection, as the log shows it.
+struct Connection {
+    seen: Seen,
+    remote: SocketAddr,
+    source: SocketAddr,
+}
+
+/// The forward entries of family `A`'s conntrack tables, into `out`.
+fn forward_flows<A: CtFamily>(
+    maps: &MapSet,
+    out: &mut Vec<Connection>,
+) -> Result<(), crate::dataplane::maps::Error> {
+    for t in CtTable::ALL {
+        for (key, entry) in maps.conntrack_table_of::<A>(t)? {
+            if entry.kind != flow_kind::FORWARD {
+                continue;
+            }
+            out.push(Connection {
+                seen: (
+                    SocketAddr::new(key.saddr.ip(), key.sport),
+                    key.dport,
+                    entry.created_ns,
+                ),
+                remote: SocketAddr::new(entry.daddr.ip(), entry.dport),
+                source: SocketAddr::new(entry.saddr.ip(), entry.sport),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn octets4(ip: &IpAddr) -> Option<[u8; 4]> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip.octets()),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn octets6(ip: &IpAddr) -> Option<[u8; 16]> {
+    match ip {
+        IpAddr::V6(ip) => Some(ip.octets()),
+        IpAddr::V4(_) => None,
+    }
+}
+
+fn join(addrs: &[IpAddr]) -> String {
     if addrs.is_empty() {
         return "-".to_owned();
     }

@@ -131,7 +131,7 @@ impl Instance {
         let remotes6 = rules
             .rules6
             .iter()
-            .filter(|(_, target)| !target.is_local())
+            .filter(|(_, target)| !target.is_local() && !target.by_name())
             .map(|(_, target)| IpAddr::from(target.remote_ip))
             .chain(rules.fallback6.map(IpAddr::V6));
         let pod_ips: Vec<IpAddr> = pod

@@ -157,11 +157,9 @@ fn validate(
     })?;
     config.check_local_ports(local_tcp_ports)?;
     // What the modes do not apply yet is refused here, at start and on reload alike,
-    // before anything changes: IPv6 alone, and IPv6 in the DNS proxy's mode.
-    match config.mode {
-        Mode::UnitTest => {}
-        Mode::Init | Mode::Legacy | Mode::HttpProxyInit => drop(config.egress()?),
-        Mode::DnsProxyInit => drop(config.ipv4()?),
+    // before anything changes: IPv6 alone.
+    if config.mode != Mode::UnitTest {
+        config.egress()?;
     }
     Ok(config)
 }

@@ -144,34 +144,10 @@ pub(crate) fn netlink<T>(
     })
 }
 
-/// EGRESS_SOURCE for a process that may not have the variable (OpenShift sets it on the
-/// init container only): the variable if given, else the first IPv4 address of the egress
-/// interface, which the init container put there.
-pub async fn egress_source(
-    variable: Option<&str>,
-    egress_interface: &str,
-) -> anyhow::Result<Ipv4Addr> {
-    if let Some(value) = variable.map(str::trim).filter(|v| !v.is_empty()) {
-        let sources: Sources = value.parse()?;
-        return Ok(sources.ipv4_only("EGRESS_SOURCE")?.ip);
-    }
-    let facts = interface_facts(egress_interface).await.with_context(|| {
-        format!(
-            "EGRESS_SOURCE is not set and cannot be read from {egress_interface}; set it, \
-                 or run the init container (EGRESS_ROUTER_MODE=http-proxy or dns-proxy) first"
-        )
-    })?;
-    facts.ipv4.first().copied().with_context(|| {
-        format!(
-            "EGRESS_SOURCE is not set and {egress_interface} has no IPv4 address; set it, or \
-             run the init container first"
-        )
-    })
-}
-
-/// EGRESS_SOURCE of both families for the HTTP proxy's main container: the variable if
-/// given, else the first IPv4 and the first global IPv6 address of the egress interface,
-/// which the init container put there.
+/// EGRESS_SOURCE of both families for a proxy's main container (OpenShift sets the
+/// variable on the init container only): the variable if given, else the first IPv4 and
+/// the first global IPv6 address of the egress interface, which the init container put
+/// there.
 pub async fn egress_sources(
     variable: Option<&str>,
     egress_interface: &str,
@@ -186,7 +162,7 @@ pub async fn egress_sources(
     let facts = interface_facts(egress_interface).await.with_context(|| {
         format!(
             "EGRESS_SOURCE is not set and cannot be read from {egress_interface}; set it, \
-             or run the init container (EGRESS_ROUTER_MODE=http-proxy) first"
+             or run the init container (EGRESS_ROUTER_MODE=http-proxy or dns-proxy) first"
         )
     })?;
     let sources = crate::proxy::outbound::Sources {

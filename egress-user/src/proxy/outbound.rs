@@ -11,7 +11,13 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use hickory_resolver::{
-    Resolver, TokioResolver, name_server::TokioConnectionProvider, system_conf::parse_resolv_conf,
+    Resolver, TokioResolver,
+    name_server::TokioConnectionProvider,
+    proto::{
+        ProtoErrorKind,
+        rr::{RData, RecordType},
+    },
+    system_conf::parse_resolv_conf,
 };
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -49,21 +55,63 @@ pub fn absolute(host: &str) -> String {
     }
 }
 
-/// The IPv4 addresses of the name `host` (as an absolute name), sorted, and until when they
-/// are valid.
-pub async fn resolve_ipv4(
+/// Why a name gave no address of the family asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// An answer: the name has no record of the family (an A-only name asked for AAAA),
+    /// to be believed until the instant (its negative TTL).
+    NoRecords(Instant),
+    /// No answer (a timeout, a refusal, no such name): the resolver's error.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoRecords(_) => f.write_str("no record of the family"),
+            Self::Failed(err) => f.write_str(err),
+        }
+    }
+}
+
+/// How long "no record" is believed without a negative TTL in the answer, and at most.
+const NO_RECORDS_DEFAULT: Duration = Duration::from_secs(30);
+const NO_RECORDS_MAX: Duration = Duration::from_secs(300);
+
+/// The IPv4 (A) or, with `v6`, IPv6 (AAAA) addresses of the name `host` (as an absolute
+/// name), sorted, and until when they are valid.
+pub async fn resolve(
     resolver: &TokioResolver,
     host: &str,
-) -> Result<(Vec<Ipv4Addr>, Instant), String> {
-    let found = resolver
-        .ipv4_lookup(absolute(host))
-        .await
-        .map_err(|err| err.to_string())?;
-    let mut addrs: Vec<Ipv4Addr> = found.iter().map(|a| a.0).collect();
+    v6: bool,
+) -> Result<(Vec<IpAddr>, Instant), Unresolved> {
+    let kind = if v6 { RecordType::AAAA } else { RecordType::A };
+    let found = match resolver.lookup(absolute(host), kind).await {
+        Ok(found) => found,
+        Err(err) if err.is_no_records_found() => {
+            let ttl = err
+                .proto()
+                .and_then(|p| match p.kind() {
+                    ProtoErrorKind::NoRecordsFound { negative_ttl, .. } => *negative_ttl,
+                    _ => None,
+                })
+                .map_or(NO_RECORDS_DEFAULT, |s| Duration::from_secs(s.into()));
+            return Err(Unresolved::NoRecords(
+                Instant::now() + ttl.min(NO_RECORDS_MAX),
+            ));
+        }
+        Err(err) => return Err(Unresolved::Failed(err.to_string())),
+    };
+    // The answer's A or AAAA records (a CNAME chain's names are in it too).
+    let mut addrs: Vec<IpAddr> = found
+        .iter()
+        .filter_map(RData::ip_addr)
+        .filter(|ip| ip.is_ipv6() == v6)
+        .collect();
     addrs.sort();
     addrs.dedup();
     if addrs.is_empty() {
-        return Err("no IPv4 address".to_owned());
+        return Err(Unresolved::NoRecords(Instant::now() + NO_RECORDS_DEFAULT));
     }
     Ok((addrs, Instant::from_std(found.valid_until())))
 }
@@ -131,18 +179,19 @@ pub fn destinations(
         .collect()
 }
 
-/// [`destinations`] for the DNS proxy, which connects over IPv4 only so far.
+/// [`destinations`] of one family for the DNS proxy, which keeps a client's family: the
+/// addresses of `addrs` of that family that do not loop back. An IPv4-mapped AAAA record is
+/// of neither (it would be NAT46 by another name), and a link-local one is no destination
+/// behind a gateway (the configured remotes may not be link-local either).
 #[must_use]
-pub fn destinations_v4(addrs: impl IntoIterator<Item = IpAddr>, own: &[IpAddr]) -> Vec<Ipv4Addr> {
-    let v4 = Sources {
-        v4: Some(Ipv4Addr::UNSPECIFIED),
-        v6: None,
-    };
-    destinations(addrs, own, &v4)
-        .into_iter()
-        .filter_map(|addr| match addr {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
+pub fn destinations_of(addrs: &[IpAddr], own: &[IpAddr], v6: bool) -> Vec<IpAddr> {
+    addrs
+        .iter()
+        .copied()
+        .filter(|addr| addr.is_ipv6() == v6 && !loops_back(*addr, own))
+        .filter(|addr| {
+            !matches!(addr, IpAddr::V6(v6)
+                if v6.to_ipv4_mapped().is_some() || v6.is_unicast_link_local())
         })
         .collect()
 }
@@ -262,5 +311,34 @@ mod tests {
         );
         let v6 = Sources { v4: None, ..dual };
         assert_eq!(names(&v6), ["2001:db8::1"], "no IPv4 from an IPv6 source");
+    }
+
+    #[test]
+    fn the_dns_proxy_keeps_the_family_and_never_the_pod_itself() {
+        let own: Vec<IpAddr> = ["192.0.2.1", "2001:db8:e::100"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let addrs: Vec<IpAddr> = [
+            "203.0.113.10",
+            "192.0.2.1",
+            "2001:db8::1",
+            "2001:db8:e::100",
+            "::ffff:203.0.113.11",
+            "::1",
+            "ff02::1",
+            "fe80::1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let shown = |v6| -> Vec<String> {
+            destinations_of(&addrs, &own, v6)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(shown(false), ["203.0.113.10"]);
+        assert_eq!(shown(true), ["2001:db8::1"]);
     }
 }

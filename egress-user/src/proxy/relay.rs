@@ -1,13 +1,16 @@
 //! The DNS proxy's userspace relay, for a main container without the capabilities the
 //! data plane needs (OpenShift runs it unprivileged): one tokio task per connection,
 //! outbound from EGRESS_SOURCE, new connections spread over the name's addresses in turn.
+//! As the data plane does, it keeps the client's family: a client over IPv6 (at the pod's
+//! IPv6 address) is relayed to the name's AAAA records from EGRESS_SOURCE's IPv6 address,
+//! one over IPv4 to its A records.
 //! Bounded: at most `max_connections` at once (one more is closed at once), and TCP
 //! keepalive on both sides closes a connection whose peer vanished. No idle timeout:
 //! HAProxy's one-minute idle timeout is a known pain of OpenShift's image, and a quiet
 //! connection with live peers costs two sockets and a task.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -22,18 +25,19 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use crate::{
     config::dns_proxy::{DnsRoute, DnsTarget},
     proxy::{
-        outbound::{self, resolve_ipv4},
+        outbound::{self, Sources, destinations_of, resolve},
         pipe,
     },
 };
 
-/// The userspace relay: listens on `pod_ip` on every route's port, and relays each
-/// connection from `source` until either side closes (no idle timeout), `max_connections`
-/// at once over all routes.
+/// The userspace relay: listens on each of `pod_ips` on every port of a route that serves
+/// its family (EGRESS_SOURCE having an address of that family), and relays each
+/// connection from `sources` until either side closes (no idle timeout),
+/// `max_connections` at once over all routes.
 pub async fn relay(
     routes: Vec<DnsRoute>,
     resolver: TokioResolver,
-    (pod_ip, source): (Ipv4Addr, Ipv4Addr),
+    (pod_ips, sources): (&[IpAddr], Sources),
     max_connections: usize,
     debug: bool,
     shutdown: impl std::future::Future<Output = ()>,
@@ -41,22 +45,27 @@ pub async fn relay(
     // Every port bound before any is served: all or nothing.
     let mut listeners = Vec::new();
     for route in &routes {
-        let addr = SocketAddr::from((pod_ip, route.port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        listeners.push(listener);
+        for &pod_ip in pod_ips {
+            if !route.target.serves(pod_ip.is_ipv6()) || sources.for_addr(pod_ip).is_none() {
+                continue;
+            }
+            let addr = SocketAddr::new(pod_ip, route.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            listeners.push((route.clone(), listener));
+        }
     }
     let resolver = Arc::new(resolver);
-    let own: Arc<[IpAddr]> = Arc::new([IpAddr::V4(pod_ip), IpAddr::V4(source)]);
+    let own: Arc<[IpAddr]> = pod_ips.iter().copied().chain(sources.iter()).collect();
     let connections = Arc::new(Semaphore::new(max_connections));
     let mut tasks = tokio::task::JoinSet::new();
-    for (route, listener) in routes.into_iter().zip(listeners) {
+    for (route, listener) in listeners {
         tasks.spawn(serve_route(
             Arc::new(route),
             listener,
             resolver.clone(),
-            (source, own.clone()),
+            (sources, own.clone()),
             connections.clone(),
             debug,
         ));
@@ -70,16 +79,18 @@ pub async fn relay(
     }
 }
 
-/// Serves one route; `addresses` are EGRESS_SOURCE and the pod's own addresses.
+/// Serves one route on one of the pod's addresses (its family is the connections');
+/// `addresses` are EGRESS_SOURCE and the pod's own addresses.
 async fn serve_route(
     route: Arc<DnsRoute>,
     listener: TcpListener,
     resolver: Arc<TokioResolver>,
-    addresses: (Ipv4Addr, Arc<[IpAddr]>),
+    addresses: (Sources, Arc<[IpAddr]>),
     connections: Arc<Semaphore>,
     debug: bool,
 ) {
-    let (source, own) = addresses;
+    let (sources, own) = addresses;
+    let v6 = listener.local_addr().is_ok_and(|a| a.is_ipv6());
     let turn = Arc::new(AtomicUsize::new(0));
     loop {
         let (mut client, peer) = match listener.accept().await {
@@ -100,13 +111,12 @@ async fn serve_route(
         tokio::spawn(async move {
             let _permit = permit;
             let addrs = match &route.target {
-                DnsTarget::Ip(ip) => vec![IpAddr::V4(*ip)],
-                DnsTarget::Host(host) => match resolve_ipv4(&resolver, host).await {
+                DnsTarget::Ip(ip) => vec![*ip],
+                DnsTarget::Host(host) => match resolve(&resolver, host, v6).await {
                     Ok((addrs, _)) => {
                         // Never back into the pod: a name that resolves to the pod IP would
                         // chain connections through the relay without end.
-                        let mut addrs =
-                            outbound::destinations_v4(addrs.into_iter().map(IpAddr::V4), &own);
+                        let mut addrs = destinations_of(&addrs, &own, v6);
                         if addrs.is_empty() {
                             tracing::warn!(%peer, name = %host, "the name resolves only to addresses of the router pod itself (or none it may reach); connection closed");
                             return;
@@ -115,7 +125,7 @@ async fn serve_route(
                         // spread over all of them; the others are fallbacks.
                         let first = turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
                         addrs.rotate_left(first);
-                        addrs.into_iter().map(IpAddr::V4).collect()
+                        addrs
                     }
                     Err(err) => {
                         tracing::warn!(%peer, name = %host, error = %err, "resolution failed; connection closed");
@@ -124,10 +134,6 @@ async fn serve_route(
                 },
             };
             let started = std::time::Instant::now();
-            let sources = outbound::Sources {
-                v4: Some(source),
-                v6: None,
-            };
             let mut upstream = match outbound::connect(
                 &addrs,
                 route.remote_port,
