@@ -20,12 +20,11 @@ pub(crate) fn get6() -> Option<&'static RouterConfig6> {
         .filter(|cfg| cfg.egress_source != [0; 16] && cfg.pod_ip != [0; 16])
 }
 
-/// The configuration, once the loader has written it (before that, `None`).
+/// The configuration, once the loader has written it (before that, `None`). Its IPv4
+/// addresses are unspecified in an instance with IPv6 alone.
 #[inline(always)]
 pub(crate) fn get() -> Option<&'static RouterConfig> {
-    CONFIG
-        .get(0)
-        .filter(|cfg| cfg.egress_source != [0; 4] && cfg.pod_ifindex != 0)
+    CONFIG.get(0).filter(|cfg| cfg.pod_ifindex != 0)
 }
 
 /// The egress interface's index as written, configured or not (the lab's forwarder).

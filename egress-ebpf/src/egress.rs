@@ -7,7 +7,8 @@
 //! - egress: the connections the pod opens itself from EGRESS_SOURCE are tracked, so that
 //!   their replies pass ingress.
 //!
-//! IPv6 is dropped both ways until it is supported.
+//! IPv6 goes on to the IPv6 programs of an instance with IPv6, and is dropped both ways
+//! otherwise.
 
 use aya_ebpf::programs::TcContext;
 use egress_common::{
@@ -39,7 +40,9 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
         return Ok(passed);
     };
     let daddr = ip.daddr.to_ne_bytes();
-    if daddr != cfg.egress_source {
+    // (An instance with IPv6 alone has no IPv4 EGRESS_SOURCE: 0.0.0.0, which no packet
+    // may claim to be for.)
+    if daddr != cfg.egress_source || daddr == [0; 4] {
         // Broadcast and multicast are not a way through the pod; unicast to any other
         // address would be routed by the pod, which it must not do for this network.
         if daddr[0] >= 224 || daddr == [255; 4] {
@@ -99,7 +102,8 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
         }
         return Ok(passed);
     };
-    if ip.saddr.to_ne_bytes() != cfg.egress_source || ip.is_later_fragment() {
+    let saddr = ip.saddr.to_ne_bytes();
+    if saddr != cfg.egress_source || saddr == [0; 4] || ip.is_later_fragment() {
         return Ok(passed);
     }
     if icmp::is_error(ctx, &ip)? {

@@ -315,8 +315,13 @@ impl Status {
                 .then(|| pin_dir.to_owned()),
             pod_interface: config.and_then(|c| ifname(c.pod_ifindex)),
             egress_interface: config.and_then(|c| ifname(c.egress_ifindex)),
-            pod_ip: config.map(|c| c.pod_ip.into()),
-            egress_source: config.map(|c| c.egress_source.into()),
+            // Unspecified in an instance with IPv6 alone.
+            pod_ip: config
+                .map(|c| Ipv4Addr::from(c.pod_ip))
+                .filter(|ip| !ip.is_unspecified()),
+            egress_source: config
+                .map(|c| Ipv4Addr::from(c.egress_source))
+                .filter(|ip| !ip.is_unspecified()),
             pod_ip6: ipv6.then(|| config6.pod_ip.into()),
             egress_source6: ipv6.then(|| config6.egress_source.into()),
             programs: discover::attached_programs(pod_interface, egress_interface)?,

@@ -382,7 +382,7 @@ impl FailoverLab {
 /// The stable MAC of the lab's EGRESS_SOURCE, as text.
 #[must_use]
 pub fn stable_mac_text() -> String {
-    egress_user::network::mac::mac_text(egress_user::network::mac::stable_mac(EGRESS_SOURCE))
+    egress_user::network::mac::mac_text(egress_user::network::mac::stable_mac(EGRESS_SOURCE.into()))
 }
 
 fn up(ns: &Netns, dev: &str, cidr: &str) -> Result<()> {

@@ -422,13 +422,30 @@ impl Lab {
         hosts: &Path,
         ttl: u32,
     ) -> Result<(PathBuf, usize)> {
-        self.client.ip(&[
-            "addr",
-            "add",
-            &format!("{NAMESERVER_IP}/{POD_PREFIX}"),
-            "dev",
-            "eth0",
-        ])?;
+        self.start_nameserver_at(dir, hosts, ttl, NAMESERVER_IP.into())
+    }
+
+    /// [`Lab::start_nameserver`] at `ip` (an IPv6 address for an IPv6-only pod: the
+    /// client namespace's IPv6 must be on).
+    pub fn start_nameserver_at(
+        &mut self,
+        dir: &Path,
+        hosts: &Path,
+        ttl: u32,
+        ip: std::net::IpAddr,
+    ) -> Result<(PathBuf, usize)> {
+        let (family, prefix) = if ip.is_ipv6() {
+            ("-6", 64)
+        } else {
+            ("-4", POD_PREFIX)
+        };
+        let mut add = vec![family, "addr", "add"];
+        let addr = format!("{ip}/{prefix}");
+        add.extend([addr.as_str(), "dev", "eth0"]);
+        if ip.is_ipv6() {
+            add.push("nodad");
+        }
+        self.client.ip(&add)?;
         let mut cmd = self.client.command("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -441,7 +458,7 @@ impl Lab {
             "--pid-file",
             "--log-facility=-",
         ])
-        .arg(format!("--listen-address={NAMESERVER_IP}"))
+        .arg(format!("--listen-address={ip}"))
         .arg(format!("--addn-hosts={}", hosts.display()))
         .arg(format!("--local-ttl={ttl}"));
         let index = self.daemons_len();
@@ -449,14 +466,15 @@ impl Lab {
         let resolv_conf = dir.join("resolv.conf");
         std::fs::write(
             &resolv_conf,
-            format!("nameserver {NAMESERVER_IP}\noptions timeout:1\n"),
+            format!("nameserver {ip}\noptions timeout:1\n"),
         )?;
+        let socket = std::net::SocketAddr::new(ip, 53);
         // Ready when it answers.
         for _ in 0..50 {
             let out = crate::netns::run_bounded(
                 self.client
                     .command("ss")
-                    .args(["-Hlun", &format!("src = {NAMESERVER_IP}:53")]),
+                    .args(["-Hlun", &format!("src = {socket}")]),
                 Duration::from_secs(3),
             )?;
             if !out.stdout.is_empty() {
@@ -464,7 +482,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("dnsmasq did not listen on {NAMESERVER_IP}:53")
+        bail!("dnsmasq did not listen on {socket}")
     }
 
     /// Sends SIGHUP to daemon `index` (dnsmasq re-reads its hosts files and empties its cache).

@@ -93,7 +93,7 @@ fn the_egress_interface_takes_the_stable_mac_and_teardown_gives_its_own_back() {
     peer_server(&mut lab, "tcp", 80);
     wait_listening(&lab, 80);
     let own = mac_of(&lab.router, "macvlan0");
-    let stable = mac_text(stable_mac(EGRESS_SOURCE));
+    let stable = mac_text(stable_mac(EGRESS_SOURCE.into()));
     assert_eq!(stable, "02:45:c6:33:64:64");
     assert_ne!(own, stable);
 

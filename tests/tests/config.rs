@@ -223,24 +223,6 @@ const CASES: &[Case] = &[
         "EGRESS_DESTINATION fallback IP must be the last line",
     ),
     (
-        "IPv6 alone in redirect mode (dual stack is applied)",
-        Some("2001:db8:e::99/64"),
-        Some("fe80::1"),
-        Some("80 tcp 2001:db8:f::10"),
-        "init",
-        "EGRESS_SOURCE: IPv6 alone is not applied by this version yet (dual stack is): give \
-         an IPv4 address beside the IPv6 one",
-    ),
-    (
-        "IPv6 alone, DNS proxy init (dual stack is applied)",
-        Some("2001:db8:e::99/64"),
-        Some("2001:db8:e::1"),
-        None,
-        "dns-proxy",
-        "EGRESS_SOURCE: IPv6 alone is not applied by this version yet (dual stack is): give \
-         an IPv4 address beside the IPv6 one",
-    ),
-    (
         "IPv6 remote without an IPv6 source",
         Some(SOURCE),
         Some(GATEWAY),

@@ -10,7 +10,7 @@ use egress_tests::{
     netns::{Netns, run_bounded},
 };
 use egress_user::{
-    config::fields::{Egress6, EgressSource},
+    config::fields::{Egress4, Egress6, EgressSource},
     network::{
         announce::announce,
         error::Error,
@@ -42,14 +42,16 @@ fn plan(iface: &str, parent: Option<&str>) -> NetworkPlan {
         egress_interface: iface.to_owned(),
         macvlan_parent: parent.map(str::to_owned),
         macvlan_mode: MacvlanMode::Private,
-        source: EgressSource {
-            ip: EGRESS_SOURCE,
-            prefix: NODE_PREFIX,
-        },
-        gateway: GATEWAY_IP,
+        v4: Some(Egress4 {
+            source: EgressSource {
+                ip: EGRESS_SOURCE,
+                prefix: NODE_PREFIX,
+            },
+            gateway: GATEWAY_IP,
+        }),
         v6: None,
         owner: "egress-router:network-test".to_owned(),
-        mac: Some(stable_mac(EGRESS_SOURCE)),
+        mac: Some(stable_mac(EGRESS_SOURCE.into())),
     }
 }
 
@@ -85,7 +87,7 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
     assert!(!applied.created_macvlan);
     assert_eq!(
         applied.egress_mac,
-        stable_mac(EGRESS_SOURCE),
+        stable_mac(EGRESS_SOURCE.into()),
         "the stable MAC"
     );
 

@@ -25,7 +25,7 @@ use crate::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
-    network::interface::pod_ip,
+    network::interface::pod_ips,
 };
 
 /// How the agent runs.
@@ -82,7 +82,11 @@ pub async fn prepare(opts: &Options, take_over: bool) -> Result<Prepared> {
     let addr = match opts.metrics {
         Listen::Off => None,
         Listen::At(addr) => Some(addr),
-        Listen::PodIp(port) => Some((pod_ip(&opts.pod_interface).await?, port).into()),
+        // The pod's IPv4 address, or its IPv6 one in a pod without IPv4.
+        Listen::PodIp(port) => Some(std::net::SocketAddr::new(
+            pod_ips(&opts.pod_interface).await?[0],
+            port,
+        )),
     };
     let metrics = match addr {
         Some(addr) => Some(

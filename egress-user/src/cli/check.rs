@@ -45,7 +45,7 @@ pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
         macvlan_parent: args.macvlan_parent.clone(),
         source,
         gateway,
-        mac: (!args.keep_mac).then(|| stable_mac(source.ip)),
+        mac: (!args.keep_mac).then(|| stable_mac(source.ip.into())),
         remotes,
     };
     let report = runtime()?.block_on(check(&input))?;

@@ -9,8 +9,10 @@ use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
     config::{
         dns_proxy::{check_dns_families, check_dns_local_ports, parse_dns_routes},
-        error::ConfigError,
-        fields::{Egress, Egress6, EgressSource, check_pairs, optional_gateways, optional_sources},
+        fields::{
+            Egress, Egress4, Egress6, EgressSource, check_pairs, optional_gateways,
+            optional_sources,
+        },
     },
     instance::{
         Instance,
@@ -65,20 +67,19 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             tracing::info!("DNS proxy relay terminating");
             return Ok(());
         }
-        let v4 = sources.v4.ok_or(ConfigError::Ipv6Alone {
-            variable: "EGRESS_SOURCE",
-        })?;
         // The prefixes and gateways of the variables when the network is set up here;
         // otherwise the addresses alone (OpenShift's init container has done the rest).
         let (given_sources, given_gateways) = network.unzip();
         let egress = Egress {
-            source: EgressSource {
-                ip: v4,
-                prefix: given_sources.and_then(|s| s.v4).map_or(32, |s| s.prefix),
-            },
-            gateway: given_gateways
-                .and_then(|g| g.v4)
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            v4: sources.v4.map(|ip| Egress4 {
+                source: EgressSource {
+                    ip,
+                    prefix: given_sources.and_then(|s| s.v4).map_or(32, |s| s.prefix),
+                },
+                gateway: given_gateways
+                    .and_then(|g| g.v4)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            }),
             v6: sources.v6.map(|ip| Egress6 {
                 source: EgressSource {
                     ip,
@@ -91,7 +92,12 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
         };
         let settings = cli.settings(local_tcp_ports);
         let prepared = prepare(&cli.agent_options(), args.take_over).await?;
-        let mut names = Names::new(resolver, &routes, egress.v6.is_some(), debug);
+        let mut names = Names::new(
+            resolver,
+            &routes,
+            (egress.v4.is_some(), egress.v6.is_some()),
+            debug,
+        );
         let mut instance =
             Instance::start(&settings, &egress, network.is_some(), names.rules()).await?;
         instance.log_started(&settings);

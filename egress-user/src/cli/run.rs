@@ -51,7 +51,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
-            let egress = config.egress()?;
+            let egress = config.egress();
             // The network, and the data plane with no rule: it translates nothing, and its
             // egress-interface programs keep the egress network out of the pod (only replies
             // to the proxies' own connections come in), whatever the main container may do.
@@ -68,7 +68,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             Ok(())
         }),
         Mode::Init | Mode::Legacy => runtime()?.block_on(async {
-            let egress = config.egress()?;
+            let egress = config.egress();
             // Handlers first: a SIGTERM during set-up ends legacy mode right after it.
             let signals = Signals::install()?;
             // What can fail for the agent fails before the set-up changes anything.

@@ -224,10 +224,10 @@ fn ipv6_sources_and_destinations_lead_somewhere() {
 }
 
 #[test]
-fn redirect_applies_dual_stack_and_the_rest_refuses_ipv6_for_now() {
+fn every_family_is_applied_and_check_refuses_ipv6_for_now() {
     let dual = Config::from_raw(&raw(DUAL_SOURCE, DUAL_GATEWAY, "203.0.113.20")).unwrap();
-    let egress = dual.egress().unwrap();
-    assert_eq!(egress.source, dual.source.v4.unwrap());
+    let egress = dual.egress();
+    assert_eq!(egress.v4.unwrap().source, dual.source.v4.unwrap());
     assert_eq!(
         egress.v6,
         Some(Egress6 {
@@ -236,16 +236,24 @@ fn redirect_applies_dual_stack_and_the_rest_refuses_ipv6_for_now() {
         })
     );
     let alone = Config::from_raw(&raw("2001:db8:e::99/64", "fe80::1", "2001:db8:f::10")).unwrap();
+    let egress = alone.egress();
+    assert_eq!(egress.v4, None);
     assert_eq!(
-        alone.egress().unwrap_err(),
-        ConfigError::Ipv6Alone {
-            variable: "EGRESS_SOURCE"
-        }
+        egress.v6.map(|v6| (v6.source.ip, v6.gateway)),
+        Some((
+            "2001:db8:e::99".parse().unwrap(),
+            "fe80::1".parse().unwrap()
+        ))
+    );
+    assert_eq!(
+        egress.mac_address(),
+        "2001:db8:e::99".parse::<std::net::IpAddr>().unwrap()
     );
     let v4 = Config::from_raw(&raw("198.51.100.99/24", "198.51.100.1", "203.0.113.20")).unwrap();
-    let egress = v4.egress().unwrap();
+    let egress = v4.egress();
+    let half = egress.v4.unwrap();
     assert_eq!(
-        (egress.source.prefix, egress.gateway, egress.v6),
+        (half.source.prefix, half.gateway, egress.v6),
         (24, Ipv4Addr::new(198, 51, 100, 1), None)
     );
     assert_eq!(

@@ -78,11 +78,6 @@ pub enum ConfigError {
          (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
     )]
     Ipv6NotApplied { variable: &'static str },
-    #[error(
-        "{variable}: IPv6 alone is not applied by this version yet (dual stack is): give an \
-         IPv4 address beside the IPv6 one"
-    )]
-    Ipv6Alone { variable: &'static str },
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

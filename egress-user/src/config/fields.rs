@@ -86,20 +86,38 @@ pub struct Dual<V4, V6> {
     pub v6: Option<V6>,
 }
 
-/// The egress side of a redirect instance as the data plane applies it: IPv4, and
-/// IPv6 beside it ([`crate::config::redirect::Config::egress`]).
+/// One family's half of the egress side: EGRESS_SOURCE's address of the family and the
+/// gateway of the family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressHalf<A> {
+    pub source: EgressSource<A>,
+    pub gateway: A,
+}
+
+/// The IPv4 half of [`Egress`].
+pub type Egress4 = EgressHalf<Ipv4Addr>;
+/// The IPv6 half of [`Egress`].
+pub type Egress6 = EgressHalf<Ipv6Addr>;
+
+/// The egress side of an instance as the data plane applies it: IPv4, IPv6, or both
+/// ([`crate::config::redirect::Config::egress`]). At least one half is there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Egress {
-    pub source: EgressSource,
-    pub gateway: Ipv4Addr,
+    pub v4: Option<Egress4>,
     pub v6: Option<Egress6>,
 }
 
-/// The IPv6 half of [`Egress`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Egress6 {
-    pub source: EgressSource<Ipv6Addr>,
-    pub gateway: Ipv6Addr,
+impl Egress {
+    /// The address the egress interface's stable MAC is made from: the IPv4 one when there
+    /// is one (a dual-stack instance keeps the MAC of its IPv4 address), else the IPv6 one.
+    #[must_use]
+    pub fn mac_address(&self) -> IpAddr {
+        match (self.v4, self.v6) {
+            (Some(v4), _) => IpAddr::V4(v4.source.ip),
+            (None, Some(v6)) => IpAddr::V6(v6.source.ip),
+            (None, None) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
+    }
 }
 
 /// `EGRESS_SOURCE`: one address per family.

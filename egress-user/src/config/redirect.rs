@@ -11,8 +11,8 @@ use std::{
 use crate::config::{
     error::ConfigError,
     fields::{
-        Egress, Egress6, Family as _, Gateways, Sources, check_destination, check_local_ports,
-        check_pairs, parse_port, value_lines,
+        Egress, Egress4, Egress6, Family as _, Gateways, Sources, check_destination,
+        check_local_ports, check_pairs, parse_port, value_lines,
     },
     mode::Mode,
 };
@@ -217,20 +217,23 @@ impl Config {
         })
     }
 
-    /// EGRESS_SOURCE and EGRESS_GATEWAY as redirect mode applies them: IPv4, and IPv6
-    /// beside it. An error naming the variable when it has IPv6 alone.
-    pub fn egress(&self) -> Result<Egress, ConfigError> {
-        let v4 = |variable| ConfigError::Ipv6Alone { variable };
-        Ok(Egress {
-            source: self.source.v4.ok_or(v4("EGRESS_SOURCE"))?,
-            gateway: self.gateway.v4.ok_or(v4("EGRESS_GATEWAY"))?,
-            // Validation paired them: a source of a family has its gateway.
+    /// EGRESS_SOURCE and EGRESS_GATEWAY as the data plane applies them: each family
+    /// EGRESS_SOURCE has, with its gateway.
+    #[must_use]
+    pub fn egress(&self) -> Egress {
+        // Validation paired them: a source of a family has its gateway.
+        Egress {
+            v4: self
+                .source
+                .v4
+                .zip(self.gateway.v4)
+                .map(|(source, gateway)| Egress4 { source, gateway }),
             v6: self
                 .source
                 .v6
                 .zip(self.gateway.v6)
                 .map(|(source, gateway)| Egress6 { source, gateway }),
-        })
+        }
     }
 
     /// The agent's own TCP ports (metrics, health) must not also be redirect rules.

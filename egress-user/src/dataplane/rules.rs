@@ -63,11 +63,11 @@ impl RuleSet {
         set
     }
 
-    /// The DNS proxy's routes (TCP), in the IPv4 map and, for an instance with IPv6
-    /// (`ipv6`), the IPv6 one: a route to an address in its family's, a route to a name
-    /// in both, flagged [`rule_flags::ADDRS`] (its addresses live in their own maps).
+    /// The DNS proxy's routes (TCP), in the map of each family the instance has (`ipv4`,
+    /// `ipv6`): a route to an address in its family's, a route to a name in each, flagged
+    /// [`rule_flags::ADDRS`] (its addresses live in their own maps).
     #[must_use]
-    pub fn from_dns_routes(routes: &[DnsRoute], ipv6: bool) -> Self {
+    pub fn from_dns_routes(routes: &[DnsRoute], (ipv4, ipv6): (bool, bool)) -> Self {
         fn of<A: Addr>(
             routes: &[DnsRoute],
             v6: bool,
@@ -100,7 +100,11 @@ impl RuleSet {
             IpAddr::V4(_) => None,
         };
         Self {
-            rules: of(routes, false, v4),
+            rules: if ipv4 {
+                of(routes, false, v4)
+            } else {
+                Vec::new()
+            },
             rules6: if ipv6 {
                 of(routes, true, v6)
             } else {
@@ -262,7 +266,7 @@ mod tests {
         let routes =
             crate::config::dns_proxy::parse_dns_routes("80 203.0.113.10\n8080 app.example.com 80")
                 .unwrap();
-        let set = RuleSet::from_dns_routes(&routes, false).with_local(&[9469, 80]);
+        let set = RuleSet::from_dns_routes(&routes, (true, false)).with_local(&[9469, 80]);
         let rules = plan_rules(&[], &set.rules, &BTreeSet::new()).result;
         assert_eq!(rules.len(), 3, "9469 delivered to the pod, 80 stays a rule");
         assert_eq!(rules[0].0.port, 80);
@@ -280,13 +284,15 @@ mod tests {
             "80 203.0.113.10\n81 2001:db8:f::10 8081\n82 app.example.com",
         )
         .unwrap();
-        let only4 = RuleSet::from_dns_routes(&routes, false);
+        let only4 = RuleSet::from_dns_routes(&routes, (true, false));
         let ports = |rules: &[(RuleKey, RuleTarget<_>)]| -> Vec<u16> {
             rules.iter().map(|(k, _)| k.port).collect()
         };
         assert_eq!(ports(&only4.rules), [80, 82]);
         assert!(only4.rules6.is_empty());
-        let dual = RuleSet::from_dns_routes(&routes, true);
+        let only6 = RuleSet::from_dns_routes(&routes, (false, true));
+        assert!(only6.rules.is_empty() && only6.rules6.len() == 2);
+        let dual = RuleSet::from_dns_routes(&routes, (true, true));
         assert_eq!(ports(&dual.rules), [80, 82]);
         let ports6: Vec<u16> = dual.rules6.iter().map(|(k, _)| k.port).collect();
         assert_eq!(ports6, [81, 82]);

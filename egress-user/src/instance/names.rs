@@ -83,8 +83,9 @@ impl Name {
 pub struct Names {
     resolver: TokioResolver,
     routes: Vec<DnsRoute>,
-    /// Whether EGRESS_SOURCE has an IPv6 address: names are resolved to AAAA too.
-    ipv6: bool,
+    /// The families EGRESS_SOURCE has (IPv4, IPv6): names are resolved to A records for
+    /// the one, AAAA records for the other.
+    families: (bool, bool),
     names: Vec<Name>,
     /// Log every new connection (read from conntrack).
     debug: bool,
@@ -94,12 +95,19 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names of `routes` in IPv4 and, with `ipv6` (EGRESS_SOURCE has an IPv6 address),
-    /// in IPv6 too.
+    /// The names of `routes` in the families EGRESS_SOURCE has (`ipv4`, `ipv6`).
     #[must_use]
-    pub fn new(resolver: TokioResolver, routes: &[DnsRoute], ipv6: bool, debug: bool) -> Self {
+    pub fn new(
+        resolver: TokioResolver,
+        routes: &[DnsRoute],
+        (ipv4, ipv6): (bool, bool),
+        debug: bool,
+    ) -> Self {
         let now = Instant::now();
-        let families: &[bool] = if ipv6 { &[false, true] } else { &[false] };
+        let families: Vec<bool> = [(ipv4, false), (ipv6, true)]
+            .into_iter()
+            .filter_map(|(has, v6)| has.then_some(v6))
+            .collect();
         let names = routes
             .iter()
             .filter_map(|route| match &route.target {
@@ -107,7 +115,7 @@ impl Names {
                 DnsTarget::Ip(_) => None,
             })
             .flat_map(|(host, port)| {
-                families.iter().map(move |&v6| Name {
+                families.clone().into_iter().map(move |v6| Name {
                     host: host.clone(),
                     key: key(port),
                     v6,
@@ -120,7 +128,7 @@ impl Names {
         Self {
             resolver,
             routes: routes.to_vec(),
-            ipv6,
+            families: (ipv4, ipv6),
             names,
             debug,
             connection_log: None,
@@ -131,7 +139,7 @@ impl Names {
     /// The rules of the routes.
     #[must_use]
     pub fn rules(&self) -> RuleSet {
-        RuleSet::from_dns_routes(&self.routes, self.ipv6)
+        RuleSet::from_dns_routes(&self.routes, self.families)
     }
 
     /// When the next name is due for resolution.
@@ -152,6 +160,7 @@ impl Names {
     /// multicast or broadcast are left out: a new connection never loops back into the pod.
     pub async fn refresh(&mut self, instance: &mut Instance, force: bool) {
         let router = instance.router();
+        // (Unspecified in an instance with IPv6 alone, which resolves no A records.)
         let mut own = vec![
             IpAddr::V4(router.pod_ip.into()),
             IpAddr::V4(router.egress_source.into()),

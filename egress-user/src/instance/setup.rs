@@ -78,11 +78,10 @@ impl Settings {
             egress_interface: self.egress_interface.clone(),
             macvlan_parent: self.macvlan_parent.clone(),
             macvlan_mode: self.macvlan_mode,
-            source: egress.source,
-            gateway: egress.gateway,
+            v4: egress.v4,
             v6: egress.v6,
             owner: owner_alias(&self.instance),
-            mac: self.stable_mac.then(|| stable_mac(egress.source.ip)),
+            mac: self.stable_mac.then(|| stable_mac(egress.mac_address())),
         }
     }
 }
@@ -106,15 +105,19 @@ impl Instance {
         network: bool,
         rules: RuleSet,
     ) -> Result<Self, Error> {
-        let source = egress.source;
-        let gateway = network.then_some(egress.gateway);
+        let source = egress.mac_address();
         // Checks without side effects first.
         let pod = interface_facts(&settings.pod_interface)
             .await
             .map_err(Error::PodInterface)?;
-        let pod_ip = *pod.ipv4.first().ok_or_else(|| {
-            Error::PodInterface(NetworkError::NoIpv4(settings.pod_interface.clone()))
-        })?;
+        // IPv4 clients reach the router at the pod's IPv4 address (none is needed, nor
+        // used, by an instance with IPv6 alone).
+        let pod_ip = match egress.v4 {
+            Some(_) => *pod.ipv4.first().ok_or_else(|| {
+                Error::PodInterface(NetworkError::NoIpv4(settings.pod_interface.clone()))
+            })?,
+            None => pod.ipv4.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
         // IPv6 clients reach the router at the pod's global IPv6 address.
         let pod_ip6 = match egress.v6 {
             Some(_) => Some(*pod.ipv6.first().ok_or_else(|| {
@@ -150,13 +153,13 @@ impl Instance {
         // Two checks at once, as both take a while and change nothing that stays: that no
         // other host holds EGRESS_SOURCE (the ARP probe, 250 ms), and loading the BPF
         // object (maps created, programs verified).
-        let probe = match gateway {
-            Some(_) if settings.force_source => {
+        let probe = match network {
+            true if settings.force_source => {
                 tracing::warn!(%source, "EGRESS_SOURCE claimed without checking for another holder");
                 None
             }
-            Some(_) => Some(settings.network_plan(egress)),
-            None => None,
+            true => Some(settings.network_plan(egress)),
+            false => None,
         };
         let mut handover = Handover::prepare(
             &settings.bpffs_root,
@@ -195,21 +198,22 @@ impl Instance {
         phase("EGRESS_SOURCE free, BPF object loaded");
 
         // Now change the system: network, maps, attachments.
-        let applied = match gateway {
-            Some(_) => Some(
+        let applied = match network {
+            true => Some(
                 settings
                     .network_plan(egress)
                     .apply()
                     .await
                     .map_err(Error::Network)?,
             ),
-            None => None,
+            false => None,
         };
         phase("network applied");
         let egress_facts = interface_facts(&settings.egress_interface)
             .await
             .map_err(Error::EgressInterface)?;
-        let mut router = router_config(source.ip, pod_ip, &pod, &egress_facts, settings.debug);
+        let source4 = egress.v4.map_or(Ipv4Addr::UNSPECIFIED, |v4| v4.source.ip);
+        let mut router = router_config(source4, pod_ip, &pod, &egress_facts, settings.debug);
         // The port-choice key of the running data plane, so that its flows are re-created
         // with the same translation; a new one for a new data plane.
         router.nat_secret = match dataplane.maps().config()? {
@@ -317,7 +321,12 @@ async fn announce_source(
         applied.egress_mac,
         settings.arp_request_after,
     );
-    let v4 = announce(iface, index, mac, egress.source.ip, after);
+    let v4 = async {
+        match egress.v4 {
+            Some(v4) => announce(iface, index, mac, v4.source.ip, after).await,
+            None => Ok(()),
+        }
+    };
     let v6 = async {
         match egress.v6 {
             Some(v6) => announce6(iface, index, mac, v6.source.ip, after).await,

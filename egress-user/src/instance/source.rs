@@ -8,7 +8,6 @@ use std::{future::Future, time::Duration};
 use crate::{
     config::{
         error::ConfigError,
-        mode::Mode,
         redirect::{Config, Raw},
         source::ConfigSource,
     },
@@ -156,11 +155,6 @@ fn validate(
         ..raw.clone()
     })?;
     config.check_local_ports(local_tcp_ports)?;
-    // What the modes do not apply yet is refused here, at start and on reload alike,
-    // before anything changes: IPv6 alone.
-    if config.mode != Mode::UnitTest {
-        config.egress()?;
-    }
     Ok(config)
 }
 

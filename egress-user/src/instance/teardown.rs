@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    config::fields::{Egress6, EgressSource, Gateways, Sources},
+    config::fields::{Egress4, Egress6, EgressSource, Gateways, Sources},
     dataplane::{bpffs, discover},
     instance::setup::owner_alias,
     network::plan::{MacvlanMode, NetworkPlan, Removed},
@@ -47,10 +47,9 @@ impl Teardown<'_> {
         let running_source = running
             .as_ref()
             .and_then(|maps| maps.config().ok().flatten())
-            .map(|c| EgressSource {
-                ip: c.egress_source.into(),
-                prefix: 32,
-            });
+            .map(|c| Ipv4Addr::from(c.egress_source))
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| EgressSource { ip, prefix: 32 });
         let running_source6 = running
             .as_ref()
             .and_then(|maps| maps.config6().ok())
@@ -59,7 +58,10 @@ impl Teardown<'_> {
             .map(|ip| EgressSource { ip, prefix: 128 });
         let given = self.source.unwrap_or_default();
         let gateway = self.gateway.unwrap_or_default();
-        let source = given.v4.or(running_source);
+        let v4 = given.v4.or(running_source).map(|source| Egress4 {
+            source,
+            gateway: gateway.v4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        });
         let v6 = given.v6.or(running_source6).map(|source| Egress6 {
             source,
             gateway: gateway.v6.unwrap_or(Ipv6Addr::UNSPECIFIED),
@@ -68,26 +70,25 @@ impl Teardown<'_> {
         let programs = discover::detach_all(self.pod_interface, self.egress_interface)?;
         let pins = bpffs::remove_pins(self.pin_dir)
             .with_context(|| format!("removing the pins in {}", self.pin_dir.display()))?;
-        let network = match source {
-            Some(source) => {
+        let network = match (v4, v6) {
+            (None, None) => {
+                tracing::warn!(
+                    "EGRESS_SOURCE unknown (not set, no running data plane): network left as it is"
+                );
+                Removed::default()
+            }
+            _ => {
                 NetworkPlan {
                     egress_interface: self.egress_interface.to_owned(),
                     macvlan_parent: None,
                     macvlan_mode: self.macvlan_mode,
-                    source,
-                    gateway: gateway.v4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    v4,
                     v6,
                     owner: owner_alias(self.instance),
                     mac: None,
                 }
                 .teardown()
                 .await?
-            }
-            None => {
-                tracing::warn!(
-                    "EGRESS_SOURCE unknown (not set, no running data plane): network left as it is"
-                );
-                Removed::default()
             }
         };
         Ok(Done {

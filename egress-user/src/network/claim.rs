@@ -35,7 +35,7 @@ impl NetworkPlan {
     async fn check_with(&self, handle: &Handle, how: Probe) -> Result<(), Error> {
         let iface = self.egress_interface.as_str();
         // The addresses to probe for: each family's, unless the interface holds it already.
-        let mut v4 = Some(self.source.ip);
+        let mut v4 = self.v4.map(|v4| v4.source.ip);
         let mut v6 = self.v6.map(|v6| v6.source.ip);
         let (link, from) = match link_by_name(handle, iface).await? {
             Some(link) => {

@@ -177,8 +177,8 @@ pub async fn egress_sources(
     Ok(sources)
 }
 
-/// The pod interface's IPv4 address and its global IPv6 address, if it has one: where the
-/// HTTP proxy listens.
+/// The pod interface's IPv4 address and its global IPv6 address (at least one of them):
+/// where the proxies listen, the IPv4 one first.
 pub async fn pod_ips(pod_interface: &str) -> anyhow::Result<Vec<IpAddr>> {
     let facts = interface_facts(pod_interface)
         .await
@@ -195,18 +195,6 @@ pub async fn pod_ips(pod_interface: &str) -> anyhow::Result<Vec<IpAddr>> {
         "the pod interface {pod_interface} has no address"
     );
     Ok(ips)
-}
-
-/// The pod interface's first IPv4 address: where the proxies listen.
-pub async fn pod_ip(pod_interface: &str) -> anyhow::Result<Ipv4Addr> {
-    let facts = interface_facts(pod_interface)
-        .await
-        .with_context(|| format!("reading the pod interface {pod_interface}"))?;
-    facts
-        .ipv4
-        .first()
-        .copied()
-        .with_context(|| format!("the pod interface {pod_interface} has no IPv4 address"))
 }
 
 /// The operational state the kernel reports for a link.

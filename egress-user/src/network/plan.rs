@@ -23,7 +23,7 @@ use rtnetlink::{
 };
 
 use crate::{
-    config::fields::{Egress6, EgressSource},
+    config::fields::{Egress4, Egress6},
     network::{
         error::Error,
         interface::{link_by_name, link_mac, netlink},
@@ -84,8 +84,8 @@ pub struct NetworkPlan {
     /// Create the egress interface as a macvlan on this parent when it does not exist.
     pub macvlan_parent: Option<String>,
     pub macvlan_mode: MacvlanMode,
-    pub source: EgressSource,
-    pub gateway: Ipv4Addr,
+    /// EGRESS_SOURCE's IPv4 address and the IPv4 gateway, if it has one.
+    pub v4: Option<Egress4>,
     /// EGRESS_SOURCE's IPv6 address and the IPv6 gateway, if it has one
     /// ([`crate::network::plan6`]).
     pub v6: Option<Egress6>,
@@ -216,16 +216,17 @@ impl NetworkPlan {
             _ => own_mac,
         };
 
-        let source = self.source;
-        netlink(
-            handle
-                .address()
-                .add(index, source.ip.into(), source.prefix)
-                .replace()
-                .execute()
-                .await,
-            || format!("adding {source} to {iface}"),
-        )?;
+        if let Some(Egress4 { source, .. }) = self.v4 {
+            netlink(
+                handle
+                    .address()
+                    .add(index, source.ip.into(), source.prefix)
+                    .replace()
+                    .execute()
+                    .await,
+                || format!("adding {source} to {iface}"),
+            )?;
+        }
         if let Some(v6) = &self.v6 {
             plan6::prepare(iface)?;
             plan6::add_address(handle, iface, index, v6).await?;
@@ -238,24 +239,25 @@ impl NetworkPlan {
                 .await,
             || format!("setting {iface} up"),
         )?;
-        let gateway = self.gateway;
-        let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(gateway, 32)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .build();
-        netlink(
-            handle.route().add(host_route).replace().execute().await,
-            || format!("adding the route to {gateway} on {iface}"),
-        )?;
-        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        netlink(
-            handle.route().add(default_route).replace().execute().await,
-            || format!("setting the default route via {gateway} on {iface}"),
-        )?;
+        if let Some(Egress4 { gateway, .. }) = self.v4 {
+            let host_route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(gateway, 32)
+                .output_interface(index)
+                .scope(RouteScope::Link)
+                .build();
+            netlink(
+                handle.route().add(host_route).replace().execute().await,
+                || format!("adding the route to {gateway} on {iface}"),
+            )?;
+            let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .build();
+            netlink(
+                handle.route().add(default_route).replace().execute().await,
+                || format!("setting the default route via {gateway} on {iface}"),
+            )?;
+        }
         // The data plane forwards by itself (bpf_redirect_neigh); kernel forwarding would
         // route between the pod network and the egress network. An earlier release turned
         // it on in this namespace: off again.
@@ -298,30 +300,31 @@ impl NetworkPlan {
             removed.link = true;
             return Ok(removed);
         }
-        let gateway = self.gateway;
-        let routes = [
-            RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(gateway)
-                .output_interface(index)
-                .build(),
-            RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(gateway, 32)
-                .output_interface(index)
-                .scope(RouteScope::Link)
-                .build(),
-        ];
         if let Some(v6) = &self.v6 {
             removed.routes += plan6::remove_routes(handle, iface, index, v6.gateway).await?;
         }
-        for route in routes {
-            match handle.route().del(route).execute().await {
-                Ok(()) => removed.routes += 1,
-                Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => {}
-                Err(source) => {
-                    return Err(Error::Netlink {
-                        what: format!("removing a route via {gateway} from {iface}"),
-                        source,
-                    });
+        if let Some(Egress4 { gateway, .. }) = self.v4 {
+            let routes = [
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .output_interface(index)
+                    .build(),
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(gateway, 32)
+                    .output_interface(index)
+                    .scope(RouteScope::Link)
+                    .build(),
+            ];
+            for route in routes {
+                match handle.route().del(route).execute().await {
+                    Ok(()) => removed.routes += 1,
+                    Err(rtnetlink::Error::NetlinkError(err)) if err.raw_code() == -libc::ESRCH => {}
+                    Err(source) => {
+                        return Err(Error::Netlink {
+                            what: format!("removing a route via {gateway} from {iface}"),
+                            source,
+                        });
+                    }
                 }
             }
         }
@@ -334,9 +337,10 @@ impl NetworkPlan {
         while let Some(msg) = netlink(addresses.try_next().await, || {
             format!("listing the addresses of {iface}")
         })? {
+            let v4 = self.v4.map(|v4| IpAddr::V4(v4.source.ip));
             let v6 = self.v6.map(|v6| IpAddr::V6(v6.source.ip));
             let ours = msg.attributes.iter().any(|attr| {
-                matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == IpAddr::V4(self.source.ip) || Some(*ip) == v6)
+                matches!(attr, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if Some(*ip) == v4 || Some(*ip) == v6)
             });
             if ours {
                 mine.push(msg);
@@ -344,7 +348,7 @@ impl NetworkPlan {
         }
         for msg in mine {
             netlink(handle.address().del(msg).execute().await, || {
-                format!("removing EGRESS_SOURCE ({}) from {iface}", self.source)
+                format!("removing EGRESS_SOURCE from {iface}")
             })?;
             removed.address = true;
         }
