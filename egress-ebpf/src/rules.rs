@@ -104,7 +104,9 @@ pub(crate) fn target(
     Ok(None)
 }
 
-/// One of the current addresses of a name rule in `table`, at random, into `addr`.
+/// One of the current addresses of a name rule in `table`, at random, into `addr`. A
+/// BPF-to-BPF call (it needs no stack of its own): only new flows to a name make it, and
+/// inlined, its registers would be spilled onto pod_ingress6's stack, which has no room.
 #[inline(never)]
 fn pick_addr<A: Addr>(
     table: &HashMap<RuleKey, RuleAddrs<A>, { MAX_RULES as usize }>,

@@ -52,9 +52,12 @@ pub(crate) fn route_back(lab: &Lab, forwarder: &mut Dataplane) -> Result<()> {
 /// variant's target, with the real MAC addresses and no UDP checksum (the generator
 /// changes the source port).
 pub(crate) fn generator_frame(lab: &Lab, variant: Variant) -> Result<Vec<u8>> {
+    let std::net::IpAddr::V4(target) = variant.target() else {
+        anyhow::bail!("the per-core mode is IPv4 only");
+    };
     let mut frame = pktgen::udp_frame(
         (CLIENT_IP.octets(), 10_000),
-        (variant.target().octets(), UDP_PORT),
+        (target.octets(), UDP_PORT),
         &[0; 18],
         64,
     );

@@ -214,7 +214,7 @@ fn main() -> Result<()> {
     // leaves the kernel busy for a while, which a first lab round measured.
     let mut lab = Vec::new();
     for round in 0..args.rounds {
-        for variant in Variant::ALL {
+        for variant in Variant::ALL.into_iter().chain(Variant::IPV6) {
             if args.costs_only {
                 break;
             }
@@ -353,10 +353,15 @@ fn lab_round(
     let pps = traffic::small_packet_rate(lab, variant, windows)?;
     let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
     if variant.translates() {
-        traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
+        traffic::start_servers(
+            lab,
+            connrate,
+            variant.server(),
+            variant::expected_source(variant),
+        )?;
         traffic::settle()?;
-        tcp1 = Some(traffic::tcp_throughput(lab, 1, windows)?);
-        tcp4 = Some(traffic::tcp_throughput(lab, 4, windows)?);
+        tcp1 = Some(traffic::tcp_throughput(lab, variant.target(), 1, windows)?);
+        tcp4 = Some(traffic::tcp_throughput(lab, variant.target(), 4, windows)?);
         conn = Some(traffic::connection_rate(
             lab,
             connrate,
@@ -366,7 +371,7 @@ fn lab_round(
     }
     // What the router dropped or retried during the round, for the report: a load whose
     // packets the router dropped measured something else.
-    let router_drops = if variant == Variant::A {
+    let router_drops = if matches!(variant, Variant::A | Variant::A6) {
         variant::router_events(lab)
     } else {
         Default::default()

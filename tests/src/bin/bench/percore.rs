@@ -138,7 +138,12 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
         route_back(lab, forwarder)?;
     }
     harness.steer(&lab.gateway, "lan0", LOAD_CPU)?;
-    traffic::start_servers(lab, connrate, variant::expected_source(variant))?;
+    traffic::start_servers(
+        lab,
+        connrate,
+        variant.server(),
+        variant::expected_source(variant),
+    )?;
     traffic::settle()?;
     let (before, threads, t0) = (
         CpuTimes::now()?,
@@ -292,7 +297,10 @@ impl Harness {
         self.dp.maps_mut().configure(
             &RouterConfig {
                 egress_ifindex: client_eth0,
-                egress_source: variant::expected_source(variant).octets(),
+                egress_source: match variant::expected_source(variant) {
+                    std::net::IpAddr::V4(ip) => ip.octets(),
+                    std::net::IpAddr::V6(_) => anyhow::bail!("the per-core mode is IPv4 only"),
+                },
                 ..RouterConfig::default()
             },
             &[],

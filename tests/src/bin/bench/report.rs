@@ -162,6 +162,10 @@ pub(crate) struct Summary {
     pub growth: [Spread; 3],
     /// The per-core mode.
     pub core: crate::corereport::CoreSummary,
+    /// IPv6: A6 and B6 in small UDP frames, TCP 1 and 4 streams, connections; and the
+    /// ratios A6/B6 of each, in that order.
+    pub v6: [[Spread; 2]; 4],
+    pub v6_a_over_b: [Spread; 4],
 }
 
 impl Summary {
@@ -182,6 +186,12 @@ impl Summary {
         let ratio =
             |f: fn(&LabRound) -> Option<f64>| move |a: &LabRound, b: &LabRound| Some(f(a)? / f(b)?);
         let overhead = |a: &LabRound, c: &LabRound| Some(2e9 / a.pps - 2e9 / c.pps);
+        let figures: [fn(&LabRound) -> Option<f64>; 4] = [
+            |x| Some(x.pps),
+            |x| x.tcp1_gbps,
+            |x| x.tcp4_gbps,
+            |x| x.conn_per_s,
+        ];
         let costs = |flows: u32, f: &dyn Fn(&CostRound) -> f64| {
             Spread::of(r.costs.iter().filter(|c| c.flows == flows).map(f))
         };
@@ -220,6 +230,14 @@ impl Summary {
                 growth(|c| c.reply_ns),
             ],
             core: crate::corereport::CoreSummary::of(&r.per_core),
+            v6: figures.map(|f| [per(Variant::A6, &f), per(Variant::B6, &f)]),
+            v6_a_over_b: figures.map(|f| {
+                paired(
+                    Variant::A6,
+                    Variant::B6,
+                    &move |a: &LabRound, b: &LabRound| Some(f(a)? / f(b)?),
+                )
+            }),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! iperf3 (TCP throughput) and connrate (short TCP connections).
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, SocketAddr},
     os::unix::process::CommandExt as _,
     path::Path,
     time::{Duration, Instant},
@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use egress_tests::{
-    lab::{CLIENT_IP, Lab, ROUTER_POD_IP, SERVER_IP},
+    lab::Lab,
     netns::{Netns, run_bounded},
 };
 
@@ -63,7 +63,7 @@ pub(crate) fn settle() -> Result<()> {
 pub(crate) fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
     variant::drop_at_gateway(lab, variant)?;
     settle()?;
-    let conf = trafgen_config(lab, variant.target())?;
+    let conf = trafgen_config(lab, variant.client(), variant.target())?;
     let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client.name()));
     std::fs::write(&path, conf)?;
     let result = measure_trafgen(lab, &path, windows);
@@ -106,16 +106,20 @@ fn measure_trafgen(lab: &mut Lab, conf: &Path, windows: Windows) -> Result<f64> 
     Ok((c1 - c0) as f64 / (t1 - t0).as_secs_f64())
 }
 
-/// A trafgen packet: Ethernet to the router's pod interface, IPv4 from the client to
+/// A trafgen packet: Ethernet to the router's pod interface, IP from `client` to
 /// `target`, UDP from one of [`UDP_FLOWS`] source ports to [`UDP_PORT`], 18 bytes of
-/// payload: 60 bytes.
-fn trafgen_config(lab: &Lab, target: Ipv4Addr) -> Result<String> {
+/// payload: 60 bytes over IPv4, 80 over IPv6 (its header is 20 bytes longer).
+fn trafgen_config(lab: &Lab, client: IpAddr, target: IpAddr) -> Result<String> {
     let router_mac = mac(&lab.router, "eth0")?;
     let client_mac = mac(&lab.client, "eth0")?;
     let (lo, hi) = (UDP_SPORT_MIN, UDP_SPORT_MIN + UDP_FLOWS - 1);
+    let ip = match target {
+        IpAddr::V4(_) => format!("ipv4(saddr={client}, daddr={target}, ttl=64)"),
+        IpAddr::V6(_) => format!("ipv6(saddr={client}, daddr={target}, hoplimit=64, nexthdr=17)"),
+    };
     Ok(format!(
         "{{\n  eth(da={router_mac}, sa={client_mac}),\n  \
-         ipv4(saddr={CLIENT_IP}, daddr={target}, ttl=64),\n  \
+         {ip},\n  \
          udp(sport=dinc({lo}, {hi}), dport={UDP_PORT}),\n  \
          fill(0x00, 18)\n}}\n"
     ))
@@ -135,14 +139,20 @@ pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<String> {
         .with_context(|| format!("no MAC address for {dev}"))
 }
 
-/// Starts the servers of the TCP loads in the server namespace and waits for them; the
-/// connection server answers `peer` only (EGRESS_SOURCE where the router translates).
-pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path, peer: Ipv4Addr) -> Result<()> {
+/// Starts the servers of the TCP loads at `server` in the server namespace and waits for
+/// them; the connection server answers `peer` only (EGRESS_SOURCE where the router
+/// translates).
+pub(crate) fn start_servers(
+    lab: &mut Lab,
+    connrate: &Path,
+    server: IpAddr,
+    peer: IpAddr,
+) -> Result<()> {
     let mut iperf = lab.server.command("iperf3");
     iperf.args([
         "-s",
         "-B",
-        &SERVER_IP.to_string(),
+        &server.to_string(),
         "-p",
         &IPERF_PORT.to_string(),
     ]);
@@ -150,7 +160,7 @@ pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path, peer: Ipv4Addr) -> R
     let mut conn = lab.server.command(connrate);
     conn.args([
         "serve",
-        &format!("{SERVER_IP}:{CONN_PORT}"),
+        &SocketAddr::new(server, CONN_PORT).to_string(),
         "4",
         &peer.to_string(),
     ]);
@@ -162,13 +172,18 @@ pub(crate) fn start_servers(lab: &mut Lab, connrate: &Path, peer: Ipv4Addr) -> R
 }
 
 /// TCP goodput in Gbit/s that the iperf3 server received from `streams` parallel streams
-/// through the router (the first second, slow start, is left out).
-pub(crate) fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Result<f64> {
+/// through the router at `target` (the first second, slow start, is left out).
+pub(crate) fn tcp_throughput(
+    lab: &Lab,
+    target: IpAddr,
+    streams: u32,
+    windows: Windows,
+) -> Result<f64> {
     let secs = windows.measure.as_secs().max(1);
     let out = run_bounded(
         lab.client.command("iperf3").args([
             "-c",
-            &ROUTER_POD_IP.to_string(),
+            &target.to_string(),
             "-p",
             &IPERF_PORT.to_string(),
             "-P",
@@ -204,7 +219,7 @@ pub(crate) fn tcp_throughput(lab: &Lab, streams: u32, windows: Windows) -> Resul
 pub(crate) fn connection_rate(
     lab: &Lab,
     connrate: &Path,
-    target: Ipv4Addr,
+    target: IpAddr,
     windows: Windows,
 ) -> Result<f64> {
     // The client keeps Linux's default ephemeral range (32768-60999), as a client pod does:
@@ -213,7 +228,7 @@ pub(crate) fn connection_rate(
     let out = run_bounded(
         lab.client.command(connrate).args([
             "client",
-            &format!("{target}:{CONN_PORT}"),
+            &SocketAddr::new(target, CONN_PORT).to_string(),
             &secs.to_string(),
             "4",
         ]),

@@ -1,12 +1,15 @@
 //! The three set-ups that are measured side by side, each on a fresh lab of the same
 //! topology (tests/src/lab.rs): the same veths, macvlan, gateway and server.
 
-use std::{io::Write as _, net::Ipv4Addr, process::Stdio};
+use std::{io::Write as _, net::IpAddr, process::Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::tc::TcAttachType;
 use egress_common::{RouterConfig, programs};
-use egress_tests::lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP};
+use egress_tests::{
+    lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP},
+    lab6::{CLIENT_IP6, EGRESS_SOURCE6, GATEWAY_IP6, ROUTER_POD_IP6, SERVER_IP6},
+};
 use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 /// UDP port of the small-packet load; dropped at the gateway's ingress.
@@ -27,16 +30,49 @@ pub(crate) enum Variant {
     /// The ceiling: `lab_forward`, a TC program that only sends IPv4 from the pod interface
     /// out of the egress interface (no NAT, no conntrack).
     C,
+    /// A over IPv6: egress-router with an IPv6 EGRESS_SOURCE alone (NAT66), IPv6 loads.
+    A6,
+    /// B over IPv6: the classic set-up with ip6tables DNAT and SNAT (NAT66), kernel IPv6
+    /// forwarding and conntrack.
+    B6,
 }
 
 impl Variant {
+    /// The IPv4 variants (the per-core mode measures these).
     pub(crate) const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
+    /// The IPv6 variants, measured in the lab rounds after the IPv4 ones.
+    pub(crate) const IPV6: [Variant; 2] = [Variant::A6, Variant::B6];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
             Variant::A => "A egress-router",
             Variant::B => "B iptables (classic)",
             Variant::C => "C stateless BPF forwarder",
+            Variant::A6 => "A6 egress-router, IPv6",
+            Variant::B6 => "B6 ip6tables (classic)",
+        }
+    }
+
+    /// Whether the loads are IPv6.
+    pub(crate) fn ipv6(self) -> bool {
+        matches!(self, Variant::A6 | Variant::B6)
+    }
+
+    /// The client's address of the loads' family.
+    pub(crate) fn client(self) -> IpAddr {
+        if self.ipv6() {
+            CLIENT_IP6.into()
+        } else {
+            CLIENT_IP.into()
+        }
+    }
+
+    /// The server's address of the loads' family.
+    pub(crate) fn server(self) -> IpAddr {
+        if self.ipv6() {
+            SERVER_IP6.into()
+        } else {
+            SERVER_IP.into()
         }
     }
 
@@ -48,17 +84,24 @@ impl Variant {
 
     /// Where the loads are addressed: the router pod's rule ports, or for the forwarder
     /// (which does not translate) the remote itself.
-    pub(crate) fn target(self) -> Ipv4Addr {
+    pub(crate) fn target(self) -> IpAddr {
         match self {
-            Variant::C => SERVER_IP,
-            _ => ROUTER_POD_IP,
+            Variant::C => SERVER_IP.into(),
+            Variant::A6 | Variant::B6 => ROUTER_POD_IP6.into(),
+            Variant::A | Variant::B => ROUTER_POD_IP.into(),
         }
     }
 }
 
-/// The rules of A and B: one per load, all to the lab's server.
+/// The rules of A and B (A6 and B6 with `server`, the IPv6 one): one per load, all to the
+/// lab's server.
+pub(crate) fn destination_to(server: IpAddr) -> String {
+    format!("{UDP_PORT} udp {server}\n{IPERF_PORT} tcp {server}\n{CONN_PORT} tcp {server}")
+}
+
+/// The rules of A and B.
 pub(crate) fn destination() -> String {
-    format!("{UDP_PORT} udp {SERVER_IP}\n{IPERF_PORT} tcp {SERVER_IP}\n{CONN_PORT} tcp {SERVER_IP}")
+    destination_to(SERVER_IP.into())
 }
 
 /// A lab with one variant set up. Field order is drop order: the forwarder's program (held
@@ -83,18 +126,35 @@ impl Setup {
                 None
             }
             Variant::C => Some(forwarder(&lab)?),
+            Variant::A6 => {
+                lab.enable_ipv6()?;
+                let source = format!("{EGRESS_SOURCE6}/64");
+                let gateway = GATEWAY_IP6.to_string();
+                lab.init_router_as(
+                    "bench",
+                    [&source, &gateway],
+                    &destination_to(SERVER_IP6.into()),
+                    &[],
+                )?;
+                None
+            }
+            Variant::B6 => {
+                lab.enable_ipv6()?;
+                classic6(&lab)?;
+                None
+            }
         };
         Ok(Self { forwarder, lab })
     }
 }
 
-/// The source address the gateway sees on the small-packet load: EGRESS_SOURCE where the
-/// router translates, the client's own where it only forwards.
-pub(crate) fn expected_source(variant: Variant) -> Ipv4Addr {
-    if variant.translates() {
-        EGRESS_SOURCE
-    } else {
-        CLIENT_IP
+/// The source address the gateway sees on the small-packet load: EGRESS_SOURCE (of the
+/// loads' family) where the router translates, the client's own where it only forwards.
+pub(crate) fn expected_source(variant: Variant) -> IpAddr {
+    match variant {
+        Variant::A6 | Variant::B6 => EGRESS_SOURCE6.into(),
+        Variant::A | Variant::B => EGRESS_SOURCE.into(),
+        Variant::C => variant.client(),
     }
 }
 
@@ -103,13 +163,14 @@ pub(crate) fn expected_source(variant: Variant) -> Ipv4Addr {
 /// address, `untranslated` for any other; ARP and the TCP loads pass.
 pub(crate) fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
     let source = expected_source(variant);
+    let ip = if variant.ipv6() { "ip6" } else { "ip" };
     let rules = format!(
         "table netdev bench {{\n\
            counter crossed {{ }}\n\
            counter untranslated {{ }}\n\
            chain ingress {{\n\
              type filter hook ingress device \"lan0\" priority 0; policy accept;\n\
-             ip saddr {source} udp dport {UDP_PORT} counter name \"crossed\" drop\n\
+             {ip} saddr {source} udp dport {UDP_PORT} counter name \"crossed\" drop\n\
              udp dport {UDP_PORT} counter name \"untranslated\" drop\n\
            }}\n\
          }}\n"
@@ -189,6 +250,52 @@ pub(crate) fn classic_rules(lab: &Lab, ports: &[(u16, &str)]) -> Result<()> {
         "-A POSTROUTING -j SNAT --to-source {EGRESS_SOURCE}\nCOMMIT\n"
     ));
     pipe(&lab.router, "iptables-restore", &["--noflush"], &rules)
+}
+
+/// B6: the classic set-up over IPv6: EGRESS_SOURCE's IPv6 address and routes on the
+/// macvlan, IPv6 forwarding on, and ip6tables DNAT per port and SNAT (NAT66).
+fn classic6(lab: &Lab) -> Result<()> {
+    let r = &lab.router;
+    r.sysctl("net.ipv6.conf.macvlan0.disable_ipv6", "0")?;
+    r.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{EGRESS_SOURCE6}/128"),
+        "dev",
+        "macvlan0",
+        "nodad",
+    ])?;
+    r.ip(&["link", "set", "macvlan0", "up"])?;
+    r.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{GATEWAY_IP6}/128"),
+        "dev",
+        "macvlan0",
+    ])?;
+    r.ip(&[
+        "-6",
+        "route",
+        "replace",
+        "default",
+        "via",
+        &GATEWAY_IP6.to_string(),
+        "dev",
+        "macvlan0",
+    ])?;
+    r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+    let mut rules = String::from("*nat\n");
+    for (port, proto) in [(UDP_PORT, "udp"), (IPERF_PORT, "tcp"), (CONN_PORT, "tcp")] {
+        rules.push_str(&format!(
+            "-A PREROUTING -i eth0 -p {proto} --dport {port} -j DNAT --to-destination {SERVER_IP6}\n"
+        ));
+    }
+    rules.push_str(&format!(
+        "-A POSTROUTING -o macvlan0 -j SNAT --to-source {EGRESS_SOURCE6}\nCOMMIT\n"
+    ));
+    pipe(r, "ip6tables-restore", &["--noflush"], &rules)
 }
 
 /// C: the same network set-up, and `lab_forward` on the pod interface's TC ingress,
