@@ -1,14 +1,15 @@
 //! `egress-router check`, the egress network's preflight, in the lab: a healthy network, a
 //! hypervisor-like MAC filter (the gateway's side drops frames from any MAC but the node
 //! NIC's, as RHOSP port security, RHV's network filter or vSphere's forged-transmit setting
-//! do), and a live holder of EGRESS_SOURCE. Each with its exit status, and nothing left
-//! changed.
+//! do), and a live holder of EGRESS_SOURCE; both families of a dual-stack EGRESS_SOURCE,
+//! and IPv6 alone. Each with its exit status, and nothing left changed.
 
 use std::time::Duration;
 
 use egress_tests::{
     egress_router_bin,
     lab::{EGRESS_SOURCE, GATEWAY_IP, Lab, SERVER_IP},
+    lab6::{EGRESS_SOURCE6, GATEWAY_IP6, SERVER_IP6, dual_stack_env},
     netns::{Netns, run_bounded},
     util::{mac_of, run_ok},
 };
@@ -16,15 +17,24 @@ use egress_tests::{
 /// `egress-router check` in `ns` with the lab's variables and `extra` arguments: (exit
 /// status, stdout).
 fn check(ns: &Netns, extra: &[&str]) -> (i32, String) {
+    let source = format!("{EGRESS_SOURCE}/24");
+    let destination = format!("80 tcp {SERVER_IP}\n81 tcp 198.51.100.7");
+    check_with(ns, [&source, &GATEWAY_IP.to_string()], &destination, extra)
+}
+
+/// [`check`] with other EGRESS_SOURCE, EGRESS_GATEWAY and EGRESS_DESTINATION.
+fn check_with(
+    ns: &Netns,
+    [source, gateway]: [&str; 2],
+    destination: &str,
+    extra: &[&str],
+) -> (i32, String) {
     let out = run_bounded(
         ns.command(egress_router_bin())
             .env_clear()
-            .env("EGRESS_SOURCE", format!("{EGRESS_SOURCE}/24"))
-            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
-            .env(
-                "EGRESS_DESTINATION",
-                format!("80 tcp {SERVER_IP}\n81 tcp 198.51.100.7"),
-            )
+            .env("EGRESS_SOURCE", source)
+            .env("EGRESS_GATEWAY", gateway)
+            .env("EGRESS_DESTINATION", destination)
             .args(extra)
             .arg("check"),
         Duration::from_secs(30),
@@ -148,4 +158,80 @@ fn a_live_holder_of_egress_source_is_reported() {
         )),
         "{out}"
     );
+}
+
+/// Both families are checked: EGRESS_SOURCE's IPv6 address free (duplicate address
+/// detection), the IPv6 gateway answering neighbour discovery from the stable MAC, an IPv6
+/// remote on EGRESS_SOURCE's IPv6 subnet named; then a live holder of the IPv6 address;
+/// and IPv6 alone, asked with the MAC of the IPv6 address.
+#[test]
+fn both_families_are_checked() {
+    let lab = Lab::new("check-dual").unwrap();
+    lab.enable_ipv6().unwrap();
+    let before = lab.router.network_state().unwrap();
+    let [source, gateway] = dual_stack_env();
+    let destination = format!("80 tcp {SERVER_IP}\n80 tcp {SERVER_IP6}\n81 tcp 2001:db8:e::7");
+    let (code, out) = check_with(&lab.router, [&source, &gateway], &destination, &[]);
+    assert_eq!(code, 0, "{out}");
+    for expected in [
+        format!("{GATEWAY_IP} answers ARP from {STABLE}"),
+        format!("{GATEWAY_IP6} answers neighbour discovery from {STABLE}"),
+        format!("{EGRESS_SOURCE6} is free (nobody answered duplicate address detection)"),
+        "2001:db8:e::7 on EGRESS_SOURCE's subnet".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} missing: {out}");
+    }
+    assert_eq!(lab.router.network_state().unwrap(), before, "{out}");
+
+    // A host that holds the IPv6 address answers the detection.
+    lab.gateway
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{EGRESS_SOURCE6}/128"),
+            "dev",
+            "lan0",
+            "nodad",
+        ])
+        .unwrap();
+    let (code, out) = check_with(&lab.router, [&source, &gateway], &destination, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{EGRESS_SOURCE6} is in use: {} answered for it",
+            mac_of(&lab.gateway, "lan0")
+        )),
+        "{out}"
+    );
+    lab.gateway
+        .ip(&[
+            "-6",
+            "addr",
+            "del",
+            &format!("{EGRESS_SOURCE6}/128"),
+            "dev",
+            "lan0",
+        ])
+        .unwrap();
+
+    // IPv6 alone: no ARP at all, and the MAC of the IPv6 address.
+    let stable6 = egress_user::network::mac::mac_text(egress_user::network::mac::stable_mac(
+        EGRESS_SOURCE6.into(),
+    ));
+    let (code, out) = check_with(
+        &lab.router,
+        [&format!("{EGRESS_SOURCE6}/64"), &GATEWAY_IP6.to_string()],
+        &format!("80 tcp {SERVER_IP6}"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{GATEWAY_IP6} answers neighbour discovery from {stable6}"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("ARP"), "{out}");
+    assert_eq!(lab.router.network_state().unwrap(), before, "{out}");
 }

@@ -2,12 +2,13 @@
 //! Exit status: 0 ok, 1 something to check from is missing, 2 link down, 3 EGRESS_SOURCE in
 //! use, 4 MAC filtered, 5 gateway unreachable.
 
-use std::net::IpAddr;
-
 use anyhow::{Context as _, Result};
 use egress_user::{
     config::{
-        fields::{optional_gateway, optional_source},
+        fields::{
+            Egress, Egress4, Egress6, Gateways, Sources, check_pairs, optional_gateways,
+            optional_sources,
+        },
         redirect::Destinations,
     },
     network::{
@@ -20,20 +21,33 @@ use crate::cli::{Cli, runtime};
 
 pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
     let args = &cli.router;
-    let source = optional_source(args.egress_source.as_deref())?
+    let sources: Sources = optional_sources(args.egress_source.as_deref())?
         .context("EGRESS_SOURCE unspecified: check needs the address to claim")?;
-    let gateway = optional_gateway(args.egress_gateway.as_deref())?
+    let gateways: Gateways = optional_gateways(args.egress_gateway.as_deref())?
         .context("EGRESS_GATEWAY unspecified: check needs the gateway to ask")?;
+    check_pairs(&sources, &gateways)?;
+    let egress = Egress {
+        v4: sources
+            .v4
+            .zip(gateways.v4)
+            .map(|(source, gateway)| Egress4 { source, gateway }),
+        v6: sources
+            .v6
+            .zip(gateways.v6)
+            .map(|(source, gateway)| Egress6 { source, gateway }),
+    };
     let remotes = match args.egress_destination.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() => {
             let destinations: Destinations = text.parse()?;
-            // EGRESS_SOURCE is IPv4 (optional_source refuses IPv6 so far), so only IPv4
-            // remotes can be routed.
+            // Only the families EGRESS_SOURCE has can be routed.
             destinations
                 .remotes()
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
+                .filter(|ip| {
+                    if ip.is_ipv6() {
+                        egress.v6.is_some()
+                    } else {
+                        egress.v4.is_some()
+                    }
                 })
                 .collect()
         }
@@ -43,9 +57,8 @@ pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
         egress_interface: cli.egress_interface.clone(),
         pod_interface: cli.pod_interface.clone(),
         macvlan_parent: args.macvlan_parent.clone(),
-        source,
-        gateway,
-        mac: (!args.keep_mac).then(|| stable_mac(source.ip.into())),
+        egress,
+        mac: (!args.keep_mac).then(|| stable_mac(egress.mac_address())),
         remotes,
     };
     let report = runtime()?.block_on(check(&input))?;

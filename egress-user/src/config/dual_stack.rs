@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
     error::ConfigError,
-    fields::{Egress6, EgressSource, Gateways, Sources, optional_gateway, optional_source},
+    fields::{Egress6, EgressSource, Gateways, Sources, optional_gateways, optional_sources},
     redirect::{Config, Destinations, tests::raw},
 };
 
@@ -224,7 +224,7 @@ fn ipv6_sources_and_destinations_lead_somewhere() {
 }
 
 #[test]
-fn every_family_is_applied_and_check_refuses_ipv6_for_now() {
+fn every_family_is_applied() {
     let dual = Config::from_raw(&raw(DUAL_SOURCE, DUAL_GATEWAY, "203.0.113.20")).unwrap();
     let egress = dual.egress();
     assert_eq!(egress.v4.unwrap().source, dual.source.v4.unwrap());
@@ -256,30 +256,12 @@ fn every_family_is_applied_and_check_refuses_ipv6_for_now() {
         (half.source.prefix, half.gateway, egress.v6),
         (24, Ipv4Addr::new(198, 51, 100, 1), None)
     );
+    let both = optional_sources(Some(DUAL_SOURCE)).unwrap().unwrap();
+    assert!(both.v4.is_some() && both.v6.is_some());
+    assert_eq!(optional_sources(Some("  ")), Ok(None));
     assert_eq!(
-        optional_source(Some(DUAL_SOURCE)).unwrap_err().to_string(),
-        "EGRESS_SOURCE: IPv6 is not applied in this mode by this version yet (redirect and \
-         the proxies apply it), only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
-    );
-    assert!(matches!(
-        optional_source(Some(DUAL_SOURCE)),
-        Err(ConfigError::Ipv6NotApplied {
-            variable: "EGRESS_SOURCE"
-        })
-    ));
-    assert!(matches!(
-        optional_gateway(Some("fe80::1")),
-        Err(ConfigError::Ipv6NotApplied {
-            variable: "EGRESS_GATEWAY"
-        })
-    ));
-    assert_eq!(
-        optional_source(Some(" 198.51.100.99 "))
-            .unwrap()
-            .unwrap()
-            .ip,
-        Ipv4Addr::new(198, 51, 100, 99)
+        optional_gateways(Some("fe80::1")).unwrap().unwrap().v6,
+        Some("fe80::1".parse().unwrap())
     );
     let text: Destinations = "80 tcp 2001:db8:f::10\n203.0.113.20".parse().unwrap();
     assert_eq!(

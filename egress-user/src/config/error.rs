@@ -72,12 +72,6 @@ pub enum ConfigError {
         line: String,
         family: &'static str,
     },
-    #[error(
-        "{variable}: IPv6 is not applied in this mode by this version yet (redirect and \
-         the proxies apply it), only validated and planned \
-         (EGRESS_ROUTER_MODE=unit-test); give one IPv4 address"
-    )]
-    Ipv6NotApplied { variable: &'static str },
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

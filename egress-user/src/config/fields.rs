@@ -167,17 +167,6 @@ impl<V4, V6> Dual<V4, V6> {
     }
 }
 
-impl<V4: Copy, V6: Copy> Dual<V4, V6> {
-    /// The IPv4 value, for the parts of the router that do not handle IPv6 yet: an error
-    /// naming `variable` when there is an IPv6 value or no IPv4 one.
-    pub fn ipv4_only(&self, variable: &'static str) -> Result<V4, ConfigError> {
-        match (self.v4, self.v6) {
-            (Some(v4), None) => Ok(v4),
-            _ => Err(ConfigError::Ipv6NotApplied { variable }),
-        }
-    }
-}
-
 impl FromStr for Sources {
     type Err = ConfigError;
 
@@ -264,23 +253,6 @@ pub fn optional_sources(value: Option<&str>) -> Result<Option<Sources>, ConfigEr
 /// EGRESS_GATEWAY of either family where a command may do without it.
 pub fn optional_gateways(value: Option<&str>) -> Result<Option<Gateways>, ConfigError> {
     given(value).map(str::parse).transpose()
-}
-
-/// EGRESS_SOURCE where a command may do without it (teardown, the proxies' main
-/// containers): `None` when unset or empty, OpenShift's error when invalid, and an error
-/// naming it when it has an IPv6 address, which these commands do not handle yet.
-pub fn optional_source(value: Option<&str>) -> Result<Option<EgressSource>, ConfigError> {
-    given(value)
-        .map(|v| v.parse::<Sources>()?.ipv4_only("EGRESS_SOURCE"))
-        .transpose()
-}
-
-/// EGRESS_GATEWAY where a command may do without it: `None` when unset or empty; as
-/// [`optional_source`] for IPv6.
-pub fn optional_gateway(value: Option<&str>) -> Result<Option<Ipv4Addr>, ConfigError> {
-    given(value)
-        .map(|v| v.parse::<Gateways>()?.ipv4_only("EGRESS_GATEWAY"))
-        .transpose()
 }
 
 /// A port field: `None` if it is not a number at all (the line is invalid), `Some(Err)` if

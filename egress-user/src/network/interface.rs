@@ -204,12 +204,3 @@ pub(crate) fn operstate(link: &LinkMessage) -> Option<rtnetlink::packet_route::l
         _ => None,
     })
 }
-
-/// The netmask of a prefix length, as a number.
-pub(crate) const fn prefix_mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix as u32)
-    }
-}

@@ -12,6 +12,7 @@ pub mod claim;
 pub mod error;
 pub mod interface;
 pub mod mac;
+pub mod neighbours;
 pub mod packet;
 pub mod plan;
 pub mod plan6;

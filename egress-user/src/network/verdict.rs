@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::network::mac::mac_text;
 
@@ -86,7 +86,7 @@ impl std::fmt::Display for Report {
 
 /// What to do about a gateway that the egress interface's MAC does not reach, per
 /// platform, with the real addresses.
-pub(crate) fn fixes(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<String> {
+pub(crate) fn fixes(ip: IpAddr, mac: [u8; 6]) -> Vec<String> {
     let mac = mac_text(mac);
     vec![
         format!(

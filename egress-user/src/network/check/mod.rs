@@ -1,23 +1,26 @@
 //! `egress-router check`: a preflight of the egress network, from the pod (the init
 //! container, or `oc exec`) or from the node. Is the egress interface's link up, is
-//! EGRESS_SOURCE free, does the gateway answer ARP from the MAC the router will use, and
-//! when it does not, does it answer from the node's own MAC (then the hypervisor or cloud
-//! filters unknown MACs, and the fix for each platform is printed). Everything it changes
+//! EGRESS_SOURCE free, does the gateway answer ARP (IPv6: neighbour discovery) from the
+//! MAC the router will use, and when it does not, does it answer from the node's own MAC
+//! (then the hypervisor or cloud filters unknown MACs, and the fix for each platform is
+//! printed); for each family EGRESS_SOURCE has. Everything it changes
 //! to ask (the interface's MAC and state; a temporary macvlan when checking from the node)
 //! is put back.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::net::IpAddr;
 
 use crate::{
-    config::fields::EgressSource,
+    config::fields::Egress,
     network::{
         error::Error,
-        interface::{interface_facts, link_by_name, link_mac, netlink, operstate, prefix_mask},
+        interface::{interface_facts, link_by_name, link_mac, netlink, operstate},
         mac::mac_text,
-        probe::{Probe, ask, probe},
+        neighbours::on_link,
         verdict::{Finding, Report, Status, Verdict, fixes},
     },
 };
+
+mod ask;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec,
     packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode, State},
@@ -31,13 +34,28 @@ pub struct CheckInput {
     /// Where a macvlan would be created (`--macvlan-parent`): from the node, the check
     /// creates a temporary one there when the egress interface does not exist.
     pub macvlan_parent: Option<String>,
-    pub source: EgressSource,
-    pub gateway: Ipv4Addr,
+    /// EGRESS_SOURCE and EGRESS_GATEWAY: each family is checked.
+    pub egress: Egress,
     /// The MAC the router will give the egress interface (the stable one), or None for
     /// its own.
     pub mac: Option<[u8; 6]>,
-    /// The rules' remotes and the fallback.
-    pub remotes: Vec<Ipv4Addr>,
+    /// The rules' remotes and the fallbacks.
+    pub remotes: Vec<IpAddr>,
+}
+
+impl CheckInput {
+    /// Each family's (source, prefix, gateway), IPv4 first.
+    fn halves(&self) -> Vec<(IpAddr, u8, IpAddr)> {
+        let v4 = self
+            .egress
+            .v4
+            .map(|h| (h.source.ip.into(), h.source.prefix, h.gateway.into()));
+        let v6 = self
+            .egress
+            .v6
+            .map(|h| (h.source.ip.into(), h.source.prefix, h.gateway.into()));
+        v4.into_iter().chain(v6).collect()
+    }
 }
 
 /// Runs every check in the current network namespace.
@@ -123,7 +141,9 @@ impl Checker<'_> {
         self.restore(&asking).await?;
         let verdict = verdict?;
         let fixes = match verdict {
-            Verdict::MacFiltered | Verdict::GatewayUnreachable => fixes(input.source.ip, mac),
+            Verdict::MacFiltered | Verdict::GatewayUnreachable => {
+                fixes(input.egress.mac_address(), mac)
+            }
             _ => Vec::new(),
         };
         Ok(self.report(verdict, fixes))
@@ -239,150 +259,43 @@ impl Checker<'_> {
 
     fn destinations(&mut self) {
         let input = self.input;
-        let net = u32::from(input.source.ip) & prefix_mask(input.source.prefix);
+        if input.remotes.is_empty() {
+            return;
+        }
+        let halves = input.halves();
         let on_link: Vec<String> = input
             .remotes
             .iter()
             .filter(|ip| {
-                input.source.prefix < 32
-                    && u32::from(**ip) & prefix_mask(input.source.prefix) == net
+                halves
+                    .iter()
+                    .any(|&(source, prefix, _)| on_link(**ip, source, prefix))
             })
             .map(ToString::to_string)
             .collect();
-        if input.remotes.is_empty() {
-            return;
-        }
+        let gateways: Vec<String> = halves.iter().map(|(_, _, g)| g.to_string()).collect();
+        let gateways = gateways.join(" and ");
         if on_link.is_empty() {
             self.note(
                 "destinations",
                 Status::Ok,
-                format!(
-                    "{} remotes, all routed via {}",
-                    input.remotes.len(),
-                    input.gateway
-                ),
+                format!("{} remotes, all routed via {gateways}", input.remotes.len()),
             );
         } else {
+            let subnets: Vec<String> = halves
+                .iter()
+                .map(|(source, prefix, _)| format!("{source}/{prefix}"))
+                .collect();
             self.note(
                 "destinations",
                 Status::Warn,
                 format!(
-                    "{} on EGRESS_SOURCE's subnet {}/{}: reached directly on the egress \
-                     network, not via {}",
+                    "{} on EGRESS_SOURCE's subnet {}: reached directly on the egress \
+                     network, not via {gateways}",
                     on_link.join(", "),
-                    Ipv4Addr::from(net),
-                    input.source.prefix,
-                    input.gateway
+                    subnets.join(" or ")
                 ),
             );
-        }
-    }
-
-    /// EGRESS_SOURCE free, then the gateway from `mac`, then from the parent's MAC.
-    async fn ask_around(&mut self, asking: &Asking, mac: [u8; 6]) -> Result<Verdict, Error> {
-        let input = self.input;
-        if mac != asking.own_mac {
-            self.set(asking.index, |m| m.address(mac.to_vec()), &asking.name)
-                .await?;
-        }
-        if !asking.was_up {
-            self.set(asking.index, |m| m.up(), &asking.name).await?;
-        }
-        let ours = interface_facts(&asking.name)
-            .await
-            .map(|f| f.ipv4.contains(&input.source.ip))
-            .unwrap_or(false);
-        let (index, ip) = (asking.index, input.source.ip);
-        let arp_error = |source| Error::Arp {
-            iface: asking.name.clone(),
-            source,
-        };
-        if ours {
-            self.note(
-                "egress source",
-                Status::Ok,
-                format!("{ip} is this interface's"),
-            );
-        } else {
-            let holder = blocking(move || probe(index, mac, ip, Probe::default()))
-                .await
-                .map_err(arp_error)?;
-            if let Some(holder) = holder {
-                self.note(
-                    "egress source",
-                    Status::Fail,
-                    format!("{ip} is in use: {} answered for it", mac_text(holder.mac)),
-                );
-                return Ok(Verdict::SourceInUse);
-            }
-            self.note(
-                "egress source",
-                Status::Ok,
-                format!("{ip} is free (nobody answered an ARP probe)"),
-            );
-        }
-        let sender = if ours { ip } else { Ipv4Addr::UNSPECIFIED };
-        let gateway = input.gateway;
-        let wait = Duration::from_millis(300);
-        let answer = blocking(move || ask(index, mac, sender, gateway, 3, wait))
-            .await
-            .map_err(arp_error)?;
-        if let Some(gw) = answer {
-            self.note(
-                "gateway",
-                Status::Ok,
-                format!(
-                    "{gateway} answers ARP from {} (its MAC {})",
-                    mac_text(mac),
-                    mac_text(gw)
-                ),
-            );
-            return Ok(Verdict::Ok);
-        }
-        self.note(
-            "gateway",
-            Status::Fail,
-            format!("{gateway} does not answer ARP from {}", mac_text(mac)),
-        );
-        let Some((parent, parent_mac)) = asking.parent else {
-            self.note(
-                "mac filter",
-                Status::Warn,
-                "the parent is not in this namespace; to tell a MAC filter from a \
-                 gateway that is down, run `egress-router check --macvlan-parent <NIC>` on \
-                 the node"
-                    .to_owned(),
-            );
-            return Ok(Verdict::GatewayUnreachable);
-        };
-        let from_parent =
-            blocking(move || ask(parent, parent_mac, Ipv4Addr::UNSPECIFIED, gateway, 3, wait))
-                .await
-                .map_err(arp_error)?;
-        if let Some(gw) = from_parent {
-            self.note(
-                "mac filter",
-                Status::Fail,
-                format!(
-                    "{gateway} answers the node's own MAC {} (its MAC {}) but not {}: the \
-                     hypervisor or cloud drops frames from MACs it does not know",
-                    mac_text(parent_mac),
-                    mac_text(gw),
-                    mac_text(mac)
-                ),
-            );
-            Ok(Verdict::MacFiltered)
-        } else {
-            self.note(
-                "mac filter",
-                Status::Ok,
-                format!(
-                    "{gateway} does not answer the node's own MAC {} either: the gateway is \
-                     down or not on this network",
-                    mac_text(parent_mac)
-                ),
-            );
-            Ok(Verdict::GatewayUnreachable)
         }
     }
 
@@ -413,12 +326,4 @@ impl Checker<'_> {
         }
         Ok(())
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(std::io::Error::other)?
 }
