@@ -11,6 +11,7 @@ mod failover;
 mod host;
 mod http;
 mod markdown;
+mod method;
 mod percore;
 mod progcost;
 mod report;
@@ -337,7 +338,7 @@ fn main() -> Result<()> {
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     let mut results = results;
-    results.method = Some(markdown::method(&results));
+    results.method = Some(method::method(&results));
     write(&args.out, &results)
 }
 
