@@ -64,7 +64,62 @@ pub struct RouterConfig6 {
     /// Largest TCP MSS advertised through the router over IPv6: its MTU - 60.
     pub mss_clamp: u16,
     pub _pad: u16,
+    /// The next hop toward remotes off EGRESS_SOURCE's subnet, as `bpf_redirect_neigh`
+    /// takes it (`struct bpf_redir_neigh`: the family, 10, then EGRESS_GATEWAY's IPv6
+    /// address), or zeros to let the kernel look the route up for every packet (which
+    /// costs an IPv6 route lookup per packet).
+    pub next_hop: [u32; 5],
+    /// EGRESS_SOURCE's IPv6 subnet and its mask: remotes in it are reached directly.
+    pub subnet: [u8; 16],
+    pub subnet_mask: [u8; 16],
+}
+
+/// `nh_family` of [`RouterConfig6::next_hop`]: AF_INET6.
+pub const NEXT_HOP_IPV6: u32 = 10;
+
+impl RouterConfig6 {
+    /// [`RouterConfig6::next_hop`] for `gateway`.
+    #[must_use]
+    pub fn next_hop_via(gateway: [u8; 16]) -> [u32; 5] {
+        let word = |i: usize| {
+            u32::from_ne_bytes([gateway[i], gateway[i + 1], gateway[i + 2], gateway[i + 3]])
+        };
+        [NEXT_HOP_IPV6, word(0), word(4), word(8), word(12)]
+    }
+
+    /// The mask of a prefix length (0-128).
+    #[must_use]
+    pub fn mask(prefix: u8) -> [u8; 16] {
+        let bits = u128::MAX
+            .checked_shl(128 - u32::from(prefix.min(128)))
+            .unwrap_or(0);
+        bits.to_be_bytes()
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<RouterConfig>() == 36);
-const _: () = assert!(core::mem::size_of::<RouterConfig6>() == 56);
+const _: () = assert!(core::mem::size_of::<RouterConfig6>() == 108);
+
+#[cfg(test)]
+mod tests {
+    use super::RouterConfig6;
+
+    #[test]
+    fn next_hop_and_masks() {
+        let gw = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        ];
+        let nh = RouterConfig6::next_hop_via(gw);
+        assert_eq!(nh[0], 10);
+        let mut bytes = [0u8; 16];
+        for (i, w) in nh[1..].iter().enumerate() {
+            bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(bytes, gw);
+        assert_eq!(RouterConfig6::mask(0), [0; 16]);
+        assert_eq!(RouterConfig6::mask(128), [0xff; 16]);
+        let m64 = RouterConfig6::mask(64);
+        assert_eq!((m64[7], m64[8]), (0xff, 0));
+        assert_eq!(RouterConfig6::mask(65)[8], 0x80);
+    }
+}

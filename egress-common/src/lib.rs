@@ -16,7 +16,7 @@ pub mod proto;
 pub mod rules;
 pub mod stats;
 
-pub use config::{DEFAULT_NAT_PORTS, RouterConfig, RouterConfig6, config_flags};
+pub use config::{DEFAULT_NAT_PORTS, NEXT_HOP_IPV6, RouterConfig, RouterConfig6, config_flags};
 pub use flow::{
     Addr, DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
     FlowKey, FlowKey6, FragKey, FragKey6, FragPorts, UNREPLIED_SHARE, flow_kind, peer_key,

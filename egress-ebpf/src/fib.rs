@@ -3,11 +3,56 @@
 //! (the default route via EGRESS_GATEWAY on the egress side) and the MAC from the
 //! neighbour table, resolving it when needed.
 
-use aya_ebpf::helpers::generated::bpf_redirect_neigh;
+use aya_ebpf::{helpers::generated::bpf_redirect_neigh, programs::TcContext};
+use egress_common::RouterConfig6;
+
+use crate::parse::{ETH_HLEN, ptr_at};
 
 /// Redirects to `ifindex`; returns TC_ACT_REDIRECT, or TC_ACT_SHOT when the kernel refuses.
 #[inline(always)]
 pub(crate) fn redirect_neigh(ifindex: u32) -> i32 {
     // SAFETY: a null `params` asks the kernel to look the next hop up itself.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// Redirects to `ifindex` with `next_hop` (a `struct bpf_redir_neigh` in a map value, so
+/// that it takes no stack), the kernel's route lookup skipped.
+#[inline(always)]
+pub(crate) fn redirect_via(ifindex: u32, next_hop: &[u32; 5]) -> i32 {
+    // SAFETY: `next_hop` is 20 readable bytes laid out as `struct bpf_redir_neigh`.
+    unsafe {
+        bpf_redirect_neigh(
+            ifindex,
+            next_hop.as_ptr().cast_mut().cast(),
+            size_of::<[u32; 5]>() as i32,
+            0,
+        ) as i32
+    }
+}
+
+/// Whether the IPv6 packet's destination is on EGRESS_SOURCE's subnet (reached directly,
+/// not via the gateway); a packet too short to tell is taken as on it (the kernel then
+/// looks the route up, as without a next hop).
+#[inline(always)]
+pub(crate) fn on_subnet6(ctx: &TcContext, cfg6: &RouterConfig6) -> bool {
+    // The destination address, 24 bytes into the IPv6 header.
+    let Ok(daddr) = ptr_at::<[u64; 2]>(ctx, ETH_HLEN + 24) else {
+        return true;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let [hi, lo] = unsafe { *daddr };
+    let half = |bytes: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([
+            bytes[i],
+            bytes[i + 1],
+            bytes[i + 2],
+            bytes[i + 3],
+            bytes[i + 4],
+            bytes[i + 5],
+            bytes[i + 6],
+            bytes[i + 7],
+        ])
+    };
+    let (mask_hi, mask_lo) = (half(&cfg6.subnet_mask, 0), half(&cfg6.subnet_mask, 8));
+    hi & mask_hi == half(&cfg6.subnet, 0) && lo & mask_lo == half(&cfg6.subnet, 8)
 }

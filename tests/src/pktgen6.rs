@@ -78,6 +78,7 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
         },
         mss_clamp: MSS6,
         _pad: 0,
+        ..RouterConfig6::default()
     };
     // Ids in order from 1, as for IPv4.
     dp.maps_mut()

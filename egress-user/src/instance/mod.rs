@@ -4,6 +4,7 @@
 //! proxy's names), and its [`teardown`].
 
 pub mod names;
+pub mod router;
 pub mod setup;
 pub mod source;
 pub mod teardown;
