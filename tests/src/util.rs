@@ -282,3 +282,31 @@ pub fn pins(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// OpenShift's dns-proxy main container in the lab's router namespace: the same image with
+/// only `EGRESS_DNS_PROXY_DESTINATION` (`routes`, with EGRESS_DNS_PROXY_DEBUG) and the
+/// lab's resolver; `privileged` selects the data plane, else it runs as nobody without
+/// capabilities and serves with the userspace relay. Returns the daemon's index.
+pub fn spawn_dns_proxy(
+    lab: &mut Lab,
+    routes: &str,
+    resolv_conf: &std::path::Path,
+    privileged: bool,
+) -> usize {
+    let mut proxy = if privileged {
+        lab.router.command(egress_router_bin())
+    } else {
+        unprivileged_router(lab)
+    };
+    proxy
+        .env_clear()
+        .env("EGRESS_DNS_PROXY_DESTINATION", routes)
+        .env("EGRESS_DNS_PROXY_DEBUG", "1")
+        .arg("--resolv-conf")
+        .arg(resolv_conf)
+        .arg("--bpffs")
+        .arg(lab.bpffs.path());
+    let index = lab.daemons_len();
+    lab.spawn(proxy).unwrap();
+    index
+}

@@ -77,21 +77,7 @@ fn dns_proxy_keeps_the_clients_family(privileged: bool) {
     let [source, gateway] = dual_stack_env();
     lab.init_proxy_network_as("dns-proxy", [&source, &gateway])
         .unwrap();
-    let mut proxy = if privileged {
-        lab.router.command(egress_router_bin())
-    } else {
-        egress_tests::util::unprivileged_router(&lab)
-    };
-    proxy
-        .env_clear()
-        .env("EGRESS_DNS_PROXY_DESTINATION", ROUTES)
-        .env("EGRESS_DNS_PROXY_DEBUG", "1")
-        .arg("--resolv-conf")
-        .arg(&resolv_conf)
-        .arg("--bpffs")
-        .arg(lab.bpffs.path());
-    let index = lab.daemons_len();
-    lab.spawn(proxy).unwrap();
+    let index = egress_tests::util::spawn_dns_proxy(&mut lab, ROUTES, &resolv_conf, privileged);
 
     // Serving in both families once the names are resolved.
     let v4 = IpAddr::from(ROUTER_POD_IP);

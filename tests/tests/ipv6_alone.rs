@@ -210,16 +210,8 @@ fn the_dns_proxy_serves_over_ipv6_alone() {
     let [source, gateway] = env();
     lab.init_proxy_network_as("dns-proxy", [&source, &gateway])
         .unwrap();
-    let mut proxy = lab.router.command(egress_router_bin());
-    proxy
-        .env_clear()
-        .env("EGRESS_DNS_PROXY_DESTINATION", "7000 app.example.com\n")
-        .arg("--resolv-conf")
-        .arg(&resolv_conf)
-        .arg("--bpffs")
-        .arg(lab.bpffs.path());
-    let index = lab.daemons_len();
-    lab.spawn(proxy).unwrap();
+    let index =
+        egress_tests::util::spawn_dns_proxy(&mut lab, "7000 app.example.com\n", &resolv_conf, true);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let seen = loop {
         match Echo::connect_to(&lab, ROUTER_POD_IP6.into(), 7000).and_then(|mut e| e.ask("hi")) {

@@ -263,21 +263,7 @@ fn dns_proxy_follows_the_records(privileged: bool) {
     lab.init_proxy_network("dns-proxy").unwrap();
 
     // The main container: the same image, only the DNS proxy's variables.
-    let mut proxy = if privileged {
-        lab.router.command(egress_router_bin())
-    } else {
-        egress_tests::util::unprivileged_router(&lab)
-    };
-    proxy
-        .env_clear()
-        .env("EGRESS_DNS_PROXY_DESTINATION", DNS_ROUTES)
-        .env("EGRESS_DNS_PROXY_DEBUG", "1")
-        .arg("--resolv-conf")
-        .arg(&resolv_conf)
-        .arg("--bpffs")
-        .arg(lab.bpffs.path());
-    let index = lab.daemons_len();
-    lab.spawn(proxy).unwrap();
+    let index = egress_tests::util::spawn_dns_proxy(&mut lab, DNS_ROUTES, &resolv_conf, privileged);
 
     // The name's address, once serving.
     let mut clients = Vec::new();
