@@ -64,14 +64,17 @@ pub struct RouterConfig6 {
     /// Largest TCP MSS advertised through the router over IPv6: its MTU - 60.
     pub mss_clamp: u16,
     pub _pad: u16,
+    /// EGRESS_SOURCE's IPv6 subnet and its mask, as two native-endian words of the
+    /// address's bytes each (so the data plane compares them with two 64-bit loads of the
+    /// packet's destination): remotes in it are reached directly.
+    pub subnet: [u64; 2],
+    pub subnet_mask: [u64; 2],
     /// The next hop toward remotes off EGRESS_SOURCE's subnet, as `bpf_redirect_neigh`
     /// takes it (`struct bpf_redir_neigh`: the family, 10, then EGRESS_GATEWAY's IPv6
     /// address), or zeros to let the kernel look the route up for every packet (which
     /// costs an IPv6 route lookup per packet).
     pub next_hop: [u32; 5],
-    /// EGRESS_SOURCE's IPv6 subnet and its mask: remotes in it are reached directly.
-    pub subnet: [u8; 16],
-    pub subnet_mask: [u8; 16],
+    pub _pad2: u32,
 }
 
 /// `nh_family` of [`RouterConfig6::next_hop`]: AF_INET6.
@@ -87,7 +90,7 @@ impl RouterConfig6 {
         [NEXT_HOP_IPV6, word(0), word(4), word(8), word(12)]
     }
 
-    /// The mask of a prefix length (0-128).
+    /// The mask of a prefix length (0-128), as the address's bytes.
     #[must_use]
     pub fn mask(prefix: u8) -> [u8; 16] {
         let bits = u128::MAX
@@ -95,10 +98,20 @@ impl RouterConfig6 {
             .unwrap_or(0);
         bits.to_be_bytes()
     }
+
+    /// An address's bytes as [`RouterConfig6::subnet`] holds them.
+    #[must_use]
+    pub fn words(bytes: [u8; 16]) -> [u64; 2] {
+        let mut hi = [0; 8];
+        let mut lo = [0; 8];
+        hi.copy_from_slice(&bytes[..8]);
+        lo.copy_from_slice(&bytes[8..]);
+        [u64::from_ne_bytes(hi), u64::from_ne_bytes(lo)]
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<RouterConfig>() == 36);
-const _: () = assert!(core::mem::size_of::<RouterConfig6>() == 108);
+const _: () = assert!(core::mem::size_of::<RouterConfig6>() == 112);
 
 #[cfg(test)]
 mod tests {
@@ -121,5 +134,7 @@ mod tests {
         let m64 = RouterConfig6::mask(64);
         assert_eq!((m64[7], m64[8]), (0xff, 0));
         assert_eq!(RouterConfig6::mask(65)[8], 0x80);
+        assert_eq!(RouterConfig6::words(m64), [u64::MAX, 0]);
+        assert_eq!(RouterConfig6::words(gw)[1].to_ne_bytes(), gw[8..]);
     }
 }

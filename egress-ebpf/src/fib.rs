@@ -41,18 +41,6 @@ pub(crate) fn on_subnet6(ctx: &TcContext, cfg6: &RouterConfig6) -> bool {
     };
     // SAFETY: bounds checked by ptr_at.
     let [hi, lo] = unsafe { *daddr };
-    let half = |bytes: &[u8; 16], i: usize| {
-        u64::from_ne_bytes([
-            bytes[i],
-            bytes[i + 1],
-            bytes[i + 2],
-            bytes[i + 3],
-            bytes[i + 4],
-            bytes[i + 5],
-            bytes[i + 6],
-            bytes[i + 7],
-        ])
-    };
-    let (mask_hi, mask_lo) = (half(&cfg6.subnet_mask, 0), half(&cfg6.subnet_mask, 8));
-    hi & mask_hi == half(&cfg6.subnet, 0) && lo & mask_lo == half(&cfg6.subnet, 8)
+    let (net, mask) = (&cfg6.subnet, &cfg6.subnet_mask);
+    hi & mask[0] == net[0] && lo & mask[1] == net[1]
 }

@@ -59,6 +59,19 @@ fn addr6(ns: &Netns, dev: &str, ip: Ipv6Addr) -> Result<()> {
 }
 
 impl Lab {
+    /// Another IPv6 address for the server (`ip`, in 2001:db8:f::/64), usable at once.
+    pub fn add_server_ip6(&self, ip: &str) -> Result<()> {
+        self.server.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+    }
+
     /// The lab's IPv6 addresses and routes (see the module's picture).
     pub fn enable_ipv6(&self) -> Result<()> {
         addr6(&self.client, "eth0", CLIENT_IP6)?;

@@ -53,17 +53,7 @@ fn dns_proxy_keeps_the_clients_family(privileged: bool) {
     .unwrap();
     let mut lab = Lab::new(tag).unwrap();
     lab.enable_ipv6().unwrap();
-    lab.server
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{SERVER_IP6_B}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .unwrap();
+    lab.add_server_ip6(SERVER_IP6_B).unwrap();
     let (resolv_conf, _) = lab.start_nameserver(&dir, &hosts, 60).unwrap();
     for addr in [
         SERVER_IP.to_string(),

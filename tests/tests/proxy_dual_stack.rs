@@ -38,17 +38,7 @@ fn the_http_proxy_serves_and_leaves_in_both_families() {
     .unwrap();
     let mut lab = Lab::new("proxy-dual").unwrap();
     lab.enable_ipv6().unwrap();
-    lab.server
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{DENIED6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .unwrap();
+    lab.add_server_ip6(DENIED6).unwrap();
     lab.start_nameserver(&dir, &hosts, 60).unwrap();
     let resolv = dir.join("resolv.pod");
     std::fs::write(&resolv, format!("nameserver {NAMESERVER_IP}\n")).unwrap();

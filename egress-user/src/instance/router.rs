@@ -91,8 +91,9 @@ pub(crate) fn router_config6(
         } else {
             RouterConfig6::next_hop_via(v6.gateway.octets())
         },
-        subnet: std::array::from_fn(|i| source[i] & mask[i]),
-        subnet_mask: mask,
+        subnet: RouterConfig6::words(std::array::from_fn(|i| source[i] & mask[i])),
+        subnet_mask: RouterConfig6::words(mask),
+        _pad2: 0,
     }
 }
 
