@@ -23,7 +23,7 @@ pub use flow::{
     tcp_seen,
 };
 pub use lifetime::{
-    Doomed, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, SweepState, TOUCH_INTERVAL_NS,
+    Doomed, Doomed6, MIN_TIMEOUT_NS, PORT_REUSE_IDLE_NS, SweepState, TOUCH_INTERVAL_NS,
     counts_against_client, flow_expired, flow_timeout_ns, gc_collectable, tcp_ended,
     tuple_reusable,
 };
@@ -52,8 +52,7 @@ mod user {
         FragKey,
         FragKey6,
         FragPorts,
-        SweepState,
-        Doomed
+        SweepState
     );
     // SAFETY: as above, for both instances of the sealed `Addr` (flow.rs).
     unsafe impl<A: Addr> aya::Pod for super::FlowKey<A> {}
@@ -63,4 +62,6 @@ mod user {
     unsafe impl<A: Addr> aya::Pod for super::RuleTarget<A> {}
     // SAFETY: as above.
     unsafe impl<A: Addr> aya::Pod for super::RuleAddrs<A> {}
+    // SAFETY: as above.
+    unsafe impl<A: Addr> aya::Pod for super::Doomed<A> {}
 }

@@ -2,6 +2,8 @@
 //! directions, when a flow's TCP connection is over, and when a new flow may take its
 //! translated tuple. The data plane and the agent's GC judge with these same functions.
 
+use bytemuck::{Pod, Zeroable};
+
 use crate::{
     flow::{Addr, FlowEntry, FlowKey, tcp_seen},
     proto,
@@ -149,30 +151,49 @@ pub fn counts_against_client<A: Addr>(
 pub struct SweepState {
     /// CLOCK_MONOTONIC nanoseconds the flows are judged at.
     pub now: u64,
-    /// 0: [`crate::maps::CONNTRACK`]; 1: [`crate::maps::CT_UNREPLIED`].
+    /// The table: 0 [`crate::maps::CONNTRACK`], 1 [`crate::maps::CT_UNREPLIED`],
+    /// 2 [`crate::maps::CONNTRACK6`], 3 [`crate::maps::CT_UNREPLIED6`] (see
+    /// [`SweepState::table_index`]).
     pub table: u32,
     /// Entries seen.
     pub entries: u32,
-    /// Flows written to [`crate::maps::CT_DOOMED`].
+    /// Flows written to [`crate::maps::CT_DOOMED`] (an IPv6 table's to
+    /// [`crate::maps::CT_DOOMED6`]).
     pub doomed: u32,
     /// Nonzero: the doomed list or the census was full and the sweep stopped early.
     pub overflow: u32,
 }
 
-/// One [`crate::maps::CT_DOOMED`] entry: a collectable flow's entry, and its peer's key
-/// when the peer is there (`has_peer`).
+impl SweepState {
+    /// [`SweepState::table`] for a family's table: `ipv6`, and `replied` (the answered
+    /// flows) or not (the unreplied).
+    #[must_use]
+    pub const fn table_index(ipv6: bool, replied: bool) -> u32 {
+        (ipv6 as u32) * 2 + (!replied) as u32
+    }
+}
+
+/// One [`crate::maps::CT_DOOMED`] entry (`A`: the family; IPv6's are in
+/// [`crate::maps::CT_DOOMED6`]): a collectable flow's entry, and its peer's key when the
+/// peer is there (`has_peer`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Doomed {
-    pub key: FlowKey,
-    pub peer: FlowKey,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Doomed<A = [u8; 4]> {
+    pub key: FlowKey<A>,
+    pub peer: FlowKey<A>,
     pub has_peer: u32,
-    /// To the keys' alignment of 8.
+    /// To a multiple of the keys' size, so that an array of them has no padding.
     pub _pad: u32,
 }
 
+crate::flow::pod_instances!(Doomed);
+
+/// [`Doomed`] for IPv6.
+pub type Doomed6 = Doomed<[u8; 16]>;
+
 const _: () = assert!(core::mem::size_of::<SweepState>() == 24);
 const _: () = assert!(core::mem::size_of::<Doomed>() == 40);
+const _: () = assert!(core::mem::size_of::<Doomed6>() == 88);
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,11 @@ pub const CT_SWEEP: &str = "CT_SWEEP";
 pub const CT_DOOMED: &str = "CT_DOOMED";
 /// The sweep's census: a client's address -> its translated flows that are not closed.
 pub const CT_CENSUS: &str = "CT_CENSUS";
+/// [`CT_DOOMED`] for the IPv6 tables: index -> [`crate::Doomed6`] (one entry for an
+/// instance without IPv6).
+pub const CT_DOOMED6: &str = "CT_DOOMED6";
+/// [`CT_CENSUS`] for IPv6 clients: `[u8; 16]` -> `u32`.
+pub const CT_CENSUS6: &str = "CT_CENSUS6";
 /// Capacity of [`CT_DOOMED`]: a pass that finds more falls back to the user-space pass.
 pub const CT_DOOMED_MAX: u32 = 8192;
 /// Capacity of [`CT_CENSUS`]: more clients than this, and the pass falls back.

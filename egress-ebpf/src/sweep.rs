@@ -1,7 +1,8 @@
 //! The conntrack GC's sweep in the kernel: every entry of one table judged where it lies,
 //! with `bpf_for_each_map_elem`, instead of copied to the agent (2M entries at 1M flows).
 //! The agent runs the program with BPF_PROG_TEST_RUN and gets the collectable flows
-//! ([`CT_DOOMED`]) and each client's count of flows that are not closed ([`CT_CENSUS`]);
+//! ([`CT_DOOMED`]) and each client's count of flows that are not closed ([`CT_CENSUS`]),
+//! IPv6 tables' in their own ([`CT_DOOMED6`], [`CT_CENSUS6`]);
 //! it removes the flows itself, with the checks that keep a flow a packet refreshed
 //! meanwhile. The judgement is `egress_common`'s, the same as the agent's own pass.
 
@@ -21,19 +22,65 @@ use egress_common::{
     peer_key,
 };
 
-use crate::conntrack::{Table, peer_in_place};
+use crate::{
+    conntrack::{Table, peer_in_place},
+    ctmaps::Family,
+};
 
 /// The arguments and results of a sweep (see `egress_common::maps::CT_SWEEP`).
 #[btf_map]
 static CT_SWEEP: Array<SweepState, 1> = Array::new();
 
-/// The collectable flows the sweep found.
-#[btf_map]
-static CT_DOOMED: Array<Doomed, { CT_DOOMED_MAX as usize }> = Array::new();
+/// The list of collectable flows a sweep fills, every family's.
+type DoomedList<A> = Array<Doomed<A>, { CT_DOOMED_MAX as usize }>;
+/// The census a sweep counts in, every family's.
+type Census<A> = HashMap<A, u32, { CT_CENSUS_MAX as usize }>;
 
-/// Per client address, its translated flows that are not closed.
+/// The collectable flows the sweep found in an IPv4 table.
 #[btf_map]
-static CT_CENSUS: HashMap<[u8; 4], u32, { CT_CENSUS_MAX as usize }> = HashMap::new();
+static CT_DOOMED: DoomedList<[u8; 4]> = Array::new();
+
+/// Per IPv4 client address, its translated flows that are not closed.
+#[btf_map]
+static CT_CENSUS: Census<[u8; 4]> = HashMap::new();
+
+/// [`CT_DOOMED`] for the IPv6 tables (one entry for an instance without IPv6).
+#[btf_map]
+static CT_DOOMED6: DoomedList<[u8; 16]> = Array::new();
+
+/// [`CT_CENSUS`] for IPv6 clients.
+#[btf_map]
+static CT_CENSUS6: Census<[u8; 16]> = HashMap::new();
+
+/// A family's sweep results.
+trait Swept: Family {
+    fn doomed() -> &'static DoomedList<Self>;
+    fn census() -> &'static Census<Self>;
+}
+
+impl Swept for [u8; 4] {
+    #[inline(always)]
+    fn doomed() -> &'static DoomedList<Self> {
+        &CT_DOOMED
+    }
+
+    #[inline(always)]
+    fn census() -> &'static Census<Self> {
+        &CT_CENSUS
+    }
+}
+
+impl Swept for [u8; 16] {
+    #[inline(always)]
+    fn doomed() -> &'static DoomedList<Self> {
+        &CT_DOOMED6
+    }
+
+    #[inline(always)]
+    fn census() -> &'static Census<Self> {
+        &CT_CENSUS6
+    }
+}
 
 /// Callback return: go on with the next entry, or stop.
 const NEXT: i64 = 0;
@@ -49,16 +96,11 @@ pub(crate) fn ct_sweep(_ctx: TcContext) -> i32 {
     // The counts start as the agent wrote them (zero). Not set here: constants would have
     // the verifier walk the callback once per value of the doomed count.
     let mut local = unsafe { *state };
-    let (map, callback) = if local.table == 0 {
-        (
-            Table::Replied.map_ptr::<[u8; 4]>(),
-            visit::<true> as *const () as *mut c_void,
-        )
-    } else {
-        (
-            Table::Unreplied.map_ptr::<[u8; 4]>(),
-            visit::<false> as *const () as *mut c_void,
-        )
+    let (map, callback) = match local.table {
+        0 => table::<[u8; 4], true>(),
+        1 => table::<[u8; 4], false>(),
+        2 => table::<[u8; 16], true>(),
+        _ => table::<[u8; 16], false>(),
     };
     // SAFETY: a map of this object, a callback with the helper's signature, and a context
     // on this stack that outlives the call.
@@ -69,12 +111,26 @@ pub(crate) fn ct_sweep(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// One entry of the table (`REPLIED`: [`Table::Replied`]).
+/// The map and callback of one table (`REPLIED`: [`Table::Replied`]) of family `A`.
+#[inline(always)]
+fn table<A: Swept, const REPLIED: bool>() -> (*mut c_void, *mut c_void) {
+    let t = if REPLIED {
+        Table::Replied
+    } else {
+        Table::Unreplied
+    };
+    (
+        t.map_ptr::<A>(),
+        visit::<A, REPLIED> as *const () as *mut c_void,
+    )
+}
+
+/// One entry of a table (`REPLIED`: [`Table::Replied`]) of family `A`.
 #[inline(never)]
-extern "C" fn visit<const REPLIED: bool>(
+extern "C" fn visit<A: Swept, const REPLIED: bool>(
     _map: *mut c_void,
-    key: *mut FlowKey,
-    value: *mut FlowEntry,
+    key: *mut FlowKey<A>,
+    value: *mut FlowEntry<A>,
     state: *mut SweepState,
 ) -> i64 {
     // SAFETY: the helper passes the entry's key and value and our context.
@@ -106,12 +162,12 @@ extern "C" fn visit<const REPLIED: bool>(
             if !counts_against_client(key.proto, entry, peer) {
                 return NEXT;
             }
-            if let Some(count) = CT_CENSUS.get_ptr_mut(key.saddr) {
+            if let Some(count) = A::census().get_ptr_mut(key.saddr) {
                 // SAFETY: a live value of a map only this program writes, one run at a time.
                 unsafe { *count += 1 };
                 return NEXT;
             }
-            if CT_CENSUS.insert(key.saddr, 1, 0).is_err() {
+            if A::census().insert(key.saddr, 1, 0).is_err() {
                 state.overflow = 1;
                 return STOP;
             }
@@ -126,10 +182,10 @@ extern "C" fn visit<const REPLIED: bool>(
     }
 }
 
-/// Appends a collectable flow to [`CT_DOOMED`]; stops the sweep when the list is full.
+/// Appends a collectable flow to its family's list; stops the sweep when the list is full.
 #[inline(always)]
-fn doom(state: &mut SweepState, key: &FlowKey, peer: Option<FlowKey>) -> i64 {
-    let Some(slot) = CT_DOOMED.get_ptr_mut(state.doomed) else {
+fn doom<A: Swept>(state: &mut SweepState, key: &FlowKey<A>, peer: Option<FlowKey<A>>) -> i64 {
+    let Some(slot) = A::doomed().get_ptr_mut(state.doomed) else {
         state.overflow = 1;
         return STOP;
     };

@@ -2,12 +2,16 @@
 //! two data planes get the same flows (every kind the GC tells apart, in both tables, from
 //! several clients), one is collected by each, and the results and what is left must be
 //! equal. A sweep whose doomed list overflows falls back to the agent's pass, with the
-//! same result.
+//! same result. The same flows over IPv6 (the IPv6 tables have lists of their own), and
+//! both families at once.
 
 use egress_common::{FlowEntry, FlowKey, flow_kind, maps::CT_DOOMED_MAX, proto, tcp_seen};
 use egress_user::{
-    conntrack::{GcPass, collect_garbage, collect_garbage_in_kernel, monotonic_ns, sweep_only},
+    conntrack::{
+        FamilyPass, GcPass, collect_garbage, collect_garbage_in_kernel, monotonic_ns, sweep_only,
+    },
     dataplane::{
+        family::CtFamily,
         flows::CtTable,
         load::{Dataplane, LoadOptions},
     },
@@ -16,19 +20,50 @@ use egress_user::{
 const S: u64 = 1_000_000_000;
 const ESTABLISHED: u8 = tcp_seen::SYN | tcp_seen::ACK;
 
-fn load(flows: u32) -> Dataplane {
+/// A family the flows are written in: its address for each IPv4 one of the flows below
+/// (IPv6: the IPv4 address in the last four bytes of 2001:db8::/96).
+trait Fam: CtFamily + std::fmt::Debug {
+    fn of(v4: [u8; 4]) -> Self;
+    /// This family's half of a pass.
+    fn pass(pass: &GcPass) -> &FamilyPass<Self>;
+}
+
+impl Fam for [u8; 4] {
+    fn of(v4: [u8; 4]) -> Self {
+        v4
+    }
+    fn pass(pass: &GcPass) -> &FamilyPass<Self> {
+        &pass.v4
+    }
+}
+
+impl Fam for [u8; 16] {
+    fn of(v4: [u8; 4]) -> Self {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        a[12..].copy_from_slice(&v4);
+        a
+    }
+    fn pass(pass: &GcPass) -> &FamilyPass<Self> {
+        &pass.v6
+    }
+}
+
+/// A data plane with room for `flows` flows, with IPv6 tables or (`ipv6` false) their
+/// one-entry placeholders, which the sweep walks as well.
+fn load(flows: u32, ipv6: bool) -> Dataplane {
     Dataplane::load(&LoadOptions {
         conntrack_flows: flows,
         pin_dir: None,
-        ipv6: false,
+        ipv6,
     })
     .unwrap()
 }
 
-fn key(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16, protocol: u8) -> FlowKey {
+fn key<A: Fam>(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16, protocol: u8) -> FlowKey<A> {
     FlowKey {
-        saddr,
-        daddr,
+        saddr: A::of(saddr),
+        daddr: A::of(daddr),
         sport,
         dport,
         proto: protocol,
@@ -37,12 +72,12 @@ fn key(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16, protocol: u8) -> 
 }
 
 /// One flow's entries to write: (table, key, entry).
-type Entries = Vec<(CtTable, FlowKey, FlowEntry)>;
+type Entries<A = [u8; 4]> = Vec<(CtTable, FlowKey<A>, FlowEntry<A>)>;
 
 /// A translated flow from client `client` port `port`, each side with its flags and age;
 /// `halves`: which entries exist (forward, reply).
-fn flow(
-    out: &mut Entries,
+fn flow<A: Fam>(
+    out: &mut Entries<A>,
     now: u64,
     t: CtTable,
     (client, port, protocol): (u8, u16, u8),
@@ -75,7 +110,7 @@ fn flow(
 }
 
 /// Every kind of flow the GC tells apart.
-fn mixed(now: u64) -> Entries {
+fn mixed<A: Fam>(now: u64) -> Entries<A> {
     let mut e = Vec::new();
     let both = (true, true);
     let r = CtTable::Replied;
@@ -177,7 +212,7 @@ fn mixed(now: u64) -> Entries {
     }
     // The pod's own connections: established and recent stays, reset 11 s ago goes.
     let local = |port, flags, age| {
-        let k = key(
+        let k = key::<A>(
             [203, 0, 113, 10],
             443,
             [198, 51, 100, 100],
@@ -193,20 +228,23 @@ fn mixed(now: u64) -> Entries {
     e
 }
 
-fn write(dp: &mut Dataplane, entries: &Entries) {
+fn write<A: Fam>(dp: &mut Dataplane, entries: &Entries<A>) {
     for (t, k, v) in entries {
         dp.maps_mut().put_flow(*t, k, v).unwrap();
     }
 }
 
-/// Every entry left, both tables, sorted.
-fn left(dp: &Dataplane) -> Vec<(u8, FlowKey)> {
+/// Entries left: (table, key).
+type Left<A = [u8; 4]> = Vec<(u8, FlowKey<A>)>;
+
+/// Every entry left, both tables of family `A`, sorted.
+fn left<A: Fam>(dp: &Dataplane) -> Left<A> {
     let mut all = Vec::new();
     for (i, t) in [CtTable::Replied, CtTable::Unreplied]
         .into_iter()
         .enumerate()
     {
-        for (k, _) in dp.maps().conntrack_table(t).unwrap() {
+        for (k, _) in dp.maps().conntrack_table_of::<A>(t).unwrap() {
             all.push((i as u8, k));
         }
     }
@@ -214,51 +252,87 @@ fn left(dp: &Dataplane) -> Vec<(u8, FlowKey)> {
     all
 }
 
-fn compare(entries: &Entries, flows: u32, now: u64) -> (GcPass, Vec<(u8, FlowKey)>) {
-    let mut agent = load(flows);
-    let mut kernel = load(flows);
-    write(&mut agent, entries);
-    write(&mut kernel, entries);
+/// Both passes over the same entries (of either family or both): their results must be
+/// equal, and so what is left of each family.
+fn compare(
+    v4: &Entries,
+    v6: &Entries<[u8; 16]>,
+    flows: u32,
+    now: u64,
+) -> (GcPass, Left, Left<[u8; 16]>) {
+    let ipv6 = !v6.is_empty();
+    let mut agent = load(flows, ipv6);
+    let mut kernel = load(flows, ipv6);
+    for dp in [&mut agent, &mut kernel] {
+        write(dp, v4);
+        write(dp, v6);
+    }
     let by_agent = collect_garbage(agent.maps_mut(), now).unwrap();
     let by_kernel = collect_garbage_in_kernel(&mut kernel, now).unwrap();
     assert_eq!(by_kernel, by_agent);
-    let (a, k) = (left(&agent), left(&kernel));
-    assert_eq!(k, a, "entries left");
-    (by_kernel, k)
+    let (a, k) = (left::<[u8; 4]>(&agent), left::<[u8; 4]>(&kernel));
+    assert_eq!(k, a, "IPv4 entries left");
+    let (a6, k6) = (left::<[u8; 16]>(&agent), left::<[u8; 16]>(&kernel));
+    assert_eq!(k6, a6, "IPv6 entries left");
+    (by_kernel, k, k6)
 }
 
-#[test]
-fn the_sweep_in_the_kernel_judges_every_kind_of_flow_as_the_agent_does() {
-    let now = monotonic_ns();
-    let entries = mixed(now);
-    // The sweep itself ran and found them (not the fallback): 4 x 6 flows and the local
-    // connection in the answered table, 4 old SYNs in the other.
-    let mut dp = load(1024);
-    write(&mut dp, &entries);
+/// What the sweep alone finds in family `A`'s tables with `entries`: 4 x 6 flows and the
+/// local connection in the answered table, 4 old SYNs in the other.
+fn sweep_finds_every_kind<A: Fam>(entries: &Entries<A>, now: u64) {
+    let mut dp = load(1024, A::IPV6);
+    write(&mut dp, entries);
     let answered = entries
         .iter()
         .filter(|(t, ..)| *t == CtTable::Replied)
         .count();
     assert_eq!(
-        sweep_only(&mut dp, CtTable::Replied, now).unwrap(),
+        sweep_only::<A>(&mut dp, CtTable::Replied, now).unwrap(),
         Some((answered as u64, 4 * 4 + 1))
     );
     assert_eq!(
-        sweep_only(&mut dp, CtTable::Unreplied, now).unwrap(),
+        sweep_only::<A>(&mut dp, CtTable::Unreplied, now).unwrap(),
         Some(((entries.len() - answered) as u64, 4))
     );
-    let (pass, left) = compare(&entries, 1024, now);
-    // Per client: reset 2 + UDP 2 + two orphan halves = 6 in the answered table, the old
-    // SYN's 2 in the other; and the reset local connection.
-    assert_eq!(pass.v4.expired, 4 * 6 + 1, "{pass:?}");
-    assert_eq!(pass.v4.unreplied_expired, 4 * 2, "{pass:?}");
-    // Counted per client: the live TCP, the live UDP, the recent SYN.
-    assert_eq!(pass.v4.flows_by_source.len(), 4);
-    assert!(
-        pass.v4.flows_by_source.values().all(|&n| n == 3),
-        "{pass:?}"
-    );
-    assert_eq!(left.len(), entries.len() - (4 * 8 + 1));
+}
+
+/// Family `A`'s half of a pass over [`mixed`]: per client, reset 2 + UDP 2 + two orphan
+/// halves = 6 entries in the answered table, the old SYN's 2 in the other, and the reset
+/// local connection; counted per client: the live TCP, the live UDP, the recent SYN.
+fn judged_as_mixed<A: Fam>(pass: &GcPass, entries: &Entries<A>, left: usize) {
+    let half = A::pass(pass);
+    assert_eq!(half.expired, 4 * 6 + 1, "{pass:?}");
+    assert_eq!(half.unreplied_expired, 4 * 2, "{pass:?}");
+    assert_eq!(half.flows_by_source.len(), 4, "{pass:?}");
+    assert!(half.flows_by_source.values().all(|&n| n == 3), "{pass:?}");
+    assert_eq!(left, entries.len() - (4 * 8 + 1));
+}
+
+#[test]
+fn the_sweep_in_the_kernel_judges_every_kind_of_flow_as_the_agent_does() {
+    let now = monotonic_ns();
+    let entries = mixed::<[u8; 4]>(now);
+    // The sweep itself ran and found them (not the fallback).
+    sweep_finds_every_kind(&entries, now);
+    let (pass, left, left6) = compare(&entries, &Vec::new(), 1024, now);
+    judged_as_mixed(&pass, &entries, left.len());
+    assert!(left6.is_empty() && pass.v6.expired_total() == 0);
+}
+
+#[test]
+fn the_sweep_judges_ipv6_flows_as_the_agent_does_beside_ipv4_ones() {
+    let now = monotonic_ns();
+    let entries6 = mixed::<[u8; 16]>(now);
+    sweep_finds_every_kind(&entries6, now);
+    // IPv6 alone: nothing of IPv4 is judged.
+    let (pass, left, left6) = compare(&Vec::new(), &entries6, 1024, now);
+    judged_as_mixed(&pass, &entries6, left6.len());
+    assert!(left.is_empty() && pass.v4.expired_total() == 0);
+    // Both families at once, each into its own lists and census.
+    let entries = mixed::<[u8; 4]>(now);
+    let (pass, left, left6) = compare(&entries, &entries6, 1024, now);
+    judged_as_mixed(&pass, &entries, left.len());
+    judged_as_mixed(&pass, &entries6, left6.len());
 }
 
 /// More collectable flows than the sweep's list holds: the table gets the agent's pass.
@@ -280,11 +354,14 @@ fn a_sweep_that_overflows_falls_back_to_the_agents_pass() {
         );
     }
     let flows = 2 * (CT_DOOMED_MAX + 100);
-    let mut dp = load(flows);
+    let mut dp = load(flows, false);
     write(&mut dp, &entries);
-    assert_eq!(sweep_only(&mut dp, CtTable::Replied, now).unwrap(), None);
+    assert_eq!(
+        sweep_only::<[u8; 4]>(&mut dp, CtTable::Replied, now).unwrap(),
+        None
+    );
     drop(dp);
-    let (pass, left) = compare(&entries, flows, now);
+    let (pass, left, _) = compare(&entries, &Vec::new(), flows, now);
     assert_eq!(pass.v4.expired, 2 * u64::from(CT_DOOMED_MAX + 100));
     assert!(left.is_empty());
 }

@@ -4,7 +4,8 @@
 //! copying the whole table out (2M entries at 1M flows, most of a pass's time). The flows
 //! are then removed as the agent's own pass removes them ([`super::gc`]): read again,
 //! taken out, judged again, put back if a packet refreshed them. When the sweep cannot run
-//! or its lists overflow, the table gets the agent's own pass.
+//! or its lists overflow, the table gets the agent's own pass. Both families' tables are
+//! swept so, each into its own lists.
 
 use std::collections::HashMap as StdHashMap;
 
@@ -14,45 +15,50 @@ use aya::{
 };
 use egress_common::{Doomed, SweepState};
 
-use super::gc::{FamilyPass, GcPass, collect_family, collect_table, remove_flow};
-use crate::dataplane::{flows::CtTable, load::Dataplane, maps::Error};
+use super::gc::{FamilyPass, GcPass, collect_table, remove_flow};
+use crate::dataplane::{family::CtFamily, flows::CtTable, load::Dataplane, maps::Error};
 
 /// What the sweep found in one table.
-struct Found {
+struct Found<A> {
     entries: u64,
-    doomed: Vec<Doomed>,
-    census: Vec<([u8; 4], u32)>,
+    doomed: Vec<Doomed<A>>,
+    census: Vec<(A, u32)>,
 }
 
-/// [`super::collect_garbage`] with the sweep in the kernel; the same result. The IPv6
-/// tables get the agent's own pass (the sweep program walks the IPv4 ones only so far).
+/// [`super::collect_garbage`] with the sweep in the kernel; the same result.
 pub fn collect_garbage_in_kernel(dp: &mut Dataplane, now: u64) -> Result<GcPass, Error> {
-    let mut flows_by_source = StdHashMap::new();
-    let answered = table_pass(dp, CtTable::Replied, now, &mut flows_by_source)?;
-    let unreplied = table_pass(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
     Ok(GcPass {
-        v4: FamilyPass::of(dp.maps(), flows_by_source, answered, unreplied)?,
-        v6: collect_family(dp.maps_mut(), now, &mut |_| {})?,
+        v4: family_pass(dp, now)?,
+        v6: family_pass(dp, now)?,
     })
 }
 
-/// What the sweep alone finds in table `t` at `now`, changing nothing in it: (entries,
-/// collectable flows), or `None` when its lists overflow. For tests and the bench.
-pub fn sweep_only(
+/// [`collect_garbage_in_kernel`] on one family's two tables.
+fn family_pass<A: CtFamily>(dp: &mut Dataplane, now: u64) -> Result<FamilyPass<A>, Error> {
+    let mut flows_by_source = StdHashMap::new();
+    let answered = table_pass::<A>(dp, CtTable::Replied, now, &mut flows_by_source)?;
+    let unreplied = table_pass::<A>(dp, CtTable::Unreplied, now, &mut flows_by_source)?;
+    FamilyPass::of(dp.maps(), flows_by_source, answered, unreplied)
+}
+
+/// What the sweep alone finds in family `A`'s table `t` at `now`, changing nothing in
+/// it: (entries, collectable flows), or `None` when its lists overflow. For tests and the
+/// bench.
+pub fn sweep_only<A: CtFamily>(
     dp: &mut Dataplane,
     t: CtTable,
     now: u64,
 ) -> Result<Option<(u64, usize)>, String> {
-    Ok(sweep(dp, t, now)?.map(|found| (found.entries, found.doomed.len())))
+    Ok(sweep::<A>(dp, t, now)?.map(|found| (found.entries, found.doomed.len())))
 }
 
-fn table_pass(
+fn table_pass<A: CtFamily>(
     dp: &mut Dataplane,
     t: CtTable,
     now: u64,
-    flows_by_source: &mut StdHashMap<[u8; 4], u32>,
+    flows_by_source: &mut StdHashMap<A, u32>,
 ) -> Result<(u64, u64), Error> {
-    let found = match sweep(dp, t, now) {
+    let found = match sweep::<A>(dp, t, now) {
         Ok(Some(found)) => found,
         outcome => {
             match outcome {
@@ -77,24 +83,24 @@ fn table_pass(
     Ok((found.entries, expired))
 }
 
-/// Runs the sweep over table `t`; `None` when its lists overflowed.
-fn sweep(dp: &mut Dataplane, t: CtTable, now: u64) -> Result<Option<Found>, String> {
-    let (prog, state, doomed, census) = dp.sweep().map_err(|e| crate::error_chain(&e))?;
-    let mut census: HashMap<_, [u8; 4], u32> =
-        HashMap::try_from(census).map_err(|e| e.to_string())?;
+/// Runs the sweep over family `A`'s table `t`; `None` when its lists overflowed.
+fn sweep<A: CtFamily>(
+    dp: &mut Dataplane,
+    t: CtTable,
+    now: u64,
+) -> Result<Option<Found<A>>, String> {
+    let ipv6 = A::IPV6;
+    let (prog, state, doomed, census) = dp.sweep(ipv6).map_err(|e| crate::error_chain(&e))?;
+    let mut census: HashMap<_, A, u32> = HashMap::try_from(census).map_err(|e| e.to_string())?;
     // Left empty by the previous sweep; emptied again in case one failed midway.
-    let stale: Vec<[u8; 4]> = census.keys().filter_map(Result::ok).collect();
+    let stale: Vec<A> = census.keys().filter_map(Result::ok).collect();
     for key in stale {
         census.remove(&key).map_err(|e| e.to_string())?;
     }
     let mut state: Array<_, SweepState> = Array::try_from(state).map_err(|e| e.to_string())?;
-    let table = match t {
-        CtTable::Replied => 0,
-        CtTable::Unreplied => 1,
-    };
     let args = SweepState {
         now,
-        table,
+        table: SweepState::table_index(ipv6, t == CtTable::Replied),
         ..SweepState::default()
     };
     state.set(0, args, 0).map_err(|e| e.to_string())?;
@@ -104,14 +110,14 @@ fn sweep(dp: &mut Dataplane, t: CtTable, now: u64) -> Result<Option<Found>, Stri
     opts.data_in = Some(&frame);
     prog.test_run(opts).map_err(|e| e.to_string())?;
     let result = state.get(&0, 0).map_err(|e| e.to_string())?;
-    let counts: Vec<([u8; 4], u32)> = census.iter().filter_map(Result::ok).collect();
+    let counts: Vec<(A, u32)> = census.iter().filter_map(Result::ok).collect();
     for (key, _) in &counts {
         census.remove(key).map_err(|e| e.to_string())?;
     }
     if result.overflow != 0 {
         return Ok(None);
     }
-    let doomed_list: Array<_, Doomed> = Array::try_from(doomed).map_err(|e| e.to_string())?;
+    let doomed_list: Array<_, Doomed<A>> = Array::try_from(doomed).map_err(|e| e.to_string())?;
     let doomed = (0..result.doomed)
         .map(|i| doomed_list.get(&i, 0).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;

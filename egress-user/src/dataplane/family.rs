@@ -6,6 +6,8 @@ use egress_common::{Addr, maps};
 /// An address family's conntrack maps (and names' addresses): `[u8; 4]` (IPv4) or
 /// `[u8; 16]` (IPv6).
 pub trait CtFamily: Addr + Ord + aya::Pod {
+    /// IPv6, not IPv4.
+    const IPV6: bool;
     /// Answered flows.
     const REPLIED: &'static str;
     /// Flows waiting for their first answer.
@@ -19,6 +21,7 @@ pub trait CtFamily: Addr + Ord + aya::Pod {
 }
 
 impl CtFamily for [u8; 4] {
+    const IPV6: bool = false;
     const REPLIED: &'static str = maps::CONNTRACK;
     const UNREPLIED: &'static str = maps::CT_UNREPLIED;
     const LIMITED: &'static str = maps::CT_LIMITED;
@@ -29,6 +32,7 @@ impl CtFamily for [u8; 4] {
 }
 
 impl CtFamily for [u8; 16] {
+    const IPV6: bool = true;
     const REPLIED: &'static str = maps::CONNTRACK6;
     const UNREPLIED: &'static str = maps::CT_UNREPLIED6;
     const LIMITED: &'static str = maps::CT_LIMITED6;

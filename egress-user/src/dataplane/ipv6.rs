@@ -11,10 +11,9 @@
 //!
 //! Its configuration and rules are written with the IPv4 ones
 //! ([`crate::dataplane::maps::MapSet::configure_dual`]), and its maps are pinned and
-//! handed over with them ([`egress_common::maps::ALL6`]).
-//!
-//! Not yet here (issue 18): their GC and inspection, fragments, the ICMPv6 errors the
-//! router sends itself and the path checks.
+//! handed over with them ([`egress_common::maps::ALL6`]). Their conntrack is collected
+//! by the same GC as IPv4's, the sweep in the kernel included
+//! ([`crate::conntrack::collect_garbage_in_kernel`]).
 
 use aya::maps::HashMap;
 use egress_common::{FlowEntry6, FlowKey6, maps};

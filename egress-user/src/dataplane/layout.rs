@@ -148,7 +148,7 @@ pub fn check_family(name: &'static str, info: &MapInfo, ipv6: bool) -> Result<()
 /// Sizes the IPv6 maps: as the IPv4 ones for an instance with IPv6, else one entry each
 /// (the kernel preallocates hash maps, and an IPv4 router should not pay for IPv6 tables).
 pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, ipv6: bool) {
-    let (flows, unreplied, rules, limited, fragments, names) = if ipv6 {
+    let (flows, unreplied, rules, limited, fragments, names, doomed, census) = if ipv6 {
         (
             conntrack_flows.saturating_mul(2),
             unreplied_entries(conntrack_flows),
@@ -156,9 +156,11 @@ pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, 
             maps::CT_LIMITED_MAX,
             FRAGMENTS_MAX,
             MAX_RULES,
+            maps::CT_DOOMED_MAX,
+            maps::CT_CENSUS_MAX,
         )
     } else {
-        (1, 1, 1, 1, 1, 1)
+        (1, 1, 1, 1, 1, 1, 1, 1)
     };
     loader.map_max_entries(maps::CONNTRACK6, flows);
     loader.map_max_entries(maps::CT_UNREPLIED6, unreplied);
@@ -166,4 +168,7 @@ pub(crate) fn size_ipv6_maps(loader: &mut EbpfLoader<'_>, conntrack_flows: u32, 
     loader.map_max_entries(maps::CT_LIMITED6, limited);
     loader.map_max_entries(maps::FRAGMENTS6, fragments);
     loader.map_max_entries(maps::RULE_ADDRS6, names);
+    // The GC sweep's IPv6 lists (not pinned: each agent has its own).
+    loader.map_max_entries(maps::CT_DOOMED6, doomed);
+    loader.map_max_entries(maps::CT_CENSUS6, census);
 }

@@ -114,8 +114,9 @@ pub struct Reuse {
 pub struct Dataplane {
     ebpf: Ebpf,
     maps: MapSet,
-    /// The GC sweep's own maps: [`maps::CT_SWEEP`], [`maps::CT_DOOMED`], [`maps::CT_CENSUS`].
-    sweep_maps: [aya::maps::Map; 3],
+    /// The GC sweep's own maps: [`maps::CT_SWEEP`], then [`maps::CT_DOOMED`] and
+    /// [`maps::CT_CENSUS`], then their IPv6 counterparts.
+    sweep_maps: [aya::maps::Map; 5],
     reuse: Reuse,
     migration: Option<Migration>,
 }
@@ -138,9 +139,6 @@ impl Dataplane {
             for name in maps::ALL.into_iter().chain(maps::ALL6) {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
-                    // A rules map smaller than this build's (an earlier release's, without
-                    // room for the agent's own ports) is rebuilt like one of another
-                    // layout: its content is derived from the configuration anyway.
                     // A rules map or rule counters smaller than this build's (an earlier
                     // release's, without room for the agent's own ports or the IPv6
                     // fallback) are rebuilt like maps of another layout: the rules come
@@ -204,6 +202,8 @@ impl Dataplane {
             take(maps::CT_SWEEP)?,
             take(maps::CT_DOOMED)?,
             take(maps::CT_CENSUS)?,
+            take(maps::CT_DOOMED6)?,
+            take(maps::CT_CENSUS6)?,
         ];
         if let Some(migration) = &migration {
             let copied = migration.copy(&mut maps)?;
@@ -282,10 +282,11 @@ impl Dataplane {
     }
 
     /// The conntrack GC's sweep program, loaded on first use (it is never attached, and
-    /// a data plane that is not an agent's has no use for it), and a map of the object
-    /// that only the sweep uses, by name.
+    /// a data plane that is not an agent's has no use for it), and the maps only the sweep
+    /// uses: its state, and the doomed list and census of one family (`ipv6` or not).
     pub(crate) fn sweep(
         &mut self,
+        ipv6: bool,
     ) -> Result<
         (
             &mut SchedClassifier,
@@ -304,8 +305,12 @@ impl Dataplane {
             })?;
             drop(held);
         }
-        let [state, doomed, census] = &mut self.sweep_maps;
-        Ok((prog, state, doomed, census))
+        let [state, doomed, census, doomed6, census6] = &mut self.sweep_maps;
+        Ok(if ipv6 {
+            (prog, state, doomed6, census6)
+        } else {
+            (prog, state, doomed, census)
+        })
     }
 
     /// The pod-interface ingress program.

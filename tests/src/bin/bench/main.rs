@@ -8,6 +8,7 @@ mod corelab;
 mod corereport;
 mod cpus;
 mod failover;
+mod gc6;
 mod host;
 mod http;
 mod markdown;
@@ -273,6 +274,12 @@ fn main() -> Result<()> {
         );
         gc_pass_cpu_s.push(gc_cpu);
     }
+    // The same over 1M IPv6 flows, in a data plane of its own.
+    let gc6_pass_cpu_s = if args.small_table_only {
+        Vec::new()
+    } else {
+        gc6::passes(progcost::CAPACITY_FLOWS, big.flows, 3)?
+    };
     let t = Instant::now();
     let big = tables.last().context("a table")?;
     let entries = big.entries()?;
@@ -294,6 +301,7 @@ fn main() -> Result<()> {
         bytes_per_flow: memlock as f64 / f64::from(capacity),
         entries_at_1m: entries,
         gc_pass_cpu_s,
+        gc6_pass_cpu_s,
     };
 
     let mut costs = Vec::new();

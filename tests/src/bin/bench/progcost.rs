@@ -27,7 +27,7 @@ const FALLBACK: [u8; 4] = [203, 0, 113, 10];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const POD_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 /// Capacity of both tables, in flows: the same map, so only the fill differs.
-const CAPACITY_FLOWS: u32 = 1_100_000;
+pub(crate) const CAPACITY_FLOWS: u32 = 1_100_000;
 /// At most this many flows, spread across the table, carry the established and reply runs:
 /// with 1M flows their entries (about 16 MiB with the buckets) do not all stay in the
 /// CPU caches, as for a router whose many flows are all busy.
@@ -97,6 +97,16 @@ fn tuple(frame: &[u8]) -> Result<([u8; 4], u16, [u8; 4], u16)> {
     let addr = |at: usize| -> [u8; 4] { frame[at..at + 4].try_into().expect("4 bytes") };
     let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
     Ok((addr(26), port(34), addr(30), port(36)))
+}
+
+/// CPU seconds this thread has used, user and system together.
+pub(crate) fn thread_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// One loaded data plane with `flows` flows created by its own program.
@@ -277,19 +287,12 @@ impl Table {
     /// is (every flow alive):
     /// (wall seconds, CPU seconds of this thread, user and system together).
     pub(crate) fn gc_pass(&mut self) -> Result<(f64, f64)> {
-        let cpu = || {
-            // SAFETY: getrusage fills the struct.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: a valid pointer to a rusage.
-            unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut usage) };
-            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-            secs(usage.ru_utime) + secs(usage.ru_stime)
-        };
+        let cpu = thread_cpu_s;
         let now = egress_user::conntrack::monotonic_ns();
         // The pass below is the sweep in the kernel, not the agent's own pass it falls back
         // to (untimed check).
         for t in [CtTable::Replied, CtTable::Unreplied] {
-            egress_user::conntrack::sweep_only(&mut self.dp, t, now)
+            egress_user::conntrack::sweep_only::<[u8; 4]>(&mut self.dp, t, now)
                 .map_err(anyhow::Error::msg)?
                 .context("the GC sweep overflowed")?;
         }

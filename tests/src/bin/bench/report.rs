@@ -89,6 +89,9 @@ pub(crate) struct Memory {
     /// results of earlier versions).
     #[serde(default)]
     pub gc_pass_cpu_s: Vec<f64>,
+    /// The same over 1M IPv6 flows (absent in results of earlier versions).
+    #[serde(default)]
+    pub gc6_pass_cpu_s: Vec<f64>,
 }
 
 /// Everything one `cargo xtask bench` measured.
