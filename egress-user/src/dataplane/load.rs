@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapInfo,
+    maps::{Map, MapInfo},
     programs::{SchedClassifier, Xdp},
 };
 use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULE_STATS_LEN, RULES_CAPACITY, maps, programs};
@@ -110,13 +110,21 @@ pub struct Reuse {
     pub resized: Vec<&'static str>,
 }
 
+/// The sweep program and its maps for one family: state, doomed list, census.
+type SweepParts<'a> = (
+    &'a mut SchedClassifier,
+    &'a mut Map,
+    &'a mut Map,
+    &'a mut Map,
+);
+
 /// The loaded data plane: programs and maps of one egress-router instance.
 pub struct Dataplane {
     ebpf: Ebpf,
     maps: MapSet,
     /// The GC sweep's own maps: [`maps::CT_SWEEP`], then [`maps::CT_DOOMED`] and
     /// [`maps::CT_CENSUS`], then their IPv6 counterparts.
-    sweep_maps: [aya::maps::Map; 5],
+    sweep_maps: [Map; 5],
     reuse: Reuse,
     migration: Option<Migration>,
 }
@@ -277,25 +285,14 @@ impl Dataplane {
 
     /// A map of the object that the data plane does not manage, by name: the benchmarks'
     /// [`maps::LAB_FRAME`].
-    pub fn object_map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+    pub fn object_map(&mut self, name: &'static str) -> Result<&mut Map, Error> {
         self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
     }
 
     /// The conntrack GC's sweep program, loaded on first use (it is never attached, and
     /// a data plane that is not an agent's has no use for it), and the maps only the sweep
     /// uses: its state, and the doomed list and census of one family (`ipv6` or not).
-    pub(crate) fn sweep(
-        &mut self,
-        ipv6: bool,
-    ) -> Result<
-        (
-            &mut SchedClassifier,
-            &mut aya::maps::Map,
-            &mut aya::maps::Map,
-            &mut aya::maps::Map,
-        ),
-        Error,
-    > {
+    pub(crate) fn sweep(&mut self, ipv6: bool) -> Result<SweepParts<'_>, Error> {
         let prog = classifier(&mut self.ebpf, programs::CT_SWEEP)?;
         if prog.fd().is_err() {
             let held = SignalsHeld::new();
