@@ -32,7 +32,10 @@ pub use rules::{
     FALLBACK6_RULE_ID, MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULE_STATS_LEN, RULES_CAPACITY,
     RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, rule_flags,
 };
-pub use stats::{DropReason, PacketCount, STATS_DROP_BASE, STATS_LEN, Stat, drop_stat_index};
+pub use stats::{
+    DropReason, ICMP_ERRORS_BURST, ICMP_ERRORS_PER_SEC, PacketCount, STATS_DROP_BASE, STATS_LEN,
+    Stat, drop_stat_index,
+};
 
 #[cfg(feature = "user")]
 mod user {

@@ -182,11 +182,15 @@ pub enum Stat {
     /// for [`crate::PORT_REUSE_IDLE_NS`], or timed out) when a new flow's port search met
     /// it.
     NatPortsReclaimed = 19,
+    /// ICMP and ICMPv6 errors the router would have sent itself but held back: it sends
+    /// at most [`crate::ICMP_ERRORS_PER_SEC`] (RFC 4443 2.4(f), Linux's own limit). The
+    /// packet is dropped under its reason all the same.
+    IcmpErrorsLimited = 20,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -207,6 +211,7 @@ impl Stat {
         Self::FlowsReplied,
         Self::IcmpErrorsSent,
         Self::NatPortsReclaimed,
+        Self::IcmpErrorsLimited,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -233,9 +238,17 @@ impl Stat {
             Self::FlowsReplied => "flows_replied",
             Self::IcmpErrorsSent => "icmp_errors_sent",
             Self::NatPortsReclaimed => "nat_ports_reclaimed",
+            Self::IcmpErrorsLimited => "icmp_errors_limited",
         }
     }
 }
+
+/// ICMP errors the router sends itself (both families together), per second on average:
+/// Linux's `icmp_msgs_per_sec`. A client that sends packets whose hop limit runs out, or
+/// too big ones, at any rate gets no more errors than this back.
+pub const ICMP_ERRORS_PER_SEC: u64 = 1000;
+/// How many of them may go at once after a quiet spell: Linux's `icmp_msgs_burst`.
+pub const ICMP_ERRORS_BURST: u64 = 50;
 
 /// First index of the drop counters in [`crate::maps::STATS`].
 pub const STATS_DROP_BASE: u32 = 32;

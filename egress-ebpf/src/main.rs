@@ -24,6 +24,7 @@
 #![no_std]
 #![no_main]
 
+mod budget;
 mod config;
 mod conntrack;
 mod ctmaps;

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use egress_common::{DropReason, RouterConfig, Stat};
 
 use crate::{
-    icmp,
+    budget, icmp,
     metrics::Verdict,
     parse::{ETH_HLEN, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, Ipv4, Ipv4Hdr},
 };
@@ -163,6 +163,9 @@ fn answer(
         // SAFETY: reading a field of the context.
         || unsafe { (*ctx.skb.skb).gso_segs } > 1
     {
+        return Err(reason);
+    }
+    if !budget::allow_error(ctx.len()) {
         return Err(reason);
     }
     let ihl = ip.l4 - ETH_HLEN;

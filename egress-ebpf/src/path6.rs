@@ -23,7 +23,7 @@ use aya_ebpf::{
 use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, proto};
 
 use crate::{
-    icmp6,
+    budget, icmp6,
     metrics::Verdict,
     parse::ETH_HLEN,
     parse6::{IPV6_HLEN, Ipv6},
@@ -156,6 +156,9 @@ fn answer(
         // SAFETY: reading a field of the context.
         || unsafe { (*ctx.skb.skb).gso_segs } > 1
     {
+        return Err(reason);
+    }
+    if !budget::allow_error(ctx.len()) {
         return Err(reason);
     }
     // The headers, 64 bytes after them, at most QUOTE_MAX; whole 32-bit words, for the

@@ -9,6 +9,7 @@ pub mod container;
 pub mod daemon;
 pub mod echo;
 pub mod failover;
+pub mod flood;
 pub mod fuzz;
 pub mod lab;
 pub mod lab6;

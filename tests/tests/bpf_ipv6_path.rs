@@ -5,6 +5,7 @@
 
 use egress_common::{DropReason, Stat, programs};
 use egress_tests::{
+    flood::assert_errors_limited,
     pktgen::{TC_ACT_REDIRECT, TC_ACT_SHOT, drops, run},
     pktgen6::{CLIENT6, POD6, SERVER6, SOURCE6, check_icmp6, dataplane6, parse6, udp6},
 };
@@ -116,6 +117,25 @@ fn a_client_packet_whose_hop_limit_runs_out_gets_time_exceeded_from_the_pod() {
     let stats = dp.maps().stats().unwrap();
     assert_eq!(stats.path(Stat::IcmpErrorsSent).packets, 1, "{stats}");
     assert_eq!(stats.path(Stat::Forwarded).packets, 1, "{stats}");
+}
+
+/// A client flooding the router with probes whose hop limit runs out (the cheapest way
+/// to make a router work) gets no more errors back than the limit; the rest are dropped.
+#[test]
+fn a_flood_of_expiring_probes_gets_no_more_errors_back_than_the_limit() {
+    let mut dp = dataplane6(&[(5353, UDP, SERVER6, 53)], None);
+    let mut probe = udp6((CLIENT6, 41000), (POD6, 5353), b"probe");
+    probe[HOP_LIMIT] = 1;
+    let out = assert_errors_limited(
+        &mut dp,
+        programs::POD_INGRESS6,
+        &probe,
+        DropReason::TtlExceeded,
+    );
+    assert_eq!(
+        check_icmp6(&out, POD6, CLIENT6),
+        Icmpv6Type::TimeExceeded(TimeExceededCode::HopLimitExceeded)
+    );
 }
 
 #[test]

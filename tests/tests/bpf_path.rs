@@ -99,6 +99,21 @@ fn a_ttl_that_runs_out_here_is_answered_with_time_exceeded() {
     assert_eq!(sent(&dp), 2);
 }
 
+/// A client flooding the router with packets whose TTL runs out gets no more errors back
+/// than the limit (shared with IPv6's); the rest are dropped, counted as held back.
+#[test]
+fn a_flood_of_expiring_packets_gets_no_more_errors_back_than_the_limit() {
+    let mut dp = dataplane("8080 udp 203.0.113.10 80");
+    let expiring = udp_frame((CLIENT, 41000), (POD, 8080), b"traceroute probe", 1);
+    let out = egress_tests::flood::assert_errors_limited(
+        &mut dp,
+        programs::POD_INGRESS,
+        &expiring,
+        DropReason::TtlExceeded,
+    );
+    check_error(&out, POD, CLIENT, 11, 0, &expiring);
+}
+
 /// In a namespace with two links, `small` (MTU 1280) and `big` (MTU 1500): a packet
 /// for the smaller link with DF gets Fragmentation Needed with MTU 1280 back, without DF it
 /// is dropped (`too_big`), and one that fits is translated; both directions.
