@@ -39,7 +39,10 @@ pub struct RouterConfig {
     pub nat_port_max: u16,
     /// Largest TCP MSS advertised through the router: min(pod MTU, egress MTU) - 40.
     pub mss_clamp: u16,
-    pub _pad: u16,
+    /// The instance's number in node mode (its index of [`crate::maps::CONFIG`], and
+    /// [`crate::RuleKey::instance`] of its rules); 0 in pod mode.
+    pub instance: u8,
+    pub _pad: u8,
     /// Random key of the translated-port choice (RFC 6056's algorithm 3): a flow's first
     /// port is a keyed hash of its tuple, so it cannot be guessed from outside, and the
     /// same flow gets the same port again when its entries are re-created (two CPUs at

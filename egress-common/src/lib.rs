@@ -11,6 +11,7 @@ pub mod csum;
 pub mod flow;
 pub mod lifetime;
 pub mod maps;
+pub mod node;
 pub mod programs;
 pub mod proto;
 pub mod rules;
@@ -28,6 +29,7 @@ pub use lifetime::{
     tuple_reusable,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
+pub use node::{NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NodeHop, NodeUplink};
 pub use rules::{
     FALLBACK6_RULE_ID, MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULE_STATS_LEN, RULES_CAPACITY,
     RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, rule_flags,
@@ -55,7 +57,9 @@ mod user {
         FragKey,
         FragKey6,
         FragPorts,
-        SweepState
+        SweepState,
+        NodeHop,
+        NodeUplink
     );
     // SAFETY: as above, for both instances of the sealed `Addr` (flow.rs).
     unsafe impl<A: Addr> aya::Pod for super::FlowKey<A> {}

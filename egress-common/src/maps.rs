@@ -74,6 +74,19 @@ pub const FRAGMENTS6: &str = "FRAGMENTS6";
 /// [`crate::RuleAddrs6`].
 pub const RULE_ADDRS6: &str = "RULE_ADDRS6";
 
+/// Node mode: a router pod's host-side interface index -> its instance (`u32`), for the
+/// client packets on their way into the pod ([`crate::node`]).
+pub const NODE_PODS: &str = "NODE_PODS";
+/// Node mode: EGRESS_SOURCE -> its instance (`u32`), for the replies on the uplink and the
+/// ARP responder.
+pub const NODE_SOURCES: &str = "NODE_SOURCES";
+/// Node mode: each instance's way out, [`crate::NodeHop`] at its index.
+pub const NODE_HOPS: &str = "NODE_HOPS";
+/// Node mode: the uplink, one [`crate::NodeUplink`] at index 0.
+pub const NODE_UPLINK: &str = "NODE_UPLINK";
+/// Node mode's maps, pinned and handed over with [`ALL`] in its pin directory.
+pub const NODE: [&str; 4] = [NODE_PODS, NODE_SOURCES, NODE_HOPS, NODE_UPLINK];
+
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
 

@@ -37,3 +37,13 @@ pub const LAB_SINK: &str = "lab_sink";
 /// agent the collectable flows and the per-client census. Never attached: the agent runs
 /// it with BPF_PROG_TEST_RUN.
 pub const CT_SWEEP: &str = "ct_sweep";
+/// Node mode: TC egress of a router pod's host-side interface, where clients' packets to
+/// the pod leave the node's stack: translated and sent out of the uplink toward the
+/// instance's EGRESS_GATEWAY, never reaching the pod.
+pub const NODE_FORWARD: &str = "node_forward";
+/// Node mode: TC ingress of the uplink: replies to an egress address translated back and
+/// sent toward the client; everything else is the node's and passes untouched.
+pub const NODE_REPLY: &str = "node_reply";
+/// Node mode: XDP on the uplink: answers ARP for the egress addresses with the uplink's
+/// MAC, and drops traffic to them that is part of no flow before the stack sees it.
+pub const NODE_XDP: &str = "node_xdp";

@@ -30,7 +30,9 @@ pub struct RuleKey {
     pub port: u16,
     /// [`crate::proto::TCP`] or [`crate::proto::UDP`].
     pub proto: u8,
-    pub _pad: u8,
+    /// The instance the rule is of: 0 in pod mode, its number in node mode
+    /// ([`crate::node`]). (The padding byte of earlier releases, always 0.)
+    pub instance: u8,
 }
 
 /// [`RuleTarget::flags`] bits.

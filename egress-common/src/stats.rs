@@ -74,8 +74,14 @@ pub enum DropReason {
     /// More IPv6 extension headers than the data plane walks (see the parser's bound), or
     /// one it cannot walk: never forwarded with a transport header it did not see.
     Ipv6ExtHeaders = 17,
+    /// Node mode: addressed to an egress address of the node and part of no flow, dropped
+    /// by the uplink's XDP program before the node's stack sees it.
+    UnsolicitedEarly = 18,
+    /// Node mode: the client's side of the reply could not be found in the node's routes
+    /// (`bpf_fib_lookup`), so it was not sent.
+    NoRouteToClient = 19,
     /// Number of reasons; not a reason.
-    Count = 18,
+    Count = 20,
 }
 
 impl DropReason {
@@ -99,6 +105,8 @@ impl DropReason {
         Self::TooBig,
         Self::MalformedIpv6,
         Self::Ipv6ExtHeaders,
+        Self::UnsolicitedEarly,
+        Self::NoRouteToClient,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -123,6 +131,8 @@ impl DropReason {
             Self::TooBig => "too_big",
             Self::MalformedIpv6 => "malformed_ipv6",
             Self::Ipv6ExtHeaders => "ipv6_ext_headers",
+            Self::UnsolicitedEarly => "unsolicited_early",
+            Self::NoRouteToClient => "no_route_to_client",
             Self::Count => "count",
         }
     }
@@ -186,11 +196,17 @@ pub enum Stat {
     /// at most [`crate::ICMP_ERRORS_PER_SEC`] (RFC 4443 2.4(f), Linux's own limit). The
     /// packet is dropped under its reason all the same.
     IcmpErrorsLimited = 20,
+    /// Node mode: ARP requests for an egress address answered by the uplink's XDP program.
+    ArpAnswered = 21,
+    /// Node mode: packets to an egress address that the uplink's XDP program passed on to
+    /// the TC program (replies of flows, ICMP, fragments). The node's own traffic passes
+    /// uncounted.
+    XdpPassed = 22,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -212,6 +228,8 @@ impl Stat {
         Self::IcmpErrorsSent,
         Self::NatPortsReclaimed,
         Self::IcmpErrorsLimited,
+        Self::ArpAnswered,
+        Self::XdpPassed,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -239,6 +257,8 @@ impl Stat {
             Self::IcmpErrorsSent => "icmp_errors_sent",
             Self::NatPortsReclaimed => "nat_ports_reclaimed",
             Self::IcmpErrorsLimited => "icmp_errors_limited",
+            Self::ArpAnswered => "arp_answered",
+            Self::XdpPassed => "xdp_passed",
         }
     }
 }

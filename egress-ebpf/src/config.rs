@@ -3,7 +3,8 @@
 use aya_ebpf::{btf_maps::Array, macros::btf_map};
 use egress_common::{RouterConfig, RouterConfig6};
 
-/// The instance's addresses and interfaces, written by the loader before attaching.
+/// The instance's addresses and interfaces, written by the loader before attaching; in
+/// node mode, every instance's at its number (the loader sizes the map).
 #[btf_map]
 static CONFIG: Array<RouterConfig, 1> = Array::new();
 
@@ -25,6 +26,12 @@ pub(crate) fn get6() -> Option<&'static RouterConfig6> {
 #[inline(always)]
 pub(crate) fn get() -> Option<&'static RouterConfig> {
     CONFIG.get(0).filter(|cfg| cfg.pod_ifindex != 0)
+}
+
+/// Node mode: instance `instance`'s configuration, once written.
+#[inline(always)]
+pub(crate) fn get_at(instance: u32) -> Option<&'static RouterConfig> {
+    CONFIG.get(instance).filter(|cfg| cfg.pod_ifindex != 0)
 }
 
 /// The egress interface's index as written, configured or not (the lab's forwarder).

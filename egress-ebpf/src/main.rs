@@ -20,6 +20,7 @@
 //! | `fib` | forwarding with `bpf_redirect_neigh` |
 //! | `config` | the instance configuration map |
 //! | `metrics` | verdicts and per-CPU counters |
+//! | `node` | node mode: every instance of a node from one set of programs, XDP on the uplink |
 //! | `lab` | the benchmarks' reference programs, never attached by the product |
 #![no_std]
 #![no_main]
@@ -37,6 +38,7 @@ mod icmp6;
 mod lab;
 mod metrics;
 mod nat;
+mod node;
 mod parse;
 mod parse6;
 mod path;
@@ -49,8 +51,8 @@ mod tuple;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, config_flags};
@@ -125,6 +127,64 @@ pub(crate) fn egress_egress6(ctx: TcContext) -> i32 {
         Ok(Verdict::Pass(Stat::EgressEgressPassed)),
         egress::egress6,
     )
+}
+
+/// Node mode: TC egress of a router pod's host-side interface: a client's packet to the
+/// pod, translated as `pod_ingress` translates it, with the configuration of the
+/// instance behind this interface, and sent out of the uplink; what no rule takes goes
+/// on into the pod.
+#[classifier]
+pub(crate) fn node_forward(ctx: TcContext) -> i32 {
+    // SAFETY: reading a field of the context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(cfg) = node::by_pod(ifindex) else {
+        // An interface whose instance is gone (the agent detaches it next).
+        return TC_ACT_UNSPEC;
+    };
+    let len = ctx.len();
+    metrics::count(Stat::PodIngressSeen, len);
+    let result = pod::ingress(&ctx, cfg);
+    trace(&ctx, cfg, "node_forward", &result);
+    finish_node(&ctx, cfg, result, len)
+}
+
+/// Node mode: TC ingress of the uplink: a packet to an egress address is the reply of a
+/// flow, translated back as `egress_ingress` translates it and sent toward the client, or
+/// dropped; the node's own traffic goes on untouched and uncounted.
+#[classifier]
+pub(crate) fn node_reply(ctx: TcContext) -> i32 {
+    let Some(cfg) = node::by_destination(&ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    let len = ctx.len();
+    metrics::count(Stat::EgressIngressSeen, len);
+    let result = egress::ingress(&ctx, cfg);
+    trace(&ctx, cfg, "node_reply", &result);
+    finish_node(&ctx, cfg, result, len)
+}
+
+/// Node mode: XDP on the uplink: the ARP responder for the egress addresses, and the early
+/// drop of traffic to them that is part of no flow.
+#[xdp]
+pub(crate) fn node_xdp(ctx: XdpContext) -> u32 {
+    node::xdp(&ctx)
+}
+
+/// [`finish`] for the node programs: a redirect goes the node's way ([`node::redirect`]).
+#[inline(always)]
+fn finish_node(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    result: Result<Verdict, DropReason>,
+    len: u32,
+) -> i32 {
+    match result {
+        Ok(Verdict::Redirect(ifindex, stat)) => match node::redirect(ctx, cfg, ifindex) {
+            Ok(action) => finish_redirect(action, stat, len),
+            Err(reason) => finish(Err(reason), len),
+        },
+        other => finish(other, len),
+    }
 }
 
 /// [`run`] for the IPv6 programs: anything else goes on to the next program at the hook

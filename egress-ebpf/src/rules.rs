@@ -25,7 +25,7 @@ pub(crate) fn target6(
     dport: u16,
 ) -> Result<Option<RuleTarget6>, DropReason> {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = key(protocol, dport);
+        let key = key(INSTANCE6, protocol, dport);
         // SAFETY: read-only copy of a live value.
         if let Some(mut target) = RULES6.get_ptr(key).map(|p| unsafe { *p }) {
             if target.by_name() {
@@ -50,22 +50,27 @@ pub(crate) fn target6(
 #[inline(always)]
 pub(crate) fn sends_on6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> bool {
     if protocol == proto::TCP || protocol == proto::UDP {
+        let key = key(INSTANCE6, protocol, dport);
         // SAFETY: a live value, read once.
-        if let Some(target) = RULES6.get_ptr(key(protocol, dport)).map(|p| unsafe { &*p }) {
+        if let Some(target) = RULES6.get_ptr(key).map(|p| unsafe { &*p }) {
             return !target.is_local();
         }
     }
     cfg6.flags & config_flags::HAS_FALLBACK != 0
 }
 
+/// The key of instance `instance`'s rule for `dport`.
 #[inline(always)]
-fn key(protocol: u8, dport: u16) -> RuleKey {
+fn key(instance: u8, protocol: u8, dport: u16) -> RuleKey {
     RuleKey {
         port: dport,
         proto: protocol,
-        _pad: 0,
+        instance,
     }
 }
+
+/// The instance of the IPv6 rules: pod mode's (node mode serves IPv4 so far).
+const INSTANCE6: u8 = 0;
 
 /// The current addresses of rules that send to a name (DNS proxy mode).
 #[btf_map]
@@ -84,7 +89,7 @@ pub(crate) fn target(
     dport: u16,
 ) -> Result<Option<RuleTarget>, DropReason> {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = key(protocol, dport);
+        let key = key(cfg.instance, protocol, dport);
         // SAFETY: read-only copy of a live value.
         if let Some(mut target) = RULES.get_ptr(key).map(|p| unsafe { *p }) {
             if target.by_name() {

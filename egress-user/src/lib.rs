@@ -7,6 +7,7 @@
 //! | [`network`] | interface lookups, the egress interface's set-up, ARP announcements |
 //! | [`dataplane`] | the BPF object: load, attach, discover, hand over, maps, rules |
 //! | [`instance`] | a running instance: set-up, rule sources, teardown |
+//! | [`node`] | node mode: one agent serves every instance of a node |
 //! | [`agent`] | the loop that runs an instance, metrics and health |
 //! | [`conntrack`] | GC, flow views, the data plane's clock |
 //! | [`inspect`] | `status` |
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod inspect;
 pub mod instance;
 pub mod network;
+pub mod node;
 pub mod proxy;
 
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.

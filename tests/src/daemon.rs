@@ -4,8 +4,8 @@
 //! got there: the echo server stopped answering).
 
 use std::{
-    path::PathBuf,
-    process::{Child, Output},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
@@ -22,6 +22,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `cmd` with its output in `base`.out and `base`.err.
+    pub fn spawn(mut cmd: Command, base: &Path) -> Result<Self> {
+        let logs = (base.with_extension("out"), base.with_extension("err"));
+        let stdout = std::fs::File::create(&logs.0).context("creating a daemon's stdout file")?;
+        let stderr = std::fs::File::create(&logs.1).context("creating a daemon's stderr file")?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Self {
+            child: Some(child),
+            what: format!("{cmd:?}"),
+            logs,
+        })
+    }
+
     /// Stops the process (SIGTERM, then SIGKILL after `grace`) and returns its output.
     pub fn stop(&mut self, grace: Duration) -> Result<Output> {
         let Some(child) = self.child.take() else {

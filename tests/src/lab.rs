@@ -17,7 +17,7 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -206,26 +206,13 @@ impl Lab {
 
     /// Starts a long-running process (a server, an agent) that is killed when the lab drops.
     /// Its output goes to files (see [`Daemon`]).
-    pub fn spawn(&mut self, mut cmd: Command) -> Result<&mut Daemon> {
+    pub fn spawn(&mut self, cmd: Command) -> Result<&mut Daemon> {
         let base = PathBuf::from(format!(
             "{}-daemon-{}",
             self.bpffs.path().display(),
             self.daemons.len()
         ));
-        let logs = (base.with_extension("out"), base.with_extension("err"));
-        let stdout = std::fs::File::create(&logs.0).context("creating a daemon's stdout file")?;
-        let stderr = std::fs::File::create(&logs.1).context("creating a daemon's stderr file")?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("spawning {cmd:?}"))?;
-        self.daemons.push(Daemon {
-            child: Some(child),
-            what: format!("{cmd:?}"),
-            logs,
-        });
+        self.daemons.push(Daemon::spawn(cmd, &base)?);
         Ok(self.daemons.last_mut().expect("just pushed"))
     }
 
@@ -503,7 +490,7 @@ impl Lab {
     }
 }
 
-fn addr_up(ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+pub(crate) fn addr_up(ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
     ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", dev])?;
     ns.ip(&["link", "set", dev, "up"])
 }

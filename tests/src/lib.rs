@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod lab6;
 pub mod netns;
+pub mod nodelab;
 pub mod pktgen;
 pub mod pktgen6;
 pub mod util;

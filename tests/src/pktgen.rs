@@ -87,6 +87,7 @@ pub fn dataplane_sized(
         nat_port_min: 1024,
         nat_port_max: 65535,
         mss_clamp: 1360,
+        instance: 0,
         _pad: 0,
         nat_secret: 0x5eed_0001,
     };

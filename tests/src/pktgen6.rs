@@ -47,6 +47,7 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
         nat_port_min: 1024,
         nat_port_max: 65535,
         mss_clamp: 1360,
+        instance: 0,
         _pad: 0,
         nat_secret: 0x5eed_0001,
     };
@@ -56,7 +57,7 @@ pub fn dataplane6(rules: &[(u16, u8, [u8; 16], u16)], fallback: Option<[u8; 16]>
             let key = RuleKey {
                 port,
                 proto: protocol,
-                _pad: 0,
+                instance: 0,
             };
             let target = RuleTarget6 {
                 remote_ip,

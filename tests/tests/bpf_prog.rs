@@ -90,6 +90,7 @@ fn lab_programs_forward_ipv4_untouched_and_pass_the_rest() {
                 nat_port_min: 1024,
                 nat_port_max: 65535,
                 mss_clamp: 0,
+                instance: 0,
                 _pad: 0,
                 nat_secret: 0x5eed_0001,
             },

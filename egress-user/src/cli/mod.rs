@@ -6,6 +6,7 @@ mod check;
 mod conntrack;
 mod dns_proxy;
 mod http_proxy;
+mod node;
 mod run;
 mod stats;
 mod status;
@@ -207,6 +208,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The node agent (a DaemonSet, hostNetwork): serves every instance whose router pod
+    /// registered in the spool, from the node's uplink, with no macvlan.
+    Node(node::NodeArgs),
+    /// A router pod's init container in node mode: validate the variables and register the
+    /// instance with the node agent.
+    NodeRegister(node::RegisterArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -263,6 +270,8 @@ fn dispatch(mut cli: Cli) -> Result<()> {
         Command::Stats => stats::execute(&cli),
         Command::Teardown => teardown::execute(&cli),
         Command::Check { json } => check::execute(&cli, json),
+        Command::Node(args) => node::execute(&cli, &args),
+        Command::NodeRegister(args) => node::register(&cli, &args),
     }
 }
 

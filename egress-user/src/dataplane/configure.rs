@@ -124,7 +124,7 @@ impl MapSet {
     }
 
     /// Zeroes the counters of rule ids `reset`.
-    fn reset_rule_stats(&mut self, reset: &[u16]) -> Result<(), Error> {
+    pub(super) fn reset_rule_stats(&mut self, reset: &[u16]) -> Result<(), Error> {
         let name = maps::RULE_STATS;
         let err = |source| Error::Map { name, source };
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, source)| Error::Cpus(source))?;
@@ -165,7 +165,7 @@ impl MapSet {
 
     /// Removes `remove` from the rules map `name`, then writes `write`; `done` counts the
     /// operations that succeeded, in that order.
-    fn write_rules<A: Addr>(
+    pub(super) fn write_rules<A: Addr>(
         &mut self,
         name: &'static str,
         remove: &[RuleKey],

@@ -7,8 +7,8 @@ use aya::{
 };
 use egress_common::{
     FRAGMENTS_MAX, FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragKey6, FragPorts,
-    MAX_RULES, PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6, RuleAddrs, RuleAddrs6,
-    RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE, maps,
+    MAX_RULES, NodeHop, NodeUplink, PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6,
+    RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE, maps,
 };
 
 /// Why a map cannot be used by this build.
@@ -83,6 +83,10 @@ pub fn layout(name: &str) -> Option<Layout> {
         maps::CT_LIMITED6 => (MapType::Hash, 16, 4),
         maps::FRAGMENTS6 => (MapType::LruHash, size::<FragKey6>(), size::<FragPorts>()),
         maps::RULE_ADDRS6 => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs6>()),
+        maps::NODE_PODS => (MapType::Hash, 4, 4),
+        maps::NODE_SOURCES => (MapType::Hash, 4, 4),
+        maps::NODE_HOPS => (MapType::Array, 4, size::<NodeHop>()),
+        maps::NODE_UPLINK => (MapType::Array, 4, size::<NodeUplink>()),
         _ => return None,
     };
     Some(Layout {

@@ -6,15 +6,18 @@
 //! whose bpffs dies with it) is gone. (A TCX link, aya's default, is detached with its last
 //! fd or pin.)
 
-use std::{collections::BTreeMap, io, os::fd::AsFd as _, path::PathBuf};
+use std::{collections::BTreeMap, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapInfo},
     programs::{SchedClassifier, Xdp},
 };
-use egress_common::{DEFAULT_CONNTRACK_FLOWS, RULE_STATS_LEN, RULES_CAPACITY, maps, programs};
+use egress_common::{
+    DEFAULT_CONNTRACK_FLOWS, NODE_INSTANCES_MAX, RULE_STATS_LEN, RULES_CAPACITY, maps, programs,
+};
 
+pub use crate::dataplane::error::Error;
 use crate::{
     dataplane::{
         discover,
@@ -26,52 +29,6 @@ use crate::{
     },
     network::interface::ifindex,
 };
-
-/// Errors of the data-plane operations.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("the loading task failed: {0}")]
-    Task(String),
-    #[error("creating pin directory {path}: {source}")]
-    PinDir { path: PathBuf, source: io::Error },
-    #[error("pinning map {name} at {path}: {source}")]
-    Pin {
-        name: &'static str,
-        path: PathBuf,
-        source: aya::pin::PinError,
-    },
-    #[error("loading the BPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("program {0} is missing from the BPF object")]
-    MissingProgram(&'static str),
-    #[error("map {0} is missing from the BPF object")]
-    MissingMap(&'static str),
-    #[error("program {name}: {source}")]
-    Program {
-        name: &'static str,
-        source: aya::programs::ProgramError,
-    },
-    #[error("interface {0} does not exist")]
-    NoInterface(String),
-    #[error("attaching {name} to {iface}: {source}")]
-    Attach {
-        name: &'static str,
-        iface: String,
-        source: io::Error,
-    },
-    #[error("finding the programs attached to {iface}: {source}")]
-    Attached {
-        iface: String,
-        source: Box<discover::Error>,
-    },
-    #[error(transparent)]
-    Maps(#[from] crate::dataplane::maps::Error),
-    #[error("map {name}: {source}")]
-    ObjectMap {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
-}
 
 /// How to load the object.
 #[derive(Clone, Debug)]
@@ -133,7 +90,22 @@ impl Dataplane {
     /// Loads the embedded object and all its programs (the verifier runs here), touching
     /// nothing else on the system.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
+        Self::load_as(opts, false)
+    }
+
+    /// [`Dataplane::load`] for a node agent ([`crate::node`]): the node programs instead of
+    /// the pod's, a configuration for each instance, and the node's maps, pinned with the
+    /// others.
+    pub fn load_node(opts: &LoadOptions) -> Result<Self, Error> {
+        Self::load_as(opts, true)
+    }
+
+    fn load_as(opts: &LoadOptions, node: bool) -> Result<Self, Error> {
+        let node_maps: &[&'static str] = if node { &maps::NODE } else { &[] };
         let mut loader = EbpfLoader::new();
+        if node {
+            loader.map_max_entries(maps::CONFIG, NODE_INSTANCES_MAX + 1);
+        }
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
         loader.map_max_entries(maps::CT_UNREPLIED, unreplied_entries(opts.conntrack_flows));
         size_ipv6_maps(&mut loader, opts.conntrack_flows, opts.ipv6);
@@ -144,7 +116,7 @@ impl Dataplane {
                 path: dir.clone(),
                 source,
             })?;
-            for name in maps::ALL.into_iter().chain(maps::ALL6) {
+            for &name in maps::ALL.iter().chain(&maps::ALL6).chain(node_maps) {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
                     // A rules map or rule counters smaller than this build's (an earlier
@@ -155,6 +127,7 @@ impl Dataplane {
                         let needed = match name {
                             maps::RULES => RULES_CAPACITY,
                             maps::RULE_STATS => RULE_STATS_LEN,
+                            maps::CONFIG if node => NODE_INSTANCES_MAX + 1,
                             _ => 0,
                         };
                         if info.max_entries() < needed {
@@ -194,14 +167,25 @@ impl Dataplane {
         }
         let held = SignalsHeld::new();
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
-        for Program { name, .. } in PROGRAMS {
+        let tc: &[&'static str] = if node {
+            &[programs::NODE_FORWARD, programs::NODE_REPLY]
+        } else {
+            &PROGRAMS.map(|p| p.name)
+        };
+        for &name in tc {
             classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        if node {
+            let name = programs::NODE_XDP;
+            xdp(&mut ebpf)?
                 .load()
                 .map_err(|source| Error::Program { name, source })?;
         }
         drop(held);
         let mut set = BTreeMap::new();
-        for name in maps::ALL.into_iter().chain(maps::ALL6) {
+        for &name in maps::ALL.iter().chain(&maps::ALL6).chain(node_maps) {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
         }
         let mut maps = MapSet::new(set);
@@ -224,7 +208,7 @@ impl Dataplane {
             reuse,
             migration,
         };
-        if opts.ipv6 {
+        if opts.ipv6 && !node {
             let held = SignalsHeld::new();
             for Program { name, .. } in PROGRAMS6 {
                 classifier(&mut dataplane.ebpf, name)?
@@ -276,11 +260,7 @@ impl Dataplane {
     /// An XDP program by name: the benchmarks' per-core harness (`lab_xdp_gen`,
     /// `lab_xdp_pass`); the product attaches none.
     pub fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, Error> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(Error::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| Error::Program { name, source })
+        xdp_named(&mut self.ebpf, name)
     }
 
     /// A map of the object that the data plane does not manage, by name: the benchmarks'
@@ -348,7 +328,12 @@ impl Dataplane {
         self.attach_program(&PROGRAMS[0], iface)
     }
 
-    fn attach_program(&mut self, program: &Program, iface: &str) -> Result<(), Error> {
+    /// The object itself, for what this module does not wrap (node mode's XDP link).
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub(crate) fn attach_program(&mut self, program: &Program, iface: &str) -> Result<(), Error> {
         let name = program.name;
         let index = ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
         let attach_error = |source| Error::Attach {
@@ -437,7 +422,19 @@ impl log::Log for TracingLog {
     fn flush(&self) {}
 }
 
-fn classifier<'a>(
+/// Node mode's XDP program of `ebpf`.
+pub(crate) fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    xdp_named(ebpf, programs::NODE_XDP)
+}
+
+fn xdp_named<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+pub(crate) fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, Error> {

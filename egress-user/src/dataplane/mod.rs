@@ -13,11 +13,13 @@
 //! - [`migrate`]: conntrack flows carried across a change of the entry layout.
 //! - [`rules`]: the rules map as it should be, and the plan that gets it there.
 //! - [`stats`]: the counters, summed over CPUs.
+//! - [`node`]: node mode's programs, attachments and each instance's share of the maps.
 
 pub mod batch;
 pub mod bpffs;
 pub mod configure;
 pub mod discover;
+pub mod error;
 pub mod family;
 pub mod flows;
 pub mod handover;
@@ -26,6 +28,7 @@ pub mod layout;
 pub mod load;
 pub mod maps;
 pub mod migrate;
+pub mod node;
 pub mod programs;
 pub mod rules;
 pub mod stats;

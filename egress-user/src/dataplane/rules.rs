@@ -32,7 +32,7 @@ fn key(port: u16, protocol: u8) -> RuleKey {
     RuleKey {
         port,
         proto: protocol,
-        _pad: 0,
+        instance: 0,
     }
 }
 
@@ -235,7 +235,7 @@ mod tests {
             RuleKey {
                 port,
                 proto: egress_common::proto::TCP,
-                _pad: 0,
+                instance: 0,
             },
             RuleTarget {
                 remote_ip: [203, 0, 113, ip],

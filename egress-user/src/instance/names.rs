@@ -56,7 +56,7 @@ fn key(port: u16) -> RuleKey {
     RuleKey {
         port,
         proto: proto::TCP,
-        _pad: 0,
+        instance: 0,
     }
 }
 

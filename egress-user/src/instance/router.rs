@@ -61,6 +61,7 @@ pub(crate) fn router_config(
         nat_port_min: nat_ports.0,
         nat_port_max: nat_ports.1,
         mss_clamp: u16::try_from(mtu.saturating_sub(40)).unwrap_or(u16::MAX),
+        instance: 0,
         _pad: 0,
         nat_secret: 0,
     }

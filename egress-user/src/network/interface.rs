@@ -105,6 +105,36 @@ async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error
     })
 }
 
+/// What the node agent needs to know of a link: index, MTU, MAC address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub index: u32,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Reads a link's index, MTU and MAC address in the current network namespace.
+pub async fn link_facts(name: &str) -> Result<LinkFacts, Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let link = link_by_name(&handle, name).await;
+    connection.abort();
+    let link = link?.ok_or_else(|| Error::NoInterface(name.to_owned()))?;
+    let mtu = link
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500);
+    Ok(LinkFacts {
+        index: link.header.index,
+        mtu,
+        mac: link_mac(&link),
+    })
+}
+
 pub(crate) async fn link_by_name(
     handle: &Handle,
     name: &str,

@@ -18,4 +18,5 @@ pub mod plan;
 pub mod plan6;
 pub mod probe;
 pub mod probe6;
+pub mod route;
 pub mod verdict;

@@ -323,6 +323,7 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
             nat_port_min: 1024,
             nat_port_max: 65535,
             mss_clamp: 0,
+            instance: 0,
             _pad: 0,
             nat_secret: 0x5eed_0001,
         };

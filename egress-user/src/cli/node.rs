@@ -1,0 +1,117 @@
+//! `egress-router node` (the node agent of a DaemonSet) and `egress-router node-register`
+//! (a router pod's init container in node mode: validates the variables and hands the
+//! instance to the agent through the spool).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use egress_user::{
+    agent::run::Signals,
+    config::redirect::Raw,
+    dataplane::bpffs::prepare_bpffs,
+    network::interface::pod_ips,
+    node::{
+        agent::{NodeAgent, NodeOptions},
+        registration::Registration,
+    },
+};
+
+use crate::cli::{Cli, runtime};
+
+/// The pin directory of the node agent below the bpffs root.
+const NODE_PINS: &str = "node";
+
+/// The node agent's options.
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// The node's interface toward the egress network: translated packets leave through
+    /// it with its MAC, and its XDP program answers ARP for the egress addresses.
+    #[arg(long, env = "EGRESS_ROUTER_UPLINK")]
+    pub(crate) uplink: String,
+    /// Where router pods register (a hostPath the router pods mount too).
+    #[arg(
+        long,
+        env = "EGRESS_ROUTER_SPOOL",
+        default_value = "/run/egress-router/spool"
+    )]
+    pub(crate) spool: PathBuf,
+    /// Cloud mode: the cloud routes the egress addresses to the node's NIC (secondary
+    /// IPs), so nothing answers ARP for them.
+    #[arg(long, env = "EGRESS_ROUTER_NO_ARP", value_parser = clap::builder::FalseyValueParser::new())]
+    pub(crate) no_arp: bool,
+    /// How often the spool is read, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub(crate) rescan_ms: u64,
+}
+
+pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
+    let router = &cli.router;
+    if router.conntrack_size == 0 {
+        bail!("--conntrack-size (EGRESS_ROUTER_CONNTRACK_SIZE) must be at least 1");
+    }
+    let pin_dir = match prepare_bpffs(&cli.bpffs) {
+        Ok(()) => Some(cli.bpffs.join(NODE_PINS)),
+        Err(reason) => {
+            tracing::warn!(%reason, "no persistent bpffs: the data plane lives as long as this agent");
+            None
+        }
+    };
+    let opts = NodeOptions {
+        uplink: args.uplink.clone(),
+        spool: args.spool.clone(),
+        pin_dir,
+        conntrack_flows: router.conntrack_size,
+        arp: !args.no_arp,
+        rescan: Duration::from_millis(args.rescan_ms),
+        gc_max_interval: Duration::from_secs_f64(router.gc_max_interval.max(0.1)),
+    };
+    runtime()?.block_on(async {
+        let signals = Signals::install()?;
+        let agent = NodeAgent::start(opts).await?;
+        tracing::info!(uplink = %args.uplink, spool = %args.spool.display(), "node agent serving");
+        agent.run(signals.terminated()).await
+    })
+}
+
+/// `node-register`'s options.
+#[derive(Args)]
+pub(crate) struct RegisterArgs {
+    /// The spool the node agent reads (the same hostPath).
+    #[arg(
+        long,
+        env = "EGRESS_ROUTER_SPOOL",
+        default_value = "/run/egress-router/spool"
+    )]
+    pub(crate) spool: PathBuf,
+    /// The pod's IP (the downward API's status.podIP); default: the pod interface's first
+    /// IPv4 address.
+    #[arg(long, env = "POD_IP")]
+    pub(crate) pod_ip: Option<IpAddr>,
+}
+
+pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
+    let router = &cli.router;
+    let raw = Raw {
+        source: router.egress_source.clone(),
+        gateway: router.egress_gateway.clone(),
+        destination: router.egress_destination.clone(),
+        mode: None,
+    };
+    let pod_ip = match args.pod_ip {
+        Some(ip) => ip,
+        None => runtime()?
+            .block_on(pod_ips(&cli.pod_interface))?
+            .into_iter()
+            .find(IpAddr::is_ipv4)
+            .with_context(|| format!("{} has no IPv4 address", cli.pod_interface))?,
+    };
+    let IpAddr::V4(pod_ip) = pod_ip else {
+        bail!("POD_IP {pod_ip}: node mode serves IPv4 so far");
+    };
+    let registration = Registration::new(pod_ip, &raw);
+    registration.validate()?;
+    let path = registration.write(&args.spool)?;
+    println!("registered with the node agent: {}", path.display());
+    Ok(())
+}

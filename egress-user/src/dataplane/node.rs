@@ -1,0 +1,231 @@
+//! Node mode's side of the data plane ([`egress_common::node`]): its programs and where
+//! they attach (each router pod's host-side interface, the uplink), and each instance's
+//! share of the maps: its configuration at its number, its rules keyed by it, and the
+//! node maps that find it from a packet.
+
+use std::{os::fd::AsFd as _, path::Path};
+
+use aya::{
+    maps::{Array, HashMap, MapError},
+    programs::{
+        TcAttachType, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use egress_common::{
+    NODE_INSTANCES_MAX, NodeHop, NodeUplink, RouterConfig, RuleKey, RuleTarget, maps, programs,
+};
+
+use crate::{
+    dataplane::{
+        load::{Dataplane, Error, xdp},
+        maps::{Error as MapsError, MapSet, is_not_found},
+        programs::{Program, Side},
+        rules::{ids, plan_rules},
+    },
+    network::interface::ifindex,
+};
+
+/// `node_forward` at the TC egress of a router pod's host-side interface.
+pub const NODE_FORWARD: Program = Program {
+    name: programs::NODE_FORWARD,
+    former_name: None,
+    side: Side::Pod,
+    attach_type: TcAttachType::Egress,
+};
+
+/// `node_reply` at the TC ingress of the uplink.
+pub const NODE_REPLY: Program = Program {
+    name: programs::NODE_REPLY,
+    former_name: None,
+    side: Side::Egress,
+    attach_type: TcAttachType::Ingress,
+};
+
+/// The pin of the uplink's XDP link in the node's pin directory: the link, and with it the
+/// program, stays attached while the pin does, across the agent's restarts.
+const XDP_LINK_PIN: &str = "link_node_xdp";
+
+impl Dataplane {
+    /// Attaches the uplink's programs: `node_reply` with TCX (owned by the interface), and
+    /// `node_xdp` with an XDP link pinned in `pin_dir` (replaced in place when a pin of an
+    /// earlier run is there; without `pin_dir`, it lives as long as this data plane). In
+    /// the driver when it supports XDP, else in the generic mode.
+    pub fn attach_node_uplink(
+        &mut self,
+        uplink: &str,
+        pin_dir: Option<&Path>,
+    ) -> Result<(), Error> {
+        self.attach_program(&NODE_REPLY, uplink)?;
+        let index = ifindex(uplink).ok_or_else(|| Error::NoInterface(uplink.to_owned()))?;
+        let name = programs::NODE_XDP;
+        let program = |source| Error::Program { name, source };
+        let link_error = |e: aya::programs::links::LinkError| Error::Attach {
+            name,
+            iface: uplink.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let pin = pin_dir.map(|dir| dir.join(XDP_LINK_PIN));
+        let earlier = pin
+            .as_ref()
+            .and_then(|path| PinnedLink::from_pin(path).ok())
+            .map(|pinned| XdpLink::try_from(FdLink::from(pinned)))
+            .transpose()
+            .map_err(link_error)?;
+        let prog = xdp(self.ebpf_mut())?;
+        let id = match earlier {
+            Some(link) => prog.attach_to_link(link).map_err(program)?,
+            None => match prog.attach_to_if_index(index, XdpMode::Driver) {
+                Ok(id) => id,
+                Err(_) => prog
+                    .attach_to_if_index(index, XdpMode::Skb)
+                    .map_err(program)?,
+            },
+        };
+        let Some(path) = pin else {
+            return Ok(());
+        };
+        if path.exists() {
+            // The pin names the link that was updated: nothing more to keep.
+            return Ok(());
+        }
+        let link = prog.take_link(id).map_err(program)?;
+        let link = FdLink::try_from(link).map_err(link_error)?;
+        link.pin(&path).map_err(|source| Error::Pin {
+            name,
+            path: path.clone(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Attaches `node_forward` to a router pod's host-side interface.
+    pub fn attach_node_pod(&mut self, host_interface: &str) -> Result<(), Error> {
+        self.attach_program(&NODE_FORWARD, host_interface)
+    }
+
+    /// The node programs' file descriptor, for detaching.
+    pub fn node_forward_detach(&mut self, host_ifindex: u32) -> Result<(), Error> {
+        let name = programs::NODE_FORWARD;
+        let prog = self.program(name)?;
+        let fd = prog
+            .fd()
+            .map_err(|source| Error::Program { name, source })?
+            .as_fd();
+        match super::tcx::detach(host_ifindex, TcAttachType::Egress, fd) {
+            // Gone with its interface, or never attached.
+            Ok(()) => Ok(()),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
+            Err(source) => Err(Error::Attach {
+                name,
+                iface: format!("ifindex {host_ifindex}"),
+                source,
+            }),
+        }
+    }
+}
+
+impl MapSet {
+    /// The instances configured now, by number.
+    pub fn node_instances(&self) -> Result<Vec<RouterConfig>, MapsError> {
+        let name = maps::CONFIG;
+        let err = |source| MapsError::Map { name, source };
+        let array = Array::<_, RouterConfig>::try_from(self.map(name)?).map_err(err)?;
+        let mut found = Vec::new();
+        for index in 1..=NODE_INSTANCES_MAX {
+            let cfg = array.get(&index, 0).map_err(err)?;
+            if cfg.pod_ifindex != 0 {
+                found.push(cfg);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the uplink's facts for the ARP responder.
+    pub fn set_node_uplink(&mut self, uplink: &NodeUplink) -> Result<(), MapsError> {
+        let name = maps::NODE_UPLINK;
+        let err = |source| MapsError::Map { name, source };
+        let mut array = Array::<_, NodeUplink>::try_from(self.map_mut(name)?).map_err(err)?;
+        array.set(0, uplink, 0).map_err(err)
+    }
+
+    /// Configures instance `config.instance` of a node: its rules (by difference, with
+    /// ids unique on the node, as the instances share the counters), its way out, the
+    /// lookups from its host-side interface and EGRESS_SOURCE, and its configuration last,
+    /// which arms `node_forward` for it. Returns its rules as written.
+    pub fn configure_node(
+        &mut self,
+        config: &RouterConfig,
+        hop: &NodeHop,
+        wanted: &[(RuleKey, RuleTarget)],
+    ) -> Result<Vec<(RuleKey, RuleTarget)>, MapsError> {
+        let instance = config.instance;
+        let all = self.rules()?;
+        let (current, others): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(key, _)| key.instance == instance);
+        let wanted: Vec<_> = wanted
+            .iter()
+            .map(|(key, target)| (RuleKey { instance, ..*key }, *target))
+            .collect();
+        let plan = plan_rules(&current, &wanted, &ids(&others));
+        self.reset_rule_stats(&plan.fresh_ids)?;
+        let mut done = 0;
+        self.write_rules(maps::RULES, &plan.remove, &plan.write, &mut done)?;
+        let index = u32::from(instance);
+        self.write_node(maps::NODE_HOPS, Some(index), hop)?;
+        self.put_node(maps::NODE_PODS, config.pod_ifindex, index)?;
+        self.put_node(maps::NODE_SOURCES, config.egress_source, index)?;
+        self.write_node(maps::CONFIG, Some(index), config)?;
+        Ok(plan.result)
+    }
+
+    /// Removes an instance from the node's maps: its configuration first (which disarms
+    /// `node_forward` for it), then its lookups and rules. Its flows end on their own.
+    pub fn remove_node_instance(&mut self, config: &RouterConfig) -> Result<(), MapsError> {
+        let index = u32::from(config.instance);
+        self.write_node(maps::CONFIG, Some(index), &RouterConfig::default())?;
+        self.delete_node(maps::NODE_PODS, config.pod_ifindex)?;
+        self.delete_node(maps::NODE_SOURCES, config.egress_source)?;
+        let rules: Vec<RuleKey> = self
+            .rules()?
+            .into_iter()
+            .filter(|(key, _)| key.instance == config.instance)
+            .map(|(key, _)| key)
+            .collect();
+        self.write_rules::<[u8; 4]>(maps::RULES, &rules, &[], &mut 0)
+    }
+
+    fn write_node<T: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        index: Option<u32>,
+        value: &T,
+    ) -> Result<(), MapsError> {
+        let err = |source| MapsError::Map { name, source };
+        let mut array = Array::<_, T>::try_from(self.map_mut(name)?).map_err(err)?;
+        array.set(index.unwrap_or(0), value, 0).map_err(err)
+    }
+
+    fn put_node<K: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: K,
+        index: u32,
+    ) -> Result<(), MapsError> {
+        let err = |source| MapsError::Map { name, source };
+        let mut table = HashMap::<_, K, u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        table.insert(key, index, 0).map_err(err)
+    }
+
+    fn delete_node<K: aya::Pod>(&mut self, name: &'static str, key: K) -> Result<(), MapsError> {
+        let err = |source| MapsError::Map { name, source };
+        let mut table = HashMap::<_, K, u32>::try_from(self.map_mut(name)?).map_err(err)?;
+        match table.remove(&key) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || matches!(e, MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(err(source)),
+        }
+    }
+}

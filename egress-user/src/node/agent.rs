@@ -1,0 +1,369 @@
+//! The node agent's loop: the spool directory read again and again, each registration
+//! validated and matched to its router pod's host-side interface, the data plane brought
+//! to what the spool says (instances added, changed, dropped), and the conntrack GC.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use egress_common::{
+    DEFAULT_NAT_PORTS, NODE_INSTANCES_MAX, NodeHop, NodeUplink, RouterConfig, config_flags,
+};
+
+use crate::{
+    conntrack::{collect_garbage_in_kernel, gc_interval, monotonic_ns},
+    dataplane::{
+        load::{Dataplane, LoadOptions},
+        rules::RuleSet,
+    },
+    network::{
+        announce::announce,
+        interface::{ifname, link_facts},
+        route::route_interface,
+    },
+    node::registration::{NodeInstance, Registration, RegistrationError},
+};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node's interface toward the egress network.
+    pub uplink: String,
+    /// Where router pods register (a hostPath both mount).
+    pub spool: PathBuf,
+    /// The node's pin directory on a persistent bpffs, if any.
+    pub pin_dir: Option<PathBuf>,
+    pub conntrack_flows: u32,
+    /// Answer ARP for the egress addresses (off in cloud mode).
+    pub arp: bool,
+    /// How often the spool is read.
+    pub rescan: Duration,
+    /// Longest interval between conntrack GC passes.
+    pub gc_max_interval: Duration,
+}
+
+/// An instance being served: its registration as last applied (none for one adopted
+/// from the pinned maps, until the spool is read), and its configuration.
+#[derive(Clone, Debug)]
+struct Served {
+    registration: Option<Registration>,
+    config: RouterConfig,
+}
+
+/// The agent: the node's data plane and what it serves.
+pub struct NodeAgent {
+    opts: NodeOptions,
+    dp: Dataplane,
+    uplink: u32,
+    uplink_mtu: u32,
+    uplink_mac: [u8; 6],
+    /// By pod IP.
+    served: BTreeMap<Ipv4Addr, Served>,
+    /// Spool files refused, with the reason last logged (each reason is logged once).
+    refused: HashMap<PathBuf, String>,
+    next_gc: Instant,
+}
+
+impl NodeAgent {
+    /// Loads and attaches the node's data plane, and takes over the instances a previous
+    /// agent left in its pinned maps (their flows go on).
+    pub async fn start(opts: NodeOptions) -> Result<Self> {
+        let uplink = link_facts(&opts.uplink)
+            .await
+            .with_context(|| format!("the uplink {}", opts.uplink))?;
+        let Some(mac) = uplink.mac else {
+            bail!("the uplink {} has no MAC address", opts.uplink);
+        };
+        std::fs::create_dir_all(&opts.spool)
+            .with_context(|| format!("creating the spool {}", opts.spool.display()))?;
+        let mut dp = Dataplane::load_node(&LoadOptions {
+            conntrack_flows: opts.conntrack_flows,
+            pin_dir: opts.pin_dir.clone(),
+            ipv6: false,
+        })
+        .context("loading the node data plane")?;
+        dp.maps_mut().set_node_uplink(&NodeUplink {
+            mac,
+            arp: u8::from(opts.arp),
+            _pad: 0,
+            ifindex: uplink.index,
+        })?;
+        dp.attach_node_uplink(&opts.uplink, opts.pin_dir.as_deref())
+            .with_context(|| format!("attaching to the uplink {}", opts.uplink))?;
+        let mut served = BTreeMap::new();
+        for config in dp.maps().node_instances()? {
+            let source = config.egress_source;
+            served.insert(
+                Ipv4Addr::from(config.pod_ip),
+                Served {
+                    registration: None,
+                    config,
+                },
+            );
+            tracing::info!(source = %Ipv4Addr::from(source), "instance adopted from the pinned maps");
+        }
+        Ok(Self {
+            opts,
+            dp,
+            uplink: uplink.index,
+            uplink_mtu: uplink.mtu,
+            uplink_mac: mac,
+            served,
+            refused: HashMap::new(),
+            next_gc: Instant::now(),
+        })
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        loop {
+            self.sync().await;
+            if Instant::now() >= self.next_gc {
+                self.gc();
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(self.opts.rescan) => {}
+            }
+        }
+    }
+
+    /// The data plane, for inspection.
+    #[must_use]
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// Brings the data plane to what the spool says, one instance at a time: an instance
+    /// that cannot be served is logged and left out, the others go on.
+    pub async fn sync(&mut self) {
+        let wanted = match read_spool(&self.opts.spool) {
+            Ok(wanted) => wanted,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the spool");
+                return;
+            }
+        };
+        let mut seen = BTreeMap::new();
+        for (path, read) in wanted {
+            let registration = match read.and_then(|r| r.validate().map(|i| (r, i))) {
+                Ok(valid) => valid,
+                Err(err) => {
+                    self.refuse(&path, err.to_string());
+                    continue;
+                }
+            };
+            let (registration, instance) = registration;
+            match self.serve(&path, registration, &instance).await {
+                Ok(true) => {
+                    self.refused.remove(&path);
+                    seen.insert(instance.pod_ip, ());
+                }
+                // The pod's interface is gone: the pod is, and its file goes too.
+                Ok(false) => {
+                    tracing::info!(file = %path.display(), "router pod gone; its registration removed");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(err) => self.refuse(&path, format!("{err:#}")),
+            }
+        }
+        let gone: Vec<Ipv4Addr> = self
+            .served
+            .keys()
+            .filter(|ip| !seen.contains_key(*ip))
+            .copied()
+            .collect();
+        for pod_ip in gone {
+            if let Err(err) = self.drop_instance(pod_ip) {
+                tracing::warn!(pod = %pod_ip, error = %format!("{err:#}"), "dropping an instance");
+            }
+        }
+    }
+
+    fn refuse(&mut self, path: &Path, reason: String) {
+        if self.refused.get(path) != Some(&reason) {
+            tracing::error!(file = %path.display(), %reason, "registration refused");
+            self.refused.insert(path.to_owned(), reason);
+        }
+    }
+
+    /// Serves one registration (new, changed or as it was). `Ok(false)`: the pod has no
+    /// interface on this node (any more).
+    async fn serve(
+        &mut self,
+        path: &Path,
+        registration: Registration,
+        instance: &NodeInstance,
+    ) -> Result<bool> {
+        let Some(host) = route_interface(instance.pod_ip).await? else {
+            return Ok(false);
+        };
+        if host == self.uplink {
+            bail!(
+                "the pod IP {} is routed out of the uplink: the pod is not on this node",
+                instance.pod_ip
+            );
+        }
+        let source = instance.egress.source.ip.octets();
+        if let Some((other, _)) = self
+            .served
+            .iter()
+            .find(|(ip, s)| **ip != instance.pod_ip && s.config.egress_source == source)
+        {
+            bail!(
+                "EGRESS_SOURCE {} is already served for the pod {other}",
+                instance.egress.source.ip
+            );
+        }
+        let current = self.served.get(&instance.pod_ip);
+        if let Some(current) = current
+            && current.registration.as_ref() == Some(&registration)
+            && current.config.pod_ifindex == host
+        {
+            return Ok(true);
+        }
+        let number = match current {
+            Some(current) => current.config.instance,
+            None => self.free_number()?,
+        };
+        let host_name = ifname(host).context("the pod's host-side interface vanished")?;
+        let host_mtu = link_facts(&host_name).await?.mtu;
+        let fallback = instance.destinations.fallback;
+        let config = RouterConfig {
+            pod_ip: instance.pod_ip.octets(),
+            egress_source: source,
+            fallback_ip: fallback.map_or([0; 4], |ip| ip.octets()),
+            pod_ifindex: host,
+            egress_ifindex: self.uplink,
+            flags: if fallback.is_some() {
+                config_flags::HAS_FALLBACK
+            } else {
+                0
+            },
+            // No connection of the node's own leaves from an egress address: every port
+            // is the instance's.
+            nat_port_min: DEFAULT_NAT_PORTS.0,
+            nat_port_max: DEFAULT_NAT_PORTS.1,
+            mss_clamp: u16::try_from(host_mtu.min(self.uplink_mtu).saturating_sub(40))
+                .unwrap_or(u16::MAX),
+            instance: number,
+            _pad: 0,
+            nat_secret: current
+                .map_or_else(crate::instance::router::nat_secret, |c| c.config.nat_secret),
+        };
+        let hop = NodeHop::new(
+            instance.egress.gateway.octets(),
+            source,
+            instance.egress.source.prefix,
+        );
+        let rules = RuleSet::from_destinations(&instance.destinations);
+        // Attached before the instance is armed: until its configuration is written, the
+        // program lets its packets into the pod as before.
+        self.dp
+            .attach_node_pod(&host_name)
+            .with_context(|| format!("attaching to {host_name}"))?;
+        self.dp
+            .maps_mut()
+            .configure_node(&config, &hop, &rules.rules)
+            .context("writing the instance's maps")?;
+        let new = current.is_none();
+        let moved = current.is_some_and(|c| c.config.pod_ifindex != host);
+        if moved && let Some(old) = current {
+            self.dp.node_forward_detach(old.config.pod_ifindex)?;
+        }
+        self.served.insert(
+            instance.pod_ip,
+            Served {
+                registration: Some(registration),
+                config,
+            },
+        );
+        tracing::info!(
+            file = %path.display(),
+            pod = %instance.pod_ip,
+            source = %instance.egress.source.ip,
+            instance = number,
+            interface = %host_name,
+            "{}",
+            if new { "serving a new instance" } else { "instance updated" }
+        );
+        if new {
+            // The gateway learns the address at the uplink's MAC now, not at its next ARP.
+            if let Err(err) = announce(
+                &self.opts.uplink,
+                self.uplink,
+                self.uplink_mac,
+                instance.egress.source.ip,
+                Duration::from_millis(100),
+            )
+            .await
+            {
+                tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
+            }
+        }
+        Ok(true)
+    }
+
+    /// The lowest instance number no served instance has.
+    fn free_number(&self) -> Result<u8> {
+        (1..=NODE_INSTANCES_MAX)
+            .filter_map(|n| u8::try_from(n).ok())
+            .find(|n| !self.served.values().any(|s| s.config.instance == *n))
+            .with_context(|| format!("the node serves {NODE_INSTANCES_MAX} instances already"))
+    }
+
+    fn drop_instance(&mut self, pod_ip: Ipv4Addr) -> Result<()> {
+        let Some(served) = self.served.remove(&pod_ip) else {
+            return Ok(());
+        };
+        self.dp.maps_mut().remove_node_instance(&served.config)?;
+        self.dp.node_forward_detach(served.config.pod_ifindex)?;
+        tracing::info!(pod = %pod_ip, source = %Ipv4Addr::from(served.config.egress_source), "instance dropped");
+        Ok(())
+    }
+
+    fn gc(&mut self) {
+        let max = self.opts.gc_max_interval;
+        match collect_garbage_in_kernel(&mut self.dp, monotonic_ns()) {
+            Ok(pass) => {
+                self.next_gc = Instant::now() + gc_interval(pass.fill(), max);
+                tracing::debug!(expired = pass.v4.expired_total(), "conntrack GC pass");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "conntrack GC");
+                self.next_gc = Instant::now() + max;
+            }
+        }
+    }
+}
+
+/// The spool's registrations, by file, in name order (files of other names, and those
+/// being written, are not registrations).
+fn read_spool(
+    spool: &Path,
+) -> std::io::Result<Vec<(PathBuf, Result<Registration, RegistrationError>)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(spool)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|e| e == "json")
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    // A bound on what one scan reads: more files than instances can never all be served.
+    files.truncate(4 * NODE_INSTANCES_MAX as usize);
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let read = Registration::read(&path);
+            (path, read)
+        })
+        .collect())
+}

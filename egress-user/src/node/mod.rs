@@ -1,0 +1,14 @@
+//! Node mode (`egress-router node`): one privileged agent per node, in the node's network
+//! namespace, runs the redirect data plane for every egress router instance whose router
+//! pod is on the node, with no macvlan and no MAC of its own: translated packets leave
+//! the node's uplink with the uplink's MAC, and the uplink's XDP program answers ARP for
+//! the egress addresses, which are never added to the node's stack.
+//!
+//! - [`registration`]: what a router pod hands the agent through the spool directory.
+//! - [`agent`]: the loop that serves what the spool says.
+//!
+//! The data plane's side is [`crate::dataplane::node`] and, in the BPF object,
+//! `egress_common::node`.
+
+pub mod agent;
+pub mod registration;

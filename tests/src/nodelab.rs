@@ -1,0 +1,283 @@
+//! The node lab: node mode's topology, pods wired the way routed CNIs wire them.
+//!
+//! ```text
+//!  client pod i   eth0 192.0.2.(100+i)/32 ---- cli<i>  (node ns, /32 route, proxy ARP)
+//!  router pod i   eth0 192.0.2.(10+i)/32  ---- pod<i>  (node ns, /32 route, proxy ARP)
+//!  node ns: uplink 198.51.100.2/24 ---- lan0 198.51.100.1 (gateway ns)
+//!                                       wan0 203.0.113.1  ---- eth0 203.0.113.10 (server ns)
+//! ```
+//!
+//! Each pod has its address as /32 and a default route out of `eth0`; the node routes each
+//! pod address to its host-side veth and answers the pods' ARP for everything (proxy ARP),
+//! as Calico does. Instance i's EGRESS_SOURCE is 198.51.100.(100+i) on the node network,
+//! answered by the node agent's XDP program with the uplink's MAC. Only documentation
+//! ranges; nothing in the root namespace; everything removed on Drop.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use egress_user::dataplane::load::{Dataplane, LoadOptions};
+
+use crate::{
+    bpffs::Bpffs,
+    daemon::Daemon,
+    lab::{GATEWAY_IP, GATEWAY_WAN_IP, NETNS_PREFIX, SERVER_IP, SERVER_PREFIX, addr_up},
+    netns::Netns,
+};
+
+/// The node's own address on the uplink.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+/// Router pod `i`'s IP.
+#[must_use]
+pub fn router_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 10 + i as u8)
+}
+
+/// Client pod `i`'s IP.
+#[must_use]
+pub fn client_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 100 + i as u8)
+}
+
+/// Instance `i`'s EGRESS_SOURCE.
+#[must_use]
+pub fn egress_source(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 100 + i as u8)
+}
+
+/// One node lab: the node, gateway and server namespaces, `pods` router pods and as many
+/// client pods, a bpffs and a spool directory.
+pub struct NodeLab {
+    // Drop order: processes first, then namespaces, then the bpffs.
+    daemons: Vec<Daemon>,
+    /// Keeps an XDP program on the gateway's side of the uplink (see [`NodeLab::new`]).
+    _gateway_napi: Option<Dataplane>,
+    pub clients: Vec<Netns>,
+    pub routers: Vec<Netns>,
+    pub node: Netns,
+    pub gateway: Netns,
+    pub server: Netns,
+    pub bpffs: Bpffs,
+    pub spool: PathBuf,
+}
+
+impl NodeLab {
+    /// Builds the topology with `pods` router pods and client pods (at most 64).
+    pub fn new(tag: &str, pods: usize) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        assert!(pods <= 64, "the lab's address plan has room for 64 pods");
+        let id = format!(
+            "{NETNS_PREFIX}{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let node = Netns::new(&format!("{id}-node"))?;
+        let gateway = Netns::new(&format!("{id}-gw"))?;
+        let server = Netns::new(&format!("{id}-srv"))?;
+        let bpffs = Bpffs::mount(&std::env::temp_dir().join(format!("{id}-bpffs")))?;
+        let spool = PathBuf::from(format!("{}-spool", bpffs.path().display()));
+        let mut lab = Self {
+            daemons: Vec::new(),
+            _gateway_napi: None,
+            clients: Vec::new(),
+            routers: Vec::new(),
+            node,
+            gateway,
+            server,
+            bpffs,
+            spool,
+        };
+        std::fs::create_dir_all(&lab.spool).context("creating the spool")?;
+        lab.wire_network().context("wiring the node network")?;
+        for i in 0..pods {
+            let router = Netns::new(&format!("{id}-r{i}"))?;
+            lab.routers.push(router);
+            let client = Netns::new(&format!("{id}-c{i}"))?;
+            lab.clients.push(client);
+            lab.wire_pod(&lab.routers[i], &format!("pod{i}"), router_ip(i))?;
+            lab.wire_pod(&lab.clients[i], &format!("cli{i}"), client_ip(i))?;
+        }
+        // A veth sends what an XDP program transmits (the ARP responder's answers) only
+        // into a peer whose receive path runs in NAPI, which an XDP program of its own
+        // turns on; a NIC needs nothing of the kind.
+        let mut dp = lab
+            .gateway
+            .enter(|| -> Result<Dataplane> {
+                let mut dp = Dataplane::load(&LoadOptions::default())?;
+                let prog = dp.xdp_program(egress_common::programs::LAB_XDP_PASS)?;
+                prog.load()?;
+                prog.attach("lan0", aya::programs::XdpMode::Driver)?;
+                Ok(dp)
+            })?
+            .context("the gateway's XDP pass program")?;
+        let _ = &mut dp;
+        lab._gateway_napi = Some(dp);
+        Ok(lab)
+    }
+
+    fn wire_network(&self) -> Result<()> {
+        self.node.ip(&[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan0",
+            "netns",
+            self.gateway.name(),
+        ])?;
+        self.gateway.ip(&[
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.server.name(),
+        ])?;
+        addr_up(&self.node, "uplink", NODE_IP, 24)?;
+        addr_up(&self.gateway, "lan0", GATEWAY_IP, 24)?;
+        addr_up(&self.gateway, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
+        addr_up(&self.server, "eth0", SERVER_IP, SERVER_PREFIX)?;
+        self.server.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_WAN_IP.to_string(),
+        ])?;
+        self.node
+            .ip(&["route", "add", "default", "via", &GATEWAY_IP.to_string()])?;
+        self.node.sysctl("net.ipv4.ip_forward", "1")?;
+        self.gateway.sysctl("net.ipv4.ip_forward", "1")
+    }
+
+    /// A pod `ns` at `ip`/32, its host side `host` in the node namespace.
+    fn wire_pod(&self, ns: &Netns, host: &str, ip: Ipv4Addr) -> Result<()> {
+        self.node.ip(&[
+            "link",
+            "add",
+            host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        self.node
+            .sysctl(&format!("net.ipv4.conf.{host}.proxy_arp"), "1")?;
+        self.node.ip(&["link", "set", host, "up"])?;
+        self.node
+            .ip(&["route", "add", &format!("{ip}/32"), "dev", host])?;
+        addr_up(ns, "eth0", ip, 32)?;
+        ns.ip(&["route", "add", "default", "dev", "eth0"])
+    }
+
+    /// Starts a long-running process, killed when the lab drops.
+    pub fn spawn(&mut self, cmd: Command) -> Result<&mut Daemon> {
+        let base = PathBuf::from(format!(
+            "{}-daemon-{}",
+            self.bpffs.path().display(),
+            self.daemons.len()
+        ));
+        self.daemons.push(Daemon::spawn(cmd, &base)?);
+        Ok(self.daemons.last_mut().expect("just pushed"))
+    }
+
+    /// What daemon `index` wrote to stderr so far.
+    #[must_use]
+    pub fn daemon_stderr(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.daemons[index].logs.1).unwrap_or_default()
+    }
+
+    /// Waits until daemon `index` logged `text` (at most `limit`).
+    pub fn wait_for_log(&self, index: usize, text: &str, limit: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.daemon_stderr(index);
+            if log.contains(text) {
+                return Ok(log);
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("no {text:?} in {limit:?}; stderr:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The node agent serving this node: `egress-router node` in the node namespace on
+    /// the uplink, the lab's spool, pins on the lab's bpffs.
+    pub fn agent_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.node.command(crate::egress_router_bin());
+        cmd.args(["node", "--uplink", "uplink", "--rescan-ms", "50"])
+            .arg("--spool")
+            .arg(&self.spool)
+            .arg("--bpffs")
+            .arg(self.bpffs.path())
+            .args(extra)
+            .env("EGRESS_ROUTER_LOG", "info");
+        cmd
+    }
+
+    /// Starts the node agent ([`NodeLab::agent_command`]) and waits until it serves;
+    /// returns its daemon index.
+    pub fn start_agent(&mut self, extra: &[&str]) -> Result<usize> {
+        let cmd = self.agent_command(extra);
+        self.spawn(cmd)?;
+        let index = self.daemons.len() - 1;
+        self.wait_for_log(index, "node agent serving", Duration::from_secs(30))?;
+        Ok(index)
+    }
+
+    /// Registers router pod `i` with EGRESS_DESTINATION `destination` as its init
+    /// container does (`egress-router node-register` in the pod's namespace).
+    pub fn register(&self, i: usize, destination: &str) -> Result<String> {
+        let mut cmd = self.routers[i].command(crate::egress_router_bin());
+        cmd.arg("node-register")
+            .arg("--spool")
+            .arg(&self.spool)
+            .env("EGRESS_SOURCE", format!("{}/24", egress_source(i)))
+            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+            .env("EGRESS_DESTINATION", destination);
+        let out = crate::netns::run_bounded(&mut cmd, Duration::from_secs(10))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.success(), "node-register failed: {text}");
+        Ok(text)
+    }
+
+    /// The spool file of router pod `i`.
+    #[must_use]
+    pub fn spool_file(&self, i: usize) -> PathBuf {
+        self.spool.join(format!("{}.json", router_ip(i)))
+    }
+
+    /// The spool directory.
+    #[must_use]
+    pub fn spool(&self) -> &Path {
+        &self.spool
+    }
+}
+
+impl Drop for NodeLab {
+    fn drop(&mut self) {
+        for daemon in &mut self.daemons {
+            let _ = daemon.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}

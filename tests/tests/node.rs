@@ -1,0 +1,194 @@
+//! Node mode end to end (`egress-router node` and `node-register`), in the node lab
+//! (`egress_tests::nodelab`): a router pod registers through the spool, the node agent
+//! serves it from the node's uplink, and a client pod's connection to the router pod's IP
+//! leaves with EGRESS_SOURCE from the uplink's MAC without entering the router pod.
+
+use std::time::Duration;
+
+use egress_common::{DropReason, Stat};
+use egress_tests::{
+    lab::SERVER_IP,
+    netns::Netns,
+    nodelab::{NODE_IP, NodeLab, egress_source, router_ip},
+    util::{mac_of, run_ok, wait_listening_in},
+};
+use egress_user::dataplane::maps::MapSet;
+
+/// Starts the lab's HTTP peer server (it answers with the peer it saw) on port 80.
+fn http_server(lab: &mut NodeLab) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/peer_server.py");
+    let mut cmd = lab.server.command("python3");
+    cmd.args([script, "http", &SERVER_IP.to_string(), "80"]);
+    lab.spawn(cmd).unwrap();
+    wait_listening_in(&lab.server, 80);
+}
+
+/// `curl` from `ns` to `url`: the body, or what curl said when it failed.
+fn curl(ns: &Netns, url: &str) -> Result<String, String> {
+    let out = egress_tests::netns::run_bounded(
+        ns.command("curl").args(["-sS", "-m", "3", url]),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// TCP packets that entered namespace `ns` from now on (an nftables counter at the first
+/// hook).
+fn count_tcp_in(ns: &Netns) -> impl Fn() -> u64 + '_ {
+    let rules = "table inet seen {\n counter tcp_in { }\n chain pre { type filter hook \
+                 prerouting priority -400; meta l4proto tcp counter name tcp_in; }\n}\n";
+    let file = std::env::temp_dir().join(format!("er-nft-{}-{}", std::process::id(), ns.name()));
+    std::fs::write(&file, rules).unwrap();
+    run_ok(ns, "nft", &["-f", file.to_str().unwrap()], 5);
+    let _ = std::fs::remove_file(&file);
+    move || {
+        let out = run_ok(
+            ns,
+            "nft",
+            &["-j", "list", "counter", "inet", "seen", "tcp_in"],
+            5,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|i| i["counter"]["packets"].as_u64()))
+            .expect("the counter")
+    }
+}
+
+/// The node's pinned maps.
+fn node_maps(lab: &NodeLab) -> MapSet {
+    MapSet::from_pins(&lab.bpffs.path().join("node")).unwrap()
+}
+
+#[test]
+fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_router_pod() {
+    let mut lab = NodeLab::new("node", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    let tcp_in_router = count_tcp_in(&lab.routers[0]);
+
+    let url = format!("http://{}/", router_ip(0));
+    let body = curl(&lab.clients[0], &url).unwrap();
+    let seen: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(
+        seen[0],
+        egress_source(0).to_string(),
+        "the server saw {body}"
+    );
+    // Several requests, each a connection: all through the node.
+    for _ in 0..5 {
+        assert!(
+            curl(&lab.clients[0], &url)
+                .unwrap()
+                .starts_with(&egress_source(0).to_string())
+        );
+    }
+    assert_eq!(
+        tcp_in_router(),
+        0,
+        "the router pod's namespace saw none of it"
+    );
+
+    // The gateway knows EGRESS_SOURCE at the uplink's MAC; the node's stack does not hold
+    // the address.
+    let uplink_mac = mac_of(&lab.node, "uplink");
+    let neigh = run_ok(
+        &lab.gateway,
+        "ip",
+        &["neigh", "show", &egress_source(0).to_string()],
+        5,
+    );
+    assert!(
+        neigh.contains(&uplink_mac),
+        "gateway: {neigh}; uplink {uplink_mac}"
+    );
+    let addrs = run_ok(&lab.node, "ip", &["-4", "addr", "show"], 5);
+    assert!(!addrs.contains(&egress_source(0).to_string()), "{addrs}");
+    assert!(addrs.contains(&NODE_IP.to_string()));
+
+    let stats = node_maps(&lab).stats().unwrap();
+    assert!(stats.path(Stat::Forwarded).packets >= 6 * 4, "{stats}");
+    assert!(stats.path(Stat::Replied).packets >= 6 * 4, "{stats}");
+    assert!(stats.path(Stat::ArpAnswered).packets >= 1, "{stats}");
+}
+
+#[test]
+fn unsolicited_traffic_to_an_egress_address_gets_nothing_back_and_is_dropped_in_xdp() {
+    let mut lab = NodeLab::new("nodeprobe", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    // From the egress network: TCP and UDP to EGRESS_SOURCE (the port the router uses
+    // included) get nothing back.
+    let target = egress_source(0).to_string();
+    for port in ["22", "80", "1024"] {
+        let out = egress_tests::netns::run_bounded(
+            lab.gateway.command("curl").args([
+                "-sS",
+                "-m",
+                "1",
+                &format!("http://{target}:{port}/"),
+            ]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(!out.status.success(), "port {port} answered");
+    }
+    let early = node_maps(&lab)
+        .stats()
+        .unwrap()
+        .drop(DropReason::UnsolicitedEarly);
+    assert!(early.packets >= 3, "dropped in XDP: {early:?}");
+    // The node's own address still answers (its traffic is not the data plane's).
+    let ping = egress_tests::netns::run_bounded(
+        lab.gateway
+            .command("ping")
+            .args(["-c", "1", "-W", "2", &NODE_IP.to_string()]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(ping.status.success(), "the node answers for itself");
+}
+
+#[test]
+fn an_instance_whose_registration_goes_is_dropped_and_its_traffic_reaches_the_pod_again() {
+    let mut lab = NodeLab::new("nodedrop", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    let url = format!("http://{}/", router_ip(0));
+    assert!(curl(&lab.clients[0], &url).is_ok());
+    std::fs::remove_file(lab.spool_file(0)).unwrap();
+    lab.wait_for_log(agent, "instance dropped", Duration::from_secs(5))
+        .unwrap();
+    let tcp_in_router = count_tcp_in(&lab.routers[0]);
+    // Nothing listens in the router pod: refused, by the pod itself.
+    let refused = curl(&lab.clients[0], &url).unwrap_err();
+    assert!(
+        refused.contains("refused") || refused.contains("Failed to connect"),
+        "{refused}"
+    );
+    assert!(
+        tcp_in_router() >= 1,
+        "the connection reached the router pod"
+    );
+    // A bad registration is refused with its reason, and nothing else changes.
+    std::fs::write(lab.spool_file(0), "{\"pod_ip\": \"192.0.2.10\", \"EGRESS_SOURCE\": \"bogus\", \"EGRESS_GATEWAY\": \"198.51.100.1\"}").unwrap();
+    let log = lab
+        .wait_for_log(agent, "registration refused", Duration::from_secs(5))
+        .unwrap();
+    assert!(log.contains("EGRESS_SOURCE"), "{log}");
+}
