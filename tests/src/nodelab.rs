@@ -52,8 +52,8 @@ pub fn egress_source(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 100 + i as u8)
 }
 
-/// One node lab: the node, gateway and server namespaces, `pods` router pods and as many
-/// client pods, a bpffs and a spool directory.
+/// One node lab: the node, gateway and server namespaces, router pods and client pods, a
+/// bpffs and a spool directory.
 pub struct NodeLab {
     // Drop order: processes first, then namespaces, then the bpffs.
     daemons: Vec<Daemon>,
@@ -69,10 +69,19 @@ pub struct NodeLab {
 }
 
 impl NodeLab {
-    /// Builds the topology with `pods` router pods and client pods (at most 64).
+    /// Builds the topology with `pods` router pods and as many client pods.
     pub fn new(tag: &str, pods: usize) -> Result<Self> {
+        Self::with_pods(tag, pods, pods)
+    }
+
+    /// Builds the topology with `routers` router pods and `clients` client pods (at most
+    /// 64 of each).
+    pub fn with_pods(tag: &str, routers: usize, clients: usize) -> Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        assert!(pods <= 64, "the lab's address plan has room for 64 pods");
+        assert!(
+            routers <= 64 && clients <= 64,
+            "the lab's address plan has room for 64 pods of each kind"
+        );
         let id = format!(
             "{NETNS_PREFIX}{}-{}-{tag}",
             std::process::id(),
@@ -96,12 +105,14 @@ impl NodeLab {
         };
         std::fs::create_dir_all(&lab.spool).context("creating the spool")?;
         lab.wire_network().context("wiring the node network")?;
-        for i in 0..pods {
+        for i in 0..routers {
             let router = Netns::new(&format!("{id}-r{i}"))?;
             lab.routers.push(router);
+            lab.wire_pod(&lab.routers[i], &format!("pod{i}"), router_ip(i))?;
+        }
+        for i in 0..clients {
             let client = Netns::new(&format!("{id}-c{i}"))?;
             lab.clients.push(client);
-            lab.wire_pod(&lab.routers[i], &format!("pod{i}"), router_ip(i))?;
             lab.wire_pod(&lab.clients[i], &format!("cli{i}"), client_ip(i))?;
         }
         // A veth sends what an XDP program transmits (the ARP responder's answers) only
@@ -196,6 +207,11 @@ impl NodeLab {
         ));
         self.daemons.push(Daemon::spawn(cmd, &base)?);
         Ok(self.daemons.last_mut().expect("just pushed"))
+    }
+
+    /// Kills daemon `index` outright (SIGKILL) and returns its output.
+    pub fn kill_daemon(&mut self, index: usize) -> Result<std::process::Output> {
+        self.daemons[index].kill()
     }
 
     /// What daemon `index` wrote to stderr so far.

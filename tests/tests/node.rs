@@ -192,3 +192,143 @@ fn an_instance_whose_registration_goes_is_dropped_and_its_traffic_reaches_the_po
         .unwrap();
     assert!(log.contains("EGRESS_SOURCE"), "{log}");
 }
+
+/// Times `text` appears in daemon `index`'s log.
+fn log_count(lab: &NodeLab, index: usize, text: &str) -> usize {
+    lab.daemon_stderr(index).matches(text).count()
+}
+
+#[test]
+fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
+    const PODS: usize = 64;
+    let mut lab = NodeLab::with_pods("node64", PODS, 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    // Each instance its own EGRESS_SOURCE and its own rule: port 8000 + i to the server.
+    for i in 0..PODS {
+        lab.register(i, &format!("{} tcp 203.0.113.10 80", 8000 + i))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log_count(&lab, agent, "serving a new instance") < PODS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            lab.daemon_stderr(agent)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // All at once: one curl per instance, in parallel, from one client pod.
+    let curls: Vec<_> = (0..PODS)
+        .map(|i| {
+            lab.clients[0]
+                .command("curl")
+                .args(["-sS", "-m", "10"])
+                .arg(format!("http://{}:{}/", router_ip(i), 8000 + i))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in curls.into_iter().enumerate() {
+        let out = egress_tests::netns::wait_bounded(child, Duration::from_secs(20)).unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            body.starts_with(&format!("{} ", egress_source(i))),
+            "instance {i}: {body} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One MAC on the segment for all of them, the uplink's: no MAC was added.
+    let uplink_mac = mac_of(&lab.node, "uplink");
+    let neigh: serde_json::Value = serde_json::from_str(&run_ok(
+        &lab.gateway,
+        "ip",
+        &["-j", "neigh", "show", "dev", "lan0"],
+        5,
+    ))
+    .unwrap();
+    let entries = neigh.as_array().unwrap();
+    let macs: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|n| n["lladdr"].as_str())
+        .collect();
+    assert_eq!(macs.into_iter().collect::<Vec<_>>(), [uplink_mac.as_str()]);
+    let sources = entries
+        .iter()
+        .filter(|n| {
+            n["dst"]
+                .as_str()
+                .is_some_and(|d| (0..PODS).any(|i| d == egress_source(i).to_string()))
+        })
+        .count();
+    assert_eq!(sources, PODS, "{neigh}");
+    // One program for all the pods' interfaces.
+    let ids: std::collections::BTreeSet<u32> = (0..PODS)
+        .map(|i| {
+            lab.node
+                .enter(|| {
+                    let index = egress_user::network::interface::ifindex(&format!("pod{i}"))
+                        .expect("the pod's interface");
+                    egress_user::dataplane::tcx::query(index, aya::programs::TcAttachType::Egress)
+                        .unwrap()
+                })
+                .unwrap()
+        })
+        .flatten()
+        .collect();
+    assert_eq!(ids.len(), 1, "programs on the pods' interfaces: {ids:?}");
+}
+
+#[test]
+fn a_restarted_agent_keeps_every_flow_and_instance() {
+    let mut lab = NodeLab::new("noderestart", 1).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/peer_server.py");
+    let mut cmd = lab.server.command("python3");
+    cmd.args([script, "echo", &SERVER_IP.to_string(), "7"]);
+    lab.spawn(cmd).unwrap();
+    wait_listening_in(&lab.server, 7);
+    let agent = lab.start_agent(&[]).unwrap();
+    lab.register(0, "7 tcp 203.0.113.10 7").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    // An open connection through the node.
+    let addr = std::net::SocketAddr::from((router_ip(0), 7));
+    let mut stream = lab.clients[0]
+        .enter(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
+        .unwrap()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut ask = |word: &str| {
+        use std::io::{BufRead as _, Write as _};
+        stream.write_all(format!("{word}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    };
+    let before = ask("before");
+    assert!(
+        before.starts_with(&format!("{} ", egress_source(0))),
+        "{before}"
+    );
+    // The agent is killed outright; the data plane goes on without it.
+    lab.kill_daemon(agent).unwrap();
+    let between = ask("between");
+    assert_eq!(
+        between.split(' ').nth(1),
+        before.split(' ').nth(1),
+        "same translated port"
+    );
+    // A new agent adopts the instance (no new announcement: it is not new) and its flow.
+    let again = lab.start_agent(&[]).unwrap();
+    lab.wait_for_log(again, "instance updated", Duration::from_secs(5))
+        .unwrap();
+    let after = ask("after");
+    assert_eq!(after.split(' ').nth(1), before.split(' ').nth(1), "{after}");
+    assert!(!lab.daemon_stderr(again).contains("serving a new instance"));
+}
