@@ -266,7 +266,7 @@ fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
     assert_eq!(sources, PODS, "{neigh}");
     // One program for all the pods' interfaces.
     let ids: std::collections::BTreeSet<u32> = (0..PODS)
-        .map(|i| {
+        .flat_map(|i| {
             lab.node
                 .enter(|| {
                     let index = egress_user::network::interface::ifindex(&format!("pod{i}"))
@@ -276,7 +276,6 @@ fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
                 })
                 .unwrap()
         })
-        .flatten()
         .collect();
     assert_eq!(ids.len(), 1, "programs on the pods' interfaces: {ids:?}");
 }
