@@ -10,7 +10,8 @@ host-device (the device), with an ipam section. Exits 1 naming each failure.
 
 On success prints one JSON object: {"containers": [...], "configmaps": {...}}, with each
 container's file, workload, name, whether it is an init container, privileged or not, and
-its environment (values, or {"configMapKeyRef": {...}}), and each ConfigMap's data.
+its command and arguments, its environment (values, or {"configMapKeyRef": {...}} and the
+like), and each ConfigMap's data.
 """
 import json
 import sys
@@ -89,6 +90,7 @@ def main():
                             "init": init,
                             "privileged": bool(
                                 c.get("securityContext", {}).get("privileged")),
+                            "args": c.get("command", []) + c.get("args", []),
                             "env": env,
                         })
     if failures:

@@ -259,6 +259,24 @@ impl NodeLab {
         Ok(index)
     }
 
+    /// Router pod `i`'s main container in node mode: `node-register --stay`, which keeps
+    /// the registration while it runs; returns its daemon index.
+    pub fn stay_registered(&mut self, i: usize, destination: &str) -> Result<usize> {
+        let mut cmd = self.routers[i].command(crate::egress_router_bin());
+        cmd.args(["node-register", "--stay", "--spool"])
+            .arg(&self.spool)
+            .env("EGRESS_SOURCE", format!("{}/24", egress_source(i)))
+            .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+            .env("EGRESS_DESTINATION", destination);
+        self.spawn(cmd)?;
+        Ok(self.daemons.len() - 1)
+    }
+
+    /// Stops daemon `index` (SIGTERM) and returns its output.
+    pub fn stop_daemon(&mut self, index: usize) -> Result<std::process::Output> {
+        self.daemons[index].stop(Duration::from_secs(5))
+    }
+
     /// Registers router pod `i` with EGRESS_DESTINATION `destination` as its init
     /// container does (`egress-router node-register` in the pod's namespace).
     pub fn register(&self, i: usize, destination: &str) -> Result<String> {

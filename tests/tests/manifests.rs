@@ -12,7 +12,7 @@ const KUBERNETES: &str = "1.30.0";
 
 fn manifests() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let mut files: Vec<PathBuf> = ["openshift", "kubernetes"]
+    let mut files: Vec<PathBuf> = ["openshift", "kubernetes", "node"]
         .iter()
         .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap())
         .map(|e| e.unwrap().path())
@@ -40,6 +40,8 @@ fn known_variables() -> BTreeSet<String> {
         &["--help"][..],
         &["http-proxy", "--help"],
         &["dns-proxy", "--help"],
+        &["node", "--help"],
+        &["node-register", "--help"],
     ] {
         let out = run_bounded(
             Command::new(egress_router_bin()).args(args),
@@ -61,7 +63,7 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files.len(), 5, "{names:?}");
+    assert_eq!(files.len(), 7, "{names:?}");
     let out = validate(&files);
     assert!(
         out.status.success(),
@@ -89,6 +91,8 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         let value = |v: &serde_json::Value| -> String {
             match v.as_str() {
                 Some(s) => s.to_owned(),
+                // The downward API (the pod's IP): what the cluster fills in.
+                None if v.get("fieldRef").is_some() => "192.0.2.10".to_owned(),
                 None => {
                     let r = &v["configMapKeyRef"];
                     let name = r["name"].as_str().unwrap();
@@ -103,14 +107,51 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         let mode = env.get("EGRESS_ROUTER_MODE").map(value);
         let proxy = env.contains_key("EGRESS_HTTP_PROXY_DESTINATION")
             || env.contains_key("EGRESS_DNS_PROXY_DESTINATION");
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let registers = args.first() == Some(&"node-register");
         // Privileges as OpenShift's documentation has them: init containers privileged,
-        // the proxies' main containers not.
-        if c["init"] == true {
+        // the proxies' main containers not (node mode's router pods need none).
+        if c["init"] == true && !registers {
             assert_eq!(c["privileged"], true, "{what}");
         }
         if proxy {
             assert_eq!(c["privileged"], false, "{what}");
             assert_eq!(c["init"], false, "{what}");
+        }
+        if args.first() == Some(&"node") {
+            // The node agent: privileged, on the node's uplink.
+            assert_eq!(c["privileged"], true, "{what}");
+            assert!(env.contains_key("EGRESS_ROUTER_UPLINK"), "{what}");
+            continue;
+        }
+        if registers {
+            // A router pod in node mode: no privileges; its registration passes.
+            assert_eq!(c["privileged"], false, "{what}");
+            if args.contains(&"--stay") {
+                continue;
+            }
+            let spool = tempdir("manifests-spool");
+            let mut cmd = Command::new(egress_router_bin());
+            cmd.env_clear().arg("node-register");
+            for (name, v) in env {
+                cmd.env(name, value(v));
+            }
+            cmd.env("EGRESS_ROUTER_SPOOL", &*spool);
+            let out = run_bounded(&mut cmd, Duration::from_secs(10)).unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let file = std::fs::read_to_string(spool.join("192.0.2.10.json")).unwrap();
+            assert!(file.contains("8080 tcp 203.0.113.26 80"), "{what}: {file}");
+            checked += 1;
+            continue;
         }
         if !matches!(mode.as_deref(), Some("init" | "legacy")) {
             continue;
@@ -156,17 +197,21 @@ fn manifests_validate_and_configure_the_binary_as_it_expects() {
         checked += 1;
     }
     assert_eq!(
-        checked, 6,
-        "three redirect Deployments, init and agent each"
+        checked, 7,
+        "three redirect Deployments, init and agent each, and node mode's registration"
     );
 
     // The validator fails on what the API server would refuse.
     let dir = tempdir("manifests-bad");
     let bad = dir.join("bad.yaml");
-    let broken =
-        std::fs::read_to_string(&files[2])
-            .unwrap()
-            .replacen("replicas: 1", "replica: 1", 1);
+    let broken = std::fs::read_to_string(
+        files
+            .iter()
+            .find(|f| f.ends_with("node/router.yaml"))
+            .unwrap(),
+    )
+    .unwrap()
+    .replacen("replicas: 1", "replica: 1", 1);
     std::fs::write(&bad, broken).unwrap();
     let out = validate(&[bad]);
     assert!(!out.status.success());

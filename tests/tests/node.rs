@@ -331,3 +331,38 @@ fn a_restarted_agent_keeps_every_flow_and_instance() {
     assert_eq!(after.split(' ').nth(1), before.split(' ').nth(1), "{after}");
     assert!(!lab.daemon_stderr(again).contains("serving a new instance"));
 }
+
+#[test]
+fn a_staying_registration_comes_back_when_removed_and_is_withdrawn_when_its_pod_stops() {
+    let mut lab = NodeLab::new("nodestay", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    let pod = lab.stay_registered(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    let url = format!("http://{}/", router_ip(0));
+    assert!(
+        curl(&lab.clients[0], &url)
+            .unwrap()
+            .starts_with(&egress_source(0).to_string())
+    );
+    // Removed from the spool while the pod runs: written again, served again.
+    std::fs::remove_file(lab.spool_file(0)).unwrap();
+    lab.wait_for_log(pod, "registration written again", Duration::from_secs(5))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log_count(&lab, agent, "serving a new instance") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            lab.daemon_stderr(agent)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The pod stops: its registration is withdrawn and the agent drops the instance.
+    let out = lab.stop_daemon(pod).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lab.spool_file(0).exists());
+    lab.wait_for_log(agent, "instance dropped", Duration::from_secs(5))
+        .unwrap();
+}

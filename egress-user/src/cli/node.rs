@@ -88,7 +88,15 @@ pub(crate) struct RegisterArgs {
     /// IPv4 address.
     #[arg(long, env = "POD_IP")]
     pub(crate) pod_ip: Option<IpAddr>,
+    /// Stay (a router pod's main container): write the registration again whenever it is
+    /// gone from the spool, and withdraw it at SIGTERM or SIGINT, so the agent drops the
+    /// instance as the pod stops rather than when its interface goes.
+    #[arg(long)]
+    pub(crate) stay: bool,
 }
+
+/// How often a staying registration checks that its file is there.
+const STAY_CHECK: Duration = Duration::from_secs(1);
 
 pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
     let router = &cli.router;
@@ -113,5 +121,27 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
     registration.validate()?;
     let path = registration.write(&args.spool)?;
     println!("registered with the node agent: {}", path.display());
-    Ok(())
+    if !args.stay {
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let stop = Signals::install()?.terminated();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(STAY_CHECK) => {}
+            }
+            if !path.exists() {
+                registration.write(&args.spool)?;
+                tracing::info!(file = %path.display(), "registration written again");
+            }
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => println!("registration withdrawn: {}", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).context("withdrawing the registration"),
+        }
+        Ok(())
+    })
 }
