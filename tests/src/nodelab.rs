@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Each pod has its address as /32 and a default route out of `eth0`; the node routes each
-//! pod address to its host-side veth and answers the pods' ARP for everything (proxy ARP),
-//! as Calico does. Instance i's EGRESS_SOURCE is 198.51.100.(100+i) on the node network,
+//! pod address to its host-side veth and answers the pods' ARP for everything (proxy ARP,
+//! without the kernel's default delay), as Calico does. Instance i's EGRESS_SOURCE is 198.51.100.(100+i) on the node network,
 //! answered by the node agent's XDP program with the uplink's MAC. Only documentation
 //! ranges; nothing in the root namespace; everything removed on Drop.
 
@@ -33,6 +33,8 @@ use crate::{
 
 /// The node's own address on the uplink.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// Node B's, in a two-node lab.
+pub const NODE_B_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 
 /// Router pod `i`'s IP.
 #[must_use]
@@ -62,10 +64,14 @@ pub struct NodeLab {
     pub clients: Vec<Netns>,
     pub routers: Vec<Netns>,
     pub node: Netns,
+    /// The second node of a two-node lab ([`NodeLab::two_nodes`]), on the same segment.
+    pub node_b: Option<Netns>,
     pub gateway: Netns,
     pub server: Netns,
     pub bpffs: Bpffs,
     pub spool: PathBuf,
+    /// Node B's spool (its own hostPath).
+    pub spool_b: PathBuf,
 }
 
 impl NodeLab {
@@ -77,6 +83,18 @@ impl NodeLab {
     /// Builds the topology with `routers` router pods and `clients` client pods (at most
     /// 64 of each).
     pub fn with_pods(tag: &str, routers: usize, clients: usize) -> Result<Self> {
+        Self::build(tag, routers, clients, false)
+    }
+
+    /// Two nodes on one segment, for failover: node A (`node`, uplink 198.51.100.2) holds
+    /// router pod 0; node B (`node_b`, uplink 198.51.100.3) holds router pod 1 and the
+    /// client pod. The gateway bridges the two uplinks; each node routes the other's pods
+    /// through it, as a flat cluster network does.
+    pub fn two_nodes(tag: &str) -> Result<Self> {
+        Self::build(tag, 2, 1, true)
+    }
+
+    fn build(tag: &str, routers: usize, clients: usize, two: bool) -> Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         assert!(
             routers <= 64 && clients <= 64,
@@ -88,65 +106,136 @@ impl NodeLab {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let node = Netns::new(&format!("{id}-node"))?;
+        let node_b = two
+            .then(|| Netns::new(&format!("{id}-nodeb")))
+            .transpose()?;
         let gateway = Netns::new(&format!("{id}-gw"))?;
         let server = Netns::new(&format!("{id}-srv"))?;
         let bpffs = Bpffs::mount(&std::env::temp_dir().join(format!("{id}-bpffs")))?;
         let spool = PathBuf::from(format!("{}-spool", bpffs.path().display()));
+        let spool_b = PathBuf::from(format!("{}-spool-b", bpffs.path().display()));
         let mut lab = Self {
             daemons: Vec::new(),
             _gateway_napi: None,
             clients: Vec::new(),
             routers: Vec::new(),
             node,
+            node_b,
             gateway,
             server,
             bpffs,
             spool,
+            spool_b,
         };
-        std::fs::create_dir_all(&lab.spool).context("creating the spool")?;
-        lab.wire_network().context("wiring the node network")?;
+        for dir in [&lab.spool, &lab.spool_b] {
+            std::fs::create_dir_all(dir).context("creating a spool")?;
+        }
+        let lans = lab.wire_network().context("wiring the node network")?;
         for i in 0..routers {
-            let router = Netns::new(&format!("{id}-r{i}"))?;
-            lab.routers.push(router);
-            lab.wire_pod(&lab.routers[i], &format!("pod{i}"), router_ip(i))?;
+            lab.routers.push(Netns::new(&format!("{id}-r{i}"))?);
+            let node = if i == 0 {
+                &lab.node
+            } else {
+                lab.node_of_others()
+            };
+            wire_pod(node, &lab.routers[i], &format!("pod{i}"), router_ip(i))?;
         }
         for i in 0..clients {
-            let client = Netns::new(&format!("{id}-c{i}"))?;
-            lab.clients.push(client);
-            lab.wire_pod(&lab.clients[i], &format!("cli{i}"), client_ip(i))?;
+            lab.clients.push(Netns::new(&format!("{id}-c{i}"))?);
+            wire_pod(
+                lab.node_of_others(),
+                &lab.clients[i],
+                &format!("cli{i}"),
+                client_ip(i),
+            )?;
+        }
+        if let Some(b) = &lab.node_b {
+            // Each node reaches the other's pods through it.
+            for i in 1..routers {
+                lab.node.ip(&[
+                    "route",
+                    "add",
+                    &format!("{}/32", router_ip(i)),
+                    "via",
+                    &NODE_B_IP.to_string(),
+                ])?;
+            }
+            for i in 0..clients {
+                lab.node.ip(&[
+                    "route",
+                    "add",
+                    &format!("{}/32", client_ip(i)),
+                    "via",
+                    &NODE_B_IP.to_string(),
+                ])?;
+            }
+            b.ip(&[
+                "route",
+                "add",
+                &format!("{}/32", router_ip(0)),
+                "via",
+                &NODE_IP.to_string(),
+            ])?;
         }
         // A veth sends what an XDP program transmits (the ARP responder's answers) only
         // into a peer whose receive path runs in NAPI, which an XDP program of its own
         // turns on; a NIC needs nothing of the kind.
-        let mut dp = lab
+        let dp = lab
             .gateway
             .enter(|| -> Result<Dataplane> {
                 let mut dp = Dataplane::load(&LoadOptions::default())?;
                 let prog = dp.xdp_program(egress_common::programs::LAB_XDP_PASS)?;
                 prog.load()?;
-                prog.attach("lan0", aya::programs::XdpMode::Driver)?;
+                for lan in &lans {
+                    prog.attach(lan, aya::programs::XdpMode::Driver)?;
+                }
                 Ok(dp)
             })?
             .context("the gateway's XDP pass program")?;
-        let _ = &mut dp;
         lab._gateway_napi = Some(dp);
         Ok(lab)
     }
 
-    fn wire_network(&self) -> Result<()> {
-        self.node.ip(&[
-            "link",
-            "add",
-            "uplink",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "lan0",
-            "netns",
-            self.gateway.name(),
-        ])?;
-        self.gateway.ip(&[
+    /// The node of every pod but router pod 0: node B in a two-node lab.
+    fn node_of_others(&self) -> &Netns {
+        self.node_b.as_ref().unwrap_or(&self.node)
+    }
+
+    /// The segment: one uplink to the gateway's `lan0`, or two uplinks on a bridge that
+    /// holds the gateway's address. Returns the gateway's ports toward the nodes.
+    fn wire_network(&self) -> Result<Vec<&'static str>> {
+        let gw = &self.gateway;
+        let mut nodes = vec![(&self.node, NODE_IP, "lan0")];
+        if let Some(b) = &self.node_b {
+            nodes = vec![(&self.node, NODE_IP, "lana"), (b, NODE_B_IP, "lanb")];
+        }
+        for (node, ip, lan) in &nodes {
+            node.ip(&[
+                "link",
+                "add",
+                "uplink",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                lan,
+                "netns",
+                gw.name(),
+            ])?;
+            addr_up(node, "uplink", *ip, 24)?;
+            node.ip(&["route", "add", "default", "via", &GATEWAY_IP.to_string()])?;
+            node.sysctl("net.ipv4.ip_forward", "1")?;
+        }
+        if nodes.len() == 1 {
+            addr_up(gw, "lan0", GATEWAY_IP, 24)?;
+        } else {
+            gw.ip(&["link", "add", "br0", "type", "bridge"])?;
+            for (_, _, lan) in &nodes {
+                gw.ip(&["link", "set", lan, "master", "br0", "up"])?;
+            }
+            addr_up(gw, "br0", GATEWAY_IP, 24)?;
+        }
+        gw.ip(&[
             "link",
             "add",
             "wan0",
@@ -158,9 +247,7 @@ impl NodeLab {
             "netns",
             self.server.name(),
         ])?;
-        addr_up(&self.node, "uplink", NODE_IP, 24)?;
-        addr_up(&self.gateway, "lan0", GATEWAY_IP, 24)?;
-        addr_up(&self.gateway, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
+        addr_up(gw, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
         addr_up(&self.server, "eth0", SERVER_IP, SERVER_PREFIX)?;
         self.server.ip(&[
             "route",
@@ -169,33 +256,8 @@ impl NodeLab {
             "via",
             &GATEWAY_WAN_IP.to_string(),
         ])?;
-        self.node
-            .ip(&["route", "add", "default", "via", &GATEWAY_IP.to_string()])?;
-        self.node.sysctl("net.ipv4.ip_forward", "1")?;
-        self.gateway.sysctl("net.ipv4.ip_forward", "1")
-    }
-
-    /// A pod `ns` at `ip`/32, its host side `host` in the node namespace.
-    fn wire_pod(&self, ns: &Netns, host: &str, ip: Ipv4Addr) -> Result<()> {
-        self.node.ip(&[
-            "link",
-            "add",
-            host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        self.node
-            .sysctl(&format!("net.ipv4.conf.{host}.proxy_arp"), "1")?;
-        self.node.ip(&["link", "set", host, "up"])?;
-        self.node
-            .ip(&["route", "add", &format!("{ip}/32"), "dev", host])?;
-        addr_up(ns, "eth0", ip, 32)?;
-        ns.ip(&["route", "add", "default", "dev", "eth0"])
+        gw.sysctl("net.ipv4.ip_forward", "1")?;
+        Ok(nodes.into_iter().map(|(_, _, lan)| lan).collect())
     }
 
     /// Starts a long-running process, killed when the lab drops.
@@ -236,23 +298,45 @@ impl NodeLab {
     }
 
     /// The node agent serving this node: `egress-router node` in the node namespace on
-    /// the uplink, the lab's spool, pins on the lab's bpffs.
+    /// the uplink, the lab's spool, pins on the lab's bpffs, the spool read every 50 ms
+    /// unless `extra` says otherwise.
     pub fn agent_command(&self, extra: &[&str]) -> Command {
-        let mut cmd = self.node.command(crate::egress_router_bin());
-        cmd.args(["node", "--uplink", "uplink", "--rescan-ms", "50"])
+        self.agent_command_on(false, extra)
+    }
+
+    /// [`NodeLab::agent_command`] for node B (its own spool, and pins in `b/`).
+    fn agent_command_on(&self, b: bool, extra: &[&str]) -> Command {
+        let (node, spool, bpffs) = match &self.node_b {
+            Some(node_b) if b => (node_b, &self.spool_b, self.bpffs.path().join("b")),
+            _ => (&self.node, &self.spool, self.bpffs.path().to_owned()),
+        };
+        let mut cmd = node.command(crate::egress_router_bin());
+        cmd.args(["node", "--uplink", "uplink"])
             .arg("--spool")
-            .arg(&self.spool)
+            .arg(spool)
             .arg("--bpffs")
-            .arg(self.bpffs.path())
+            .arg(bpffs)
             .args(extra)
             .env("EGRESS_ROUTER_LOG", "info");
+        if !extra.contains(&"--rescan-ms") {
+            cmd.args(["--rescan-ms", "50"]);
+        }
         cmd
     }
 
     /// Starts the node agent ([`NodeLab::agent_command`]) and waits until it serves;
     /// returns its daemon index.
     pub fn start_agent(&mut self, extra: &[&str]) -> Result<usize> {
-        let cmd = self.agent_command(extra);
+        self.start_agent_on(false, extra)
+    }
+
+    /// [`NodeLab::start_agent`] on node B.
+    pub fn start_agent_b(&mut self, extra: &[&str]) -> Result<usize> {
+        self.start_agent_on(true, extra)
+    }
+
+    fn start_agent_on(&mut self, b: bool, extra: &[&str]) -> Result<usize> {
+        let cmd = self.agent_command_on(b, extra);
         self.spawn(cmd)?;
         let index = self.daemons.len() - 1;
         self.wait_for_log(index, "node agent serving", Duration::from_secs(30))?;
@@ -264,7 +348,7 @@ impl NodeLab {
     pub fn stay_registered(&mut self, i: usize, destination: &str) -> Result<usize> {
         let mut cmd = self.routers[i].command(crate::egress_router_bin());
         cmd.args(["node-register", "--stay", "--spool"])
-            .arg(&self.spool)
+            .arg(self.spool_of(i))
             .env("EGRESS_SOURCE", format!("{}/24", egress_source(i)))
             .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
             .env("EGRESS_DESTINATION", destination);
@@ -280,11 +364,17 @@ impl NodeLab {
     /// Registers router pod `i` with EGRESS_DESTINATION `destination` as its init
     /// container does (`egress-router node-register` in the pod's namespace).
     pub fn register(&self, i: usize, destination: &str) -> Result<String> {
+        self.register_as(i, i, destination)
+    }
+
+    /// [`NodeLab::register`] with instance `source`'s EGRESS_SOURCE (a replacement pod
+    /// takes its predecessor's), into the spool of the pod's node.
+    pub fn register_as(&self, i: usize, source: usize, destination: &str) -> Result<String> {
         let mut cmd = self.routers[i].command(crate::egress_router_bin());
         cmd.arg("node-register")
             .arg("--spool")
-            .arg(&self.spool)
-            .env("EGRESS_SOURCE", format!("{}/24", egress_source(i)))
+            .arg(self.spool_of(i))
+            .env("EGRESS_SOURCE", format!("{}/24", egress_source(source)))
             .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
             .env("EGRESS_DESTINATION", destination);
         let out = crate::netns::run_bounded(&mut cmd, Duration::from_secs(10))?;
@@ -294,10 +384,19 @@ impl NodeLab {
         Ok(text)
     }
 
+    /// The spool of router pod `i`'s node.
+    fn spool_of(&self, i: usize) -> &Path {
+        if i > 0 && self.node_b.is_some() {
+            &self.spool_b
+        } else {
+            &self.spool
+        }
+    }
+
     /// The spool file of router pod `i`.
     #[must_use]
     pub fn spool_file(&self, i: usize) -> PathBuf {
-        self.spool.join(format!("{}.json", router_ip(i)))
+        self.spool_of(i).join(format!("{}.json", router_ip(i)))
     }
 
     /// The spool directory.
@@ -313,5 +412,30 @@ impl Drop for NodeLab {
             let _ = daemon.kill();
         }
         let _ = std::fs::remove_dir_all(&self.spool);
+        let _ = std::fs::remove_dir_all(&self.spool_b);
     }
+}
+
+/// A pod `ns` at `ip`/32 on `node`, its host side `host` there.
+fn wire_pod(node: &Netns, ns: &Netns, host: &str, ip: Ipv4Addr) -> Result<()> {
+    node.ip(&[
+        "link",
+        "add",
+        host,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name(),
+    ])?;
+    node.sysctl(&format!("net.ipv4.conf.{host}.proxy_arp"), "1")?;
+    // Answered at once, as Calico sets it: by default the kernel delays proxy answers by
+    // up to 0.8 s.
+    node.sysctl(&format!("net.ipv4.neigh.{host}.proxy_delay"), "0")?;
+    node.ip(&["link", "set", host, "up"])?;
+    node.ip(&["route", "add", &format!("{ip}/32"), "dev", host])?;
+    addr_up(ns, "eth0", ip, 32)?;
+    ns.ip(&["route", "add", "default", "dev", "eth0"])
 }

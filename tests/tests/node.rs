@@ -366,3 +366,100 @@ fn a_staying_registration_comes_back_when_removed_and_is_withdrawn_when_its_pod_
     lab.wait_for_log(agent, "instance dropped", Duration::from_secs(5))
         .unwrap();
 }
+
+/// The gateway's neighbour entry for `ip`: "MAC STATE".
+fn gateway_entry(lab: &NodeLab, ip: std::net::Ipv4Addr) -> String {
+    let v: serde_json::Value = serde_json::from_str(&run_ok(
+        &lab.gateway,
+        "ip",
+        &["-j", "neigh", "show", &ip.to_string()],
+        5,
+    ))
+    .unwrap();
+    format!(
+        "{} {}",
+        v[0]["lladdr"].as_str().unwrap_or("-"),
+        v[0]["state"]
+    )
+}
+
+#[test]
+fn a_router_pod_that_moves_to_another_node_is_served_there_at_once() {
+    let mut lab = NodeLab::two_nodes("nodefail").unwrap();
+    http_server(&mut lab);
+    // Both agents read their spool at the default interval, as in a cluster.
+    let agent_a = lab.start_agent(&["--rescan-ms", "200"]).unwrap();
+    let agent_b = lab.start_agent_b(&["--rescan-ms", "200"]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent_a, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    // The client pod (on node B) reaches the router pod on node A.
+    let body = curl(&lab.clients[0], &format!("http://{}/", router_ip(0))).unwrap();
+    assert!(
+        body.starts_with(&format!("{} ", egress_source(0))),
+        "{body}"
+    );
+    let mac_a = mac_of(&lab.node, "uplink");
+    let mac_b = mac_of(lab.node_b.as_ref().unwrap(), "uplink");
+    let before = gateway_entry(&lab, egress_source(0));
+    assert!(before.starts_with(&mac_a), "{before}");
+
+    // Node A dies: its NIC goes, and its agent with it.
+    lab.kill_daemon(agent_a).unwrap();
+    lab.node.ip(&["link", "del", "uplink"]).unwrap();
+    // The replacement starts on node B with the same EGRESS_SOURCE; clients reach it
+    // (through its Service, here its new IP) as soon as node B serves it.
+    let started = std::time::Instant::now();
+    lab.register_as(1, 0, "80 tcp 203.0.113.10 80").unwrap();
+    let registered = started.elapsed();
+    let url = format!("http://{}/", router_ip(1));
+    let mut attempts = Vec::new();
+    let body = loop {
+        let out = egress_tests::netns::run_bounded(
+            lab.clients[0].command("curl").args([
+                "-sS",
+                "--connect-timeout",
+                "0.5",
+                "-m",
+                "1",
+                &url,
+            ]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        attempts.push(format!(
+            "{:?}: {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no connection through node B: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    assert!(
+        body.starts_with(&format!("{} ", egress_source(0))),
+        "{body}"
+    );
+    // Alone, about 0.2 s (the agent reads the spool every 0.2 s). The goal, within 1 s, is
+    // measured by the bench; here, under the load of the suite, a bound that only a
+    // failover that waits for something (an entry of the old node to fail, the next hop
+    // to be resolved after its first packets were lost) exceeds.
+    eprintln!(
+        "first connection {took:?} after the pod's start (registered after {registered:?}) {attempts:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "first connection {took:?} after the pod's start on node B (registered after \
+         {registered:?}; attempts {attempts:#?}); node B's agent: {}",
+        lab.daemon_stderr(agent_b)
+    );
+    let after = gateway_entry(&lab, egress_source(0));
+    assert!(after.starts_with(&mac_b), "{after}");
+}

@@ -1,11 +1,18 @@
-//! The interface the node's routes send an address out of (`ip route get`), changing
-//! nothing: how the node agent finds a router pod's host-side interface, the way routed
-//! CNIs wire pods (a /32 route to the pod's IP through its veth).
+//! Node mode's questions to the node's routing: the interface the node's routes send an
+//! address out of (`ip route get`, changing nothing), which is how the agent finds a router
+//! pod's host-side interface (routed CNIs wire pods with a /32 route through the pod's
+//! veth); and the next hops the data plane sends to, kept resolved.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt as _;
-use rtnetlink::{RouteMessageBuilder, packet_route::route::RouteAttribute};
+use rtnetlink::{
+    RouteMessageBuilder,
+    packet_route::{
+        neighbour::{NeighbourAttribute, NeighbourExtFlags, NeighbourState},
+        route::RouteAttribute,
+    },
+};
 
 use crate::network::{error::Error, interface::netlink};
 
@@ -35,4 +42,40 @@ pub async fn route_interface(ip: Ipv4Addr) -> Result<Option<u32>, Error> {
             _ => None,
         })
     }))
+}
+
+/// Has the kernel keep `ip`'s neighbour entry on interface `index` resolved: a *managed*
+/// entry (Linux 5.16), which the kernel resolves now and probes again before it goes
+/// stale, as Cilium does for its next hops. Node mode sends with `bpf_redirect_neigh` to
+/// each instance's EGRESS_GATEWAY, a next hop the node's own traffic may never use: without
+/// a resolved entry, the first packets toward it were lost (a new instance's, and a
+/// failover's). An entry already there keeps its address.
+pub async fn keep_resolved(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let managed = |state, replace: bool| {
+        let mut request = handle.neighbours().add(index, IpAddr::V4(ip)).state(state);
+        if replace {
+            request = request.replace();
+        }
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        request.execute()
+    };
+    let code = |result: &Result<(), rtnetlink::Error>| match result {
+        Err(rtnetlink::Error::NetlinkError(err)) => -err.raw_code(),
+        _ => 0,
+    };
+    // New: resolved now. There: made managed, keeping its address while it has one.
+    let mut result = managed(NeighbourState::None, false).await;
+    if code(&result) == libc::EEXIST {
+        result = managed(NeighbourState::Stale, true).await;
+    }
+    if code(&result) == libc::EINVAL {
+        result = managed(NeighbourState::None, true).await;
+    }
+    connection.abort();
+    netlink(result, || format!("keeping the neighbour {ip} resolved"))
 }

@@ -23,10 +23,14 @@ use crate::{
     network::{
         announce::announce,
         interface::{ifname, link_facts},
-        route::route_interface,
+        route::{keep_resolved, route_interface},
     },
     node::registration::{NodeInstance, Registration, RegistrationError},
 };
+
+/// When a new instance's address is announced again (a gratuitous ARP request after the
+/// unsolicited reply, as OpenShift's router does).
+const ANNOUNCE_AGAIN: Duration = Duration::from_millis(100);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -262,6 +266,9 @@ impl NodeAgent {
             instance.egress.source.prefix,
         );
         let rules = RuleSet::from_destinations(&instance.destinations);
+        keep_resolved(self.uplink, instance.egress.gateway)
+            .await
+            .context("resolving EGRESS_GATEWAY")?;
         // Attached before the instance is armed: until its configuration is written, the
         // program lets its packets into the pod as before.
         self.dp
@@ -293,18 +300,17 @@ impl NodeAgent {
             if new { "serving a new instance" } else { "instance updated" }
         );
         if new {
-            // The gateway learns the address at the uplink's MAC now, not at its next ARP.
-            if let Err(err) = announce(
-                &self.opts.uplink,
-                self.uplink,
-                self.uplink_mac,
-                instance.egress.source.ip,
-                Duration::from_millis(100),
-            )
-            .await
-            {
-                tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
-            }
+            // The gateway learns the address at the uplink's MAC now, not at its next ARP
+            // (after a failover: not after its entry for the old node has failed). In the
+            // background, so that the other instances of this scan do not wait for the
+            // second announcement.
+            let (uplink, index, mac) = (self.opts.uplink.clone(), self.uplink, self.uplink_mac);
+            let ip = instance.egress.source.ip;
+            tokio::spawn(async move {
+                if let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await {
+                    tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
+                }
+            });
         }
         Ok(true)
     }
