@@ -115,6 +115,38 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
     assert!(!addrs.contains(&egress_source(0).to_string()), "{addrs}");
     assert!(addrs.contains(&NODE_IP.to_string()));
 
+    // node-status shows the instance with its rule's counters and its flows; the node's
+    // counters and flows are the pins' (`--instance node stats`, `conntrack`).
+    let status = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["node-status", "--json", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(10),
+    );
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let one = &v[0];
+    assert_eq!(one["pod_ip"], router_ip(0).to_string(), "{status}");
+    assert_eq!(
+        one["egress_source"],
+        egress_source(0).to_string(),
+        "{status}"
+    );
+    assert_eq!(one["gateway"], "198.51.100.1", "{status}");
+    assert_eq!(one["host_interface"], "pod0", "{status}");
+    assert_eq!(one["rules"][0]["target"], "203.0.113.10:80", "{status}");
+    assert!(
+        one["rules"][0]["packets"].as_u64().unwrap() >= 6 * 8,
+        "{status}"
+    );
+    let stats = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["--instance", "node", "stats", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(10),
+    );
+    assert!(stats.contains("arp_answered"), "{stats}");
     let stats = node_maps(&lab).stats().unwrap();
     assert!(stats.path(Stat::Forwarded).packets >= 6 * 4, "{stats}");
     assert!(stats.path(Stat::Replied).packets >= 6 * 4, "{stats}");

@@ -214,6 +214,14 @@ pub(crate) enum Command {
     /// A router pod's init container in node mode: validate the variables and register the
     /// instance with the node agent.
     NodeRegister(node::RegisterArgs),
+    /// The instances the node agent serves (from the node's pins under --bpffs): pod,
+    /// host-side interface, EGRESS_SOURCE and gateway, rules with their counters, flows.
+    /// `--instance node stats` and `--instance node conntrack` show the node's counters
+    /// and flows.
+    NodeStatus {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -272,6 +280,7 @@ fn dispatch(mut cli: Cli) -> Result<()> {
         Command::Check { json } => check::execute(&cli, json),
         Command::Node(args) => node::execute(&cli, &args),
         Command::NodeRegister(args) => node::register(&cli, &args),
+        Command::NodeStatus { json } => node::status(&cli, json),
     }
 }
 

@@ -145,3 +145,17 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// `node-status`: the node's instances from its pins.
+pub(crate) fn status(cli: &Cli, json: bool) -> Result<()> {
+    let dir = cli.bpffs.join(NODE_PINS);
+    let maps = egress_user::dataplane::maps::MapSet::from_node_pins(&dir)
+        .with_context(|| format!("no node data plane pinned in {}", dir.display()))?;
+    let instances = egress_user::node::status::instances(&maps)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&instances)?);
+    } else {
+        print!("{}", egress_user::node::status::text(&instances));
+    }
+    Ok(())
+}

@@ -75,6 +75,18 @@ impl MapSet {
         Ok(Self::new(set))
     }
 
+    /// [`MapSet::from_pins`] of a node agent's directory, with node mode's own maps
+    /// ([`maps::NODE`]).
+    pub fn from_node_pins(dir: &Path) -> Result<Self, Error> {
+        let mut set = Self::from_pins(dir)?;
+        for name in maps::NODE {
+            let data =
+                MapData::from_pin(dir.join(name)).map_err(|source| Error::Map { name, source })?;
+            set.maps.insert(name, checked(name, data)?);
+        }
+        Ok(set)
+    }
+
     /// Opens maps by ID (those the programs use), keeping those of [`maps::ALL`] and
     /// [`maps::ALL6`]; every one of [`maps::ALL`] must be there with this build's layout.
     pub fn from_ids(ids: &[u32]) -> Result<Self, Error> {

@@ -142,6 +142,14 @@ impl MapSet {
         Ok(found)
     }
 
+    /// Instance `instance`'s way out.
+    pub fn node_hop(&self, instance: u8) -> Result<NodeHop, MapsError> {
+        let name = maps::NODE_HOPS;
+        let err = |source| MapsError::Map { name, source };
+        let array = Array::<_, NodeHop>::try_from(self.map(name)?).map_err(err)?;
+        array.get(&u32::from(instance), 0).map_err(err)
+    }
+
     /// Writes the uplink's facts for the ARP responder.
     pub fn set_node_uplink(&mut self, uplink: &NodeUplink) -> Result<(), MapsError> {
         let name = maps::NODE_UPLINK;

@@ -6,9 +6,11 @@
 //!
 //! - [`registration`]: what a router pod hands the agent through the spool directory.
 //! - [`agent`]: the loop that serves what the spool says.
+//! - [`status`]: `node-status`, every instance as the pinned maps have it.
 //!
 //! The data plane's side is [`crate::dataplane::node`] and, in the BPF object,
 //! `egress_common::node`.
 
 pub mod agent;
 pub mod registration;
+pub mod status;

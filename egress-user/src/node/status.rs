@@ -1,0 +1,86 @@
+//! `egress-router node-status`: every instance a node agent serves, as an operator reads
+//! it (pod, host-side interface, EGRESS_SOURCE and gateway, rules with their counters, its
+//! flows), from the node's pinned maps alone, with or without the agent.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::Result;
+use egress_common::{RouterConfig, flow_kind};
+use serde::Serialize;
+
+use crate::{
+    dataplane::maps::MapSet,
+    inspect::{RuleView, rules},
+    network::interface::ifname,
+};
+
+/// One instance of the node.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceView {
+    /// Its number (its index of CONFIG, and of its rules' keys).
+    pub instance: u8,
+    pub pod_ip: Ipv4Addr,
+    /// The router pod's host-side interface, by name where it still exists.
+    pub host_interface: String,
+    pub egress_source: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// Its rules and fallback with their counters (the fallbacks of all instances count
+    /// together, under rule 0).
+    pub rules: Vec<RuleView>,
+    /// Its translated flows in the conntrack tables.
+    pub flows: u64,
+}
+
+/// Every instance, by number.
+pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
+    let configs = maps.node_instances()?;
+    let all_rules = maps.rules()?;
+    let counters = maps.rule_stats()?;
+    // A flow's forward entry is keyed by the client's packet, to the router pod's IP.
+    let mut flows: BTreeMap<[u8; 4], u64> = BTreeMap::new();
+    for (key, entry) in maps.conntrack()? {
+        if entry.kind == flow_kind::FORWARD {
+            *flows.entry(key.daddr).or_default() += 1;
+        }
+    }
+    configs
+        .iter()
+        .map(|config: &RouterConfig| {
+            let hop = maps.node_hop(config.instance)?;
+            let mine: Vec<_> = all_rules
+                .iter()
+                .filter(|(key, _)| key.instance == config.instance)
+                .copied()
+                .collect();
+            Ok(InstanceView {
+                instance: config.instance,
+                pod_ip: config.pod_ip.into(),
+                host_interface: ifname(config.pod_ifindex)
+                    .unwrap_or_else(|| format!("ifindex {} (gone)", config.pod_ifindex)),
+                egress_source: config.egress_source.into(),
+                gateway: hop.next_hop[1].to_ne_bytes().into(),
+                rules: rules(&mine, &counters, Some(config), None),
+                flows: flows.get(&config.pod_ip).copied().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// The text form.
+#[must_use]
+pub fn text(instances: &[InstanceView]) -> String {
+    let mut out = format!("{} instance(s)\n", instances.len());
+    for i in instances {
+        out.push_str(&format!(
+            "instance {}: pod {} via {}, EGRESS_SOURCE {} via {}, {} flow(s)\n",
+            i.instance, i.pod_ip, i.host_interface, i.egress_source, i.gateway, i.flows
+        ));
+        for r in &i.rules {
+            out.push_str(&format!(
+                "  rule {} {} {} -> {}: {} packets, {} bytes\n",
+                r.id, r.proto, r.port, r.target, r.packets, r.bytes
+            ));
+        }
+    }
+    out
+}
