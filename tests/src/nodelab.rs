@@ -384,6 +384,19 @@ impl NodeLab {
         Ok(text)
     }
 
+    /// Registers router pod `i` as configured by the node agent's static instance `name`
+    /// (`node-register --config-name`).
+    pub fn register_static(&self, i: usize, name: &str) -> Result<String> {
+        let mut cmd = self.routers[i].command(crate::egress_router_bin());
+        cmd.args(["node-register", "--config-name", name, "--spool"])
+            .arg(self.spool_of(i));
+        let out = crate::netns::run_bounded(&mut cmd, Duration::from_secs(10))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.success(), "node-register failed: {text}");
+        Ok(text)
+    }
+
     /// The spool of router pod `i`'s node.
     fn spool_of(&self, i: usize) -> &Path {
         if i > 0 && self.node_b.is_some() {

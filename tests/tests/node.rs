@@ -495,3 +495,64 @@ fn a_router_pod_that_moves_to_another_node_is_served_there_at_once() {
     let after = gateway_entry(&lab, egress_source(0));
     assert!(after.starts_with(&mac_b), "{after}");
 }
+
+#[test]
+fn an_openshift_egress_router_resource_configures_an_instance_unchanged() {
+    let mut lab = NodeLab::new("nodecr", 1).unwrap();
+    http_server(&mut lab);
+    let dir = egress_tests::util::tempdir("node-instances");
+    // As an admin wrote it for egress-router-cni (OpenShift's documented form).
+    let resource = format!(
+        r#"apiVersion: network.operator.openshift.io/v1
+kind: EgressRouter
+metadata:
+  name: egress-router-redirect
+spec:
+  networkInterface: {{
+    macvlan: {{
+      mode: "Bridge"
+    }}
+  }}
+  addresses: [
+    {{
+      ip: "{}/24",
+      gateway: "198.51.100.1"
+    }}
+  ]
+  mode: Redirect
+  redirect: {{
+    redirectRules: [
+      {{
+        destinationIP: "203.0.113.10",
+        port: 8080,
+        targetPort: 80,
+        protocol: TCP
+      }}
+    ]
+  }}
+"#,
+        egress_source(0)
+    );
+    std::fs::write(dir.join("egress-router-redirect.yaml"), resource).unwrap();
+    let instances = dir.to_str().unwrap().to_owned();
+    let agent = lab.start_agent(&["--instances", &instances]).unwrap();
+    // A pod that names an instance nobody configured is refused, with the reason.
+    lab.register_static(0, "nobody").unwrap();
+    lab.wait_for_log(
+        agent,
+        "no static instance named nobody",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    lab.register_static(0, "egress-router-redirect").unwrap();
+    let log = lab
+        .wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    // What node mode does not use is named.
+    assert!(log.contains("spec.networkInterface"), "{log}");
+    let body = curl(&lab.clients[0], &format!("http://{}:8080/", router_ip(0))).unwrap();
+    assert!(
+        body.starts_with(&format!("{} ", egress_source(0))),
+        "{body}"
+    );
+}

@@ -36,6 +36,11 @@ pub(crate) struct NodeArgs {
         default_value = "/run/egress-router/spool"
     )]
     pub(crate) spool: PathBuf,
+    /// Static instances: a directory (a ConfigMap) of OpenShift EgressRouter resources or
+    /// files of variables, which a router pod's registration may name (`node-register
+    /// --config-name`).
+    #[arg(long, env = "EGRESS_ROUTER_INSTANCES")]
+    pub(crate) instances: Option<PathBuf>,
     /// Cloud mode: the cloud routes the egress addresses to the node's NIC (secondary
     /// IPs), so nothing answers ARP for them.
     #[arg(long, env = "EGRESS_ROUTER_NO_ARP", value_parser = clap::builder::FalseyValueParser::new())]
@@ -60,6 +65,7 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
     let opts = NodeOptions {
         uplink: args.uplink.clone(),
         spool: args.spool.clone(),
+        instances: args.instances.clone(),
         pin_dir,
         conntrack_flows: router.conntrack_size,
         arp: !args.no_arp,
@@ -93,6 +99,11 @@ pub(crate) struct RegisterArgs {
     /// instance as the pod stops rather than when its interface goes.
     #[arg(long)]
     pub(crate) stay: bool,
+    /// The instance is configured by the node agent's static instance NAME (an
+    /// EgressRouter resource, say) instead of EGRESS_SOURCE, EGRESS_GATEWAY and
+    /// EGRESS_DESTINATION, which must then be unset.
+    #[arg(long, env = "EGRESS_ROUTER_CONFIG_NAME")]
+    pub(crate) config_name: Option<String>,
 }
 
 /// How often a staying registration checks that its file is there.
@@ -117,8 +128,22 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
     let IpAddr::V4(pod_ip) = pod_ip else {
         bail!("POD_IP {pod_ip}: node mode serves IPv4 so far");
     };
-    let registration = Registration::new(pod_ip, &raw);
-    registration.validate()?;
+    let registration = match &args.config_name {
+        Some(name) => {
+            if raw.source.is_some() || raw.gateway.is_some() || raw.destination.is_some() {
+                bail!(
+                    "--config-name {name}: the node agent's static instance configures this one; \
+                     unset EGRESS_SOURCE, EGRESS_GATEWAY and EGRESS_DESTINATION"
+                );
+            }
+            Registration::of_static(pod_ip, name)
+        }
+        None => {
+            let registration = Registration::new(pod_ip, &raw);
+            registration.validate()?;
+            registration
+        }
+    };
     let path = registration.write(&args.spool)?;
     println!("registered with the node agent: {}", path.display());
     if !args.stay {

@@ -3,7 +3,7 @@
 //! to what the spool says (instances added, changed, dropped), and the conntrack GC.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -25,7 +25,10 @@ use crate::{
         interface::{ifname, link_facts},
         route::{keep_resolved, route_interface},
     },
-    node::registration::{NodeInstance, Registration, RegistrationError},
+    node::{
+        registration::{NodeInstance, Registration, RegistrationError},
+        statics::{self, StaticInstance},
+    },
 };
 
 /// When a new instance's address is announced again (a gratuitous ARP request after the
@@ -39,6 +42,8 @@ pub struct NodeOptions {
     pub uplink: String,
     /// Where router pods register (a hostPath both mount).
     pub spool: PathBuf,
+    /// Static instances that registrations may name (a ConfigMap directory).
+    pub instances: Option<PathBuf>,
     /// The node's pin directory on a persistent bpffs, if any.
     pub pin_dir: Option<PathBuf>,
     pub conntrack_flows: u32,
@@ -56,6 +61,8 @@ pub struct NodeOptions {
 struct Served {
     registration: Option<Registration>,
     config: RouterConfig,
+    /// The spool file it is served from.
+    path: Option<PathBuf>,
 }
 
 /// The agent: the node's data plane and what it serves.
@@ -67,8 +74,11 @@ pub struct NodeAgent {
     uplink_mac: [u8; 6],
     /// By pod IP.
     served: BTreeMap<Ipv4Addr, Served>,
-    /// Spool files refused, with the reason last logged (each reason is logged once).
+    /// Spool and static files refused, with the reason last logged (each reason is logged
+    /// once).
     refused: HashMap<PathBuf, String>,
+    /// Static instances' warnings already logged.
+    warned: HashSet<String>,
     next_gc: Instant,
 }
 
@@ -106,6 +116,7 @@ impl NodeAgent {
                 Served {
                     registration: None,
                     config,
+                    path: None,
                 },
             );
             tracing::info!(source = %Ipv4Addr::from(source), "instance adopted from the pinned maps");
@@ -118,6 +129,7 @@ impl NodeAgent {
             uplink_mac: mac,
             served,
             refused: HashMap::new(),
+            warned: HashSet::new(),
             next_gc: Instant::now(),
         })
     }
@@ -153,16 +165,21 @@ impl NodeAgent {
                 return;
             }
         };
+        let statics = self.read_statics();
         let mut seen = BTreeMap::new();
         for (path, read) in wanted {
-            let registration = match read.and_then(|r| r.validate().map(|i| (r, i))) {
+            let valid = read.and_then(|r| {
+                let resolved = r.resolved(&statics)?;
+                let instance = resolved.validate()?;
+                Ok((resolved, instance))
+            });
+            let (registration, instance) = match valid {
                 Ok(valid) => valid,
                 Err(err) => {
-                    self.refuse(&path, err.to_string());
+                    self.refuse(&path, err.to_string(), &mut seen);
                     continue;
                 }
             };
-            let (registration, instance) = registration;
             match self.serve(&path, registration, &instance).await {
                 Ok(true) => {
                     self.refused.remove(&path);
@@ -173,7 +190,7 @@ impl NodeAgent {
                     tracing::info!(file = %path.display(), "router pod gone; its registration removed");
                     let _ = std::fs::remove_file(&path);
                 }
-                Err(err) => self.refuse(&path, format!("{err:#}")),
+                Err(err) => self.refuse(&path, format!("{err:#}"), &mut seen),
             }
         }
         let gone: Vec<Ipv4Addr> = self
@@ -189,11 +206,43 @@ impl NodeAgent {
         }
     }
 
-    fn refuse(&mut self, path: &Path, reason: String) {
+    /// Logs why `path` cannot be served (once per reason). An instance already served
+    /// from it stays as it was (`seen`): a bad update changes nothing, as a rejected
+    /// reload does in pod mode.
+    fn refuse(&mut self, path: &Path, reason: String, seen: &mut BTreeMap<Ipv4Addr, ()>) {
         if self.refused.get(path) != Some(&reason) {
             tracing::error!(file = %path.display(), %reason, "registration refused");
             self.refused.insert(path.to_owned(), reason);
         }
+        for (pod_ip, served) in &self.served {
+            if served.path.as_deref() == Some(path) {
+                seen.insert(*pod_ip, ());
+            }
+        }
+    }
+
+    /// The static instances (`--instances`), their files' problems and warnings logged
+    /// once each.
+    fn read_statics(&mut self) -> BTreeMap<String, StaticInstance> {
+        let Some(dir) = &self.opts.instances else {
+            return BTreeMap::new();
+        };
+        let (found, failed) = statics::read_dir(dir);
+        for (path, reason) in failed {
+            if self.refused.get(&path) != Some(&reason) {
+                tracing::error!(file = %path.display(), %reason, "static instance refused");
+                self.refused.insert(path, reason);
+            }
+        }
+        for instance in found.values() {
+            for warning in &instance.warnings {
+                let said = format!("{}: {warning}", instance.name);
+                if self.warned.insert(said) {
+                    tracing::warn!(instance = %instance.name, %warning, "static instance");
+                }
+            }
+        }
+        found
     }
 
     /// Serves one registration (new, changed or as it was). `Ok(false)`: the pod has no
@@ -288,6 +337,7 @@ impl NodeAgent {
             Served {
                 registration: Some(registration),
                 config,
+                path: Some(path.to_owned()),
             },
         );
         tracing::info!(

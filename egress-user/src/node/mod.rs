@@ -6,6 +6,8 @@
 //!
 //! - [`registration`]: what a router pod hands the agent through the spool directory.
 //! - [`agent`]: the loop that serves what the spool says.
+//! - [`statics`]: instances configured by the agent's own files (OpenShift's
+//!   `EgressRouter` resource among them), which registrations name.
 //! - [`status`]: `node-status`, every instance as the pinned maps have it.
 //!
 //! The data plane's side is [`crate::dataplane::node`] and, in the BPF object,
@@ -13,4 +15,5 @@
 
 pub mod agent;
 pub mod registration;
+pub mod statics;
 pub mod status;

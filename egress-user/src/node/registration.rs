@@ -17,14 +17,19 @@ use crate::config::{
     redirect::{Config, Destinations, Raw},
 };
 
-/// A spool file's content (JSON): the pod's IP and the variables as the pod has them.
+/// A spool file's content (JSON): the pod's IP and the variables as the pod has them, or
+/// the name of the node agent's static instance that configures it
+/// ([`crate::node::statics`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     /// The router pod's IP: what clients connect to.
     pub pod_ip: Ipv4Addr,
-    #[serde(rename = "EGRESS_SOURCE")]
+    /// The static instance whose configuration this is (the variables are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(rename = "EGRESS_SOURCE", default)]
     pub source: String,
-    #[serde(rename = "EGRESS_GATEWAY")]
+    #[serde(rename = "EGRESS_GATEWAY", default)]
     pub gateway: String,
     #[serde(rename = "EGRESS_DESTINATION", default)]
     pub destination: String,
@@ -41,6 +46,10 @@ pub enum RegistrationError {
     Ipv6Destination,
     #[error("the pod IP {0} is EGRESS_SOURCE, the gateway or a destination")]
     PodIpReused(Ipv4Addr),
+    #[error("no static instance named {0} (the node agent's --instances directory)")]
+    NoStaticInstance(String),
+    #[error("static instance {name}: {reason}")]
+    StaticInstance { name: String, reason: String },
     #[error("reading {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("writing {path}: {source}")]
@@ -65,6 +74,7 @@ impl Registration {
         let value = |v: &Option<String>| v.clone().unwrap_or_default();
         Self {
             pod_ip,
+            instance: None,
             source: value(&raw.source),
             gateway: value(&raw.gateway),
             destination: value(&raw.destination),
@@ -100,6 +110,41 @@ impl Registration {
             egress: v4,
             destinations,
         })
+    }
+
+    /// The registration of the pod at `pod_ip` configured by static instance `name`.
+    #[must_use]
+    pub fn of_static(pod_ip: Ipv4Addr, name: &str) -> Self {
+        Self {
+            pod_ip,
+            instance: Some(name.to_owned()),
+            source: String::new(),
+            gateway: String::new(),
+            destination: String::new(),
+        }
+    }
+
+    /// The registration with its variables: its own, or its static instance's from
+    /// `statics` (whose name must be there, and which must not be mixed with variables).
+    pub fn resolved(
+        &self,
+        statics: &std::collections::BTreeMap<String, crate::node::statics::StaticInstance>,
+    ) -> Result<Self, RegistrationError> {
+        let Some(name) = &self.instance else {
+            return Ok(self.clone());
+        };
+        if !(self.source.is_empty() && self.gateway.is_empty() && self.destination.is_empty()) {
+            return Err(RegistrationError::StaticInstance {
+                name: name.clone(),
+                reason: "the registration names it and carries variables too".to_owned(),
+            });
+        }
+        let found = statics
+            .get(name)
+            .ok_or_else(|| RegistrationError::NoStaticInstance(name.clone()))?;
+        let mut resolved = Self::new(self.pod_ip, &found.raw);
+        resolved.instance = Some(name.clone());
+        Ok(resolved)
     }
 
     /// Reads a spool file.
@@ -143,6 +188,7 @@ mod tests {
     fn registration(source: &str, destination: &str) -> Registration {
         Registration {
             pod_ip: Ipv4Addr::new(192, 0, 2, 10),
+            instance: None,
             source: source.to_owned(),
             gateway: "198.51.100.1".to_owned(),
             destination: destination.to_owned(),
