@@ -397,13 +397,17 @@ impl NodeLab {
         Ok(text)
     }
 
-    /// The spool of router pod `i`'s node.
-    fn spool_of(&self, i: usize) -> &Path {
-        if i > 0 && self.node_b.is_some() {
+    /// Router pod `i`'s directory in its node's spool, as `deploy/node/router.yaml` mounts
+    /// it (`subPathExpr: $(POD_IP)`): the pod sees only this directory.
+    pub fn spool_of(&self, i: usize) -> PathBuf {
+        let spool = if i > 0 && self.node_b.is_some() {
             &self.spool_b
         } else {
             &self.spool
-        }
+        };
+        let dir = spool.join(router_ip(i).to_string());
+        std::fs::create_dir_all(&dir).expect("the pod's spool directory");
+        dir
     }
 
     /// The spool file of router pod `i`.

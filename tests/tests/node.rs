@@ -556,3 +556,30 @@ spec:
         "{body}"
     );
 }
+
+#[test]
+fn a_router_pod_cannot_register_for_another_pods_ip() {
+    let mut lab = NodeLab::with_pods("nodehijack", 2, 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    // Router pod 0 writes, into the only directory it has, a registration that would send
+    // port 80 of pod 1 (an ordinary pod here) to a remote of its choosing.
+    let forged = egress_user::node::registration::Registration {
+        pod_ip: router_ip(1),
+        instance: None,
+        source: format!("{}/24", egress_source(0)),
+        gateway: "198.51.100.1".to_owned(),
+        destination: "80 tcp 203.0.113.10 80".to_owned(),
+    };
+    forged.write(&lab.spool_of(0)).unwrap();
+    let log = lab
+        .wait_for_log(agent, "registration refused", Duration::from_secs(5))
+        .unwrap();
+    assert!(log.contains("accepted only as <pod IP>.json"), "{log}");
+    // Pod 1's traffic is its own: a connection reaches pod 1 (nothing listens there).
+    let tcp_in_pod1 = count_tcp_in(&lab.routers[1]);
+    let refused = curl(&lab.clients[0], &format!("http://{}/", router_ip(1))).unwrap_err();
+    assert!(refused.contains("Failed to connect"), "{refused}");
+    assert!(tcp_in_pod1() >= 1);
+    assert!(!lab.daemon_stderr(agent).contains("serving a new instance"));
+}

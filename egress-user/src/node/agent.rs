@@ -26,7 +26,7 @@ use crate::{
         route::{keep_resolved, route_interface},
     },
     node::{
-        registration::{NodeInstance, Registration, RegistrationError},
+        registration::{NodeInstance, Registration, read_spool},
         statics::{self, StaticInstance},
     },
 };
@@ -158,7 +158,7 @@ impl NodeAgent {
     /// Brings the data plane to what the spool says, one instance at a time: an instance
     /// that cannot be served is logged and left out, the others go on.
     pub async fn sync(&mut self) {
-        let wanted = match read_spool(&self.opts.spool) {
+        let wanted = match read_spool(&self.opts.spool, 4 * NODE_INSTANCES_MAX as usize) {
             Ok(wanted) => wanted,
             Err(err) => {
                 tracing::warn!(error = %err, "reading the spool");
@@ -189,6 +189,10 @@ impl NodeAgent {
                 Ok(false) => {
                     tracing::info!(file = %path.display(), "router pod gone; its registration removed");
                     let _ = std::fs::remove_file(&path);
+                    // The pod's own directory, if it had one (left empty).
+                    if let Some(dir) = path.parent().filter(|d| *d != self.opts.spool) {
+                        let _ = std::fs::remove_dir(dir);
+                    }
                 }
                 Err(err) => self.refuse(&path, format!("{err:#}"), &mut seen),
             }
@@ -396,30 +400,4 @@ impl NodeAgent {
             }
         }
     }
-}
-
-/// The spool's registrations, by file, in name order (files of other names, and those
-/// being written, are not registrations).
-fn read_spool(
-    spool: &Path,
-) -> std::io::Result<Vec<(PathBuf, Result<Registration, RegistrationError>)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(spool)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.extension().is_some_and(|e| e == "json")
-                && !path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    // A bound on what one scan reads: more files than instances can never all be served.
-    files.truncate(4 * NODE_INSTANCES_MAX as usize);
-    Ok(files
-        .into_iter()
-        .map(|path| {
-            let read = Registration::read(&path);
-            (path, read)
-        })
-        .collect())
 }

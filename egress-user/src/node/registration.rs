@@ -50,6 +50,11 @@ pub enum RegistrationError {
     NoStaticInstance(String),
     #[error("static instance {name}: {reason}")]
     StaticInstance { name: String, reason: String },
+    #[error(
+        "{path}: a registration of {pod_ip}; one is accepted only as <pod IP>.json, and in a \
+         pod's own directory only for that pod"
+    )]
+    Misplaced { path: PathBuf, pod_ip: Ipv4Addr },
     #[error("reading {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("writing {path}: {source}")]
@@ -181,6 +186,63 @@ impl Registration {
     }
 }
 
+/// The spool's registrations, by file, in name order, at most `most` files (more than
+/// the instances a node serves can never all be served): `<spool>/<pod IP>.json`, and
+/// `<spool>/<pod IP>/<pod IP>.json`, where each router pod mounts a directory of its own
+/// (`subPathExpr: $(POD_IP)`: the kubelet names it after the pod's IP, which the pod
+/// cannot choose). A file named after another address than the one it registers, or in
+/// another pod's directory, is refused: a pod cannot register for another pod's IP and
+/// so take its traffic. Files being written (`.`-prefixed) are not registrations.
+pub fn read_spool(
+    spool: &Path,
+    most: usize,
+) -> std::io::Result<Vec<(PathBuf, Result<Registration, RegistrationError>)>> {
+    let visible = |path: &Path| {
+        !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    };
+    let is_file = |path: &Path| path.extension().is_some_and(|e| e == "json") && visible(path);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(spool)? {
+        let Ok(path) = entry.map(|e| e.path()) else {
+            continue;
+        };
+        if is_file(&path) {
+            files.push(path);
+        } else if path.is_dir() && visible(&path) {
+            let inside = std::fs::read_dir(&path)?;
+            files.extend(
+                inside
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_file(p)),
+            );
+        }
+    }
+    files.sort();
+    files.truncate(most);
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let read = Registration::read(&path).and_then(|r| {
+                let ip = r.pod_ip.to_string();
+                let named = path.file_stem().is_some_and(|s| *s == *ip);
+                let dir = path.parent().filter(|d| *d != spool);
+                let own = dir.is_none_or(|d| d.file_name().is_some_and(|n| *n == *ip));
+                if named && own {
+                    Ok(r)
+                } else {
+                    Err(RegistrationError::Misplaced {
+                        path: path.clone(),
+                        pod_ip: r.pod_ip,
+                    })
+                }
+            });
+            (path, read)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +292,48 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["192.0.2.10.json"], "nothing left aside");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_pod_cannot_register_for_another_pods_ip() {
+        let dir = std::env::temp_dir().join(format!("er-spool-misplaced-{}", std::process::id()));
+        let own = dir.join("192.0.2.10");
+        std::fs::create_dir_all(&own).unwrap();
+        // Its own, in its own directory: accepted.
+        registration("198.51.100.99/24", "80 tcp 203.0.113.10")
+            .write(&own)
+            .unwrap();
+        // In its own directory, a file for another pod's IP: refused.
+        let mut other = registration("198.51.100.98/24", "443 tcp 203.0.113.66");
+        other.pod_ip = Ipv4Addr::new(192, 0, 2, 11);
+        other.write(&own).unwrap();
+        // A file named after one address that registers another: refused.
+        let mut renamed = registration("198.51.100.97/24", "80 tcp 203.0.113.66");
+        renamed.pod_ip = Ipv4Addr::new(192, 0, 2, 12);
+        std::fs::write(
+            dir.join("192.0.2.13.json"),
+            serde_json::to_string(&renamed).unwrap(),
+        )
+        .unwrap();
+        let read = read_spool(&dir, 100).unwrap();
+        let verdicts: Vec<(String, bool)> = read
+            .iter()
+            .map(|(p, r)| {
+                (
+                    p.strip_prefix(&dir).unwrap().display().to_string(),
+                    r.is_ok(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("192.0.2.10/192.0.2.10.json".to_owned(), true),
+                ("192.0.2.10/192.0.2.11.json".to_owned(), false),
+                ("192.0.2.13.json".to_owned(), false),
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
