@@ -353,7 +353,7 @@ impl NodeAgent {
             "{}",
             if new { "serving a new instance" } else { "instance updated" }
         );
-        if new {
+        if new && self.opts.arp {
             // The gateway learns the address at the uplink's MAC now, not at its next ARP
             // (after a failover: not after its entry for the old node has failed). In the
             // background, so that the other instances of this scan do not wait for the
