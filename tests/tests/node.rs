@@ -583,3 +583,50 @@ fn a_router_pod_cannot_register_for_another_pods_ip() {
     assert!(tcp_in_pod1() >= 1);
     assert!(!lab.daemon_stderr(agent).contains("serving a new instance"));
 }
+
+#[test]
+fn in_cloud_mode_nothing_answers_arp_and_the_clouds_routing_carries_the_address() {
+    let mut lab = NodeLab::new("nodecloud", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&["--no-arp"]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    // Nobody answers the gateway's ARP for EGRESS_SOURCE, and nothing announced it.
+    let url = format!("http://{}/", router_ip(0));
+    assert!(curl(&lab.clients[0], &url).is_err());
+    let entry = gateway_entry(&lab, egress_source(0));
+    assert!(!entry.contains(&mac_of(&lab.node, "uplink")), "{entry}");
+    assert_eq!(
+        node_maps(&lab)
+            .stats()
+            .unwrap()
+            .path(Stat::ArpAnswered)
+            .packets,
+        0
+    );
+    // The cloud delivers the address to the node's NIC (here: the gateway's static entry,
+    // as a cloud's routing does it): traffic flows.
+    let mac = mac_of(&lab.node, "uplink");
+    run_ok(
+        &lab.gateway,
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            &egress_source(0).to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            "lan0",
+            "nud",
+            "permanent",
+        ],
+        5,
+    );
+    let body = curl(&lab.clients[0], &url).unwrap();
+    assert!(
+        body.starts_with(&format!("{} ", egress_source(0))),
+        "{body}"
+    );
+}
