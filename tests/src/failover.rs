@@ -26,7 +26,7 @@ use crate::{
     asset,
     bpffs::Bpffs,
     egress_router_bin,
-    lab::{EGRESS_SOURCE, GATEWAY_IP, GATEWAY_WAN_IP, NETNS_PREFIX, SERVER_IP},
+    lab::{EGRESS_SOURCE, GATEWAY_IP, NETNS_PREFIX, SERVER_IP},
     netns::{Netns, run_bounded},
 };
 
@@ -148,18 +148,7 @@ impl FailoverLab {
         ])?;
         self.switch
             .ip(&["link", "set", "pG", "master", "br0", "up"])?;
-        self.gateway.ip(&[
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.server.name(),
-        ])?;
+        crate::lab::wire_server(&self.gateway, &self.server)?;
         let pod = |router: &Netns, client_if: &str, pod_ip: Ipv4Addr, client_ip: &str| {
             router.ip(&[
                 "link",
@@ -185,15 +174,6 @@ impl FailoverLab {
             node.ip(&["link", "set", "macvlan0", "netns", router.name()])?;
         }
         up(&self.gateway, "lan0", &format!("{GATEWAY_IP}/24"))?;
-        up(&self.gateway, "wan0", &format!("{GATEWAY_WAN_IP}/24"))?;
-        up(&self.server, "eth0", &format!("{SERVER_IP}/24"))?;
-        self.server.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_WAN_IP.to_string(),
-        ])?;
         self.gateway.sysctl("net.ipv4.ip_forward", "1")?;
         if opts.port_security {
             let stable = crate::failover::stable_mac_text();

@@ -158,18 +158,7 @@ impl Lab {
             "netns",
             self.gateway.name(),
         ])?;
-        self.gateway.ip(&[
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.server.name(),
-        ])?;
+        wire_server(&self.gateway, &self.server)?;
         // The pod's macvlan, created on the node's uplink and handed to the pod.
         self.node.ip(&[
             "link",
@@ -191,15 +180,6 @@ impl Lab {
         addr_up(&self.client, "eth0", CLIENT_IP, POD_PREFIX)?;
         addr_up(&self.router, "eth0", ROUTER_POD_IP, POD_PREFIX)?;
         addr_up(&self.gateway, "lan0", GATEWAY_IP, NODE_PREFIX)?;
-        addr_up(&self.gateway, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
-        addr_up(&self.server, "eth0", SERVER_IP, SERVER_PREFIX)?;
-        self.server.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_WAN_IP.to_string(),
-        ])?;
         self.gateway.sysctl("net.ipv4.ip_forward", "1")?;
         Ok(())
     }
@@ -488,6 +468,32 @@ impl Lab {
     pub fn pin_dir(&self, instance: &str) -> PathBuf {
         self.bpffs.path().join(instance)
     }
+}
+
+/// The server side every lab shares: the gateway's `wan0` to the server's `eth0`, their
+/// addresses, and the server's default route back through the gateway.
+pub(crate) fn wire_server(gateway: &Netns, server: &Netns) -> Result<()> {
+    gateway.ip(&[
+        "link",
+        "add",
+        "wan0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        server.name(),
+    ])?;
+    addr_up(gateway, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
+    addr_up(server, "eth0", SERVER_IP, SERVER_PREFIX)?;
+    server.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &GATEWAY_WAN_IP.to_string(),
+    ])
 }
 
 pub(crate) fn addr_up(ns: &Netns, dev: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {

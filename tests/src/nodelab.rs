@@ -27,7 +27,7 @@ use egress_user::dataplane::load::{Dataplane, LoadOptions};
 use crate::{
     bpffs::Bpffs,
     daemon::Daemon,
-    lab::{GATEWAY_IP, GATEWAY_WAN_IP, NETNS_PREFIX, SERVER_IP, SERVER_PREFIX, addr_up},
+    lab::{GATEWAY_IP, NETNS_PREFIX, addr_up, wire_server},
     netns::Netns,
 };
 
@@ -151,23 +151,13 @@ impl NodeLab {
         }
         if let Some(b) = &lab.node_b {
             // Each node reaches the other's pods through it.
-            for i in 1..routers {
-                lab.node.ip(&[
-                    "route",
-                    "add",
-                    &format!("{}/32", router_ip(i)),
-                    "via",
-                    &NODE_B_IP.to_string(),
-                ])?;
-            }
-            for i in 0..clients {
-                lab.node.ip(&[
-                    "route",
-                    "add",
-                    &format!("{}/32", client_ip(i)),
-                    "via",
-                    &NODE_B_IP.to_string(),
-                ])?;
+            let on_b = (1..routers)
+                .map(router_ip)
+                .chain((0..clients).map(client_ip));
+            for ip in on_b {
+                let dst = format!("{ip}/32");
+                lab.node
+                    .ip(&["route", "add", &dst, "via", &NODE_B_IP.to_string()])?;
             }
             b.ip(&[
                 "route",
@@ -235,27 +225,7 @@ impl NodeLab {
             }
             addr_up(gw, "br0", GATEWAY_IP, 24)?;
         }
-        gw.ip(&[
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.server.name(),
-        ])?;
-        addr_up(gw, "wan0", GATEWAY_WAN_IP, SERVER_PREFIX)?;
-        addr_up(&self.server, "eth0", SERVER_IP, SERVER_PREFIX)?;
-        self.server.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_WAN_IP.to_string(),
-        ])?;
+        wire_server(gw, &self.server)?;
         gw.sysctl("net.ipv4.ip_forward", "1")?;
         Ok(nodes.into_iter().map(|(_, _, lan)| lan).collect())
     }

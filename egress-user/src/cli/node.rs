@@ -22,6 +22,18 @@ use crate::cli::{Cli, runtime};
 /// The pin directory of the node agent below the bpffs root.
 const NODE_PINS: &str = "node";
 
+/// The spool: where router pods register and the node agent reads (a hostPath; a router
+/// pod mounts its own directory of it).
+#[derive(Args)]
+pub(crate) struct Spool {
+    #[arg(
+        long,
+        env = "EGRESS_ROUTER_SPOOL",
+        default_value = "/run/egress-router/spool"
+    )]
+    pub(crate) spool: PathBuf,
+}
+
 /// The node agent's options.
 #[derive(Args)]
 pub(crate) struct NodeArgs {
@@ -29,13 +41,8 @@ pub(crate) struct NodeArgs {
     /// it with its MAC, and its XDP program answers ARP for the egress addresses.
     #[arg(long, env = "EGRESS_ROUTER_UPLINK")]
     pub(crate) uplink: String,
-    /// Where router pods register (a hostPath the router pods mount too).
-    #[arg(
-        long,
-        env = "EGRESS_ROUTER_SPOOL",
-        default_value = "/run/egress-router/spool"
-    )]
-    pub(crate) spool: PathBuf,
+    #[command(flatten)]
+    pub(crate) spool: Spool,
     /// Static instances: a directory (a ConfigMap) of OpenShift EgressRouter resources or
     /// files of variables, which a router pod's registration may name (`node-register
     /// --config-name`).
@@ -64,7 +71,7 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
     };
     let opts = NodeOptions {
         uplink: args.uplink.clone(),
-        spool: args.spool.clone(),
+        spool: args.spool.spool.clone(),
         instances: args.instances.clone(),
         pin_dir,
         conntrack_flows: router.conntrack_size,
@@ -75,7 +82,7 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
     runtime()?.block_on(async {
         let signals = Signals::install()?;
         let agent = NodeAgent::start(opts).await?;
-        tracing::info!(uplink = %args.uplink, spool = %args.spool.display(), "node agent serving");
+        tracing::info!(uplink = %args.uplink, spool = %args.spool.spool.display(), "node agent serving");
         agent.run(signals.terminated()).await
     })
 }
@@ -83,13 +90,8 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
 /// `node-register`'s options.
 #[derive(Args)]
 pub(crate) struct RegisterArgs {
-    /// The spool the node agent reads (the same hostPath).
-    #[arg(
-        long,
-        env = "EGRESS_ROUTER_SPOOL",
-        default_value = "/run/egress-router/spool"
-    )]
-    pub(crate) spool: PathBuf,
+    #[command(flatten)]
+    pub(crate) spool: Spool,
     /// The pod's IP (the downward API's status.podIP); default: the pod interface's first
     /// IPv4 address.
     #[arg(long, env = "POD_IP")]
@@ -144,7 +146,7 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
             registration
         }
     };
-    let path = registration.write(&args.spool)?;
+    let path = registration.write(&args.spool.spool)?;
     println!("registered with the node agent: {}", path.display());
     if !args.stay {
         return Ok(());
@@ -158,7 +160,7 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
                 () = tokio::time::sleep(STAY_CHECK) => {}
             }
             if !path.exists() {
-                registration.write(&args.spool)?;
+                registration.write(&args.spool.spool)?;
                 tracing::info!(file = %path.display(), "registration written again");
             }
         }

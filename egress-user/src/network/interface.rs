@@ -63,14 +63,7 @@ async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error
         .await?
         .ok_or_else(|| Error::NoInterface(name.to_owned()))?;
     let index = link.header.index;
-    let mtu = link
-        .attributes
-        .iter()
-        .find_map(|attr| match attr {
-            LinkAttribute::Mtu(mtu) => Some(*mtu),
-            _ => None,
-        })
-        .unwrap_or(1500);
+    let mtu = link_mtu(&link);
     let (mut ipv4, mut ipv6) = (Vec::new(), Vec::new());
     let mut addresses = handle
         .address()
@@ -120,14 +113,7 @@ pub async fn link_facts(name: &str) -> Result<LinkFacts, Error> {
     let link = link_by_name(&handle, name).await;
     connection.abort();
     let link = link?.ok_or_else(|| Error::NoInterface(name.to_owned()))?;
-    let mtu = link
-        .attributes
-        .iter()
-        .find_map(|attr| match attr {
-            LinkAttribute::Mtu(mtu) => Some(*mtu),
-            _ => None,
-        })
-        .unwrap_or(1500);
+    let mtu = link_mtu(&link);
     Ok(LinkFacts {
         index: link.header.index,
         mtu,
@@ -155,6 +141,17 @@ pub(crate) async fn link_by_name(
             source,
         }),
     }
+}
+
+/// A link's MTU (1500 where the kernel does not say).
+fn link_mtu(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or(1500)
 }
 
 pub(crate) fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {

@@ -257,37 +257,34 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         mem.bytes_per_flow,
         mem.entries_at_1m
     );
-    if !mem.gc_pass_cpu_s.is_empty() {
-        let gc = crate::report::Spread::of(mem.gc_pass_cpu_s.iter().copied());
-        let _ = writeln!(
-            w,
+    let gc_rows = [
+        (
+            &mem.gc_pass_cpu_s,
             "Conntrack GC: one pass of the agent's GC over that table (every flow alive, \
              both tables judged in the kernel by `ct_sweep`, the few collectable flows removed \
-             by the agent, clients counted) took \
-             {} s of CPU ({} passes; goal <= 1 s: {}).\n",
-            gc.show(1.0, 2),
-            gc.n,
-            if gc.median <= 1.0 {
-                "met"
-            } else {
-                "**not met**"
-            }
-        );
-    }
-    if !mem.gc6_pass_cpu_s.is_empty() {
-        let gc = crate::report::Spread::of(mem.gc6_pass_cpu_s.iter().copied());
+             by the agent, clients counted)",
+        ),
+        (
+            &mem.gc6_pass_cpu_s,
+            "The same over 1M established IPv6 flows (2M entries of 104 bytes, written by the \
+             bench into a data plane of their own; the same sweep with its IPv6 lists)",
+        ),
+    ];
+    for (passes, what) in gc_rows {
+        if passes.is_empty() {
+            continue;
+        }
+        let gc = crate::report::Spread::of(passes.iter().copied());
+        let met = if gc.median <= 1.0 {
+            "met"
+        } else {
+            "**not met**"
+        };
         let _ = writeln!(
             w,
-            "The same over 1M established IPv6 flows (2M entries of 104 bytes, written by the \
-             bench into a data plane of their own; the same sweep with its IPv6 lists) took \
-             {} s of CPU ({} passes; goal <= 1 s: {}).\n",
+            "{what} took {} s of CPU ({} passes; goal <= 1 s: {met}).\n",
             gc.show(1.0, 2),
-            gc.n,
-            if gc.median <= 1.0 {
-                "met"
-            } else {
-                "**not met**"
-            }
+            gc.n
         );
     }
 
