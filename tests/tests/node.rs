@@ -630,3 +630,65 @@ fn in_cloud_mode_nothing_answers_arp_and_the_clouds_routing_carries_the_address(
         "{body}"
     );
 }
+
+/// One UDP datagram to router pod 0's port 53 from each of `ports` in client pod `i`, each
+/// its own flow (nobody answers).
+fn udp_flows(lab: &NodeLab, i: usize, ports: std::ops::Range<u16>) {
+    let script = format!(
+        "import socket\n\
+         for p in range({}, {}):\n\
+         \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         \x20   s.bind(('{}', p))\n\
+         \x20   s.sendto(b'x', ('{}', 53))\n\
+         \x20   s.close()\n",
+        ports.start,
+        ports.end,
+        egress_tests::nodelab::client_ip(i),
+        router_ip(0)
+    );
+    run_ok(&lab.clients[i], "python3", &["-c", &script], 20);
+}
+
+/// Translated flows of client pod `i` in the node's tables.
+fn flows_of(lab: &NodeLab, i: usize) -> usize {
+    let client = egress_tests::nodelab::client_ip(i).octets();
+    node_maps(lab)
+        .conntrack()
+        .unwrap()
+        .iter()
+        .filter(|(k, e)| e.kind == egress_common::flow_kind::FORWARD && k.saddr == client)
+        .count()
+}
+
+#[test]
+fn a_client_over_its_flow_limit_on_the_node_gets_no_new_flow_and_others_still_do() {
+    let mut lab = NodeLab::with_pods("nodelimit", 1, 2).unwrap();
+    let agent = lab
+        .start_agent(&["--max-flows-per-source", "20", "--gc-max-interval", "0.5"])
+        .unwrap();
+    lab.register(0, "53 udp 203.0.113.10").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    udp_flows(&lab, 0, 30000..30040);
+    assert_eq!(flows_of(&lab, 0), 40, "created before any census");
+    lab.wait_for_log(agent, "client over its flow limit", Duration::from_secs(10))
+        .unwrap();
+    let drops = |lab: &NodeLab| {
+        node_maps(lab)
+            .stats()
+            .unwrap()
+            .drop(DropReason::SourceLimit)
+            .packets
+    };
+    let before = drops(&lab);
+    udp_flows(&lab, 0, 31000..31010);
+    assert_eq!(
+        drops(&lab) - before,
+        10,
+        "each new flow of the limited client refused"
+    );
+    assert_eq!(flows_of(&lab, 0), 40);
+    // Another client pod still gets its flows.
+    udp_flows(&lab, 1, 30000..30005);
+    assert_eq!(flows_of(&lab, 1), 5);
+}

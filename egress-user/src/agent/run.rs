@@ -17,8 +17,8 @@ use crate::{
         metrics::{self, AgentCounters, Listen, Shared, TableGauges},
     },
     conntrack::{
-        FamilyPass, SourceLimits, collect_garbage_in_kernel, gc_interval, monotonic_ns,
-        source_limits,
+        FamilyPass, collect_garbage_in_kernel, enforce_source_limit, flow_limit, gc_interval,
+        monotonic_ns,
     },
     dataplane::flows::CtFamily,
     instance::{
@@ -218,42 +218,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Limits the clients of family `A` that hold more flows than `limit` (the data plane then
-/// refuses their new flows) and lets go of those back under it, as the GC pass counted
-/// them; returns how many are limited now.
-fn enforce_source_limit<A: CtFamily>(
-    instance: &mut Instance,
-    pass: &FamilyPass<A>,
-    limit: u32,
-) -> Result<u64, crate::dataplane::maps::Error> {
-    let maps = instance.maps_mut();
-    let limited = maps.limited_sources::<A>()?;
-    let SourceLimits {
-        limit: limit_now,
-        release,
-    } = source_limits(&pass.flows_by_source, &limited, limit);
-    let mut added = 0;
-    for (source, flows) in &limit_now {
-        if limited.len() + added + 1 > egress_common::maps::CT_LIMITED_MAX as usize {
-            break;
-        }
-        maps.limit_source(*source, *flows)?;
-        added += 1;
-        tracing::warn!(
-            client = %source.ip(),
-            flows,
-            limit,
-            "client over its flow limit: its new flows are refused until it holds fewer \
-             (--max-flows-per-source)"
-        );
-    }
-    for source in &release {
-        maps.unlimit_source(*source)?;
-        tracing::info!(client = %source.ip(), "client back under its flow limit");
-    }
-    Ok((limited.len() + added - release.len()) as u64)
-}
-
 /// A family's pass into its gauges.
 fn record<A: CtFamily>(gauges: &TableGauges, pass: &FamilyPass<A>) -> (u64, u64) {
     let left = pass.entries.saturating_sub(pass.expired);
@@ -279,13 +243,13 @@ fn gc_pass(
     match collect_garbage_in_kernel(instance.dataplane_mut(), monotonic_ns()) {
         Ok(pass) => {
             // A quarter of the flows by default, in each family's own table.
-            let limit = |capacity: u64| {
-                max_flows_per_source.unwrap_or(u32::try_from(capacity / 2 / 4).unwrap_or(u32::MAX))
-            };
-            let limited = enforce_source_limit(instance, &pass.v4, limit(pass.v4.capacity))
-                .and_then(|v4| {
-                    let v6 = if instance.has_ipv6() {
-                        enforce_source_limit(instance, &pass.v6, limit(pass.v6.capacity))?
+            let limit = |capacity: u64| flow_limit(max_flows_per_source, capacity);
+            let has_ipv6 = instance.has_ipv6();
+            let maps = instance.maps_mut();
+            let limited =
+                enforce_source_limit(maps, &pass.v4, limit(pass.v4.capacity)).and_then(|v4| {
+                    let v6 = if has_ipv6 {
+                        enforce_source_limit(maps, &pass.v6, limit(pass.v6.capacity))?
                     } else {
                         0
                     };

@@ -89,7 +89,7 @@ pub(crate) struct RouterArgs {
     #[arg(long, env = "EGRESS_ROUTER_MACVLAN_MODE", default_value = "private")]
     pub(crate) macvlan_mode: MacvlanMode,
     /// Conntrack capacity in flows (the table holds two entries per flow).
-    #[arg(long, env = "EGRESS_ROUTER_CONNTRACK_SIZE", default_value_t = egress_common::DEFAULT_CONNTRACK_FLOWS)]
+    #[arg(long, env = "EGRESS_ROUTER_CONNTRACK_SIZE", default_value_t = egress_common::DEFAULT_CONNTRACK_FLOWS, global = true)]
     pub(crate) conntrack_size: u32,
     /// A file whose content is the EGRESS_DESTINATION value (a ConfigMap key mounted as a
     /// file). It replaces the variable, and the agent applies changes to it live.
@@ -112,12 +112,17 @@ pub(crate) struct RouterArgs {
     #[arg(long, env = "EGRESS_ROUTER_FORCE_SOURCE", value_parser = FalseyValueParser::new())]
     pub(crate) force_source: bool,
     /// Longest interval between conntrack GC passes, in seconds (shorter as the table fills).
-    #[arg(long, env = "EGRESS_ROUTER_GC_MAX_INTERVAL", default_value_t = 30.0)]
+    #[arg(
+        long,
+        env = "EGRESS_ROUTER_GC_MAX_INTERVAL",
+        default_value_t = 30.0,
+        global = true
+    )]
     pub(crate) gc_max_interval: f64,
     /// Flows one client address may hold (answered and not yet answered); a client over it
     /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size; 0: no
     /// limit. Counted by the agent's GC.
-    #[arg(long, env = "EGRESS_ROUTER_MAX_FLOWS_PER_SOURCE")]
+    #[arg(long, env = "EGRESS_ROUTER_MAX_FLOWS_PER_SOURCE", global = true)]
     pub(crate) max_flows_per_source: Option<u32>,
     /// The HTTP proxy's access rules, one per line: `*`, `!RULE`, an address or CIDR,
     /// `*.DOMAIN` or a HOST; first match wins.

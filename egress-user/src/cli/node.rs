@@ -78,6 +78,7 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
         arp: !args.no_arp,
         rescan: Duration::from_millis(args.rescan_ms),
         gc_max_interval: Duration::from_secs_f64(router.gc_max_interval.max(0.1)),
+        max_flows_per_source: router.max_flows_per_source,
     };
     runtime()?.block_on(async {
         let signals = Signals::install()?;

@@ -1,14 +1,16 @@
 //! The conntrack tables from user space: their clock, the flows as an operator reads them
 //! (original and translated tuples, state, age), as text or JSON, and garbage collection
-//! ([`gc`]).
+//! ([`gc`]), with the per-client flow limit it enforces ([`limits`]).
 
 mod gc;
+mod limits;
 mod sweep;
 
 pub use gc::{
     FamilyPass, GcPass, SourceLimits, collect_garbage, collect_garbage_with, gc_interval,
     source_limits,
 };
+pub use limits::{enforce_source_limit, flow_limit};
 pub use sweep::{collect_garbage_in_kernel, sweep_only};
 
 use std::{fmt::Write as _, net::IpAddr};

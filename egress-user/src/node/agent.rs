@@ -15,7 +15,9 @@ use egress_common::{
 };
 
 use crate::{
-    conntrack::{collect_garbage_in_kernel, gc_interval, monotonic_ns},
+    conntrack::{
+        collect_garbage_in_kernel, enforce_source_limit, flow_limit, gc_interval, monotonic_ns,
+    },
     dataplane::{
         load::{Dataplane, LoadOptions},
         rules::RuleSet,
@@ -53,6 +55,9 @@ pub struct NodeOptions {
     pub rescan: Duration,
     /// Longest interval between conntrack GC passes.
     pub gc_max_interval: Duration,
+    /// Flows one client may hold on the node (`None`: a quarter of the conntrack
+    /// capacity; 0: no limit).
+    pub max_flows_per_source: Option<u32>,
 }
 
 /// An instance being served: its registration as last applied (none for one adopted
@@ -387,11 +392,17 @@ impl NodeAgent {
         Ok(())
     }
 
+    /// One conntrack GC pass, and the per-client flow limit it counts for: on a node, a
+    /// client's flows to every instance count together (the tables are shared).
     fn gc(&mut self) {
         let max = self.opts.gc_max_interval;
         match collect_garbage_in_kernel(&mut self.dp, monotonic_ns()) {
             Ok(pass) => {
                 self.next_gc = Instant::now() + gc_interval(pass.fill(), max);
+                let limit = flow_limit(self.opts.max_flows_per_source, pass.v4.capacity);
+                if let Err(err) = enforce_source_limit(self.dp.maps_mut(), &pass.v4, limit) {
+                    tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
+                }
                 tracing::debug!(expired = pass.v4.expired_total(), "conntrack GC pass");
             }
             Err(err) => {
