@@ -692,3 +692,63 @@ fn a_client_over_its_flow_limit_on_the_node_gets_no_new_flow_and_others_still_do
     udp_flows(&lab, 1, 30000..30005);
     assert_eq!(flows_of(&lab, 1), 5);
 }
+
+#[test]
+fn node_teardown_leaves_nothing_of_the_agent_on_the_node() {
+    let mut lab = NodeLab::new("nodeteardown", 1).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    let url = format!("http://{}/", router_ip(0));
+    assert!(curl(&lab.clients[0], &url).is_ok());
+    // The DaemonSet is deleted: the agent goes, then the teardown runs.
+    lab.kill_daemon(agent).unwrap();
+    let out = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["node-teardown", "--uplink", "uplink", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(20),
+    );
+    let removed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        removed["pod_interfaces"],
+        serde_json::json!(["pod0"]),
+        "{out}"
+    );
+    assert_eq!(removed["uplink_program"], true, "{out}");
+    assert_eq!(
+        removed["gateways"],
+        serde_json::json!(["198.51.100.1"]),
+        "{out}"
+    );
+    assert!(removed["pins"].as_u64().unwrap() > 0, "{out}");
+    let attached = |dev: &str, attach| {
+        lab.node
+            .enter(|| {
+                let index = egress_user::network::interface::ifindex(dev).unwrap();
+                egress_user::dataplane::tcx::query(index, attach).unwrap()
+            })
+            .unwrap()
+    };
+    assert!(attached("pod0", aya::programs::TcAttachType::Egress).is_empty());
+    assert!(attached("uplink", aya::programs::TcAttachType::Ingress).is_empty());
+    let link = run_ok(&lab.node, "ip", &["-j", "-d", "link", "show", "uplink"], 5);
+    assert!(!link.contains("\"xdp\""), "{link}");
+    assert!(!lab.bpffs.path().join("node").exists());
+    // The router pod's traffic is its own again.
+    let tcp_in_router = count_tcp_in(&lab.routers[0]);
+    assert!(curl(&lab.clients[0], &url).is_err());
+    assert!(tcp_in_router() >= 1);
+    // A second teardown has nothing to remove.
+    let again = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["node-teardown", "--uplink", "uplink", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(20),
+    );
+    assert!(again.contains("\"pins\":0"), "{again}");
+}

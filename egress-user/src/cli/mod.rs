@@ -227,6 +227,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove what the node agent left on the node (once its DaemonSet is gone): its
+    /// programs on the pods' interfaces and the uplink, the XDP link, the gateways'
+    /// managed neighbour entries, the node's pins. Prints what went, as JSON.
+    NodeTeardown {
+        #[arg(long, env = "EGRESS_ROUTER_UPLINK")]
+        uplink: String,
+    },
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -286,6 +293,7 @@ fn dispatch(mut cli: Cli) -> Result<()> {
         Command::Node(args) => node::execute(&cli, &args),
         Command::NodeRegister(args) => node::register(&cli, &args),
         Command::NodeStatus { json } => node::status(&cli, json),
+        Command::NodeTeardown { uplink } => node::teardown(&cli, &uplink),
     }
 }
 

@@ -187,3 +187,11 @@ pub(crate) fn status(cli: &Cli, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `node-teardown`: removes what a node agent left (run once the agent is gone).
+pub(crate) fn teardown(cli: &Cli, uplink: &str) -> Result<()> {
+    let dir = cli.bpffs.join(NODE_PINS);
+    let removed = runtime()?.block_on(egress_user::node::teardown::teardown(uplink, &dir))?;
+    println!("{}", serde_json::to_string(&removed)?);
+    Ok(())
+}

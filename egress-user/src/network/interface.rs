@@ -98,6 +98,32 @@ async fn facts_with(handle: &Handle, name: &str) -> Result<InterfaceFacts, Error
     })
 }
 
+/// The names of every link in the current network namespace (from rtnetlink: `/sys`
+/// may be the mount of another namespace).
+pub async fn link_names() -> Result<Vec<String>, Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let mut links = handle.link().get().execute();
+    let mut names = Vec::new();
+    let result = loop {
+        match links.try_next().await {
+            Ok(Some(link)) => names.extend(link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })),
+            Ok(None) => break Ok(names),
+            Err(source) => {
+                break Err(Error::Netlink {
+                    what: "listing the links".to_owned(),
+                    source,
+                });
+            }
+        }
+    };
+    connection.abort();
+    result
+}
+
 /// What the node agent needs to know of a link: index, MTU, MAC address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkFacts {

@@ -79,3 +79,22 @@ pub async fn keep_resolved(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
     connection.abort();
     netlink(result, || format!("keeping the neighbour {ip} resolved"))
 }
+
+/// Removes `ip`'s neighbour entry on interface `index` (what [`keep_resolved`] made
+/// managed); an entry that is not there is nothing to remove.
+pub async fn forget_neighbour(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let mut message = rtnetlink::packet_route::neighbour::NeighbourMessage::default();
+    message.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+    message.header.ifindex = index;
+    message.attributes.push(NeighbourAttribute::Destination(
+        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet(ip),
+    ));
+    let result = handle.neighbours().del(message).execute().await;
+    connection.abort();
+    match result {
+        Err(rtnetlink::Error::NetlinkError(err)) if -err.raw_code() == libc::ENOENT => Ok(()),
+        other => netlink(other, || format!("removing the neighbour {ip}")),
+    }
+}

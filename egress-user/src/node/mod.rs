@@ -9,6 +9,7 @@
 //! - [`statics`]: instances configured by the agent's own files (OpenShift's
 //!   `EgressRouter` resource among them), which registrations name.
 //! - [`status`]: `node-status`, every instance as the pinned maps have it.
+//! - [`teardown`]: `node-teardown`, what the agent left, removed.
 //!
 //! The data plane's side is [`crate::dataplane::node`] and, in the BPF object,
 //! `egress_common::node`.
@@ -17,3 +18,4 @@ pub mod agent;
 pub mod registration;
 pub mod statics;
 pub mod status;
+pub mod teardown;
