@@ -70,7 +70,10 @@ fn node_maps(lab: &NodeLab) -> MapSet {
 fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_router_pod() {
     let mut lab = NodeLab::new("node", 1).unwrap();
     http_server(&mut lab);
-    let agent = lab.start_agent(&[]).unwrap();
+    let metrics_at = format!("{NODE_IP}:9470");
+    let agent = lab
+        .start_agent(&["--node-metrics-address", &metrics_at])
+        .unwrap();
     lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
     lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
         .unwrap();
@@ -147,6 +150,38 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
         Duration::from_secs(10),
     );
     assert!(stats.contains("arp_answered"), "{stats}");
+    // The agent's /metrics: the instance's rule counters under its labels; /healthz.
+    let scrape = run_ok(
+        &lab.node,
+        "curl",
+        &["-sS", "-m", "3", &format!("http://{metrics_at}/metrics")],
+        5,
+    );
+    let line = scrape
+        .lines()
+        .find(|l| l.starts_with("egress_router_instance_rule_packets_total{instance=\"1\""))
+        .unwrap_or_else(|| panic!("{scrape}"));
+    assert!(
+        line.contains(&format!(
+            "pod=\"{}\",source=\"{}\"",
+            router_ip(0),
+            egress_source(0)
+        )),
+        "{line}"
+    );
+    let packets: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(packets >= 6 * 8, "{line}");
+    assert!(
+        scrape.contains("egress_router_node_instances 1"),
+        "{scrape}"
+    );
+    let health = run_ok(
+        &lab.node,
+        "curl",
+        &["-sS", "-m", "3", &format!("http://{metrics_at}/healthz")],
+        5,
+    );
+    assert_eq!(health.trim(), "ok");
     let stats = node_maps(&lab).stats().unwrap();
     assert!(stats.path(Stat::Forwarded).packets >= 6 * 4, "{stats}");
     assert!(stats.path(Stat::Replied).packets >= 6 * 4, "{stats}");

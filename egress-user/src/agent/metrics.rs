@@ -2,7 +2,6 @@
 //! data plane's maps at scrape time, so they are exact and cost nothing between scrapes.
 
 use std::{
-    convert::Infallible,
     fmt::Write as _,
     net::SocketAddr,
     sync::{
@@ -12,11 +11,11 @@ use std::{
 };
 
 use egress_common::{DropReason, RuleKey, RuleTarget, Stat, config_flags};
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::StatusCode;
 
+pub use crate::agent::prometheus::{counters, family, single};
 use crate::{
+    agent::prometheus,
     dataplane::{
         discover,
         maps::MapSet,
@@ -67,17 +66,6 @@ pub struct Shared {
     pub counters: AgentCounters,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A metric with one unlabelled sample.
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
 /// The exposition in Prometheus text format 0.0.4.
 pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> {
     let stats = shared.maps.stats()?;
@@ -92,48 +80,7 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::new();
 
-    family(
-        &mut out,
-        "egress_router_packets_total",
-        "counter",
-        "Packets per data-plane path.",
-    );
-    for (stat, count) in &stats.paths {
-        let _ = writeln!(
-            out,
-            "egress_router_packets_total{{path=\"{}\"}} {}",
-            stat.name(),
-            count.packets
-        );
-    }
-    family(
-        &mut out,
-        "egress_router_bytes_total",
-        "counter",
-        "Bytes per data-plane path.",
-    );
-    for (stat, count) in &stats.paths {
-        let _ = writeln!(
-            out,
-            "egress_router_bytes_total{{path=\"{}\"}} {}",
-            stat.name(),
-            count.bytes
-        );
-    }
-    family(
-        &mut out,
-        "egress_router_drops_total",
-        "counter",
-        "Packets dropped, by reason.",
-    );
-    for (reason, count) in &stats.drops {
-        let _ = writeln!(
-            out,
-            "egress_router_drops_total{{reason=\"{}\"}} {}",
-            reason.name(),
-            count.packets
-        );
-    }
+    counters(&mut out, &stats);
     let mut views = inspect::rules(&rules, &rule_stats, config.as_ref(), None);
     if config.is_some_and(|c| c.flags & config_flags::IPV6 != 0) {
         views.extend(inspect::rules6(
@@ -312,77 +259,28 @@ fn health(shared: &Shared) -> Result<(), String> {
     Ok(())
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let text = |status: StatusCode, content_type: &'static str, body: String| {
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static(content_type),
-        );
-        resp
-    };
-    let plain = "text/plain; charset=utf-8";
-    Ok(match req.uri().path() {
+/// Serves the agent's `/metrics` and `/healthz` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    prometheus::serve(listener, move |path| match path {
         "/metrics" => match render(&shared) {
-            Ok(body) => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
+            Ok(body) => (StatusCode::OK, prometheus::EXPOSITION, body),
+            Err(err) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                prometheus::PLAIN,
+                format!("{err}\n"),
             ),
-            Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, plain, format!("{err}\n")),
         },
         "/healthz" => match health(&shared) {
-            Ok(()) => text(StatusCode::OK, plain, "ok\n".to_owned()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, plain, format!("{why}\n")),
+            Ok(()) => (StatusCode::OK, prometheus::PLAIN, "ok\n".to_owned()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                prometheus::PLAIN,
+                format!("{why}\n"),
+            ),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            plain,
-            "try /metrics or /healthz\n".to_owned(),
-        ),
+        _ => prometheus::not_found(),
     })
-}
-
-/// Scrapers and probes served at once; one more is closed at once.
-const MAX_CONNECTIONS: usize = 64;
-/// How long a scraper may take to send a request's headers (or to start its next one).
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped, within
-/// [`MAX_CONNECTIONS`] and [`HEADER_TIMEOUT`].
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::warn!(error = %err, "metrics: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics: connection closed, {MAX_CONNECTIONS} served already");
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            if let Err(err) = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %err, "metrics: connection ended with an error");
-            }
-        });
-    }
+    .await;
 }
 
 /// Where the metrics listen: a socket address, a port on the pod IP, or nowhere.

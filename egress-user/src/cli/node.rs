@@ -52,6 +52,14 @@ pub(crate) struct NodeArgs {
     /// IPs), so nothing answers ARP for them.
     #[arg(long, env = "EGRESS_ROUTER_NO_ARP", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_arp: bool,
+    /// Where `/metrics` (per instance) and `/healthz` listen: ADDRESS:PORT (the node's IP,
+    /// with hostNetwork), or off.
+    #[arg(
+        long = "node-metrics-address",
+        env = "EGRESS_ROUTER_NODE_METRICS_ADDRESS",
+        default_value = "off"
+    )]
+    pub(crate) metrics: String,
     /// How often the spool is read, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub(crate) rescan_ms: u64,
@@ -80,11 +88,28 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
         gc_max_interval: Duration::from_secs_f64(router.gc_max_interval.max(0.1)),
         max_flows_per_source: router.max_flows_per_source,
     };
+    let listen: Option<std::net::SocketAddr> = match args.metrics.trim() {
+        "off" => None,
+        text => Some(text.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "EGRESS_ROUTER_NODE_METRICS_ADDRESS '{text}' is not ADDRESS:PORT or off"
+            )
+        })?),
+    };
     runtime()?.block_on(async {
         let signals = Signals::install()?;
+        // Bound before anything changes: a port in use fails with nothing done.
+        let metrics = match listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener on {addr}"))?,
+            ),
+            None => None,
+        };
         let agent = NodeAgent::start(opts).await?;
         tracing::info!(uplink = %args.uplink, spool = %args.spool.spool.display(), "node agent serving");
-        agent.run(signals.terminated()).await
+        agent.run(signals.terminated(), metrics).await
     })
 }
 

@@ -87,8 +87,9 @@ impl MapSet {
         Ok(set)
     }
 
-    /// Opens maps by ID (those the programs use), keeping those of [`maps::ALL`] and
-    /// [`maps::ALL6`]; every one of [`maps::ALL`] must be there with this build's layout.
+    /// Opens maps by ID (those the programs use), keeping those of [`maps::ALL`],
+    /// [`maps::ALL6`] and [`maps::NODE`]; every one of [`maps::ALL`] must be there with this
+    /// build's layout.
     pub fn from_ids(ids: &[u32]) -> Result<Self, Error> {
         let (set, mut left) = Self::open_ids(ids)?;
         match left.pop() {
@@ -115,7 +116,10 @@ impl MapSet {
             })?;
             let Some(name) = info
                 .name_as_str()
-                .and_then(|n| maps::ALL.iter().chain(maps::ALL6.iter()).find(|m| **m == n))
+                .and_then(|n| {
+                    let known = maps::ALL.iter().chain(&maps::ALL6).chain(&maps::NODE);
+                    known.into_iter().find(|m| **m == n)
+                })
             else {
                 continue;
             };

@@ -70,6 +70,15 @@ struct Served {
     path: Option<PathBuf>,
 }
 
+/// A task that ends with its holder.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The agent: the node's data plane and what it serves.
 pub struct NodeAgent {
     opts: NodeOptions,
@@ -139,8 +148,24 @@ impl NodeAgent {
         })
     }
 
-    /// Serves until `stop` resolves.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    /// Serves until `stop` resolves; with `metrics`, `/metrics` and `/healthz` there too.
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> Result<()> {
+        let _metrics = match metrics {
+            Some(listener) => {
+                let shared = std::sync::Arc::new(crate::node::metrics::NodeShared {
+                    maps: self.dp.maps().reopen()?,
+                    uplink: self.opts.uplink.clone(),
+                });
+                Some(AbortOnDrop(tokio::spawn(crate::node::metrics::serve(
+                    listener, shared,
+                ))))
+            }
+            None => None,
+        };
         tokio::pin!(stop);
         loop {
             self.sync().await;

@@ -6,6 +6,7 @@
 //!
 //! - [`registration`]: what a router pod hands the agent through the spool directory.
 //! - [`agent`]: the loop that serves what the spool says.
+//! - [`metrics`]: its `/metrics` (per instance) and `/healthz`.
 //! - [`statics`]: instances configured by the agent's own files (OpenShift's
 //!   `EgressRouter` resource among them), which registrations name.
 //! - [`status`]: `node-status`, every instance as the pinned maps have it.
@@ -15,6 +16,7 @@
 //! `egress_common::node`.
 
 pub mod agent;
+pub mod metrics;
 pub mod registration;
 pub mod statics;
 pub mod status;

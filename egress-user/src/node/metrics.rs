@@ -1,0 +1,120 @@
+//! The node agent's `/metrics` and `/healthz`: the node's data-plane counters (the same
+//! families as a pod agent's), and per instance (labels `instance`, `pod`, `source`) its
+//! rules' packets and bytes and its translated flows, read from the maps at scrape time.
+//! Healthy while `node_reply` is attached to the uplink.
+
+use std::{fmt::Write as _, sync::Arc};
+
+use hyper::StatusCode;
+
+use crate::{
+    agent::prometheus::{self, Reply, counters, family, single},
+    dataplane::{discover, maps::MapSet, node::NODE_REPLY},
+    node::status::instances,
+};
+
+/// What the endpoints read: the node's maps and its uplink.
+pub struct NodeShared {
+    pub maps: MapSet,
+    pub uplink: String,
+}
+
+/// The exposition.
+pub fn render(shared: &NodeShared) -> anyhow::Result<String> {
+    let mut out = String::new();
+    counters(&mut out, &shared.maps.stats()?);
+    let instances = instances(&shared.maps)?;
+    single(
+        &mut out,
+        "egress_router_node_instances",
+        "gauge",
+        "Instances the node agent serves.",
+        instances.len(),
+    );
+    let label = |i: &crate::node::status::InstanceView| {
+        format!(
+            "instance=\"{}\",pod=\"{}\",source=\"{}\"",
+            i.instance, i.pod_ip, i.egress_source
+        )
+    };
+    for (name, help, bytes) in [
+        (
+            "egress_router_instance_rule_packets_total",
+            "Packets of each instance's rules (the fallbacks of all instances count under rule 0).",
+            false,
+        ),
+        (
+            "egress_router_instance_rule_bytes_total",
+            "Bytes of each instance's rules.",
+            true,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for i in &instances {
+            for r in &i.rules {
+                let value = if bytes { r.bytes } else { r.packets };
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},rule=\"{}\",proto=\"{}\",port=\"{}\",target=\"{}\"}} {value}",
+                    label(i),
+                    r.id,
+                    r.proto,
+                    r.port,
+                    r.target
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "egress_router_instance_flows",
+        "gauge",
+        "Translated flows of each instance in the conntrack tables.",
+    );
+    for i in &instances {
+        let _ = writeln!(
+            out,
+            "egress_router_instance_flows{{{}}} {}",
+            label(i),
+            i.flows
+        );
+    }
+    Ok(out)
+}
+
+fn health(shared: &NodeShared) -> Result<(), String> {
+    let Some(index) = crate::network::interface::ifindex(&shared.uplink) else {
+        return Err(format!("no uplink {}", shared.uplink));
+    };
+    match discover::tcx_attached(index, &NODE_REPLY) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("node_reply is not attached to {}", shared.uplink)),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Serves the node agent's endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<NodeShared>) {
+    prometheus::serve(listener, move |path| -> Reply {
+        match path {
+            "/metrics" => match render(&shared) {
+                Ok(body) => (StatusCode::OK, prometheus::EXPOSITION, body),
+                Err(err) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    prometheus::PLAIN,
+                    format!("{err:#}\n"),
+                ),
+            },
+            "/healthz" => match health(&shared) {
+                Ok(()) => (StatusCode::OK, prometheus::PLAIN, "ok\n".to_owned()),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    prometheus::PLAIN,
+                    format!("{why}\n"),
+                ),
+            },
+            _ => prometheus::not_found(),
+        }
+    })
+    .await;
+}
