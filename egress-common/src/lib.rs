@@ -29,7 +29,10 @@ pub use lifetime::{
     tuple_reusable,
 };
 pub use maps::DEFAULT_BPFFS_ROOT;
-pub use node::{NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NodeHop, NodeUplink};
+pub use node::{
+    NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NODE_STATS_LEN, NODE_STATS_PER_INSTANCE, NodeHop,
+    NodeUplink, node_stat,
+};
 pub use rules::{
     FALLBACK6_RULE_ID, MAX_LOCAL_RULES, MAX_RULE_ADDRS, MAX_RULES, RULE_STATS_LEN, RULES_CAPACITY,
     RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, rule_flags,

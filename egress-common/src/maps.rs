@@ -84,8 +84,10 @@ pub const NODE_SOURCES: &str = "NODE_SOURCES";
 pub const NODE_HOPS: &str = "NODE_HOPS";
 /// Node mode: the uplink, one [`crate::NodeUplink`] at index 0.
 pub const NODE_UPLINK: &str = "NODE_UPLINK";
+/// Node mode: per-CPU packet counters per instance ([`crate::node_stat`]).
+pub const NODE_STATS: &str = "NODE_STATS";
 /// Node mode's maps, pinned and handed over with [`ALL`] in its pin directory.
-pub const NODE: [&str; 4] = [NODE_PODS, NODE_SOURCES, NODE_HOPS, NODE_UPLINK];
+pub const NODE: [&str; 5] = [NODE_PODS, NODE_SOURCES, NODE_HOPS, NODE_UPLINK, NODE_STATS];
 
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;

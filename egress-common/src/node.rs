@@ -13,6 +13,25 @@ use bytemuck::{Pod, Zeroable};
 /// Most instances one node agent serves (kubelet's default is 110 pods per node).
 pub const NODE_INSTANCES_MAX: u32 = 255;
 
+/// Per-instance counters in [`crate::maps::NODE_STATS`]: at `instance *
+/// NODE_STATS_PER_INSTANCE + slot`, one [`crate::PacketCount`] per CPU.
+pub mod node_stat {
+    /// Clients' packets translated and sent out of the uplink.
+    pub const FORWARDED: u32 = 0;
+    /// Replies translated and sent toward their client.
+    pub const REPLIED: u32 = 1;
+    /// Packets to the router pod that no rule took, let into the pod.
+    pub const PASSED: u32 = 2;
+    /// Packets dropped (any reason; the reasons are counted per node), the early drops of
+    /// the uplink's XDP program included.
+    pub const DROPPED: u32 = 3;
+}
+
+/// Counters per instance in [`crate::maps::NODE_STATS`].
+pub const NODE_STATS_PER_INSTANCE: u32 = 4;
+/// Entries of [`crate::maps::NODE_STATS`].
+pub const NODE_STATS_LEN: u32 = (NODE_INSTANCES_MAX + 1) * NODE_STATS_PER_INSTANCE;
+
 /// `struct bpf_redir_neigh`'s `nh_family` for IPv4 (AF_INET).
 pub const NEXT_HOP_IPV4: u32 = 2;
 

@@ -55,7 +55,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, config_flags};
+use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, config_flags, node_stat};
 
 use crate::metrics::Verdict;
 
@@ -178,13 +178,29 @@ fn finish_node(
     result: Result<Verdict, DropReason>,
     len: u32,
 ) -> i32 {
-    match result {
+    let instance = u32::from(cfg.instance);
+    let (action, slot) = match result {
         Ok(Verdict::Redirect(ifindex, stat)) => match node::redirect(ctx, cfg, ifindex) {
-            Ok(action) => finish_redirect(action, stat, len),
-            Err(reason) => finish(Err(reason), len),
+            Ok(action) => {
+                let slot = if stat == Stat::Replied {
+                    node_stat::REPLIED
+                } else {
+                    node_stat::FORWARDED
+                };
+                (finish_redirect(action, stat, len), slot)
+            }
+            Err(reason) => (finish(Err(reason), len), node_stat::DROPPED),
         },
-        other => finish(other, len),
-    }
+        Ok(Verdict::Pass(stat)) => (finish(Ok(Verdict::Pass(stat)), len), node_stat::PASSED),
+        other => (finish(other, len), node_stat::DROPPED),
+    };
+    let slot = if action == TC_ACT_SHOT {
+        node_stat::DROPPED
+    } else {
+        slot
+    };
+    node::count(instance, slot, len);
+    action
 }
 
 /// [`run`] for the IPv6 programs: anything else goes on to the next program at the hook

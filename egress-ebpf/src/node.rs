@@ -9,14 +9,15 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    btf_maps::{Array, HashMap},
+    btf_maps::{Array, HashMap, PerCpuArray},
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
     macros::btf_map,
     programs::{TcContext, XdpContext},
 };
 use egress_common::{
-    DropReason, FlowKey, NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NodeHop, NodeUplink, RouterConfig,
-    Stat, proto,
+    DropReason, FlowKey, NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NODE_STATS_LEN,
+    NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount, RouterConfig, Stat, node_stat,
+    proto,
 };
 
 use crate::{
@@ -41,6 +42,22 @@ static NODE_HOPS: Array<NodeHop, { NODE_INSTANCES_MAX as usize + 1 }> = Array::n
 /// The uplink's MAC and whether to answer ARP.
 #[btf_map]
 static NODE_UPLINK: Array<NodeUplink, 1> = Array::new();
+
+/// Per-instance counters (`egress_common::node_stat`).
+#[btf_map]
+static NODE_STATS: PerCpuArray<PacketCount, { NODE_STATS_LEN as usize }> = PerCpuArray::new();
+
+/// Counts a packet of length `len` on instance `instance`'s counter `slot`.
+#[inline(always)]
+pub(crate) fn count(instance: u32, slot: u32, len: u32) {
+    if let Some(c) = NODE_STATS.get_ptr_mut(instance * NODE_STATS_PER_INSTANCE + slot) {
+        // SAFETY: this CPU's slot of a preallocated array; a program does not preempt
+        // itself on one CPU.
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += u64::from(len);
+    }
+}
 
 /// AF_INET, for `bpf_fib_lookup`.
 const AF_INET: u8 = 2;
@@ -211,9 +228,10 @@ fn ipv4(ctx: &XdpContext) -> u32 {
     // SAFETY: bounds checked by xdp_ptr.
     let ip = unsafe { &*ip };
     let daddr = ip.daddr.to_ne_bytes();
-    if NODE_SOURCES.get_ptr(daddr).is_none() {
+    // SAFETY: a live value, read once.
+    let Some(instance) = NODE_SOURCES.get_ptr(daddr).map(|i| unsafe { *i }) else {
         return xdp_action::XDP_PASS;
-    }
+    };
     let len = (ctx.data_end() - ctx.data()) as u32;
     let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
     let fragment = u16::from_be(ip.frag_off) & 0x3fff != 0;
@@ -242,6 +260,7 @@ fn ipv4(ctx: &XdpContext) -> u32 {
         xdp_action::XDP_PASS
     } else {
         metrics::count_drop(DropReason::UnsolicitedEarly, len);
+        count(instance, node_stat::DROPPED, len);
         xdp_action::XDP_DROP
     }
 }

@@ -142,6 +142,10 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
         one["rules"][0]["packets"].as_u64().unwrap() >= 6 * 8,
         "{status}"
     );
+    // Its own packets by verdict: six requests of at least four packets each way.
+    assert!(one["forwarded"].as_u64().unwrap() >= 6 * 4, "{status}");
+    assert!(one["replied"].as_u64().unwrap() >= 6 * 4, "{status}");
+    assert_eq!(one["dropped"], 0, "{status}");
     let stats = egress_tests::util::stdout_ok(
         lab.node
             .command(egress_tests::egress_router_bin())
@@ -217,6 +221,10 @@ fn unsolicited_traffic_to_an_egress_address_gets_nothing_back_and_is_dropped_in_
         .unwrap()
         .drop(DropReason::UnsolicitedEarly);
     assert!(early.packets >= 3, "dropped in XDP: {early:?}");
+    // And counted as the instance's, whose address they were sent to.
+    let maps = MapSet::from_node_pins(&lab.bpffs.path().join("node")).unwrap();
+    let [_, _, _, dropped] = maps.node_counts(1).unwrap();
+    assert!(dropped.packets >= 3, "{dropped:?}");
     // The node's own address still answers (its traffic is not the data plane's).
     let ping = egress_tests::netns::run_bounded(
         lab.gateway

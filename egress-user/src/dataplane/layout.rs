@@ -87,6 +87,7 @@ pub fn layout(name: &str) -> Option<Layout> {
         maps::NODE_SOURCES => (MapType::Hash, 4, 4),
         maps::NODE_HOPS => (MapType::Array, 4, size::<NodeHop>()),
         maps::NODE_UPLINK => (MapType::Array, 4, size::<NodeUplink>()),
+        maps::NODE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),
         _ => return None,
     };
     Some(Layout {

@@ -114,13 +114,10 @@ impl MapSet {
                 name: "(by id)",
                 source,
             })?;
-            let Some(name) = info
-                .name_as_str()
-                .and_then(|n| {
-                    let known = maps::ALL.iter().chain(&maps::ALL6).chain(&maps::NODE);
-                    known.into_iter().find(|m| **m == n)
-                })
-            else {
+            let Some(name) = info.name_as_str().and_then(|n| {
+                let known = maps::ALL.iter().chain(&maps::ALL6).chain(&maps::NODE);
+                known.into_iter().find(|m| **m == n)
+            }) else {
                 continue;
             };
             let data = MapData::from_id(id).map_err(|source| Error::Map { name, source })?;

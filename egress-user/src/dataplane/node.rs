@@ -14,7 +14,8 @@ use aya::{
     },
 };
 use egress_common::{
-    NODE_INSTANCES_MAX, NodeHop, NodeUplink, RouterConfig, RuleKey, RuleTarget, maps, programs,
+    NODE_INSTANCES_MAX, NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount, RouterConfig,
+    RuleKey, RuleTarget, maps, programs,
 };
 
 use crate::{
@@ -148,6 +149,23 @@ impl MapSet {
         let err = |source| MapsError::Map { name, source };
         let array = Array::<_, NodeHop>::try_from(self.map(name)?).map_err(err)?;
         array.get(&u32::from(instance), 0).map_err(err)
+    }
+
+    /// Instance `instance`'s counters ([`egress_common::node_stat`]), summed over CPUs.
+    pub fn node_counts(&self, instance: u8) -> Result<[PacketCount; 4], MapsError> {
+        let name = maps::NODE_STATS;
+        let err = |source| MapsError::Map { name, source };
+        let array =
+            aya::maps::PerCpuArray::<_, PacketCount>::try_from(self.map(name)?).map_err(err)?;
+        let mut counts = [PacketCount::default(); 4];
+        for (slot, count) in (0..).zip(counts.iter_mut()) {
+            let index = u32::from(instance) * NODE_STATS_PER_INSTANCE + slot;
+            let values = array.get(&index, 0).map_err(err)?;
+            *count = values
+                .iter()
+                .fold(PacketCount::default(), |acc, v| acc.add(*v));
+        }
+        Ok(counts)
     }
 
     /// Writes the uplink's facts for the ARP responder.

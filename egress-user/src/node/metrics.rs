@@ -67,6 +67,26 @@ pub fn render(shared: &NodeShared) -> anyhow::Result<String> {
     }
     family(
         &mut out,
+        "egress_router_instance_packets_total",
+        "counter",
+        "Packets of each instance by verdict (forwarded, replied, passed into the pod, dropped).",
+    );
+    for i in &instances {
+        for (verdict, n) in [
+            ("forwarded", i.forwarded),
+            ("replied", i.replied),
+            ("passed", i.passed),
+            ("dropped", i.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "egress_router_instance_packets_total{{{},verdict=\"{verdict}\"}} {n}",
+                label(i)
+            );
+        }
+    }
+    family(
+        &mut out,
         "egress_router_instance_flows",
         "gauge",
         "Translated flows of each instance in the conntrack tables.",

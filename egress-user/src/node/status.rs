@@ -29,6 +29,12 @@ pub struct InstanceView {
     pub rules: Vec<RuleView>,
     /// Its translated flows in the conntrack tables.
     pub flows: u64,
+    /// Its packets by verdict: translated toward the remotes, replies toward the clients,
+    /// let into the pod (no rule), dropped (the reasons are the node's counters).
+    pub forwarded: u64,
+    pub replied: u64,
+    pub passed: u64,
+    pub dropped: u64,
 }
 
 /// Every instance, by number.
@@ -47,6 +53,8 @@ pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
         .iter()
         .map(|config: &RouterConfig| {
             let hop = maps.node_hop(config.instance)?;
+            let [forwarded, replied, passed, dropped] =
+                maps.node_counts(config.instance)?.map(|c| c.packets);
             let mine: Vec<_> = all_rules
                 .iter()
                 .filter(|(key, _)| key.instance == config.instance)
@@ -61,6 +69,10 @@ pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
                 gateway: hop.next_hop[1].to_ne_bytes().into(),
                 rules: rules(&mine, &counters, Some(config), None),
                 flows: flows.get(&config.pod_ip).copied().unwrap_or(0),
+                forwarded,
+                replied,
+                passed,
+                dropped,
             })
         })
         .collect()
@@ -72,8 +84,18 @@ pub fn text(instances: &[InstanceView]) -> String {
     let mut out = format!("{} instance(s)\n", instances.len());
     for i in instances {
         out.push_str(&format!(
-            "instance {}: pod {} via {}, EGRESS_SOURCE {} via {}, {} flow(s)\n",
-            i.instance, i.pod_ip, i.host_interface, i.egress_source, i.gateway, i.flows
+            "instance {}: pod {} via {}, EGRESS_SOURCE {} via {}, {} flow(s); packets: \
+             {} forwarded, {} replied, {} passed, {} dropped\n",
+            i.instance,
+            i.pod_ip,
+            i.host_interface,
+            i.egress_source,
+            i.gateway,
+            i.flows,
+            i.forwarded,
+            i.replied,
+            i.passed,
+            i.dropped
         ));
         for r in &i.rules {
             out.push_str(&format!(
