@@ -93,3 +93,86 @@ impl Drop for Daemon {
         let _ = std::fs::remove_file(&self.logs.1);
     }
 }
+
+/// A lab's daemons, in start order (a daemon's index is the count before its start), with
+/// their logs beside `base`.
+pub struct Daemons {
+    list: Vec<Daemon>,
+    base: PathBuf,
+}
+
+impl Daemons {
+    /// No daemons yet; their logs will be `base-daemon-N.out` and `.err`.
+    #[must_use]
+    pub fn new(base: PathBuf) -> Self {
+        Self {
+            list: Vec::new(),
+            base,
+        }
+    }
+
+    /// Starts `cmd`; returns it.
+    pub fn spawn(&mut self, cmd: Command) -> Result<&mut Daemon> {
+        let base = PathBuf::from(format!(
+            "{}-daemon-{}",
+            self.base.display(),
+            self.list.len()
+        ));
+        self.list.push(Daemon::spawn(cmd, &base)?);
+        Ok(self.list.last_mut().expect("just pushed"))
+    }
+
+    /// What daemon `index` has written to stderr so far, running or not.
+    #[must_use]
+    pub fn stderr(&self, index: usize) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.list[index].logs.1).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Waits (at most `limit`) until daemon `index`'s stderr contains `text`; returns it.
+    pub fn wait_for_log(&self, index: usize, text: &str, limit: Duration) -> Result<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.stderr(index);
+            if log.contains(text) {
+                return Ok(log);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{text:?} not logged within {limit:?}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id of daemon `index`, if it runs.
+    #[must_use]
+    pub fn pid(&self, index: usize) -> Option<i32> {
+        self.list[index]
+            .child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    /// Stops daemon `index` (SIGTERM, 5 s grace) and returns its output.
+    pub fn stop(&mut self, index: usize) -> Result<Output> {
+        self.list[index].stop(Duration::from_secs(5))
+    }
+
+    /// Kills daemon `index` outright (SIGKILL) and returns its output.
+    pub fn kill(&mut self, index: usize) -> Result<Output> {
+        self.list[index].kill()
+    }
+}
+
+impl std::ops::Deref for Daemons {
+    type Target = Vec<Daemon>;
+    fn deref(&self) -> &Vec<Daemon> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Daemons {
+    fn deref_mut(&mut self) -> &mut Vec<Daemon> {
+        &mut self.list
+    }
+}

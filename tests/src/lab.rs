@@ -24,7 +24,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{bpffs::Bpffs, daemon::Daemon, netns::Netns};
+use crate::{
+    bpffs::Bpffs,
+    daemon::{Daemon, Daemons},
+    netns::Netns,
+};
 
 /// Prefix of every lab namespace name: `er-lab-<pid>-<n>-<tag>-<role>`.
 pub const NETNS_PREFIX: &str = "er-lab-";
@@ -79,7 +83,7 @@ impl Default for LabOptions {
 /// One lab: five namespaces, their links, a bpffs, and the processes started in them.
 pub struct Lab {
     // Drop order matters: processes first, then namespaces, then the bpffs.
-    daemons: Vec<Daemon>,
+    daemons: Daemons,
     pub client: Netns,
     pub router: Netns,
     pub node: Netns,
@@ -110,7 +114,7 @@ impl Lab {
         let server = Netns::new(&format!("{id}-server"))?;
         let bpffs = Bpffs::mount(&std::env::temp_dir().join(format!("{id}-bpffs")))?;
         let lab = Self {
-            daemons: Vec::new(),
+            daemons: Daemons::new(std::env::temp_dir().join(format!("{id}-bpffs"))),
             client,
             router,
             node,
@@ -184,16 +188,15 @@ impl Lab {
         Ok(())
     }
 
+    /// The lab's daemons.
+    pub fn daemons_mut(&mut self) -> &mut Daemons {
+        &mut self.daemons
+    }
+
     /// Starts a long-running process (a server, an agent) that is killed when the lab drops.
     /// Its output goes to files (see [`Daemon`]).
     pub fn spawn(&mut self, cmd: Command) -> Result<&mut Daemon> {
-        let base = PathBuf::from(format!(
-            "{}-daemon-{}",
-            self.bpffs.path().display(),
-            self.daemons.len()
-        ));
-        self.daemons.push(Daemon::spawn(cmd, &base)?);
-        Ok(self.daemons.last_mut().expect("just pushed"))
+        self.daemons.spawn(cmd)
     }
 
     /// Runs `egress-router` in `EGRESS_ROUTER_MODE=init` in the router namespace with the
@@ -343,36 +346,22 @@ impl Lab {
 
     /// Stops daemon `index` (SIGTERM, 5 s grace) and returns its output.
     pub fn stop_daemon(&mut self, index: usize) -> Result<std::process::Output> {
-        self.daemons[index].stop(Duration::from_secs(5))
+        self.daemons.stop(index)
     }
 
     /// What daemon `index` has written to stderr so far (an agent's log), running or not.
     pub fn daemon_stderr(&self, index: usize) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.daemons[index].logs.1).unwrap_or_default())
-            .into_owned()
+        self.daemons.stderr(index)
     }
 
     /// Waits (at most `limit`) until daemon `index`'s stderr contains `text`; returns it.
     pub fn wait_for_log(&self, index: usize, text: &str, limit: Duration) -> Result<String> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let log = self.daemon_stderr(index);
-            if log.contains(text) {
-                return Ok(log);
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("{text:?} not logged within {limit:?}: {log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.daemons.wait_for_log(index, text, limit)
     }
 
     /// The process id of daemon `index`, if it runs.
     pub fn daemon_pid(&self, index: usize) -> Option<i32> {
-        self.daemons[index]
-            .child
-            .as_ref()
-            .and_then(|c| i32::try_from(c.id()).ok())
+        self.daemons.pid(index)
     }
 
     /// Kills daemon `index` with SIGKILL (no clean-up of its own) and returns its output.

@@ -4,6 +4,7 @@
 //! Everything here needs root, as CI has. Nothing is skipped without it: a test fails and
 //! says why.
 
+pub mod bed;
 pub mod bpffs;
 pub mod container;
 pub mod daemon;

@@ -26,7 +26,7 @@ use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
     bpffs::Bpffs,
-    daemon::Daemon,
+    daemon::{Daemon, Daemons},
     lab::{GATEWAY_IP, NETNS_PREFIX, addr_up, wire_server},
     netns::Netns,
 };
@@ -58,7 +58,7 @@ pub fn egress_source(i: usize) -> Ipv4Addr {
 /// bpffs and a spool directory.
 pub struct NodeLab {
     // Drop order: processes first, then namespaces, then the bpffs.
-    daemons: Vec<Daemon>,
+    daemons: Daemons,
     /// Keeps an XDP program on the gateway's side of the uplink (see [`NodeLab::new`]).
     _gateway_napi: Option<Dataplane>,
     pub clients: Vec<Netns>,
@@ -115,7 +115,7 @@ impl NodeLab {
         let spool = PathBuf::from(format!("{}-spool", bpffs.path().display()));
         let spool_b = PathBuf::from(format!("{}-spool-b", bpffs.path().display()));
         let mut lab = Self {
-            daemons: Vec::new(),
+            daemons: Daemons::new(bpffs.path().to_owned()),
             _gateway_napi: None,
             clients: Vec::new(),
             routers: Vec::new(),
@@ -230,41 +230,30 @@ impl NodeLab {
         Ok(nodes.into_iter().map(|(_, _, lan)| lan).collect())
     }
 
+    /// The lab's daemons.
+    pub fn daemons_mut(&mut self) -> &mut Daemons {
+        &mut self.daemons
+    }
+
     /// Starts a long-running process, killed when the lab drops.
     pub fn spawn(&mut self, cmd: Command) -> Result<&mut Daemon> {
-        let base = PathBuf::from(format!(
-            "{}-daemon-{}",
-            self.bpffs.path().display(),
-            self.daemons.len()
-        ));
-        self.daemons.push(Daemon::spawn(cmd, &base)?);
-        Ok(self.daemons.last_mut().expect("just pushed"))
+        self.daemons.spawn(cmd)
     }
 
     /// Kills daemon `index` outright (SIGKILL) and returns its output.
     pub fn kill_daemon(&mut self, index: usize) -> Result<std::process::Output> {
-        self.daemons[index].kill()
+        self.daemons.kill(index)
     }
 
     /// What daemon `index` wrote to stderr so far.
     #[must_use]
     pub fn daemon_stderr(&self, index: usize) -> String {
-        std::fs::read_to_string(&self.daemons[index].logs.1).unwrap_or_default()
+        self.daemons.stderr(index)
     }
 
     /// Waits until daemon `index` logged `text` (at most `limit`).
     pub fn wait_for_log(&self, index: usize, text: &str, limit: Duration) -> Result<String> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let log = self.daemon_stderr(index);
-            if log.contains(text) {
-                return Ok(log);
-            }
-            if std::time::Instant::now() >= deadline {
-                anyhow::bail!("no {text:?} in {limit:?}; stderr:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemons.wait_for_log(index, text, limit)
     }
 
     /// The node agent serving this node: `egress-router node` in the node namespace on
@@ -328,7 +317,7 @@ impl NodeLab {
 
     /// Stops daemon `index` (SIGTERM) and returns its output.
     pub fn stop_daemon(&mut self, index: usize) -> Result<std::process::Output> {
-        self.daemons[index].stop(Duration::from_secs(5))
+        self.daemons.stop(index)
     }
 
     /// Registers router pod `i` with EGRESS_DESTINATION `destination` as its init
@@ -395,7 +384,7 @@ impl NodeLab {
 
 impl Drop for NodeLab {
     fn drop(&mut self) {
-        for daemon in &mut self.daemons {
+        for daemon in self.daemons.iter_mut() {
             let _ = daemon.kill();
         }
         let _ = std::fs::remove_dir_all(&self.spool);

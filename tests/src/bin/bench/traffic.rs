@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use egress_tests::{
-    lab::Lab,
+    bed::Bed,
     netns::{Netns, run_bounded},
 };
 
@@ -60,19 +60,23 @@ pub(crate) fn settle() -> Result<()> {
 
 /// Packets per second of 64-byte UDP frames (60 bytes on the veth, plus the 4-byte FCS a
 /// wire would carry) that crossed the router and reached the gateway's ingress.
-pub(crate) fn small_packet_rate(lab: &mut Lab, variant: Variant, windows: Windows) -> Result<f64> {
+pub(crate) fn small_packet_rate(
+    lab: &mut impl Bed,
+    variant: Variant,
+    windows: Windows,
+) -> Result<f64> {
     variant::drop_at_gateway(lab, variant)?;
     settle()?;
     let conf = trafgen_config(lab, variant.client(), variant.target())?;
-    let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client.name()));
+    let path = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.client().name()));
     std::fs::write(&path, conf)?;
     let result = measure_trafgen(lab, &path, windows);
     let _ = std::fs::remove_file(&path);
     result
 }
 
-fn measure_trafgen(lab: &mut Lab, conf: &Path, windows: Windows) -> Result<f64> {
-    let mut cmd = lab.client.command("trafgen");
+fn measure_trafgen(lab: &mut impl Bed, conf: &Path, windows: Windows) -> Result<f64> {
+    let mut cmd = lab.client().command("trafgen");
     cmd.args(["--dev", "eth0", "--conf"])
         .arg(conf)
         // Leave the system-wide socket memory sysctls and IRQ affinities alone; one process
@@ -82,17 +86,17 @@ fn measure_trafgen(lab: &mut Lab, conf: &Path, windows: Windows) -> Result<f64> 
         // Its own process group: trafgen's forked senders stop on a group-wide SIGINT,
         // like ^C in a terminal.
         .process_group(0);
-    let index = lab.daemons_len();
-    lab.spawn(cmd)?;
+    let index = lab.daemons().len();
+    lab.daemons().spawn(cmd)?;
     std::thread::sleep(windows.warmup);
     let (c0, t0) = (variant::crossed(lab, "crossed")?, Instant::now());
     std::thread::sleep(windows.measure);
     let (c1, t1) = (variant::crossed(lab, "crossed")?, Instant::now());
-    if let Some(pid) = lab.daemon_pid(index) {
+    if let Some(pid) = lab.daemons().pid(index) {
         // SAFETY: plain syscall on our own child's process group.
         unsafe { libc::kill(-pid, libc::SIGINT) };
     }
-    let out = lab.stop_daemon(index)?;
+    let out = lab.daemons().stop(index)?;
     if c1 <= c0 {
         bail!(
             "no frame reached the gateway: {}",
@@ -109,9 +113,10 @@ fn measure_trafgen(lab: &mut Lab, conf: &Path, windows: Windows) -> Result<f64> 
 /// A trafgen packet: Ethernet to the router's pod interface, IP from `client` to
 /// `target`, UDP from one of [`UDP_FLOWS`] source ports to [`UDP_PORT`], 18 bytes of
 /// payload: 60 bytes over IPv4, 80 over IPv6 (its header is 20 bytes longer).
-fn trafgen_config(lab: &Lab, client: IpAddr, target: IpAddr) -> Result<String> {
-    let router_mac = mac(&lab.router, "eth0")?;
-    let client_mac = mac(&lab.client, "eth0")?;
+fn trafgen_config(lab: &impl Bed, client: IpAddr, target: IpAddr) -> Result<String> {
+    let (hop, dev) = lab.client_next_hop();
+    let router_mac = mac(hop, dev)?;
+    let client_mac = mac(lab.client(), "eth0")?;
     let (lo, hi) = (UDP_SPORT_MIN, UDP_SPORT_MIN + UDP_FLOWS - 1);
     let ip = match target {
         IpAddr::V4(_) => format!("ipv4(saddr={client}, daddr={target}, ttl=64)"),
@@ -143,12 +148,12 @@ pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<String> {
 /// them; the connection server answers `peer` only (EGRESS_SOURCE where the router
 /// translates).
 pub(crate) fn start_servers(
-    lab: &mut Lab,
+    lab: &mut impl Bed,
     connrate: &Path,
     server: IpAddr,
     peer: IpAddr,
 ) -> Result<()> {
-    let mut iperf = lab.server.command("iperf3");
+    let mut iperf = lab.server().command("iperf3");
     iperf.args([
         "-s",
         "-B",
@@ -156,17 +161,17 @@ pub(crate) fn start_servers(
         "-p",
         &IPERF_PORT.to_string(),
     ]);
-    lab.spawn(iperf)?;
-    let mut conn = lab.server.command(connrate);
+    lab.daemons().spawn(iperf)?;
+    let mut conn = lab.server().command(connrate);
     conn.args([
         "serve",
         &SocketAddr::new(server, CONN_PORT).to_string(),
         "4",
         &peer.to_string(),
     ]);
-    lab.spawn(conn)?;
+    lab.daemons().spawn(conn)?;
     for port in [IPERF_PORT, CONN_PORT] {
-        egress_tests::util::wait_listening(lab, port);
+        egress_tests::util::wait_listening_in(lab.server(), port);
     }
     Ok(())
 }
@@ -174,14 +179,14 @@ pub(crate) fn start_servers(
 /// TCP goodput in Gbit/s that the iperf3 server received from `streams` parallel streams
 /// through the router at `target` (the first second, slow start, is left out).
 pub(crate) fn tcp_throughput(
-    lab: &Lab,
+    lab: &impl Bed,
     target: IpAddr,
     streams: u32,
     windows: Windows,
 ) -> Result<f64> {
     let secs = windows.measure.as_secs().max(1);
     let out = run_bounded(
-        lab.client.command("iperf3").args([
+        lab.client().command("iperf3").args([
             "-c",
             &target.to_string(),
             "-p",
@@ -217,7 +222,7 @@ pub(crate) fn tcp_throughput(
 /// address, or the server where nothing translates): connect, a 22-byte request, a
 /// 43-byte reply, close; `workers` clients in parallel. Fails when more than 1 % fail.
 pub(crate) fn connection_rate(
-    lab: &Lab,
+    lab: &impl Bed,
     connrate: &Path,
     target: IpAddr,
     windows: Windows,
@@ -226,7 +231,7 @@ pub(crate) fn connection_rate(
     // the server closes first, so a port is free again as soon as its connection ends.
     let secs = windows.measure.as_secs_f64();
     let out = run_bounded(
-        lab.client.command(connrate).args([
+        lab.client().command(connrate).args([
             "client",
             &SocketAddr::new(target, CONN_PORT).to_string(),
             &secs.to_string(),

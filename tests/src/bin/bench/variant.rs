@@ -7,8 +7,10 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::tc::TcAttachType;
 use egress_common::{RouterConfig, programs};
 use egress_tests::{
+    bed::Bed,
     lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP},
     lab6::{CLIENT_IP6, EGRESS_SOURCE6, GATEWAY_IP6, ROUTER_POD_IP6, SERVER_IP6},
+    nodelab::{self, NodeLab},
 };
 use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
@@ -35,6 +37,10 @@ pub(crate) enum Variant {
     /// B over IPv6: the classic set-up with ip6tables DNAT and SNAT (NAT66), kernel IPv6
     /// forwarding and conntrack.
     B6,
+    /// A in node mode: the node agent in the node's namespace, the client and router pods
+    /// routed through the node as a routed CNI wires them (tests/src/nodelab.rs). Its lab
+    /// has the node's routing hop, which A's lab (client wired to the router pod) has not.
+    N,
 }
 
 impl Variant {
@@ -42,6 +48,8 @@ impl Variant {
     pub(crate) const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
     /// The IPv6 variants, measured in the lab rounds after the IPv4 ones.
     pub(crate) const IPV6: [Variant; 2] = [Variant::A6, Variant::B6];
+    /// Node mode (so far only with `--lab-only --variants N`, which prints).
+    pub(crate) const NODE: [Variant; 1] = [Variant::N];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -50,6 +58,7 @@ impl Variant {
             Variant::C => "C stateless BPF forwarder",
             Variant::A6 => "A6 egress-router, IPv6",
             Variant::B6 => "B6 ip6tables (classic)",
+            Variant::N => "N egress-router, node mode",
         }
     }
 
@@ -60,10 +69,10 @@ impl Variant {
 
     /// The client's address of the loads' family.
     pub(crate) fn client(self) -> IpAddr {
-        if self.ipv6() {
-            CLIENT_IP6.into()
-        } else {
-            CLIENT_IP.into()
+        match self {
+            Variant::N => nodelab::client_ip(0).into(),
+            _ if self.ipv6() => CLIENT_IP6.into(),
+            _ => CLIENT_IP.into(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Variant {
             Variant::C => SERVER_IP.into(),
             Variant::A6 | Variant::B6 => ROUTER_POD_IP6.into(),
             Variant::A | Variant::B => ROUTER_POD_IP.into(),
+            Variant::N => nodelab::router_ip(0).into(),
         }
     }
 }
@@ -143,9 +153,23 @@ impl Setup {
                 classic6(&lab)?;
                 None
             }
+            Variant::N => bail!("node mode has a lab of its own: node_setup"),
         };
         Ok(Self { forwarder, lab })
     }
+}
+
+/// N's lab: one router pod registered with the node agent, with A's rules.
+pub(crate) fn node_setup(round: usize) -> Result<NodeLab> {
+    let mut lab = NodeLab::new(&format!("bench{round}n"), 1)?;
+    let agent = lab.start_agent(&[])?;
+    lab.register(0, &destination())?;
+    lab.wait_for_log(
+        agent,
+        "serving a new instance",
+        std::time::Duration::from_secs(10),
+    )?;
+    Ok(lab)
 }
 
 /// The source address the gateway sees on the small-packet load: EGRESS_SOURCE (of the
@@ -154,6 +178,7 @@ pub(crate) fn expected_source(variant: Variant) -> IpAddr {
     match variant {
         Variant::A6 | Variant::B6 => EGRESS_SOURCE6.into(),
         Variant::A | Variant::B => EGRESS_SOURCE.into(),
+        Variant::N => nodelab::egress_source(0).into(),
         Variant::C => variant.client(),
     }
 }
@@ -161,7 +186,7 @@ pub(crate) fn expected_source(variant: Variant) -> IpAddr {
 /// nftables counters-and-drops for the UDP load on the gateway's ingress (netdev hook,
 /// before the gateway's own IP stack): `crossed` for frames with the expected source
 /// address, `untranslated` for any other; ARP and the TCP loads pass.
-pub(crate) fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
+pub(crate) fn drop_at_gateway(lab: &impl Bed, variant: Variant) -> Result<()> {
     let source = expected_source(variant);
     let ip = if variant.ipv6() { "ip6" } else { "ip" };
     let rules = format!(
@@ -175,13 +200,13 @@ pub(crate) fn drop_at_gateway(lab: &Lab, variant: Variant) -> Result<()> {
            }}\n\
          }}\n"
     );
-    pipe(&lab.gateway, "nft", &["-f", "-"], &rules)
+    pipe(lab.gateway(), "nft", &["-f", "-"], &rules)
 }
 
 /// Packets counted so far by the gateway's counter `name`.
-pub(crate) fn crossed(lab: &Lab, name: &str) -> Result<u64> {
+pub(crate) fn crossed(lab: &impl Bed, name: &str) -> Result<u64> {
     let out = lab
-        .gateway
+        .gateway()
         .command("nft")
         .args(["-j", "list", "counter", "netdev", "bench", name])
         .output()?;
