@@ -16,6 +16,7 @@ mod method;
 mod percore;
 mod progcost;
 mod report;
+mod rounds;
 mod traffic;
 mod variant;
 
@@ -29,9 +30,9 @@ use clap::Parser;
 
 use crate::{
     progcost::{TABLES, Table},
-    report::{LabRound, Memory, Results, Summary},
+    report::{Memory, Results, Summary},
     traffic::Windows,
-    variant::{Setup, Variant},
+    variant::Variant,
 };
 
 #[derive(Parser)]
@@ -236,7 +237,7 @@ fn main() -> Result<()> {
             {
                 continue;
             }
-            let result = lab_round(variant, round, windows, &connrate)
+            let result = rounds::lab_round(variant, round, windows, &connrate)
                 .with_context(|| format!("round {round}, {}", variant.label()))?;
             eprintln!(
                 "bench: round {round} {:<28} {:>8.0} pps  tcp1 {:>6} tcp4 {:>6} Gbit/s  {:>7} conn/s",
@@ -358,65 +359,6 @@ fn main() -> Result<()> {
     let mut results = results;
     results.method = Some(method::method(&results));
     write(&args.out, &results)
-}
-
-fn lab_round(
-    variant: Variant,
-    round: usize,
-    windows: Windows,
-    connrate: &Path,
-) -> Result<LabRound> {
-    traffic::settle()?;
-    if variant == Variant::N {
-        let mut lab = variant::node_setup(round)?;
-        return loads(&mut lab, variant, round, windows, connrate);
-    }
-    let mut setup = Setup::new(variant, round)?;
-    let mut result = loads(&mut setup.lab, variant, round, windows, connrate)?;
-    // What the router dropped or retried during the round, for the report: a load whose
-    // packets the router dropped measured something else.
-    if matches!(variant, Variant::A | Variant::A6) {
-        result.router_drops = variant::router_events(&setup.lab);
-    }
-    Ok(result)
-}
-
-/// The loads of one round in `lab`.
-fn loads(
-    lab: &mut impl egress_tests::bed::Bed,
-    variant: Variant,
-    round: usize,
-    windows: Windows,
-    connrate: &Path,
-) -> Result<LabRound> {
-    let pps = traffic::small_packet_rate(lab, variant, windows)?;
-    let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
-    if variant.translates() {
-        traffic::start_servers(
-            lab,
-            connrate,
-            variant.server(),
-            variant::expected_source(variant),
-        )?;
-        traffic::settle()?;
-        tcp1 = Some(traffic::tcp_throughput(lab, variant.target(), 1, windows)?);
-        tcp4 = Some(traffic::tcp_throughput(lab, variant.target(), 4, windows)?);
-        conn = Some(traffic::connection_rate(
-            lab,
-            connrate,
-            variant.target(),
-            windows,
-        )?);
-    }
-    Ok(LabRound {
-        round,
-        variant,
-        pps,
-        tcp1_gbps: tcp1,
-        tcp4_gbps: tcp4,
-        conn_per_s: conn,
-        router_drops: Default::default(),
-    })
 }
 
 /// The results of the last full run, bench/results.json under `out`.

@@ -1,0 +1,71 @@
+//! One lab round of a variant: its lab set up, the three loads run in it, and what the
+//! router dropped meanwhile.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{
+    report::LabRound,
+    traffic::{self, Windows},
+    variant::{self, Setup, Variant},
+};
+
+pub(crate) fn lab_round(
+    variant: Variant,
+    round: usize,
+    windows: Windows,
+    connrate: &Path,
+) -> Result<LabRound> {
+    traffic::settle()?;
+    if variant == Variant::N {
+        let mut lab = variant::node_setup(round)?;
+        return loads(&mut lab, variant, round, windows, connrate);
+    }
+    let mut setup = Setup::new(variant, round)?;
+    let mut result = loads(&mut setup.lab, variant, round, windows, connrate)?;
+    // What the router dropped or retried during the round, for the report: a load whose
+    // packets the router dropped measured something else.
+    if matches!(variant, Variant::A | Variant::A6) {
+        result.router_drops = variant::router_events(&setup.lab);
+    }
+    Ok(result)
+}
+
+/// The loads of one round in `lab`.
+fn loads(
+    lab: &mut impl egress_tests::bed::Bed,
+    variant: Variant,
+    round: usize,
+    windows: Windows,
+    connrate: &Path,
+) -> Result<LabRound> {
+    let pps = traffic::small_packet_rate(lab, variant, windows)?;
+    let (mut tcp1, mut tcp4, mut conn) = (None, None, None);
+    if variant.translates() {
+        traffic::start_servers(
+            lab,
+            connrate,
+            variant.server(),
+            variant::expected_source(variant),
+        )?;
+        traffic::settle()?;
+        tcp1 = Some(traffic::tcp_throughput(lab, variant.target(), 1, windows)?);
+        tcp4 = Some(traffic::tcp_throughput(lab, variant.target(), 4, windows)?);
+        conn = Some(traffic::connection_rate(
+            lab,
+            connrate,
+            variant.target(),
+            windows,
+        )?);
+    }
+    Ok(LabRound {
+        round,
+        variant,
+        pps,
+        tcp1_gbps: tcp1,
+        tcp4_gbps: tcp4,
+        conn_per_s: conn,
+        router_drops: Default::default(),
+    })
+}
