@@ -10,9 +10,6 @@ use std::{
     },
 };
 
-use egress_common::{DropReason, RuleKey, RuleTarget, Stat, config_flags};
-use hyper::StatusCode;
-
 pub use crate::agent::prometheus::{counters, family, single};
 use crate::{
     agent::prometheus,
@@ -23,6 +20,7 @@ use crate::{
     },
     inspect,
 };
+use egress_common::{DropReason, RuleKey, RuleTarget, Stat, config_flags};
 
 /// What the agent itself counts, next to the data plane's counters.
 #[derive(Debug, Default)]
@@ -261,25 +259,12 @@ fn health(shared: &Shared) -> Result<(), String> {
 
 /// Serves the agent's `/metrics` and `/healthz` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    prometheus::serve(listener, move |path| match path {
-        "/metrics" => match render(&shared) {
-            Ok(body) => (StatusCode::OK, prometheus::EXPOSITION, body),
-            Err(err) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                prometheus::PLAIN,
-                format!("{err}\n"),
-            ),
-        },
-        "/healthz" => match health(&shared) {
-            Ok(()) => (StatusCode::OK, prometheus::PLAIN, "ok\n".to_owned()),
-            Err(why) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                prometheus::PLAIN,
-                format!("{why}\n"),
-            ),
-        },
-        _ => prometheus::not_found(),
-    })
+    let health_of = shared.clone();
+    prometheus::serve_endpoints(
+        listener,
+        move || render(&shared).map_err(|err| err.to_string()),
+        move || health(&health_of),
+    )
     .await;
 }
 

@@ -87,6 +87,27 @@ pub fn counters(out: &mut String, stats: &Stats) {
     }
 }
 
+/// Serves `/metrics` (the exposition `metrics` renders) and `/healthz` (200 while
+/// `health` says so, 503 with its reason otherwise) on `listener`.
+pub async fn serve_endpoints<M, H>(listener: tokio::net::TcpListener, metrics: M, health: H)
+where
+    M: Fn() -> Result<String, String> + Send + Sync + 'static,
+    H: Fn() -> Result<(), String> + Send + Sync + 'static,
+{
+    serve(listener, move |path| match path {
+        "/metrics" => match metrics() {
+            Ok(body) => (StatusCode::OK, EXPOSITION, body),
+            Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, PLAIN, format!("{err}\n")),
+        },
+        "/healthz" => match health() {
+            Ok(()) => (StatusCode::OK, PLAIN, "ok\n".to_owned()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{why}\n")),
+        },
+        _ => not_found(),
+    })
+    .await;
+}
+
 /// Scrapers and probes served at once; one more is closed at once.
 const MAX_CONNECTIONS: usize = 64;
 /// How long a scraper may take to send a request's headers (or to start its next one).

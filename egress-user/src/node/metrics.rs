@@ -5,10 +5,8 @@
 
 use std::{fmt::Write as _, sync::Arc};
 
-use hyper::StatusCode;
-
 use crate::{
-    agent::prometheus::{self, Reply, counters, family, single},
+    agent::prometheus::{self, counters, family, single},
     dataplane::{discover, maps::MapSet, node::NODE_REPLY},
     node::status::instances,
 };
@@ -115,26 +113,11 @@ fn health(shared: &NodeShared) -> Result<(), String> {
 
 /// Serves the node agent's endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<NodeShared>) {
-    prometheus::serve(listener, move |path| -> Reply {
-        match path {
-            "/metrics" => match render(&shared) {
-                Ok(body) => (StatusCode::OK, prometheus::EXPOSITION, body),
-                Err(err) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    prometheus::PLAIN,
-                    format!("{err:#}\n"),
-                ),
-            },
-            "/healthz" => match health(&shared) {
-                Ok(()) => (StatusCode::OK, prometheus::PLAIN, "ok\n".to_owned()),
-                Err(why) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    prometheus::PLAIN,
-                    format!("{why}\n"),
-                ),
-            },
-            _ => prometheus::not_found(),
-        }
-    })
+    let health_of = shared.clone();
+    prometheus::serve_endpoints(
+        listener,
+        move || render(&shared).map_err(|err| format!("{err:#}")),
+        move || health(&health_of),
+    )
     .await;
 }
