@@ -61,6 +61,17 @@ fn count_tcp_in(ns: &Netns) -> impl Fn() -> u64 + '_ {
     }
 }
 
+/// Starts the node agent with `extra` arguments, registers router pod 0 with
+/// EGRESS_DESTINATION `destination`, and waits until the agent serves it; returns the
+/// agent's daemon index.
+fn serving(lab: &mut NodeLab, extra: &[&str], destination: &str) -> usize {
+    let agent = lab.start_agent(extra).unwrap();
+    lab.register(0, destination).unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    agent
+}
+
 /// The node's pinned maps.
 fn node_maps(lab: &NodeLab) -> MapSet {
     MapSet::from_pins(&lab.bpffs.path().join("node")).unwrap()
@@ -71,12 +82,11 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
     let mut lab = NodeLab::new("node", 1).unwrap();
     http_server(&mut lab);
     let metrics_at = format!("{NODE_IP}:9470");
-    let agent = lab
-        .start_agent(&["--node-metrics-address", &metrics_at])
-        .unwrap();
-    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    serving(
+        &mut lab,
+        &["--node-metrics-address", &metrics_at],
+        "80 tcp 203.0.113.10 80",
+    );
     let tcp_in_router = count_tcp_in(&lab.routers[0]);
 
     let url = format!("http://{}/", router_ip(0));
@@ -196,10 +206,7 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
 fn unsolicited_traffic_to_an_egress_address_gets_nothing_back_and_is_dropped_in_xdp() {
     let mut lab = NodeLab::new("nodeprobe", 1).unwrap();
     http_server(&mut lab);
-    let agent = lab.start_agent(&[]).unwrap();
-    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    serving(&mut lab, &[], "80 tcp 203.0.113.10 80");
     // From the egress network: TCP and UDP to EGRESS_SOURCE (the port the router uses
     // included) get nothing back.
     let target = egress_source(0).to_string();
@@ -240,10 +247,7 @@ fn unsolicited_traffic_to_an_egress_address_gets_nothing_back_and_is_dropped_in_
 fn an_instance_whose_registration_goes_is_dropped_and_its_traffic_reaches_the_pod_again() {
     let mut lab = NodeLab::new("nodedrop", 1).unwrap();
     http_server(&mut lab);
-    let agent = lab.start_agent(&[]).unwrap();
-    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    let agent = serving(&mut lab, &[], "80 tcp 203.0.113.10 80");
     let url = format!("http://{}/", router_ip(0));
     assert!(curl(&lab.clients[0], &url).is_ok());
     std::fs::remove_file(lab.spool_file(0)).unwrap();
@@ -363,10 +367,7 @@ fn a_restarted_agent_keeps_every_flow_and_instance() {
     cmd.args([script, "echo", &SERVER_IP.to_string(), "7"]);
     lab.spawn(cmd).unwrap();
     wait_listening_in(&lab.server, 7);
-    let agent = lab.start_agent(&[]).unwrap();
-    lab.register(0, "7 tcp 203.0.113.10 7").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    let agent = serving(&mut lab, &[], "7 tcp 203.0.113.10 7");
     // An open connection through the node.
     let addr = std::net::SocketAddr::from((router_ip(0), 7));
     let mut stream = lab.clients[0]
@@ -631,10 +632,7 @@ fn a_router_pod_cannot_register_for_another_pods_ip() {
 fn in_cloud_mode_nothing_answers_arp_and_the_clouds_routing_carries_the_address() {
     let mut lab = NodeLab::new("nodecloud", 1).unwrap();
     http_server(&mut lab);
-    let agent = lab.start_agent(&["--no-arp"]).unwrap();
-    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    serving(&mut lab, &["--no-arp"], "80 tcp 203.0.113.10 80");
     // Nobody answers the gateway's ARP for EGRESS_SOURCE, and nothing announced it.
     let url = format!("http://{}/", router_ip(0));
     assert!(curl(&lab.clients[0], &url).is_err());
@@ -706,12 +704,11 @@ fn flows_of(lab: &NodeLab, i: usize) -> usize {
 #[test]
 fn a_client_over_its_flow_limit_on_the_node_gets_no_new_flow_and_others_still_do() {
     let mut lab = NodeLab::with_pods("nodelimit", 1, 2).unwrap();
-    let agent = lab
-        .start_agent(&["--max-flows-per-source", "20", "--gc-max-interval", "0.5"])
-        .unwrap();
-    lab.register(0, "53 udp 203.0.113.10").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    let agent = serving(
+        &mut lab,
+        &["--max-flows-per-source", "20", "--gc-max-interval", "0.5"],
+        "53 udp 203.0.113.10",
+    );
     udp_flows(&lab, 0, 30000..30040);
     assert_eq!(flows_of(&lab, 0), 40, "created before any census");
     lab.wait_for_log(agent, "client over its flow limit", Duration::from_secs(10))
@@ -740,10 +737,7 @@ fn a_client_over_its_flow_limit_on_the_node_gets_no_new_flow_and_others_still_do
 fn node_teardown_leaves_nothing_of_the_agent_on_the_node() {
     let mut lab = NodeLab::new("nodeteardown", 1).unwrap();
     http_server(&mut lab);
-    let agent = lab.start_agent(&[]).unwrap();
-    lab.register(0, "80 tcp 203.0.113.10 80").unwrap();
-    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
-        .unwrap();
+    let agent = serving(&mut lab, &[], "80 tcp 203.0.113.10 80");
     let url = format!("http://{}/", router_ip(0));
     assert!(curl(&lab.clients[0], &url).is_ok());
     // The DaemonSet is deleted: the agent goes, then the teardown runs.
