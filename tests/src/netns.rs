@@ -79,6 +79,20 @@ impl Netns {
         run_checked(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// The MAC address of interface `dev` in this namespace, as `ip` prints it.
+    pub fn mac(&self, dev: &str) -> Result<String> {
+        let out = self
+            .command("ip")
+            .args(["-j", "link", "show", dev])
+            .output()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -j link show {dev} in {}", self.name))?;
+        json[0]["address"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no MAC address for {dev} in {}", self.name))
+    }
+
     /// Sets a sysctl of this namespace (e.g. `net.ipv4.ip_forward`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         run_checked(

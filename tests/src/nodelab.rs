@@ -186,6 +186,67 @@ impl NodeLab {
         Ok(lab)
     }
 
+    /// For the benchmark: the gateway's neighbour entries for the first `instances`
+    /// egress addresses fixed to the uplink's MAC, and the gateway's XDP program removed.
+    /// That program is only there so that a veth delivers the ARP responder's XDP_TX
+    /// answers; on a veth it also takes GSO off its peer, the node's uplink, which then
+    /// cuts every TCP segment in software (a lab artefact: a NIC peer has no such effect).
+    /// The ARP responder's own path is what the tests cover.
+    pub fn without_gateway_xdp(&mut self, instances: usize) -> Result<()> {
+        let mac = self.node.mac("uplink")?;
+        for i in 0..instances {
+            let ip = egress_source(i).to_string();
+            let args = ["neigh", "replace", &ip, "lladdr", &mac, "nud", "permanent"];
+            self.gateway.ip(&[&args[..], &["dev", "lan0"]].concat())?;
+        }
+        self._gateway_napi = None;
+        Ok(())
+    }
+
+    /// Router pod 0 in pod mode, as OpenShift's egress router pod runs on this node: a
+    /// macvlan on the node's uplink handed to the pod, and `egress-router` with
+    /// `EGRESS_ROUTER_MODE=init` (instance `instance`) in the pod. The benchmark compares
+    /// node mode with this, the same topology and routing hop.
+    pub fn pod_mode_router(&self, instance: &str, destination: &str) -> Result<String> {
+        let router = &self.routers[0];
+        let args = [
+            "link", "add", "macvlan0", "link", "uplink", "type", "macvlan",
+        ];
+        self.node.ip(&[&args[..], &["mode", "private"]].concat())?;
+        self.node
+            .ip(&["link", "set", "macvlan0", "netns", router.name()])?;
+        let out = crate::netns::run_bounded(
+            router
+                .command(crate::egress_router_bin())
+                .env("EGRESS_SOURCE", format!("{}/24", egress_source(0)))
+                .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
+                .env("EGRESS_DESTINATION", destination)
+                .env("EGRESS_ROUTER_MODE", "init")
+                .arg("--bpffs")
+                .arg(self.bpffs.path())
+                .args(["--instance", instance]),
+            Duration::from_secs(30),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        anyhow::ensure!(out.status.success(), "egress-router init failed: {stderr}");
+        Ok(stderr)
+    }
+
+    /// `egress-router --instance INSTANCE stats` on the lab's pins, in the node's namespace:
+    /// `node` for the node agent's counters, or a pod-mode router's instance.
+    pub fn stats(&self, instance: &str) -> Result<String> {
+        let mut cmd = self.node.command(crate::egress_router_bin());
+        cmd.args(["--instance", instance, "stats", "--bpffs"])
+            .arg(self.bpffs.path());
+        let out = crate::netns::run_bounded(&mut cmd, Duration::from_secs(10))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "egress-router stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The node of every pod but router pod 0: node B in a two-node lab.
     fn node_of_others(&self) -> &Netns {
         self.node_b.as_ref().unwrap_or(&self.node)

@@ -197,7 +197,13 @@ pub fn router_cli(lab: &Lab, instance: &str, args: &[&str]) -> String {
 
 /// The drop counters of `instance` (`egress-router stats`), by reason, in packets.
 pub fn drop_counts(lab: &Lab, instance: &str) -> std::collections::BTreeMap<String, u64> {
-    router_cli(lab, instance, &["stats"])
+    drops_in(&router_cli(lab, instance, &["stats"]))
+}
+
+/// The drop counters in the output of `egress-router stats`, by reason, in packets.
+#[must_use]
+pub fn drops_in(stats: &str) -> std::collections::BTreeMap<String, u64> {
+    stats
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
@@ -268,9 +274,7 @@ pub fn unprivileged_router(lab: &Lab) -> Command {
 
 /// The MAC of interface `dev` in `ns`, as `ip` prints it.
 pub fn mac_of(ns: &Netns, dev: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&run_ok(ns, "ip", &["-j", "link", "show", dev], 5)).unwrap();
-    v[0]["address"].as_str().unwrap_or("-").to_owned()
+    ns.mac(dev).unwrap_or_else(|_| "-".to_owned())
 }
 
 /// The paths under `dir` (a bpffs), sorted: what a failed command must not have pinned.

@@ -46,7 +46,7 @@ enum Task {
     Demo,
     /// Benchmark egress-router against the classic iptables egress router and a stateless
     /// BPF forwarder in netns labs; writes BENCHMARKS.md, bench/results.json and
-    /// bench/chart.svg. Needs root; about 5 minutes with the defaults.
+    /// bench/chart.svg. Needs root; about 30 minutes with the defaults.
     Bench {
         /// Arguments for the bench binary (`--rounds`, `--measure`, ...; see `-- --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -1,22 +1,20 @@
 //! The per-core lab's pieces: C's way back for connections, the generator's template
 //! frame, and the router's veth queue counters the pacing reads.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::tc::TcAttachType;
 use egress_common::programs;
 use egress_tests::{
+    bed::Bed,
     lab::{CLIENT_IP, EGRESS_SOURCE, Lab, POD_PREFIX, ROUTER_POD_IP, SERVER_IP, SERVER_PREFIX},
     netns::Netns,
     pktgen,
 };
 use egress_user::dataplane::load::Dataplane;
 
-use crate::{
-    traffic,
-    variant::{UDP_PORT, Variant},
-};
+use crate::variant::{UDP_PORT, Variant};
 
 /// C's way back for the connections: the client routes the server's network via the
 /// router pod, the gateway routes the pod network via EGRESS_SOURCE, and `lab_return` on
@@ -51,24 +49,44 @@ pub(crate) fn route_back(lab: &Lab, forwarder: &mut Dataplane) -> Result<()> {
 /// The generator's template: the bench's small UDP frame (60 bytes) from the client to the
 /// variant's target, with the real MAC addresses and no UDP checksum (the generator
 /// changes the source port).
-pub(crate) fn generator_frame(lab: &Lab, variant: Variant) -> Result<Vec<u8>> {
-    let std::net::IpAddr::V4(target) = variant.target() else {
+pub(crate) fn generator_frame(lab: &impl Bed, variant: Variant) -> Result<Vec<u8>> {
+    let (IpAddr::V4(client), IpAddr::V4(target)) = (variant.client(), variant.target()) else {
         anyhow::bail!("the per-core mode is IPv4 only");
     };
+    let (hop, dev) = lab.client_next_hop();
+    udp_frame_between((client, (lab.client(), "eth0")), (target, (hop, dev)))
+}
+
+/// The flood's template: a small UDP frame from a host on the egress network to `target`
+/// (an egress address), sent by the gateway to the MAC of `to` (the interface that holds
+/// or answers for the address).
+pub(crate) fn flood_frame(lab: &impl Bed, target: Ipv4Addr, to: (&Netns, &str)) -> Result<Vec<u8>> {
+    udp_frame_between((FLOOD_SOURCE, (lab.gateway(), "lan0")), (target, to))
+}
+
+/// A host on the egress network (the gateway's side) that no flow of the router talks to.
+pub(crate) const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 250);
+
+/// The bench's small UDP frame from `from` to `to`, each an address and the interface whose
+/// MAC the frame carries.
+fn udp_frame_between(
+    (src, from): (Ipv4Addr, (&Netns, &str)),
+    (dst, to): (Ipv4Addr, (&Netns, &str)),
+) -> Result<Vec<u8>> {
     let mut frame = pktgen::udp_frame(
-        (CLIENT_IP.octets(), 10_000),
-        (target.octets(), UDP_PORT),
+        (src.octets(), 10_000),
+        (dst.octets(), UDP_PORT),
         &[0; 18],
         64,
     );
-    let mac = |ns: &Netns| -> Result<Vec<u8>> {
-        traffic::mac(ns, "eth0")?
+    let mac = |(ns, dev): (&Netns, &str)| -> Result<Vec<u8>> {
+        ns.mac(dev)?
             .split(':')
             .map(|b| u8::from_str_radix(b, 16).context("MAC address"))
             .collect()
     };
-    frame[0..6].copy_from_slice(&mac(&lab.router)?);
-    frame[6..12].copy_from_slice(&mac(&lab.client)?);
+    frame[0..6].copy_from_slice(&mac(to)?);
+    frame[6..12].copy_from_slice(&mac(from)?);
     frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
     ensure!(
         frame.len() == 60,
@@ -78,16 +96,15 @@ pub(crate) fn generator_frame(lab: &Lab, variant: Variant) -> Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Frames the router's `eth0` took from its veth queue, and frames dropped there because
-/// the queue was full.
-pub(crate) fn queue_counts(lab: &Lab) -> Result<(u64, u64)> {
-    let out = lab
-        .router
+/// Frames `dev` in `ns` (the generator's first hop) took from its veth queue, and frames
+/// dropped there because the queue was full.
+pub(crate) fn queue_counts((ns, dev): (&Netns, &str)) -> Result<(u64, u64)> {
+    let out = ns
         .command("ip")
-        .args(["-j", "-s", "link", "show", "eth0"])
+        .args(["-j", "-s", "link", "show", dev])
         .output()?;
     let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("ip -j -s link show eth0")?;
+        serde_json::from_slice(&out.stdout).with_context(|| format!("ip -j -s link show {dev}"))?;
     let rx = &json[0]["stats64"]["rx"];
     Ok((
         rx["packets"].as_u64().context("no rx packets")?,

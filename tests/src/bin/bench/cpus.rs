@@ -121,8 +121,11 @@ impl CpuTimes {
 
 /// The programs whose run time the per-core mode reports: the routers' and the harness's
 /// no-op (`lab_xdp_pass`), whose time is the statistics' own cost.
-const TIMED: [&str; 6] = [
+const TIMED: [&str; 9] = [
     "pod_ingress",
+    "node_forward",
+    "node_reply",
+    "node_xdp",
     "egress_egress",
     "egress_ingress",
     "lab_forward",

@@ -8,11 +8,13 @@ mod corelab;
 mod corereport;
 mod cpus;
 mod failover;
+mod flood;
 mod gc6;
 mod host;
 mod http;
 mod markdown;
 mod method;
+mod nodemode;
 mod percore;
 mod progcost;
 mod report;
@@ -84,11 +86,19 @@ struct Args {
     /// editing bench/NOTES.md, or the report's layout).
     #[arg(long)]
     render_only: bool,
-    /// Only the lab rounds of these variants (A, B, C, A6, B6, and N: node mode, measured
-    /// only so), printed; writes nothing. For a quick look at one variant, e.g.
+    /// Only the lab rounds of these variants (A, B, C, A6, B6, N, P), printed; writes
+    /// nothing. For a quick look at one variant, e.g.
     /// `--lab-only --variants A --rounds 1`.
     #[arg(long)]
     lab_only: bool,
+    /// Rounds of N (node mode) and P (pod mode in the node lab) in the lab, and of the
+    /// unsolicited flood; the per-core mode measures them in --core-rounds.
+    #[arg(long, default_value_t = 3)]
+    node_rounds: usize,
+    /// Only node mode's rounds (lab, per-core, flood): measured, put into
+    /// bench/results.json in place of the earlier ones, and the report rendered again.
+    #[arg(long)]
+    node_only: bool,
     /// Rounds of A B C in the per-core mode (router on a CPU of its own).
     #[arg(long, default_value_t = 5)]
     core_rounds: usize,
@@ -132,7 +142,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut failovers = Vec::new();
     for round in 0..args.failover_rounds {
-        if args.costs_only || args.http_only || args.lab_only || args.core_only {
+        if args.costs_only || args.http_only || args.lab_only || args.core_only || args.node_only {
             break;
         }
         for own_mac in [false, true] {
@@ -167,12 +177,31 @@ fn main() -> Result<()> {
         measure: Duration::from_secs_f64(args.measure),
     };
 
+    if args.node_only {
+        // Put into bench/results.json in place of the earlier node-mode rounds.
+        let run = nodemode::run(args.node_rounds, args.core_rounds, windows, &connrate)?;
+        let mut results = read_results(&args.out)?;
+        nodemode::replace(&mut results, run);
+        results.node_measured = Some(format!(
+            "on {} at {} by `{}`",
+            host::now_utc()?,
+            host::machine()?.commit,
+            args.command
+        ));
+        return write(&args.out, &results);
+    }
     let per_core = if args.costs_only || args.http_only || args.lab_only {
         Vec::new()
     } else {
+        // N and P only when named: the full run measures them in the node-mode rounds.
+        let named = |v: &Variant| args.variants.contains(&format!("{v:?}"));
         let chosen =
-            |v: &Variant| args.variants.is_empty() || args.variants.contains(&format!("{v:?}"));
-        let variants: Vec<Variant> = Variant::ALL.into_iter().filter(chosen).collect();
+            |v: &Variant| named(v) || (args.variants.is_empty() && !Variant::NODE.contains(v));
+        let variants: Vec<Variant> = Variant::ALL
+            .into_iter()
+            .chain(Variant::NODE)
+            .filter(chosen)
+            .collect();
         percore::rounds(args.core_rounds, &variants, windows, &connrate)?
     };
     if args.core_only {
@@ -226,9 +255,10 @@ fn main() -> Result<()> {
             if args.costs_only {
                 break;
             }
-            // Node mode is not in the report yet: measured only when asked for by name with
-            // --lab-only, which prints.
-            if variant == Variant::N && !(args.lab_only && args.variants.iter().any(|v| v == "N")) {
+            // Node mode has rounds of its own (below): here only when named with --lab-only.
+            if Variant::NODE.contains(&variant)
+                && !(args.lab_only && args.variants.iter().any(|v| *v == format!("{variant:?}")))
+            {
                 continue;
             }
             if args.lab_only
@@ -239,26 +269,23 @@ fn main() -> Result<()> {
             }
             let result = rounds::lab_round(variant, round, windows, &connrate)
                 .with_context(|| format!("round {round}, {}", variant.label()))?;
-            eprintln!(
-                "bench: round {round} {:<28} {:>8.0} pps  tcp1 {:>6} tcp4 {:>6} Gbit/s  {:>7} conn/s",
-                variant.label(),
-                result.pps,
-                show(result.tcp1_gbps, 2),
-                show(result.tcp4_gbps, 2),
-                show(result.conn_per_s, 0)
-            );
-            if !result.router_drops.is_empty() {
-                eprintln!(
-                    "bench: round {round} router drops {:?}",
-                    result.router_drops
-                );
-            }
+            rounds::print(&result);
             lab.push(result);
         }
     }
     if args.lab_only {
         return Ok(());
     }
+    let node = if args.costs_only {
+        None
+    } else {
+        Some(nodemode::run(
+            args.node_rounds,
+            args.core_rounds,
+            windows,
+            &connrate,
+        )?)
+    };
 
     let mut tables = Vec::new();
     let sizes = if args.small_table_only {
@@ -352,11 +379,16 @@ fn main() -> Result<()> {
         method: None,
         per_core,
         per_core_measured: None,
+        flood: Vec::new(),
+        node_measured: None,
         costs,
         memory,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     let mut results = results;
+    if let Some(node) = node {
+        nodemode::replace(&mut results, node);
+    }
     results.method = Some(method::method(&results));
     write(&args.out, &results)
 }
@@ -390,9 +422,4 @@ fn write(out: &Path, results: &Results) -> Result<()> {
         results.elapsed_s
     );
     Ok(())
-}
-
-fn show(v: Option<f64>, digits: usize) -> String {
-    v.map(|v| format!("{v:.digits$}"))
-        .unwrap_or_else(|| "-".into())
 }

@@ -74,6 +74,13 @@ fn targets(s: &Summary) -> Vec<Target> {
             1.25,
         ));
     }
+    if s.node.core[0][0].n > 0 {
+        targets.push(at_least(
+            "N/P small-packet rate per router core (node mode over pod mode)",
+            s.node.core_pps_n_over_p,
+            crate::nodemode::GOAL_N_OVER_P,
+        ));
+    }
     if s.core.rounds > 0 {
         targets.push(at_most(
             "router CPU per connection over C, A/B (per-core mode)",
@@ -211,6 +218,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
     );
 
     crate::corereport::section(w, &s.core, r.per_core_measured.as_deref());
+    crate::nodemode::section(w, &s.node, r.node_measured.as_deref());
     if !r.http.is_empty() {
         http_section(w, r);
     }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{XdpMode, tc::TcAttachType};
 use egress_common::{RouterConfig, maps, programs};
-use egress_tests::{lab::Lab, netns::Netns, pktgen};
+use egress_tests::{bed::Bed, netns::Netns, pktgen};
 use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
@@ -123,21 +123,34 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
     // This thread and everything it starts (the router's set-up, the servers, connrate)
     // stay off the router's CPU; the guard gives the thread all CPUs back.
     let _pinned = Pinned::to(LOAD_CPU)?;
+    if Variant::NODE.contains(&variant) {
+        let mut lab = variant::node_setup(variant, round)?;
+        return measure(&mut lab, variant, round, windows, connrate);
+    }
     let mut setup = Setup::new(variant, round)?;
-    // Declared after the set-up: its XDP links go before the namespaces.
-    let mut harness = Harness::new(&setup.lab)?;
-    let lab = &mut setup.lab;
+    // Connections for all three: C's are the baseline, the router's least possible work
+    // per connection (lab_forward one way, lab_return back: no NAT, no conntrack).
+    if let Some(forwarder) = setup.forwarder.as_mut() {
+        route_back(&setup.lab, forwarder)?;
+    }
+    measure(&mut setup.lab, variant, round, windows, connrate)
+}
 
+/// The round's two loads in `lab`, with the router's receive paths on its own CPU.
+fn measure(
+    lab: &mut impl Bed,
+    variant: Variant,
+    round: usize,
+    windows: Windows,
+    connrate: &Path,
+) -> Result<CoreRound> {
+    // Its XDP links go before the lab's namespaces (dropped at the end of this function).
+    let mut harness = Harness::new(lab)?;
     traffic::settle()?;
     let (pps, pps_router_busy, pps_threads_busy, program_ns) =
         harness.small_packets(lab, variant, windows)?;
     let pps_threads_busy = Some(pps_threads_busy);
-    // Connections for all three: C's are the baseline, the router's least possible work
-    // per connection (lab_forward one way, lab_return back: no NAT, no conntrack).
-    if let Some(forwarder) = setup.forwarder.as_mut() {
-        route_back(lab, forwarder)?;
-    }
-    harness.steer(&lab.gateway, "lan0", LOAD_CPU)?;
+    harness.steer(lab.gateway(), "lan0", LOAD_CPU)?;
     traffic::start_servers(
         lab,
         connrate,
@@ -171,14 +184,14 @@ fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> R
 
 /// The generator and the NAPI switches: the harness's own data plane (its CONFIG holds the
 /// generator's target), attached in four namespaces.
-struct Harness {
+pub(crate) struct Harness {
     dp: Dataplane,
     /// The NAPI threads pinned to the router's CPU: the router's work runs in them.
-    router_threads: Vec<i32>,
+    pub router_threads: Vec<i32>,
 }
 
 impl Harness {
-    fn new(lab: &Lab) -> Result<Self> {
+    pub(crate) fn new(lab: &impl Bed) -> Result<Self> {
         let mut dp = Dataplane::load(&LoadOptions {
             conntrack_flows: 1024,
             pin_dir: None,
@@ -190,11 +203,11 @@ impl Harness {
             dp,
             router_threads: Vec::new(),
         };
-        for (ns, dev, cpu) in [
-            (&lab.router, "eth0", ROUTER_CPU),
-            (&lab.node, "uplink", ROUTER_CPU),
-            (&lab.client, "eth0", LOAD_CPU),
-        ] {
+        let path = lab
+            .router_path()
+            .into_iter()
+            .map(|(ns, dev)| (ns, dev, ROUTER_CPU));
+        for (ns, dev, cpu) in path.chain([(lab.client(), "eth0", LOAD_CPU)]) {
             harness
                 .steer(ns, dev, cpu)
                 .with_context(|| format!("steering {dev} in {} to CPU {cpu}", ns.name()))?;
@@ -202,10 +215,14 @@ impl Harness {
         Ok(harness)
     }
 
-    /// Puts `dev`'s receive path in threaded NAPI and its kernel thread on `cpu`.
+    /// Puts `dev`'s receive path in threaded NAPI and its kernel thread on `cpu`. A veth
+    /// has NAPI with an XDP program: the no-op one, unless it has one already (node mode's
+    /// uplink).
     fn steer(&mut self, ns: &Netns, dev: &str, cpu: usize) -> Result<()> {
-        let prog = self.dp.xdp_program(programs::LAB_XDP_PASS)?;
-        ns.enter(|| prog.attach(dev, XdpMode::Driver))??;
+        if !has_xdp(ns, dev)? {
+            let prog = self.dp.xdp_program(programs::LAB_XDP_PASS)?;
+            ns.enter(|| prog.attach(dev, XdpMode::Driver))??;
+        }
         let before = napi_threads()?;
         // sysfs shows the namespace it was mounted in: `ip netns exec` mounts the right one.
         egress_tests::netns::run_checked(Command::new("ip").args([
@@ -235,16 +252,16 @@ impl Harness {
     /// router's veth queue over frames it took). The generator's time per frame grows
     /// linearly with the pacing spins: each step aims at the target from the last two
     /// (spins, time per frame) points (the secant method), starting from none and 64.
-    fn pace(&mut self, lab: &Lab, warmup: Duration) -> Result<f64> {
+    fn pace(&mut self, first_hop: (&Netns, &str), warmup: Duration) -> Result<f64> {
         const STEPS: u32 = 6;
         let step = warmup / STEPS;
         let mut points: Vec<(f64, f64)> = Vec::new();
         let (mut spins, mut surplus) = (0.0f64, f64::NAN);
         self.set_pace(0)?;
-        let mut last = queue_counts(lab)?;
+        let mut last = queue_counts(first_hop)?;
         for n in 0..STEPS {
             std::thread::sleep(step);
-            let now = queue_counts(lab)?;
+            let now = queue_counts(first_hop)?;
             let (took, dropped) = (now.0 - last.0, now.1 - last.1);
             last = now;
             if took == 0 {
@@ -289,30 +306,72 @@ impl Harness {
 
     /// Small UDP frames from the generator through the router: the router's output rate
     /// and its CPU's busy share over the window.
-    fn small_packets(&mut self, lab: &Lab, variant: Variant, windows: Windows) -> Result<Sample> {
-        let client_eth0 = lab
-            .client
-            .enter(|| egress_user::network::interface::ifindex("eth0"))?
-            .context("no eth0 in the client namespace")?;
+    fn small_packets(
+        &mut self,
+        lab: &impl Bed,
+        variant: Variant,
+        windows: Windows,
+    ) -> Result<Sample> {
+        let std::net::IpAddr::V4(source) = variant::expected_source(variant) else {
+            anyhow::bail!("the per-core mode is IPv4 only");
+        };
+        let sink = self.dp.program(programs::LAB_SINK)?;
+        sink.load()?;
+        lab.node()
+            .enter(|| sink.attach("uplink", TcAttachType::Egress))?
+            .context("attaching the sink to the node's uplink")?;
+        let frame = generator_frame(lab, variant)?;
+        let from = (lab.client(), "eth0");
+        self.generate(from, source, &frame, lab.client_next_hop(), windows, |h, surplus| {
+            let (c0, cpu0, t0) = (h.sunk(0)?, CpuTimes::now()?, Instant::now());
+            let threads0 = cpus::runtime(&h.router_threads)?;
+            std::thread::sleep(windows.measure);
+            let (c1, t1) = (h.sunk(0)?, Instant::now());
+            let busy = CpuTimes::now()?.busy_since(&cpu0, ROUTER_CPU)?;
+            let threads = cpus::share(cpus::runtime(&h.router_threads)? - threads0, t1 - t0);
+            ensure!(c1 > c0, "no frame left the router");
+            let wrong = h.sunk(1)?;
+            ensure!(
+                wrong == 0,
+                "{wrong} frames left the router with the wrong source address"
+            );
+            let rate = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
+            eprintln!(
+                "bench: per-core {variant:?}: {rate:.0} frames/s through the router core, {:.0} % busy; the generator offered {:.0} % more than it took",
+                busy * 100.0,
+                surplus * 100.0
+            );
+            let programs = cpus::program_times(Duration::from_millis(500))?;
+            Ok((rate, busy, threads, programs))
+        })
+    }
+
+    /// Runs the generator from `from` (namespace and interface) with `frame` as template
+    /// (its source port varied), paced over the warm-up against the queue of `first_hop`,
+    /// then `measure` (given the harness and the last surplus); stops the generator. The
+    /// sink counts frames from `source` as translated.
+    pub(crate) fn generate<T>(
+        &mut self,
+        (sender, dev): (&Netns, &str),
+        source: std::net::Ipv4Addr,
+        frame: &[u8],
+        first_hop: (&Netns, &str),
+        windows: Windows,
+        measure: impl FnOnce(&mut Self, f64) -> Result<T>,
+    ) -> Result<T> {
+        let ifindex = sender
+            .enter(|| egress_user::network::interface::ifindex(dev))?
+            .with_context(|| format!("no {dev} in {}", sender.name()))?;
         self.dp.maps_mut().configure(
             &RouterConfig {
-                egress_ifindex: client_eth0,
-                egress_source: match variant::expected_source(variant) {
-                    std::net::IpAddr::V4(ip) => ip.octets(),
-                    std::net::IpAddr::V6(_) => anyhow::bail!("the per-core mode is IPv4 only"),
-                },
+                egress_ifindex: ifindex,
+                egress_source: source.octets(),
                 ..RouterConfig::default()
             },
             &[],
         )?;
-        let sink = self.dp.program(programs::LAB_SINK)?;
-        sink.load()?;
-        lab.node
-            .enter(|| sink.attach("uplink", TcAttachType::Egress))?
-            .context("attaching the sink to the node's uplink")?;
-        let frame = generator_frame(lab, variant)?;
         let mut template = [0u8; maps::LAB_FRAME_LEN];
-        template[..frame.len()].copy_from_slice(&frame);
+        template[..frame.len()].copy_from_slice(frame);
         aya::maps::Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(
             self.dp.object_map(maps::LAB_FRAME)?,
         )?
@@ -325,15 +384,15 @@ impl Harness {
         install_wake_handler()?;
         let (stop, thread) = (AtomicBool::new(false), AtomicU64::new(0));
         let limit = windows.warmup + windows.measure + Duration::from_secs(10);
-        std::thread::scope(|s| -> Result<Sample> {
+        std::thread::scope(|s| -> Result<T> {
             let generator = s.spawn(|| {
-                lab.client.enter(|| -> Result<()> {
+                sender.enter(|| -> Result<()> {
                     set_affinity(0, LOAD_CPU)?;
                     // SAFETY: plain libc call.
                     thread.store(unsafe { libc::pthread_self() }, Ordering::SeqCst);
                     let start = Instant::now();
                     while !stop.load(Ordering::SeqCst) && start.elapsed() < limit {
-                        match pktgen::run_live(fd, &frame, GEN_FRAMES_MAX) {
+                        match pktgen::run_live(fd, frame, GEN_FRAMES_MAX) {
                             Ok(()) => {}
                             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                             Err(e) => return Err(e).context("BPF_PROG_TEST_RUN (live frames)"),
@@ -342,29 +401,9 @@ impl Harness {
                     Ok(())
                 })?
             });
-            let measured = (|| {
-                let surplus = self.pace(lab, windows.warmup)?;
-                let (c0, cpu0, t0) = (self.sunk(0)?, CpuTimes::now()?, Instant::now());
-                let threads0 = cpus::runtime(&self.router_threads)?;
-                std::thread::sleep(windows.measure);
-                let (c1, t1) = (self.sunk(0)?, Instant::now());
-                let busy = CpuTimes::now()?.busy_since(&cpu0, ROUTER_CPU)?;
-                let threads = cpus::share(cpus::runtime(&self.router_threads)? - threads0, t1 - t0);
-                ensure!(c1 > c0, "no frame left the router");
-                let wrong = self.sunk(1)?;
-                ensure!(
-                    wrong == 0,
-                    "{wrong} frames left the router with the wrong source address"
-                );
-                let rate = (c1 - c0) as f64 / (t1 - t0).as_secs_f64();
-                eprintln!(
-                    "bench: per-core {variant:?}: {rate:.0} frames/s through the router core, {:.0} % busy; the generator offered {:.0} % more than it took",
-                    busy * 100.0,
-                    surplus * 100.0
-                );
-                let programs = cpus::program_times(Duration::from_millis(500))?;
-                Ok((rate, busy, threads, programs))
-            })();
+            let measured = self
+                .pace(first_hop, windows.warmup)
+                .and_then(|surplus| measure(self, surplus));
             stop.store(true, Ordering::SeqCst);
             // Interrupt the run in progress (at most 10 s of tries; the run ends by itself
             // within `limit` and GEN_FRAMES_MAX anyway).
@@ -385,4 +424,15 @@ impl Harness {
             measured
         })
     }
+}
+
+/// Whether `dev` in `ns` has an XDP program attached.
+fn has_xdp(ns: &Netns, dev: &str) -> Result<bool> {
+    let out = ns
+        .command("ip")
+        .args(["-j", "link", "show", dev])
+        .output()?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("ip -j link show {dev}"))?;
+    Ok(json[0].get("xdp").is_some())
 }

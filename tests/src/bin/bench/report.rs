@@ -127,6 +127,13 @@ pub(crate) struct Results {
     /// apart from the rest (`--core-only`).
     #[serde(default)]
     pub per_core_measured: Option<String>,
+    /// Node mode's unsolicited flood (absent in results of earlier versions).
+    #[serde(default)]
+    pub flood: Vec<crate::flood::FloodRound>,
+    /// When, at which commit and by what command node mode's rounds were measured, if
+    /// apart from the rest (`--node-only`).
+    #[serde(default)]
+    pub node_measured: Option<String>,
     pub costs: Vec<CostRound>,
     pub memory: Memory,
     pub elapsed_s: f64,
@@ -165,6 +172,8 @@ pub(crate) struct Summary {
     pub growth: [Spread; 3],
     /// The per-core mode.
     pub core: crate::corereport::CoreSummary,
+    /// Node mode.
+    pub node: crate::nodemode::NodeSummary,
     /// IPv6: A6 and B6 in small UDP frames, TCP 1 and 4 streams, connections; and the
     /// ratios A6/B6 of each, in that order.
     pub v6: [[Spread; 2]; 4],
@@ -233,6 +242,7 @@ impl Summary {
                 growth(|c| c.reply_ns),
             ],
             core: crate::corereport::CoreSummary::of(&r.per_core),
+            node: crate::nodemode::NodeSummary::of(r),
             v6: figures.map(|f| [per(Variant::A6, &f), per(Variant::B6, &f)]),
             v6_a_over_b: figures.map(|f| {
                 paired(

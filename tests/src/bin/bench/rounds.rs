@@ -18,8 +18,8 @@ pub(crate) fn lab_round(
     connrate: &Path,
 ) -> Result<LabRound> {
     traffic::settle()?;
-    if variant == Variant::N {
-        let mut lab = variant::node_setup(round)?;
+    if matches!(variant, Variant::N | Variant::P) {
+        let mut lab = variant::node_setup(variant, round)?;
         return loads(&mut lab, variant, round, windows, connrate);
     }
     let mut setup = Setup::new(variant, round)?;
@@ -30,6 +30,27 @@ pub(crate) fn lab_round(
         result.router_drops = variant::router_events(&setup.lab);
     }
     Ok(result)
+}
+
+/// Prints one lab round's figures (and what the router dropped meanwhile).
+pub(crate) fn print(result: &LabRound) {
+    let show =
+        |v: Option<f64>, digits: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"));
+    eprintln!(
+        "bench: round {} {:<28} {:>8.0} pps  tcp1 {:>6} tcp4 {:>6} Gbit/s  {:>7} conn/s",
+        result.round,
+        result.variant.label(),
+        result.pps,
+        show(result.tcp1_gbps, 2),
+        show(result.tcp4_gbps, 2),
+        show(result.conn_per_s, 0)
+    );
+    if !result.router_drops.is_empty() {
+        eprintln!(
+            "bench: round {} router drops {:?}",
+            result.round, result.router_drops
+        );
+    }
 }
 
 /// The loads of one round in `lab`.

@@ -9,10 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use egress_tests::{
-    bed::Bed,
-    netns::{Netns, run_bounded},
-};
+use egress_tests::{bed::Bed, netns::run_bounded};
 
 use crate::variant::{self, CONN_PORT, IPERF_PORT, UDP_PORT, Variant};
 
@@ -115,8 +112,8 @@ fn measure_trafgen(lab: &mut impl Bed, conf: &Path, windows: Windows) -> Result<
 /// payload: 60 bytes over IPv4, 80 over IPv6 (its header is 20 bytes longer).
 fn trafgen_config(lab: &impl Bed, client: IpAddr, target: IpAddr) -> Result<String> {
     let (hop, dev) = lab.client_next_hop();
-    let router_mac = mac(hop, dev)?;
-    let client_mac = mac(lab.client(), "eth0")?;
+    let router_mac = hop.mac(dev)?;
+    let client_mac = lab.client().mac("eth0")?;
     let (lo, hi) = (UDP_SPORT_MIN, UDP_SPORT_MIN + UDP_FLOWS - 1);
     let ip = match target {
         IpAddr::V4(_) => format!("ipv4(saddr={client}, daddr={target}, ttl=64)"),
@@ -128,20 +125,6 @@ fn trafgen_config(lab: &impl Bed, client: IpAddr, target: IpAddr) -> Result<Stri
          udp(sport=dinc({lo}, {hi}), dport={UDP_PORT}),\n  \
          fill(0x00, 18)\n}}\n"
     ))
-}
-
-/// The MAC address of `dev` in `ns`.
-pub(crate) fn mac(ns: &Netns, dev: &str) -> Result<String> {
-    let out = ns
-        .command("ip")
-        .args(["-j", "link", "show", dev])
-        .output()?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("ip -j link show {dev} in {}", ns.name()))?;
-    json[0]["address"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no MAC address for {dev}"))
 }
 
 /// Starts the servers of the TCP loads at `server` in the server namespace and waits for

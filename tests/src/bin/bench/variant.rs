@@ -41,6 +41,9 @@ pub(crate) enum Variant {
     /// routed through the node as a routed CNI wires them (tests/src/nodelab.rs). Its lab
     /// has the node's routing hop, which A's lab (client wired to the router pod) has not.
     N,
+    /// A in N's lab: the router pod in pod mode (its own macvlan on the node's uplink),
+    /// reached through the same routing hop. What node mode is compared with.
+    P,
 }
 
 impl Variant {
@@ -48,8 +51,8 @@ impl Variant {
     pub(crate) const ALL: [Variant; 3] = [Variant::A, Variant::B, Variant::C];
     /// The IPv6 variants, measured in the lab rounds after the IPv4 ones.
     pub(crate) const IPV6: [Variant; 2] = [Variant::A6, Variant::B6];
-    /// Node mode (so far only with `--lab-only --variants N`, which prints).
-    pub(crate) const NODE: [Variant; 1] = [Variant::N];
+    /// Node mode and pod mode in the node lab.
+    pub(crate) const NODE: [Variant; 2] = [Variant::N, Variant::P];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -59,6 +62,7 @@ impl Variant {
             Variant::A6 => "A6 egress-router, IPv6",
             Variant::B6 => "B6 ip6tables (classic)",
             Variant::N => "N egress-router, node mode",
+            Variant::P => "P egress-router, pod, node lab",
         }
     }
 
@@ -70,7 +74,7 @@ impl Variant {
     /// The client's address of the loads' family.
     pub(crate) fn client(self) -> IpAddr {
         match self {
-            Variant::N => nodelab::client_ip(0).into(),
+            Variant::N | Variant::P => nodelab::client_ip(0).into(),
             _ if self.ipv6() => CLIENT_IP6.into(),
             _ => CLIENT_IP.into(),
         }
@@ -98,7 +102,7 @@ impl Variant {
             Variant::C => SERVER_IP.into(),
             Variant::A6 | Variant::B6 => ROUTER_POD_IP6.into(),
             Variant::A | Variant::B => ROUTER_POD_IP.into(),
-            Variant::N => nodelab::router_ip(0).into(),
+            Variant::N | Variant::P => nodelab::router_ip(0).into(),
         }
     }
 }
@@ -153,15 +157,25 @@ impl Setup {
                 classic6(&lab)?;
                 None
             }
-            Variant::N => bail!("node mode has a lab of its own: node_setup"),
+            Variant::N | Variant::P => bail!("{variant:?} has a lab of its own: node_setup"),
         };
         Ok(Self { forwarder, lab })
     }
 }
 
-/// N's lab: one router pod registered with the node agent, with A's rules.
-pub(crate) fn node_setup(round: usize) -> Result<NodeLab> {
-    let mut lab = NodeLab::new(&format!("bench{round}n"), 1)?;
+/// The node lab of N or P, with A's rules: N's router pod registered with the node agent,
+/// P's in pod mode. Neither has the gateway's XDP program (see
+/// [`NodeLab::without_gateway_xdp`]), so both uplinks keep GSO.
+pub(crate) fn node_setup(variant: Variant, round: usize) -> Result<NodeLab> {
+    let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
+    let mut lab = NodeLab::new(&tag, 1)?;
+    if variant == Variant::P {
+        // The macvlan answers the gateway's ARP itself.
+        lab.without_gateway_xdp(0)?;
+        lab.pod_mode_router("bench", &destination())?;
+        return Ok(lab);
+    }
+    lab.without_gateway_xdp(1)?;
     let agent = lab.start_agent(&[])?;
     lab.register(0, &destination())?;
     lab.wait_for_log(
@@ -178,7 +192,7 @@ pub(crate) fn expected_source(variant: Variant) -> IpAddr {
     match variant {
         Variant::A6 | Variant::B6 => EGRESS_SOURCE6.into(),
         Variant::A | Variant::B => EGRESS_SOURCE.into(),
-        Variant::N => nodelab::egress_source(0).into(),
+        Variant::N | Variant::P => nodelab::egress_source(0).into(),
         Variant::C => variant.client(),
     }
 }
