@@ -16,19 +16,34 @@ pub const NODE_INSTANCES_MAX: u32 = 255;
 /// Per-instance counters in [`crate::maps::NODE_STATS`]: at `instance *
 /// NODE_STATS_PER_INSTANCE + slot`, one [`crate::PacketCount`] per CPU.
 pub mod node_stat {
+    use crate::DropReason;
+
     /// Clients' packets translated and sent out of the uplink.
     pub const FORWARDED: u32 = 0;
     /// Replies translated and sent toward their client.
     pub const REPLIED: u32 = 1;
     /// Packets to the router pod that no rule took, let into the pod.
     pub const PASSED: u32 = 2;
-    /// Packets dropped (any reason; the reasons are counted per node), the early drops of
-    /// the uplink's XDP program included.
-    pub const DROPPED: u32 = 3;
+    /// Packets of the instance's fallback flows, both ways (pod mode counts them under
+    /// rule 0, which in node mode every instance's fallback would share).
+    pub const FALLBACK: u32 = 3;
+    /// ICMP errors the instance sent to its clients in place of their packets (time
+    /// exceeded, fragmentation needed).
+    pub const ICMP_ERRORS: u32 = 4;
+    /// The first of the instance's drop counters, one per [`DropReason`] (the early drops
+    /// of the uplink's XDP program included): see [`drop`].
+    pub const DROPS: u32 = 5;
+
+    /// The slot of the instance's drops for `reason`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn drop(reason: DropReason) -> u32 {
+        DROPS + reason as u32
+    }
 }
 
 /// Counters per instance in [`crate::maps::NODE_STATS`].
-pub const NODE_STATS_PER_INSTANCE: u32 = 4;
+pub const NODE_STATS_PER_INSTANCE: u32 = node_stat::DROPS + crate::DropReason::Count as u32;
 /// Entries of [`crate::maps::NODE_STATS`].
 pub const NODE_STATS_LEN: u32 = (NODE_INSTANCES_MAX + 1) * NODE_STATS_PER_INSTANCE;
 

@@ -170,7 +170,8 @@ pub(crate) fn node_xdp(ctx: XdpContext) -> u32 {
     node::xdp(&ctx)
 }
 
-/// [`finish`] for the node programs: a redirect goes the node's way ([`node::redirect`]).
+/// [`finish`] for the node programs: a redirect goes the node's way ([`node::redirect`]),
+/// and the instance counts the verdict, a drop under its reason.
 #[inline(always)]
 fn finish_node(
     ctx: &TcContext,
@@ -178,28 +179,36 @@ fn finish_node(
     result: Result<Verdict, DropReason>,
     len: u32,
 ) -> i32 {
-    let instance = u32::from(cfg.instance);
-    let (action, slot) = match result {
+    let result = match result {
         Ok(Verdict::Redirect(ifindex, stat)) => match node::redirect(ctx, cfg, ifindex) {
-            Ok(action) => {
-                let slot = if stat == Stat::Replied {
-                    node_stat::REPLIED
-                } else {
-                    node_stat::FORWARDED
+            Ok(TC_ACT_REDIRECT) => {
+                let slot = match stat {
+                    Stat::Replied => node_stat::REPLIED,
+                    Stat::IcmpErrorsSent => node_stat::ICMP_ERRORS,
+                    _ => node_stat::FORWARDED,
                 };
-                (finish_redirect(action, stat, len), slot)
+                Ok((TC_ACT_REDIRECT, stat, slot))
             }
-            Err(reason) => (finish(Err(reason), len), node_stat::DROPPED),
+            Ok(_) => Err(DropReason::RedirectFailed),
+            Err(reason) => Err(reason),
         },
-        Ok(Verdict::Pass(stat)) => (finish(Ok(Verdict::Pass(stat)), len), node_stat::PASSED),
-        other => (finish(other, len), node_stat::DROPPED),
+        // Both mean the packet goes on into the pod (TCX_NEXT: no program after this one
+        // at the hook; node mode has no IPv6 program there).
+        Ok(Verdict::Pass(stat)) => Ok((TC_ACT_OK, stat, node_stat::PASSED)),
+        Ok(Verdict::Next) => Ok((TC_ACT_UNSPEC, Stat::PodIngressPassed, node_stat::PASSED)),
+        Err(reason) => Err(reason),
     };
-    let slot = if action == TC_ACT_SHOT {
-        node_stat::DROPPED
-    } else {
-        slot
+    let (action, slot) = match result {
+        Ok((action, stat, slot)) => {
+            metrics::count(stat, len);
+            (action, slot)
+        }
+        Err(reason) => {
+            metrics::count_drop(reason, len);
+            (TC_ACT_SHOT, node_stat::drop(reason))
+        }
     };
-    node::count(instance, slot, len);
+    node::count(u32::from(cfg.instance), slot, len);
     action
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use egress_common::{
     DropReason, FlowEntry, FlowEntry6, FlowKey, RouterConfig, RuleTarget, Stat, csum::Delta,
-    flow::Addr, flow_kind, proto,
+    flow::Addr, flow_kind, node_stat, proto,
 };
 
 use crate::{
@@ -160,7 +160,12 @@ pub(crate) fn translate(
         metrics::count(Stat::FragmentsTranslated, 0);
     }
     rewrite(ctx, ip, flow.l4, entry, mss)?;
-    metrics::count_rule(entry.rule_id, ctx.len());
+    if entry.rule_id == 0 && cfg.instance != 0 {
+        // A node instance's fallback: its own counter, not rule 0 of every instance.
+        crate::node::count(u32::from(cfg.instance), node_stat::FALLBACK, ctx.len());
+    } else {
+        metrics::count_rule(entry.rule_id, ctx.len());
+    }
     Ok(())
 }
 

@@ -260,7 +260,7 @@ fn ipv4(ctx: &XdpContext) -> u32 {
         xdp_action::XDP_PASS
     } else {
         metrics::count_drop(DropReason::UnsolicitedEarly, len);
-        count(instance, node_stat::DROPPED, len);
+        count(instance, node_stat::drop(DropReason::UnsolicitedEarly), len);
         xdp_action::XDP_DROP
     }
 }

@@ -130,14 +130,8 @@ fn a_client_pod_reaches_the_server_from_egress_source_without_entering_the_route
 
     // node-status shows the instance with its rule's counters and its flows; the node's
     // counters and flows are the pins' (`--instance node stats`, `conntrack`).
-    let status = egress_tests::util::stdout_ok(
-        lab.node
-            .command(egress_tests::egress_router_bin())
-            .args(["node-status", "--json", "--bpffs"])
-            .arg(lab.bpffs.path()),
-        Duration::from_secs(10),
-    );
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let v = node_status(&lab);
+    let status = v.to_string();
     let one = &v[0];
     assert_eq!(one["pod_ip"], router_ip(0).to_string(), "{status}");
     assert_eq!(
@@ -228,10 +222,19 @@ fn unsolicited_traffic_to_an_egress_address_gets_nothing_back_and_is_dropped_in_
         .unwrap()
         .drop(DropReason::UnsolicitedEarly);
     assert!(early.packets >= 3, "dropped in XDP: {early:?}");
-    // And counted as the instance's, whose address they were sent to.
+    // And counted as the instance's, whose address they were sent to, under the reason.
     let maps = MapSet::from_node_pins(&lab.bpffs.path().join("node")).unwrap();
-    let [_, _, _, dropped] = maps.node_counts(1).unwrap();
-    assert!(dropped.packets >= 3, "{dropped:?}");
+    let counts = maps.node_counts(1).unwrap();
+    let mine = counts
+        .drops
+        .iter()
+        .find(|(r, _)| *r == DropReason::UnsolicitedEarly);
+    assert!(mine.is_some_and(|(_, c)| c.packets >= 3), "{counts:?}");
+    assert_eq!(
+        counts.dropped(),
+        mine.unwrap().1,
+        "no other reason: {counts:?}"
+    );
     // The node's own address still answers (its traffic is not the data plane's).
     let ping = egress_tests::netns::run_bounded(
         lab.gateway
@@ -788,4 +791,117 @@ fn node_teardown_leaves_nothing_of_the_agent_on_the_node() {
         Duration::from_secs(20),
     );
     assert!(again.contains("\"pins\":0"), "{again}");
+}
+
+/// `egress-router node-status --json`, parsed.
+fn node_status(lab: &NodeLab) -> serde_json::Value {
+    let status = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["node-status", "--json", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(10),
+    );
+    serde_json::from_str(&status).unwrap()
+}
+
+/// Router pod `i`'s instance in `node-status --json` output.
+fn instance_of(status: &serde_json::Value, i: usize) -> serde_json::Value {
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["pod_ip"] == router_ip(i).to_string())
+        .unwrap_or_else(|| panic!("no instance for router pod {i}: {status}"))
+        .clone()
+}
+
+#[test]
+fn each_instance_counts_its_own_fallback_and_its_own_drops_by_reason() {
+    let mut lab = NodeLab::new("nodecounts", 2).unwrap();
+    http_server(&mut lab);
+    let agent = lab.start_agent(&[]).unwrap();
+    // Router pod 0: only a fallback; router pod 1: a rule for port 80 and a fallback.
+    lab.register(0, "203.0.113.10").unwrap();
+    lab.register(1, "80 tcp 203.0.113.10 80\n203.0.113.10")
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log_count(&lab, agent, "serving a new instance") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            lab.daemon_stderr(agent)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        let body = curl(&lab.clients[0], &format!("http://{}/", router_ip(0))).unwrap();
+        assert!(
+            body.starts_with(&format!("{} ", egress_source(0))),
+            "{body}"
+        );
+    }
+    let body = curl(&lab.clients[1], &format!("http://{}/", router_ip(1))).unwrap();
+    assert!(
+        body.starts_with(&format!("{} ", egress_source(1))),
+        "{body}"
+    );
+    // Datagrams to router pod 1's fallback that the node's routing hop leaves with a TTL
+    // of 1: the instance answers each with time exceeded while the node's ICMP error
+    // budget lasts (a burst of 50), and drops the rest (ttl_exceeded); none of them is
+    // fallback traffic. Five first (all answered), then a hundred at once.
+    let send = |count: usize| {
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 2)\n\
+             for _ in range({count}): s.sendto(b'x', ('{}', 9999))\n",
+            router_ip(1)
+        );
+        run_ok(&lab.clients[1], "python3", &["-c", &script], 5);
+    };
+    send(5);
+    let first = node_status(&lab);
+    assert_eq!(instance_of(&first, 1)["icmp_errors"], 5, "{first}");
+    send(100);
+    let status = node_status(&lab);
+    let of = |i: usize| instance_of(&status, i);
+    let rule = |v: &serde_json::Value, id_zero: bool| -> u64 {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| (r["id"] == 0) == id_zero)
+            .map(|r| r["packets"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no such rule: {v}"))
+    };
+    let (zero, one) = (of(0), of(1));
+    // Three HTTP exchanges of at least four packets each way, on instance 0's fallback
+    // alone; instance 1's fallback saw nothing it forwarded, its rule the one exchange.
+    assert!(rule(&zero, true) >= 3 * 8, "{status}");
+    assert_eq!(rule(&one, true), 0, "{status}");
+    assert!(rule(&one, false) >= 8, "{status}");
+    let (errors, ttl) = (
+        one["icmp_errors"].as_u64().unwrap(),
+        one["drops"]["ttl_exceeded"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(errors + ttl, 105, "each answered or dropped: {status}");
+    assert!(errors >= 50 && ttl >= 1, "{status}");
+    assert_eq!(one["dropped"], ttl, "no other reason: {status}");
+    assert_eq!(zero["dropped"], 0, "{status}");
+    assert_eq!(zero["icmp_errors"], 0, "{status}");
+    assert!(zero["drops"].as_object().unwrap().is_empty(), "{status}");
+    // The text form names the reason too.
+    let text = egress_tests::util::stdout_ok(
+        lab.node
+            .command(egress_tests::egress_router_bin())
+            .args(["node-status", "--bpffs"])
+            .arg(lab.bpffs.path()),
+        Duration::from_secs(10),
+    );
+    assert!(
+        text.contains(&format!(
+            "{errors} ICMP errors sent, {ttl} dropped (ttl_exceeded {ttl})"
+        )),
+        "{text}"
+    );
 }

@@ -14,9 +14,36 @@ use aya::{
     },
 };
 use egress_common::{
-    NODE_INSTANCES_MAX, NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount, RouterConfig,
-    RuleKey, RuleTarget, maps, programs,
+    DropReason, NODE_INSTANCES_MAX, NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount,
+    RouterConfig, RuleKey, RuleTarget, maps, node_stat, programs,
 };
+
+/// One instance's counters in node mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// Clients' packets translated toward the remotes.
+    pub forwarded: PacketCount,
+    /// Replies translated toward the clients.
+    pub replied: PacketCount,
+    /// Packets no rule took, let into the router pod.
+    pub passed: PacketCount,
+    /// Packets of the instance's fallback flows, both ways.
+    pub fallback: PacketCount,
+    /// ICMP errors it sent to clients in place of their packets.
+    pub icmp_errors: PacketCount,
+    /// Its drops by reason, the reasons with none left out.
+    pub drops: Vec<(DropReason, PacketCount)>,
+}
+
+impl NodeCounts {
+    /// Its drops, all reasons together.
+    #[must_use]
+    pub fn dropped(&self) -> PacketCount {
+        self.drops
+            .iter()
+            .fold(PacketCount::default(), |acc, (_, c)| acc.add(*c))
+    }
+}
 
 use crate::{
     dataplane::{
@@ -152,20 +179,33 @@ impl MapSet {
     }
 
     /// Instance `instance`'s counters ([`egress_common::node_stat`]), summed over CPUs.
-    pub fn node_counts(&self, instance: u8) -> Result<[PacketCount; 4], MapsError> {
+    pub fn node_counts(&self, instance: u8) -> Result<NodeCounts, MapsError> {
         let name = maps::NODE_STATS;
         let err = |source| MapsError::Map { name, source };
         let array =
             aya::maps::PerCpuArray::<_, PacketCount>::try_from(self.map(name)?).map_err(err)?;
-        let mut counts = [PacketCount::default(); 4];
-        for (slot, count) in (0..).zip(counts.iter_mut()) {
+        let slot = |slot: u32| -> Result<PacketCount, MapsError> {
             let index = u32::from(instance) * NODE_STATS_PER_INSTANCE + slot;
             let values = array.get(&index, 0).map_err(err)?;
-            *count = values
+            Ok(values
                 .iter()
-                .fold(PacketCount::default(), |acc, v| acc.add(*v));
+                .fold(PacketCount::default(), |acc, v| acc.add(*v)))
+        };
+        let mut drops = Vec::new();
+        for reason in DropReason::ALL {
+            let count = slot(node_stat::drop(reason))?;
+            if count.packets > 0 {
+                drops.push((reason, count));
+            }
         }
-        Ok(counts)
+        Ok(NodeCounts {
+            forwarded: slot(node_stat::FORWARDED)?,
+            replied: slot(node_stat::REPLIED)?,
+            passed: slot(node_stat::PASSED)?,
+            fallback: slot(node_stat::FALLBACK)?,
+            icmp_errors: slot(node_stat::ICMP_ERRORS)?,
+            drops,
+        })
     }
 
     /// Writes the uplink's facts for the ARP responder.

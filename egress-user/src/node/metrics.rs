@@ -38,7 +38,7 @@ pub fn render(shared: &NodeShared) -> anyhow::Result<String> {
     for (name, help, bytes) in [
         (
             "egress_router_instance_rule_packets_total",
-            "Packets of each instance's rules (the fallbacks of all instances count under rule 0).",
+            "Packets of each instance's rules (rule 0: its fallback).",
             false,
         ),
         (
@@ -67,18 +67,34 @@ pub fn render(shared: &NodeShared) -> anyhow::Result<String> {
         &mut out,
         "egress_router_instance_packets_total",
         "counter",
-        "Packets of each instance by verdict (forwarded, replied, passed into the pod, dropped).",
+        "Packets of each instance by verdict (forwarded, replied, passed into the pod, answered with an ICMP error, dropped).",
     );
     for i in &instances {
         for (verdict, n) in [
             ("forwarded", i.forwarded),
             ("replied", i.replied),
             ("passed", i.passed),
+            ("icmp_error", i.icmp_errors),
             ("dropped", i.dropped),
         ] {
             let _ = writeln!(
                 out,
                 "egress_router_instance_packets_total{{{},verdict=\"{verdict}\"}} {n}",
+                label(i)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "egress_router_instance_drops_total",
+        "counter",
+        "Packets of each instance dropped, by reason (the reasons with none are left out).",
+    );
+    for i in &instances {
+        for (reason, n) in &i.drops {
+            let _ = writeln!(
+                out,
+                "egress_router_instance_drops_total{{{},reason=\"{reason}\"}} {n}",
                 label(i)
             );
         }

@@ -24,17 +24,19 @@ pub struct InstanceView {
     pub host_interface: String,
     pub egress_source: Ipv4Addr,
     pub gateway: Ipv4Addr,
-    /// Its rules and fallback with their counters (the fallbacks of all instances count
-    /// together, under rule 0).
+    /// Its rules and fallback with their counters (the fallback's are the instance's own).
     pub rules: Vec<RuleView>,
     /// Its translated flows in the conntrack tables.
     pub flows: u64,
     /// Its packets by verdict: translated toward the remotes, replies toward the clients,
-    /// let into the pod (no rule), dropped (the reasons are the node's counters).
+    /// let into the pod (no rule), answered with an ICMP error, dropped.
     pub forwarded: u64,
     pub replied: u64,
     pub passed: u64,
+    pub icmp_errors: u64,
     pub dropped: u64,
+    /// Its drops by reason (`egress-router stats` names), the reasons with none left out.
+    pub drops: BTreeMap<&'static str, u64>,
 }
 
 /// Every instance, by number.
@@ -53,13 +55,18 @@ pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
         .iter()
         .map(|config: &RouterConfig| {
             let hop = maps.node_hop(config.instance)?;
-            let [forwarded, replied, passed, dropped] =
-                maps.node_counts(config.instance)?.map(|c| c.packets);
+            let counts = maps.node_counts(config.instance)?;
             let mine: Vec<_> = all_rules
                 .iter()
                 .filter(|(key, _)| key.instance == config.instance)
                 .copied()
                 .collect();
+            let mut rules = rules(&mine, &counters, Some(config), None);
+            // The fallback (rule 0 in pod mode) counts on the instance's own counter.
+            for fallback in rules.iter_mut().filter(|r| r.id == 0) {
+                fallback.packets = counts.fallback.packets;
+                fallback.bytes = counts.fallback.bytes;
+            }
             Ok(InstanceView {
                 instance: config.instance,
                 pod_ip: config.pod_ip.into(),
@@ -67,12 +74,18 @@ pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
                     .unwrap_or_else(|| format!("ifindex {} (gone)", config.pod_ifindex)),
                 egress_source: config.egress_source.into(),
                 gateway: hop.next_hop[1].to_ne_bytes().into(),
-                rules: rules(&mine, &counters, Some(config), None),
+                rules,
                 flows: flows.get(&config.pod_ip).copied().unwrap_or(0),
-                forwarded,
-                replied,
-                passed,
-                dropped,
+                forwarded: counts.forwarded.packets,
+                replied: counts.replied.packets,
+                passed: counts.passed.packets,
+                icmp_errors: counts.icmp_errors.packets,
+                dropped: counts.dropped().packets,
+                drops: counts
+                    .drops
+                    .iter()
+                    .map(|(reason, c)| (reason.name(), c.packets))
+                    .collect(),
             })
         })
         .collect()
@@ -85,7 +98,7 @@ pub fn text(instances: &[InstanceView]) -> String {
     for i in instances {
         out.push_str(&format!(
             "instance {}: pod {} via {}, EGRESS_SOURCE {} via {}, {} flow(s); packets: \
-             {} forwarded, {} replied, {} passed, {} dropped\n",
+             {} forwarded, {} replied, {} passed, {} ICMP errors sent, {} dropped{}\n",
             i.instance,
             i.pod_ip,
             i.host_interface,
@@ -95,7 +108,9 @@ pub fn text(instances: &[InstanceView]) -> String {
             i.forwarded,
             i.replied,
             i.passed,
-            i.dropped
+            i.icmp_errors,
+            i.dropped,
+            reasons(&i.drops)
         ));
         for r in &i.rules {
             out.push_str(&format!(
@@ -105,4 +120,13 @@ pub fn text(instances: &[InstanceView]) -> String {
         }
     }
     out
+}
+
+/// ` (reason n, ...)` for the drops, or nothing without any.
+fn reasons(drops: &BTreeMap<&'static str, u64>) -> String {
+    if drops.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!(" ({})", each.join(", "))
 }
