@@ -93,6 +93,17 @@ impl RouterConfig6 {
         [NEXT_HOP_IPV6, word(0), word(4), word(8), word(12)]
     }
 
+    /// The address of [`RouterConfig6::next_hop`] (zero without a next hop): the inverse
+    /// of [`RouterConfig6::next_hop_via`].
+    #[must_use]
+    pub fn next_hop_addr(&self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        for (chunk, word) in bytes.chunks_exact_mut(4).zip(&self.next_hop[1..]) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        bytes
+    }
+
     /// The mask of a prefix length (0-128), as the address's bytes.
     #[must_use]
     pub fn mask(prefix: u8) -> [u8; 16] {
@@ -127,11 +138,12 @@ mod tests {
         ];
         let nh = RouterConfig6::next_hop_via(gw);
         assert_eq!(nh[0], 10);
-        let mut bytes = [0u8; 16];
-        for (i, w) in nh[1..].iter().enumerate() {
-            bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        assert_eq!(bytes, gw);
+        let config = RouterConfig6 {
+            next_hop: nh,
+            ..RouterConfig6::default()
+        };
+        assert_eq!(config.next_hop_addr(), gw);
+        assert_eq!(RouterConfig6::default().next_hop_addr(), [0; 16]);
         assert_eq!(RouterConfig6::mask(0), [0; 16]);
         assert_eq!(RouterConfig6::mask(128), [0xff; 16]);
         let m64 = RouterConfig6::mask(64);

@@ -80,6 +80,9 @@ pub const NODE_PODS: &str = "NODE_PODS";
 /// Node mode: EGRESS_SOURCE -> its instance (`u32`), for the replies on the uplink and the
 /// ARP responder.
 pub const NODE_SOURCES: &str = "NODE_SOURCES";
+/// Node mode: EGRESS_SOURCE's IPv6 address (`[u8; 16]`) -> its instance (`u32`), for the
+/// IPv6 replies on the uplink and the neighbour discovery responder.
+pub const NODE_SOURCES6: &str = "NODE_SOURCES6";
 /// Node mode: each instance's way out, [`crate::NodeHop`] at its index.
 pub const NODE_HOPS: &str = "NODE_HOPS";
 /// Node mode: the uplink, one [`crate::NodeUplink`] at index 0.
@@ -87,7 +90,14 @@ pub const NODE_UPLINK: &str = "NODE_UPLINK";
 /// Node mode: per-CPU packet counters per instance ([`crate::node_stat`]).
 pub const NODE_STATS: &str = "NODE_STATS";
 /// Node mode's maps, pinned and handed over with [`ALL`] in its pin directory.
-pub const NODE: [&str; 5] = [NODE_PODS, NODE_SOURCES, NODE_HOPS, NODE_UPLINK, NODE_STATS];
+pub const NODE: [&str; 6] = [
+    NODE_PODS,
+    NODE_SOURCES,
+    NODE_SOURCES6,
+    NODE_HOPS,
+    NODE_UPLINK,
+    NODE_STATS,
+];
 
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;

@@ -27,12 +27,14 @@ pub mod node_stat {
     /// Packets of the instance's fallback flows, both ways (pod mode counts them under
     /// rule 0, which in node mode every instance's fallback would share).
     pub const FALLBACK: u32 = 3;
+    /// [`FALLBACK`] for the IPv6 fallback.
+    pub const FALLBACK6: u32 = 4;
     /// ICMP errors the instance sent to its clients in place of their packets (time
     /// exceeded, fragmentation needed).
-    pub const ICMP_ERRORS: u32 = 4;
+    pub const ICMP_ERRORS: u32 = 5;
     /// The first of the instance's drop counters, one per [`DropReason`] (the early drops
     /// of the uplink's XDP program included): see [`drop`].
-    pub const DROPS: u32 = 5;
+    pub const DROPS: u32 = 6;
 
     /// The slot of the instance's drops for `reason`.
     #[inline(always)]

@@ -44,6 +44,12 @@ pub const NODE_FORWARD: &str = "node_forward";
 /// Node mode: TC ingress of the uplink: replies to an egress address translated back and
 /// sent toward the client; everything else is the node's and passes untouched.
 pub const NODE_REPLY: &str = "node_reply";
-/// Node mode: XDP on the uplink: answers ARP for the egress addresses with the uplink's
-/// MAC, and drops traffic to them that is part of no flow before the stack sees it.
+/// Node mode: [`NODE_FORWARD`] for IPv6, after it at the hook (it hands it the IPv6
+/// packets of instances with an IPv6 EGRESS_SOURCE).
+pub const NODE_FORWARD6: &str = "node_forward6";
+/// Node mode: [`NODE_REPLY`] for IPv6, after it at the hook.
+pub const NODE_REPLY6: &str = "node_reply6";
+/// Node mode: XDP on the uplink: answers ARP and neighbour solicitations for the egress
+/// addresses with the uplink's MAC, and drops traffic to them that is part of no flow
+/// before the stack sees it.
 pub const NODE_XDP: &str = "node_xdp";

@@ -202,11 +202,14 @@ pub enum Stat {
     /// the TC program (replies of flows, ICMP, fragments). The node's own traffic passes
     /// uncounted.
     XdpPassed = 22,
+    /// Node mode: neighbour solicitations for an egress IPv6 address the uplink's XDP
+    /// program answered with the uplink's MAC.
+    NdiscAnswered = 23,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -230,6 +233,7 @@ impl Stat {
         Self::IcmpErrorsLimited,
         Self::ArpAnswered,
         Self::XdpPassed,
+        Self::NdiscAnswered,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -259,6 +263,7 @@ impl Stat {
             Self::IcmpErrorsLimited => "icmp_errors_limited",
             Self::ArpAnswered => "arp_answered",
             Self::XdpPassed => "xdp_passed",
+            Self::NdiscAnswered => "ndisc_answered",
         }
     }
 }

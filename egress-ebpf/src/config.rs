@@ -9,7 +9,7 @@ use egress_common::{RouterConfig, RouterConfig6};
 static CONFIG: Array<RouterConfig, 1> = Array::new();
 
 /// The IPv6 half of the configuration, written by the loader when EGRESS_SOURCE has an
-/// IPv6 address.
+/// IPv6 address; in node mode, every instance's at its number (the loader sizes the map).
 #[btf_map]
 static CONFIG6: Array<RouterConfig6, 1> = Array::new();
 
@@ -26,6 +26,14 @@ pub(crate) fn get6() -> Option<&'static RouterConfig6> {
 #[inline(always)]
 pub(crate) fn get() -> Option<&'static RouterConfig> {
     CONFIG.get(0).filter(|cfg| cfg.pod_ifindex != 0)
+}
+
+/// Node mode: instance `instance`'s IPv6 configuration, if it has one.
+#[inline(always)]
+pub(crate) fn get6_at(instance: u32) -> Option<&'static RouterConfig6> {
+    CONFIG6
+        .get(instance)
+        .filter(|cfg| cfg.egress_source != [0; 16] && cfg.pod_ip != [0; 16])
 }
 
 /// Node mode: instance `instance`'s configuration, once written.

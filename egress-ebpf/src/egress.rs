@@ -160,7 +160,7 @@ pub(crate) fn ingress6(
             if let Some(verdict) = path6::guard(ctx, &ip, &Hop6::toward_client(cfg, cfg6))? {
                 return Ok(verdict);
             }
-            nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
+            nat::translate6(ctx, (cfg6.mss_clamp, cfg.instance), &ip, &flow, &entry)?;
             Ok(Verdict::Redirect(cfg.pod_ifindex, Stat::Replied))
         }
         Ct::Local => {

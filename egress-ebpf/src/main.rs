@@ -39,6 +39,7 @@ mod lab;
 mod metrics;
 mod nat;
 mod node;
+mod node6;
 mod parse;
 mod parse6;
 mod path;
@@ -145,7 +146,29 @@ pub(crate) fn node_forward(ctx: TcContext) -> i32 {
     metrics::count(Stat::PodIngressSeen, len);
     let result = pod::ingress(&ctx, cfg);
     trace(&ctx, cfg, "node_forward", &result);
-    finish_node(&ctx, cfg, result, len)
+    finish_node(cfg, result, len, |ifindex| {
+        node::redirect(&ctx, cfg, ifindex)
+    })
+}
+
+/// Node mode: [`node_forward`] for IPv6, after it at the hook: the IPv6 packets it hands on
+/// (of instances with an IPv6 EGRESS_SOURCE), translated as `pod_ingress6` translates them;
+/// already counted as seen there.
+#[classifier]
+pub(crate) fn node_forward6(ctx: TcContext) -> i32 {
+    if !parse::is_ipv6(&ctx) {
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: reading a field of the context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some((cfg, cfg6)) = node::by_pod6(ifindex) else {
+        return TC_ACT_UNSPEC;
+    };
+    let len = ctx.len();
+    let result = pod::ingress6(&ctx, cfg, cfg6);
+    finish_node(cfg, result, len, |ifindex| {
+        node::redirect6(&ctx, cfg, cfg6, ifindex)
+    })
 }
 
 /// Node mode: TC ingress of the uplink: a packet to an egress address is the reply of a
@@ -160,7 +183,24 @@ pub(crate) fn node_reply(ctx: TcContext) -> i32 {
     metrics::count(Stat::EgressIngressSeen, len);
     let result = egress::ingress(&ctx, cfg);
     trace(&ctx, cfg, "node_reply", &result);
-    finish_node(&ctx, cfg, result, len)
+    finish_node(cfg, result, len, |ifindex| {
+        node::redirect(&ctx, cfg, ifindex)
+    })
+}
+
+/// Node mode: [`node_reply`] for IPv6, after it at the hook: a packet to an IPv6 egress
+/// address, translated back as `egress_ingress6` does; the node's own IPv6 goes on.
+#[classifier]
+pub(crate) fn node_reply6(ctx: TcContext) -> i32 {
+    let Some((cfg, cfg6)) = node::by_destination6(&ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    let len = ctx.len();
+    metrics::count(Stat::EgressIngressSeen, len);
+    let result = egress::ingress6(&ctx, cfg, cfg6);
+    finish_node(cfg, result, len, |ifindex| {
+        node::redirect6(&ctx, cfg, cfg6, ifindex)
+    })
 }
 
 /// Node mode: XDP on the uplink: the ARP responder for the egress addresses, and the early
@@ -170,17 +210,20 @@ pub(crate) fn node_xdp(ctx: XdpContext) -> u32 {
     node::xdp(&ctx)
 }
 
-/// [`finish`] for the node programs: a redirect goes the node's way ([`node::redirect`]),
-/// and the instance counts the verdict, a drop under its reason.
+/// [`finish`] for the node programs: a redirect goes the node's way (`redirect`:
+/// [`node::redirect`] or [`node::redirect6`]), and the instance counts the verdict, a drop
+/// under its reason.
 #[inline(always)]
 fn finish_node(
-    ctx: &TcContext,
     cfg: &RouterConfig,
     result: Result<Verdict, DropReason>,
     len: u32,
+    redirect: impl FnOnce(u32) -> Result<i32, DropReason>,
 ) -> i32 {
     let result = match result {
-        Ok(Verdict::Redirect(ifindex, stat)) => match node::redirect(ctx, cfg, ifindex) {
+        // IPv6, handed on to node_forward6, which counts it.
+        Ok(Verdict::Next) => return TC_ACT_UNSPEC,
+        Ok(Verdict::Redirect(ifindex, stat)) => match redirect(ifindex) {
             Ok(TC_ACT_REDIRECT) => {
                 let slot = match stat {
                     Stat::Replied => node_stat::REPLIED,
@@ -192,10 +235,8 @@ fn finish_node(
             Ok(_) => Err(DropReason::RedirectFailed),
             Err(reason) => Err(reason),
         },
-        // Both mean the packet goes on into the pod (TCX_NEXT: no program after this one
-        // at the hook; node mode has no IPv6 program there).
+        // On into the pod, or to the node's stack.
         Ok(Verdict::Pass(stat)) => Ok((TC_ACT_OK, stat, node_stat::PASSED)),
-        Ok(Verdict::Next) => Ok((TC_ACT_UNSPEC, Stat::PodIngressPassed, node_stat::PASSED)),
         Err(reason) => Err(reason),
     };
     let (action, slot) = match result {

@@ -11,8 +11,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use egress_common::{
-    DropReason, FlowEntry, FlowEntry6, FlowKey, RouterConfig, RuleTarget, Stat, csum::Delta,
-    flow::Addr, flow_kind, node_stat, proto,
+    DropReason, FALLBACK6_RULE_ID, FlowEntry, FlowEntry6, FlowKey, RouterConfig, RuleTarget, Stat,
+    csum::Delta, flow::Addr, flow_kind, node_stat, proto,
 };
 
 use crate::{
@@ -284,7 +284,7 @@ fn rewrite_l4<A: Family>(
 #[inline(always)]
 pub(crate) fn translate6(
     ctx: &TcContext,
-    mss_clamp: u16,
+    (mss_clamp, instance): (u16, u8),
     ip: &Ipv6,
     flow: &Flow<[u8; 16]>,
     entry: &FlowEntry6,
@@ -317,6 +317,11 @@ pub(crate) fn translate6(
     hdr.daddr = daddr;
     hdr.hop_limit -= 1;
     rewrite_l4(ctx, ip.l4, ip.proto, flow.l4, entry, addrs, mss)?;
-    metrics::count_rule(entry.rule_id, ctx.len());
+    if entry.rule_id == FALLBACK6_RULE_ID && instance != 0 {
+        // A node instance's fallback: its own counter (see `translate`).
+        crate::node::count(u32::from(instance), node_stat::FALLBACK6, ctx.len());
+    } else {
+        metrics::count_rule(entry.rule_id, ctx.len());
+    }
     Ok(())
 }

@@ -15,16 +15,17 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use egress_common::{
-    DropReason, FlowKey, NEXT_HOP_IPV4, NODE_INSTANCES_MAX, NODE_STATS_LEN,
-    NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount, RouterConfig, Stat, node_stat,
-    proto,
+    DropReason, FlowKey, NEXT_HOP_IPV4, NEXT_HOP_IPV6, NODE_INSTANCES_MAX, NODE_STATS_LEN,
+    NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount, RouterConfig, RouterConfig6, Stat,
+    node_stat, proto,
 };
 
 use crate::{
     config,
     ctmaps::Family as _,
     fib, metrics,
-    parse::{ETH_HLEN, ETH_P_IP, EthHdr, Ipv4Hdr, Ports, ptr_at},
+    parse::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ports, ptr_at},
+    parse6::{IPV6_HLEN, Ipv6Hdr},
 };
 
 /// A router pod's host-side interface -> its instance.
@@ -35,13 +36,25 @@ static NODE_PODS: HashMap<u32, u32, { NODE_INSTANCES_MAX as usize }> = HashMap::
 #[btf_map]
 static NODE_SOURCES: HashMap<[u8; 4], u32, { NODE_INSTANCES_MAX as usize }> = HashMap::new();
 
+/// EGRESS_SOURCE's IPv6 address -> its instance.
+#[btf_map]
+pub(crate) static NODE_SOURCES6: HashMap<[u8; 16], u32, { NODE_INSTANCES_MAX as usize }> =
+    HashMap::new();
+
+/// This CPU's scratch for the IPv6 way out: a `struct bpf_fib_lookup`, or in its first 20
+/// bytes a `struct bpf_redir_neigh`. The IPv6 programs have no stack to spare for either.
+#[btf_map]
+static NODE_SCRATCH6: PerCpuArray<[u64; 8], 1> = PerCpuArray::new();
+
+const _: () = assert!(size_of::<bpf_fib_lookup>() == size_of::<[u64; 8]>());
+
 /// Each instance's way out of the uplink, at its number.
 #[btf_map]
 static NODE_HOPS: Array<NodeHop, { NODE_INSTANCES_MAX as usize + 1 }> = Array::new();
 
 /// The uplink's MAC and whether to answer ARP.
 #[btf_map]
-static NODE_UPLINK: Array<NodeUplink, 1> = Array::new();
+pub(crate) static NODE_UPLINK: Array<NodeUplink, 1> = Array::new();
 
 /// Per-instance counters (`egress_common::node_stat`).
 #[btf_map]
@@ -59,8 +72,9 @@ pub(crate) fn count(instance: u32, slot: u32, len: u32) {
     }
 }
 
-/// AF_INET, for `bpf_fib_lookup`.
+/// AF_INET and AF_INET6, for `bpf_fib_lookup`.
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const ETH_P_ARP: u16 = 0x0806;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
@@ -89,6 +103,108 @@ pub(crate) fn by_destination(ctx: &TcContext) -> Option<&'static RouterConfig> {
     // SAFETY: a live value, read once.
     let instance = unsafe { *NODE_SOURCES.get_ptr(daddr)? };
     config::get_at(instance)
+}
+
+/// The configuration of the instance behind host-side interface `ifindex`, with its IPv6
+/// half, if it has one.
+#[inline(always)]
+pub(crate) fn by_pod6(ifindex: u32) -> Option<(&'static RouterConfig, &'static RouterConfig6)> {
+    // SAFETY: a live value, read once.
+    let instance = unsafe { *NODE_PODS.get_ptr(ifindex)? };
+    Some((config::get_at(instance)?, config::get6_at(instance)?))
+}
+
+/// The configuration (with its IPv6 half) of the instance whose IPv6 EGRESS_SOURCE this
+/// IPv6 packet is addressed to, if it is one.
+#[inline(always)]
+pub(crate) fn by_destination6(
+    ctx: &TcContext,
+) -> Option<(&'static RouterConfig, &'static RouterConfig6)> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok()?;
+    // SAFETY: bounds checked by ptr_at.
+    if u16::from_be(unsafe { (*eth).proto }) != ETH_P_IPV6 {
+        return None;
+    }
+    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN).ok()?;
+    // SAFETY: bounds checked by ptr_at; the key is read from the packet (no stack).
+    let daddr = unsafe { &*(&raw const (*ip).daddr).cast::<[u8; 16]>() };
+    // SAFETY: a live value, read once.
+    let instance = unsafe { *NODE_SOURCES6.get_ptr(daddr)? };
+    Some((config::get_at(instance)?, config::get6_at(instance)?))
+}
+
+/// [`redirect`] for IPv6, with this CPU's scratch in place of a stack frame: out of the
+/// uplink via EGRESS_GATEWAY (or straight to a remote on EGRESS_SOURCE's subnet), or
+/// toward the client along the node's routes.
+#[inline(never)]
+pub(crate) fn redirect6(
+    ctx: &TcContext,
+    cfg: &RouterConfig,
+    cfg6: &RouterConfig6,
+    ifindex: u32,
+) -> Result<i32, DropReason> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+    let scratch = NODE_SCRATCH6
+        .get_ptr_mut(0)
+        .ok_or(DropReason::RedirectFailed)?;
+    if ifindex == cfg.egress_ifindex {
+        if cfg6.next_hop[0] == NEXT_HOP_IPV6 && !fib::on_subnet6(ctx, cfg6) {
+            return Ok(fib::redirect_via(ifindex, &cfg6.next_hop));
+        }
+        // SAFETY: this CPU's scratch (a program does not preempt itself on one CPU), 64
+        // bytes, of which `struct bpf_redir_neigh` takes 20; bounds checked by ptr_at.
+        let hop = unsafe {
+            let hop = &mut *scratch.cast::<[u32; 5]>();
+            let d = (*ip).daddr;
+            *hop = [NEXT_HOP_IPV6, d[0], d[1], d[2], d[3]];
+            &*hop
+        };
+        return Ok(fib::redirect_via(ifindex, hop));
+    }
+    // SAFETY: as above; an all-zero `bpf_fib_lookup` is valid.
+    let params = unsafe {
+        let params = &mut *scratch.cast::<bpf_fib_lookup>();
+        core::ptr::write_bytes(scratch, 0, 1);
+        params.family = AF_INET6;
+        params.__bindgen_anon_1.tot_len = u16::from_be((*ip).payload_len) + IPV6_HLEN as u16;
+        params.__bindgen_anon_3.ipv6_src = (*ip).saddr;
+        params.__bindgen_anon_4.ipv6_dst = (*ip).daddr;
+        params.ifindex = (*ctx.skb.skb).ifindex;
+        params
+    };
+    // SAFETY: a valid context and parameters in a map value.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut *params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    deliver(ctx, rc, params)
+}
+
+/// Sends a packet toward the client as `bpf_fib_lookup` found the way (`rc`, `params`).
+#[inline(always)]
+fn deliver(ctx: &TcContext, rc: i64, params: &bpf_fib_lookup) -> Result<i32, DropReason> {
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let eth = ptr_at::<EthHdr>(ctx, 0)?;
+            // SAFETY: bounds checked by ptr_at.
+            unsafe {
+                (*eth).dst = params.dmac;
+                (*eth).src = params.smac;
+            }
+            // SAFETY: plain helper call.
+            Ok(unsafe { bpf_redirect(params.ifindex, 0) } as i32)
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            // SAFETY: a null `params` asks the kernel to resolve the next hop itself.
+            let action = unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) };
+            Ok(action as i32)
+        }
+        _ => Err(DropReason::NoRouteToClient),
+    }
 }
 
 /// Sends a translated packet on: out of the uplink toward the remote (`ifindex` is the
@@ -131,24 +247,7 @@ pub(crate) fn redirect(
             0,
         )
     };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            let eth = ptr_at::<EthHdr>(ctx, 0)?;
-            // SAFETY: bounds checked by ptr_at.
-            unsafe {
-                (*eth).dst = params.dmac;
-                (*eth).src = params.smac;
-            }
-            // SAFETY: plain helper call.
-            Ok(unsafe { bpf_redirect(params.ifindex, 0) } as i32)
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH => {
-            // SAFETY: a null `params` asks the kernel to resolve the next hop itself.
-            let action = unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) };
-            Ok(action as i32)
-        }
-        _ => Err(DropReason::NoRouteToClient),
-    }
+    deliver(ctx, rc, &params)
 }
 
 /// The uplink's XDP program: ARP for the egress addresses answered, traffic to them that
@@ -162,6 +261,7 @@ pub(crate) fn xdp(ctx: &XdpContext) -> u32 {
     match u16::from_be(unsafe { (*eth).proto }) {
         ETH_P_ARP => arp(ctx),
         ETH_P_IP => ipv4(ctx),
+        ETH_P_IPV6 => crate::node6::xdp(ctx),
         _ => xdp_action::XDP_PASS,
     }
 }
@@ -267,7 +367,7 @@ fn ipv4(ctx: &XdpContext) -> u32 {
 
 /// A pointer to a `T` at `offset` of the frame, if the frame holds it.
 #[inline(always)]
-fn xdp_ptr<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+pub(crate) fn xdp_ptr<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     if start + offset + size_of::<T>() > ctx.data_end() {
         return None;

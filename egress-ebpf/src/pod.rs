@@ -129,14 +129,14 @@ pub(crate) fn ingress6(
     // A first fragment's ports, for the fragments that follow, when a rule sends the
     // datagram on (so a client cannot fill the table with the pod's own traffic); here,
     // where the stack has room.
-    if ip.is_fragment() && rules::sends_on6(cfg6, flow.key.proto, flow.key.dport) {
+    if ip.is_fragment() && rules::sends_on6((cfg, cfg6), flow.key.proto, flow.key.dport) {
         flow.remember_ports6(&ip);
     }
     // The path's limits first, for a packet the rules send on (of a flow or to be one),
     // while little is on the stack: the IPv6 programs have none to spare further on.
     let hop = Hop6::toward_remote(cfg, cfg6);
     if path6::beyond(&ip, &hop)
-        && rules::sends_on6(cfg6, flow.key.proto, flow.key.dport)
+        && rules::sends_on6((cfg, cfg6), flow.key.proto, flow.key.dport)
         && let Some(verdict) = path6::guard(ctx, &ip, &hop)?
     {
         return Ok(verdict);
@@ -145,7 +145,7 @@ pub(crate) fn ingress6(
         Ct::Forward(entry) => entry,
         state @ (Ct::New | Ct::Stale(_) | Ct::Closed(..)) => {
             conntrack::start_over(&flow.key, &state);
-            let Some(target) = rules::target6(cfg6, flow.key.proto, flow.key.dport)? else {
+            let Some(target) = rules::target6((cfg, cfg6), flow.key.proto, flow.key.dport)? else {
                 return Ok(passed);
             };
             if target.is_local() {
@@ -155,6 +155,6 @@ pub(crate) fn ingress6(
         }
         Ct::Reply(_) | Ct::Local | Ct::Expired => return Ok(passed),
     };
-    nat::translate6(ctx, cfg6.mss_clamp, &ip, &flow, &entry)?;
+    nat::translate6(ctx, (cfg6.mss_clamp, cfg.instance), &ip, &flow, &entry)?;
     Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
 }

@@ -20,12 +20,12 @@ static RULES6: HashMap<RuleKey, RuleTarget6, { RULES_CAPACITY as usize }> = Hash
 /// [`target`] for IPv6: its rules (a name's AAAA records) and fallback.
 #[inline(always)]
 pub(crate) fn target6(
-    cfg6: &RouterConfig6,
+    (cfg, cfg6): (&RouterConfig, &RouterConfig6),
     protocol: u8,
     dport: u16,
 ) -> Result<Option<RuleTarget6>, DropReason> {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = key(INSTANCE6, protocol, dport);
+        let key = key(cfg.instance, protocol, dport);
         // SAFETY: read-only copy of a live value.
         if let Some(mut target) = RULES6.get_ptr(key).map(|p| unsafe { *p }) {
             if target.by_name() {
@@ -48,9 +48,13 @@ pub(crate) fn target6(
 /// Whether a rule or the fallback sends IPv6 packets to `dport` on (the pod's own
 /// listeners are not sent on): [`target6`] without picking a name's address.
 #[inline(always)]
-pub(crate) fn sends_on6(cfg6: &RouterConfig6, protocol: u8, dport: u16) -> bool {
+pub(crate) fn sends_on6(
+    (cfg, cfg6): (&RouterConfig, &RouterConfig6),
+    protocol: u8,
+    dport: u16,
+) -> bool {
     if protocol == proto::TCP || protocol == proto::UDP {
-        let key = key(INSTANCE6, protocol, dport);
+        let key = key(cfg.instance, protocol, dport);
         // SAFETY: a live value, read once.
         if let Some(target) = RULES6.get_ptr(key).map(|p| unsafe { &*p }) {
             return !target.is_local();
@@ -68,9 +72,6 @@ fn key(instance: u8, protocol: u8, dport: u16) -> RuleKey {
         instance,
     }
 }
-
-/// The instance of the IPv6 rules: pod mode's (node mode serves IPv4 so far).
-const INSTANCE6: u8 = 0;
 
 /// The current addresses of rules that send to a name (DNS proxy mode).
 #[btf_map]

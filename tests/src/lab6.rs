@@ -44,7 +44,7 @@ pub fn dual_stack_env() -> [String; 2] {
 /// Turns IPv6 on for `dev` in `ns` and gives it `ip`/64, usable at once: no DAD, for it
 /// nor for the link-local address IPv6 brings (whose local route would otherwise appear
 /// a moment later, in the middle of a test that compares the namespace's state).
-fn addr6(ns: &Netns, dev: &str, ip: Ipv6Addr) -> Result<()> {
+pub(crate) fn addr6(ns: &Netns, dev: &str, ip: Ipv6Addr) -> Result<()> {
     ns.sysctl(&format!("net.ipv6.conf.{dev}.accept_dad"), "0")?;
     ns.sysctl(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "0")?;
     ns.ip(&[

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod lab6;
 pub mod netns;
 pub mod nodelab;
+pub mod nodelab6;
 pub mod pktgen;
 pub mod pktgen6;
 pub mod util;

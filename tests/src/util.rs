@@ -314,3 +314,27 @@ pub fn spawn_dns_proxy(
     lab.spawn(proxy).unwrap();
     index
 }
+
+/// TCP packets that entered namespace `ns` from now on (an nftables counter at the first
+/// hook).
+pub fn count_tcp_in(ns: &Netns) -> impl Fn() -> u64 + '_ {
+    let rules = "table inet seen {\n counter tcp_in { }\n chain pre { type filter hook \
+                 prerouting priority -400; meta l4proto tcp counter name tcp_in; }\n}\n";
+    let file = std::env::temp_dir().join(format!("er-nft-{}-{}", std::process::id(), ns.name()));
+    std::fs::write(&file, rules).unwrap();
+    run_ok(ns, "nft", &["-f", file.to_str().unwrap()], 5);
+    let _ = std::fs::remove_file(&file);
+    move || {
+        let out = run_ok(
+            ns,
+            "nft",
+            &["-j", "list", "counter", "inet", "seen", "tcp_in"],
+            5,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["nftables"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|i| i["counter"]["packets"].as_u64()))
+            .expect("the counter")
+    }
+}

@@ -10,7 +10,7 @@ use egress_tests::{
     lab::SERVER_IP,
     netns::Netns,
     nodelab::{NODE_IP, NodeLab, egress_source, router_ip},
-    util::{mac_of, run_ok, wait_listening_in},
+    util::{count_tcp_in, mac_of, run_ok, wait_listening_in},
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -34,30 +34,6 @@ fn curl(ns: &Netns, url: &str) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// TCP packets that entered namespace `ns` from now on (an nftables counter at the first
-/// hook).
-fn count_tcp_in(ns: &Netns) -> impl Fn() -> u64 + '_ {
-    let rules = "table inet seen {\n counter tcp_in { }\n chain pre { type filter hook \
-                 prerouting priority -400; meta l4proto tcp counter name tcp_in; }\n}\n";
-    let file = std::env::temp_dir().join(format!("er-nft-{}-{}", std::process::id(), ns.name()));
-    std::fs::write(&file, rules).unwrap();
-    run_ok(ns, "nft", &["-f", file.to_str().unwrap()], 5);
-    let _ = std::fs::remove_file(&file);
-    move || {
-        let out = run_ok(
-            ns,
-            "nft",
-            &["-j", "list", "counter", "inet", "seen", "tcp_in"],
-            5,
-        );
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["nftables"]
-            .as_array()
-            .and_then(|items| items.iter().find_map(|i| i["counter"]["packets"].as_u64()))
-            .expect("the counter")
     }
 }
 
@@ -346,7 +322,7 @@ fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
         })
         .count();
     assert_eq!(sources, PODS, "{neigh}");
-    // One program for all the pods' interfaces.
+    // The same programs on all the pods' interfaces: node_forward and node_forward6.
     let ids: std::collections::BTreeSet<u32> = (0..PODS)
         .flat_map(|i| {
             lab.node
@@ -359,7 +335,7 @@ fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(ids.len(), 1, "programs on the pods' interfaces: {ids:?}");
+    assert_eq!(ids.len(), 2, "programs on the pods' interfaces: {ids:?}");
 }
 
 #[test]
@@ -613,6 +589,7 @@ fn a_router_pod_cannot_register_for_another_pods_ip() {
     // port 80 of pod 1 (an ordinary pod here) to a remote of its choosing.
     let forged = egress_user::node::registration::Registration {
         pod_ip: router_ip(1),
+        pod_ip6: None,
         instance: None,
         source: format!("{}/24", egress_source(0)),
         gateway: "198.51.100.1".to_owned(),

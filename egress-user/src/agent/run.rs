@@ -17,8 +17,7 @@ use crate::{
         metrics::{self, AgentCounters, Listen, Shared, TableGauges},
     },
     conntrack::{
-        FamilyPass, collect_garbage_in_kernel, enforce_source_limit, flow_limit, gc_interval,
-        monotonic_ns,
+        FamilyPass, collect_garbage_in_kernel, enforce_source_limits, gc_interval, monotonic_ns,
     },
     dataplane::flows::CtFamily,
     instance::{
@@ -243,19 +242,9 @@ fn gc_pass(
     match collect_garbage_in_kernel(instance.dataplane_mut(), monotonic_ns()) {
         Ok(pass) => {
             // A quarter of the flows by default, in each family's own table.
-            let limit = |capacity: u64| flow_limit(max_flows_per_source, capacity);
             let has_ipv6 = instance.has_ipv6();
             let maps = instance.maps_mut();
-            let limited =
-                enforce_source_limit(maps, &pass.v4, limit(pass.v4.capacity)).and_then(|v4| {
-                    let v6 = if has_ipv6 {
-                        enforce_source_limit(maps, &pass.v6, limit(pass.v6.capacity))?
-                    } else {
-                        0
-                    };
-                    Ok((v4, v6))
-                });
-            match limited {
+            match enforce_source_limits(maps, &pass, max_flows_per_source, has_ipv6) {
                 Ok((v4, v6)) => {
                     c.limited_sources.store(v4, Ordering::Relaxed);
                     c.limited_sources6.store(v6, Ordering::Relaxed);

@@ -60,6 +60,10 @@ pub(crate) struct NodeArgs {
         default_value = "off"
     )]
     pub(crate) metrics: String,
+    /// Serve IPv6 too: the node's IPv6 conntrack tables are sized as the IPv4 ones (without
+    /// it they take no memory, and a registration with an IPv6 EGRESS_SOURCE is refused).
+    #[arg(long, env = "EGRESS_ROUTER_NODE_IPV6", value_parser = clap::builder::FalseyValueParser::new())]
+    pub(crate) ipv6: bool,
     /// How often the spool is read, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub(crate) rescan_ms: u64,
@@ -84,6 +88,7 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
         pin_dir,
         conntrack_flows: router.conntrack_size,
         arp: !args.no_arp,
+        ipv6: args.ipv6,
         rescan: Duration::from_millis(args.rescan_ms),
         gc_max_interval: Duration::from_secs_f64(router.gc_max_interval.max(0.1)),
         max_flows_per_source: router.max_flows_per_source,
@@ -122,6 +127,10 @@ pub(crate) struct RegisterArgs {
     /// IPv4 address.
     #[arg(long, env = "POD_IP")]
     pub(crate) pod_ip: Option<IpAddr>,
+    /// A dual-stack pod's IPs (the downward API's status.podIPs, comma-separated), for
+    /// its IPv6 address; default: the pod interface's first global IPv6 address.
+    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
+    pub(crate) pod_ips: Vec<IpAddr>,
     /// Stay (a router pod's main container): write the registration again whenever it is
     /// gone from the spool, and withdraw it at SIGTERM or SIGINT, so the agent drops the
     /// instance as the pod stops rather than when its interface goes.
@@ -145,17 +154,31 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
         destination: router.egress_destination.clone(),
         mode: None,
     };
+    let on_interface = match (args.pod_ip, args.pod_ips.is_empty()) {
+        (Some(_), false) => Vec::new(),
+        _ => runtime()?.block_on(pod_ips(&cli.pod_interface))?,
+    };
     let pod_ip = match args.pod_ip {
         Some(ip) => ip,
-        None => runtime()?
-            .block_on(pod_ips(&cli.pod_interface))?
-            .into_iter()
+        None => on_interface
+            .iter()
+            .copied()
             .find(IpAddr::is_ipv4)
             .with_context(|| format!("{} has no IPv4 address", cli.pod_interface))?,
     };
     let IpAddr::V4(pod_ip) = pod_ip else {
-        bail!("POD_IP {pod_ip}: node mode serves IPv4 so far");
+        bail!(
+            "POD_IP {pod_ip}: node mode needs the router pod's IPv4 address (IPv6-only pods: not yet)"
+        );
     };
+    let pod_ip6 = args
+        .pod_ips
+        .iter()
+        .chain(&on_interface)
+        .find_map(|ip| match ip {
+            IpAddr::V6(ip) => Some(*ip),
+            IpAddr::V4(_) => None,
+        });
     let registration = match &args.config_name {
         Some(name) => {
             if raw.source.is_some() || raw.gateway.is_some() || raw.destination.is_some() {
@@ -164,10 +187,13 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
                      unset EGRESS_SOURCE, EGRESS_GATEWAY and EGRESS_DESTINATION"
                 );
             }
-            Registration::of_static(pod_ip, name)
+            let mut registration = Registration::of_static(pod_ip, name);
+            registration.pod_ip6 = pod_ip6;
+            registration
         }
         None => {
-            let registration = Registration::new(pod_ip, &raw);
+            let mut registration = Registration::new(pod_ip, &raw);
+            registration.pod_ip6 = pod_ip6;
             registration.validate()?;
             registration
         }

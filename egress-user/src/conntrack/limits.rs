@@ -5,12 +5,31 @@
 //! the tables are shared).
 
 use crate::{
-    conntrack::{FamilyPass, SourceLimits, source_limits},
+    conntrack::{FamilyPass, GcPass, SourceLimits, source_limits},
     dataplane::{
         flows::CtFamily,
         maps::{Error, MapSet},
     },
 };
+
+/// [`enforce_source_limit`] for both families after `pass` (IPv6 only where the data plane
+/// has it), each with `--max-flows-per-source` (`max`, or a quarter of its table); returns
+/// how many clients each family limits now.
+pub fn enforce_source_limits(
+    maps: &mut MapSet,
+    pass: &GcPass,
+    max: Option<u32>,
+    ipv6: bool,
+) -> Result<(u64, u64), Error> {
+    let limit = |capacity: u64| flow_limit(max, capacity);
+    let v4 = enforce_source_limit(maps, &pass.v4, limit(pass.v4.capacity))?;
+    let v6 = if ipv6 {
+        enforce_source_limit(maps, &pass.v6, limit(pass.v6.capacity))?
+    } else {
+        0
+    };
+    Ok((v4, v6))
+}
 
 /// Limits the clients of family `A` that hold more flows than `limit` and lets go of those
 /// back under it, as the GC pass counted them; returns how many are limited now.

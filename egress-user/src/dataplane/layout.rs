@@ -85,6 +85,7 @@ pub fn layout(name: &str) -> Option<Layout> {
         maps::RULE_ADDRS6 => (MapType::Hash, size::<RuleKey>(), size::<RuleAddrs6>()),
         maps::NODE_PODS => (MapType::Hash, 4, 4),
         maps::NODE_SOURCES => (MapType::Hash, 4, 4),
+        maps::NODE_SOURCES6 => (MapType::Hash, 16, 4),
         maps::NODE_HOPS => (MapType::Array, 4, size::<NodeHop>()),
         maps::NODE_UPLINK => (MapType::Array, 4, size::<NodeUplink>()),
         maps::NODE_STATS => (MapType::PerCpuArray, 4, size::<PacketCount>()),

@@ -105,6 +105,7 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         if node {
             loader.map_max_entries(maps::CONFIG, NODE_INSTANCES_MAX + 1);
+            loader.map_max_entries(maps::CONFIG6, NODE_INSTANCES_MAX + 1);
         }
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
         loader.map_max_entries(maps::CT_UNREPLIED, unreplied_entries(opts.conntrack_flows));
@@ -127,7 +128,7 @@ impl Dataplane {
                         let needed = match name {
                             maps::RULES => RULES_CAPACITY,
                             maps::RULE_STATS => RULE_STATS_LEN,
-                            maps::CONFIG if node => NODE_INSTANCES_MAX + 1,
+                            maps::CONFIG | maps::CONFIG6 if node => NODE_INSTANCES_MAX + 1,
                             _ => 0,
                         };
                         if info.max_entries() < needed {
@@ -168,7 +169,7 @@ impl Dataplane {
         let held = SignalsHeld::new();
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
         let tc: &[&'static str] = if node {
-            &[programs::NODE_FORWARD, programs::NODE_REPLY]
+            &super::node::NODE_TC
         } else {
             &PROGRAMS.map(|p| p.name)
         };

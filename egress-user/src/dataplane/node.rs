@@ -15,7 +15,7 @@ use aya::{
 };
 use egress_common::{
     DropReason, NODE_INSTANCES_MAX, NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount,
-    RouterConfig, RuleKey, RuleTarget, maps, node_stat, programs,
+    RouterConfig, RouterConfig6, RuleKey, RuleTarget, maps, node_stat, programs,
 };
 
 /// One instance's counters in node mode.
@@ -27,8 +27,9 @@ pub struct NodeCounts {
     pub replied: PacketCount,
     /// Packets no rule took, let into the router pod.
     pub passed: PacketCount,
-    /// Packets of the instance's fallback flows, both ways.
+    /// Packets of the instance's fallback flows, both ways: IPv4, IPv6.
     pub fallback: PacketCount,
+    pub fallback6: PacketCount,
     /// ICMP errors it sent to clients in place of their packets.
     pub icmp_errors: PacketCount,
     /// Its drops by reason, the reasons with none left out.
@@ -50,14 +51,30 @@ use crate::{
         load::{Dataplane, Error, xdp},
         maps::{Error as MapsError, MapSet, is_not_found},
         programs::{Program, Side},
-        rules::{ids, plan_rules},
+        rules::{RuleSet, ids, plan_rules},
     },
     network::interface::ifindex,
 };
 
+/// Node mode's TC programs, loaded together.
+pub(crate) const NODE_TC: [&str; 4] = [
+    programs::NODE_FORWARD,
+    programs::NODE_FORWARD6,
+    programs::NODE_REPLY,
+    programs::NODE_REPLY6,
+];
+
 /// `node_forward` at the TC egress of a router pod's host-side interface.
 pub const NODE_FORWARD: Program = Program {
     name: programs::NODE_FORWARD,
+    former_name: None,
+    side: Side::Pod,
+    attach_type: TcAttachType::Egress,
+};
+
+/// `node_forward6`, after `node_forward` at the same hook.
+pub const NODE_FORWARD6: Program = Program {
+    name: programs::NODE_FORWARD6,
     former_name: None,
     side: Side::Pod,
     attach_type: TcAttachType::Egress,
@@ -71,12 +88,21 @@ pub const NODE_REPLY: Program = Program {
     attach_type: TcAttachType::Ingress,
 };
 
+/// `node_reply6`, after `node_reply` at the same hook.
+pub const NODE_REPLY6: Program = Program {
+    name: programs::NODE_REPLY6,
+    former_name: None,
+    side: Side::Egress,
+    attach_type: TcAttachType::Ingress,
+};
+
 /// The pin of the uplink's XDP link in the node's pin directory: the link, and with it the
 /// program, stays attached while the pin does, across the agent's restarts.
 const XDP_LINK_PIN: &str = "link_node_xdp";
 
 impl Dataplane {
-    /// Attaches the uplink's programs: `node_reply` with TCX (owned by the interface), and
+    /// Attaches the uplink's programs: `node_reply` and `node_reply6` after it with TCX
+    /// (owned by the interface), and
     /// `node_xdp` with an XDP link pinned in `pin_dir` (replaced in place when a pin of an
     /// earlier run is there; without `pin_dir`, it lives as long as this data plane). In
     /// the driver when it supports XDP, else in the generic mode.
@@ -86,6 +112,7 @@ impl Dataplane {
         pin_dir: Option<&Path>,
     ) -> Result<(), Error> {
         self.attach_program(&NODE_REPLY, uplink)?;
+        self.attach_program(&NODE_REPLY6, uplink)?;
         let index = ifindex(uplink).ok_or_else(|| Error::NoInterface(uplink.to_owned()))?;
         let name = programs::NODE_XDP;
         let program = |source| Error::Program { name, source };
@@ -128,29 +155,35 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Attaches `node_forward` to a router pod's host-side interface.
+    /// Attaches `node_forward` and `node_forward6` after it to a router pod's host-side
+    /// interface.
     pub fn attach_node_pod(&mut self, host_interface: &str) -> Result<(), Error> {
-        self.attach_program(&NODE_FORWARD, host_interface)
+        self.attach_program(&NODE_FORWARD, host_interface)?;
+        self.attach_program(&NODE_FORWARD6, host_interface)
     }
 
-    /// The node programs' file descriptor, for detaching.
+    /// Detaches `node_forward` and `node_forward6` from a router pod's host-side interface.
     pub fn node_forward_detach(&mut self, host_ifindex: u32) -> Result<(), Error> {
-        let name = programs::NODE_FORWARD;
-        let prog = self.program(name)?;
-        let fd = prog
-            .fd()
-            .map_err(|source| Error::Program { name, source })?
-            .as_fd();
-        match super::tcx::detach(host_ifindex, TcAttachType::Egress, fd) {
-            // Gone with its interface, or never attached.
-            Ok(()) => Ok(()),
-            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => Ok(()),
-            Err(source) => Err(Error::Attach {
-                name,
-                iface: format!("ifindex {host_ifindex}"),
-                source,
-            }),
+        for name in [programs::NODE_FORWARD, programs::NODE_FORWARD6] {
+            let prog = self.program(name)?;
+            let fd = prog
+                .fd()
+                .map_err(|source| Error::Program { name, source })?
+                .as_fd();
+            match super::tcx::detach(host_ifindex, TcAttachType::Egress, fd) {
+                // Gone with its interface, or never attached.
+                Ok(()) => {}
+                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => {}
+                Err(source) => {
+                    return Err(Error::Attach {
+                        name,
+                        iface: format!("ifindex {host_ifindex}"),
+                        source,
+                    });
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -203,6 +236,7 @@ impl MapSet {
             replied: slot(node_stat::REPLIED)?,
             passed: slot(node_stat::PASSED)?,
             fallback: slot(node_stat::FALLBACK)?,
+            fallback6: slot(node_stat::FALLBACK6)?,
             icmp_errors: slot(node_stat::ICMP_ERRORS)?,
             drops,
         })
@@ -216,33 +250,73 @@ impl MapSet {
         array.set(0, uplink, 0).map_err(err)
     }
 
-    /// Configures instance `config.instance` of a node: its rules (by difference, with
-    /// ids unique on the node, as the instances share the counters), its way out, the
-    /// lookups from its host-side interface and EGRESS_SOURCE, and its configuration last,
-    /// which arms `node_forward` for it. Returns its rules as written.
+    /// The IPv6 half of instance `instance` (zero for an instance without IPv6).
+    pub fn node_config6(&self, instance: u8) -> Result<RouterConfig6, MapsError> {
+        let name = maps::CONFIG6;
+        let err = |source| MapsError::Map { name, source };
+        let array = Array::<_, RouterConfig6>::try_from(self.map(name)?).map_err(err)?;
+        array.get(&u32::from(instance), 0).map_err(err)
+    }
+
+    /// Configures instance `config.instance` of a node: its rules of both families (by
+    /// difference, with ids unique on the node, as the instances share the counters), its
+    /// way out, the lookups from its host-side interface and EGRESS_SOURCE's addresses,
+    /// and its configuration last, the IPv6 half first, which arms `node_forward` for it.
+    /// Returns its rules as written.
     pub fn configure_node(
         &mut self,
         config: &RouterConfig,
+        config6: &RouterConfig6,
         hop: &NodeHop,
-        wanted: &[(RuleKey, RuleTarget)],
+        wanted: &RuleSet,
     ) -> Result<Vec<(RuleKey, RuleTarget)>, MapsError> {
         let instance = config.instance;
-        let all = self.rules()?;
-        let (current, others): (Vec<_>, Vec<_>) = all
-            .into_iter()
-            .partition(|(key, _)| key.instance == instance);
-        let wanted: Vec<_> = wanted
+        let index = u32::from(instance);
+        let old6 = self.node_config6(instance)?;
+        let (all, all6) = (self.rules()?, self.rules6()?);
+        let mine = |key: &RuleKey| key.instance == instance;
+        let (current, others): (Vec<_>, Vec<_>) = all.iter().copied().partition(|(k, _)| mine(k));
+        let (current6, others6): (Vec<_>, Vec<_>) =
+            all6.iter().copied().partition(|(k, _)| mine(k));
+        let wanted4: Vec<_> = wanted
+            .rules
             .iter()
             .map(|(key, target)| (RuleKey { instance, ..*key }, *target))
             .collect();
-        let plan = plan_rules(&current, &wanted, &ids(&others));
+        let wanted6: Vec<_> = wanted
+            .rules6
+            .iter()
+            .map(|(key, target)| (RuleKey { instance, ..*key }, *target))
+            .collect();
+        // One id space for the node's rules of both families (they share the counters):
+        // IPv4 avoids every other rule's id and this instance's IPv6 ones; IPv6 then
+        // avoids what IPv4 holds now or will.
+        let mut taken = ids(&others);
+        taken.extend(ids(&all6));
+        let plan = plan_rules(&current, &wanted4, &taken);
+        let mut taken6 = ids(&all);
+        taken6.extend(ids(&others6));
+        taken6.extend(ids(&plan.result));
+        let plan6 = plan_rules(&current6, &wanted6, &taken6);
         self.reset_rule_stats(&plan.fresh_ids)?;
-        let mut done = 0;
+        self.reset_rule_stats(&plan6.fresh_ids)?;
+        let (mut done, mut done6) = (0, 0);
         self.write_rules(maps::RULES, &plan.remove, &plan.write, &mut done)?;
-        let index = u32::from(instance);
+        if !wanted6.is_empty() || !current6.is_empty() {
+            self.write_rules(maps::RULES6, &plan6.remove, &plan6.write, &mut done6)?;
+        }
         self.write_node(maps::NODE_HOPS, Some(index), hop)?;
         self.put_node(maps::NODE_PODS, config.pod_ifindex, index)?;
-        self.put_node(maps::NODE_SOURCES, config.egress_source, index)?;
+        if config.egress_source != [0; 4] {
+            self.put_node(maps::NODE_SOURCES, config.egress_source, index)?;
+        }
+        if old6.egress_source != [0; 16] && old6.egress_source != config6.egress_source {
+            self.delete_node(maps::NODE_SOURCES6, old6.egress_source)?;
+        }
+        if config6.egress_source != [0; 16] {
+            self.put_node(maps::NODE_SOURCES6, config6.egress_source, index)?;
+        }
+        self.write_node(maps::CONFIG6, Some(index), config6)?;
         self.write_node(maps::CONFIG, Some(index), config)?;
         Ok(plan.result)
     }
@@ -251,16 +325,33 @@ impl MapSet {
     /// `node_forward` for it), then its lookups and rules. Its flows end on their own.
     pub fn remove_node_instance(&mut self, config: &RouterConfig) -> Result<(), MapsError> {
         let index = u32::from(config.instance);
+        let config6 = self.node_config6(config.instance)?;
         self.write_node(maps::CONFIG, Some(index), &RouterConfig::default())?;
+        self.write_node(maps::CONFIG6, Some(index), &RouterConfig6::default())?;
         self.delete_node(maps::NODE_PODS, config.pod_ifindex)?;
-        self.delete_node(maps::NODE_SOURCES, config.egress_source)?;
+        if config.egress_source != [0; 4] {
+            self.delete_node(maps::NODE_SOURCES, config.egress_source)?;
+        }
+        if config6.egress_source != [0; 16] {
+            self.delete_node(maps::NODE_SOURCES6, config6.egress_source)?;
+        }
         let rules: Vec<RuleKey> = self
             .rules()?
             .into_iter()
             .filter(|(key, _)| key.instance == config.instance)
             .map(|(key, _)| key)
             .collect();
-        self.write_rules::<[u8; 4]>(maps::RULES, &rules, &[], &mut 0)
+        self.write_rules::<[u8; 4]>(maps::RULES, &rules, &[], &mut 0)?;
+        let rules6: Vec<RuleKey> = self
+            .rules6()?
+            .into_iter()
+            .filter(|(key, _)| key.instance == config.instance)
+            .map(|(key, _)| key)
+            .collect();
+        if rules6.is_empty() {
+            return Ok(());
+        }
+        self.write_rules::<[u8; 16]>(maps::RULES6, &rules6, &[], &mut 0)
     }
 
     fn write_node<T: aya::Pod>(

@@ -3,7 +3,7 @@
 //! pod's host-side interface (routed CNIs wire pods with a /32 route through the pod's
 //! veth); and the next hops the data plane sends to, kept resolved.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt as _;
 use rtnetlink::{
@@ -18,12 +18,17 @@ use crate::network::{error::Error, interface::netlink};
 
 /// The index of the interface the current namespace routes `ip` out of, or `None` when
 /// it has no route to it.
-pub async fn route_interface(ip: Ipv4Addr) -> Result<Option<u32>, Error> {
+pub async fn route_interface(ip: IpAddr) -> Result<Option<u32>, Error> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
     let connection = tokio::spawn(connection);
-    let query = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(ip, 32)
-        .build();
+    let query = match ip {
+        IpAddr::V4(ip) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .build(),
+        IpAddr::V6(ip) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(ip, 128)
+            .build(),
+    };
     let answer = handle.route().get(query).execute().try_next().await;
     connection.abort();
     let route = match answer {
@@ -50,11 +55,11 @@ pub async fn route_interface(ip: Ipv4Addr) -> Result<Option<u32>, Error> {
 /// each instance's EGRESS_GATEWAY, a next hop the node's own traffic may never use: without
 /// a resolved entry, the first packets toward it were lost (a new instance's, and a
 /// failover's). An entry already there keeps its address.
-pub async fn keep_resolved(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+pub async fn keep_resolved(index: u32, ip: IpAddr) -> Result<(), Error> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
     let connection = tokio::spawn(connection);
     let managed = |state, replace: bool| {
-        let mut request = handle.neighbours().add(index, IpAddr::V4(ip)).state(state);
+        let mut request = handle.neighbours().add(index, ip).state(state);
         if replace {
             request = request.replace();
         }
@@ -82,15 +87,20 @@ pub async fn keep_resolved(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
 
 /// Removes `ip`'s neighbour entry on interface `index` (what [`keep_resolved`] made
 /// managed); an entry that is not there is nothing to remove.
-pub async fn forget_neighbour(index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+pub async fn forget_neighbour(index: u32, ip: IpAddr) -> Result<(), Error> {
+    use rtnetlink::packet_route::{AddressFamily, neighbour::NeighbourAddress};
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
     let connection = tokio::spawn(connection);
     let mut message = rtnetlink::packet_route::neighbour::NeighbourMessage::default();
-    message.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+    let (family, address) = match ip {
+        IpAddr::V4(ip) => (AddressFamily::Inet, NeighbourAddress::Inet(ip)),
+        IpAddr::V6(ip) => (AddressFamily::Inet6, NeighbourAddress::Inet6(ip)),
+    };
+    message.header.family = family;
     message.header.ifindex = index;
-    message.attributes.push(NeighbourAttribute::Destination(
-        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet(ip),
-    ));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(address));
     let result = handle.neighbours().del(message).execute().await;
     connection.abort();
     match result {

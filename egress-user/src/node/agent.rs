@@ -4,30 +4,24 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use egress_common::{
-    DEFAULT_NAT_PORTS, NODE_INSTANCES_MAX, NodeHop, NodeUplink, RouterConfig, config_flags,
-};
+use egress_common::{NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6};
 
 use crate::{
-    conntrack::{
-        collect_garbage_in_kernel, enforce_source_limit, flow_limit, gc_interval, monotonic_ns,
-    },
-    dataplane::{
-        load::{Dataplane, LoadOptions},
-        rules::RuleSet,
-    },
+    conntrack::{collect_garbage_in_kernel, enforce_source_limits, gc_interval, monotonic_ns},
+    dataplane::load::{Dataplane, LoadOptions},
     network::{
-        announce::announce,
+        announce::{announce, announce6},
         interface::{ifname, link_facts},
         route::{keep_resolved, route_interface},
     },
     node::{
+        configs::{NodeConfigs, check_ipv6, node_configs, sources},
         registration::{NodeInstance, Registration, read_spool},
         statics::{self, StaticInstance},
     },
@@ -49,8 +43,10 @@ pub struct NodeOptions {
     /// The node's pin directory on a persistent bpffs, if any.
     pub pin_dir: Option<PathBuf>,
     pub conntrack_flows: u32,
-    /// Answer ARP for the egress addresses (off in cloud mode).
+    /// Answer ARP and neighbour solicitations for the egress addresses (off in cloud mode).
     pub arp: bool,
+    /// Serve IPv6 (the IPv6 tables sized): instances with an IPv6 EGRESS_SOURCE.
+    pub ipv6: bool,
     /// How often the spool is read.
     pub rescan: Duration,
     /// Longest interval between conntrack GC passes.
@@ -66,6 +62,8 @@ pub struct NodeOptions {
 struct Served {
     registration: Option<Registration>,
     config: RouterConfig,
+    /// Its IPv6 half (zero without IPv6).
+    config6: RouterConfig6,
     /// The spool file it is served from.
     path: Option<PathBuf>,
 }
@@ -111,7 +109,7 @@ impl NodeAgent {
         let mut dp = Dataplane::load_node(&LoadOptions {
             conntrack_flows: opts.conntrack_flows,
             pin_dir: opts.pin_dir.clone(),
-            ipv6: false,
+            ipv6: opts.ipv6,
         })
         .context("loading the node data plane")?;
         dp.maps_mut().set_node_uplink(&NodeUplink {
@@ -124,16 +122,18 @@ impl NodeAgent {
             .with_context(|| format!("attaching to the uplink {}", opts.uplink))?;
         let mut served = BTreeMap::new();
         for config in dp.maps().node_instances()? {
-            let source = config.egress_source;
+            let config6 = dp.maps().node_config6(config.instance)?;
+            let pod = Ipv4Addr::from(config.pod_ip);
             served.insert(
-                Ipv4Addr::from(config.pod_ip),
+                pod,
                 Served {
                     registration: None,
                     config,
+                    config6,
                     path: None,
                 },
             );
-            tracing::info!(source = %Ipv4Addr::from(source), "instance adopted from the pinned maps");
+            tracing::info!(%pod, "instance adopted from the pinned maps");
         }
         Ok(Self {
             opts,
@@ -287,7 +287,7 @@ impl NodeAgent {
         registration: Registration,
         instance: &NodeInstance,
     ) -> Result<bool> {
-        let Some(host) = route_interface(instance.pod_ip).await? else {
+        let Some(host) = route_interface(IpAddr::V4(instance.pod_ip)).await? else {
             return Ok(false);
         };
         if host == self.uplink {
@@ -296,16 +296,17 @@ impl NodeAgent {
                 instance.pod_ip
             );
         }
-        let source = instance.egress.source.ip.octets();
-        if let Some((other, _)) = self
-            .served
-            .iter()
-            .find(|(ip, s)| **ip != instance.pod_ip && s.config.egress_source == source)
-        {
-            bail!(
-                "EGRESS_SOURCE {} is already served for the pod {other}",
-                instance.egress.source.ip
-            );
+        let (v4, v6) = (instance.egress.v4, instance.egress.v6);
+        check_ipv6(instance, host, self.opts.ipv6).await?;
+        let source = v4.map_or([0; 4], |v4| v4.source.ip.octets());
+        let source6 = v6.map_or([0; 16], |v6| v6.source.ip.octets());
+        let taken = self.served.iter().find(|(ip, s)| {
+            **ip != instance.pod_ip
+                && ((source != [0; 4] && s.config.egress_source == source)
+                    || (source6 != [0; 16] && s.config6.egress_source == source6))
+        });
+        if let Some((other, _)) = taken {
+            bail!("EGRESS_SOURCE is already served for the pod {other}");
         }
         let current = self.served.get(&instance.pod_ip);
         if let Some(current) = current
@@ -320,38 +321,30 @@ impl NodeAgent {
         };
         let host_name = ifname(host).context("the pod's host-side interface vanished")?;
         let host_mtu = link_facts(&host_name).await?.mtu;
-        let fallback = instance.destinations.fallback;
-        let config = RouterConfig {
-            pod_ip: instance.pod_ip.octets(),
-            egress_source: source,
-            fallback_ip: fallback.map_or([0; 4], |ip| ip.octets()),
-            pod_ifindex: host,
-            egress_ifindex: self.uplink,
-            flags: if fallback.is_some() {
-                config_flags::HAS_FALLBACK
-            } else {
-                0
-            },
-            // No connection of the node's own leaves from an egress address: every port
-            // is the instance's.
-            nat_port_min: DEFAULT_NAT_PORTS.0,
-            nat_port_max: DEFAULT_NAT_PORTS.1,
-            mss_clamp: u16::try_from(host_mtu.min(self.uplink_mtu).saturating_sub(40))
-                .unwrap_or(u16::MAX),
-            instance: number,
-            _pad: 0,
-            nat_secret: current
-                .map_or_else(crate::instance::router::nat_secret, |c| c.config.nat_secret),
-        };
-        let hop = NodeHop::new(
-            instance.egress.gateway.octets(),
-            source,
-            instance.egress.source.prefix,
+        let nat_secret =
+            current.map_or_else(crate::instance::router::nat_secret, |c| c.config.nat_secret);
+        let NodeConfigs {
+            config,
+            config6,
+            hop,
+            rules,
+        } = node_configs(
+            instance,
+            number,
+            [(host, host_mtu), (self.uplink, self.uplink_mtu)],
+            nat_secret,
         );
-        let rules = RuleSet::from_destinations(&instance.destinations);
-        keep_resolved(self.uplink, instance.egress.gateway)
-            .await
-            .context("resolving EGRESS_GATEWAY")?;
+        for gateway in [
+            v4.map(|v4| IpAddr::V4(v4.gateway)),
+            v6.map(|v6| IpAddr::V6(v6.gateway)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            keep_resolved(self.uplink, gateway)
+                .await
+                .with_context(|| format!("resolving EGRESS_GATEWAY {gateway}"))?;
+        }
         // Attached before the instance is armed: until its configuration is written, the
         // program lets its packets into the pod as before.
         self.dp
@@ -359,7 +352,7 @@ impl NodeAgent {
             .with_context(|| format!("attaching to {host_name}"))?;
         self.dp
             .maps_mut()
-            .configure_node(&config, &hop, &rules.rules)
+            .configure_node(&config, &config6, &hop, &rules)
             .context("writing the instance's maps")?;
         let new = current.is_none();
         let moved = current.is_some_and(|c| c.config.pod_ifindex != host);
@@ -371,13 +364,14 @@ impl NodeAgent {
             Served {
                 registration: Some(registration),
                 config,
+                config6,
                 path: Some(path.to_owned()),
             },
         );
         tracing::info!(
             file = %path.display(),
             pod = %instance.pod_ip,
-            source = %instance.egress.source.ip,
+            source = %sources(&instance.egress),
             instance = number,
             interface = %host_name,
             "{}",
@@ -389,10 +383,17 @@ impl NodeAgent {
             // background, so that the other instances of this scan do not wait for the
             // second announcement.
             let (uplink, index, mac) = (self.opts.uplink.clone(), self.uplink, self.uplink_mac);
-            let ip = instance.egress.source.ip;
+            let (ip, ip6) = (v4.map(|v4| v4.source.ip), v6.map(|v6| v6.source.ip));
             tokio::spawn(async move {
-                if let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await {
+                if let Some(ip) = ip
+                    && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
+                {
                     tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
+                }
+                if let Some(ip6) = ip6
+                    && let Err(err) = announce6(&uplink, index, mac, ip6, ANNOUNCE_AGAIN).await
+                {
+                    tracing::warn!(error = %err, "announcing EGRESS_SOURCE's IPv6 address");
                 }
             });
         }
@@ -413,7 +414,7 @@ impl NodeAgent {
         };
         self.dp.maps_mut().remove_node_instance(&served.config)?;
         self.dp.node_forward_detach(served.config.pod_ifindex)?;
-        tracing::info!(pod = %pod_ip, source = %Ipv4Addr::from(served.config.egress_source), "instance dropped");
+        tracing::info!(pod = %pod_ip, instance = served.config.instance, "instance dropped");
         Ok(())
     }
 
@@ -424,8 +425,9 @@ impl NodeAgent {
         match collect_garbage_in_kernel(&mut self.dp, monotonic_ns()) {
             Ok(pass) => {
                 self.next_gc = Instant::now() + gc_interval(pass.fill(), max);
-                let limit = flow_limit(self.opts.max_flows_per_source, pass.v4.capacity);
-                if let Err(err) = enforce_source_limit(self.dp.maps_mut(), &pass.v4, limit) {
+                let (max, ipv6) = (self.opts.max_flows_per_source, self.opts.ipv6);
+                let maps = self.dp.maps_mut();
+                if let Err(err) = enforce_source_limits(maps, &pass, max, ipv6) {
                     tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
                 }
                 tracing::debug!(expired = pass.v4.expired_total(), "conntrack GC pass");

@@ -1,11 +1,12 @@
 //! Node mode (`egress-router node`): one privileged agent per node, in the node's network
 //! namespace, runs the redirect data plane for every egress router instance whose router
 //! pod is on the node, with no macvlan and no MAC of its own: translated packets leave
-//! the node's uplink with the uplink's MAC, and the uplink's XDP program answers ARP for
-//! the egress addresses, which are never added to the node's stack.
+//! the node's uplink with the uplink's MAC, and the uplink's XDP program answers ARP and
+//! neighbour solicitations for the egress addresses, which are never added to the node's stack.
 //!
 //! - [`registration`]: what a router pod hands the agent through the spool directory.
 //! - [`agent`]: the loop that serves what the spool says.
+//! - [`configs`]: an instance as the node's maps hold it (both families).
 //! - [`metrics`]: its `/metrics` (per instance) and `/healthz`.
 //! - [`statics`]: instances configured by the agent's own files (OpenShift's
 //!   `EgressRouter` resource among them), which registrations name.
@@ -16,6 +17,7 @@
 //! `egress_common::node`.
 
 pub mod agent;
+pub mod configs;
 pub mod metrics;
 pub mod registration;
 pub mod statics;

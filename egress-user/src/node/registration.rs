@@ -5,7 +5,7 @@
 
 use std::{
     io::Write as _,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     error::ConfigError,
-    fields::Egress4,
+    fields::Egress,
     redirect::{Config, Destinations, Raw},
 };
 
@@ -24,6 +24,10 @@ use crate::config::{
 pub struct Registration {
     /// The router pod's IP: what clients connect to.
     pub pod_ip: Ipv4Addr,
+    /// A dual-stack router pod's IPv6 address, what IPv6 clients connect to (the agent
+    /// accepts it only when the node routes it to the same interface as `pod_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip6: Option<Ipv6Addr>,
     /// The static instance whose configuration this is (the variables are then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
@@ -40,12 +44,13 @@ pub struct Registration {
 pub enum RegistrationError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("node mode serves IPv4 so far: EGRESS_SOURCE has no IPv4 address, or an IPv6 one too")]
-    Ipv4Only,
-    #[error("EGRESS_DESTINATION has an IPv6 rule or fallback; node mode serves IPv4 so far")]
-    Ipv6Destination,
+    #[error(
+        "EGRESS_SOURCE has an IPv6 address but the router pod has none (a dual-stack pod's \
+         IPv6 address comes from POD_IPS or eth0)"
+    )]
+    NoPodIp6,
     #[error("the pod IP {0} is EGRESS_SOURCE, the gateway or a destination")]
-    PodIpReused(Ipv4Addr),
+    PodIpReused(IpAddr),
     #[error("no static instance named {0} (the node agent's --instances directory)")]
     NoStaticInstance(String),
     #[error("static instance {name}: {reason}")]
@@ -68,7 +73,10 @@ pub enum RegistrationError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInstance {
     pub pod_ip: Ipv4Addr,
-    pub egress: Egress4,
+    /// The pod's IPv6 address, when EGRESS_SOURCE has an IPv6 one.
+    pub pod_ip6: Option<Ipv6Addr>,
+    /// EGRESS_SOURCE and EGRESS_GATEWAY, one family or both.
+    pub egress: Egress,
     pub destinations: Destinations,
 }
 
@@ -79,6 +87,7 @@ impl Registration {
         let value = |v: &Option<String>| v.clone().unwrap_or_default();
         Self {
             pod_ip,
+            pod_ip6: None,
             instance: None,
             source: value(&raw.source),
             gateway: value(&raw.gateway),
@@ -96,23 +105,27 @@ impl Registration {
             mode: None,
         })?;
         let egress = config.egress();
-        let (Some(v4), None) = (egress.v4, egress.v6) else {
-            return Err(RegistrationError::Ipv4Only);
+        let pod_ip6 = match egress.v6 {
+            Some(_) => Some(self.pod_ip6.ok_or(RegistrationError::NoPodIp6)?),
+            None => None,
         };
         let destinations = config.destinations;
-        if destinations.remotes().any(|ip| ip.is_ipv6()) {
-            return Err(RegistrationError::Ipv6Destination);
-        }
-        let pod = IpAddr::V4(self.pod_ip);
-        if pod == IpAddr::V4(v4.source.ip)
-            || pod == IpAddr::V4(v4.gateway)
-            || destinations.remotes().any(|ip| ip == pod)
-        {
-            return Err(RegistrationError::PodIpReused(self.pod_ip));
+        let pods = std::iter::once(IpAddr::V4(self.pod_ip)).chain(pod_ip6.map(IpAddr::V6));
+        for pod in pods {
+            let ours = [
+                egress.v4.map(|v4| IpAddr::V4(v4.source.ip)),
+                egress.v4.map(|v4| IpAddr::V4(v4.gateway)),
+                egress.v6.map(|v6| IpAddr::V6(v6.source.ip)),
+                egress.v6.map(|v6| IpAddr::V6(v6.gateway)),
+            ];
+            if ours.contains(&Some(pod)) || destinations.remotes().any(|ip| ip == pod) {
+                return Err(RegistrationError::PodIpReused(pod));
+            }
         }
         Ok(NodeInstance {
             pod_ip: self.pod_ip,
-            egress: v4,
+            pod_ip6,
+            egress,
             destinations,
         })
     }
@@ -122,6 +135,7 @@ impl Registration {
     pub fn of_static(pod_ip: Ipv4Addr, name: &str) -> Self {
         Self {
             pod_ip,
+            pod_ip6: None,
             instance: Some(name.to_owned()),
             source: String::new(),
             gateway: String::new(),
@@ -148,6 +162,7 @@ impl Registration {
             .get(name)
             .ok_or_else(|| RegistrationError::NoStaticInstance(name.clone()))?;
         let mut resolved = Self::new(self.pod_ip, &found.raw);
+        resolved.pod_ip6 = self.pod_ip6;
         resolved.instance = Some(name.clone());
         Ok(resolved)
     }
@@ -250,6 +265,7 @@ mod tests {
     fn registration(source: &str, destination: &str) -> Registration {
         Registration {
             pod_ip: Ipv4Addr::new(192, 0, 2, 10),
+            pod_ip6: None,
             instance: None,
             source: source.to_owned(),
             gateway: "198.51.100.1".to_owned(),
@@ -261,7 +277,7 @@ mod tests {
     fn a_registration_is_validated_as_the_pod_validates_it() {
         let ok = registration("198.51.100.99/24", "80 tcp 203.0.113.10\n203.0.113.20");
         let instance = ok.validate().unwrap();
-        assert_eq!(instance.egress.source.prefix, 24);
+        assert_eq!(instance.egress.v4.unwrap().source.prefix, 24);
         assert_eq!(instance.destinations.rules.len(), 1);
         assert_eq!(
             instance.destinations.fallback,
@@ -270,11 +286,20 @@ mod tests {
         // OpenShift's own message for a bad rule.
         let bad = registration("198.51.100.99/24", "80 tcp nowhere");
         assert!(matches!(bad.validate(), Err(RegistrationError::Config(_))));
-        let six = registration("198.51.100.99/24,2001:db8:e::99/64", "80 tcp 203.0.113.10");
+        // Dual stack: the pod's IPv6 address is needed, and it must not be one of the
+        // instance's own.
+        let mut six = registration("198.51.100.99/24,2001:db8:e::99/64", "80 tcp 203.0.113.10");
+        six.gateway = "198.51.100.1,2001:db8:e::1".to_owned();
+        assert!(matches!(six.validate(), Err(RegistrationError::NoPodIp6)));
+        six.pod_ip6 = Some("2001:db8:e::99".parse().unwrap());
         assert!(matches!(
             six.validate(),
-            Err(RegistrationError::Config(_) | RegistrationError::Ipv4Only)
+            Err(RegistrationError::PodIpReused(_))
         ));
+        six.pod_ip6 = Some("2001:db8:2::10".parse().unwrap());
+        let dual = six.validate().unwrap();
+        assert_eq!(dual.pod_ip6, six.pod_ip6);
+        assert!(dual.egress.v6.is_some() && dual.egress.v4.is_some());
         let reused = registration("192.0.2.10/24", "80 tcp 203.0.113.10");
         assert!(reused.validate().is_err());
     }

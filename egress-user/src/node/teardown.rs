@@ -4,7 +4,10 @@
 //! running agent still holds it), the managed neighbour entries of the gateways, and the
 //! node's pins. What is not there is nothing to remove.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -14,7 +17,7 @@ use crate::{
         bpffs::remove_pins,
         discover,
         maps::MapSet,
-        node::{NODE_FORWARD, NODE_REPLY},
+        node::{NODE_FORWARD, NODE_FORWARD6, NODE_REPLY, NODE_REPLY6},
     },
     network::{
         interface::{ifindex, link_names},
@@ -30,7 +33,7 @@ pub struct Removed {
     /// Whether `node_reply` was on the uplink.
     pub uplink_program: bool,
     /// Gateways whose neighbour entries went.
-    pub gateways: Vec<Ipv4Addr>,
+    pub gateways: Vec<IpAddr>,
     /// Pins removed (the XDP link's among them).
     pub pins: usize,
 }
@@ -42,9 +45,17 @@ pub async fn teardown(uplink: &str, pin_dir: &Path) -> Result<Removed> {
     if let Ok(maps) = MapSet::from_node_pins(pin_dir) {
         for config in maps.node_instances()? {
             let hop = maps.node_hop(config.instance)?;
-            let gateway = Ipv4Addr::from(hop.next_hop[1].to_ne_bytes());
-            if !removed.gateways.contains(&gateway) {
-                removed.gateways.push(gateway);
+            let config6 = maps.node_config6(config.instance)?;
+            let v4 = Ipv4Addr::from(hop.next_hop[1].to_ne_bytes());
+            let v6 = Ipv6Addr::from(config6.next_hop_addr());
+            let gateways = [
+                (!v4.is_unspecified()).then_some(IpAddr::V4(v4)),
+                (!v6.is_unspecified()).then_some(IpAddr::V6(v6)),
+            ];
+            for gateway in gateways.into_iter().flatten() {
+                if !removed.gateways.contains(&gateway) {
+                    removed.gateways.push(gateway);
+                }
             }
         }
     }
@@ -53,11 +64,13 @@ pub async fn teardown(uplink: &str, pin_dir: &Path) -> Result<Removed> {
     let mut names = link_names().await?;
     names.sort();
     for name in names {
-        if discover::detach(&name, &NODE_FORWARD)? {
+        let forward6 = discover::detach(&name, &NODE_FORWARD6)?;
+        if discover::detach(&name, &NODE_FORWARD)? || forward6 {
             removed.pod_interfaces.push(name);
         }
     }
-    removed.uplink_program = discover::detach(uplink, &NODE_REPLY)?;
+    let reply6 = discover::detach(uplink, &NODE_REPLY6)?;
+    removed.uplink_program = discover::detach(uplink, &NODE_REPLY)? || reply6;
     if let Some(index) = ifindex(uplink) {
         for gateway in &removed.gateways {
             forget_neighbour(index, *gateway).await?;
