@@ -22,7 +22,7 @@ use egress_common::{
 
 use crate::{
     config,
-    ctmaps::Family as _,
+    ctmaps::Family,
     fib, metrics,
     parse::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ports, ptr_at},
     parse6::{IPV6_HLEN, Ipv6Hdr},
@@ -353,9 +353,14 @@ fn ipv4(ctx: &XdpContext) -> u32 {
         proto: ip.proto,
         _pad: [0; 3],
     };
-    let tracked = <[u8; 4]>::answered().get_ptr(key).is_some()
-        || <[u8; 4]>::unanswered().get_ptr(key).is_some();
-    if tracked {
+    judge(&key, instance, len)
+}
+
+/// TCP or UDP to instance `instance`'s egress address (`key`, as the reply's conntrack key):
+/// on to the TC program if it belongs to a flow in either table, else dropped here.
+#[inline(always)]
+pub(crate) fn judge<A: Family>(key: &FlowKey<A>, instance: u32, len: u32) -> u32 {
+    if A::answered().get_ptr(key).is_some() || A::unanswered().get_ptr(key).is_some() {
         metrics::count(Stat::XdpPassed, len);
         xdp_action::XDP_PASS
     } else {

@@ -6,9 +6,8 @@ use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_csum_diff, programs
 use egress_common::{DropReason, FlowKey, Stat, node_stat, proto};
 
 use crate::{
-    ctmaps::Family as _,
     metrics,
-    node::{NODE_SOURCES6, NODE_UPLINK, count, xdp_ptr},
+    node::{NODE_SOURCES6, NODE_UPLINK, count, judge, xdp_ptr},
     parse::{ETH_HLEN, EthHdr, Ports},
     parse6::{IPV6_HLEN, Ipv6Hdr, addr_bytes},
 };
@@ -64,16 +63,7 @@ pub(crate) fn xdp(ctx: &XdpContext) -> u32 {
         proto: ip.nexthdr,
         _pad: [0; 3],
     };
-    let tracked = <[u8; 16]>::answered().get_ptr(key).is_some()
-        || <[u8; 16]>::unanswered().get_ptr(key).is_some();
-    if tracked {
-        metrics::count(Stat::XdpPassed, len);
-        xdp_action::XDP_PASS
-    } else {
-        metrics::count_drop(DropReason::UnsolicitedEarly, len);
-        count(instance, node_stat::drop(DropReason::UnsolicitedEarly), len);
-        xdp_action::XDP_DROP
-    }
+    judge(&key, instance, len)
 }
 
 /// A neighbour solicitation or advertisement's fixed part.

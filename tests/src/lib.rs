@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod lab6;
 pub mod netns;
+pub mod nodefail;
 pub mod nodelab;
 pub mod nodelab6;
 pub mod pktgen;

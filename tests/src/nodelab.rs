@@ -247,6 +247,20 @@ impl NodeLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `egress-router node-status --json` on the lab's pins, parsed.
+    pub fn status_json(&self) -> Result<serde_json::Value> {
+        let mut cmd = self.node.command(crate::egress_router_bin());
+        cmd.args(["node-status", "--json", "--bpffs"])
+            .arg(self.bpffs.path());
+        let out = crate::netns::run_bounded(&mut cmd, Duration::from_secs(10))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "node-status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// The node of every pod but router pod 0: node B in a two-node lab.
     fn node_of_others(&self) -> &Netns {
         self.node_b.as_ref().unwrap_or(&self.node)

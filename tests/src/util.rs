@@ -338,3 +338,18 @@ pub fn count_tcp_in(ns: &Netns) -> impl Fn() -> u64 + '_ {
             .expect("the counter")
     }
 }
+
+/// `curl` from `ns` to `url` (3 s at most; IPv6 literals in brackets taken as they are):
+/// the body, or what curl said when it failed.
+pub fn curl(ns: &Netns, url: &str) -> Result<String, String> {
+    let out = run_bounded(
+        ns.command("curl").args(["-sS", "-g", "-m", "3", url]),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -10,10 +10,9 @@ use egress_common::Stat;
 use egress_tests::{
     lab::SERVER_IP,
     lab6::SERVER_IP6,
-    netns::Netns,
     nodelab::{NodeLab, egress_source, router_ip},
     nodelab6::{client_ip6, egress_source6, router_ip6},
-    util::{count_tcp_in, mac_of, run_ok, wait_sockets},
+    util::{count_tcp_in, curl, mac_of, run_ok, wait_sockets},
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -27,20 +26,6 @@ fn http_servers(lab: &mut NodeLab) {
     }
     // Both listening (one would do for `wait_listening_in`).
     wait_sockets(&lab.server, &["-ltnH", "sport = :80"], |n| n >= 2);
-}
-
-/// `curl` from `ns` to `url`: the body, or what curl said when it failed.
-fn curl(ns: &Netns, url: &str) -> Result<String, String> {
-    let out = egress_tests::netns::run_bounded(
-        ns.command("curl").args(["-sS", "-g", "-m", "3", url]),
-        Duration::from_secs(10),
-    )
-    .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 /// A dual-stack node lab with one router pod and one client pod, its HTTP servers, and the
@@ -89,14 +74,8 @@ fn a_dual_stack_instance_sends_each_family_from_its_egress_source_without_enteri
     let addrs = run_ok(&lab.node, "ip", &["-6", "addr", "show"], 5);
     assert!(!addrs.contains(&egress_source6(0).to_string()), "{addrs}");
     // node-status shows the IPv6 half with its rule's counters and flows.
-    let status = egress_tests::util::stdout_ok(
-        lab.node
-            .command(egress_tests::egress_router_bin())
-            .args(["node-status", "--json", "--bpffs"])
-            .arg(lab.bpffs.path()),
-        Duration::from_secs(10),
-    );
-    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let v = lab.status_json().unwrap();
+    let status = v.to_string();
     let one = &v[0];
     assert_eq!(one["pod_ip6"], router_ip6(0).to_string(), "{status}");
     assert_eq!(

@@ -380,6 +380,7 @@ fn main() -> Result<()> {
         per_core,
         per_core_measured: None,
         flood: Vec::new(),
+        node_failover: Vec::new(),
         node_measured: None,
         costs,
         memory,

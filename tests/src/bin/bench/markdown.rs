@@ -4,30 +4,10 @@ use std::fmt::Write as _;
 
 use crate::{
     http::HttpVariant,
-    report::{Results, Spread, Summary},
+    report::{Results, Spread, Summary, Target, at_least, at_most},
 };
 
-/// A data-plane target and whether the median meets it.
-struct Target {
-    what: &'static str,
-    goal: String,
-    measured: String,
-    met: bool,
-}
-
 fn targets(s: &Summary) -> Vec<Target> {
-    let at_most = |what, spread: Spread, limit: f64, unit: &str, digits: usize| Target {
-        what,
-        goal: format!("<= {limit} {unit}"),
-        measured: format!("{} {unit}", spread.show(1.0, digits)),
-        met: spread.median <= limit,
-    };
-    let at_least = |what, spread: Spread, limit: f64| Target {
-        what,
-        goal: format!(">= {limit}x"),
-        measured: format!("{}x", spread.show(1.0, 2)),
-        met: spread.median >= limit,
-    };
     // The router's CPU per packet: measured on its own core where the run has the per-core
     // mode, else the lab's estimate (results of earlier versions).
     let per_packet = if s.core.rounds > 0 {
@@ -74,13 +54,7 @@ fn targets(s: &Summary) -> Vec<Target> {
             1.25,
         ));
     }
-    if s.node.core[0][0].n > 0 {
-        targets.push(at_least(
-            "N/P small-packet rate per router core (node mode over pod mode)",
-            s.node.core_pps_n_over_p,
-            crate::nodemode::GOAL_N_OVER_P,
-        ));
-    }
+    targets.extend(crate::nodemode::targets(&s.node));
     if s.core.rounds > 0 {
         targets.push(at_most(
             "router CPU per connection over C, A/B (per-core mode)",
@@ -105,21 +79,12 @@ fn ipv6_table(w: &mut String, s: &Summary) {
          no IPv6 forwarder):\n\n\
          | figure | A6 egress-router | B6 ip6tables (classic) | A6/B6 |\n|---|---|---|---|"
     );
-    let rows = [
-        ("small UDP frames (80 bytes), kpps", 1e3, 0),
-        ("TCP, 1 stream, Gbit/s", 1.0, 2),
-        ("TCP, 4 streams, Gbit/s", 1.0, 2),
-        ("short TCP connections/s", 1.0, 0),
-    ];
-    for (i, (what, scale, digits)) in rows.into_iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "| {what} | {} | {} | {} |",
-            s.v6[i][0].show(scale, digits),
-            s.v6[i][1].show(scale, digits),
-            s.v6_a_over_b[i].show(1.0, 2)
-        );
-    }
+    crate::report::pair_rows(
+        w,
+        "small UDP frames (80 bytes), kpps",
+        &s.v6,
+        &s.v6_a_over_b,
+    );
     let _ = writeln!(w);
 }
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::{
     flood::{self, FloodRound},
     percore::{self, CoreRound},
-    report::{LabRound, Results, Spread},
+    report::{LabRound, Results, Spread, Target, at_least, at_most},
     rounds,
     traffic::Windows,
     variant::Variant,
@@ -17,11 +17,55 @@ use crate::{
 /// The goal: node mode's small-packet rate over pod mode's, per router core.
 pub(crate) const GOAL_N_OVER_P: f64 = 1.5;
 
-/// Node mode's rounds: the lab's, the per-core mode's and the flood's.
+/// The goal: a router pod moved to another node is served there within this, from its
+/// start to the first connection.
+pub(crate) const GOAL_FAILOVER_MS: f64 = 1000.0;
+
+/// Node mode's rounds: the lab's, the per-core mode's, the flood's and the failovers.
 pub(crate) struct NodeRun {
     pub lab: Vec<LabRound>,
     pub core: Vec<CoreRound>,
     pub flood: Vec<FloodRound>,
+    pub failover: Vec<NodeFailover>,
+}
+
+/// One failover of a router pod to another node (`egress_tests::nodefail`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeFailover {
+    pub round: usize,
+    /// From the replacement's start to the first answered connection through its node.
+    pub first_connection_ms: f64,
+    /// How long its init container (`node-register`) ran.
+    pub registered_ms: f64,
+}
+
+/// One failover round on a fresh two-node lab, both agents reading their spool at the
+/// default interval (200 ms), as in a cluster.
+fn failover_round(round: usize) -> Result<NodeFailover> {
+    crate::traffic::settle()?;
+    let mut lab = egress_tests::nodelab::NodeLab::two_nodes(&format!("bench{round}nf"))?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/peer_server.py");
+    let mut server = lab.server.command("python3");
+    server.args([script, "http", "203.0.113.10", "80"]);
+    lab.spawn(server)?;
+    egress_tests::util::wait_listening_in(&lab.server, 80);
+    let destination = "80 tcp 203.0.113.10 80";
+    let agent_a = lab.start_agent(&["--rescan-ms", "200"])?;
+    lab.start_agent_b(&["--rescan-ms", "200"])?;
+    lab.register(0, destination)?;
+    lab.wait_for_log(
+        agent_a,
+        "serving a new instance",
+        std::time::Duration::from_secs(5),
+    )?;
+    let f = egress_tests::nodefail::fail_over(&mut lab, agent_a, destination)?;
+    let source = egress_tests::nodelab::egress_source(0);
+    anyhow::ensure!(f.body.starts_with(&format!("{source} ")), "{f:?}");
+    Ok(NodeFailover {
+        round,
+        first_connection_ms: f.first_connection.as_secs_f64() * 1e3,
+        registered_ms: f.registered.as_secs_f64() * 1e3,
+    })
 }
 
 /// `rounds` interleaved rounds of N and P of each kind.
@@ -41,7 +85,21 @@ pub(crate) fn run(
     }
     let core = percore::rounds(core_rounds, &Variant::NODE, windows, connrate)?;
     let flood = flood::rounds(rounds, windows)?;
-    Ok(NodeRun { lab, core, flood })
+    let mut failover = Vec::new();
+    for round in 0..rounds {
+        let f = failover_round(round)?;
+        eprintln!(
+            "bench: round {round} node failover: first connection {:.0} ms after the replacement's start (node-register {:.0} ms)",
+            f.first_connection_ms, f.registered_ms
+        );
+        failover.push(f);
+    }
+    Ok(NodeRun {
+        lab,
+        core,
+        flood,
+        failover,
+    })
 }
 
 /// Puts `run` into `results` in place of its node-mode rounds.
@@ -52,6 +110,7 @@ pub(crate) fn replace(results: &mut Results, run: NodeRun) {
     results.per_core.retain(|r| !node(&r.variant));
     results.per_core.extend(run.core);
     results.flood = run.flood;
+    results.node_failover = run.failover;
 }
 
 /// The figures of N and P (in that order in each pair), and N over P paired by round.
@@ -68,6 +127,8 @@ pub(crate) struct NodeSummary {
     pub flood: [[Spread; 2]; 4],
     pub flood_answered: [u64; 2],
     pub flood_xdp_ns: Spread,
+    /// Failover to another node: first connection, ms.
+    pub failover_ms: Spread,
 }
 
 impl NodeSummary {
@@ -125,6 +186,7 @@ impl NodeSummary {
                     .filter(|x| x.variant == Variant::N)
                     .filter_map(|x| x.program_ns.get("node_xdp").copied()),
             ),
+            failover_ms: Spread::of(r.node_failover.iter().map(|f| f.first_connection_ms)),
         }
     }
 
@@ -132,6 +194,28 @@ impl NodeSummary {
     pub(crate) fn measured(&self) -> bool {
         self.lab[0][0].n > 0 || self.core[0][0].n > 0
     }
+}
+
+/// Node mode's targets, where the run measured it.
+pub(crate) fn targets(s: &NodeSummary) -> Vec<Target> {
+    let mut targets = Vec::new();
+    if s.core[0][0].n > 0 {
+        targets.push(at_least(
+            "N/P small-packet rate per router core (node mode over pod mode)",
+            s.core_pps_n_over_p,
+            GOAL_N_OVER_P,
+        ));
+    }
+    if s.failover_ms.n > 0 {
+        targets.push(at_most(
+            "node mode: failover to another node, to the first connection",
+            s.failover_ms,
+            GOAL_FAILOVER_MS,
+            "ms",
+            0,
+        ));
+    }
+    targets
 }
 
 /// The section "Node mode".
@@ -163,21 +247,7 @@ pub(crate) fn section(w: &mut String, s: &NodeSummary, measured: Option<&str>) {
         w,
         "| figure, two shared CPUs | N node mode | P pod mode, node lab | N/P |\n|---|---|---|---|"
     );
-    let rows = [
-        ("small UDP frames, kpps", 1e3, 0),
-        ("TCP, 1 stream, Gbit/s", 1.0, 2),
-        ("TCP, 4 streams, Gbit/s", 1.0, 2),
-        ("short TCP connections/s", 1.0, 0),
-    ];
-    for (i, (what, scale, digits)) in rows.into_iter().enumerate() {
-        let _ = writeln!(
-            w,
-            "| {what} | {} | {} | {} |",
-            s.lab[i][0].show(scale, digits),
-            s.lab[i][1].show(scale, digits),
-            s.lab_n_over_p[i].show(1.0, 2)
-        );
-    }
+    crate::report::pair_rows(w, "small UDP frames, kpps", &s.lab, &s.lab_n_over_p);
     let _ = writeln!(
         w,
         "\nWith two shared CPUs the generator, the client's veth and the gateway's counting take \
@@ -249,6 +319,17 @@ pub(crate) fn section(w: &mut String, s: &NodeSummary, measured: Option<&str>) {
         s.flood[3][1].show(0.01, 0),
         s.flood_xdp_ns.show(1.0, 0)
     );
+    if s.failover_ms.n > 0 {
+        let _ = writeln!(
+            w,
+            "**Failover.** A two-node lab (tests/src/nodefail.rs): node A dies (its agent \
+             killed, its uplink gone), the replacement router pod registers on node B with \
+             the same EGRESS_SOURCE, whose agent reads its spool every 200 ms (the default); a \
+             client tries every 20 ms. From the replacement's start to the first answered \
+             connection: {} ms (goal <= {GOAL_FAILOVER_MS} ms).\n",
+            s.failover_ms.show(1.0, 0)
+        );
+    }
     if s.flood[3][0].n > 0 && s.flood[3][0].median < 0.1 {
         let _ = writeln!(
             w,

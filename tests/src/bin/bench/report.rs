@@ -59,6 +59,66 @@ impl Spread {
     }
 }
 
+/// A data-plane target and whether the median meets it.
+pub(crate) struct Target {
+    pub what: &'static str,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// A target of at most `limit` (in `unit`, shown with `digits` decimals).
+pub(crate) fn at_most(
+    what: &'static str,
+    spread: Spread,
+    limit: f64,
+    unit: &str,
+    digits: usize,
+) -> Target {
+    Target {
+        what,
+        goal: format!("<= {limit} {unit}"),
+        measured: format!("{} {unit}", spread.show(1.0, digits)),
+        met: spread.median <= limit,
+    }
+}
+
+/// A target of a ratio of at least `limit`.
+pub(crate) fn at_least(what: &'static str, spread: Spread, limit: f64) -> Target {
+    Target {
+        what,
+        goal: format!(">= {limit}x"),
+        measured: format!("{}x", spread.show(1.0, 2)),
+        met: spread.median >= limit,
+    }
+}
+
+/// The four rows of two set-ups side by side and their ratio: small UDP frames (labelled
+/// `frames`), TCP with 1 and 4 streams, short connections.
+pub(crate) fn pair_rows(
+    w: &mut String,
+    frames: &str,
+    pair: &[[Spread; 2]; 4],
+    ratio: &[Spread; 4],
+) {
+    use std::fmt::Write as _;
+    let rows = [
+        (frames, 1e3, 0),
+        ("TCP, 1 stream, Gbit/s", 1.0, 2),
+        ("TCP, 4 streams, Gbit/s", 1.0, 2),
+        ("short TCP connections/s", 1.0, 0),
+    ];
+    for (i, (what, scale, digits)) in rows.into_iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {what} | {} | {} | {} |",
+            pair[i][0].show(scale, digits),
+            pair[i][1].show(scale, digits),
+            ratio[i].show(1.0, 2)
+        );
+    }
+}
+
 /// One round of one variant in the lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct LabRound {
@@ -130,6 +190,9 @@ pub(crate) struct Results {
     /// Node mode's unsolicited flood (absent in results of earlier versions).
     #[serde(default)]
     pub flood: Vec<crate::flood::FloodRound>,
+    /// Node mode's failovers to another node (absent in results of earlier versions).
+    #[serde(default)]
+    pub node_failover: Vec<crate::nodemode::NodeFailover>,
     /// When, at which commit and by what command node mode's rounds were measured, if
     /// apart from the rest (`--node-only`).
     #[serde(default)]
