@@ -160,7 +160,17 @@ pub fn tcx_attached(ifindex: u32, program: &Program) -> Result<Option<ProgramInf
 
 fn program_info(id: u32) -> Result<ProgramInfo, Error> {
     for info in loaded_programs() {
-        let info = info.map_err(|source| Error::Program { id, source })?;
+        let info = match info {
+            Ok(info) => info,
+            // Another program unloaded between its id and its fd (another data plane's
+            // teardown on this machine): not the one wanted, or gone itself.
+            Err(aya::programs::ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                continue;
+            }
+            Err(source) => return Err(Error::Program { id, source }),
+        };
         if info.id() == id {
             return Ok(info);
         }

@@ -30,6 +30,10 @@ use crate::{
 /// When a new instance's address is announced again (a gratuitous ARP request after the
 /// unsolicited reply, as OpenShift's router does).
 const ANNOUNCE_AGAIN: Duration = Duration::from_millis(100);
+/// When it is announced a last time: past a Linux neighbour's `locktime` (1 s by default),
+/// within which it ignores a new MAC for an entry it just updated, as after traffic to
+/// the old node moments before the failover (seen in the failover test).
+const ANNOUNCE_LAST: Duration = Duration::from_millis(1100);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -385,15 +389,19 @@ impl NodeAgent {
             let (uplink, index, mac) = (self.opts.uplink.clone(), self.uplink, self.uplink_mac);
             let (ip, ip6) = (v4.map(|v4| v4.source.ip), v6.map(|v6| v6.source.ip));
             tokio::spawn(async move {
-                if let Some(ip) = ip
-                    && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
-                {
-                    tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
-                }
-                if let Some(ip6) = ip6
-                    && let Err(err) = announce6(&uplink, index, mac, ip6, ANNOUNCE_AGAIN).await
-                {
-                    tracing::warn!(error = %err, "announcing EGRESS_SOURCE's IPv6 address");
+                let started = tokio::time::Instant::now();
+                for at in [Duration::ZERO, ANNOUNCE_LAST] {
+                    tokio::time::sleep_until(started + at).await;
+                    if let Some(ip) = ip
+                        && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
+                    {
+                        tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
+                    }
+                    if let Some(ip6) = ip6
+                        && let Err(err) = announce6(&uplink, index, mac, ip6, ANNOUNCE_AGAIN).await
+                    {
+                        tracing::warn!(error = %err, "announcing EGRESS_SOURCE's IPv6 address");
+                    }
                 }
             });
         }
