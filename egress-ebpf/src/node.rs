@@ -8,7 +8,10 @@
 //! traffic to them that is part of no flow; the addresses are never the node stack's.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup, xdp_action,
+    },
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
     macros::btf_map,
@@ -25,7 +28,7 @@ use crate::{
     ctmaps::Family,
     fib, metrics,
     parse::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ports, ptr_at},
-    parse6::{IPV6_HLEN, Ipv6Hdr},
+    parse6::Ipv6Hdr,
 };
 
 /// A router pod's host-side interface -> its instance.
@@ -166,7 +169,7 @@ pub(crate) fn redirect6(
         let params = &mut *scratch.cast::<bpf_fib_lookup>();
         core::ptr::write_bytes(scratch, 0, 1);
         params.family = AF_INET6;
-        params.__bindgen_anon_1.tot_len = u16::from_be((*ip).payload_len) + IPV6_HLEN as u16;
+        // No length (see `redirect`): the kernel checks the skb itself, GSO-aware.
         params.__bindgen_anon_3.ipv6_src = (*ip).saddr;
         params.__bindgen_anon_4.ipv6_dst = (*ip).daddr;
         params.ifindex = (*ctx.skb.skb).ifindex;
@@ -203,6 +206,7 @@ fn deliver(ctx: &TcContext, rc: i64, params: &bpf_fib_lookup) -> Result<i32, Dro
             let action = unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) };
             Ok(action as i32)
         }
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(DropReason::TooBig),
         _ => Err(DropReason::NoRouteToClient),
     }
 }
@@ -219,7 +223,7 @@ pub(crate) fn redirect(
 ) -> Result<i32, DropReason> {
     let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at.
-    let (saddr, daddr, len) = unsafe { ((*ip).saddr, (*ip).daddr, (*ip).tot_len) };
+    let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
     if ifindex == cfg.egress_ifindex {
         let hop = NODE_HOPS
             .get(u32::from(cfg.instance))
@@ -233,7 +237,9 @@ pub(crate) fn redirect(
     // SAFETY: an all-zero `bpf_fib_lookup` is valid (plain integers and unions of them).
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
-    params.__bindgen_anon_1.tot_len = u16::from_be(len);
+    // No length: with one the helper checks it against the MTU, which a GRO aggregate of
+    // a download exceeds (every reply dropped, found by the bench's download); without,
+    // the kernel checks the skb itself, per segment when it is GSO.
     params.__bindgen_anon_3.ipv4_src = saddr;
     params.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: reading a field of the context.

@@ -828,3 +828,60 @@ fn each_instance_counts_its_own_fallback_and_its_own_drops_by_reason() {
         "{text}"
     );
 }
+
+#[test]
+fn a_download_through_an_uplink_with_gro_is_translated_per_aggregate_and_lost_nowhere() {
+    // A NIC receives with GRO by default (a veth does not): the replies of a download then
+    // reach node_reply as aggregates larger than the MTU, which the way toward the client
+    // must take (they were all dropped, `no_route_to_client`, until the bench's download
+    // found it).
+    let mut lab = NodeLab::new("nodegro", 1).unwrap();
+    egress_tests::netns::run_checked(
+        lab.node
+            .command("ethtool")
+            .args(["-K", "uplink", "gro", "on"]),
+    )
+    .unwrap();
+    let mut iperf = lab.server.command("iperf3");
+    iperf.args(["-s", "-B", &SERVER_IP.to_string(), "-p", "5201"]);
+    lab.spawn(iperf).unwrap();
+    wait_listening_in(&lab.server, 5201);
+    serving(&mut lab, &[], "5201 tcp 203.0.113.10 5201");
+    // 64 MiB from the server to the client (-R: the reply direction), within 20 s.
+    let out = egress_tests::netns::run_bounded(
+        lab.clients[0].command("iperf3").args([
+            "-c",
+            &router_ip(0).to_string(),
+            "-p",
+            "5201",
+            "-R",
+            "-n",
+            "64M",
+            "-J",
+        ]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        received >= 64 << 20,
+        "received {received} bytes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let maps = node_maps(&lab);
+    let stats = maps.stats().unwrap();
+    assert_eq!(stats.drop(DropReason::NoRouteToClient).packets, 0);
+    let counts = MapSet::from_node_pins(&lab.bpffs.path().join("node"))
+        .unwrap()
+        .node_counts(1)
+        .unwrap();
+    assert!(counts.drops.is_empty(), "{counts:?}");
+    // Aggregates: fewer translated replies than the frames the uplink took.
+    let replied = counts.replied.packets;
+    let frames = stats.path(Stat::XdpPassed).packets;
+    assert!(
+        replied * 2 < frames,
+        "{replied} replies translated for {frames} frames: no aggregation"
+    );
+}

@@ -157,6 +157,7 @@ const TEST_COMMANDS: &[&str] = &[
     "socat",
     "dig",
     "setpriv",
+    "ethtool",
 ];
 
 /// "pid comm" of every running process whose command is one of [`TEST_COMMANDS`].

@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "netcat-openbsd", // TCP/UDP client and server in the lab
     "iperf3",         // throughput tests and benchmarks
     "tcpdump",        // debugging the lab
+    "ethtool",        // GRO on the node lab's uplink, as a NIC has it
     "nftables",       // the classic egress router (benchmark baseline), isolation tests
     "iptables",       // the classic egress router (benchmark baseline)
     "conntrack",      // inspecting the baseline's kernel conntrack
