@@ -133,16 +133,28 @@ const TIMED: [&str; 9] = [
     "lab_xdp_pass",
 ];
 
-/// Nanoseconds per run of the [`TIMED`] programs that ran over `window`, from the kernel's
-/// BPF statistics, enabled for that window only (`BPF_ENABLE_STATS`: they add two clock
-/// reads to every run of every program).
+/// Nanoseconds per run of the [`TIMED`] programs that ran over `window` (see
+/// [`program_stats`]).
 pub(crate) fn program_times(
     window: std::time::Duration,
 ) -> Result<std::collections::BTreeMap<String, f64>> {
+    Ok(program_stats(window)?
+        .into_iter()
+        .map(|(name, (_, ns))| (name, ns))
+        .collect())
+}
+
+/// Runs and nanoseconds per run of the [`TIMED`] programs that ran over `window`, from the
+/// kernel's BPF statistics, enabled for that window only (`BPF_ENABLE_STATS`: they add two
+/// clock reads to every run of every program).
+pub(crate) fn program_stats(
+    window: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, (u64, f64)>> {
     fn totals() -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
         let mut out = std::collections::BTreeMap::<String, (u64, u64)>::new();
         for info in aya::programs::loaded_programs() {
-            let info = info?;
+            // One unloaded between its id and its fd is not one of these.
+            let Ok(info) = info else { continue };
             let Some(name) = info.name_as_str().filter(|n| TIMED.contains(n)) else {
                 continue;
             };
@@ -162,7 +174,7 @@ pub(crate) fn program_times(
         .filter_map(|(name, (ns, runs))| {
             let (ns0, runs0) = before.get(&name).copied().unwrap_or_default();
             let runs = runs.checked_sub(runs0).filter(|&r| r > 0)?;
-            Some((name, ns.saturating_sub(ns0) as f64 / runs as f64))
+            Some((name, (runs, ns.saturating_sub(ns0) as f64 / runs as f64)))
         })
         .collect())
 }

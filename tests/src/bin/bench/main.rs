@@ -17,6 +17,7 @@ mod method;
 mod nodemode;
 mod percore;
 mod progcost;
+mod replypath;
 mod report;
 mod rounds;
 mod traffic;
@@ -134,6 +135,7 @@ fn main() -> Result<()> {
         "squid",
         "haproxy",
         "dnsmasq",
+        "ethtool",
     ] {
         if host::which(tool).is_none() {
             bail!("{tool} is not installed: run `cargo xtask setup`");
@@ -381,6 +383,7 @@ fn main() -> Result<()> {
         per_core_measured: None,
         flood: Vec::new(),
         node_failover: Vec::new(),
+        node_replies: Vec::new(),
         node_measured: None,
         costs,
         memory,

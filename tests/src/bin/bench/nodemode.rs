@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::{
     flood::{self, FloodRound},
     percore::{self, CoreRound},
+    replypath::{self, ReplyPath},
     report::{LabRound, Results, Spread, Target, at_least, at_most},
     rounds,
     traffic::Windows,
@@ -27,6 +28,7 @@ pub(crate) struct NodeRun {
     pub core: Vec<CoreRound>,
     pub flood: Vec<FloodRound>,
     pub failover: Vec<NodeFailover>,
+    pub replies: Vec<ReplyPath>,
 }
 
 /// One failover of a router pod to another node (`egress_tests::nodefail`).
@@ -94,11 +96,26 @@ pub(crate) fn run(
         );
         failover.push(f);
     }
+    let mut replies = Vec::new();
+    for round in 0..rounds {
+        let r = replypath::round(round, windows, connrate)?;
+        eprintln!(
+            "bench: round {round} node reply path: download {:.2} Gbit/s, uplink {:.0} frames/s, node_xdp {:.0} runs/s, node_reply {:.0} runs/s ({:.1} frames per run, {:.0} ns per run)",
+            r.gbps,
+            r.frames_per_s,
+            r.xdp_runs_per_s,
+            r.tc_runs_per_s,
+            r.frames_per_run(),
+            r.tc_ns
+        );
+        replies.push(r);
+    }
     Ok(NodeRun {
         lab,
         core,
         flood,
         failover,
+        replies,
     })
 }
 
@@ -111,6 +128,7 @@ pub(crate) fn replace(results: &mut Results, run: NodeRun) {
     results.per_core.extend(run.core);
     results.flood = run.flood;
     results.node_failover = run.failover;
+    results.node_replies = run.replies;
 }
 
 /// The figures of N and P (in that order in each pair), and N over P paired by round.
@@ -129,6 +147,8 @@ pub(crate) struct NodeSummary {
     pub flood_xdp_ns: Spread,
     /// Failover to another node: first connection, ms.
     pub failover_ms: Spread,
+    /// The reply path under a download: Gbit/s, frames per `node_reply` run, its ns.
+    pub replies: [Spread; 3],
 }
 
 impl NodeSummary {
@@ -187,6 +207,11 @@ impl NodeSummary {
                     .filter_map(|x| x.program_ns.get("node_xdp").copied()),
             ),
             failover_ms: Spread::of(r.node_failover.iter().map(|f| f.first_connection_ms)),
+            replies: [
+                Spread::of(r.node_replies.iter().map(|x| x.gbps)),
+                Spread::of(r.node_replies.iter().map(ReplyPath::frames_per_run)),
+                Spread::of(r.node_replies.iter().map(|x| x.tc_ns)),
+            ],
         }
     }
 
@@ -319,6 +344,20 @@ pub(crate) fn section(w: &mut String, s: &NodeSummary, measured: Option<&str>) {
         s.flood[3][1].show(0.01, 0),
         s.flood_xdp_ns.show(1.0, 0)
     );
+    if s.replies[0].n > 0 {
+        let _ = writeln!(
+            w,
+            "**Replies in TC, not XDP.** A download through N (`iperf3 -R`, one stream: the \
+             server's data is the reply direction) at {} Gbit/s: the uplink's frames each pass \
+             `node_xdp` (ARP, neighbour discovery, the early drop), while `node_reply`, after \
+             GRO, runs once per {} frames at {} ns per run (statistics on). An XDP reply path \
+             would translate every frame: that is why the replies are TC's \
+             (tests/src/bin/bench/replypath.rs).\n",
+            s.replies[0].show(1.0, 2),
+            s.replies[1].show(1.0, 1),
+            s.replies[2].show(1.0, 0)
+        );
+    }
     if s.failover_ms.n > 0 {
         let _ = writeln!(
             w,

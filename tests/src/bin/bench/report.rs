@@ -193,6 +193,9 @@ pub(crate) struct Results {
     /// Node mode's failovers to another node (absent in results of earlier versions).
     #[serde(default)]
     pub node_failover: Vec<crate::nodemode::NodeFailover>,
+    /// Node mode's reply path under a download (absent in results of earlier versions).
+    #[serde(default)]
+    pub node_replies: Vec<crate::replypath::ReplyPath>,
     /// When, at which commit and by what command node mode's rounds were measured, if
     /// apart from the rest (`--node-only`).
     #[serde(default)]

@@ -164,11 +164,18 @@ impl Setup {
 }
 
 /// The node lab of N or P, with A's rules: N's router pod registered with the node agent,
-/// P's in pod mode. Neither has the gateway's XDP program (see
+/// P's in pod mode; the uplink receives with GRO, as a NIC does. Neither has the gateway's XDP program (see
 /// [`NodeLab::without_gateway_xdp`]), so both uplinks keep GSO.
 pub(crate) fn node_setup(variant: Variant, round: usize) -> Result<NodeLab> {
     let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
     let mut lab = NodeLab::new(&tag, 1)?;
+    // GRO on the node's uplink, as a NIC has it by default (a veth has not).
+    egress_tests::netns::run_checked(
+        lab.node
+            .command("ethtool")
+            .args(["-K", "uplink", "gro", "on"]),
+    )
+    .context("GRO on the node's uplink")?;
     if variant == Variant::P {
         // The macvlan answers the gateway's ARP itself.
         lab.without_gateway_xdp(0)?;
