@@ -134,3 +134,49 @@ fn a_router_pod_cannot_claim_another_pods_ipv6_address_and_ipv6_needs_the_agents
     let maps = MapSet::from_node_pins(&lab.bpffs.path().join("node")).unwrap();
     assert!(maps.node_instances().unwrap().is_empty());
 }
+
+#[test]
+fn an_ipv6_download_through_an_uplink_with_gro_is_lost_nowhere() {
+    // As tests/tests/node.rs's GRO download, over IPv6: aggregates larger than the MTU
+    // must find their way toward the client (node::redirect6).
+    let (mut lab, agent) = dual_lab("node6gro", &["--ipv6"]);
+    egress_tests::netns::run_checked(
+        lab.node
+            .command("ethtool")
+            .args(["-K", "uplink", "gro", "on"]),
+    )
+    .unwrap();
+    let mut iperf = lab.server.command("iperf3");
+    iperf.args(["-s", "-B", &SERVER_IP6.to_string(), "-p", "5201"]);
+    lab.spawn(iperf).unwrap();
+    wait_sockets(&lab.server, &["-ltnH", "sport = :5201"], |n| n >= 1);
+    let rules = format!("5201 tcp {SERVER_IP} 5201\n5201 tcp {SERVER_IP6} 5201");
+    lab.register_dual(0, &rules, None).unwrap();
+    lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
+        .unwrap();
+    let out = egress_tests::netns::run_bounded(
+        lab.clients[0].command("iperf3").args([
+            "-c",
+            &router_ip6(0).to_string(),
+            "-p",
+            "5201",
+            "-R",
+            "-n",
+            "64M",
+            "-J",
+        ]),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        received >= 64 << 20,
+        "received {received} bytes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let maps = MapSet::from_node_pins(&lab.bpffs.path().join("node")).unwrap();
+    let counts = maps.node_counts(1).unwrap();
+    assert!(counts.drops.is_empty(), "{counts:?}");
+    assert!(counts.replied.packets > 0, "{counts:?}");
+}
