@@ -247,6 +247,16 @@ impl NodeLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// GRO on the node's uplink, as a NIC has it by default (a veth has not).
+    pub fn uplink_gro(&self) -> Result<()> {
+        crate::netns::run_checked(
+            self.node
+                .command("ethtool")
+                .args(["-K", "uplink", "gro", "on"]),
+        )
+        .context("GRO on the node's uplink")
+    }
+
     /// `egress-router node-status --json` on the lab's pins, parsed.
     pub fn status_json(&self) -> Result<serde_json::Value> {
         let mut cmd = self.node.command(crate::egress_router_bin());

@@ -353,3 +353,26 @@ pub fn curl(ns: &Netns, url: &str) -> Result<String, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A download of `bytes` (iperf3's size, e.g. `64M`) from the iperf3 server behind
+/// `target` port `port` to `ns` (`-R`: the reply direction), within 20 s; the bytes
+/// received, and what iperf3 said on stderr.
+pub fn download(ns: &Netns, target: std::net::IpAddr, port: u16, bytes: &str) -> (u64, String) {
+    let out = run_bounded(
+        ns.command("iperf3").args([
+            "-c",
+            &target.to_string(),
+            "-p",
+            &port.to_string(),
+            "-R",
+            "-n",
+            bytes,
+            "-J",
+        ]),
+        Duration::from_secs(20),
+    )
+    .expect("iperf3 ran");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    (received, String::from_utf8_lossy(&out.stderr).into_owned())
+}

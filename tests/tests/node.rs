@@ -10,7 +10,7 @@ use egress_tests::{
     lab::SERVER_IP,
     nodefail::fail_over,
     nodelab::{NODE_IP, NodeLab, egress_source, router_ip},
-    util::{count_tcp_in, curl, mac_of, run_ok, wait_listening_in},
+    util::{count_tcp_in, curl, download, mac_of, run_ok, wait_listening_in},
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -836,39 +836,15 @@ fn a_download_through_an_uplink_with_gro_is_translated_per_aggregate_and_lost_no
     // must take (they were all dropped, `no_route_to_client`, until the bench's download
     // found it).
     let mut lab = NodeLab::new("nodegro", 1).unwrap();
-    egress_tests::netns::run_checked(
-        lab.node
-            .command("ethtool")
-            .args(["-K", "uplink", "gro", "on"]),
-    )
-    .unwrap();
+    lab.uplink_gro().unwrap();
     let mut iperf = lab.server.command("iperf3");
     iperf.args(["-s", "-B", &SERVER_IP.to_string(), "-p", "5201"]);
     lab.spawn(iperf).unwrap();
     wait_listening_in(&lab.server, 5201);
     serving(&mut lab, &[], "5201 tcp 203.0.113.10 5201");
     // 64 MiB from the server to the client (-R: the reply direction), within 20 s.
-    let out = egress_tests::netns::run_bounded(
-        lab.clients[0].command("iperf3").args([
-            "-c",
-            &router_ip(0).to_string(),
-            "-p",
-            "5201",
-            "-R",
-            "-n",
-            "64M",
-            "-J",
-        ]),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(
-        received >= 64 << 20,
-        "received {received} bytes: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (received, said) = download(&lab.clients[0], router_ip(0).into(), 5201, "64M");
+    assert!(received >= 64 << 20, "received {received} bytes: {said}");
     let maps = node_maps(&lab);
     let stats = maps.stats().unwrap();
     assert_eq!(stats.drop(DropReason::NoRouteToClient).packets, 0);

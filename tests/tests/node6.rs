@@ -12,7 +12,7 @@ use egress_tests::{
     lab6::SERVER_IP6,
     nodelab::{NodeLab, egress_source, router_ip},
     nodelab6::{client_ip6, egress_source6, router_ip6},
-    util::{count_tcp_in, curl, mac_of, run_ok, wait_sockets},
+    util::{count_tcp_in, curl, download, mac_of, run_ok, wait_sockets},
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -140,12 +140,7 @@ fn an_ipv6_download_through_an_uplink_with_gro_is_lost_nowhere() {
     // As tests/tests/node.rs's GRO download, over IPv6: aggregates larger than the MTU
     // must find their way toward the client (node::redirect6).
     let (mut lab, agent) = dual_lab("node6gro", &["--ipv6"]);
-    egress_tests::netns::run_checked(
-        lab.node
-            .command("ethtool")
-            .args(["-K", "uplink", "gro", "on"]),
-    )
-    .unwrap();
+    lab.uplink_gro().unwrap();
     let mut iperf = lab.server.command("iperf3");
     iperf.args(["-s", "-B", &SERVER_IP6.to_string(), "-p", "5201"]);
     lab.spawn(iperf).unwrap();
@@ -154,27 +149,8 @@ fn an_ipv6_download_through_an_uplink_with_gro_is_lost_nowhere() {
     lab.register_dual(0, &rules, None).unwrap();
     lab.wait_for_log(agent, "serving a new instance", Duration::from_secs(5))
         .unwrap();
-    let out = egress_tests::netns::run_bounded(
-        lab.clients[0].command("iperf3").args([
-            "-c",
-            &router_ip6(0).to_string(),
-            "-p",
-            "5201",
-            "-R",
-            "-n",
-            "64M",
-            "-J",
-        ]),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(
-        received >= 64 << 20,
-        "received {received} bytes: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (received, said) = download(&lab.clients[0], router_ip6(0).into(), 5201, "64M");
+    assert!(received >= 64 << 20, "received {received} bytes: {said}");
     let maps = MapSet::from_node_pins(&lab.bpffs.path().join("node")).unwrap();
     let counts = maps.node_counts(1).unwrap();
     assert!(counts.drops.is_empty(), "{counts:?}");

@@ -169,13 +169,7 @@ impl Setup {
 pub(crate) fn node_setup(variant: Variant, round: usize) -> Result<NodeLab> {
     let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
     let mut lab = NodeLab::new(&tag, 1)?;
-    // GRO on the node's uplink, as a NIC has it by default (a veth has not).
-    egress_tests::netns::run_checked(
-        lab.node
-            .command("ethtool")
-            .args(["-K", "uplink", "gro", "on"]),
-    )
-    .context("GRO on the node's uplink")?;
+    lab.uplink_gro()?;
     if variant == Variant::P {
         // The macvlan answers the gateway's ARP itself.
         lab.without_gateway_xdp(0)?;
