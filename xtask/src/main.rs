@@ -10,7 +10,10 @@
 //! | `hostcheck` | the check that the suite left the host as it was |
 //! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
 //! | `doctables` | every module in its parent's table |
+//! | `doclinks` | every link of the docs resolves |
 
+#[cfg(test)]
+mod doclinks;
 #[cfg(test)]
 mod doctables;
 mod hostcheck;
