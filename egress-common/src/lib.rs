@@ -4,6 +4,19 @@
 //! [`bytemuck::Pod`] (which refuses implicit padding at compile time) and has its size
 //! asserted next to it, so a layout drift between the BPF object, the loader and maps pinned by an
 //! older version fails the build instead of corrupting state at run time.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`maps`] | map names, as in the BPF object, in `bpftool map list` and as pin file names |
+//! | [`programs`] | program names: `<interface>_<hook>` |
+//! | [`config`] | the instance configuration (`RouterConfig`) at index 0 of `CONFIG` |
+//! | [`rules`] | redirect rules, and the addresses of rules that send to a name |
+//! | [`flow`] | conntrack and fragment keys and values, generic over the address (`[u8; 4]` or `[u8; 16]`); `FlowKey::reversed` and `peer_key` |
+//! | [`lifetime`] | flow timeouts, when a flow is over, what the GC removes: one judgement for the data plane, its GC sweep and the agent |
+//! | [`stats`] | counters by data-plane path, and the typed drop reasons |
+//! | [`csum`] | the incremental checksum (RFC 1624) |
+//! | [`proto`] | the IP protocol numbers the data plane knows |
+//! | [`node`] | node mode's types: an instance's way out (`NodeHop`), the uplink |
 #![no_std]
 
 pub mod config;

@@ -6,21 +6,26 @@
 //! | `pod` | the pod interface's ingress: client -> remote |
 //! | `egress` | the egress interface's ingress (replies, the pod's own flows) and egress |
 //! | `parse` | bounds-checked header access |
-//! | `parse6` | the IPv6 header and its extension headers |
+//! | `parse6` | the IPv6 header and the bounded walk over its extension headers |
 //! | `flow` | one parse of a packet's flow: key, ports or echo id, TCP flags |
-//! | `frag` | ports of IPv4 fragments in flight |
-//! | `conntrack` | the flow table and its lookup states |
-//! | `ctmaps` | the conntrack maps of each address family, and the tables' operations |
+//! | `frag` | ports of fragments in flight (both families) |
+//! | `conntrack` | the two flow tables (answered, unreplied) and the per-client limit; lookups return a state (New, Forward, Reply, Local, Expired, Stale, Closed) |
+//! | `ctmaps` | the conntrack maps of each address family (`Family`), and the tables' operations |
+//! | `tuple` | a new flow's translated tuple: the atomic claim, the takeover from a flow that is over, the forward entry |
+//! | `sweep` | the conntrack GC's sweep (never attached; the agent runs it) |
 //! | `rules` | where a new flow goes: rule, name, fallback |
-//! | `nat` | source-port allocation and the rewrite |
+//! | `nat` | source-port allocation (folded, then hashed probes) and the rewrite |
 //! | `icmp` | ICMP errors about tracked flows |
 //! | `icmp6` | ICMPv6 errors about tracked flows (Packet Too Big above all) |
-//! | `path` | ICMP errors the router sends: Time Exceeded, Fragmentation Needed |
-//! | `tcp` | TCP flags and the MSS clamp |
+//! | `path` | the router as a hop over IPv4: Time Exceeded, Fragmentation Needed |
+//! | `path6` | the router as a hop over IPv6: Time Exceeded, Packet Too Big |
+//! | `budget` | the limit on the router's own ICMP errors |
+//! | `tcp` | TCP sequence tracking, which RST and FIN may close a flow, and the MSS clamp |
 //! | `fib` | forwarding with `bpf_redirect_neigh` |
 //! | `config` | the instance configuration map |
 //! | `metrics` | verdicts and per-CPU counters |
-//! | `node` | node mode: every instance of a node from one set of programs, XDP on the uplink |
+//! | `node` | node mode: an instance found from a packet, the way out of the uplink and back toward the client (both families), the uplink's XDP program (ARP responder, early drop) |
+//! | `node6` | node mode's XDP program for IPv6: the neighbour discovery responder, the early drop |
 //! | `lab` | the benchmarks' reference programs, never attached by the product |
 #![no_std]
 #![no_main]

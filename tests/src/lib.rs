@@ -3,6 +3,26 @@
 //!
 //! Everything here needs root, as CI has. Nothing is skipped without it: a test fails and
 //! says why.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`lab`] | the pod lab: the topology of an egress router pod, built per test |
+//! | [`lab6`] | its IPv6 half |
+//! | [`nodelab`] | node mode's lab, pods wired as routed CNIs wire them |
+//! | [`nodelab6`] | its IPv6 half |
+//! | [`failover`] | the two-node lab of pod mode's failover |
+//! | [`nodefail`] | node mode's failover in a two-node node lab |
+//! | [`bed`] | what the benchmarks' loads need of either lab |
+//! | [`netns`] | named network namespaces, deleted on Drop |
+//! | [`daemon`] | background processes of a lab, killed on Drop |
+//! | [`bpffs`] | a bpffs for a lab's pins |
+//! | [`util`] | helpers shared by the lab tests |
+//! | [`echo`] | a client of the lab's echo server |
+//! | [`container`] | the image run as a kubelet runs a pod's containers |
+//! | [`pktgen`] | BPF_PROG_TEST_RUN frames and checks |
+//! | [`pktgen6`] | the same for IPv6 |
+//! | [`flood`] | floods for BPF_PROG_TEST_RUN tests |
+//! | [`fuzz`] | the packet fuzzer |
 
 pub mod bed;
 pub mod bpffs;

@@ -3,7 +3,7 @@
 //! No base image is pulled from anywhere.
 //!
 //! One image serves every container of OpenShift's egress router Deployments, because the
-//! binary picks its command from the variables the container has (README "Entrypoint"):
+//! binary picks its command from the variables the container has (docs/configuration.md#entrypoint):
 //! `EGRESS_ROUTER_MODE` (the init container, or a redirect main container in `legacy`),
 //! else `EGRESS_HTTP_PROXY_DESTINATION`, else `EGRESS_DNS_PROXY_DESTINATION`.
 

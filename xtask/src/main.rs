@@ -1,6 +1,21 @@
 //! Project tasks. `cargo xtask setup|build|image|test|demo|bench|fuzz|soak`; every task but `setup`
 //! runs `setup` first, which costs a few seconds when everything is present.
+//! `build`, `test`, `demo`, `bench`, `fuzz` and `soak` live in this file.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `setup` | the toolchain bootstrap: what building and testing need, installed where missing |
+//! | `image` | `cargo xtask image` |
+//! | `tally` | the test totals of a run and the rules a run must pass (`MIN_TESTS`) |
+//! | `hostcheck` | the check that the suite left the host as it was |
+//! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
+//! | `doctables` | every module in its parent's table |
+//! | `doclinks` | every link of the docs resolves |
 
+#[cfg(test)]
+mod doclinks;
+#[cfg(test)]
+mod doctables;
 mod hostcheck;
 mod image;
 #[cfg(test)]

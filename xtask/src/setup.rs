@@ -1,6 +1,6 @@
 //! `cargo xtask setup`: install, only where missing, what building and testing need.
 //! The recipe (nightly rust-src, a bpf-linker built against the nightly's own LLVM, the
-//! Debian packages) was verified on this kind of machine; README "Requirements" says why.
+//! Debian packages) was verified on this kind of machine; CONTRIBUTING.md#setting-up lists it.
 
 use std::{env, path::PathBuf, process::Command, time::Instant};
 

@@ -1,5 +1,18 @@
 //! The command line: clap definitions, the entrypoint rule, and dispatch to one file per
 //! subcommand. Every variable of OpenShift's image is also a flag.
+//!
+//! | module | subcommand |
+//! |---|---|
+//! | `run` | the default command: what `EGRESS_ROUTER_MODE` says |
+//! | `http_proxy` | `http-proxy`: the HTTP proxy pod's main container |
+//! | `dns_proxy` | `dns-proxy`: the DNS proxy pod's main container |
+//! | `status` | `status` |
+//! | `conntrack` | `conntrack` |
+//! | `stats` | `stats` |
+//! | `teardown` | `teardown` |
+//! | `check` | `check`: the preflight of the egress network |
+//! | `node` | `node`, `node-register`, `node-status`, `node-teardown` |
+//! | `attach` | `attach`: low level, the pod interface's program alone, maps pinned |
 
 mod attach;
 mod check;

@@ -2,14 +2,16 @@
 //! values. Nothing here touches the system, so every error is reported before anything
 //! changes.
 //!
-//! - [`error`]: the messages (OpenShift's texts).
-//! - [`fields`]: what every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports, names,
-//!   the line grammar.
-//! - [`mode`]: what the router is to do, `EGRESS_ROUTER_MODE`.
-//! - [`redirect`]: `EGRESS_DESTINATION` and the redirect modes' whole configuration.
-//! - [`http_proxy`], [`dns_proxy`]: the proxies' variables.
-//! - [`source`]: where `EGRESS_DESTINATION` comes from (variable or file), loaded once per
-//!   start and once per reload.
+//! | module | concern |
+//! |---|---|
+//! | [`error`] | the messages (OpenShift's texts) |
+//! | [`fields`] | what every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports, names, the line grammar (both families) |
+//! | [`mode`] | what the router is to do, `EGRESS_ROUTER_MODE` |
+//! | [`redirect`] | `EGRESS_DESTINATION` and the redirect modes' whole configuration |
+//! | [`http_proxy`] | the HTTP proxy's variable |
+//! | [`dns_proxy`] | the DNS proxy's variable |
+//! | [`source`] | where `EGRESS_DESTINATION` comes from (variable or file), loaded once per start and once per reload |
+//! | `dual_stack` | the tests of the dual-stack forms |
 
 pub mod dns_proxy;
 #[cfg(test)]

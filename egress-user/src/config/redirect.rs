@@ -247,8 +247,9 @@ impl Config {
         check_local_ports("EGRESS_DESTINATION", tcp, local_tcp_ports)
     }
 
-    /// The translation plan, in the stable text form documented in the README
-    /// (`EGRESS_ROUTER_MODE=unit-test` prints it).
+    /// The translation plan, in the stable text form documented in
+    /// docs/configuration.md#the-plan-egress_router_modeunit-test (`EGRESS_ROUTER_MODE=unit-test`
+    /// prints it).
     #[must_use]
     pub fn plan(&self, pod_interface: &str, egress_interface: &str) -> String {
         let mut out = String::new();

@@ -1,6 +1,12 @@
 //! The conntrack tables from user space: their clock, the flows as an operator reads them
 //! (original and translated tuples, state, age), as text or JSON, and garbage collection
 //! ([`gc`]), with the per-client flow limit it enforces ([`limits`]).
+//!
+//! | module | concern |
+//! |---|---|
+//! | `gc` | GC passes over both families, and the per-client census |
+//! | `sweep` | a pass with the judging in the kernel (the data plane's `ct_sweep`) |
+//! | `limits` | `--max-flows-per-source` applied: the tables of limited clients |
 
 mod gc;
 mod limits;

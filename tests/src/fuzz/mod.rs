@@ -15,6 +15,10 @@
 //! connections, fragments, options, odd TTLs and sizes); mutated ones are those with bits
 //! flipped, bytes overwritten, or cut short; and some are random bytes. A failure names the
 //! seed, the frame's number, the program and the frame in hex.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `frames` | the fuzzer's frames: what the lab's peers send, and mutations of it |
 
 mod frames;
 

@@ -6,6 +6,10 @@
 //! printed); for each family EGRESS_SOURCE has. Everything it changes
 //! to ask (the interface's MAC and state; a temporary macvlan when checking from the node)
 //! is put back.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `ask` | the questions it asks, for each family EGRESS_SOURCE has |
 
 use std::net::IpAddr;
 

@@ -1,7 +1,28 @@
-//! `cargo xtask bench`: egress-router (A) against the classic iptables egress router (B)
-//! and the lab's ceiling, a stateless BPF forwarder (C), in interleaved rounds on fresh netns
-//! labs, plus the per-packet program costs from BPF_PROG_TEST_RUN. Writes BENCHMARKS.md,
-//! bench/results.json and bench/chart.svg. Needs root; changes nothing outside its labs.
+//! `cargo xtask bench`: egress-router (A) against the classic iptables egress router (B) and
+//! the lab's ceiling, a BPF forwarder (C), in interleaved rounds on fresh netns labs, plus the
+//! programs' costs. Writes BENCHMARKS.md and bench/. Needs root; changes nothing but its labs.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `variant` | the three set-ups measured side by side (A, B, C) |
+//! | `rounds` | one lab round of a variant |
+//! | `traffic` | the three loads: trafgen, iperf3, connrate |
+//! | `http` | the proxy modes' load (wrk against nginx) |
+//! | `percore` | the per-core mode's rounds |
+//! | `corelab` | the per-core lab's pieces |
+//! | `cpus` | the per-core mode's CPU placement and accounting |
+//! | `corereport` | the per-core mode's figures |
+//! | `progcost` | per-packet program costs from BPF_PROG_TEST_RUN |
+//! | `gc6` | the conntrack GC over a full IPv6 table |
+//! | `nodemode` | node mode's figures: N against P |
+//! | `flood` | the unsolicited flood |
+//! | `replypath` | node mode's reply path under a download |
+//! | `failover` | failover across nodes, measured |
+//! | `host` | facts about the machine and its tools |
+//! | `report` | summaries of the raw rounds |
+//! | `markdown` | BENCHMARKS.md |
+//! | `method` | the Method section of BENCHMARKS.md |
+//! | `chart` | bench/chart.svg |
 
 mod chart;
 mod corelab;
