@@ -2,6 +2,7 @@
 //! values. Nothing here touches the system, so every error is reported before anything
 //! changes.
 //!
+//! - [`agents`]: the options both agents take (conntrack, GC, flow limit, metrics address).
 //! - [`error`]: the messages (OpenShift's texts).
 //! - [`fields`]: what every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports, names,
 //!   the line grammar.
@@ -11,6 +12,7 @@
 //! - [`source`]: where `EGRESS_DESTINATION` comes from (variable or file), loaded once per
 //!   start and once per reload.
 
+pub mod agents;
 pub mod dns_proxy;
 #[cfg(test)]
 mod dual_stack;
