@@ -61,13 +61,18 @@ fn hoisted(
             ));
         }
     }
-    let at = subcommand_index(command, argv).filter(|&i| argv[i] == *name);
-    Ok(at.map(|at| {
-        let mut moved = vec![argv[0].clone(), argv[at].clone()];
-        moved.extend_from_slice(&argv[1..at]);
-        moved.extend_from_slice(&argv[at + 1..]);
-        moved
-    }))
+    let Some(at) = subcommand_index(command, argv).filter(|&i| argv[i] == *name) else {
+        // Not met with clap's own parsing; never ignored all the same.
+        let mut sub = sub.clone();
+        return Err(sub.error(
+            ErrorKind::ArgumentConflict,
+            format!("write the options of `{name}` after it"),
+        ));
+    };
+    let mut moved = vec![argv[0].clone(), argv[at].clone()];
+    moved.extend_from_slice(&argv[1..at]);
+    moved.extend_from_slice(&argv[at + 1..]);
+    Ok(Some(moved))
 }
 
 /// Where the subcommand's name is in `argv`, which parsed: the first word that is neither
