@@ -3,7 +3,6 @@
 
 use std::{
     fmt::Write as _,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -11,6 +10,7 @@ use std::{
 };
 
 pub use crate::agent::prometheus::{counters, family, single};
+pub use crate::config::agents::Listen;
 use crate::{
     agent::prometheus,
     dataplane::{
@@ -266,35 +266,4 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         move || health(&health_of),
     )
     .await;
-}
-
-/// Where the metrics listen: a socket address, a port on the pod IP, or nowhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listen {
-    Off,
-    /// This port on the pod interface's address.
-    PodIp(u16),
-    At(SocketAddr),
-}
-
-impl std::str::FromStr for Listen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s == "off" {
-            return Ok(Self::Off);
-        }
-        if let Some(port) = s.strip_prefix(':') {
-            return port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .map(Self::PodIp)
-                .ok_or_else(|| format!("'{s}': the port must be in the range 1 to 65535"));
-        }
-        s.parse::<SocketAddr>()
-            .map(Self::At)
-            .map_err(|_| format!("'{s}' is not ADDRESS:PORT, :PORT or off"))
-    }
 }

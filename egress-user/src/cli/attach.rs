@@ -1,16 +1,28 @@
 //! `egress-router attach`: low level, the pod interface's program alone, maps pinned.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use egress_user::dataplane::{
     bpffs::prepare_bpffs,
     load::{Dataplane, LoadOptions},
 };
 
-use crate::cli::Cli;
+use crate::cli::args::Pins;
 
-pub(crate) fn execute(cli: &Cli, interface: &str) -> Result<()> {
-    let pin_dir = cli.pin_dir();
-    prepare_bpffs(&cli.bpffs).map_err(anyhow::Error::msg)?;
+/// `attach`'s options.
+#[derive(Args)]
+pub(crate) struct AttachArgs {
+    /// The interface to attach to.
+    #[arg(long, default_value = "eth0")]
+    pub(crate) interface: String,
+    #[command(flatten)]
+    pub(crate) pins: Pins,
+}
+
+pub(crate) fn execute(args: &AttachArgs) -> Result<()> {
+    let interface = &args.interface;
+    let pin_dir = args.pins.dir();
+    prepare_bpffs(&args.pins.root.bpffs).map_err(anyhow::Error::msg)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir.clone()),
         ..LoadOptions::default()

@@ -3,6 +3,7 @@
 //! use, 4 MAC filtered, 5 gateway unreachable.
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use egress_user::{
     config::{
         fields::{
@@ -17,13 +18,36 @@ use egress_user::{
     },
 };
 
-use crate::cli::{Cli, runtime};
+use crate::cli::args::{
+    Destination, EgressInterface, Gateway, Json, KeepMac, MacvlanParent, PodInterface, Source,
+    runtime,
+};
 
-pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
-    let args = &cli.router;
-    let sources: Sources = optional_sources(args.egress_source.as_deref())?
+/// `check`'s options: the variables it asks about, and where it asks from.
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) source: Source,
+    #[command(flatten)]
+    pub(crate) gateway: Gateway,
+    #[command(flatten)]
+    pub(crate) destination: Destination,
+    #[command(flatten)]
+    pub(crate) pod: PodInterface,
+    #[command(flatten)]
+    pub(crate) egress: EgressInterface,
+    #[command(flatten)]
+    pub(crate) parent: MacvlanParent,
+    #[command(flatten)]
+    pub(crate) keep_mac: KeepMac,
+    #[command(flatten)]
+    pub(crate) json: Json,
+}
+
+pub(crate) fn execute(args: &CheckArgs) -> Result<()> {
+    let sources: Sources = optional_sources(args.source.egress_source.as_deref())?
         .context("EGRESS_SOURCE unspecified: check needs the address to claim")?;
-    let gateways: Gateways = optional_gateways(args.egress_gateway.as_deref())?
+    let gateways: Gateways = optional_gateways(args.gateway.egress_gateway.as_deref())?
         .context("EGRESS_GATEWAY unspecified: check needs the gateway to ask")?;
     check_pairs(&sources, &gateways)?;
     let egress = Egress {
@@ -36,7 +60,12 @@ pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
             .zip(gateways.v6)
             .map(|(source, gateway)| Egress6 { source, gateway }),
     };
-    let remotes = match args.egress_destination.as_deref().map(str::trim) {
+    let remotes = match args
+        .destination
+        .egress_destination
+        .as_deref()
+        .map(str::trim)
+    {
         Some(text) if !text.is_empty() => {
             let destinations: Destinations = text.parse()?;
             // Only the families EGRESS_SOURCE has can be routed.
@@ -54,15 +83,15 @@ pub(crate) fn execute(cli: &Cli, json: bool) -> Result<()> {
         _ => Vec::new(),
     };
     let input = CheckInput {
-        egress_interface: cli.egress_interface.clone(),
-        pod_interface: cli.pod_interface.clone(),
-        macvlan_parent: args.macvlan_parent.clone(),
+        egress_interface: args.egress.egress_interface.clone(),
+        pod_interface: args.pod.pod_interface.clone(),
+        macvlan_parent: args.parent.macvlan_parent.clone(),
         egress,
-        mac: (!args.keep_mac).then(|| stable_mac(egress.mac_address())),
+        mac: (!args.keep_mac.keep_mac).then(|| stable_mac(egress.mac_address())),
         remotes,
     };
     let report = runtime()?.block_on(check(&input))?;
-    if json {
+    if args.json.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");

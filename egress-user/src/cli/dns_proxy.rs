@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result};
+use clap::Args;
 use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
     config::{
@@ -22,23 +23,78 @@ use egress_user::{
     proxy::{outbound, relay},
 };
 
-use crate::cli::Cli;
+use crate::cli::args::{
+    AgentArgs, ConntrackArgs, EgressInterface, Gateway, Instance as Parts, NetworkSetup, Pins,
+    PodInterface, Resolver, Source, is_set,
+};
 
-pub(crate) fn execute(cli: &Cli) -> Result<()> {
-    let args = &cli.router;
+/// The DNS proxy's own variables.
+#[derive(Args)]
+pub(crate) struct DnsProxyOptions {
+    /// The DNS proxy's ports, one per line: `PORT HOST [RPORT]` or `PORT IPv4 [RPORT]`.
+    #[arg(long, env = "EGRESS_DNS_PROXY_DESTINATION")]
+    pub(crate) dns_proxy_destination: Option<String>,
+    /// Connections the DNS proxy's userspace relay serves at once; one more is closed at
+    /// once.
+    #[arg(long, env = "EGRESS_DNS_PROXY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) dns_proxy_max_connections: u32,
+    /// Non-empty: the DNS proxy logs every connection.
+    #[arg(long, env = "EGRESS_DNS_PROXY_DEBUG")]
+    pub(crate) dns_proxy_debug: Option<String>,
+}
+
+/// `dns-proxy`'s options: its own, and those of the data plane it runs in (set up here
+/// when EGRESS_SOURCE and EGRESS_GATEWAY are both given).
+#[derive(Args)]
+pub(crate) struct DnsProxyArgs {
+    #[command(flatten)]
+    pub(crate) dns: DnsProxyOptions,
+    #[command(flatten)]
+    pub(crate) resolver: Resolver,
+    #[command(flatten)]
+    pub(crate) source: Source,
+    #[command(flatten)]
+    pub(crate) gateway: Gateway,
+    #[command(flatten)]
+    pub(crate) pins: Pins,
+    #[command(flatten)]
+    pub(crate) pod: PodInterface,
+    #[command(flatten)]
+    pub(crate) egress: EgressInterface,
+    #[command(flatten)]
+    pub(crate) network: NetworkSetup,
+    #[command(flatten)]
+    pub(crate) conntrack: ConntrackArgs,
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
+pub(crate) fn execute(args: &DnsProxyArgs, log_debug: bool) -> Result<()> {
     // Validate everything before touching anything.
-    let routes = parse_dns_routes(args.dns_proxy_destination.as_deref().unwrap_or(""))?;
-    let debug = args.dns_proxy_debug();
-    let given_sources = optional_sources(args.egress_source.as_deref())?;
-    let given_gateways = optional_gateways(args.egress_gateway.as_deref())?;
+    let routes = parse_dns_routes(args.dns.dns_proxy_destination.as_deref().unwrap_or(""))?;
+    let debug = is_set(args.dns.dns_proxy_debug.as_deref());
+    let egress_source = args.source.egress_source.as_deref();
+    let given_sources = optional_sources(egress_source)?;
+    let given_gateways = optional_gateways(args.gateway.egress_gateway.as_deref())?;
     // Both given: a one-container deployment that sets the network up itself.
     let network = given_sources.zip(given_gateways);
     if let Some((sources, gateways)) = &network {
         check_pairs(sources, gateways)?;
     }
-    let local_tcp_ports = args.local_tcp_ports();
+    let local_tcp_ports: Vec<u16> = args.agent.metrics_address.tcp_port().into_iter().collect();
     check_dns_local_ports(&routes, &local_tcp_ports)?;
-    let resolver = outbound::resolver(&args.resolv_conf)?;
+    let parts = Parts {
+        pins: &args.pins,
+        pod: &args.pod,
+        egress: &args.egress,
+        network: &args.network,
+        agent: &args.agent,
+        conntrack: args.conntrack.validate()?,
+        debug: log_debug,
+    };
+    let resolver = outbound::resolver(&args.resolver.resolv_conf)?;
+    let (pod_interface, egress_interface) =
+        (&args.pod.pod_interface, &args.egress.egress_interface);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,20 +102,20 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
     runtime.block_on(async {
         let signals = Signals::install()?;
         // EGRESS_SOURCE, or what the init container put on the egress interface.
-        let sources = egress_sources(args.egress_source.as_deref(), &cli.egress_interface).await?;
+        let sources = egress_sources(egress_source, egress_interface).await?;
         check_dns_families(&routes, sources.v4.is_some(), sources.v6.is_some())?;
         if !may_use_bpf() {
             tracing::info!(
                 "serving EGRESS_DNS_PROXY_DESTINATION with the userspace relay: this process \
                  lacks CAP_NET_ADMIN and CAP_BPF (or CAP_SYS_ADMIN), which the data plane needs"
             );
-            let listen = pod_ips(&cli.pod_interface).await?;
+            let listen = pod_ips(pod_interface).await?;
             tracing::info!(routes = routes.len(), pod_ips = ?listen, source = %sources, "DNS proxy relay serving");
             relay::relay(
                 routes,
                 resolver,
                 (&listen, sources),
-                args.dns_proxy_max_connections as usize,
+                args.dns.dns_proxy_max_connections as usize,
                 debug,
                 signals.terminated(),
             )
@@ -90,8 +146,8 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
                     .unwrap_or(Ipv6Addr::UNSPECIFIED),
             }),
         };
-        let settings = cli.settings(local_tcp_ports);
-        let prepared = prepare(&cli.agent_options(), args.take_over).await?;
+        let settings = parts.settings(local_tcp_ports);
+        let prepared = prepare(&parts.agent_options(), args.agent.take_over).await?;
         let mut names = Names::new(
             resolver,
             &routes,
@@ -108,6 +164,6 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             network = network.is_some(),
             "DNS proxy mode set up in the data plane"
         );
-        run_agent(instance, names, cli.agent_options(), signals, prepared).await
+        run_agent(instance, names, parts.agent_options(), signals, prepared).await
     })
 }

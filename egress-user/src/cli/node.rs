@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use egress_user::{
     agent::run::Signals,
-    config::redirect::Raw,
+    config::{agents::NodeListen, redirect::Raw},
     dataplane::bpffs::prepare_bpffs,
     network::interface::pod_ips,
     node::{
@@ -17,7 +17,9 @@ use egress_user::{
     },
 };
 
-use crate::cli::{Cli, runtime};
+use crate::cli::args::{
+    BpffsRoot, ConntrackArgs, Destination, Gateway, Json, PodInterface, Source, runtime,
+};
 
 /// The pin directory of the node agent below the bpffs root.
 const NODE_PINS: &str = "node";
@@ -26,6 +28,8 @@ const NODE_PINS: &str = "node";
 /// pod mounts its own directory of it).
 #[derive(Args)]
 pub(crate) struct Spool {
+    /// The spool directory: router pods write their registrations there, the node agent
+    /// reads them.
     #[arg(
         long,
         env = "EGRESS_ROUTER_SPOOL",
@@ -59,7 +63,7 @@ pub(crate) struct NodeArgs {
         env = "EGRESS_ROUTER_NODE_METRICS_ADDRESS",
         default_value = "off"
     )]
-    pub(crate) metrics: String,
+    pub(crate) metrics: NodeListen,
     /// Serve IPv6 too: the node's IPv6 conntrack tables are sized as the IPv4 ones (without
     /// it they take no memory, and a registration with an IPv6 EGRESS_SOURCE is refused).
     #[arg(long, env = "EGRESS_ROUTER_NODE_IPV6", value_parser = clap::builder::FalseyValueParser::new())]
@@ -67,15 +71,17 @@ pub(crate) struct NodeArgs {
     /// How often the spool is read, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub(crate) rescan_ms: u64,
+    #[command(flatten)]
+    pub(crate) root: BpffsRoot,
+    #[command(flatten)]
+    pub(crate) conntrack: ConntrackArgs,
 }
 
-pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
-    let router = &cli.router;
-    if router.conntrack_size == 0 {
-        bail!("--conntrack-size (EGRESS_ROUTER_CONNTRACK_SIZE) must be at least 1");
-    }
-    let pin_dir = match prepare_bpffs(&cli.bpffs) {
-        Ok(()) => Some(cli.bpffs.join(NODE_PINS)),
+pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
+    let conntrack = args.conntrack.validate()?;
+    let bpffs = &args.root.bpffs;
+    let pin_dir = match prepare_bpffs(bpffs) {
+        Ok(()) => Some(bpffs.join(NODE_PINS)),
         Err(reason) => {
             tracing::warn!(%reason, "no persistent bpffs: the data plane lives as long as this agent");
             None
@@ -86,21 +92,14 @@ pub(crate) fn execute(cli: &Cli, args: &NodeArgs) -> Result<()> {
         spool: args.spool.spool.clone(),
         instances: args.instances.clone(),
         pin_dir,
-        conntrack_flows: router.conntrack_size,
+        conntrack_flows: conntrack.flows,
         arp: !args.no_arp,
         ipv6: args.ipv6,
         rescan: Duration::from_millis(args.rescan_ms),
-        gc_max_interval: Duration::from_secs_f64(router.gc_max_interval.max(0.1)),
-        max_flows_per_source: router.max_flows_per_source,
+        gc_max_interval: conntrack.gc_max_interval,
+        max_flows_per_source: conntrack.max_flows_per_source,
     };
-    let listen: Option<std::net::SocketAddr> = match args.metrics.trim() {
-        "off" => None,
-        text => Some(text.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "EGRESS_ROUTER_NODE_METRICS_ADDRESS '{text}' is not ADDRESS:PORT or off"
-            )
-        })?),
-    };
+    let NodeListen(listen) = args.metrics;
     runtime()?.block_on(async {
         let signals = Signals::install()?;
         // Bound before anything changes: a port in use fails with nothing done.
@@ -141,22 +140,31 @@ pub(crate) struct RegisterArgs {
     /// EGRESS_DESTINATION, which must then be unset.
     #[arg(long, env = "EGRESS_ROUTER_CONFIG_NAME")]
     pub(crate) config_name: Option<String>,
+    #[command(flatten)]
+    pub(crate) source: Source,
+    #[command(flatten)]
+    pub(crate) gateway: Gateway,
+    #[command(flatten)]
+    pub(crate) destination: Destination,
+    // The interface whose addresses are the pod's IPs when POD_IP or POD_IPS is not given.
+    #[command(flatten)]
+    pub(crate) pod: PodInterface,
 }
 
 /// How often a staying registration checks that its file is there.
 const STAY_CHECK: Duration = Duration::from_secs(1);
 
-pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
-    let router = &cli.router;
+pub(crate) fn register(args: &RegisterArgs) -> Result<()> {
     let raw = Raw {
-        source: router.egress_source.clone(),
-        gateway: router.egress_gateway.clone(),
-        destination: router.egress_destination.clone(),
+        source: args.source.egress_source.clone(),
+        gateway: args.gateway.egress_gateway.clone(),
+        destination: args.destination.egress_destination.clone(),
         mode: None,
     };
+    let pod_interface = &args.pod.pod_interface;
     let on_interface = match (args.pod_ip, args.pod_ips.is_empty()) {
         (Some(_), false) => Vec::new(),
-        _ => runtime()?.block_on(pod_ips(&cli.pod_interface))?,
+        _ => runtime()?.block_on(pod_ips(pod_interface))?,
     };
     let pod_ip = match args.pod_ip {
         Some(ip) => ip,
@@ -164,7 +172,7 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
             .iter()
             .copied()
             .find(IpAddr::is_ipv4)
-            .with_context(|| format!("{} has no IPv4 address", cli.pod_interface))?,
+            .with_context(|| format!("{pod_interface} has no IPv4 address"))?,
     };
     let IpAddr::V4(pod_ip) = pod_ip else {
         bail!(
@@ -225,13 +233,22 @@ pub(crate) fn register(cli: &Cli, args: &RegisterArgs) -> Result<()> {
     })
 }
 
+/// `node-status`'s options.
+#[derive(Args)]
+pub(crate) struct NodeStatusArgs {
+    #[command(flatten)]
+    pub(crate) root: BpffsRoot,
+    #[command(flatten)]
+    pub(crate) json: Json,
+}
+
 /// `node-status`: the node's instances from its pins.
-pub(crate) fn status(cli: &Cli, json: bool) -> Result<()> {
-    let dir = cli.bpffs.join(NODE_PINS);
+pub(crate) fn status(args: &NodeStatusArgs) -> Result<()> {
+    let dir = args.root.bpffs.join(NODE_PINS);
     let maps = egress_user::dataplane::maps::MapSet::from_node_pins(&dir)
         .with_context(|| format!("no node data plane pinned in {}", dir.display()))?;
     let instances = egress_user::node::status::instances(&maps)?;
-    if json {
+    if args.json.json {
         println!("{}", serde_json::to_string_pretty(&instances)?);
     } else {
         print!("{}", egress_user::node::status::text(&instances));
@@ -239,10 +256,20 @@ pub(crate) fn status(cli: &Cli, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `node-teardown`'s options.
+#[derive(Args)]
+pub(crate) struct NodeTeardownArgs {
+    /// The node's interface toward the egress network that the node agent served.
+    #[arg(long, env = "EGRESS_ROUTER_UPLINK")]
+    pub(crate) uplink: String,
+    #[command(flatten)]
+    pub(crate) root: BpffsRoot,
+}
+
 /// `node-teardown`: removes what a node agent left (run once the agent is gone).
-pub(crate) fn teardown(cli: &Cli, uplink: &str) -> Result<()> {
-    let dir = cli.bpffs.join(NODE_PINS);
-    let removed = runtime()?.block_on(egress_user::node::teardown::teardown(uplink, &dir))?;
+pub(crate) fn teardown(args: &NodeTeardownArgs) -> Result<()> {
+    let dir = args.root.bpffs.join(NODE_PINS);
+    let removed = runtime()?.block_on(egress_user::node::teardown::teardown(&args.uplink, &dir))?;
     println!("{}", serde_json::to_string(&removed)?);
     Ok(())
 }

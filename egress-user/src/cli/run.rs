@@ -3,9 +3,10 @@
 //! `http-proxy` and `dns-proxy` set up the network and a data plane without rules (it guards
 //! the egress interface) for a proxy pod's main container.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use clap::Args;
 use egress_user::{
     agent::run::{Signals, prepare, run as run_agent},
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
@@ -13,41 +14,80 @@ use egress_user::{
     instance::{Instance, source::Destinations},
 };
 
-use crate::cli::{Cli, runtime};
+use crate::cli::args::{
+    AgentArgs, ConntrackArgs, Destination, EgressInterface, Gateway, Instance as Parts,
+    NetworkSetup, Pins, PodInterface, Source, runtime,
+};
 
 /// How often the agent reads `--config-file` for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(1);
 
-pub(crate) fn execute(cli: &Cli) -> Result<()> {
-    let args = &cli.router;
-    // Validate everything before touching anything; the configuration is read once here,
-    // and the agent starts from exactly what was read.
+/// `run`'s options: the OpenShift variables of the redirect modes and everything the set-up
+/// and the agent read.
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// init, legacy (default), unit-test; or http-proxy, dns-proxy: the init container of a
+    /// proxy pod (network only).
+    #[arg(long = "mode", env = "EGRESS_ROUTER_MODE")]
+    pub(crate) mode: Option<String>,
+    #[command(flatten)]
+    pub(crate) source: Source,
+    #[command(flatten)]
+    pub(crate) gateway: Gateway,
+    #[command(flatten)]
+    pub(crate) destination: Destination,
+    /// A file whose content is the EGRESS_DESTINATION value (a ConfigMap key mounted as a
+    /// file). It replaces the variable, and the agent applies changes to it live.
+    #[arg(long, env = "EGRESS_ROUTER_CONFIG_FILE")]
+    pub(crate) config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) pins: Pins,
+    #[command(flatten)]
+    pub(crate) pod: PodInterface,
+    #[command(flatten)]
+    pub(crate) egress: EgressInterface,
+    #[command(flatten)]
+    pub(crate) network: NetworkSetup,
+    #[command(flatten)]
+    pub(crate) conntrack: ConntrackArgs,
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
+pub(crate) fn execute(args: &RunArgs, debug: bool) -> Result<()> {
+    // Validate everything before touching anything, unit-test exactly as legacy: the
+    // configuration is read once here, and the agent starts from exactly what was read.
     let raw = Raw {
-        source: args.egress_source.clone(),
-        gateway: args.egress_gateway.clone(),
+        source: args.source.egress_source.clone(),
+        gateway: args.gateway.egress_gateway.clone(),
         destination: None,
         mode: args.mode.clone(),
     };
-    let source = ConfigSource::new(args.egress_destination.clone(), args.config_file.clone());
-    // The mode first, as OpenShift checks it: only the agent (legacy) has ports of its own.
+    let source = ConfigSource::new(
+        args.destination.egress_destination.clone(),
+        args.config_file.clone(),
+    );
+    // The mode first, as OpenShift checks it: the agent's ports are reserved where it runs.
     let mode: Mode = args.mode.as_deref().unwrap_or("").trim().parse()?;
-    let local_tcp_ports = if mode == Mode::Legacy {
-        args.local_tcp_ports()
-    } else {
-        vec![]
-    };
+    let local_tcp_ports = args.agent.metrics_address.reserved_in(mode);
     let destinations = Destinations::load(raw, source, local_tcp_ports.clone(), CONFIG_POLL)?;
-    if args.conntrack_size == 0 {
-        bail!("--conntrack-size (EGRESS_ROUTER_CONNTRACK_SIZE) must be at least 1");
-    }
-    if !(args.gc_max_interval.is_finite() && args.gc_max_interval >= 0.1) {
-        bail!("--gc-max-interval must be at least 0.1 seconds");
-    }
+    let parts = Parts {
+        pins: &args.pins,
+        pod: &args.pod,
+        egress: &args.egress,
+        network: &args.network,
+        agent: &args.agent,
+        conntrack: args.conntrack.validate()?,
+        debug,
+    };
     let config = destinations.config().clone();
-    let settings = cli.settings(local_tcp_ports);
+    let settings = parts.settings(local_tcp_ports);
     match config.mode {
         Mode::UnitTest => {
-            print!("{}", config.plan(&cli.pod_interface, &cli.egress_interface));
+            print!(
+                "{}",
+                config.plan(&args.pod.pod_interface, &args.egress.egress_interface)
+            );
             Ok(())
         }
         Mode::HttpProxyInit | Mode::DnsProxyInit => runtime()?.block_on(async {
@@ -73,7 +113,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             let signals = Signals::install()?;
             // What can fail for the agent fails before the set-up changes anything.
             let prepared = match config.mode {
-                Mode::Legacy => Some(prepare(&cli.agent_options(), args.take_over).await?),
+                Mode::Legacy => Some(prepare(&parts.agent_options(), args.agent.take_over).await?),
                 _ => None,
             };
             let instance = Instance::start(&settings, &egress, true, destinations.rules()).await?;
@@ -95,7 +135,7 @@ pub(crate) fn execute(cli: &Cli) -> Result<()> {
             run_agent(
                 instance,
                 destinations,
-                cli.agent_options(),
+                parts.agent_options(),
                 signals,
                 prepared,
             )

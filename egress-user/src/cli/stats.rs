@@ -3,10 +3,10 @@
 use anyhow::Result;
 use egress_user::inspect::running_maps;
 
-use crate::cli::Cli;
+use crate::cli::conntrack::RunningArgs;
 
-pub(crate) fn execute(cli: &Cli) -> Result<()> {
-    let (maps, _) = running_maps(&cli.pod_interface, &cli.pin_dir())?;
+pub(crate) fn execute(args: &RunningArgs) -> Result<()> {
+    let (maps, _) = running_maps(&args.pod.pod_interface, &args.pins.dir())?;
     print!("{}", maps.stats()?);
     Ok(())
 }

@@ -1,28 +1,47 @@
 //! `egress-router teardown`.
 
 use anyhow::Result;
+use clap::Args;
 use egress_user::{
     config::fields::{optional_gateways, optional_sources},
     instance::teardown::Teardown,
+    network::plan::MacvlanMode,
 };
 
-use crate::cli::{Cli, runtime};
+use crate::cli::args::{EgressInterface, Gateway, Pins, PodInterface, Source, runtime};
 
-pub(crate) fn execute(cli: &Cli) -> Result<()> {
-    let args = &cli.router;
-    let pin_dir = cli.pin_dir();
+/// `teardown`'s options: the instance, and (unless the running data plane names them)
+/// EGRESS_SOURCE and EGRESS_GATEWAY to remove from an egress interface it did not create.
+#[derive(Args)]
+pub(crate) struct TeardownArgs {
+    #[command(flatten)]
+    pub(crate) pins: Pins,
+    #[command(flatten)]
+    pub(crate) pod: PodInterface,
+    #[command(flatten)]
+    pub(crate) egress: EgressInterface,
+    #[command(flatten)]
+    pub(crate) source: Source,
+    #[command(flatten)]
+    pub(crate) gateway: Gateway,
+}
+
+pub(crate) fn execute(args: &TeardownArgs) -> Result<()> {
+    let pin_dir = args.pins.dir();
+    let instance = &args.pins.instance;
     let teardown = Teardown {
-        instance: &cli.instance,
-        pod_interface: &cli.pod_interface,
-        egress_interface: &cli.egress_interface,
+        instance,
+        pod_interface: &args.pod.pod_interface,
+        egress_interface: &args.egress.egress_interface,
         pin_dir: &pin_dir,
-        macvlan_mode: args.macvlan_mode,
-        source: optional_sources(args.egress_source.as_deref())?,
-        gateway: optional_gateways(args.egress_gateway.as_deref())?,
+        // Only a macvlan's creation reads its mode.
+        macvlan_mode: MacvlanMode::Private,
+        source: optional_sources(args.source.egress_source.as_deref())?,
+        gateway: optional_gateways(args.gateway.egress_gateway.as_deref())?,
     };
     let done = runtime()?.block_on(teardown.run())?;
     tracing::info!(
-        instance = %cli.instance,
+        %instance,
         programs = done.programs,
         pins = done.pins,
         link = done.network.link,

@@ -72,6 +72,13 @@ pub enum ConfigError {
         line: String,
         family: &'static str,
     },
+    #[error("--conntrack-size (EGRESS_ROUTER_CONNTRACK_SIZE) must be at least 1")]
+    ConntrackSize,
+    /// Out of the range of `config::agents` (`GC_MAX_INTERVAL_MIN` to `GC_MAX_INTERVAL_MAX`).
+    #[error(
+        "--gc-max-interval (EGRESS_ROUTER_GC_MAX_INTERVAL) {0}: must be from 0.1 to 86400 seconds"
+    )]
+    GcMaxInterval(String),
     #[error("reading --config-file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
 }

@@ -4,6 +4,7 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`agents`] | the options both agents take (conntrack, GC, flow limit, metrics address), validated once |
 //! | [`error`] | the messages (OpenShift's texts) |
 //! | [`fields`] | what every variable shares: EGRESS_SOURCE, EGRESS_GATEWAY, ports, names, the line grammar (both families) |
 //! | [`mode`] | what the router is to do, `EGRESS_ROUTER_MODE` |
@@ -13,6 +14,7 @@
 //! | [`source`] | where `EGRESS_DESTINATION` comes from (variable or file), loaded once per start and once per reload |
 //! | `dual_stack` | the tests of the dual-stack forms |
 
+pub mod agents;
 pub mod dns_proxy;
 #[cfg(test)]
 mod dual_stack;
