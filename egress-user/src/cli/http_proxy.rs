@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use egress_user::{
-    agent::run::Signals,
+    agent::signals::Signals,
     config::http_proxy::HttpRules,
     network::interface::{egress_sources, pod_ips},
     proxy::{

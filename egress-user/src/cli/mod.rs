@@ -17,10 +17,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::FalseyValueParser};
 use egress_user::{
-    agent::{metrics::Listen, run::Options as AgentOptions},
     config::error::ConfigError,
     instance::setup::Settings,
     network::plan::MacvlanMode,
+    pod_agent::{metrics::Listen, run::Options as AgentOptions},
     proxy::http_serve::Limits,
 };
 

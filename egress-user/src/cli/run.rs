@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use egress_user::{
-    agent::run::{Signals, prepare, run as run_agent},
+    agent::signals::Signals,
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
+    pod_agent::run::{prepare, run as run_agent},
 };
 
 use crate::cli::{Cli, runtime};
