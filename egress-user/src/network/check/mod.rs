@@ -6,21 +6,31 @@
 //! printed); for each family EGRESS_SOURCE has. Everything it changes
 //! to ask (the interface's MAC and state; a temporary macvlan when checking from the node)
 //! is put back.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `ask` | the questions asked for each family: is the address free, who answers for the gateway |
+//! | [`neighbours`] | asking the egress network about an address (ARP, neighbour discovery) |
+//! | [`verdict`] | what it reports: each finding, the verdict, the fixes per platform |
 
 use std::net::IpAddr;
 
 use crate::{
     config::fields::Egress,
     network::{
+        check::{
+            neighbours::on_link,
+            verdict::{Finding, Report, Status, Verdict, fixes},
+        },
         error::Error,
         interface::{interface_facts, link_by_name, link_mac, netlink, operstate},
         mac::mac_text,
-        neighbours::on_link,
-        verdict::{Finding, Report, Status, Verdict, fixes},
     },
 };
 
 mod ask;
+pub mod neighbours;
+pub mod verdict;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec,
     packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode, State},
