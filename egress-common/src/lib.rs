@@ -4,6 +4,19 @@
 //! [`bytemuck::Pod`] (which refuses implicit padding at compile time) and has its size
 //! asserted next to it, so a layout drift between the BPF object, the loader and maps pinned by an
 //! older version fails the build instead of corrupting state at run time.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | an instance's configuration (`RouterConfig`, `RouterConfig6`) |
+//! | [`rules`] | redirect rules and the addresses of rules that send to a name |
+//! | [`flow`] | conntrack and fragment keys and values, and their tuple operations |
+//! | [`lifetime`] | how long a flow lives: timeouts by protocol and TCP state |
+//! | [`csum`] | the incremental Internet checksum |
+//! | [`stats`] | counters by data-plane path and drop reason |
+//! | [`node`] | node mode's per-instance maps and counters |
+//! | [`maps`] | map names |
+//! | [`programs`] | program names |
+//! | [`proto`] | IP protocol numbers |
 #![no_std]
 
 pub mod config;

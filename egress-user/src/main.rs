@@ -1,6 +1,9 @@
 //! `egress-router`: sets up the egress-router data plane, runs its agent and proxies, and
-//! inspects it. The command line lives in `cli/`, one file per subcommand; everything else
-//! is the `egress_user` library.
+//! inspects it. Everything but the command line is the `egress_user` library.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `cli` | the command line: clap definitions and one file per subcommand |
 
 mod cli;
 

@@ -1,5 +1,13 @@
 //! Project tasks. `cargo xtask setup|build|image|test|demo|bench|fuzz|soak`; every task but `setup`
 //! runs `setup` first, which costs a few seconds when everything is present.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `setup` | `cargo xtask setup`: what building and testing need, installed where missing |
+//! | `image` | `cargo xtask image`: the OCI image, built from scratch with buildah |
+//! | `tally` | the test totals of a run and the rules a run must pass |
+//! | `hostcheck` | the suite leaves the host as it found it |
+//! | `layout` | the source tree's shape: no import cycle, no long file without a reason (tests only) |
 
 mod hostcheck;
 mod image;
