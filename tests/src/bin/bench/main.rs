@@ -8,6 +8,7 @@ mod corelab;
 mod corereport;
 mod cpus;
 mod failover;
+mod figures;
 mod flood;
 mod gc6;
 mod host;
@@ -183,7 +184,7 @@ fn main() -> Result<()> {
         // Put into bench/results.json in place of the earlier node-mode rounds.
         let run = nodemode::run(args.node_rounds, args.core_rounds, windows, &connrate)?;
         let mut results = read_results(&args.out)?;
-        nodemode::replace(&mut results, run);
+        results.replace_node(run);
         results.node_measured = Some(format!(
             "on {} at {} by `{}`",
             host::now_utc()?,
@@ -391,7 +392,7 @@ fn main() -> Result<()> {
     };
     let mut results = results;
     if let Some(node) = node {
-        nodemode::replace(&mut results, node);
+        results.replace_node(node);
     }
     results.method = Some(method::method(&results));
     write(&args.out, &results)
