@@ -29,7 +29,11 @@ pub struct RouterConfig {
     pub egress_source: [u8; 4],
     /// The fallback destination, valid when [`config_flags::HAS_FALLBACK`] is set.
     pub fallback_ip: [u8; 4],
+    /// Pod mode: the pod interface. Node mode: the router pod's host-side interface
+    /// ([`RouterConfig::host_ifindex`]); zero where nothing is configured.
     pub pod_ifindex: u32,
+    /// Pod mode: the egress interface. Node mode: the node's uplink
+    /// ([`RouterConfig::uplink_ifindex`]).
     pub egress_ifindex: u32,
     /// [`config_flags`] bits.
     pub flags: u32,
@@ -48,6 +52,34 @@ pub struct RouterConfig {
     /// same flow gets the same port again when its entries are re-created (two CPUs at
     /// once, an LRU eviction of one half, a GC racing a packet). Kept across restarts.
     pub nat_secret: u32,
+}
+
+impl RouterConfig {
+    /// Node mode's name for [`RouterConfig::pod_ifindex`]: the router pod's host-side
+    /// interface, where clients' packets to the pod leave the node's stack.
+    #[inline(always)]
+    #[must_use]
+    pub const fn host_ifindex(&self) -> u32 {
+        self.pod_ifindex
+    }
+
+    /// Node mode's name for [`RouterConfig::egress_ifindex`]: the node's uplink.
+    #[inline(always)]
+    #[must_use]
+    pub const fn uplink_ifindex(&self) -> u32 {
+        self.egress_ifindex
+    }
+
+    /// Node mode: an instance's interfaces, its router pod's host-side interface and the
+    /// node's uplink.
+    #[must_use]
+    pub const fn with_node_interfaces(self, host_ifindex: u32, uplink_ifindex: u32) -> Self {
+        Self {
+            pod_ifindex: host_ifindex,
+            egress_ifindex: uplink_ifindex,
+            ..self
+        }
+    }
 }
 
 /// The IPv6 half of a dual-stack (or IPv6-only) instance, at index 0 of

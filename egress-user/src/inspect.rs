@@ -21,6 +21,7 @@ use crate::{
         family::CtFamily,
         flows::CtTable,
         maps::MapSet,
+        programs::{Interfaces, Mode},
     },
     network::interface::ifname,
 };
@@ -324,7 +325,10 @@ impl Status {
                 .filter(|ip| !ip.is_unspecified()),
             pod_ip6: ipv6.then(|| config6.pod_ip.into()),
             egress_source6: ipv6.then(|| config6.egress_source.into()),
-            programs: discover::attached_programs(pod_interface, egress_interface)?,
+            programs: discover::attached_programs(
+                Mode::Pod,
+                &Interfaces::pod(pod_interface, egress_interface),
+            )?,
             rules,
             conntrack_entries: entries(CtTable::Replied)?,
             conntrack_capacity: maps.conntrack_capacity()?,

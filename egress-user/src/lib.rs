@@ -7,8 +7,9 @@
 //! | [`network`] | interface lookups, the egress interface's set-up, ARP announcements |
 //! | [`dataplane`] | the BPF object: load, attach, discover, hand over, maps, rules |
 //! | [`instance`] | a running instance: set-up, rule sources, teardown |
-//! | [`node`] | node mode: one agent serves every instance of a node |
-//! | [`agent`] | the loop that runs an instance, metrics and health |
+//! | [`node`] | node mode: one agent (the node agent) serves every instance of a node |
+//! | [`pod_agent`] | the pod agent: the loop that runs an instance in its router pod, metrics and health |
+//! | [`agent`] | what both agents share: the HTTP endpoints, signals, the conntrack GC loop |
 //! | [`conntrack`] | GC, flow views, the data plane's clock |
 //! | [`inspect`] | `status` |
 //! | [`proxy`] | the HTTP proxy and the DNS relay in user space |
@@ -23,6 +24,7 @@ pub mod inspect;
 pub mod instance;
 pub mod network;
 pub mod node;
+pub mod pod_agent;
 pub mod proxy;
 
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.

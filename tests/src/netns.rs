@@ -163,20 +163,20 @@ impl Netns {
         // TCX programs (which `tc filter show` cannot see), by hook, as program ids: a
         // replaced program is a change too.
         let tcx = self.enter(|| {
-            use aya::programs::TcAttachType::{Egress, Ingress};
+            use egress_user::dataplane::programs::Hook::{TcEgress, TcIngress};
             names
                 .iter()
                 .map(|name| {
                     let index = egress_user::network::interface::ifindex(name).unwrap_or(0);
                     let ids = |hook| {
-                        egress_user::dataplane::tcx::query(index, hook)
+                        egress_user::dataplane::attach::program_ids(index, hook)
                             .map(|ids| format!("{ids:?}"))
                             .unwrap_or_else(|e| format!("({e})"))
                     };
                     format!(
                         "tcx {name} ingress {} egress {}\n",
-                        ids(Ingress),
-                        ids(Egress)
+                        ids(TcIngress),
+                        ids(TcEgress)
                     )
                 })
                 .collect::<String>()

@@ -12,7 +12,7 @@ use egress_tests::{
     nodelab::{NODE_IP, NodeLab, egress_source, router_ip},
     util::{count_tcp_in, curl, download, mac_of, run_ok, wait_listening_in},
 };
-use egress_user::dataplane::maps::MapSet;
+use egress_user::dataplane::{maps::MapSet, programs::Hook};
 
 /// Starts the lab's HTTP peer server (it answers with the peer it saw) on port 80.
 fn http_server(lab: &mut NodeLab) {
@@ -315,8 +315,7 @@ fn sixty_four_instances_on_one_node_are_all_served_at_once_with_one_mac() {
                 .enter(|| {
                     let index = egress_user::network::interface::ifindex(&format!("pod{i}"))
                         .expect("the pod's interface");
-                    egress_user::dataplane::tcx::query(index, aya::programs::TcAttachType::Egress)
-                        .unwrap()
+                    egress_user::dataplane::attach::program_ids(index, Hook::TcEgress).unwrap()
                 })
                 .unwrap()
         })
@@ -704,12 +703,12 @@ fn node_teardown_leaves_nothing_of_the_agent_on_the_node() {
         lab.node
             .enter(|| {
                 let index = egress_user::network::interface::ifindex(dev).unwrap();
-                egress_user::dataplane::tcx::query(index, attach).unwrap()
+                egress_user::dataplane::attach::program_ids(index, attach).unwrap()
             })
             .unwrap()
     };
-    assert!(attached("pod0", aya::programs::TcAttachType::Egress).is_empty());
-    assert!(attached("uplink", aya::programs::TcAttachType::Ingress).is_empty());
+    assert!(attached("pod0", Hook::TcEgress).is_empty());
+    assert!(attached("uplink", Hook::TcIngress).is_empty());
     let link = run_ok(&lab.node, "ip", &["-j", "-d", "link", "show", "uplink"], 5);
     assert!(!link.contains("\"xdp\""), "{link}");
     assert!(!lab.bpffs.path().join("node").exists());

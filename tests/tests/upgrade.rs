@@ -2,18 +2,32 @@
 //! running (its maps by ID or through its pins, its programs at their hooks), so flows
 //! survive and nothing of the earlier release stays attached.
 
-use std::os::fd::AsFd as _;
-
-use aya::{EbpfLoader, programs::SchedClassifier};
+use aya::EbpfLoader;
 use egress_tests::{
     lab::{EGRESS_SOURCE, Lab, SERVER_IP},
     util::{ask, peer_server, router_cli, run_ok_here, wait_listening},
 };
 use egress_user::{
     EBPF_OBJECT,
-    dataplane::{discover, programs::PROGRAMS, tcx},
+    dataplane::{
+        attach,
+        programs::{self, Interfaces, Mode, Program},
+    },
     network::interface::ifindex,
 };
+
+/// The router pod's interfaces in the lab.
+const INTERFACES: Interfaces<'static> = Interfaces {
+    pod: Some("eth0"),
+    egress: Some("macvlan0"),
+    host: None,
+    uplink: None,
+};
+
+/// The pod programs of every release (the IPv4 ones: the labs here have no IPv6).
+fn pod_programs() -> impl Iterator<Item = &'static Program> {
+    programs::wanted(Mode::Pod, false)
+}
 
 /// The conntrack flows of `egress-router conntrack --json` that this router translates, by
 /// their original tuple.
@@ -32,7 +46,7 @@ fn nat_flows(json: &str) -> Vec<serde_json::Value> {
 /// release gave them (the names have the same lengths, so the ELF stays valid).
 fn object_with_former_names() -> Vec<u8> {
     let mut object = EBPF_OBJECT.to_vec();
-    for program in PROGRAMS {
+    for program in pod_programs() {
         let Some(former) = program.former_name else {
             continue;
         };
@@ -50,15 +64,14 @@ fn object_with_former_names() -> Vec<u8> {
     object
 }
 
-/// The names of the programs attached with TCX at each of this build's hooks, per hook.
+/// The names of the programs attached at each of this build's hooks, per hook.
 fn attached_names(lab: &Lab) -> Vec<Vec<String>> {
     lab.router
         .enter(|| {
-            PROGRAMS
-                .iter()
+            pod_programs()
                 .map(|program| {
-                    let index = ifindex(program.interface("eth0", "macvlan0")).unwrap();
-                    let ids = tcx::query(index, program.attach_type).unwrap();
+                    let index = ifindex(program.interface(&INTERFACES).unwrap()).unwrap();
+                    let ids = attach::program_ids(index, program.hook).unwrap();
                     aya::programs::loaded_programs()
                         .filter_map(Result::ok)
                         .filter(|info| ids.contains(&info.id()))
@@ -92,16 +105,14 @@ fn upgrade_from_the_former_program_names_replaces_them_in_place() {
                 loader.map_pin_path(name, pins.join(name));
             }
             let mut ebpf = loader.load(&object).unwrap();
-            for program in PROGRAMS {
+            for program in pod_programs() {
                 let name = program.former_name.unwrap_or(program.name);
-                let prog: &mut SchedClassifier =
-                    ebpf.program_mut(name).unwrap().try_into().unwrap();
-                prog.load().unwrap();
-                let index = ifindex(program.interface("eth0", "macvlan0")).unwrap();
-                let current = discover::tcx_attached(index, &program).unwrap().unwrap();
-                let current = tcx::prog_fd(current.id()).unwrap();
-                let fd = prog.fd().unwrap().as_fd();
-                tcx::attach(index, program.attach_type, fd, Some(current.as_fd())).unwrap();
+                let prog = ebpf.program_mut(name).unwrap();
+                let classifier: &mut aya::programs::SchedClassifier = prog.try_into().unwrap();
+                classifier.load().unwrap();
+                // In place of this build's program at the hook, found by its name.
+                let iface = program.interface(&INTERFACES).unwrap();
+                attach::attach(prog, program, iface, None).unwrap();
             }
         })
         .unwrap();
@@ -165,7 +176,7 @@ fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
     // program on the interfaces (they went with its pod).
     let detached = lab
         .router
-        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .enter(|| attach::detach_all(Mode::Pod, &INTERFACES).unwrap())
         .unwrap();
     assert_eq!(detached, 3);
     let rules_pin = lab.pin_dir("up").join("RULES");
@@ -214,7 +225,7 @@ fn upgrade_from_an_older_rules_layout_keeps_flows_and_rewrites_the_rules() {
     // The release before this one: this layout, but room for 4096 entries only (no room
     // for the agent's port beside 4096 rules). Rebuilt at this build's capacity.
     lab.router
-        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .enter(|| attach::detach_all(Mode::Pod, &INTERFACES).unwrap())
         .unwrap();
     std::fs::remove_file(&rules_pin).unwrap();
     let create = [
@@ -273,7 +284,7 @@ fn upgrade_from_an_older_conntrack_layout_copies_the_flows() {
     // What the earlier release left: its pins, with conntrack entries of 32 bytes, and no
     // program on the interfaces.
     lab.router
-        .enter(|| discover::detach_all("eth0", "macvlan0").unwrap())
+        .enter(|| attach::detach_all(Mode::Pod, &INTERFACES).unwrap())
         .unwrap();
     let pin = lab.pin_dir("ct").join("CONNTRACK");
     let rows: Vec<(FlowKey, FlowEntry)> = {

@@ -1,11 +1,18 @@
-//! Checks of the source tree's shape (CONTRIBUTING.md#code-style): no file of egress-user
-//! imports a file that imports it back (directly or through others), and source files stay
-//! under [`MAX_LINES`] unless [`LONG_FILES`] names them with a reason.
+//! Checks of the source tree's shape (CONTRIBUTING.md#code-style): no file of any crate of
+//! the workspace imports a file that imports it back (directly or through others; the paths
+//! are read by [`imports`]), and source files stay under [`MAX_LINES`] unless [`LONG_FILES`]
+//! names them with a reason.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`imports`] | the module paths a source file names (`use` trees, `crate::`, `super::`, `self::`) |
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
+
+mod imports;
 
 /// Longest source file, in lines, that needs no reason.
 pub(crate) const MAX_LINES: usize = 450;
@@ -75,74 +82,82 @@ fn module_of(file: &Path) -> Vec<String> {
     parts
 }
 
-/// The `crate::...` paths a source text names, with `use` groups expanded.
-fn crate_paths(text: &str) -> Vec<Vec<String>> {
-    let code: String = text
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut paths = Vec::new();
-    let mut rest = code.as_str();
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
-        expand(&[], rest, &mut paths);
-    }
-    paths
+/// The crates whose import graphs are checked: each directory is one crate's root (a
+/// `src/` without its `bin/`, or a binary's own directory of modules below `src/bin/`).
+pub(crate) const CRATES: [&str; 6] = [
+    "egress-common/src",
+    "egress-ebpf/src",
+    "egress-user/src",
+    "tests/src",
+    "tests/src/bin/bench",
+    "xtask/src",
+];
+
+/// Import cycles known to be on their way out, as (file, file) from the workspace root:
+/// the edge between the two is not followed.
+// TEMPORARY (issue 31): egress-ebpf's node.rs <-> node6.rs cycle, removed by the egress-ebpf reshaping; delete this line once it is merged.
+pub(crate) const KNOWN_CYCLES: &[(&str, &str)] =
+    &[("egress-ebpf/src/node.rs", "egress-ebpf/src/node6.rs")];
+
+/// The `.rs` files of the crate whose root is `src` (its `bin/` left out: each binary
+/// there is a crate of its own), relative to it, with their text.
+pub(crate) fn crate_sources(src: &Path) -> BTreeMap<PathBuf, String> {
+    rust_files(src)
+        .into_iter()
+        .filter(|file| !(src.ends_with("src") && file.starts_with("bin")))
+        .map(|file| {
+            let text = std::fs::read_to_string(src.join(&file)).unwrap_or_default();
+            (file, text)
+        })
+        .collect()
 }
 
-/// Expands one path (possibly with `{...}` groups) at the start of `text`.
-fn expand(prefix: &[String], text: &str, out: &mut Vec<Vec<String>>) {
-    let end = text
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(text.len());
-    let head = &text[..end];
-    let mut path = prefix.to_vec();
-    path.extend(
-        head.split("::")
-            .filter(|s| !s.is_empty() && *s != "self")
-            .map(str::to_owned),
-    );
-    if (head.is_empty() || head.ends_with("::")) && text[end..].starts_with('{') {
-        let group = &text[end + 1..];
-        let (mut depth, mut start) = (0, 0);
-        for (i, c) in group.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' if depth == 0 => {
-                    expand(&path, group[start..i].trim(), out);
-                    return;
-                }
-                '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    expand(&path, group[start..i].trim(), out);
-                    start = i + 1;
-                }
-                _ => {}
+/// Which files of one crate each file imports: through `use` trees and paths from
+/// `crate::`, `super::`, `self::` or a child module, an item re-exported by a module
+/// followed to the file that defines it. A module's ancestors are the rooms it sits in:
+/// what a file uses of its own ancestors' definitions (the crate root's, as `crate::f`;
+/// its parent's, as `super::T`) is no import. A parent naming its children is.
+pub(crate) fn imports(sources: &BTreeMap<PathBuf, String>) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+    let by_module: BTreeMap<Vec<String>, PathBuf> =
+        sources.keys().map(|f| (module_of(f), f.clone())).collect();
+    let is_module = |path: &[String]| by_module.contains_key(path);
+    let names: BTreeMap<&PathBuf, imports::Names> = sources
+        .iter()
+        .map(|(file, text)| {
+            (
+                file,
+                imports::named_paths(text, &module_of(file), &is_module),
+            )
+        })
+        .collect();
+    // The file a path leads to: the longest prefix that is a module, unless that module
+    // binds the next segment with a `use` (a re-export): then where that leads.
+    let target = |mut path: Vec<String>| -> Option<&PathBuf> {
+        for _ in 0..8 {
+            let (n, file) = (1..=path.len())
+                .rev()
+                .find_map(|n| Some((n, by_module.get(&path[..n])?)))?;
+            let Some(item) = path.get(n) else {
+                return Some(file);
+            };
+            let bound = names[file].bound.iter().find(|(name, _)| name == item);
+            match bound {
+                Some((_, to)) => path = to.iter().chain(&path[n + 1..]).cloned().collect(),
+                None => return Some(file),
             }
         }
-    } else {
-        out.push(path);
-    }
-}
-
-/// Which files of `src` each file imports through `crate::` paths.
-pub(crate) fn imports(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
-    let files = rust_files(src);
-    let by_module: BTreeMap<Vec<String>, PathBuf> =
-        files.iter().map(|f| (module_of(f), f.clone())).collect();
+        None
+    };
     let mut graph = BTreeMap::new();
-    for file in &files {
-        let text = std::fs::read_to_string(src.join(file)).unwrap_or_default();
+    for file in sources.keys() {
+        let module = module_of(file);
         let mut deps = BTreeSet::new();
-        for path in crate_paths(&text) {
-            // The longest prefix that is a module is the file the path lives in.
-            if let Some(target) = (1..=path.len())
-                .rev()
-                .find_map(|n| by_module.get(&path[..n]))
-                .filter(|target| *target != file)
-            {
-                deps.insert(target.clone());
+        for path in &names[file].paths {
+            if let Some(to) = target(path.clone()).filter(|to| *to != file) {
+                let ancestor = module.starts_with(&module_of(to));
+                if !ancestor {
+                    deps.insert(to.clone());
+                }
             }
         }
         graph.insert(file.clone(), deps);
@@ -193,14 +208,6 @@ mod tests {
     }
 
     #[test]
-    fn use_groups_expand_to_every_path() {
-        let paths =
-            crate_paths("use crate::{a::{b, c::D}, e};\nlet x = crate::f::g(); // crate::h");
-        let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
-        assert_eq!(joined, ["a::b", "a::c::D", "e", "f::g"]);
-    }
-
-    #[test]
     fn a_cycle_is_found_and_a_tree_has_none() {
         let edge = |a: &str, b: &[&str]| {
             (
@@ -218,11 +225,105 @@ mod tests {
         assert_eq!(find_cycle(&looped).map(|c| c.len()), Some(4));
     }
 
+    /// The import graph of the crate at `dir`, without the edges of [`KNOWN_CYCLES`].
+    fn graph_of(dir: &str) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+        let mut graph = imports(&crate_sources(&root().join(dir)));
+        for (a, b) in KNOWN_CYCLES {
+            let (Ok(a), Ok(b)) = (
+                Path::new(a).strip_prefix(dir),
+                Path::new(b).strip_prefix(dir),
+            ) else {
+                continue;
+            };
+            for (from, to) in [(a, b), (b, a)] {
+                if let Some(deps) = graph.get_mut(from) {
+                    deps.remove(to);
+                }
+            }
+        }
+        graph
+    }
+
     #[test]
-    fn egress_user_files_import_no_file_that_imports_them_back() {
-        let graph = imports(&root().join("egress-user/src"));
-        assert!(graph.len() > 30, "found the sources: {}", graph.len());
+    fn no_file_of_any_crate_imports_a_file_that_imports_it_back() {
+        for dir in CRATES {
+            let graph = graph_of(dir);
+            assert!(graph.len() > 3, "{dir}: found the sources: {}", graph.len());
+            assert_eq!(find_cycle(&graph), None, "{dir}");
+        }
+        assert!(imports(&crate_sources(&root().join("egress-user/src"))).len() > 30);
+    }
+
+    /// The real egress-user tree, with `line` added to `file`.
+    fn egress_user_with(file: &str, line: &str) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+        let mut sources = crate_sources(&root().join("egress-user/src"));
+        let text = sources.get_mut(Path::new(file)).expect("the file exists");
+        text.insert_str(0, line);
+        imports(&sources)
+    }
+
+    #[test]
+    fn an_injected_super_cycle_is_caught() {
+        // dataplane/load.rs reads the program table; the table reading it back is a cycle.
+        let graph = egress_user_with("dataplane/programs.rs", "use super::load::Dataplane;\n");
+        let cycle = find_cycle(&graph).expect("the cycle is found");
+        assert!(
+            cycle.contains(&PathBuf::from("dataplane/load.rs")),
+            "{cycle:?}"
+        );
+        // The same import from the file's own tests module is no import of another file.
+        let graph = egress_user_with("dataplane/programs.rs", "mod tests { use super::*; }\n");
         assert_eq!(find_cycle(&graph), None);
+    }
+
+    #[test]
+    fn ancestors_are_no_imports_and_re_exports_lead_to_their_file() {
+        let sources: BTreeMap<PathBuf, String> = [
+            ("lib.rs", "mod a;\nmod b;\npub fn top() {}"),
+            ("a/mod.rs", "mod c;\npub use c::T;\npub fn f() { c::g() }"),
+            (
+                "a/c.rs",
+                "use super::f;\nuse crate::top;\npub struct T;\npub fn g() {}",
+            ),
+            ("b.rs", "use crate::a::T;"),
+        ]
+        .into_iter()
+        .map(|(file, text)| (PathBuf::from(file), text.to_owned()))
+        .collect();
+        let graph = imports(&sources);
+        let deps = |file: &str| -> Vec<String> {
+            graph[Path::new(file)]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        // A parent naming its child is an import; the child using its parent's and the
+        // crate root's definitions is not.
+        assert_eq!(deps("a/mod.rs"), ["a/c.rs"]);
+        assert_eq!(deps("a/c.rs"), [] as [&str; 0]);
+        // `crate::a::T` is `a/c.rs`'s, re-exported by `a/mod.rs`.
+        assert_eq!(deps("b.rs"), ["a/c.rs"]);
+        assert_eq!(find_cycle(&graph), None);
+        // So `a/c.rs` reaching for `b.rs` closes a cycle.
+        let mut sources = sources;
+        sources
+            .get_mut(Path::new("a/c.rs"))
+            .unwrap()
+            .push_str("\nuse crate::b;");
+        assert!(find_cycle(&imports(&sources)).is_some());
+    }
+
+    #[test]
+    fn an_injected_nested_tree_cycle_is_caught() {
+        let graph = egress_user_with(
+            "network/interface.rs",
+            "use crate::{config::fields::Egress, dataplane::{bpffs, load::{Dataplane, LoadOptions}}};\n",
+        );
+        let cycle = find_cycle(&graph).expect("the cycle is found");
+        assert!(
+            cycle.contains(&PathBuf::from("network/interface.rs")),
+            "{cycle:?}"
+        );
     }
 
     #[test]

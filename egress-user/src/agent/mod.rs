@@ -1,15 +1,12 @@
-//! The agent: the loop that runs an [`crate::instance`] ([`run`]), its Prometheus
-//! [`metrics`] and health endpoint (served with [`prometheus`], which the node agent shares),
-//! and the [`lock`] that keeps it one per instance.
+//! What the pod agent ([`crate::pod_agent`]) and the node agent ([`crate::node::agent`])
+//! share, so that neither imports the other.
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`run`] | the loop that runs an instance (it knows no modes) |
-//! | [`metrics`] | its Prometheus metrics and health |
-//! | [`prometheus`] | the Prometheus side the node agent shares |
-//! | [`lock`] | the one-agent-per-instance lock |
+//! | [`prometheus`] | the `/metrics` and `/healthz` HTTP server, and the exposition's families |
+//! | [`signals`] | the signals an agent acts on, installed before its set-up |
+//! | [`gc`] | the conntrack GC as an agent runs it: a pass when due, the flow limit, the log |
 
-pub mod lock;
-pub mod metrics;
+pub mod gc;
 pub mod prometheus;
-pub mod run;
+pub mod signals;

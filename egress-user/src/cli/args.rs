@@ -10,13 +10,13 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum, builder::FalseyValueParser};
 use egress_user::{
-    agent::run::Options as AgentOptions,
     config::{
         agents::{Conntrack, Listen},
         error::ConfigError,
     },
     instance::setup::Settings,
     network::plan::MacvlanMode,
+    pod_agent::run::Options as AgentOptions,
 };
 
 /// The help heading of the logging options.

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context as _, Result};
 use clap::Args;
 use egress_user::{
-    agent::run::{Signals, prepare, run as run_agent},
+    agent::signals::Signals,
     config::{
         dns_proxy::{check_dns_families, check_dns_local_ports, parse_dns_routes},
         fields::{
@@ -20,6 +20,7 @@ use egress_user::{
         names::{Names, may_use_bpf},
     },
     network::interface::{egress_sources, pod_ips},
+    pod_agent::run::{prepare, run as run_agent},
     proxy::{outbound, relay},
 };
 

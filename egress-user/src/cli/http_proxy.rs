@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Result;
 use clap::{Args, Parser};
 use egress_user::{
-    agent::run::Signals,
+    agent::signals::Signals,
     config::http_proxy::HttpRules,
     network::interface::{egress_sources, pod_ips},
     proxy::{

@@ -7,7 +7,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use egress_user::{
-    agent::run::Signals,
+    agent::signals::Signals,
     config::{agents::NodeListen, redirect::Raw},
     dataplane::bpffs::prepare_bpffs,
     network::interface::pod_ips,

@@ -8,10 +8,11 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use clap::Args;
 use egress_user::{
-    agent::run::{Signals, prepare, run as run_agent},
+    agent::signals::Signals,
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
+    pod_agent::run::{prepare, run as run_agent},
 };
 
 use crate::cli::args::{

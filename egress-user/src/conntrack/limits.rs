@@ -5,7 +5,7 @@
 //! the tables are shared).
 
 use crate::{
-    conntrack::{FamilyPass, GcPass, SourceLimits, source_limits},
+    conntrack::gc::{FamilyPass, GcPass, SourceLimits, source_limits},
     dataplane::{
         flows::CtFamily,
         maps::{Error, MapSet},

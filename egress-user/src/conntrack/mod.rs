@@ -1,12 +1,13 @@
 //! The conntrack tables from user space: their clock, the flows as an operator reads them
-//! (original and translated tuples, state, age), as text or JSON, and garbage collection
-//! ([`gc`]), with the per-client flow limit it enforces ([`limits`]).
+//! (original and translated tuples, state, age), as text or JSON, and garbage collection,
+//! with the per-client flow limit it enforces. An agent runs the GC with
+//! [`crate::agent::gc`].
 //!
 //! | module | concern |
 //! |---|---|
-//! | `gc` | GC passes over both families, and the per-client census |
-//! | `sweep` | a pass with the judging in the kernel (the data plane's `ct_sweep`) |
-//! | `limits` | `--max-flows-per-source` applied: the tables of limited clients |
+//! | `gc` | garbage collection of the tables, and the census of each client's flows |
+//! | `sweep` | the GC pass with the judging done in the kernel (the sweep program) |
+//! | `limits` | `--max-flows-per-source` applied after a pass |
 
 mod gc;
 mod limits;

@@ -1,8 +1,7 @@
-//! The errors of the data-plane operations ([`crate::dataplane::load`]).
+//! The errors of the data-plane operations: loading and attaching ([`Error`]), and
+//! finding what is attached ([`DiscoverError`], [`crate::dataplane::discover`]'s).
 
 use std::{io, path::PathBuf};
-
-use crate::dataplane::discover;
 
 /// Errors of the data-plane operations.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +38,7 @@ pub enum Error {
     #[error("finding the programs attached to {iface}: {source}")]
     Attached {
         iface: String,
-        source: Box<discover::Error>,
+        source: Box<DiscoverError>,
     },
     #[error(transparent)]
     Maps(#[from] crate::dataplane::maps::Error),
@@ -48,4 +47,27 @@ pub enum Error {
         name: &'static str,
         source: aya::maps::MapError,
     },
+}
+
+/// Errors of finding (and detaching) what is attached, and of opening a running data
+/// plane's maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("program {id}: {source}")]
+    Program {
+        id: u32,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} is no longer loaded")]
+    ProgramGone(u32),
+    #[error("querying the TCX programs: {0}")]
+    Tcx(std::io::Error),
+    #[error("detaching {name} from {iface}: {source}")]
+    Detach {
+        name: &'static str,
+        iface: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] crate::dataplane::maps::Error),
 }

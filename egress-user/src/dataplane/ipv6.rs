@@ -1,5 +1,5 @@
-//! The IPv6 half of a data plane. Its programs are
-//! [`crate::dataplane::programs::PROGRAMS6`], loaded and verified only for an instance with
+//! The IPv6 half of a data plane. Its programs are the IPv6 ones of
+//! [`crate::dataplane::programs::PROGRAMS`], loaded and verified only for an instance with
 //! IPv6 ([`crate::dataplane::load::LoadOptions::ipv6`]), and its maps are sized to one
 //! entry otherwise ([`crate::dataplane::layout::size_ipv6_maps`]).
 //!

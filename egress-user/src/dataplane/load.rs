@@ -1,12 +1,9 @@
-//! Loading the embedded BPF object (the verifier runs here), pinning its maps, and attaching
-//! its programs.
-//!
-//! Programs are attached with TCX without a link ([`crate::dataplane::tcx`]), so the
-//! interface owns them: they keep forwarding after this process (e.g. an init container,
-//! whose bpffs dies with it) is gone. (A TCX link, aya's default, is detached with its last
-//! fd or pin.)
+//! Loading the embedded BPF object for a pod or a node (the verifier runs here), pinning
+//! its maps, and attaching its programs: both walk the program table
+//! ([`crate::dataplane::programs`]) for the data plane's mode, and every attach goes
+//! through [`crate::dataplane::attach`].
 
-use std::{collections::BTreeMap, os::fd::AsFd as _, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -18,16 +15,12 @@ use egress_common::{
 };
 
 pub use crate::dataplane::error::Error;
-use crate::{
-    dataplane::{
-        discover,
-        layout::{LayoutError, check_family, check_layout, size_ipv6_maps, unreplied_entries},
-        maps::MapSet,
-        migrate::Migration,
-        programs::{PROGRAMS, PROGRAMS6, Program},
-        tcx,
-    },
-    network::interface::ifindex,
+use crate::dataplane::{
+    attach,
+    layout::{LayoutError, check_family, check_layout, size_ipv6_maps, unreplied_entries},
+    maps::MapSet,
+    migrate::Migration,
+    programs::{self as table, Hook, Interfaces, Mode},
 };
 
 /// How to load the object.
@@ -75,9 +68,13 @@ type SweepParts<'a> = (
     &'a mut Map,
 );
 
-/// The loaded data plane: programs and maps of one egress-router instance.
+/// The loaded data plane: programs and maps of one egress-router instance, or of a node's
+/// instances.
 pub struct Dataplane {
     ebpf: Ebpf,
+    mode: Mode,
+    /// Where its maps are pinned (and node mode's XDP link).
+    pin_dir: Option<PathBuf>,
     maps: MapSet,
     /// The GC sweep's own maps: [`maps::CT_SWEEP`], then [`maps::CT_DOOMED`] and
     /// [`maps::CT_CENSUS`], then their IPv6 counterparts.
@@ -87,25 +84,24 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the embedded object and all its programs (the verifier runs here), touching
-    /// nothing else on the system.
+    /// Loads the embedded object and a router pod's programs (the verifier runs here),
+    /// touching nothing else on the system.
     pub fn load(opts: &LoadOptions) -> Result<Self, Error> {
-        Self::load_as(opts, false)
+        Self::load_for(Mode::Pod, opts)
     }
 
-    /// [`Dataplane::load`] for a node agent ([`crate::node`]): the node programs instead of
-    /// the pod's, a configuration for each instance, and the node's maps, pinned with the
-    /// others.
-    pub fn load_node(opts: &LoadOptions) -> Result<Self, Error> {
-        Self::load_as(opts, true)
-    }
-
-    fn load_as(opts: &LoadOptions, node: bool) -> Result<Self, Error> {
-        let node_maps: &[&'static str] = if node { &maps::NODE } else { &[] };
+    /// Loads the embedded object and the programs of `mode` ([`table::wanted`]): for a node
+    /// agent ([`crate::node`]), a configuration for each instance and the node's maps too,
+    /// pinned with the others.
+    pub fn load_for(mode: Mode, opts: &LoadOptions) -> Result<Self, Error> {
+        let (mode_maps, instances) = match mode {
+            Mode::Pod => (&[][..], None),
+            Mode::Node => (&maps::NODE[..], Some(NODE_INSTANCES_MAX + 1)),
+        };
         let mut loader = EbpfLoader::new();
-        if node {
-            loader.map_max_entries(maps::CONFIG, NODE_INSTANCES_MAX + 1);
-            loader.map_max_entries(maps::CONFIG6, NODE_INSTANCES_MAX + 1);
+        if let Some(entries) = instances {
+            loader.map_max_entries(maps::CONFIG, entries);
+            loader.map_max_entries(maps::CONFIG6, entries);
         }
         loader.map_max_entries(maps::CONNTRACK, opts.conntrack_flows.saturating_mul(2));
         loader.map_max_entries(maps::CT_UNREPLIED, unreplied_entries(opts.conntrack_flows));
@@ -117,7 +113,7 @@ impl Dataplane {
                 path: dir.clone(),
                 source,
             })?;
-            for &name in maps::ALL.iter().chain(&maps::ALL6).chain(node_maps) {
+            for &name in maps::ALL.iter().chain(&maps::ALL6).chain(mode_maps) {
                 let path = dir.join(name);
                 if let Ok(info) = MapInfo::from_pin(&path) {
                     // A rules map or rule counters smaller than this build's (an earlier
@@ -128,7 +124,7 @@ impl Dataplane {
                         let needed = match name {
                             maps::RULES => RULES_CAPACITY,
                             maps::RULE_STATS => RULE_STATS_LEN,
-                            maps::CONFIG | maps::CONFIG6 if node => NODE_INSTANCES_MAX + 1,
+                            maps::CONFIG | maps::CONFIG6 => instances.unwrap_or(0),
                             _ => 0,
                         };
                         if info.max_entries() < needed {
@@ -168,25 +164,17 @@ impl Dataplane {
         }
         let held = SignalsHeld::new();
         let mut ebpf = loader.load(crate::EBPF_OBJECT)?;
-        let tc: &[&'static str] = if node {
-            &super::node::NODE_TC
-        } else {
-            &PROGRAMS.map(|p| p.name)
-        };
-        for &name in tc {
-            classifier(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program { name, source })?;
-        }
-        if node {
-            let name = programs::NODE_XDP;
-            xdp(&mut ebpf)?
-                .load()
-                .map_err(|source| Error::Program { name, source })?;
+        for program in table::wanted(mode, opts.ipv6) {
+            let name = program.name;
+            let loaded = match program.hook {
+                Hook::Xdp => xdp_named(&mut ebpf, name)?.load(),
+                Hook::TcIngress | Hook::TcEgress => classifier(&mut ebpf, name)?.load(),
+            };
+            loaded.map_err(|source| Error::Program { name, source })?;
         }
         drop(held);
         let mut set = BTreeMap::new();
-        for &name in maps::ALL.iter().chain(&maps::ALL6).chain(node_maps) {
+        for &name in maps::ALL.iter().chain(&maps::ALL6).chain(mode_maps) {
             set.insert(name, ebpf.take_map(name).ok_or(Error::MissingMap(name))?);
         }
         let mut maps = MapSet::new(set);
@@ -202,23 +190,15 @@ impl Dataplane {
             let copied = migration.copy(&mut maps)?;
             reuse.migrated.push((maps::CONNTRACK, copied));
         }
-        let mut dataplane = Self {
+        Ok(Self {
             ebpf,
+            mode,
+            pin_dir: opts.pin_dir.clone(),
             maps,
             sweep_maps,
             reuse,
             migration,
-        };
-        if opts.ipv6 && !node {
-            let held = SignalsHeld::new();
-            for Program { name, .. } in PROGRAMS6 {
-                classifier(&mut dataplane.ebpf, name)?
-                    .load()
-                    .map_err(|source| Error::Program { name, source })?;
-            }
-            drop(held);
-        }
-        Ok(dataplane)
+        })
     }
 
     /// Ends a migration of conntrack flows from an earlier layout (see
@@ -293,29 +273,28 @@ impl Dataplane {
 
     /// The pod-interface ingress program.
     pub fn pod_ingress(&mut self) -> Result<&mut SchedClassifier, Error> {
-        self.program(PROGRAMS[0].name)
+        self.program(programs::POD_INGRESS)
     }
 
-    /// Attaches every program to its interface in the current network namespace with TCX,
-    /// owned by the interfaces: they stay when this process exits. A program of an earlier
-    /// run at the same place is replaced atomically. The IPv6 programs (with `ipv6`) go
-    /// after the IPv4 ones, which hand IPv6 on to them; without `ipv6`, an earlier run's
-    /// are detached.
-    pub fn attach(
-        &mut self,
-        pod_interface: &str,
-        egress_interface: &str,
-        ipv6: bool,
-    ) -> Result<(), Error> {
-        for program in PROGRAMS {
-            self.attach_program(&program, program.interface(pod_interface, egress_interface))?;
-        }
-        for program in PROGRAMS6 {
-            let iface = program.interface(pod_interface, egress_interface);
-            if ipv6 {
-                self.attach_program(&program, iface)?;
+    /// Attaches the programs of this data plane's mode to the interfaces of `interfaces`
+    /// in the current network namespace, in the table's order ([`attach::attach`]: owned
+    /// by the interfaces, they stay when this process exits; a program of an earlier run at
+    /// the same place is replaced atomically). The IPv6 programs go after the IPv4 ones,
+    /// which hand IPv6 on to them; a router pod without IPv6 (`ipv6`) has none, and an
+    /// earlier run's are detached.
+    pub fn attach(&mut self, interfaces: &Interfaces<'_>, ipv6: bool) -> Result<(), Error> {
+        for program in table::of(self.mode) {
+            let Some(iface) = program.interface(interfaces) else {
+                continue;
+            };
+            if program.wanted(ipv6) {
+                let prog = self
+                    .ebpf
+                    .program_mut(program.name)
+                    .ok_or(Error::MissingProgram(program.name))?;
+                attach::attach(prog, program, iface, self.pin_dir.as_deref())?;
             } else {
-                discover::detach(iface, &program).map_err(|e| Error::Attached {
+                attach::detach(iface, program).map_err(|e| Error::Attached {
                     iface: iface.to_owned(),
                     source: Box::new(e),
                 })?;
@@ -326,43 +305,13 @@ impl Dataplane {
 
     /// Attaches only the pod-interface ingress program (the low-level `attach` command).
     pub fn attach_pod_ingress(&mut self, iface: &str) -> Result<(), Error> {
-        self.attach_program(&PROGRAMS[0], iface)
-    }
-
-    /// The object itself, for what this module does not wrap (node mode's XDP link).
-    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
-    }
-
-    pub(crate) fn attach_program(&mut self, program: &Program, iface: &str) -> Result<(), Error> {
-        let name = program.name;
-        let index = ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
-        let attach_error = |source| Error::Attach {
-            name,
-            iface: iface.to_owned(),
-            source,
-        };
-        let previous = discover::tcx_attached(index, program).map_err(|e| Error::Attached {
-            iface: iface.to_owned(),
-            source: Box::new(e),
-        })?;
-        let previous = previous
-            .map(|info| tcx::prog_fd(info.id()))
-            .transpose()
-            .map_err(attach_error)?;
-        let prog = classifier(&mut self.ebpf, name)?;
-        let fd = prog
-            .fd()
-            .map_err(|source| Error::Program { name, source })?
-            .as_fd();
-        // An earlier run's program: swapped in place, no gap.
-        tcx::attach(
-            index,
-            program.attach_type,
-            fd,
-            previous.as_ref().map(|f| f.as_fd()),
-        )
-        .map_err(attach_error)
+        let name = programs::POD_INGRESS;
+        let program = table::named(name).ok_or(Error::MissingProgram(name))?;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram(name))?;
+        attach::attach(prog, program, iface, None)
     }
 
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the
@@ -423,11 +372,6 @@ impl log::Log for TracingLog {
     fn flush(&self) {}
 }
 
-/// Node mode's XDP program of `ebpf`.
-pub(crate) fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
-    xdp_named(ebpf, programs::NODE_XDP)
-}
-
 fn xdp_named<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram(name))?
@@ -435,7 +379,7 @@ fn xdp_named<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, 
         .map_err(|source| Error::Program { name, source })
 }
 
-pub(crate) fn classifier<'a>(
+fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, Error> {

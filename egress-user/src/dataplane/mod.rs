@@ -2,25 +2,26 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`programs`] | the programs and their hooks, the table every walk goes through |
-//! | [`load`] | load the object (the verifier runs here) and attach with TCX |
-//! | [`tcx`] | the raw TCX attach, detach and query syscalls |
+//! | [`programs`] | the programs of both modes and where they run: the table every walk goes through |
+//! | [`load`] | load the object for a pod or a node (the verifier runs here), and attach |
+//! | [`attach`] | every attach, detach and query of a program at its hook (TCX, the XDP link) |
 //! | [`discover`] | the data plane running in the namespace, found without its process |
 //! | [`handover`] | a new load taking over a running data plane's maps |
-//! | [`ipv6`] | the IPv6 programs, configuration and conntrack of an instance with IPv6 |
+//! | [`error`] | the errors of loading, attaching and discovering |
+//! | [`ipv6`] | the IPv6 configuration and conntrack of an instance with IPv6 |
 //! | [`bpffs`] | where pins live |
 //! | [`maps`] | reading and writing the maps |
-//! | [`layout`] | the layout of each map, and which maps a build can reuse |
+//! | [`layout`] | which maps a build can reuse, and their sizes |
+//! | [`batch`] | a whole hash map read with `BPF_MAP_LOOKUP_BATCH` |
+//! | [`configure`] | an instance's configuration and rules written to its maps, undone on failure |
 //! | [`family`] | the address families' maps |
 //! | [`flows`] | the conntrack table row by row |
-//! | [`batch`] | a whole hash map read in batches (`BPF_MAP_LOOKUP_BATCH`) |
 //! | [`migrate`] | conntrack flows carried across a change of the entry layout |
 //! | [`rules`] | the rules map as it should be, and the plan that gets it there |
-//! | [`configure`] | the rules plan and the configuration written into the maps (both families) |
 //! | [`stats`] | the counters, summed over CPUs |
-//! | [`node`] | node mode's programs, attachments and each instance's share of the maps |
-//! | [`error`] | the errors of the data-plane operations |
+//! | [`node`] | node mode's share of the maps: each instance's configuration, rules and lookups |
 
+pub mod attach;
 pub mod batch;
 pub mod bpffs;
 pub mod configure;
@@ -38,4 +39,3 @@ pub mod node;
 pub mod programs;
 pub mod rules;
 pub mod stats;
-pub mod tcx;

@@ -1,21 +1,17 @@
-//! Node mode's side of the data plane ([`egress_common::node`]): its programs and where
-//! they attach (each router pod's host-side interface, the uplink), and each instance's
-//! share of the maps: its configuration at its number, its rules keyed by it, and the
-//! node maps that find it from a packet.
+//! Node mode's share of the maps ([`egress_common::node`]): each instance's configuration
+//! at its number, its rules keyed by it, and the node maps that find it from a packet (by
+//! its router pod's host-side interface, or by EGRESS_SOURCE). Node mode's programs are in
+//! the one table, [`crate::dataplane::programs`].
 
-use std::{os::fd::AsFd as _, path::Path};
-
-use aya::{
-    maps::{Array, HashMap, MapError},
-    programs::{
-        TcAttachType, XdpMode,
-        links::{FdLink, PinnedLink},
-        xdp::XdpLink,
-    },
-};
+use aya::maps::{Array, HashMap, MapError};
 use egress_common::{
     DropReason, NODE_INSTANCES_MAX, NODE_STATS_PER_INSTANCE, NodeHop, NodeUplink, PacketCount,
-    RouterConfig, RouterConfig6, RuleKey, RuleTarget, maps, node_stat, programs,
+    RouterConfig, RouterConfig6, RuleKey, RuleTarget, maps, node_stat,
+};
+
+use crate::dataplane::{
+    maps::{Error as MapsError, MapSet, is_not_found},
+    rules::{RuleSet, ids, plan_rules},
 };
 
 /// One instance's counters in node mode.
@@ -46,147 +42,6 @@ impl NodeCounts {
     }
 }
 
-use crate::{
-    dataplane::{
-        load::{Dataplane, Error, xdp},
-        maps::{Error as MapsError, MapSet, is_not_found},
-        programs::{Program, Side},
-        rules::{RuleSet, ids, plan_rules},
-    },
-    network::interface::ifindex,
-};
-
-/// Node mode's TC programs, loaded together.
-pub(crate) const NODE_TC: [&str; 4] = [
-    programs::NODE_FORWARD,
-    programs::NODE_FORWARD6,
-    programs::NODE_REPLY,
-    programs::NODE_REPLY6,
-];
-
-/// `node_forward` at the TC egress of a router pod's host-side interface.
-pub const NODE_FORWARD: Program = Program {
-    name: programs::NODE_FORWARD,
-    former_name: None,
-    side: Side::Pod,
-    attach_type: TcAttachType::Egress,
-};
-
-/// `node_forward6`, after `node_forward` at the same hook.
-pub const NODE_FORWARD6: Program = Program {
-    name: programs::NODE_FORWARD6,
-    former_name: None,
-    side: Side::Pod,
-    attach_type: TcAttachType::Egress,
-};
-
-/// `node_reply` at the TC ingress of the uplink.
-pub const NODE_REPLY: Program = Program {
-    name: programs::NODE_REPLY,
-    former_name: None,
-    side: Side::Egress,
-    attach_type: TcAttachType::Ingress,
-};
-
-/// `node_reply6`, after `node_reply` at the same hook.
-pub const NODE_REPLY6: Program = Program {
-    name: programs::NODE_REPLY6,
-    former_name: None,
-    side: Side::Egress,
-    attach_type: TcAttachType::Ingress,
-};
-
-/// The pin of the uplink's XDP link in the node's pin directory: the link, and with it the
-/// program, stays attached while the pin does, across the agent's restarts.
-const XDP_LINK_PIN: &str = "link_node_xdp";
-
-impl Dataplane {
-    /// Attaches the uplink's programs: `node_reply` and `node_reply6` after it with TCX
-    /// (owned by the interface), and
-    /// `node_xdp` with an XDP link pinned in `pin_dir` (replaced in place when a pin of an
-    /// earlier run is there; without `pin_dir`, it lives as long as this data plane). In
-    /// the driver when it supports XDP, else in the generic mode.
-    pub fn attach_node_uplink(
-        &mut self,
-        uplink: &str,
-        pin_dir: Option<&Path>,
-    ) -> Result<(), Error> {
-        self.attach_program(&NODE_REPLY, uplink)?;
-        self.attach_program(&NODE_REPLY6, uplink)?;
-        let index = ifindex(uplink).ok_or_else(|| Error::NoInterface(uplink.to_owned()))?;
-        let name = programs::NODE_XDP;
-        let program = |source| Error::Program { name, source };
-        let link_error = |e: aya::programs::links::LinkError| Error::Attach {
-            name,
-            iface: uplink.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        };
-        let pin = pin_dir.map(|dir| dir.join(XDP_LINK_PIN));
-        let earlier = pin
-            .as_ref()
-            .and_then(|path| PinnedLink::from_pin(path).ok())
-            .map(|pinned| XdpLink::try_from(FdLink::from(pinned)))
-            .transpose()
-            .map_err(link_error)?;
-        let prog = xdp(self.ebpf_mut())?;
-        let id = match earlier {
-            Some(link) => prog.attach_to_link(link).map_err(program)?,
-            None => match prog.attach_to_if_index(index, XdpMode::Driver) {
-                Ok(id) => id,
-                Err(_) => prog
-                    .attach_to_if_index(index, XdpMode::Skb)
-                    .map_err(program)?,
-            },
-        };
-        let Some(path) = pin else {
-            return Ok(());
-        };
-        if path.exists() {
-            // The pin names the link that was updated: nothing more to keep.
-            return Ok(());
-        }
-        let link = prog.take_link(id).map_err(program)?;
-        let link = FdLink::try_from(link).map_err(link_error)?;
-        link.pin(&path).map_err(|source| Error::Pin {
-            name,
-            path: path.clone(),
-            source,
-        })?;
-        Ok(())
-    }
-
-    /// Attaches `node_forward` and `node_forward6` after it to a router pod's host-side
-    /// interface.
-    pub fn attach_node_pod(&mut self, host_interface: &str) -> Result<(), Error> {
-        self.attach_program(&NODE_FORWARD, host_interface)?;
-        self.attach_program(&NODE_FORWARD6, host_interface)
-    }
-
-    /// Detaches `node_forward` and `node_forward6` from a router pod's host-side interface.
-    pub fn node_forward_detach(&mut self, host_ifindex: u32) -> Result<(), Error> {
-        for name in [programs::NODE_FORWARD, programs::NODE_FORWARD6] {
-            let prog = self.program(name)?;
-            let fd = prog
-                .fd()
-                .map_err(|source| Error::Program { name, source })?
-                .as_fd();
-            match super::tcx::detach(host_ifindex, TcAttachType::Egress, fd) {
-                // Gone with its interface, or never attached.
-                Ok(()) => {}
-                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) => {}
-                Err(source) => {
-                    return Err(Error::Attach {
-                        name,
-                        iface: format!("ifindex {host_ifindex}"),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 impl MapSet {
     /// The instances configured now, by number.
     pub fn node_instances(&self) -> Result<Vec<RouterConfig>, MapsError> {
@@ -196,7 +51,7 @@ impl MapSet {
         let mut found = Vec::new();
         for index in 1..=NODE_INSTANCES_MAX {
             let cfg = array.get(&index, 0).map_err(err)?;
-            if cfg.pod_ifindex != 0 {
+            if cfg.host_ifindex() != 0 {
                 found.push(cfg);
             }
         }
@@ -306,7 +161,7 @@ impl MapSet {
             self.write_rules(maps::RULES6, &plan6.remove, &plan6.write, &mut done6)?;
         }
         self.write_node(maps::NODE_HOPS, Some(index), hop)?;
-        self.put_node(maps::NODE_PODS, config.pod_ifindex, index)?;
+        self.put_node(maps::NODE_PODS, config.host_ifindex(), index)?;
         if config.egress_source != [0; 4] {
             self.put_node(maps::NODE_SOURCES, config.egress_source, index)?;
         }
@@ -328,7 +183,7 @@ impl MapSet {
         let config6 = self.node_config6(config.instance)?;
         self.write_node(maps::CONFIG, Some(index), &RouterConfig::default())?;
         self.write_node(maps::CONFIG6, Some(index), &RouterConfig6::default())?;
-        self.delete_node(maps::NODE_PODS, config.pod_ifindex)?;
+        self.delete_node(maps::NODE_PODS, config.host_ifindex())?;
         if config.egress_source != [0; 4] {
             self.delete_node(maps::NODE_SOURCES, config.egress_source)?;
         }

@@ -1,15 +1,13 @@
 //! An instance of egress-router in the pod's network namespace: the running data plane it
-//! owns with its configuration and rules ([`Instance`]), its set-up ([`setup`]), the rule
-//! sources that keep its rules current ([`source`]: `EGRESS_DESTINATION`; [`names`]: the DNS
-//! proxy's names), and its [`teardown`].
+//! owns with its configuration and rules ([`Instance`]).
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`setup`] | the set-up, in an order that changes nothing until every check has passed |
+//! | [`setup`] | setting an instance up, changing nothing until every check has passed |
 //! | [`router`] | the data plane's view of an instance (`RouterConfig`, `RouterConfig6`) |
-//! | [`source`] | rule sources: `EGRESS_DESTINATION` (the variable or `--config-file`) |
-//! | [`names`] | the DNS proxy's names in the data plane, a rule source |
-//! | [`teardown`] | `teardown`: what the instance added, removed |
+//! | [`source`] | the rule sources that keep its rules current: `EGRESS_DESTINATION` |
+//! | [`names`] | the DNS proxy in the data plane: rules whose addresses follow names |
+//! | [`teardown`] | `egress-router teardown`: what an instance added, removed |
 
 pub mod names;
 pub mod router;

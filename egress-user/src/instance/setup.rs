@@ -11,7 +11,7 @@ use egress_common::{RouterConfig6, config_flags};
 
 use crate::{
     config::fields::Egress,
-    dataplane::{handover::Handover, load, rules::RuleSet},
+    dataplane::{handover::Handover, load, programs::Interfaces, rules::RuleSet},
     instance::{
         Instance,
         router::{nat_secret, router_config, router_config6},
@@ -237,7 +237,8 @@ impl Instance {
             dataplane
                 .maps_mut()
                 .configure_dual(&router, &router6, &rules.rules, &rules.rules6)?;
-        dataplane.attach(&settings.pod_interface, &settings.egress_interface, ipv6)?;
+        let interfaces = Interfaces::pod(&settings.pod_interface, &settings.egress_interface);
+        dataplane.attach(&interfaces, ipv6)?;
         if let Some(copied) = dataplane.finish_migration()? {
             tracing::info!(
                 copied,

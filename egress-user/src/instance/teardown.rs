@@ -12,7 +12,10 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     config::fields::{Egress4, Egress6, EgressSource, Gateways, Sources},
-    dataplane::{bpffs, discover},
+    dataplane::{
+        attach, bpffs, discover,
+        programs::{Interfaces, Mode},
+    },
     instance::setup::owner_alias,
     network::plan::{MacvlanMode, NetworkPlan, Removed},
 };
@@ -67,7 +70,8 @@ impl Teardown<'_> {
             gateway: gateway.v6.unwrap_or(Ipv6Addr::UNSPECIFIED),
         });
 
-        let programs = discover::detach_all(self.pod_interface, self.egress_interface)?;
+        let interfaces = Interfaces::pod(self.pod_interface, self.egress_interface);
+        let programs = attach::detach_all(Mode::Pod, &interfaces)?;
         let pins = bpffs::remove_pins(self.pin_dir)
             .with_context(|| format!("removing the pins in {}", self.pin_dir.display()))?;
         let network = match (v4, v6) {

@@ -1,27 +1,23 @@
-//! The pod's network, through rtnetlink: [`interface`] lookups (which change nothing),
-//! the egress interface's set-up and teardown ([`plan`]), claiming EGRESS_SOURCE (the
-//! [`mac`] and the conflict [`probe`], [`claim`]), and the ARP [`announce`]ment.
-//!
-//! Vocabulary: the *pod interface* (`eth0`) is where clients' packets arrive and where the
-//! pod IP lives; the *egress interface* (`macvlan0`) holds EGRESS_SOURCE; a macvlan's
-//! *parent* is the node's interface it is created on.
+//! The pod's network, through rtnetlink.
 //!
 //! | module | concern |
 //! |---|---|
 //! | [`interface`] | interface lookups, which change nothing |
 //! | [`plan`] | the egress interface's set-up and teardown |
 //! | [`plan6`] | its IPv6 half |
-//! | [`mac`] | the stable MAC |
+//! | [`mac`] | the stable MAC of an egress interface |
 //! | [`claim`] | claiming EGRESS_SOURCE: no other live host holds it |
-//! | [`probe`] | the ARP probe before EGRESS_SOURCE is claimed |
-//! | [`probe6`] | duplicate address detection for its IPv6 address |
-//! | [`packet`] | one AF_PACKET socket for the frames the router sends and hears itself |
+//! | [`probe`] | the ARP probe (RFC 5227) |
+//! | [`probe6`] | duplicate address detection for IPv6 |
+//! | [`packet`] | an AF_PACKET socket for the frames the router sends and hears itself |
 //! | [`announce`] | gratuitous ARP and unsolicited neighbour advertisements |
-//! | [`check`] | `egress-router check` |
-//! | [`neighbours`] | `check`'s questions to the egress network, per family |
-//! | [`verdict`] | `check`'s report |
-//! | [`route`] | the interface a route leads to (node mode) |
+//! | [`route`] | node mode's questions to the node's routing, and gateways kept resolved |
+//! | [`check`] | `egress-router check`, the egress network's preflight |
 //! | [`error`] | the errors of the set-up and lookups |
+//!
+//! Vocabulary: the *pod interface* (`eth0`) is where clients' packets arrive and where the
+//! pod IP lives; the *egress interface* (`macvlan0`) holds EGRESS_SOURCE; a macvlan's
+//! *parent* is the node's interface it is created on.
 
 pub mod announce;
 pub mod check;
@@ -29,11 +25,9 @@ pub mod claim;
 pub mod error;
 pub mod interface;
 pub mod mac;
-pub mod neighbours;
 pub mod packet;
 pub mod plan;
 pub mod plan6;
 pub mod probe;
 pub mod probe6;
 pub mod route;
-pub mod verdict;

@@ -1,20 +1,25 @@
 //! The node agent's loop: the spool directory read again and again, each registration
 //! validated and matched to its router pod's host-side interface, the data plane brought
-//! to what the spool says (instances added, changed, dropped), and the conntrack GC.
+//! to what the spool says (instances added, changed, dropped), and the conntrack GC
+//! ([`crate::agent::gc`], as the pod agent runs it).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 use egress_common::{NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6};
 
 use crate::{
-    conntrack::{collect_garbage_in_kernel, enforce_source_limits, gc_interval, monotonic_ns},
-    dataplane::load::{Dataplane, LoadOptions},
+    agent::gc::Collector,
+    dataplane::{
+        attach,
+        load::{Dataplane, LoadOptions},
+        programs::{Interfaces, Mode},
+    },
     network::{
         announce::{announce, announce6},
         interface::{ifname, link_facts},
@@ -95,7 +100,7 @@ pub struct NodeAgent {
     refused: HashMap<PathBuf, String>,
     /// Static instances' warnings already logged.
     warned: HashSet<String>,
-    next_gc: Instant,
+    gc: Collector,
 }
 
 impl NodeAgent {
@@ -110,11 +115,14 @@ impl NodeAgent {
         };
         std::fs::create_dir_all(&opts.spool)
             .with_context(|| format!("creating the spool {}", opts.spool.display()))?;
-        let mut dp = Dataplane::load_node(&LoadOptions {
-            conntrack_flows: opts.conntrack_flows,
-            pin_dir: opts.pin_dir.clone(),
-            ipv6: opts.ipv6,
-        })
+        let mut dp = Dataplane::load_for(
+            Mode::Node,
+            &LoadOptions {
+                conntrack_flows: opts.conntrack_flows,
+                pin_dir: opts.pin_dir.clone(),
+                ipv6: opts.ipv6,
+            },
+        )
         .context("loading the node data plane")?;
         dp.maps_mut().set_node_uplink(&NodeUplink {
             mac,
@@ -122,7 +130,7 @@ impl NodeAgent {
             _pad: 0,
             ifindex: uplink.index,
         })?;
-        dp.attach_node_uplink(&opts.uplink, opts.pin_dir.as_deref())
+        dp.attach(&Interfaces::uplink(&opts.uplink), opts.ipv6)
             .with_context(|| format!("attaching to the uplink {}", opts.uplink))?;
         let mut served = BTreeMap::new();
         for config in dp.maps().node_instances()? {
@@ -139,6 +147,7 @@ impl NodeAgent {
             );
             tracing::info!(%pod, "instance adopted from the pinned maps");
         }
+        let gc = Collector::new(opts.gc_max_interval, opts.max_flows_per_source);
         Ok(Self {
             opts,
             dp,
@@ -148,7 +157,7 @@ impl NodeAgent {
             served,
             refused: HashMap::new(),
             warned: HashSet::new(),
-            next_gc: Instant::now(),
+            gc,
         })
     }
 
@@ -173,8 +182,10 @@ impl NodeAgent {
         tokio::pin!(stop);
         loop {
             self.sync().await;
-            if Instant::now() >= self.next_gc {
-                self.gc();
+            if self.gc.due() {
+                // On a node, a client's flows to every instance count together for the
+                // per-client limit (the tables are shared).
+                self.gc.pass(&mut self.dp, self.opts.ipv6);
             }
             tokio::select! {
                 () = &mut stop => return Ok(()),
@@ -315,7 +326,7 @@ impl NodeAgent {
         let current = self.served.get(&instance.pod_ip);
         if let Some(current) = current
             && current.registration.as_ref() == Some(&registration)
-            && current.config.pod_ifindex == host
+            && current.config.host_ifindex() == host
         {
             return Ok(true);
         }
@@ -352,16 +363,16 @@ impl NodeAgent {
         // Attached before the instance is armed: until its configuration is written, the
         // program lets its packets into the pod as before.
         self.dp
-            .attach_node_pod(&host_name)
+            .attach(&Interfaces::host(&host_name), self.opts.ipv6)
             .with_context(|| format!("attaching to {host_name}"))?;
         self.dp
             .maps_mut()
             .configure_node(&config, &config6, &hop, &rules)
             .context("writing the instance's maps")?;
         let new = current.is_none();
-        let moved = current.is_some_and(|c| c.config.pod_ifindex != host);
+        let moved = current.is_some_and(|c| c.config.host_ifindex() != host);
         if moved && let Some(old) = current {
-            self.dp.node_forward_detach(old.config.pod_ifindex)?;
+            detach_host(old.config.host_ifindex())?;
         }
         self.served.insert(
             instance.pod_ip,
@@ -421,29 +432,17 @@ impl NodeAgent {
             return Ok(());
         };
         self.dp.maps_mut().remove_node_instance(&served.config)?;
-        self.dp.node_forward_detach(served.config.pod_ifindex)?;
+        detach_host(served.config.host_ifindex())?;
         tracing::info!(pod = %pod_ip, instance = served.config.instance, "instance dropped");
         Ok(())
     }
+}
 
-    /// One conntrack GC pass, and the per-client flow limit it counts for: on a node, a
-    /// client's flows to every instance count together (the tables are shared).
-    fn gc(&mut self) {
-        let max = self.opts.gc_max_interval;
-        match collect_garbage_in_kernel(&mut self.dp, monotonic_ns()) {
-            Ok(pass) => {
-                self.next_gc = Instant::now() + gc_interval(pass.fill(), max);
-                let (max, ipv6) = (self.opts.max_flows_per_source, self.opts.ipv6);
-                let maps = self.dp.maps_mut();
-                if let Err(err) = enforce_source_limits(maps, &pass, max, ipv6) {
-                    tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
-                }
-                tracing::debug!(expired = pass.v4.expired_total(), "conntrack GC pass");
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "conntrack GC");
-                self.next_gc = Instant::now() + max;
-            }
-        }
+/// Detaches the programs of a router pod's host-side interface `index`, if it is still
+/// there (gone with its pod, it took them along).
+fn detach_host(index: u32) -> Result<()> {
+    if let Some(name) = ifname(index) {
+        attach::detach_all(Mode::Node, &Interfaces::host(&name))?;
     }
+    Ok(())
 }

@@ -90,8 +90,6 @@ pub fn node_configs(
         pod_ip: instance.pod_ip.octets(),
         egress_source: source,
         fallback_ip: fallback.map_or([0; 4], |ip| ip.octets()),
-        pod_ifindex: host,
-        egress_ifindex: uplink,
         flags,
         // No connection of the node's own leaves from an egress address: every port is
         // the instance's.
@@ -101,7 +99,9 @@ pub fn node_configs(
         instance: number,
         _pad: 0,
         nat_secret,
-    };
+        ..RouterConfig::default()
+    }
+    .with_node_interfaces(host, uplink);
     let hop = match v4 {
         Some(v4) => NodeHop::new(v4.gateway.octets(), source, v4.source.prefix),
         None => NodeHop::default(),
@@ -152,7 +152,10 @@ mod tests {
             c.config.flags,
             config_flags::HAS_FALLBACK | config_flags::IPV6
         );
-        assert_eq!((c.config.pod_ifindex, c.config.egress_ifindex), (21, 2));
+        assert_eq!(
+            (c.config.host_ifindex(), c.config.uplink_ifindex()),
+            (21, 2)
+        );
         assert_eq!(c.config.mss_clamp, 1460, "the smaller MTU");
         assert_eq!(
             c.config6.mss_clamp, 1440,

@@ -1,13 +1,13 @@
 //! The node agent's `/metrics` and `/healthz`: the node's data-plane counters (the same
 //! families as a pod agent's), and per instance (labels `instance`, `pod`, `source`) its
 //! rules' packets and bytes and its translated flows, read from the maps at scrape time.
-//! Healthy while `node_reply` is attached to the uplink.
+//! Healthy while the uplink's IPv4 TC program (`node_reply`) is attached to it.
 
 use std::{fmt::Write as _, sync::Arc};
 
 use crate::{
     agent::prometheus::{self, counters, family, single},
-    dataplane::{discover, maps::MapSet, node::NODE_REPLY},
+    dataplane::{attach, maps::MapSet, programs},
     node::status::instances,
 };
 
@@ -120,9 +120,11 @@ fn health(shared: &NodeShared) -> Result<(), String> {
     let Some(index) = crate::network::interface::ifindex(&shared.uplink) else {
         return Err(format!("no uplink {}", shared.uplink));
     };
-    match discover::tcx_attached(index, &NODE_REPLY) {
+    let name = egress_common::programs::NODE_REPLY;
+    let program = programs::named(name).ok_or(format!("no program {name}"))?;
+    match attach::attached(index, program) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!("node_reply is not attached to {}", shared.uplink)),
+        Ok(None) => Err(format!("{name} is not attached to {}", shared.uplink)),
         Err(err) => Err(err.to_string()),
     }
 }

@@ -108,8 +108,8 @@ pub fn instances(maps: &MapSet) -> Result<Vec<InstanceView>> {
             Ok(InstanceView {
                 instance: config.instance,
                 pod_ip: config.pod_ip.into(),
-                host_interface: ifname(config.pod_ifindex)
-                    .unwrap_or_else(|| format!("ifindex {} (gone)", config.pod_ifindex)),
+                host_interface: ifname(config.host_ifindex())
+                    .unwrap_or_else(|| format!("ifindex {} (gone)", config.host_ifindex())),
                 egress_source: config.egress_source.into(),
                 gateway: hop.next_hop[1].to_ne_bytes().into(),
                 pod_ip6: v6(config6.pod_ip),

@@ -14,10 +14,10 @@ use serde::Serialize;
 
 use crate::{
     dataplane::{
+        attach,
         bpffs::remove_pins,
-        discover,
         maps::MapSet,
-        node::{NODE_FORWARD, NODE_FORWARD6, NODE_REPLY, NODE_REPLY6},
+        programs::{Interfaces, Mode},
     },
     network::{
         interface::{ifindex, link_names},
@@ -64,13 +64,12 @@ pub async fn teardown(uplink: &str, pin_dir: &Path) -> Result<Removed> {
     let mut names = link_names().await?;
     names.sort();
     for name in names {
-        let forward6 = discover::detach(&name, &NODE_FORWARD6)?;
-        if discover::detach(&name, &NODE_FORWARD)? || forward6 {
+        if attach::detach_all(Mode::Node, &Interfaces::host(&name))? > 0 {
             removed.pod_interfaces.push(name);
         }
     }
-    let reply6 = discover::detach(uplink, &NODE_REPLY6)?;
-    removed.uplink_program = discover::detach(uplink, &NODE_REPLY)? || reply6;
+    // The uplink's TC programs; its XDP link goes with the pins.
+    removed.uplink_program = attach::detach_all(Mode::Node, &Interfaces::uplink(uplink))? > 0;
     if let Some(index) = ifindex(uplink) {
         for gateway in &removed.gateways {
             forget_neighbour(index, *gateway).await?;

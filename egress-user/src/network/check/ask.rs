@@ -8,11 +8,13 @@ use std::{
 };
 
 use crate::network::{
+    check::{
+        neighbours::{answer, holder},
+        verdict::{Status, Verdict},
+    },
     error::Error,
     interface::interface_facts,
     mac::mac_text,
-    neighbours::{answer, holder},
-    verdict::{Status, Verdict},
 };
 
 use super::{Asking, Checker};

@@ -9,22 +9,28 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | `ask` | the questions it asks, for each family EGRESS_SOURCE has |
+//! | `ask` | the questions asked for each family: is the address free, who answers for the gateway |
+//! | [`neighbours`] | asking the egress network about an address (ARP, neighbour discovery) |
+//! | [`verdict`] | what it reports: each finding, the verdict, the fixes per platform |
 
 use std::net::IpAddr;
 
 use crate::{
     config::fields::Egress,
     network::{
+        check::{
+            neighbours::on_link,
+            verdict::{Finding, Report, Status, Verdict, fixes},
+        },
         error::Error,
         interface::{interface_facts, link_by_name, link_mac, netlink, operstate},
         mac::mac_text,
-        neighbours::on_link,
-        verdict::{Finding, Report, Status, Verdict, fixes},
     },
 };
 
 mod ask;
+pub mod neighbours;
+pub mod verdict;
 use rtnetlink::{
     Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec,
     packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode, State},

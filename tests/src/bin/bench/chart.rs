@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Spread, Summary};
+use crate::{figures::Spread, report::Summary};
 
 const COLORS: [&str; 3] = ["#2b7bb9", "#c0392b", "#7f8c8d"];
 

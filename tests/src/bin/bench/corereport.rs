@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use crate::{
+    figures::Spread,
     percore::{CoreRound, LOAD_CPU, ROUTER_CPU},
-    report::Spread,
     variant::Variant,
 };
 
@@ -120,7 +120,7 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
          it was saturated. {} interleaved rounds, each on a fresh lab.\n",
         s.rounds
     );
-    let _ = writeln!(w, "{}", crate::report::VARIANT_TABLE_HEAD);
+    let _ = writeln!(w, "{}", crate::figures::VARIANT_TABLE_HEAD);
     // A row of the three variants' figures (C's is 0 in the over-C rows) and the ratio
     // cells, empty where none applies.
     let row = |w: &mut String, what: &str, v: [String; 3], ratios: [&str; 2]| {

@@ -8,7 +8,7 @@ use anyhow::Result;
 use egress_tests::failover::{FailoverLab, FailoverOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::report::Spread;
+use crate::figures::Spread;
 
 /// One failover.
 #[derive(Clone, Debug, Serialize, Deserialize)]

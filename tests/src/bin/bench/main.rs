@@ -4,6 +4,8 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | `args` | the command line |
+//! | `figures` | spreads, medians and the targets the report judges |
 //! | `variant` | the three set-ups measured side by side (A, B, C) |
 //! | `rounds` | one lab round of a variant |
 //! | `traffic` | the three loads: trafgen, iperf3, connrate |
@@ -24,11 +26,13 @@
 //! | `method` | the Method section of BENCHMARKS.md |
 //! | `chart` | bench/chart.svg |
 
+mod args;
 mod chart;
 mod corelab;
 mod corereport;
 mod cpus;
 mod failover;
+mod figures;
 mod flood;
 mod gc6;
 mod host;
@@ -45,96 +49,20 @@ mod traffic;
 mod variant;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::Parser;
+use clap::Parser as _;
 
 use crate::{
+    args::Args,
     progcost::{TABLES, Table},
     report::{Memory, Results, Summary},
     traffic::Windows,
     variant::Variant,
 };
-
-#[derive(Parser)]
-#[command(about = "egress-router benchmarks (run through `cargo xtask bench`)")]
-struct Args {
-    /// Rounds of A B C (interleaved). TCP figures vary by up to 20 % between rounds on a
-    /// shared 2-vCPU machine; 7 rounds keep their medians steady within the time budget.
-    #[arg(long, default_value_t = 7)]
-    rounds: usize,
-    /// Rounds of the HTTP load (squid, HAProxy, DNAT, http-proxy, dns-proxy, interleaved).
-    #[arg(long, default_value_t = 5)]
-    http_rounds: usize,
-    /// Seconds each HTTP load (wrk) is measured.
-    #[arg(long, default_value_t = 5.0)]
-    http_measure: f64,
-    /// Only the HTTP load; prints it, writes nothing.
-    #[arg(long)]
-    http_only: bool,
-    /// Failovers per variant (stable MAC, own MAC).
-    #[arg(long, default_value_t = 5)]
-    failover_rounds: usize,
-    /// Only the failovers: measured, put into bench/results.json in place of the earlier
-    /// ones, and the report rendered again.
-    #[arg(long)]
-    failover_only: bool,
-    /// With --http-only: only these HTTP set-ups (squid, haproxy, dnat, http-proxy,
-    /// dns-proxy).
-    #[arg(long, value_delimiter = ',')]
-    http_variant: Vec<String>,
-    /// Seconds of load before counting.
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Seconds each load is measured.
-    #[arg(long, default_value_t = 3.0)]
-    measure: f64,
-    /// BPF_PROG_TEST_RUN runs per path, table and round.
-    #[arg(long, default_value_t = 8192)]
-    calls: usize,
-    /// Where BENCHMARKS.md and bench/ are written.
-    #[arg(long)]
-    out: PathBuf,
-    /// Only the BPF_PROG_TEST_RUN costs (no lab rounds); prints them, writes nothing.
-    #[arg(long)]
-    costs_only: bool,
-    /// Only the 1k-flow table (with --costs-only, for a quick look at a program change).
-    #[arg(long)]
-    small_table_only: bool,
-    /// Measure nothing: rewrite BENCHMARKS.md and the chart from bench/results.json (after
-    /// editing bench/NOTES.md, or the report's layout).
-    #[arg(long)]
-    render_only: bool,
-    /// Only the lab rounds of these variants (A, B, C, A6, B6, N, P), printed; writes
-    /// nothing. For a quick look at one variant, e.g.
-    /// `--lab-only --variants A --rounds 1`.
-    #[arg(long)]
-    lab_only: bool,
-    /// Rounds of N (node mode) and P (pod mode in the node lab) in the lab, and of the
-    /// unsolicited flood; the per-core mode measures them in --core-rounds.
-    #[arg(long, default_value_t = 3)]
-    node_rounds: usize,
-    /// Only node mode's rounds (lab, per-core, flood): measured, put into
-    /// bench/results.json in place of the earlier ones, and the report rendered again.
-    #[arg(long)]
-    node_only: bool,
-    /// Rounds of A B C in the per-core mode (router on a CPU of its own).
-    #[arg(long, default_value_t = 5)]
-    core_rounds: usize,
-    /// Only the per-core rounds: measured, put into bench/results.json in place of the
-    /// earlier ones, and the report rendered again.
-    #[arg(long)]
-    core_only: bool,
-    /// With --lab-only or --core-only: the variants measured.
-    #[arg(long, value_delimiter = ',')]
-    variants: Vec<String>,
-    /// How the run was started, for the report.
-    #[arg(long, default_value = "cargo xtask bench")]
-    command: String,
-}
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -204,7 +132,7 @@ fn main() -> Result<()> {
         // Put into bench/results.json in place of the earlier node-mode rounds.
         let run = nodemode::run(args.node_rounds, args.core_rounds, windows, &connrate)?;
         let mut results = read_results(&args.out)?;
-        nodemode::replace(&mut results, run);
+        results.replace_node(run);
         results.node_measured = Some(format!(
             "on {} at {} by `{}`",
             host::now_utc()?,
@@ -412,7 +340,7 @@ fn main() -> Result<()> {
     };
     let mut results = results;
     if let Some(node) = node {
-        nodemode::replace(&mut results, node);
+        results.replace_node(node);
     }
     results.method = Some(method::method(&results));
     write(&args.out, &results)

@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::{
+    figures::{Spread, Target, at_least, at_most},
     http::HttpVariant,
-    report::{Results, Spread, Summary, Target, at_least, at_most},
+    report::{Results, Summary},
 };
 
 fn targets(s: &Summary) -> Vec<Target> {
@@ -79,7 +80,7 @@ fn ipv6_table(w: &mut String, s: &Summary) {
          no IPv6 forwarder):\n\n\
          | figure | A6 egress-router | B6 ip6tables (classic) | A6/B6 |\n|---|---|---|---|"
     );
-    crate::report::pair_rows(
+    crate::figures::pair_rows(
         w,
         "small UDP frames (80 bytes), kpps",
         &s.v6,
@@ -117,7 +118,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
     let _ = writeln!(w, "| date (UTC) | {} |\n", r.date);
 
     let _ = writeln!(w, "## In the lab\n");
-    let _ = writeln!(w, "{}", crate::report::VARIANT_TABLE_HEAD);
+    let _ = writeln!(w, "{}", crate::figures::VARIANT_TABLE_HEAD);
     let _ = writeln!(
         w,
         "| small UDP frames, kpps | {} | {} | {} | {} | {} |",
@@ -247,7 +248,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         if passes.is_empty() {
             continue;
         }
-        let gc = crate::report::Spread::of(passes.iter().copied());
+        let gc = crate::figures::Spread::of(passes.iter().copied());
         let met = if gc.median <= 1.0 {
             "met"
         } else {

@@ -6,11 +6,11 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::Result;
 
 use crate::{
+    figures::{Spread, Target, at_least, at_most},
     flood::{self, FloodRound},
     percore::{self, CoreRound},
     replypath::{self, ReplyPath},
-    report::{LabRound, Results, Spread, Target, at_least, at_most},
-    rounds,
+    rounds::{self, LabRound},
     traffic::Windows,
     variant::Variant,
 };
@@ -119,16 +119,13 @@ pub(crate) fn run(
     })
 }
 
-/// Puts `run` into `results` in place of its node-mode rounds.
-pub(crate) fn replace(results: &mut Results, run: NodeRun) {
-    let node = |v: &Variant| Variant::NODE.contains(v);
-    results.lab.retain(|r| !node(&r.variant));
-    results.lab.extend(run.lab);
-    results.per_core.retain(|r| !node(&r.variant));
-    results.per_core.extend(run.core);
-    results.flood = run.flood;
-    results.node_failover = run.failover;
-    results.node_replies = run.replies;
+/// The rounds node mode's figures are made of, as the results hold them.
+pub(crate) struct NodeRounds<'a> {
+    pub lab: &'a [LabRound],
+    pub per_core: &'a [CoreRound],
+    pub flood: &'a [FloodRound],
+    pub failover: &'a [NodeFailover],
+    pub replies: &'a [ReplyPath],
 }
 
 /// The figures of N and P (in that order in each pair), and N over P paired by round.
@@ -152,7 +149,7 @@ pub(crate) struct NodeSummary {
 }
 
 impl NodeSummary {
-    pub(crate) fn of(r: &Results) -> Self {
+    pub(crate) fn of(r: &NodeRounds<'_>) -> Self {
         const NP: [Variant; 2] = [Variant::N, Variant::P];
         type Get<T> = fn(&T) -> Option<f64>;
         fn both<T>(rounds: &[T], variant: fn(&T) -> Variant, f: Get<T>) -> [Spread; 2] {
@@ -188,11 +185,11 @@ impl NodeSummary {
             |x: &LabRound| (x.round, x.variant),
         );
         Self {
-            lab: lab_figures.map(|f| both(&r.lab, lab_v, f)),
-            lab_n_over_p: lab_figures.map(|f| over(&r.lab, lab_k, f)),
-            core: core_figures.map(|f| both(&r.per_core, |x| x.variant, f)),
-            core_pps_n_over_p: over(&r.per_core, |x| (x.round, x.variant), |x| Some(x.pps)),
-            flood: flood_figures.map(|f| both(&r.flood, |x| x.variant, f)),
+            lab: lab_figures.map(|f| both(r.lab, lab_v, f)),
+            lab_n_over_p: lab_figures.map(|f| over(r.lab, lab_k, f)),
+            core: core_figures.map(|f| both(r.per_core, |x| x.variant, f)),
+            core_pps_n_over_p: over(r.per_core, |x| (x.round, x.variant), |x| Some(x.pps)),
+            flood: flood_figures.map(|f| both(r.flood, |x| x.variant, f)),
             flood_answered: NP.map(|v| {
                 r.flood
                     .iter()
@@ -206,11 +203,11 @@ impl NodeSummary {
                     .filter(|x| x.variant == Variant::N)
                     .filter_map(|x| x.program_ns.get("node_xdp").copied()),
             ),
-            failover_ms: Spread::of(r.node_failover.iter().map(|f| f.first_connection_ms)),
+            failover_ms: Spread::of(r.failover.iter().map(|f| f.first_connection_ms)),
             replies: [
-                Spread::of(r.node_replies.iter().map(|x| x.gbps)),
-                Spread::of(r.node_replies.iter().map(ReplyPath::frames_per_run)),
-                Spread::of(r.node_replies.iter().map(|x| x.tc_ns)),
+                Spread::of(r.replies.iter().map(|x| x.gbps)),
+                Spread::of(r.replies.iter().map(ReplyPath::frames_per_run)),
+                Spread::of(r.replies.iter().map(|x| x.tc_ns)),
             ],
         }
     }
@@ -272,7 +269,7 @@ pub(crate) fn section(w: &mut String, s: &NodeSummary, measured: Option<&str>) {
         w,
         "| figure, two shared CPUs | N node mode | P pod mode, node lab | N/P |\n|---|---|---|---|"
     );
-    crate::report::pair_rows(w, "small UDP frames, kpps", &s.lab, &s.lab_n_over_p);
+    crate::figures::pair_rows(w, "small UDP frames, kpps", &s.lab, &s.lab_n_over_p);
     let _ = writeln!(
         w,
         "\nWith two shared CPUs the generator, the client's veth and the gateway's counting take \

@@ -210,7 +210,7 @@ impl Table {
             };
             times.push(took.as_nanos() as f64);
         }
-        Ok(crate::report::median(&mut times))
+        Ok(crate::figures::median(&mut times))
     }
 
     /// One round: no-op, established, reply, new flow (which are then removed again so the
@@ -281,7 +281,7 @@ impl Table {
                 bail!("flow {key:?} created by the new-flow run is not in CT_UNREPLIED");
             }
         }
-        Ok(crate::report::median(&mut times))
+        Ok(crate::figures::median(&mut times))
     }
 
     /// One pass of the agent's conntrack GC (the sweep in the kernel) over the table as it

@@ -4,12 +4,31 @@
 use std::path::Path;
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    report::LabRound,
     traffic::{self, Windows},
     variant::{self, Setup, Variant},
 };
+
+/// One round of one variant in the lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LabRound {
+    pub round: usize,
+    pub variant: Variant,
+    /// Small UDP frames per second that reached the gateway.
+    pub pps: f64,
+    /// iperf3 goodput, Gbit/s, one stream (None where the variant does not translate).
+    pub tcp1_gbps: Option<f64>,
+    /// iperf3 goodput, Gbit/s, four streams.
+    pub tcp4_gbps: Option<f64>,
+    /// Short TCP connections per second.
+    pub conn_per_s: Option<f64>,
+    /// egress-router's drop counters by reason after the round (A only; empty when none
+    /// moved).
+    #[serde(default)]
+    pub router_drops: std::collections::BTreeMap<String, u64>,
+}
 
 pub(crate) fn lab_round(
     variant: Variant,

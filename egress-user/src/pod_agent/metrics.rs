@@ -1,4 +1,4 @@
-//! Prometheus `/metrics` and `/healthz` of the agent, over hyper. Counters are read from the
+//! Prometheus `/metrics` and `/healthz` of the pod agent, over hyper. Counters are read from the
 //! data plane's maps at scrape time, so they are exact and cost nothing between scrapes.
 
 use std::{
@@ -16,7 +16,7 @@ use crate::{
     dataplane::{
         discover,
         maps::MapSet,
-        programs::{PROGRAMS, PROGRAMS6},
+        programs::{self, Interfaces, Mode},
     },
     inspect,
 };
@@ -240,14 +240,11 @@ fn health(shared: &Shared) -> Result<(), String> {
         .config()
         .map_err(|e| e.to_string())?
         .ok_or("not configured")?;
-    let programs = discover::attached_programs(&shared.pod_interface, &shared.egress_interface)
-        .map_err(|e| e.to_string())?;
+    let interfaces = Interfaces::pod(&shared.pod_interface, &shared.egress_interface);
+    let programs =
+        discover::attached_programs(Mode::Pod, &interfaces).map_err(|e| e.to_string())?;
     // The IPv6 programs too, where the instance has IPv6.
-    let expected = if config.flags & config_flags::IPV6 != 0 {
-        PROGRAMS.len() + PROGRAMS6.len()
-    } else {
-        PROGRAMS.len()
-    };
+    let expected = programs::wanted(Mode::Pod, config.flags & config_flags::IPV6 != 0).count();
     if programs.len() < expected {
         return Err(format!(
             "{} of {expected} programs attached",

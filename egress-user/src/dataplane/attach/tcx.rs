@@ -92,7 +92,7 @@ fn tcx_type(attach_type: TcAttachType) -> u32 {
 }
 
 /// Attaches `prog` to the hook, in place of `replace` (atomically) when given.
-pub fn attach(
+pub(super) fn attach(
     ifindex: u32,
     attach_type: TcAttachType,
     prog: BorrowedFd<'_>,
@@ -112,7 +112,11 @@ pub fn attach(
 }
 
 /// Detaches `prog` from the hook.
-pub fn detach(ifindex: u32, attach_type: TcAttachType, prog: BorrowedFd<'_>) -> io::Result<()> {
+pub(super) fn detach(
+    ifindex: u32,
+    attach_type: TcAttachType,
+    prog: BorrowedFd<'_>,
+) -> io::Result<()> {
     let mut attr = AttachAttr {
         target_ifindex: ifindex,
         attach_bpf_fd: prog.as_raw_fd() as u32,
@@ -124,7 +128,7 @@ pub fn detach(ifindex: u32, attach_type: TcAttachType, prog: BorrowedFd<'_>) -> 
 
 /// IDs of the programs attached to the hook without a link (programs held by a TCX link
 /// belong to the process that holds the link and are left out), in run order.
-pub fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u32>> {
+pub(super) fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u32>> {
     let mut ids = [0u32; QUERY_MAX];
     let mut links = [0u32; QUERY_MAX];
     let mut attr = QueryAttr {
@@ -151,7 +155,7 @@ pub fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u32>> {
 }
 
 /// A file descriptor of the loaded program `id`.
-pub fn prog_fd(id: u32) -> io::Result<OwnedFd> {
+pub(super) fn prog_fd(id: u32) -> io::Result<OwnedFd> {
     let mut attr = IdAttr {
         id,
         ..IdAttr::default()

@@ -1,4 +1,4 @@
-//! The agent (legacy mode and the DNS proxy's data plane, after set-up): keeps the rules
+//! The pod agent (legacy mode and the DNS proxy's data plane, after set-up): keeps the rules
 //! current through its rule source (SIGHUP, `--config-file` changes, DNS TTLs), collects
 //! expired conntrack entries, serves metrics and health, forwards per-packet debug events,
 //! and leaves the data plane running when it exits.
@@ -9,22 +9,23 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     agent::{
-        lock::AgentLock,
-        metrics::{self, AgentCounters, Listen, Shared, TableGauges},
+        gc::{Collected, Collector, entries_left},
+        signals::{Asked, Signals},
     },
-    conntrack::{
-        FamilyPass, collect_garbage_in_kernel, enforce_source_limits, gc_interval, monotonic_ns,
-    },
+    conntrack::FamilyPass,
     dataplane::flows::CtFamily,
     instance::{
         Instance,
         source::{Outcome, RuleSource, Trigger},
     },
     network::interface::pod_ips,
+    pod_agent::{
+        lock::AgentLock,
+        metrics::{self, AgentCounters, Listen, Shared, TableGauges},
+    },
 };
 
 /// How the agent runs.
@@ -39,31 +40,6 @@ pub struct Options {
     pub instance: String,
     pub pod_interface: String,
     pub egress_interface: String,
-}
-
-/// Signals the agent acts on, installed before set-up so none is missed.
-pub struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-impl Signals {
-    pub fn install() -> Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
-        })
-    }
-
-    /// Completes at the first SIGTERM or SIGINT.
-    pub async fn terminated(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
 }
 
 /// What the agent needs before the set-up may change anything: its lock (no other agent
@@ -151,23 +127,21 @@ pub async fn run(
         None
     };
 
-    let mut next_gc = tokio::time::Instant::now();
+    let mut gc = Collector::new(opts.gc_max_interval, opts.max_flows_per_source);
     let mut flush = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         let trigger = tokio::select! {
-            _ = signals.term.recv() => break,
-            _ = signals.int.recv() => break,
-            _ = signals.hup.recv() => Some(Trigger::Hangup),
+            asked = signals.next() => match asked {
+                Asked::Stop => break,
+                Asked::Reload => Some(Trigger::Hangup),
+            },
             event = rules.next_event() => Some(Trigger::Event(event)),
-            () = tokio::time::sleep_until(next_gc) => {
-                let interval = gc_pass(
-                    &mut instance,
-                    &shared.counters,
-                    opts.gc_max_interval,
-                    opts.max_flows_per_source,
-                );
-                next_gc = tokio::time::Instant::now() + interval;
+            () = tokio::time::sleep_until(gc.next()) => {
+                let ipv6 = instance.has_ipv6();
+                if let Some(collected) = gc.pass(instance.dataplane_mut(), ipv6) {
+                    record_gc(&shared.counters, &collected);
+                }
                 None
             }
             ready = async {
@@ -218,81 +192,32 @@ pub async fn run(
 }
 
 /// A family's pass into its gauges.
-fn record<A: CtFamily>(gauges: &TableGauges, pass: &FamilyPass<A>) -> (u64, u64) {
-    let left = pass.entries.saturating_sub(pass.expired);
-    let unreplied = pass
-        .unreplied_entries
-        .saturating_sub(pass.unreplied_expired);
+fn record<A: CtFamily>(gauges: &TableGauges, pass: &FamilyPass<A>) {
+    let (left, unreplied) = entries_left(pass);
     gauges.entries.store(left, Ordering::Relaxed);
     gauges.capacity.store(pass.capacity, Ordering::Relaxed);
     gauges.unreplied_entries.store(unreplied, Ordering::Relaxed);
     gauges
         .unreplied_capacity
         .store(pass.unreplied_capacity, Ordering::Relaxed);
-    (left, unreplied)
 }
 
-/// One conntrack GC pass; returns the interval to the next one.
-fn gc_pass(
-    instance: &mut Instance,
-    c: &AgentCounters,
-    max: Duration,
-    max_flows_per_source: Option<u32>,
-) -> Duration {
-    match collect_garbage_in_kernel(instance.dataplane_mut(), monotonic_ns()) {
-        Ok(pass) => {
-            // A quarter of the flows by default, in each family's own table.
-            let has_ipv6 = instance.has_ipv6();
-            let maps = instance.maps_mut();
-            match enforce_source_limits(maps, &pass, max_flows_per_source, has_ipv6) {
-                Ok((v4, v6)) => {
-                    c.limited_sources.store(v4, Ordering::Relaxed);
-                    c.limited_sources6.store(v6, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    tracing::error!(error = %crate::error_chain(&err), "per-client flow limit not applied");
-                }
-            }
-            c.gc_runs.fetch_add(1, Ordering::Relaxed);
-            c.gc_expired.fetch_add(
-                pass.v4.expired_total() + pass.v6.expired_total(),
-                Ordering::Relaxed,
-            );
-            let (left, unreplied) = record(&c.conntrack, &pass.v4);
-            let (left6, unreplied6) = record(&c.conntrack6, &pass.v6);
-            let fill = pass.fill();
-            let interval = gc_interval(fill, max);
-            c.gc_interval_ms.store(
-                u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            if pass.v4.expired_total() + pass.v6.expired_total() > 0 {
-                tracing::debug!(
-                    expired = pass.v4.expired,
-                    entries = left,
-                    unreplied_expired = pass.v4.unreplied_expired,
-                    unreplied = unreplied,
-                    expired6 = pass.v6.expired_total(),
-                    entries6 = left6 + unreplied6,
-                    "conntrack GC"
-                );
-            }
-            if fill > 0.9 {
-                tracing::warn!(
-                    entries = left,
-                    capacity = pass.v4.capacity,
-                    unreplied = unreplied,
-                    unreplied_capacity = pass.v4.unreplied_capacity,
-                    entries6 = left6,
-                    unreplied6 = unreplied6,
-                    "conntrack table over 90% full; consider a larger --conntrack-size"
-                );
-            }
-            interval
-        }
-        Err(err) => {
-            tracing::error!(error = %crate::error_chain(&err), "conntrack GC failed");
-            max
-        }
+/// A GC pass into the agent's counters.
+fn record_gc(c: &AgentCounters, collected: &Collected) {
+    let pass = &collected.pass;
+    if let Some((v4, v6)) = collected.limited {
+        c.limited_sources.store(v4, Ordering::Relaxed);
+        c.limited_sources6.store(v6, Ordering::Relaxed);
     }
+    c.gc_runs.fetch_add(1, Ordering::Relaxed);
+    c.gc_expired.fetch_add(
+        pass.v4.expired_total() + pass.v6.expired_total(),
+        Ordering::Relaxed,
+    );
+    record(&c.conntrack, &pass.v4);
+    record(&c.conntrack6, &pass.v6);
+    c.gc_interval_ms.store(
+        u64::try_from(collected.interval.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
 }
