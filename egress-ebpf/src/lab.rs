@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use egress_common::maps::LAB_FRAME_LEN;
 
-use crate::{config, fib, parse};
+use crate::shared::{config, fib, parse};
 
 /// The stateless forwarder: IPv4 goes out of the configured egress interface, the rest
 /// (ARP) to the stack; unconfigured, IPv4 is dropped.

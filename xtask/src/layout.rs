@@ -197,6 +197,13 @@ mod tests {
     }
 
     #[test]
+    fn egress_ebpf_files_import_no_file_that_imports_them_back() {
+        let graph = imports(&root().join("egress-ebpf/src"));
+        assert!(graph.len() > 25, "found the sources: {}", graph.len());
+        assert_eq!(find_cycle(&graph), None);
+    }
+
+    #[test]
     fn long_source_files_are_named_in_the_readme() {
         let root = root();
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use egress_common::{DropReason, RouterConfig, Stat};
 
-use crate::{
+use crate::shared::{
     budget, icmp,
     metrics::Verdict,
     parse::{ETH_HLEN, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, Ipv4, Ipv4Hdr},

@@ -1,4 +1,4 @@
-//! The path's limits over IPv6, answered as an IPv6 router answers them ([`crate::path`]
+//! The path's limits over IPv6, answered as an IPv6 router answers them ([`crate::shared::path`]
 //! for IPv4): a packet whose hop limit runs out here gets ICMPv6 Time Exceeded; one too
 //! big for the next link gets ICMPv6 Packet Too Big with that link's MTU (RFC 8201: IPv6
 //! routers never fragment, so this is the only way a sender learns the path's MTU).
@@ -22,12 +22,12 @@ use aya_ebpf::{
 };
 use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, proto};
 
-use crate::{
+use crate::shared::{
     budget, icmp6,
     metrics::Verdict,
     parse::ETH_HLEN,
     parse6::{IPV6_HLEN, Ipv6},
-    path::fold,
+    path,
 };
 
 const ICMPV6_PKT_TOOBIG: u8 = 2;
@@ -216,7 +216,7 @@ fn answer(
             0,
         )
     };
-    let check = fold(sum as u64).to_ne_bytes();
+    let check = path::fold(sum as u64).to_ne_bytes();
     buf[42] = check[0];
     buf[43] = check[1];
     let payload = (upper as u16).to_be_bytes();
