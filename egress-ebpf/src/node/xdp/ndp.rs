@@ -3,7 +3,7 @@
 //! the uplink (XDP_TX).
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_csum_diff, programs::XdpContext};
-use egress_common::{Stat, proto};
+use egress_common::{Stat, csum, proto};
 
 use crate::{
     node::maps,
@@ -110,19 +110,9 @@ pub(crate) fn respond(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
     }
     sum += u64::from(u32::from(u16::from_be(ip.payload_len)).to_be());
     sum += u64::from(u32::from(proto::ICMPV6).to_be());
-    msg.csum = fold(sum);
+    msg.csum = csum::fold(csum::wsum(sum));
     eth.dst = eth.src;
     eth.src = uplink.mac;
     metrics::count(Stat::NdiscAnswered, (ctx.data_end() - ctx.data()) as u32);
     Some(xdp_action::XDP_TX)
-}
-
-/// A 64-bit one's complement sum folded to the 16-bit checksum field (memory order).
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }
