@@ -16,23 +16,6 @@ pub const POD_INGRESS6: &str = "pod_ingress6";
 pub const EGRESS_INGRESS6: &str = "egress_ingress6";
 /// TC egress of the egress interface for IPv6, after [`EGRESS_EGRESS`].
 pub const EGRESS_EGRESS6: &str = "egress_egress6";
-/// Benchmarks only: the lab's ceiling, a stateless forwarder from the pod interface to
-/// the egress interface (no NAT, no conntrack). Never loaded by the product.
-pub const LAB_FORWARD: &str = "lab_forward";
-/// Benchmarks only: a program that returns at once, the cost of the test harness.
-pub const LAB_NOOP: &str = "lab_noop";
-/// Benchmarks only: the ceiling's way back, from the egress interface to the pod
-/// interface (TC ingress of the egress interface). Never loaded by the product.
-pub const LAB_RETURN: &str = "lab_return";
-/// Benchmarks only: the per-core mode's traffic generator (XDP, run with
-/// BPF_PROG_TEST_RUN in live-frames mode). Never loaded by the product.
-pub const LAB_XDP_GEN: &str = "lab_xdp_gen";
-/// Benchmarks only: an XDP program that passes everything, which puts a veth's receive
-/// path in NAPI. Never loaded by the product.
-pub const LAB_XDP_PASS: &str = "lab_xdp_pass";
-/// Benchmarks only: the per-core mode's counter and drop of the router's output (TC egress
-/// of the node's uplink). Never loaded by the product.
-pub const LAB_SINK: &str = "lab_sink";
 /// The conntrack GC's sweep: judges every entry of one table in the kernel and hands the
 /// agent the collectable flows and the per-client census. Never attached: the agent runs
 /// it with BPF_PROG_TEST_RUN.
@@ -53,3 +36,21 @@ pub const NODE_REPLY6: &str = "node_reply6";
 /// addresses with the uplink's MAC, and drops traffic to them that is part of no flow
 /// before the stack sees it.
 pub const NODE_XDP: &str = "node_xdp";
+
+/// Every program of the product's object: the pod mode's (both interfaces, both families),
+/// node mode's, and the GC's sweep. The benchmarks' programs are in an object of their own
+/// (`egress-lab-ebpf`).
+pub const ALL: [&str; 12] = [
+    POD_INGRESS,
+    EGRESS_INGRESS,
+    EGRESS_EGRESS,
+    POD_INGRESS6,
+    EGRESS_INGRESS6,
+    EGRESS_EGRESS6,
+    CT_SWEEP,
+    NODE_FORWARD,
+    NODE_REPLY,
+    NODE_FORWARD6,
+    NODE_REPLY6,
+    NODE_XDP,
+];

@@ -1,5 +1,6 @@
 //! egress-router data plane: the BPF programs, grouped by where they run, and the shared
-//! libraries they are built from.
+//! libraries they are built from. (The benchmarks' programs are in an object of their own,
+//! `egress-lab-ebpf`.)
 //!
 //! | module | concern |
 //! |---|---|
@@ -9,13 +10,11 @@
 //! | `sweep` | `ct_sweep`, the conntrack GC's sweep, never attached |
 //! | `exit` | how the programs end: one exit per program kind, recording the verdict |
 //! | `shared` | the shared libraries: parsing, conntrack, NAT, path limits, maps, counters |
-//! | `lab` | the benchmarks' reference programs, never attached by the product |
 #![no_std]
 #![no_main]
 
 mod egress;
 mod exit;
-mod lab;
 mod node;
 mod pod;
 mod shared;

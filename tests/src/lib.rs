@@ -14,6 +14,7 @@ pub mod flood;
 pub mod fuzz;
 pub mod lab;
 pub mod lab6;
+pub mod labbpf;
 pub mod netns;
 pub mod nodefail;
 pub mod nodelab;

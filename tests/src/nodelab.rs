@@ -22,12 +22,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
     bpffs::Bpffs,
     daemon::{Daemon, Daemons},
     lab::{GATEWAY_IP, NETNS_PREFIX, addr_up, wire_server},
+    labbpf::{self, LabBpf},
     netns::Netns,
 };
 
@@ -60,7 +60,7 @@ pub struct NodeLab {
     // Drop order: processes first, then namespaces, then the bpffs.
     daemons: Daemons,
     /// Keeps an XDP program on the gateway's side of the uplink (see [`NodeLab::new`]).
-    _gateway_napi: Option<Dataplane>,
+    _gateway_napi: Option<LabBpf>,
     pub clients: Vec<Netns>,
     pub routers: Vec<Netns>,
     pub node: Netns,
@@ -172,10 +172,9 @@ impl NodeLab {
         // turns on; a NIC needs nothing of the kind.
         let dp = lab
             .gateway
-            .enter(|| -> Result<Dataplane> {
-                let mut dp = Dataplane::load(&LoadOptions::default())?;
-                let prog = dp.xdp_program(egress_common::programs::LAB_XDP_PASS)?;
-                prog.load()?;
+            .enter(|| -> Result<LabBpf> {
+                let mut dp = LabBpf::load()?;
+                let prog = dp.xdp_program(labbpf::programs::LAB_XDP_PASS)?;
                 for lan in &lans {
                     prog.attach(lan, aya::programs::XdpMode::Driver)?;
                 }

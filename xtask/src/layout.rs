@@ -211,6 +211,8 @@ mod tests {
         for dir in [
             "egress-common",
             "egress-ebpf",
+            "egress-ebpf-build",
+            "egress-lab-ebpf",
             "egress-user",
             "xtask",
             "tests",
