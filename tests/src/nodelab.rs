@@ -170,18 +170,18 @@ impl NodeLab {
         // A veth sends what an XDP program transmits (the ARP responder's answers) only
         // into a peer whose receive path runs in NAPI, which an XDP program of its own
         // turns on; a NIC needs nothing of the kind.
-        let dp = lab
+        let napi = lab
             .gateway
             .enter(|| -> Result<LabBpf> {
-                let mut dp = LabBpf::load()?;
-                let prog = dp.xdp_program(labbpf::programs::LAB_XDP_PASS)?;
+                let mut napi = LabBpf::load()?;
+                let prog = napi.xdp_program(labbpf::programs::LAB_XDP_PASS)?;
                 for lan in &lans {
                     prog.attach(lan, aya::programs::XdpMode::Driver)?;
                 }
-                Ok(dp)
+                Ok(napi)
             })?
             .context("the gateway's XDP pass program")?;
-        lab._gateway_napi = Some(dp);
+        lab._gateway_napi = Some(napi);
         Ok(lab)
     }
 
