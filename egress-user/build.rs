@@ -1,105 +1,11 @@
-//! Builds the eBPF object (egress-ebpf) with the nightly toolchain and BTF, into OUT_DIR, so
-//! the `egress-router` binary can embed it and stay one self-contained file.
-//!
-//! The nightly toolchain with rust-src and a bpf-linker built against the nightly's LLVM are
-//! installed by `cargo xtask setup`. When they are missing, fail with one line that says so
-//! instead of the nested cargo's wall of errors. (aya-build does the same nested build but
-//! relays every line the nested cargo prints as a warning, on every rebuild.)
-
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-const TOOLCHAIN: &str = "nightly";
-const TARGET: &str = "bpfel-unknown-none";
-const PACKAGE: &str = "egress-ebpf";
-/// The `[[bin]]` name of the eBPF crate: the object's file name.
-const OBJECT: &str = "egress";
+//! Builds the product's eBPF object (egress-ebpf) into OUT_DIR, so that the `egress-router`
+//! binary can embed it and stay one self-contained file. The recipe is
+//! `egress-ebpf-build`'s, shared with the tests crate's lab object.
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    let workspace = manifest_dir
-        .parent()
-        .expect("egress-user lives in the workspace");
-    for dir in ["egress-ebpf", "egress-common"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
-    }
-    println!("cargo:rerun-if-env-changed=PATH");
-
-    if let Err(missing) = preflight() {
-        println!("cargo::error={missing}: run `cargo xtask setup` to install the eBPF toolchain");
-        return;
-    }
-    if let Err(err) = build(workspace, &out_dir) {
-        println!("cargo::error={err}");
-    }
-}
-
-/// Returns what is missing of the eBPF toolchain, if anything.
-fn preflight() -> Result<(), String> {
-    let sysroot = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "rustc", "--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        .ok_or_else(|| format!("the {TOOLCHAIN} Rust toolchain is not installed"))?;
-    if !sysroot
-        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-        .exists()
-    {
-        return Err(format!(
-            "rust-src is missing from the {TOOLCHAIN} toolchain"
-        ));
-    }
-    let on_path = env::var_os("PATH")
-        .is_some_and(|paths| env::split_paths(&paths).any(|dir| dir.join("bpf-linker").is_file()));
-    if !on_path {
-        return Err("bpf-linker is not on PATH".to_owned());
-    }
-    Ok(())
-}
-
-/// Builds the object and copies it to `OUT_DIR/egress`.
-fn build(workspace: &Path, out_dir: &Path) -> Result<(), String> {
-    // A target dir of its own: sharing the outer one would deadlock on cargo's lock.
-    let target_dir = out_dir.join("ebpf-target");
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".to_owned());
-    let rustflags = [
-        format!("--cfg=bpf_target_arch=\"{arch}\""),
-        "-Cdebuginfo=2".to_owned(),
-        "-Clink-arg=--btf".to_owned(),
-    ]
-    .join("\x1f");
-    let output = Command::new("rustup")
-        .args(["run", TOOLCHAIN, "cargo", "build", "--quiet", "--release"])
-        .args(["--package", PACKAGE, "--bins", "--target", TARGET])
-        .args(["-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(workspace)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
-        // The outer cargo's compiler and wrappers (clippy-driver under `cargo clippy`) are for
-        // the host crates, not for the nightly BPF build.
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTFLAGS")
-        .output()
-        .map_err(|err| format!("running the nightly cargo for {PACKAGE}: {err}"))?;
-    if !output.status.success() {
-        for line in String::from_utf8_lossy(&output.stderr).lines() {
-            println!("cargo:warning={line}");
-        }
-        return Err(format!(
-            "building {PACKAGE} for {TARGET} failed (its output is above)"
-        ));
-    }
-    let object = target_dir.join(TARGET).join("release").join(OBJECT);
-    std::fs::copy(&object, out_dir.join(OBJECT))
-        .map(drop)
-        .map_err(|err| format!("copying {}: {err}", object.display()))
+    egress_ebpf_build::build(egress_ebpf_build::BpfCrate {
+        package: "egress-ebpf",
+        object: "egress",
+        sources: &["egress-ebpf", "egress-common"],
+    });
 }

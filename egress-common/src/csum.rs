@@ -8,7 +8,30 @@
 //! `bpf_l4_csum_replace` fed [`Delta::wsum`], because only the kernel knows whether the field
 //! holds a full checksum or (CHECKSUM_PARTIAL) just the pseudo-header sum.
 //!
+//! A sum computed from scratch (`bpf_csum_diff` over a header built in place) becomes the
+//! field's value with [`fold`], the one fold of the programs.
+//!
 //! Pure code shared with the BPF programs, so it is tested on the host.
+
+/// A 64-bit one's-complement sum folded to 32 bits: the `__wsum` that `bpf_csum_diff`
+/// returns and `bpf_l4_csum_replace` takes.
+#[inline(always)]
+pub fn wsum(sum: u64) -> u32 {
+    let s = (sum & 0xffff_ffff) + (sum >> 32);
+    ((s & 0xffff_ffff) + (s >> 32)) as u32
+}
+
+/// The checksum field's value (memory order) for a 32-bit one's-complement sum of the data
+/// it covers: folded to 16 bits and complemented (the kernel's `csum_fold`).
+#[inline(always)]
+pub fn fold(sum: u32) -> u16 {
+    // In 64 bits: BPF has no 32-bit arithmetic without ALU32, where each 32-bit result
+    // costs two more instructions to clear its upper half.
+    let s = u64::from(sum);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    !(s as u16)
+}
 
 /// An accumulated checksum difference: the sum of `~old + new` over every changed word.
 #[derive(Clone, Copy, Default)]
@@ -39,13 +62,14 @@ impl Delta {
     /// its size flag is 0.
     #[inline(always)]
     pub fn wsum(&self) -> u32 {
-        let s = (self.0 & 0xffff_ffff) + (self.0 >> 32);
-        ((s & 0xffff_ffff) + (s >> 32)) as u32
+        wsum(self.0)
     }
 
     /// Applies the difference to a 16-bit checksum field (as loaded from the packet).
     #[inline(always)]
     pub fn apply(&self, check: u16) -> u16 {
+        // `fold(wsum(..))` written out with one 32-bit step fewer: as two calls, the NAT
+        // rewrite of every packet compiles to more BPF instructions.
         let mut s = u64::from(!check) + self.0;
         s = (s & 0xffff_ffff) + (s >> 32);
         s = (s & 0xffff) + (s >> 16);
@@ -57,7 +81,7 @@ impl Delta {
 
 #[cfg(test)]
 mod tests {
-    use super::Delta;
+    use super::{Delta, fold, wsum};
 
     /// The Internet checksum of 16-bit words as loaded from memory (RFC 1071), computed
     /// from scratch: the reference the incremental updates must agree with.
@@ -119,6 +143,26 @@ mod tests {
             before[5],
             "same value, same checksum"
         );
+    }
+
+    #[test]
+    fn fold_of_a_sum_from_scratch_is_the_checksum_field() {
+        // As a program sums a header it built (bpf_csum_diff over 32-bit words, the
+        // checksum field zero), then folds the sum into the field.
+        let mut words = header([192, 0, 2, 2], [198, 51, 100, 100], 64);
+        let expected = words[5];
+        words[5] = 0;
+        let sum: u64 = words
+            .chunks(2)
+            .map(|w| {
+                let [a, b] = w[0].to_ne_bytes();
+                let [c, d] = w[1].to_ne_bytes();
+                u64::from(u32::from_ne_bytes([a, b, c, d]))
+            })
+            .sum();
+        assert_eq!(fold(wsum(sum)), expected);
+        assert_eq!(fold(0xffff_ffff), 0, "carries fold all the way");
+        assert_eq!(fold(0), 0xffff);
     }
 
     #[test]

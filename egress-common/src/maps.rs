@@ -46,18 +46,6 @@ pub const CT_DOOMED_MAX: u32 = 8192;
 /// Capacity of [`CT_CENSUS`]: more clients than this, and the pass falls back.
 pub const CT_CENSUS_MAX: u32 = 8192;
 
-/// Benchmarks only: the per-core generator's template frame, `[u8; LAB_FRAME_LEN]` at
-/// index 0. Never written by the product.
-pub const LAB_FRAME: &str = "LAB_FRAME";
-/// Benchmarks only: the per-core sink's per-CPU counts, `u64` at index 0 (frames of the
-/// UDP load with the expected source) and 1 (any other source).
-pub const LAB_SINK: &str = "LAB_SINK";
-/// Benchmarks only: the generator's pacing, a `u32` at index 0: iterations of an empty
-/// `bpf_loop` before each frame.
-pub const LAB_PACE: &str = "LAB_PACE";
-/// Size of [`LAB_FRAME`]'s value: at least the generator's headers (42 bytes).
-pub const LAB_FRAME_LEN: usize = 64;
-
 /// The IPv6 half of the configuration: one [`crate::RouterConfig6`] at index 0.
 pub const CONFIG6: &str = "CONFIG6";
 /// IPv6 redirect rules: [`crate::RuleKey`] -> [`crate::RuleTarget6`].

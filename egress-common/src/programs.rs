@@ -16,23 +16,6 @@ pub const POD_INGRESS6: &str = "pod_ingress6";
 pub const EGRESS_INGRESS6: &str = "egress_ingress6";
 /// TC egress of the egress interface for IPv6, after [`EGRESS_EGRESS`].
 pub const EGRESS_EGRESS6: &str = "egress_egress6";
-/// Benchmarks only: the lab's ceiling, a stateless forwarder from the pod interface to
-/// the egress interface (no NAT, no conntrack). Never loaded by the product.
-pub const LAB_FORWARD: &str = "lab_forward";
-/// Benchmarks only: a program that returns at once, the cost of the test harness.
-pub const LAB_NOOP: &str = "lab_noop";
-/// Benchmarks only: the ceiling's way back, from the egress interface to the pod
-/// interface (TC ingress of the egress interface). Never loaded by the product.
-pub const LAB_RETURN: &str = "lab_return";
-/// Benchmarks only: the per-core mode's traffic generator (XDP, run with
-/// BPF_PROG_TEST_RUN in live-frames mode). Never loaded by the product.
-pub const LAB_XDP_GEN: &str = "lab_xdp_gen";
-/// Benchmarks only: an XDP program that passes everything, which puts a veth's receive
-/// path in NAPI. Never loaded by the product.
-pub const LAB_XDP_PASS: &str = "lab_xdp_pass";
-/// Benchmarks only: the per-core mode's counter and drop of the router's output (TC egress
-/// of the node's uplink). Never loaded by the product.
-pub const LAB_SINK: &str = "lab_sink";
 /// The conntrack GC's sweep: judges every entry of one table in the kernel and hands the
 /// agent the collectable flows and the per-client census. Never attached: the agent runs
 /// it with BPF_PROG_TEST_RUN.

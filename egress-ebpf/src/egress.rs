@@ -1,30 +1,83 @@
-//! The egress interface: replies of translated flows in, the pod's own connections out.
+//! The egress interface (`macvlan0`): replies of translated flows in, the pod's own
+//! connections out.
 //!
-//! - ingress: replies are translated back and leave through the pod interface; ICMP errors
-//!   about tracked flows are translated with the packet they quote; replies to the pod's
-//!   own connections pass; anything else addressed to EGRESS_SOURCE is dropped, and so is
-//!   unicast to any other address (the pod does not route for the egress network).
-//! - egress: the connections the pod opens itself from EGRESS_SOURCE are tracked, so that
-//!   their replies pass ingress.
+//! - `egress_ingress` (TC ingress): replies are translated back and leave through the pod
+//!   interface; ICMP errors about tracked flows are translated with the packet they quote;
+//!   replies to the pod's own connections pass; anything else addressed to EGRESS_SOURCE is
+//!   dropped, and so is unicast to any other address (the pod does not route for the
+//!   egress network).
+//! - `egress_egress` (TC egress): the connections the pod opens itself from EGRESS_SOURCE
+//!   are tracked, so that their replies pass ingress.
 //!
-//! IPv6 goes on to the IPv6 programs of an instance with IPv6, and is dropped both ways
-//! otherwise.
+//! IPv6 goes on to the IPv6 programs (`egress_ingress6`, `egress_egress6`) of an instance
+//! with IPv6, and is dropped both ways otherwise. Node mode's `node_reply` translates with
+//! the same [`ingress`] and [`ingress6`].
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{macros::classifier, programs::TcContext};
 use egress_common::{
     DropReason, RouterConfig, RouterConfig6, Stat, config_flags, flow_kind, proto,
 };
 
 use crate::{
-    conntrack::{self, Ct},
-    flow, icmp, icmp6,
-    metrics::Verdict,
-    nat, parse,
-    parse6::{self, ICMPV6_NDISC_FIRST, ICMPV6_NDISC_LAST, Ipv6},
-    path::{self, Hop},
-    path6::{self, Hop6},
+    exit,
+    shared::{
+        conntrack::{self, Ct},
+        flow, icmp, icmp6,
+        metrics::Verdict,
+        nat, parse,
+        parse6::{self, ICMPV6_NDISC_FIRST, ICMPV6_NDISC_LAST, Ipv6},
+        path::{self, Hop},
+        path6::{self, Hop6},
+    },
 };
 
+/// TC ingress of the egress interface: remote -> client, and the pod's own flows.
+#[classifier]
+pub(crate) fn egress_ingress(ctx: TcContext) -> i32 {
+    exit::pod(
+        &ctx,
+        Stat::EgressIngressSeen,
+        "egress_ingress",
+        Err(DropReason::Unconfigured),
+        ingress,
+    )
+}
+
+/// TC egress of the egress interface: tracks the connections the pod opens itself.
+#[classifier]
+pub(crate) fn egress_egress(ctx: TcContext) -> i32 {
+    exit::pod(
+        &ctx,
+        Stat::EgressEgressSeen,
+        "egress_egress",
+        Ok(Verdict::Pass(Stat::EgressEgressPassed)),
+        egress,
+    )
+}
+
+/// TC ingress of the egress interface for IPv6, after [`egress_ingress`].
+#[classifier]
+pub(crate) fn egress_ingress6(ctx: TcContext) -> i32 {
+    exit::pod6(
+        &ctx,
+        "egress_ingress6",
+        Err(DropReason::Unconfigured),
+        ingress6,
+    )
+}
+
+/// TC egress of the egress interface for IPv6, after [`egress_egress`].
+#[classifier]
+pub(crate) fn egress_egress6(ctx: TcContext) -> i32 {
+    exit::pod6(
+        &ctx,
+        "egress_egress6",
+        Ok(Verdict::Pass(Stat::EgressEgressPassed)),
+        egress6,
+    )
+}
+
+/// [`egress_ingress`]'s verdict on a packet, with the instance's configuration.
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::EgressIngressPassed);
@@ -82,8 +135,9 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     }
 }
 
+/// [`egress_egress`]'s verdict on a packet, with the instance's configuration.
 #[inline(always)]
-pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
+fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::EgressEgressPassed);
     // Packets this data plane redirected from the pod interface are left alone.
     // SAFETY: reading a field of the context.
@@ -116,8 +170,8 @@ pub(crate) fn egress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dro
     Ok(Verdict::Pass(Stat::EgressEgressLocal))
 }
 
-/// [`ingress`] for IPv6 (the program after it at the hook): replies translated back, neighbour discovery
-/// and multicast to the stack, the pod's own flows in, the rest dropped.
+/// [`ingress`] for IPv6 ([`egress_ingress6`]): replies translated back, neighbour
+/// discovery and multicast to the stack, the pod's own flows in, the rest dropped.
 #[inline(always)]
 pub(crate) fn ingress6(
     ctx: &TcContext,
@@ -172,10 +226,10 @@ pub(crate) fn ingress6(
     }
 }
 
-/// [`egress`] for IPv6 (the program after it at the hook): the pod's own connections from EGRESS_SOURCE's
-/// IPv6 address are tracked; neighbour discovery and the rest pass.
+/// [`egress`] for IPv6 ([`egress_egress6`]): the pod's own connections from
+/// EGRESS_SOURCE's IPv6 address are tracked; neighbour discovery and the rest pass.
 #[inline(always)]
-pub(crate) fn egress6(
+fn egress6(
     ctx: &TcContext,
     cfg: &RouterConfig,
     cfg6: &RouterConfig6,

@@ -1,23 +1,52 @@
-//! The pod interface's ingress: client -> remote. A packet to the pod IP that matches a rule
-//! or the fallback is translated and leaves through the egress interface; everything else
-//! reaches the pod as it was.
+//! The pod interface (`eth0`): `pod_ingress` and `pod_ingress6` on its TC ingress, client
+//! -> remote. A packet to the pod IP that matches a rule or the fallback is translated and
+//! leaves through the egress interface; everything else reaches the pod as it was. Node
+//! mode's `node_forward` translates with the same [`ingress`] and [`ingress6`].
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{macros::classifier, programs::TcContext};
 use egress_common::{
     DropReason, RouterConfig, RouterConfig6, Stat, config_flags, flow_kind, proto,
 };
 
 use crate::{
-    conntrack::{self, Ct},
-    flow::{self, L4},
-    icmp, icmp6,
-    metrics::Verdict,
-    nat, parse, parse6,
-    path::{self, Hop},
-    path6::{self, Hop6},
-    rules,
+    exit,
+    shared::{
+        conntrack::{self, Ct},
+        flow::{self, L4},
+        icmp, icmp6,
+        metrics::Verdict,
+        nat, parse, parse6,
+        path::{self, Hop},
+        path6::{self, Hop6},
+        rules,
+    },
 };
 
+/// TC ingress of the pod interface: client -> remote.
+#[classifier]
+pub(crate) fn pod_ingress(ctx: TcContext) -> i32 {
+    exit::pod(
+        &ctx,
+        Stat::PodIngressSeen,
+        "pod_ingress",
+        Ok(Verdict::Pass(Stat::PodIngressPassed)),
+        ingress,
+    )
+}
+
+/// TC ingress of the pod interface for IPv6, attached after [`pod_ingress`], which hands
+/// it the IPv6 frames.
+#[classifier]
+pub(crate) fn pod_ingress6(ctx: TcContext) -> i32 {
+    exit::pod6(
+        &ctx,
+        "pod_ingress6",
+        Ok(Verdict::Pass(Stat::PodIngressPassed)),
+        ingress6,
+    )
+}
+
+/// [`pod_ingress`]'s verdict on a packet, with the instance's configuration.
 #[inline(always)]
 pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     let passed = Verdict::Pass(Stat::PodIngressPassed);
@@ -88,7 +117,7 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::Forwarded))
 }
 
-/// [`ingress`] for IPv6 (the program after it at the hook): client -> remote over IPv6, out in IPv6 from
+/// [`ingress`] for IPv6 ([`pod_ingress6`]): client -> remote over IPv6, out in IPv6 from
 /// EGRESS_SOURCE's IPv6 address. Neighbour discovery and everything not to the pod's IPv6
 /// address reach the pod.
 #[inline(always)]

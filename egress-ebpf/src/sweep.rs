@@ -22,8 +22,8 @@ use egress_common::{
     peer_key,
 };
 
-use crate::{
-    conntrack::{Table, peer_in_place},
+use crate::shared::{
+    conntrack::{self, Table},
     ctmaps::Family,
 };
 
@@ -149,13 +149,13 @@ extern "C" fn visit<A: Swept, const REPLIED: bool>(
             if now.saturating_sub(entry.last_seen_ns) <= MIN_TIMEOUT_NS {
                 return NEXT;
             }
-            if peer_in_place(key, entry, table).is_some() {
+            if conntrack::peer_in_place(key, entry, table).is_some() {
                 return NEXT;
             }
             doom(state, key, None)
         }
         flow_kind::FORWARD => {
-            let peer = peer_in_place(key, entry, table);
+            let peer = conntrack::peer_in_place(key, entry, table);
             if gc_collectable(key.proto, entry, peer, now) {
                 return doom(state, key, peer.map(|_| peer_key(key, entry)));
             }

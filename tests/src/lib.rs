@@ -19,6 +19,7 @@
 //! | [`util`] | helpers shared by the lab tests |
 //! | [`echo`] | a client of the lab's echo server |
 //! | [`container`] | the image run as a kubelet runs a pod's containers |
+//! | [`labbpf`] | the benchmarks' own BPF object (`egress-lab-ebpf`) and its loader |
 //! | [`pktgen`] | BPF_PROG_TEST_RUN frames and checks |
 //! | [`pktgen6`] | the same for IPv6 |
 //! | [`flood`] | floods for BPF_PROG_TEST_RUN tests |
@@ -34,6 +35,7 @@ pub mod flood;
 pub mod fuzz;
 pub mod lab;
 pub mod lab6;
+pub mod labbpf;
 pub mod netns;
 pub mod nodefail;
 pub mod nodelab;

@@ -22,12 +22,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 use crate::{
     bpffs::Bpffs,
     daemon::{Daemon, Daemons},
     lab::{GATEWAY_IP, NETNS_PREFIX, addr_up, wire_server},
+    labbpf::{self, LabBpf},
     netns::Netns,
 };
 
@@ -60,7 +60,7 @@ pub struct NodeLab {
     // Drop order: processes first, then namespaces, then the bpffs.
     daemons: Daemons,
     /// Keeps an XDP program on the gateway's side of the uplink (see [`NodeLab::new`]).
-    _gateway_napi: Option<Dataplane>,
+    _gateway_napi: Option<LabBpf>,
     pub clients: Vec<Netns>,
     pub routers: Vec<Netns>,
     pub node: Netns,
@@ -170,19 +170,18 @@ impl NodeLab {
         // A veth sends what an XDP program transmits (the ARP responder's answers) only
         // into a peer whose receive path runs in NAPI, which an XDP program of its own
         // turns on; a NIC needs nothing of the kind.
-        let dp = lab
+        let napi = lab
             .gateway
-            .enter(|| -> Result<Dataplane> {
-                let mut dp = Dataplane::load(&LoadOptions::default())?;
-                let prog = dp.xdp_program(egress_common::programs::LAB_XDP_PASS)?;
-                prog.load()?;
+            .enter(|| -> Result<LabBpf> {
+                let mut napi = LabBpf::load()?;
+                let prog = napi.xdp_program(labbpf::programs::LAB_XDP_PASS)?;
                 for lan in &lans {
                     prog.attach(lan, aya::programs::XdpMode::Driver)?;
                 }
-                Ok(dp)
+                Ok(napi)
             })?
             .context("the gateway's XDP pass program")?;
-        lab._gateway_napi = Some(dp);
+        lab._gateway_napi = Some(napi);
         Ok(lab)
     }
 

@@ -8,9 +8,11 @@ use aya::{
     maps::{Array, PerCpuArray},
     programs::{TestRun as _, TestRunOptions},
 };
-use egress_common::{RouterConfig, maps, programs};
-use egress_tests::pktgen;
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
+use egress_common::RouterConfig;
+use egress_tests::{
+    labbpf::{LabBpf, maps, programs},
+    pktgen,
+};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_REDIRECT: u32 = 4;
@@ -18,38 +20,21 @@ const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const EGRESS_SOURCE: [u8; 4] = [198, 51, 100, 100];
 
-fn harness() -> Dataplane {
-    Dataplane::load(&LoadOptions {
-        conntrack_flows: 1024,
-        pin_dir: None,
-        ipv6: false,
+fn configure(lab: &mut LabBpf, egress_ifindex: u32) {
+    lab.configure(&RouterConfig {
+        egress_ifindex,
+        egress_source: EGRESS_SOURCE,
+        ..RouterConfig::default()
     })
-    .unwrap()
-}
-
-fn configure(dp: &mut Dataplane, egress_ifindex: u32) {
-    dp.maps_mut()
-        .configure(
-            &RouterConfig {
-                egress_ifindex,
-                egress_source: EGRESS_SOURCE,
-                ..RouterConfig::default()
-            },
-            &[],
-        )
-        .unwrap();
+    .unwrap();
 }
 
 /// Each frame gets the template's headers back whatever the router left in the page, and a
 /// source port of one of the 2048 flows; without a target it sends nothing.
 #[test]
 fn the_generator_rewrites_every_header_and_spreads_the_flows() {
-    let mut dp = harness();
-    dp.xdp_program(programs::LAB_XDP_GEN)
-        .unwrap()
-        .load()
-        .unwrap();
-    let fd = dp
+    let mut lab = LabBpf::load().unwrap();
+    let fd = lab
         .xdp_program(programs::LAB_XDP_GEN)
         .unwrap()
         .fd()
@@ -71,10 +56,10 @@ fn the_generator_rewrites_every_header_and_spreads_the_flows() {
     );
     assert_eq!(pktgen::run_fd(fd, &dirty).0, XDP_ABORTED, "unconfigured");
 
-    configure(&mut dp, 7);
+    configure(&mut lab, 7);
     let mut value = [0u8; maps::LAB_FRAME_LEN];
     value[..template.len()].copy_from_slice(&template);
-    Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(dp.object_map(maps::LAB_FRAME).unwrap())
+    Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(lab.map(maps::LAB_FRAME).unwrap())
         .unwrap()
         .set(0, value, 0)
         .unwrap();
@@ -104,20 +89,19 @@ fn the_generator_rewrites_every_header_and_spreads_the_flows() {
 /// drops them; everything else (the TCP loads, other UDP, ARP) passes uncounted.
 #[test]
 fn the_sink_counts_the_load_by_source_and_passes_the_rest() {
-    let mut dp = harness();
-    dp.program(programs::LAB_SINK).unwrap().load().unwrap();
-    configure(&mut dp, 0);
-    let run = |dp: &mut Dataplane, frame: &[u8]| {
+    let mut lab = LabBpf::load().unwrap();
+    configure(&mut lab, 0);
+    let run = |lab: &mut LabBpf, frame: &[u8]| {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        dp.program(programs::LAB_SINK)
+        lab.program(programs::LAB_SINK)
             .unwrap()
             .test_run(opts)
             .unwrap()
             .return_value
     };
-    let counts = |dp: &mut Dataplane| -> [u64; 2] {
-        let map = PerCpuArray::<_, u64>::try_from(dp.object_map(maps::LAB_SINK).unwrap()).unwrap();
+    let counts = |lab: &mut LabBpf| -> [u64; 2] {
+        let map = PerCpuArray::<_, u64>::try_from(lab.map(maps::LAB_SINK).unwrap()).unwrap();
         [0, 1].map(|i| map.get(&i, 0).unwrap().iter().sum())
     };
     let translated = pktgen::udp_frame((EGRESS_SOURCE, 1024), ([203, 0, 113, 10], 5001), b"x", 64);
@@ -140,11 +124,11 @@ fn the_sink_counts_the_load_by_source_and_passes_the_rest() {
     arp.extend_from_slice(&[0; 28]);
 
     for _ in 0..3 {
-        assert_eq!(run(&mut dp, &translated), TC_ACT_SHOT);
+        assert_eq!(run(&mut lab, &translated), TC_ACT_SHOT);
     }
-    assert_eq!(run(&mut dp, &untranslated), TC_ACT_SHOT);
+    assert_eq!(run(&mut lab, &untranslated), TC_ACT_SHOT);
     for frame in [&other_udp, &tcp, &arp] {
-        assert_eq!(run(&mut dp, frame), TC_ACT_OK);
+        assert_eq!(run(&mut lab, frame), TC_ACT_OK);
     }
-    assert_eq!(counts(&mut dp), [3, 1]);
+    assert_eq!(counts(&mut lab), [3, 1]);
 }

@@ -190,16 +190,19 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
             "--workspace",
             "--exclude",
             "egress-ebpf",
+            "--exclude",
+            "egress-lab-ebpf",
             "--all-targets",
             "--",
             "-D",
             "warnings",
         ])
     })?;
-    step("clippy (eBPF crate)", || {
+    step("clippy (eBPF crates)", || {
         run(Command::new("rustup")
             .args(["run", setup::NIGHTLY, "cargo", "clippy", "--release"])
-            .args(["--package", "egress-ebpf", "--target", "bpfel-unknown-none"])
+            .args(["--package", "egress-ebpf", "--package", "egress-lab-ebpf"])
+            .args(["--target", "bpfel-unknown-none"])
             .args(["-Z", "build-std=core", "--target-dir"])
             .arg(target.join("ebpf-clippy"))
             .args(["--", "-D", "warnings"])
@@ -228,6 +231,8 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
             "--workspace",
             "--exclude",
             "egress-ebpf",
+            "--exclude",
+            "egress-lab-ebpf",
         ])
         .env("EGRESS_ROUTER_BIN", &bin)
         .env("EGRESS_ROUTER_IMAGE", &image);

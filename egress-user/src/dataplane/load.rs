@@ -238,18 +238,6 @@ impl Dataplane {
         classifier(&mut self.ebpf, name)
     }
 
-    /// An XDP program by name: the benchmarks' per-core harness (`lab_xdp_gen`,
-    /// `lab_xdp_pass`); the product attaches none.
-    pub fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, Error> {
-        xdp_named(&mut self.ebpf, name)
-    }
-
-    /// A map of the object that the data plane does not manage, by name: the benchmarks'
-    /// [`maps::LAB_FRAME`].
-    pub fn object_map(&mut self, name: &'static str) -> Result<&mut Map, Error> {
-        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
-    }
-
     /// The conntrack GC's sweep program, loaded on first use (it is never attached, and
     /// a data plane that is not an agent's has no use for it), and the maps only the sweep
     /// uses: its state, and the doomed list and census of one family (`ipv6` or not).

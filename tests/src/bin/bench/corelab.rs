@@ -5,14 +5,13 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::tc::TcAttachType;
-use egress_common::programs;
 use egress_tests::{
     bed::Bed,
     lab::{CLIENT_IP, EGRESS_SOURCE, Lab, POD_PREFIX, ROUTER_POD_IP, SERVER_IP, SERVER_PREFIX},
+    labbpf::{LabBpf, programs},
     netns::Netns,
     pktgen,
 };
-use egress_user::dataplane::load::Dataplane;
 
 use crate::variant::{UDP_PORT, Variant};
 
@@ -20,7 +19,7 @@ use crate::variant::{UDP_PORT, Variant};
 /// router pod, the gateway routes the pod network via EGRESS_SOURCE, and `lab_return` on
 /// macvlan0's ingress sends the replies out of the pod interface, as `lab_forward` sends
 /// the requests out of macvlan0.
-pub(crate) fn route_back(lab: &Lab, forwarder: &mut Dataplane) -> Result<()> {
+pub(crate) fn route_back(lab: &Lab, forwarder: &mut LabBpf) -> Result<()> {
     let server_net = format!(
         "{}/{SERVER_PREFIX}",
         Ipv4Addr::from(u32::from(SERVER_IP) & !0xff)
@@ -39,7 +38,6 @@ pub(crate) fn route_back(lab: &Lab, forwarder: &mut Dataplane) -> Result<()> {
     lab.gateway
         .ip(&["route", "add", &pod_net, "via", &EGRESS_SOURCE.to_string()])?;
     let prog = forwarder.program(programs::LAB_RETURN)?;
-    prog.load()?;
     lab.router
         .enter(|| prog.attach("macvlan0", TcAttachType::Ingress))?
         .context("attaching lab_return to macvlan0")?;

@@ -11,9 +11,13 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{XdpMode, tc::TcAttachType};
-use egress_common::{RouterConfig, maps, programs};
-use egress_tests::{bed::Bed, netns::Netns, pktgen};
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
+use egress_common::RouterConfig;
+use egress_tests::{
+    bed::Bed,
+    labbpf::{LabBpf, maps, programs},
+    netns::Netns,
+    pktgen,
+};
 
 use crate::{
     corelab::{generator_frame, queue_counts, route_back},
@@ -182,25 +186,21 @@ fn measure(
     })
 }
 
-/// The generator and the NAPI switches: the harness's own data plane (its CONFIG holds the
+/// The generator and the NAPI switches: the lab's object (its LAB_CONFIG holds the
 /// generator's target), attached in four namespaces.
 pub(crate) struct Harness {
-    dp: Dataplane,
+    lab: LabBpf,
     /// The NAPI threads pinned to the router's CPU: the router's work runs in them.
     pub router_threads: Vec<i32>,
 }
 
 impl Harness {
     pub(crate) fn new(lab: &impl Bed) -> Result<Self> {
-        let mut dp = Dataplane::load(&LoadOptions {
-            conntrack_flows: 1024,
-            pin_dir: None,
-            ipv6: false,
-        })?;
-        dp.xdp_program(programs::LAB_XDP_PASS)?.load()?;
-        dp.xdp_program(programs::LAB_XDP_GEN)?.load()?;
+        let mut lab_bpf = LabBpf::load()?;
+        lab_bpf.xdp_program(programs::LAB_XDP_PASS)?;
+        lab_bpf.xdp_program(programs::LAB_XDP_GEN)?;
         let mut harness = Self {
-            dp,
+            lab: lab_bpf,
             router_threads: Vec::new(),
         };
         let path = lab
@@ -220,7 +220,7 @@ impl Harness {
     /// uplink).
     fn steer(&mut self, ns: &Netns, dev: &str, cpu: usize) -> Result<()> {
         if !has_xdp(ns, dev)? {
-            let prog = self.dp.xdp_program(programs::LAB_XDP_PASS)?;
+            let prog = self.lab.xdp_program(programs::LAB_XDP_PASS)?;
             ns.enter(|| prog.attach(dev, XdpMode::Driver))??;
         }
         let before = napi_threads()?;
@@ -293,14 +293,13 @@ impl Harness {
     }
 
     fn set_pace(&mut self, spins: u32) -> Result<()> {
-        aya::maps::Array::<_, u32>::try_from(self.dp.object_map(maps::LAB_PACE)?)?
-            .set(0, spins, 0)?;
+        aya::maps::Array::<_, u32>::try_from(self.lab.map(maps::LAB_PACE)?)?.set(0, spins, 0)?;
         Ok(())
     }
 
     /// The sink's count at `index` (0: translated, 1: not), summed over the CPUs.
     fn sunk(&mut self, index: u32) -> Result<u64> {
-        let map = aya::maps::PerCpuArray::<_, u64>::try_from(self.dp.object_map(maps::LAB_SINK)?)?;
+        let map = aya::maps::PerCpuArray::<_, u64>::try_from(self.lab.map(maps::LAB_SINK)?)?;
         Ok(map.get(&index, 0)?.iter().sum())
     }
 
@@ -315,8 +314,7 @@ impl Harness {
         let std::net::IpAddr::V4(source) = variant::expected_source(variant) else {
             anyhow::bail!("the per-core mode is IPv4 only");
         };
-        let sink = self.dp.program(programs::LAB_SINK)?;
-        sink.load()?;
+        let sink = self.lab.program(programs::LAB_SINK)?;
         lab.node()
             .enter(|| sink.attach("uplink", TcAttachType::Egress))?
             .context("attaching the sink to the node's uplink")?;
@@ -362,23 +360,18 @@ impl Harness {
         let ifindex = sender
             .enter(|| egress_user::network::interface::ifindex(dev))?
             .with_context(|| format!("no {dev} in {}", sender.name()))?;
-        self.dp.maps_mut().configure(
-            &RouterConfig {
-                egress_ifindex: ifindex,
-                egress_source: source.octets(),
-                ..RouterConfig::default()
-            },
-            &[],
-        )?;
+        self.lab.configure(&RouterConfig {
+            egress_ifindex: ifindex,
+            egress_source: source.octets(),
+            ..RouterConfig::default()
+        })?;
         let mut template = [0u8; maps::LAB_FRAME_LEN];
         template[..frame.len()].copy_from_slice(frame);
-        aya::maps::Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(
-            self.dp.object_map(maps::LAB_FRAME)?,
-        )?
-        .set(0, template, 0)?;
+        aya::maps::Array::<_, [u8; maps::LAB_FRAME_LEN]>::try_from(self.lab.map(maps::LAB_FRAME)?)?
+            .set(0, template, 0)?;
         let fd = {
             use std::os::fd::{AsFd as _, AsRawFd as _};
-            let prog = self.dp.xdp_program(programs::LAB_XDP_GEN)?;
+            let prog = self.lab.xdp_program(programs::LAB_XDP_GEN)?;
             prog.fd()?.as_fd().as_raw_fd()
         };
         install_wake_handler()?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions};
 use egress_common::{FlowKey, RouterConfig, config_flags, maps, programs, proto};
+use egress_tests::labbpf::{self, LabBpf};
 use egress_user::dataplane::{
     flows::CtTable,
     load::{Dataplane, LoadOptions},
@@ -109,9 +110,17 @@ pub(crate) fn thread_cpu_s() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-/// One loaded data plane with `flows` flows created by its own program.
+/// Whether `name` is a program of the lab's object (the no-op, the forwarder), not of the
+/// data plane's.
+fn is_lab(name: &str) -> bool {
+    labbpf::programs::ALL.contains(&name)
+}
+
+/// One loaded data plane with `flows` flows created by its own program, and the lab's
+/// object for the no-op and the ceiling's forwarder, configured alike.
 pub(crate) struct Table {
     dp: Dataplane,
+    lab: LabBpf,
     pub flows: u32,
     forward: Vec<Vec<u8>>,
     reply: Vec<Vec<u8>>,
@@ -140,10 +149,13 @@ impl Table {
             nat_secret: 0x5eed_0001,
         };
         dp.maps_mut().configure(&cfg, &[])?;
-        dp.program(programs::LAB_NOOP)?.load()?;
-        dp.program(programs::LAB_FORWARD)?.load()?;
+        let mut lab = LabBpf::load()?;
+        lab.configure(&cfg)?;
+        lab.program(labbpf::programs::LAB_NOOP)?;
+        lab.program(labbpf::programs::LAB_FORWARD)?;
         let mut table = Self {
             dp,
+            lab,
             flows,
             forward: Vec::new(),
             reply: Vec::new(),
@@ -179,7 +191,12 @@ impl Table {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut self.out);
-        let result = self.dp.program(name)?.test_run(opts)?;
+        let prog = if is_lab(name) {
+            self.lab.program(name)?
+        } else {
+            self.dp.program(name)?
+        };
+        let result = prog.test_run(opts)?;
         self.out.truncate(result.data_size_out as usize);
         Ok((result.return_value, result.duration))
     }
@@ -203,7 +220,7 @@ impl Table {
         let mut times = Vec::with_capacity(calls);
         for i in 0..calls {
             let frame = &frames[(offset + i) % frames.len()];
-            let took = if name == programs::LAB_NOOP || name == programs::LAB_FORWARD {
+            let took = if is_lab(name) {
                 self.run(name, frame)?.1
             } else {
                 self.expect_redirect(name, frame)?
@@ -228,8 +245,8 @@ impl Table {
             self.expect_redirect(programs::EGRESS_INGRESS, r).map(drop)
         });
         let offset = round * calls;
-        let noop = self.median_over(programs::LAB_NOOP, &forward, offset, calls);
-        let forwarder = self.median_over(programs::LAB_FORWARD, &forward, offset, calls);
+        let noop = self.median_over(labbpf::programs::LAB_NOOP, &forward, offset, calls);
+        let forwarder = self.median_over(labbpf::programs::LAB_FORWARD, &forward, offset, calls);
         let established = self.median_over(programs::POD_INGRESS, &forward, offset, calls);
         let replied = self.median_over(programs::EGRESS_INGRESS, &reply, offset, calls);
         self.forward = forward;

@@ -5,14 +5,14 @@ use std::{io::Write as _, net::IpAddr, process::Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::tc::TcAttachType;
-use egress_common::{RouterConfig, programs};
+use egress_common::RouterConfig;
 use egress_tests::{
     bed::Bed,
     lab::{CLIENT_IP, EGRESS_SOURCE, GATEWAY_IP, Lab, ROUTER_POD_IP, SERVER_IP},
     lab6::{CLIENT_IP6, EGRESS_SOURCE6, GATEWAY_IP6, ROUTER_POD_IP6, SERVER_IP6},
+    labbpf::{LabBpf, programs},
     nodelab::{self, NodeLab},
 };
-use egress_user::dataplane::load::{Dataplane, LoadOptions};
 
 /// UDP port of the small-packet load; dropped at the gateway's ingress.
 pub(crate) const UDP_PORT: u16 = 5001;
@@ -122,7 +122,7 @@ pub(crate) fn destination() -> String {
 /// by this process) goes before the namespaces.
 pub(crate) struct Setup {
     /// C's forwarder (the per-core mode attaches its way back too).
-    pub forwarder: Option<Dataplane>,
+    pub forwarder: Option<LabBpf>,
     pub lab: Lab,
 }
 
@@ -340,19 +340,15 @@ fn classic6(lab: &Lab) -> Result<()> {
 
 /// C: the same network set-up, and `lab_forward` on the pod interface's TC ingress,
 /// configured with the macvlan's ifindex. The program stays attached while the returned
-/// data plane lives.
-fn forwarder(lab: &Lab) -> Result<Dataplane> {
+/// lab object lives.
+fn forwarder(lab: &Lab) -> Result<LabBpf> {
     egress_network(lab)?;
-    lab.router.enter(|| -> Result<Dataplane> {
+    lab.router.enter(|| -> Result<LabBpf> {
         let ifindex = |name: &str| {
             egress_user::network::interface::ifindex(name)
                 .with_context(|| format!("no interface {name}"))
         };
-        let mut dp = Dataplane::load(&LoadOptions {
-            conntrack_flows: 1024,
-            pin_dir: None,
-            ipv6: false,
-        })?;
+        let mut forwarder = LabBpf::load()?;
         let cfg = RouterConfig {
             pod_ip: ROUTER_POD_IP.octets(),
             egress_source: EGRESS_SOURCE.octets(),
@@ -367,12 +363,12 @@ fn forwarder(lab: &Lab) -> Result<Dataplane> {
             _pad: 0,
             nat_secret: 0x5eed_0001,
         };
-        dp.maps_mut().configure(&cfg, &[])?;
-        let prog = dp.program(programs::LAB_FORWARD)?;
-        prog.load()?;
-        // Without clsact aya attaches through TCX on this kernel; the link lives with `dp`.
+        forwarder.configure(&cfg)?;
+        let prog = forwarder.program(programs::LAB_FORWARD)?;
+        // Without clsact aya attaches through TCX on this kernel; the link lives with
+        // `forwarder`.
         prog.attach("eth0", TcAttachType::Ingress)?;
-        Ok(dp)
+        Ok(forwarder)
     })?
 }
 

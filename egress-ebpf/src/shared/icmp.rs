@@ -8,11 +8,11 @@
 use aya_ebpf::programs::TcContext;
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, csum::Delta, proto};
 
-use crate::{
+use crate::shared::{
     conntrack, flow, metrics, nat,
     parse::{
-        ICMP_DEST_UNREACH, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpHdr, Ipv4, Ipv4Hdr,
-        Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ensure, ptr_at,
+        self, ICMP_DEST_UNREACH, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpHdr, Ipv4,
+        Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF,
     },
 };
 
@@ -22,8 +22,8 @@ pub(crate) fn is_error(ctx: &TcContext, ip: &Ipv4) -> Result<bool, DropReason> {
     if ip.proto != proto::ICMP || ip.is_later_fragment() {
         return Ok(false);
     }
-    ensure(ctx, ip.l4 + 8)?;
-    let icmp = ptr_at::<IcmpHdr>(ctx, ip.l4)?;
+    parse::ensure(ctx, ip.l4 + 8)?;
+    let icmp = parse::ptr_at::<IcmpHdr>(ctx, ip.l4)?;
     // SAFETY: bounds checked by ptr_at.
     let kind = unsafe { (*icmp).kind };
     Ok(kind == ICMP_DEST_UNREACH || kind == ICMP_TIME_EXCEEDED || kind == ICMP_PARAMETER_PROBLEM)
@@ -57,8 +57,8 @@ pub(crate) struct Embedded {
 #[inline(always)]
 fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReason> {
     let l3 = ip.l4 + 8;
-    ensure(ctx, l3 + 20)?;
-    let inner = ptr_at::<Ipv4Hdr>(ctx, l3)?;
+    parse::ensure(ctx, l3 + 20)?;
+    let inner = parse::ptr_at::<Ipv4Hdr>(ctx, l3)?;
     // SAFETY: bounds checked by ptr_at.
     let inner = unsafe { &*inner };
     let ihl = usize::from(inner.version_ihl & 0x0f) * 4;
@@ -67,7 +67,7 @@ fn embedded(ctx: &TcContext, ip: &Ipv4) -> Result<Option<Embedded>, DropReason> 
     }
     let (isaddr, idaddr, iproto) = (inner.saddr, inner.daddr, inner.proto);
     let l4 = l3 + ihl;
-    ensure(ctx, l4 + 8)?;
+    parse::ensure(ctx, l4 + 8)?;
     let Some((sport, dport, _)) = flow::ids::<false>(ctx, iproto, l4)? else {
         return Ok(None);
     };
@@ -108,7 +108,7 @@ pub(crate) fn translate_error(
     let mut icmp_delta = Delta::default();
     let mut inner_l4_delta = Delta::default();
     {
-        let inner = ptr_at::<Ipv4Hdr>(ctx, emb.l3)?;
+        let inner = parse::ptr_at::<Ipv4Hdr>(ctx, emb.l3)?;
         // SAFETY: bounds checked by ptr_at.
         let inner = unsafe { &mut *inner };
         let mut d = Delta::default();
@@ -124,7 +124,7 @@ pub(crate) fn translate_error(
     }
     let iproto = emb.key.proto;
     if iproto == proto::ICMP {
-        let echo = ptr_at::<IcmpHdr>(ctx, emb.l4)?;
+        let echo = parse::ptr_at::<IcmpHdr>(ctx, emb.l4)?;
         // SAFETY: bounds checked by ptr_at.
         let echo = unsafe { &mut *echo };
         let id = entry.dport.to_be();
@@ -136,7 +136,7 @@ pub(crate) fn translate_error(
         echo.id = id;
         echo.check = check;
     } else {
-        let ports = ptr_at::<Ports>(ctx, emb.l4)?;
+        let ports = parse::ptr_at::<Ports>(ctx, emb.l4)?;
         // SAFETY: bounds checked by ptr_at.
         let ports = unsafe { &mut *ports };
         let (sport, dport) = (entry.dport.to_be(), entry.sport.to_be());
@@ -155,7 +155,7 @@ pub(crate) fn translate_error(
             } else {
                 UDP_CSUM_OFF
             };
-        if let Ok(check) = ptr_at::<u16>(ctx, off) {
+        if let Ok(check) = parse::ptr_at::<u16>(ctx, off) {
             // SAFETY: bounds checked by ptr_at.
             let check = unsafe { &mut *check };
             if !(iproto == proto::UDP && *check == 0) {
@@ -166,7 +166,7 @@ pub(crate) fn translate_error(
         }
     }
     {
-        let icmp = ptr_at::<IcmpHdr>(ctx, ip.l4)?;
+        let icmp = parse::ptr_at::<IcmpHdr>(ctx, ip.l4)?;
         // SAFETY: bounds checked by ptr_at.
         let icmp = unsafe { &mut *icmp };
         icmp.check = icmp_delta.apply(icmp.check);

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use egress_common::{FRAGMENTS_MAX, FragKey, FragKey6, FragPorts};
 
-use crate::{parse::Ipv4, parse6::Ipv6};
+use crate::shared::{parse::Ipv4, parse6::Ipv6};
 
 /// L4 ports of datagrams in flight as fragments, keyed by the datagram as it arrived.
 #[btf_map]

@@ -1,12 +1,12 @@
 //! A new flow's translated tuple: claiming the reply tuple atomically (the port search's
 //! step), taking it over from a flow that is over, and writing the forward entry beside
-//! it. The tables themselves: [`crate::conntrack`].
+//! it. The tables themselves: [`crate::shared::conntrack`].
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_common::{DropReason, FlowEntry, FlowKey, Stat, peer_key, tuple_reusable};
 
-use crate::{
-    conntrack::{EEXIST, Family, Table, peer_at},
+use crate::shared::{
+    conntrack::{self, EEXIST, Family, Table},
     metrics,
 };
 
@@ -119,7 +119,7 @@ fn reclaim<A: Family>(
     table: Table,
 ) -> bool {
     let pkey = peer_key(reply_key, holder);
-    let peer = peer_at(&pkey, reply_key, table);
+    let peer = conntrack::peer_at(&pkey, reply_key, table);
     if !tuple_reusable(reply_key.proto, holder, peer, now) {
         return false;
     }

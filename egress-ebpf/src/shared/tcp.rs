@@ -12,9 +12,9 @@
 use aya_ebpf::programs::TcContext;
 use egress_common::{DropReason, FlowEntry, Stat, csum::Delta, flow::Addr, tcp_seen};
 
-use crate::{
+use crate::shared::{
     metrics,
-    parse::{TcpHdr, ensure, ptr_at},
+    parse::{self, TcpHdr},
 };
 
 const FLAG_SYN: u8 = 0x02;
@@ -51,11 +51,11 @@ pub(crate) fn segment(
     ip_len: u32,
     fragment: bool,
 ) -> Result<Seg, DropReason> {
-    let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
+    let tcp = parse::ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     let tcp = unsafe { &*tcp };
     let flags = tcp.flags & tcp_seen::FLAGS;
-    let headers = (l4 - crate::parse::ETH_HLEN) as u32 + u32::from(tcp.doff >> 4) * 4;
+    let headers = (l4 - crate::shared::parse::ETH_HLEN) as u32 + u32::from(tcp.doff >> 4) * 4;
     let len = ip_len;
     let seq = u32::from_be(tcp.seq);
     let payload = len.saturating_sub(headers);
@@ -176,7 +176,7 @@ pub(crate) fn record_ack<A: Addr>(e: &mut FlowEntry<A>, seg: &Seg) {
 #[inline(always)]
 pub(crate) fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta, DropReason> {
     let mut delta = Delta::default();
-    let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
+    let tcp = parse::ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     let (doff, flags) = unsafe { ((*tcp).doff, (*tcp).flags) };
     if flags & FLAG_SYN == 0 || clamp == 0 {
@@ -186,7 +186,7 @@ pub(crate) fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta,
     if hdr_len <= 20 {
         return Ok(delta);
     }
-    ensure(ctx, l4 + hdr_len)?;
+    parse::ensure(ctx, l4 + hdr_len)?;
     let end = l4 + hdr_len;
     let mut off = l4 + 20;
     for _ in 0..MAX_OPTIONS {
@@ -195,7 +195,7 @@ pub(crate) fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta,
         }
         // Kind and length together: a one-byte read at a variable offset gives the verifier
         // no usable range check. An option cut off by the end of the packet ends the scan.
-        let Ok(opt) = ptr_at::<[u8; 2]>(ctx, off) else {
+        let Ok(opt) = parse::ptr_at::<[u8; 2]>(ctx, off) else {
             break;
         };
         // SAFETY: bounds checked by ptr_at.
@@ -212,7 +212,7 @@ pub(crate) fn clamp_mss(ctx: &TcContext, l4: usize, clamp: u16) -> Result<Delta,
             if off + 4 > end {
                 break;
             }
-            let mss = ptr_at::<u16>(ctx, off + 2)?;
+            let mss = parse::ptr_at::<u16>(ctx, off + 2)?;
             // SAFETY: bounds checked by ptr_at.
             let mss = unsafe { &mut *mss };
             if u16::from_be(*mss) > clamp {

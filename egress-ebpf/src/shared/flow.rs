@@ -7,9 +7,9 @@
 use aya_ebpf::programs::TcContext;
 use egress_common::{DropReason, FlowKey, flow::Addr, proto};
 
-use crate::{
+use crate::shared::{
     frag,
-    parse::{self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpHdr, Ipv4, Ports, ptr_at},
+    parse::{self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpHdr, Ipv4, Ports},
     parse6::{ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, Ipv6},
     tcp::{self, Seg},
 };
@@ -49,7 +49,7 @@ pub(crate) fn ids<const V6: bool>(
     };
     match protocol {
         proto::TCP | proto::UDP => {
-            let ports = ptr_at::<Ports>(ctx, l4)?;
+            let ports = parse::ptr_at::<Ports>(ctx, l4)?;
             // SAFETY: bounds checked by ptr_at.
             let ports = unsafe { &*ports };
             Ok(Some((
@@ -60,7 +60,7 @@ pub(crate) fn ids<const V6: bool>(
         }
         p if p == icmp => {
             // ICMPv6's header has the same layout.
-            let hdr = ptr_at::<IcmpHdr>(ctx, l4)?;
+            let hdr = parse::ptr_at::<IcmpHdr>(ctx, l4)?;
             // SAFETY: bounds checked by ptr_at.
             let hdr = unsafe { &*hdr };
             if hdr.kind != request && hdr.kind != reply {

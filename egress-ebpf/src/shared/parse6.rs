@@ -4,7 +4,7 @@
 use aya_ebpf::programs::TcContext;
 use egress_common::DropReason;
 
-use crate::parse::{ETH_HLEN, ETH_P_IPV6, EthHdr, ensure, ptr_at};
+use crate::shared::parse::{self, ETH_HLEN, ETH_P_IPV6, EthHdr};
 
 /// Length of the fixed IPv6 header.
 pub(crate) const IPV6_HLEN: usize = 40;
@@ -153,14 +153,14 @@ const HEADERS_LEN: usize = ETH_HLEN + IPV6_HLEN + 20;
 #[inline(always)]
 pub(crate) fn ipv6(ctx: &TcContext) -> Result<Option<Ipv6>, DropReason> {
     let len = ctx.len() as usize;
-    ensure(ctx, if len < HEADERS_LEN { len } else { HEADERS_LEN })?;
-    ensure(ctx, ETH_HLEN + IPV6_HLEN)?;
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    parse::ensure(ctx, if len < HEADERS_LEN { len } else { HEADERS_LEN })?;
+    parse::ensure(ctx, ETH_HLEN + IPV6_HLEN)?;
+    let eth = parse::ptr_at::<EthHdr>(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at.
     if unsafe { (*eth).proto } != ETH_P_IPV6.to_be() {
         return Ok(None);
     }
-    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+    let ip = parse::ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
     let payload = usize::from(u16::from_be(ip.payload_len));
@@ -189,8 +189,8 @@ pub(crate) fn ipv6(ctx: &TcContext) -> Result<Option<Ipv6>, DropReason> {
         match parsed.proto {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH => {
                 let off = parsed.l4;
-                ensure(ctx, off + 2)?;
-                let ext = ptr_at::<ExtHdr>(ctx, off)?;
+                parse::ensure(ctx, off + 2)?;
+                let ext = parse::ptr_at::<ExtHdr>(ctx, off)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
                 let units = usize::from(ext.len);
@@ -208,8 +208,8 @@ pub(crate) fn ipv6(ctx: &TcContext) -> Result<Option<Ipv6>, DropReason> {
                 }
                 fragment_header = true;
                 let off = parsed.l4;
-                ensure(ctx, off + 8)?;
-                let frag = ptr_at::<FragHdr>(ctx, off)?;
+                parse::ensure(ctx, off + 8)?;
+                let frag = parse::ptr_at::<FragHdr>(ctx, off)?;
                 // SAFETY: bounds checked by ptr_at.
                 let frag = unsafe { &*frag };
                 parsed.frag_off = u16::from_be(frag.frag_off) & (IP6_OFFSET | IP6_MF);

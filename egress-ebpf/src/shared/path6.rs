@@ -1,4 +1,4 @@
-//! The path's limits over IPv6, answered as an IPv6 router answers them ([`crate::path`]
+//! The path's limits over IPv6, answered as an IPv6 router answers them ([`crate::shared::path`]
 //! for IPv4): a packet whose hop limit runs out here gets ICMPv6 Time Exceeded; one too
 //! big for the next link gets ICMPv6 Packet Too Big with that link's MTU (RFC 8201: IPv6
 //! routers never fragment, so this is the only way a sender learns the path's MTU).
@@ -20,14 +20,13 @@ use aya_ebpf::{
     macros::btf_map,
     programs::TcContext,
 };
-use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, proto};
+use egress_common::{DropReason, RouterConfig, RouterConfig6, Stat, csum, proto};
 
-use crate::{
+use crate::shared::{
     budget, icmp6,
     metrics::Verdict,
     parse::ETH_HLEN,
     parse6::{IPV6_HLEN, Ipv6},
-    path::fold,
 };
 
 const ICMPV6_PKT_TOOBIG: u8 = 2;
@@ -216,7 +215,7 @@ fn answer(
             0,
         )
     };
-    let check = fold(sum as u64).to_ne_bytes();
+    let check = csum::fold(sum as u32).to_ne_bytes();
     buf[42] = check[0];
     buf[43] = check[1];
     let payload = (upper as u16).to_be_bytes();

@@ -1,5 +1,5 @@
 //! How many ICMP errors the router sends itself (Time Exceeded, Fragmentation Needed,
-//! Packet Too Big; [`crate::path`], [`crate::path6`]): at most
+//! Packet Too Big; [`crate::shared::path`], [`crate::shared::path6`]): at most
 //! `egress_common::ICMP_ERRORS_PER_SEC` on average, `ICMP_ERRORS_BURST` at once, both
 //! families together, as Linux limits its own (RFC 4443 2.4(f) makes it a must for
 //! ICMPv6). Without it, a client sending hop-limit-1 packets as fast as it can would have
@@ -13,7 +13,7 @@
 use aya_ebpf::{btf_maps::Array, macros::btf_map};
 use egress_common::{ICMP_ERRORS_BURST, ICMP_ERRORS_PER_SEC, Stat};
 
-use crate::{conntrack, metrics};
+use crate::shared::{conntrack, metrics};
 
 /// Time between two errors at the steady rate.
 const INTERVAL_NS: u64 = 1_000_000_000 / ICMP_ERRORS_PER_SEC;

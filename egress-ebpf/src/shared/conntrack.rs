@@ -1,10 +1,11 @@
 //! Connection tracking: two LRU hashes hold both directions of every flow.
 //!
 //! A flow lives in the unreplied table until the remote answers, then both its entries move
-//! to the answered one ([`crate::ctmaps`]; cilium and the kernel call the answered state "replied"/"assured"). A flood
-//! of flows nobody answers (a client spraying a fallback port, a scan) therefore only churns
-//! the unreplied table: it can never evict an answered connection, however idle, which is
-//! what the kernel's conntrack does by dropping unassured entries first.
+//! to the answered one ([`crate::shared::ctmaps`]; cilium and the kernel call the answered
+//! state "replied"/"assured"). A flood of flows nobody answers (a client spraying a
+//! fallback port, a scan) therefore only churns the unreplied table: it can never evict an
+//! answered connection, however idle, which is what the kernel's conntrack does by
+//! dropping unassured entries first.
 //!
 //! A flow is two entries: the forward entry (the client's tuple -> the translated tuple) and
 //! the reply entry (the remote's tuple -> the client-facing tuple). Connections the pod opens
@@ -20,8 +21,8 @@ use egress_common::{
     flow_expired, flow_kind, peer_key, proto, tcp_ended, tcp_seen,
 };
 
-pub(crate) use crate::ctmaps::{EEXIST, Family, Table};
-use crate::{
+pub(crate) use crate::shared::ctmaps::{EEXIST, Family, Table};
+use crate::shared::{
     metrics,
     tcp::{self, Receiver, Seg},
 };

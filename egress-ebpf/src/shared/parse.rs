@@ -1,4 +1,4 @@
-//! Bounds-checked access to packet headers (direct packet access).
+//! Bounds-checked access to packet headers (direct packet access), for TC and XDP programs.
 //!
 //! Every accessor checks `data + offset + size <= data_end` right before handing out a
 //! pointer, so the verifier sees the check next to the use. Offsets derived from IHL or the
@@ -6,12 +6,13 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use egress_common::DropReason;
 
 pub(crate) const ETH_HLEN: usize = 14;
 pub(crate) const ETH_P_IP: u16 = 0x0800;
 pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
 /// Fragment offset mask and "more fragments" bit of `frag_off` (host order).
 const IP_OFFSET: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
@@ -87,6 +88,17 @@ pub(crate) fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*mut T, DropRe
         return Err(DropReason::Truncated);
     }
     Ok((start + offset) as *mut T)
+}
+
+/// [`ptr_at`] in an XDP program: a pointer to a `T` at `offset` of the frame, if the frame
+/// holds it.
+#[inline(always)]
+pub(crate) fn xdp_ptr<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut T)
 }
 
 /// Makes the first `len` bytes linear (direct access reaches only the linear part). Cheap

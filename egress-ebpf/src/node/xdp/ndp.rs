@@ -1,15 +1,17 @@
-//! Node mode's XDP program for IPv6 on the uplink: the neighbour discovery responder for
-//! the IPv6 egress addresses (a solicitation turned into the advertisement in place, sent
-//! back with XDP_TX), and the early drop of IPv6 traffic to them that is part of no flow.
+//! The neighbour discovery responder: a solicitation for an IPv6 egress address is turned
+//! into the solicited advertisement in place, with the uplink's MAC, and sent back out of
+//! the uplink (XDP_TX).
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_csum_diff, programs::XdpContext};
-use egress_common::{DropReason, FlowKey, Stat, node_stat, proto};
+use egress_common::{Stat, csum, proto};
 
 use crate::{
-    metrics,
-    node::{NODE_SOURCES6, NODE_UPLINK, count, judge, xdp_ptr},
-    parse::{ETH_HLEN, EthHdr, Ports},
-    parse6::{IPV6_HLEN, Ipv6Hdr, addr_bytes},
+    node::maps,
+    shared::{
+        metrics,
+        parse::{self, ETH_HLEN, EthHdr},
+        parse6::{IPV6_HLEN, Ipv6Hdr},
+    },
 };
 
 /// Neighbour discovery's solicitation and advertisement (ICMPv6 types).
@@ -20,51 +22,6 @@ const NDISC_SOLICITED_OVERRIDE: [u8; 4] = [0x60, 0, 0, 0];
 /// Neighbour discovery options: source and target link-layer address.
 const NDISC_OPT_SOURCE_LLADDR: u8 = 1;
 const NDISC_OPT_TARGET_LLADDR: u8 = 2;
-
-/// `node::ipv4` for IPv6, after the neighbour discovery responder ([`ndisc`]): TCP and UDP
-/// without extension headers to an egress address must be the reply of a flow; the rest
-/// to an egress address (ICMPv6, extension headers, fragments) goes on to `node_reply6`.
-#[inline(always)]
-pub(crate) fn xdp(ctx: &XdpContext) -> u32 {
-    let Some(ip) = xdp_ptr::<Ipv6Hdr>(ctx, ETH_HLEN) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: bounds checked by xdp_ptr; the packet is this program's to rewrite.
-    let ip = unsafe { &mut *ip };
-    if ip.nexthdr == proto::ICMPV6
-        && ip.hop_limit == 255
-        && let Some(action) = ndisc(ctx, ip)
-    {
-        return action;
-    }
-    // SAFETY: the address's 16 bytes, inside the header checked above.
-    let daddr = unsafe { &*(&raw const ip.daddr).cast::<[u8; 16]>() };
-    // SAFETY: a live value, read once.
-    let Some(instance) = NODE_SOURCES6.get_ptr(daddr).map(|i| unsafe { *i }) else {
-        return xdp_action::XDP_PASS;
-    };
-    let len = (ctx.data_end() - ctx.data()) as u32;
-    if ip.nexthdr != proto::TCP && ip.nexthdr != proto::UDP {
-        metrics::count(Stat::XdpPassed, len);
-        return xdp_action::XDP_PASS;
-    }
-    let Some(ports) = xdp_ptr::<Ports>(ctx, ETH_HLEN + IPV6_HLEN) else {
-        metrics::count_drop(DropReason::Truncated, len);
-        count(instance, node_stat::drop(DropReason::Truncated), len);
-        return xdp_action::XDP_DROP;
-    };
-    // SAFETY: bounds checked by xdp_ptr.
-    let ports = unsafe { &*ports };
-    let key = FlowKey {
-        saddr: addr_bytes(ip.saddr),
-        daddr: addr_bytes(ip.daddr),
-        sport: u16::from_be(ports.sport),
-        dport: u16::from_be(ports.dport),
-        proto: ip.nexthdr,
-        _pad: [0; 3],
-    };
-    judge(&key, instance, len)
-}
 
 /// A neighbour solicitation or advertisement's fixed part.
 #[repr(C)]
@@ -89,9 +46,9 @@ struct LlOption {
 /// the solicited advertisement with the uplink's MAC and sent back out of the uplink.
 /// `None`: not such a solicitation (or cloud mode), on to the rest of the program.
 #[inline(always)]
-fn ndisc(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
-    let eth = xdp_ptr::<EthHdr>(ctx, 0)?;
-    let msg = xdp_ptr::<Ndisc>(ctx, ETH_HLEN + IPV6_HLEN)?;
+pub(crate) fn respond(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
+    let eth = parse::xdp_ptr::<EthHdr>(ctx, 0)?;
+    let msg = parse::xdp_ptr::<Ndisc>(ctx, ETH_HLEN + IPV6_HLEN)?;
     // SAFETY: bounds checked by xdp_ptr; the packet is this program's to rewrite.
     let (eth, msg) = unsafe { (&mut *eth, &mut *msg) };
     if msg.kind != NDISC_SOLICITATION || msg.code != 0 || ip.saddr == [0; 4] {
@@ -99,8 +56,8 @@ fn ndisc(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
     }
     // SAFETY: the target's 16 bytes, inside the message checked above.
     let target = unsafe { &*(&raw const msg.target).cast::<[u8; 16]>() };
-    NODE_SOURCES6.get_ptr(target)?;
-    let uplink = NODE_UPLINK.get(0)?;
+    maps::NODE_SOURCES6.get_ptr(target)?;
+    let uplink = maps::NODE_UPLINK.get(0)?;
     if uplink.arp == 0 {
         return None;
     }
@@ -108,7 +65,7 @@ fn ndisc(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
     let option = match usize::from(u16::from_be(ip.payload_len)) {
         n if n == body => None,
         n if n == body + size_of::<LlOption>() => {
-            let option = xdp_ptr::<LlOption>(ctx, ETH_HLEN + IPV6_HLEN + body)?;
+            let option = parse::xdp_ptr::<LlOption>(ctx, ETH_HLEN + IPV6_HLEN + body)?;
             // SAFETY: bounds checked by xdp_ptr.
             let option = unsafe { &mut *option };
             if option.kind != NDISC_OPT_SOURCE_LLADDR || option.len != 1 {
@@ -153,19 +110,9 @@ fn ndisc(ctx: &XdpContext, ip: &mut Ipv6Hdr) -> Option<u32> {
     }
     sum += u64::from(u32::from(u16::from_be(ip.payload_len)).to_be());
     sum += u64::from(u32::from(proto::ICMPV6).to_be());
-    msg.csum = fold(sum);
+    msg.csum = csum::fold(csum::wsum(sum));
     eth.dst = eth.src;
     eth.src = uplink.mac;
     metrics::count(Stat::NdiscAnswered, (ctx.data_end() - ctx.data()) as u32);
     Some(xdp_action::XDP_TX)
-}
-
-/// A 64-bit one's complement sum folded to the 16-bit checksum field (memory order).
-#[inline(always)]
-fn fold(mut sum: u64) -> u16 {
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }

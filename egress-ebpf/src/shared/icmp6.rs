@@ -1,16 +1,16 @@
 //! ICMPv6 errors about tracked flows (Destination Unreachable, Packet Too Big, Time
 //! Exceeded, Parameter Problem): the outer header and the quoted packet are translated
-//! together, as for IPv4 ([`crate::icmp`]), so that path-MTU discovery works through the
+//! together, as for IPv4 ([`crate::shared::icmp`]), so that path-MTU discovery works through the
 //! router (IPv6 routers never fragment: a client learns the path's MTU only from Packet
 //! Too Big). Unlike ICMP's, ICMPv6's checksum covers a pseudo-header of the outer addresses.
 
 use aya_ebpf::programs::TcContext;
 use egress_common::{DropReason, FlowEntry6, FlowKey6, Stat, csum::Delta, proto};
 
-use crate::{
+use crate::shared::{
     conntrack, flow, metrics,
-    parse::{IcmpHdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ensure, ptr_at},
-    parse6::{IPV6_HLEN, Ipv6, Ipv6Hdr, addr_bytes, addr_words},
+    parse::{self, IcmpHdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF},
+    parse6::{self, IPV6_HLEN, Ipv6, Ipv6Hdr},
 };
 
 /// ICMPv6 error types (RFC 4443): 1 to 4.
@@ -22,10 +22,10 @@ pub(crate) fn is_error(ctx: &TcContext, ip: &Ipv6) -> Result<bool, DropReason> {
     if ip.proto != proto::ICMPV6 || ip.is_later_fragment() {
         return Ok(false);
     }
-    ensure(ctx, ip.l4 + 8)?;
+    parse::ensure(ctx, ip.l4 + 8)?;
     // Type and code together: a one-byte read at a variable offset gives the verifier no
     // usable range check.
-    let head = ptr_at::<[u8; 2]>(ctx, ip.l4)?;
+    let head = parse::ptr_at::<[u8; 2]>(ctx, ip.l4)?;
     // SAFETY: bounds checked by ptr_at.
     let [kind, _code] = unsafe { *head };
     Ok((1..=ICMPV6_ERROR_LAST).contains(&kind))
@@ -52,8 +52,8 @@ fn quoted_l3(ip: &Ipv6) -> (usize, usize) {
 #[inline(always)]
 pub(crate) fn quoted(ctx: &TcContext, ip: &Ipv6) -> Result<Option<Quoted>, DropReason> {
     let (l3, l4) = quoted_l3(ip);
-    ensure(ctx, l4 + 8)?;
-    let inner = ptr_at::<Ipv6Hdr>(ctx, l3)?;
+    parse::ensure(ctx, l4 + 8)?;
+    let inner = parse::ptr_at::<Ipv6Hdr>(ctx, l3)?;
     // SAFETY: bounds checked by ptr_at.
     let inner = unsafe { &*inner };
     let (saddr, daddr, next) = (inner.saddr, inner.daddr, inner.nexthdr);
@@ -62,8 +62,8 @@ pub(crate) fn quoted(ctx: &TcContext, ip: &Ipv6) -> Result<Option<Quoted>, DropR
     };
     // The error's direction: the quoted packet's tuple, reversed.
     let key = FlowKey6 {
-        saddr: addr_bytes(daddr),
-        daddr: addr_bytes(saddr),
+        saddr: parse6::addr_bytes(daddr),
+        daddr: parse6::addr_bytes(saddr),
         sport: dport,
         dport: sport,
         proto: next,
@@ -87,13 +87,16 @@ pub(crate) fn translate_error(
         return Err(DropReason::TtlExceeded);
     }
     let (l3, l4) = quoted_l3(ip);
-    let (new_saddr, new_daddr) = (addr_words(entry.saddr), addr_words(entry.daddr));
+    let (new_saddr, new_daddr) = (
+        parse6::addr_words(entry.saddr),
+        parse6::addr_words(entry.daddr),
+    );
     // The error's checksum: every changed word of the message, and the pseudo-header.
     let mut icmp = Delta::default();
     // The quoted transport checksum: its pseudo-header (the quoted addresses) and ports.
     let mut inner_l4 = Delta::default();
     {
-        let inner = ptr_at::<Ipv6Hdr>(ctx, l3)?;
+        let inner = parse::ptr_at::<Ipv6Hdr>(ctx, l3)?;
         // SAFETY: bounds checked by ptr_at.
         let inner = unsafe { &mut *inner };
         for i in 0..4 {
@@ -108,7 +111,7 @@ pub(crate) fn translate_error(
     let (sport, dport) = (entry.dport.to_be(), entry.sport.to_be());
     let check_off = if iproto == proto::ICMPV6 {
         // A quoted echo: its identifier, and its checksum (which covers its pseudo-header).
-        let echo = ptr_at::<IcmpHdr>(ctx, l4)?;
+        let echo = parse::ptr_at::<IcmpHdr>(ctx, l4)?;
         // SAFETY: bounds checked by ptr_at.
         let echo = unsafe { &mut *echo };
         let mut d = Delta::default();
@@ -118,7 +121,7 @@ pub(crate) fn translate_error(
         inner_l4.add(d);
         l4 + 2
     } else {
-        let ports = ptr_at::<Ports>(ctx, l4)?;
+        let ports = parse::ptr_at::<Ports>(ctx, l4)?;
         // SAFETY: bounds checked by ptr_at.
         let ports = unsafe { &mut *ports };
         let mut d = Delta::default();
@@ -136,7 +139,7 @@ pub(crate) fn translate_error(
     };
     // The quoted transport checksum, when the error quotes it (Packet Too Big quotes as
     // much as fits in the minimum MTU, so usually it does).
-    if let Ok(check) = ptr_at::<u16>(ctx, check_off) {
+    if let Ok(check) = parse::ptr_at::<u16>(ctx, check_off) {
         // SAFETY: bounds checked by ptr_at.
         let check = unsafe { &mut *check };
         let new = inner_l4.apply(*check);
@@ -144,7 +147,7 @@ pub(crate) fn translate_error(
         *check = new;
     }
     // The outer header, and its part of the error's pseudo-header.
-    let hdr = ptr_at::<Ipv6Hdr>(ctx, crate::parse::ETH_HLEN)?;
+    let hdr = parse::ptr_at::<Ipv6Hdr>(ctx, crate::shared::parse::ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at; the packet is writable in TC.
     let hdr = unsafe { &mut *hdr };
     for i in 0..4 {
@@ -154,7 +157,7 @@ pub(crate) fn translate_error(
     hdr.saddr = new_saddr;
     hdr.daddr = new_daddr;
     hdr.hop_limit -= 1;
-    let error = ptr_at::<IcmpHdr>(ctx, ip.l4)?;
+    let error = parse::ptr_at::<IcmpHdr>(ctx, ip.l4)?;
     // SAFETY: bounds checked by ptr_at.
     let error = unsafe { &mut *error };
     error.check = icmp.apply(error.check);

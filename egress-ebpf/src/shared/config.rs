@@ -41,27 +41,3 @@ pub(crate) fn get6_at(instance: u32) -> Option<&'static RouterConfig6> {
 pub(crate) fn get_at(instance: u32) -> Option<&'static RouterConfig> {
     CONFIG.get(instance).filter(|cfg| cfg.pod_ifindex != 0)
 }
-
-/// The egress interface's index as written, configured or not (the lab's forwarder).
-#[inline(always)]
-pub(crate) fn egress_ifindex() -> Option<u32> {
-    CONFIG
-        .get(0)
-        .map(|cfg| cfg.egress_ifindex)
-        .filter(|&i| i != 0)
-}
-
-/// EGRESS_SOURCE as written, configured or not (the lab's sink).
-#[inline(always)]
-pub(crate) fn egress_source() -> Option<[u8; 4]> {
-    CONFIG
-        .get(0)
-        .map(|cfg| cfg.egress_source)
-        .filter(|&a| a != [0; 4])
-}
-
-/// The pod interface's index as written, configured or not (the lab's way back).
-#[inline(always)]
-pub(crate) fn pod_ifindex() -> Option<u32> {
-    CONFIG.get(0).map(|cfg| cfg.pod_ifindex).filter(|&i| i != 0)
-}

@@ -1,9 +1,12 @@
 //! Per-CPU packet/byte counters: path counters by `egress_common::Stat`, drops by typed
-//! reason, and per-rule counters. Entry programs record exactly one [`Verdict`] (or drop
-//! reason) per packet, at their single exit.
+//! reason, per-rule counters, and node mode's per-instance counters. Entry programs record
+//! exactly one [`Verdict`] (or drop reason) per packet, at their exit (`crate::exit`).
 
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use egress_common::{DropReason, PacketCount, RULE_STATS_LEN, STATS_LEN, Stat, drop_stat_index};
+use egress_common::{
+    DropReason, NODE_STATS_LEN, NODE_STATS_PER_INSTANCE, PacketCount, RULE_STATS_LEN, STATS_LEN,
+    Stat, drop_stat_index,
+};
 
 /// What happens to a packet that is not dropped; recorded once, at the program's exit.
 pub(crate) enum Verdict {
@@ -53,5 +56,21 @@ pub(crate) fn count_rule(rule_id: u16, len: u32) {
         let slot = unsafe { &mut *slot };
         slot.packets += 1;
         slot.bytes += u64::from(len);
+    }
+}
+
+/// Node mode: per-instance counters (`egress_common::node_stat`).
+#[btf_map]
+static NODE_STATS: PerCpuArray<PacketCount, { NODE_STATS_LEN as usize }> = PerCpuArray::new();
+
+/// Node mode: counts a packet of length `len` on instance `instance`'s counter `slot`.
+#[inline(always)]
+pub(crate) fn count_instance(instance: u32, slot: u32, len: u32) {
+    if let Some(c) = NODE_STATS.get_ptr_mut(instance * NODE_STATS_PER_INSTANCE + slot) {
+        // SAFETY: this CPU's slot of a preallocated array; a program does not preempt
+        // itself on one CPU.
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += u64::from(len);
     }
 }

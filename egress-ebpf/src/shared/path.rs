@@ -16,9 +16,9 @@ use aya_ebpf::{
     macros::btf_map,
     programs::TcContext,
 };
-use egress_common::{DropReason, RouterConfig, Stat};
+use egress_common::{DropReason, RouterConfig, Stat, csum};
 
-use crate::{
+use crate::shared::{
     budget, icmp,
     metrics::Verdict,
     parse::{ETH_HLEN, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, Ipv4, Ipv4Hdr},
@@ -225,7 +225,7 @@ fn answer(
     };
     // SAFETY: a 20-byte header on the stack, read as 32-bit words.
     let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, (&raw mut hdr).cast(), 20, 0) };
-    hdr.check = fold(sum as u64);
+    hdr.check = csum::fold(sum as u32);
     ctx.store(ETH_HLEN, &hdr, u64::from(BPF_F_RECOMPUTE_CSUM))
         .map_err(|_| reason)?;
 
@@ -249,20 +249,10 @@ fn answer(
             quoted as u32,
         )
     };
-    let check = fold(sum as u64).to_ne_bytes();
+    let check = csum::fold(sum as u32).to_ne_bytes();
     icmp[2] = check[0];
     icmp[3] = check[1];
     ctx.store(ETH_HLEN + 20, &icmp, u64::from(BPF_F_RECOMPUTE_CSUM))
         .map_err(|_| reason)?;
     Ok(Verdict::Redirect(hop.back, Stat::IcmpErrorsSent))
-}
-
-/// The Internet checksum of a 32-bit partial sum (as `bpf_csum_diff` returns it), in the
-/// byte order it is stored in.
-#[inline(always)]
-pub(crate) fn fold(sum: u64) -> u16 {
-    let mut s = (sum & 0xffff_ffff) as u32 as u64;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !(s as u16)
 }

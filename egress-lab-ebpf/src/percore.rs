@@ -1,17 +1,6 @@
-//! Reference programs of the benchmarks (`cargo xtask bench`), never attached by the
-//! product. They live in the same object so that they are built with the same toolchain and
-//! flags and share its CONFIG map (through `config`, not the product's entry file).
-//!
-//! - `lab_forward`: the lab's ceiling. It sends every IPv4 frame arriving on the pod
-//!   interface out of the egress interface with the same helper the data plane uses, and
-//!   nothing else: no parsing beyond the EtherType, no NAT, no conntrack, no counters.
-//! - `lab_return`: the same the other way, from the egress interface to the pod interface,
-//!   for the ceiling's connections in the per-core mode.
-//! - `lab_noop`: returns at once; its BPF_PROG_TEST_RUN time is the harness's own cost,
-//!   subtracted from the data plane's.
-//! - `lab_xdp_gen`, `lab_xdp_pass` and `lab_sink`: the per-core bench mode's traffic
-//!   generator, the receiving veth's NAPI switch, and the end of the router's output (see
-//!   each).
+//! The per-core bench mode's harness: `lab_xdp_gen`, the traffic generator (XDP, run with
+//! BPF_PROG_TEST_RUN in live-frames mode), `lab_xdp_pass`, the receiving veth's NAPI switch,
+//! and `lab_sink`, the end of the router's output (TC egress of the node's uplink).
 
 use core::ffi::c_void;
 
@@ -22,45 +11,12 @@ use aya_ebpf::{
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use egress_common::maps::LAB_FRAME_LEN;
 
-use crate::{config, fib, parse};
+use crate::packet;
 
-/// The stateless forwarder: IPv4 goes out of the configured egress interface, the rest
-/// (ARP) to the stack; unconfigured, IPv4 is dropped.
-#[classifier]
-pub(crate) fn lab_forward(ctx: TcContext) -> i32 {
-    forward_ipv4(&ctx, config::egress_ifindex())
-}
-
-/// The stateless forwarder's way back, on the egress interface's ingress: IPv4 goes out of
-/// the pod interface, the rest to the stack. With it the ceiling's connections cost the
-/// router the same kind of work both ways, and no kernel forwarding.
-#[classifier]
-pub(crate) fn lab_return(ctx: TcContext) -> i32 {
-    forward_ipv4(&ctx, config::pod_ifindex())
-}
-
-#[inline(always)]
-fn forward_ipv4(ctx: &TcContext, to: Option<u32>) -> i32 {
-    let Ok(eth) = parse::ptr_at::<parse::EthHdr>(ctx, 0) else {
-        return TC_ACT_OK;
-    };
-    // SAFETY: bounds checked by ptr_at.
-    if unsafe { (*eth).proto } != parse::ETH_P_IP.to_be() {
-        return TC_ACT_OK;
-    }
-    match to {
-        Some(ifindex) => fib::redirect_neigh(ifindex),
-        None => TC_ACT_SHOT,
-    }
-}
-
-/// Does nothing.
-#[classifier]
-pub(crate) fn lab_noop(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
-}
+/// Size of [`LAB_FRAME`]'s value: at least the generator's headers (42 bytes). The tests
+/// crate's `labbpf::maps::LAB_FRAME_LEN` (aya checks the two agree when it opens the map).
+const LAB_FRAME_LEN: usize = 64;
 
 /// The generator's template frame (Ethernet, IPv4, UDP), written by the bench.
 #[btf_map]
@@ -94,7 +50,7 @@ const GEN_HEADERS: usize = 14 + 20 + 8;
 /// rewrites them in place, and the kernel hands the same pages back to the generator
 /// without resetting their data), gives it a random one of the 2048 UDP source ports (the
 /// UDP checksum is 0, "none", so nothing else changes) and sends it out of the interface
-/// in CONFIG's `egress_ifindex` (the client's veth). The kernel sends the frames in
+/// in LAB_CONFIG's `egress_ifindex` (the client's veth). The kernel sends the frames in
 /// batches, so the generator costs a fraction of what a socket sender does and leaves the
 /// other CPU to the router.
 #[xdp]
@@ -103,7 +59,7 @@ pub(crate) fn lab_xdp_gen(ctx: XdpContext) -> u32 {
     if data + GEN_HEADERS > end {
         return xdp_action::XDP_ABORTED;
     }
-    let (Some(ifindex), Some(template)) = (config::egress_ifindex(), LAB_FRAME.get(0)) else {
+    let (Some(ifindex), Some(template)) = (packet::egress_ifindex(), LAB_FRAME.get(0)) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: the frame holds GEN_HEADERS bytes (checked above), the template
@@ -148,22 +104,22 @@ pub(crate) fn lab_xdp_pass(_ctx: XdpContext) -> u32 {
 }
 
 /// The per-core mode's end of the line, on the node's uplink (TC egress): counts the UDP
-/// load's frames the router sent out, by whether their source is CONFIG's `egress_source`
+/// load's frames the router sent out, by whether their source is LAB_CONFIG's `egress_source`
 /// (translated) or not, and drops them, so that no other CPU's work (the gateway's) is
 /// needed to count them. Everything else passes.
 #[classifier]
 pub(crate) fn lab_sink(ctx: TcContext) -> i32 {
-    const UDP_OFF: usize = parse::ETH_HLEN + 20;
-    let Ok(eth) = parse::ptr_at::<parse::EthHdr>(&ctx, 0) else {
+    const UDP_OFF: usize = packet::ETH_HLEN + 20;
+    let Some(eth) = packet::ptr_at::<packet::EthHdr>(&ctx, 0) else {
         return TC_ACT_OK;
     };
     // SAFETY: bounds checked by ptr_at.
-    if unsafe { (*eth).proto } != parse::ETH_P_IP.to_be() {
+    if unsafe { (*eth).proto } != packet::ETH_P_IP.to_be() {
         return TC_ACT_OK;
     }
-    let (Ok(ip), Ok(ports)) = (
-        parse::ptr_at::<parse::Ipv4Hdr>(&ctx, parse::ETH_HLEN),
-        parse::ptr_at::<parse::Ports>(&ctx, UDP_OFF),
+    let (Some(ip), Some(ports)) = (
+        packet::ptr_at::<packet::Ipv4Hdr>(&ctx, packet::ETH_HLEN),
+        packet::ptr_at::<packet::Ports>(&ctx, UDP_OFF),
     ) else {
         return TC_ACT_OK;
     };
@@ -172,7 +128,7 @@ pub(crate) fn lab_sink(ctx: TcContext) -> i32 {
     if proto != 17 || dport != GEN_DPORT.to_be() {
         return TC_ACT_OK;
     }
-    let translated = config::egress_source().is_some_and(|src| src == saddr.to_ne_bytes());
+    let translated = packet::egress_source().is_some_and(|src| src == saddr.to_ne_bytes());
     if let Some(count) = LAB_SINK.get_ptr_mut(u32::from(!translated)) {
         // SAFETY: a per-CPU slot, written only by this CPU.
         unsafe { *count += 1 };

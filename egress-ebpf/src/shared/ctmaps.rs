@@ -1,5 +1,5 @@
 //! The conntrack maps, per address family, and the two tables' operations: what
-//! [`crate::conntrack`]'s logic runs on. IPv4 and IPv6 have maps of their own (an IPv4 key
+//! [`crate::shared::conntrack`]'s logic runs on. IPv4 and IPv6 have maps of their own (an IPv4 key
 //! stays 16 bytes) and share that logic through [`Family`].
 
 use aya_ebpf::{

@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::generated::bpf_redirect_neigh, programs::TcContext};
 use egress_common::RouterConfig6;
 
-use crate::parse::{ETH_HLEN, ptr_at};
+use crate::shared::parse::{self, ETH_HLEN};
 
 /// Redirects to `ifindex`; returns TC_ACT_REDIRECT, or TC_ACT_SHOT when the kernel refuses.
 #[inline(always)]
@@ -36,7 +36,7 @@ pub(crate) fn redirect_via(ifindex: u32, next_hop: &[u32; 5]) -> i32 {
 #[inline(always)]
 pub(crate) fn on_subnet6(ctx: &TcContext, cfg6: &RouterConfig6) -> bool {
     // The destination address, 24 bytes into the IPv6 header.
-    let Ok(daddr) = ptr_at::<[u64; 2]>(ctx, ETH_HLEN + 24) else {
+    let Ok(daddr) = parse::ptr_at::<[u64; 2]>(ctx, ETH_HLEN + 24) else {
         return true;
     };
     // SAFETY: bounds checked by ptr_at.

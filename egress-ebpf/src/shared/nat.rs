@@ -15,13 +15,13 @@ use egress_common::{
     csum::Delta, flow::Addr, flow_kind, node_stat, proto,
 };
 
-use crate::{
+use crate::shared::{
     conntrack::{self, Family, Table},
     ctmaps::NewFlow,
     flow::{Flow, L4},
     metrics,
-    parse::{ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF, ptr_at},
-    parse6::{Ipv6, Ipv6Hdr, addr_words},
+    parse::{self, ETH_HLEN, IcmpHdr, Ipv4, Ipv4Hdr, Ports, TCP_CSUM_OFF, UDP_CSUM_OFF},
+    parse6::{self, Ipv6, Ipv6Hdr},
     tcp::{self, Receiver, Seg},
     tuple::{self, Claim},
 };
@@ -162,7 +162,7 @@ pub(crate) fn translate(
     rewrite(ctx, ip, flow.l4, entry, mss)?;
     if entry.rule_id == 0 && cfg.instance != 0 {
         // A node instance's fallback: its own counter, not rule 0 of every instance.
-        crate::node::count(u32::from(cfg.instance), node_stat::FALLBACK, ctx.len());
+        metrics::count_instance(u32::from(cfg.instance), node_stat::FALLBACK, ctx.len());
     } else {
         metrics::count_rule(entry.rule_id, ctx.len());
     }
@@ -176,7 +176,7 @@ pub(crate) fn translate(
 pub(crate) fn rewrite_ipv4(ctx: &TcContext, entry: &FlowEntry) -> Result<Delta, DropReason> {
     let new_saddr = u32::from_ne_bytes(entry.saddr);
     let new_daddr = u32::from_ne_bytes(entry.daddr);
-    let hdr = ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+    let hdr = parse::ptr_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at; the packet is writable in TC.
     let hdr = unsafe { &mut *hdr };
     let mut addrs = Delta::default();
@@ -226,7 +226,7 @@ fn rewrite_l4<A: Family>(
     match l4 {
         L4::None => Ok(()),
         L4::Echo => {
-            let icmp = ptr_at::<IcmpHdr>(ctx, l4_off)?;
+            let icmp = parse::ptr_at::<IcmpHdr>(ctx, l4_off)?;
             // SAFETY: bounds checked by ptr_at.
             let icmp = unsafe { &mut *icmp };
             let id = entry.sport.to_be();
@@ -240,7 +240,7 @@ fn rewrite_l4<A: Family>(
             Ok(())
         }
         L4::Ports => {
-            let ports = ptr_at::<Ports>(ctx, l4_off)?;
+            let ports = parse::ptr_at::<Ports>(ctx, l4_off)?;
             // SAFETY: bounds checked by ptr_at.
             let ports = unsafe { &mut *ports };
             let sport = entry.sport.to_be();
@@ -304,10 +304,13 @@ pub(crate) fn translate6(
     if flow.l4 == L4::None {
         metrics::count(Stat::FragmentsTranslated, 0);
     }
-    let hdr = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+    let hdr = parse::ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: bounds checked by ptr_at; the packet is writable in TC.
     let hdr = unsafe { &mut *hdr };
-    let (saddr, daddr) = (addr_words(entry.saddr), addr_words(entry.daddr));
+    let (saddr, daddr) = (
+        parse6::addr_words(entry.saddr),
+        parse6::addr_words(entry.daddr),
+    );
     let mut addrs = Delta::default();
     for i in 0..4 {
         addrs.u32(hdr.saddr[i], saddr[i]);
@@ -319,7 +322,7 @@ pub(crate) fn translate6(
     rewrite_l4(ctx, ip.l4, ip.proto, flow.l4, entry, addrs, mss)?;
     if entry.rule_id == FALLBACK6_RULE_ID && instance != 0 {
         // A node instance's fallback: its own counter (see `translate`).
-        crate::node::count(u32::from(instance), node_stat::FALLBACK6, ctx.len());
+        metrics::count_instance(u32::from(instance), node_stat::FALLBACK6, ctx.len());
     } else {
         metrics::count_rule(entry.rule_id, ctx.len());
     }
