@@ -30,39 +30,82 @@ pub mod proxy;
 /// The egress-router BPF object (ELF with BTF), built from `egress-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));
 
-/// An error with its causes, "outer: cause: root cause", for logs (tracing's `%err` shows
-/// only the outermost message, which for a map write is "`bpf_map_update_elem` failed"
-/// without the errno). A cause whose text the message already contains is not repeated.
+/// An error and its causes, "what failed: why: root cause": the one way an error is
+/// printed, by the CLI's exit and by every log line that reports one (`error =
+/// %error_chain(&err)`). Every error here says what failed and leaves its cause to
+/// [`source`](std::error::Error::source) (aya's rule), so a plain walk of the sources names
+/// each clause once. An `anyhow::Error` is printed the same way: `error_chain(&*err)`.
 #[must_use]
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
+pub fn error_chain<'a>(err: &'a (dyn std::error::Error + 'static)) -> ErrorChain<'a> {
+    ErrorChain(err)
+}
+
+/// [`error_chain`]'s result: `Display` writes the error, then each source after ": ".
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
         }
-        source = cause.source();
+        Ok(())
     }
-    text
+}
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn error_chain_names_every_cause_once() {
-        let io = std::io::Error::from_raw_os_error(libc::EPERM);
-        let err = crate::dataplane::maps::Error::Map {
+    use aya::{maps::MapError, sys::SyscallError};
+
+    use crate::{
+        dataplane::{error::Error as LoadError, maps::Error as MapsError},
+        error_chain,
+        instance::setup::Error as SetupError,
+    };
+
+    fn refused(call: &'static str) -> MapsError {
+        MapsError::Map {
             name: "RULES",
-            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_delete_elem",
-                io_error: io,
+            source: MapError::SyscallError(SyscallError {
+                call,
+                io_error: std::io::Error::from_raw_os_error(libc::EPERM),
             }),
+        }
+    }
+
+    #[test]
+    fn the_chain_names_each_clause_once_with_or_without_anyhow() {
+        let err = SetupError::Dataplane(LoadError::Maps(refused("bpf_map_update_elem")));
+        let text = "data plane: map RULES: `bpf_map_update_elem` failed: Operation not \
+                    permitted (os error 1)";
+        assert_eq!(error_chain(&err).to_string(), text);
+        // The CLI's exit: anyhow's context on top, the same walk.
+        let any = anyhow::Error::from(err).context("applying the configuration");
+        let chained = error_chain(&*any).to_string();
+        assert_eq!(chained, format!("applying the configuration: {text}"));
+        assert_eq!(chained, format!("{any:#}"));
+    }
+
+    #[test]
+    fn a_failed_undo_is_named_beside_the_failure_not_as_its_cause() {
+        let err = MapsError::Restore {
+            error: Box::new(refused("bpf_map_update_elem")),
+            restore: Box::new(refused("bpf_map_delete_elem")),
         };
         assert_eq!(
-            super::error_chain(&err),
-            "map RULES: `bpf_map_delete_elem` failed: Operation not permitted (os error 1)"
+            error_chain(&err).to_string(),
+            "the rules were not written, and writing the previous ones back failed too (map \
+             RULES: `bpf_map_delete_elem` failed: Operation not permitted (os error 1)): map \
+             RULES: `bpf_map_update_elem` failed: Operation not permitted (os error 1)"
         );
     }
 }

@@ -125,7 +125,7 @@ where
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(err) => {
-                tracing::warn!(error = %err, "metrics: accept failed");
+                tracing::warn!(error = %crate::error_chain(&err), "metrics: accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
@@ -153,7 +153,7 @@ where
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
-                tracing::debug!(%peer, error = %err, "metrics: connection ended with an error");
+                tracing::debug!(%peer, error = %crate::error_chain(&err), "metrics: connection ended with an error");
             }
         });
     }

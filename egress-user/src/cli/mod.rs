@@ -36,7 +36,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
-use egress_user::config::error::ConfigError;
+use egress_user::{config::error::ConfigError, error_chain};
 
 use crate::cli::{
     args::{LogFormat, Logging, Resolver},
@@ -129,8 +129,8 @@ pub(crate) fn main() -> ExitCode {
         Err(err) => {
             // Configuration errors are printed bare: OpenShift's texts, for scripts and docs.
             match err.downcast_ref::<ConfigError>() {
-                Some(config) => eprintln!("{config}"),
-                None => eprintln!("egress-router: {err:#}"),
+                Some(config) => eprintln!("{}", error_chain(config)),
+                None => eprintln!("egress-router: {}", error_chain(&*err)),
             }
             ExitCode::FAILURE
         }

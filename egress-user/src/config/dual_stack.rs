@@ -212,13 +212,14 @@ fn ipv6_sources_and_destinations_lead_somewhere() {
     ] {
         let err = Config::from_raw(&raw(DUAL_SOURCE, DUAL_GATEWAY, &format!("80 tcp {remote}")))
             .unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::NotADestination {
-                variable: "EGRESS_DESTINATION",
-                ip: remote.parse().unwrap()
-            },
-            "{remote}"
+        let expected: std::net::IpAddr = remote.parse().unwrap();
+        assert!(
+            matches!(
+                err,
+                ConfigError::NotADestination { variable: "EGRESS_DESTINATION", ip }
+                    if ip == expected
+            ),
+            "{remote}: {err}"
         );
     }
 }
@@ -258,7 +259,7 @@ fn every_family_is_applied() {
     );
     let both = optional_sources(Some(DUAL_SOURCE)).unwrap().unwrap();
     assert!(both.v4.is_some() && both.v6.is_some());
-    assert_eq!(optional_sources(Some("  ")), Ok(None));
+    assert!(matches!(optional_sources(Some("  ")), Ok(None)));
     assert_eq!(
         optional_gateways(Some("fe80::1")).unwrap().unwrap().v6,
         Some("fe80::1".parse().unwrap())

@@ -1,10 +1,11 @@
-//! Configuration errors. `Display` is the exact message printed to stderr (exit status 1),
+//! Configuration errors. Each is the exact message printed to stderr (exit status 1),
 //! OpenShift's text where it has one, so scripts and docs keep working.
 
 use std::net::{IpAddr, Ipv6Addr};
 
-/// A configuration error. `Display` is the exact message printed to stderr (exit status 1).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// A configuration error. Its [`crate::error_chain`] is the exact message printed to stderr
+/// (exit status 1): `Display` alone, but for an unreadable `--config-file`, whose cause follows.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("EGRESS_SOURCE unspecified or invalid")]
     Source,
@@ -79,6 +80,9 @@ pub enum ConfigError {
         "--gc-max-interval (EGRESS_ROUTER_GC_MAX_INTERVAL) {0}: must be from 0.1 to 86400 seconds"
     )]
     GcMaxInterval(String),
-    #[error("reading --config-file {path}: {reason}")]
-    ConfigFile { path: String, reason: String },
+    #[error("reading --config-file {path}")]
+    ConfigFile {
+        path: String,
+        source: std::sync::Arc<std::io::Error>,
+    },
 }

@@ -35,7 +35,7 @@ impl ConfigSource {
                     .map(Some)
                     .map_err(|err| ConfigError::ConfigFile {
                         path: path.display().to_string(),
-                        reason: err.to_string(),
+                        source: std::sync::Arc::new(err),
                     })
             }
             None => Ok(self.variable.clone()),

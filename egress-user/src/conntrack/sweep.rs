@@ -13,10 +13,12 @@ use aya::{
     maps::{Array, HashMap},
     programs::{TestRun as _, TestRunOptions},
 };
-use egress_common::{Doomed, SweepState};
+use egress_common::{Doomed, SweepState, maps, programs};
 
 use super::gc::{FamilyPass, GcPass, collect_table, remove_flow};
-use crate::dataplane::{family::CtFamily, flows::CtTable, load::Dataplane, maps::Error};
+use crate::dataplane::{
+    error::Error as LoadError, family::CtFamily, flows::CtTable, load::Dataplane, maps::Error,
+};
 
 /// What the sweep found in one table.
 struct Found<A> {
@@ -48,7 +50,7 @@ pub fn sweep_only<A: CtFamily>(
     dp: &mut Dataplane,
     t: CtTable,
     now: u64,
-) -> Result<Option<(u64, usize)>, String> {
+) -> Result<Option<(u64, usize)>, LoadError> {
     Ok(sweep::<A>(dp, t, now)?.map(|found| (found.entries, found.doomed.len())))
 }
 
@@ -63,7 +65,7 @@ fn table_pass<A: CtFamily>(
         outcome => {
             match outcome {
                 Err(err) => {
-                    tracing::warn!(table = ?t, error = %err, "GC sweep failed; the agent's own pass instead")
+                    tracing::warn!(table = ?t, error = %crate::error_chain(&err), "GC sweep failed; the agent's own pass instead")
                 }
                 _ => {
                     tracing::debug!(table = ?t, "GC sweep overflowed; the agent's own pass instead")
@@ -88,38 +90,47 @@ fn sweep<A: CtFamily>(
     dp: &mut Dataplane,
     t: CtTable,
     now: u64,
-) -> Result<Option<Found<A>>, String> {
+) -> Result<Option<Found<A>>, LoadError> {
     let ipv6 = A::IPV6;
-    let (prog, state, doomed, census) = dp.sweep(ipv6).map_err(|e| crate::error_chain(&e))?;
-    let mut census: HashMap<_, A, u32> = HashMap::try_from(census).map_err(|e| e.to_string())?;
+    let (census_name, doomed_name) = if ipv6 {
+        (maps::CT_CENSUS6, maps::CT_DOOMED6)
+    } else {
+        (maps::CT_CENSUS, maps::CT_DOOMED)
+    };
+    let map = |name| move |source| LoadError::Maps(Error::Map { name, source });
+    let (prog, state, doomed, census) = dp.sweep(ipv6)?;
+    let mut census: HashMap<_, A, u32> = HashMap::try_from(census).map_err(map(census_name))?;
     // Left empty by the previous sweep; emptied again in case one failed midway.
     let stale: Vec<A> = census.keys().filter_map(Result::ok).collect();
     for key in stale {
-        census.remove(&key).map_err(|e| e.to_string())?;
+        census.remove(&key).map_err(map(census_name))?;
     }
-    let mut state: Array<_, SweepState> = Array::try_from(state).map_err(|e| e.to_string())?;
+    let mut state: Array<_, SweepState> = Array::try_from(state).map_err(map(maps::CT_SWEEP))?;
     let args = SweepState {
         now,
         table: SweepState::table_index(ipv6, t == CtTable::Replied),
         ..SweepState::default()
     };
-    state.set(0, args, 0).map_err(|e| e.to_string())?;
+    state.set(0, args, 0).map_err(map(maps::CT_SWEEP))?;
     // The program reads nothing of the frame; BPF_PROG_TEST_RUN wants an Ethernet header.
     let frame = [0u8; 64];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(&frame);
-    prog.test_run(opts).map_err(|e| e.to_string())?;
-    let result = state.get(&0, 0).map_err(|e| e.to_string())?;
+    prog.test_run(opts).map_err(|source| LoadError::Program {
+        name: programs::CT_SWEEP,
+        source,
+    })?;
+    let result = state.get(&0, 0).map_err(map(maps::CT_SWEEP))?;
     let counts: Vec<(A, u32)> = census.iter().filter_map(Result::ok).collect();
     for (key, _) in &counts {
-        census.remove(key).map_err(|e| e.to_string())?;
+        census.remove(key).map_err(map(census_name))?;
     }
     if result.overflow != 0 {
         return Ok(None);
     }
-    let doomed_list: Array<_, Doomed<A>> = Array::try_from(doomed).map_err(|e| e.to_string())?;
+    let doomed_list: Array<_, Doomed<A>> = Array::try_from(doomed).map_err(map(doomed_name))?;
     let doomed = (0..result.doomed)
-        .map(|i| doomed_list.get(&i, 0).map_err(|e| e.to_string()))
+        .map(|i| doomed_list.get(&i, 0).map_err(map(doomed_name)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Found {
         entries: u64::from(result.entries),

@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use egress_common::maps;
 
-use crate::dataplane::{
-    bpffs::{ScratchBpffs, prepare_bpffs},
-    discover::{self, Source},
-    load::{self, Dataplane, LoadOptions},
-    maps::MapSet,
-    migrate,
+use crate::{
+    dataplane::{
+        bpffs::{ScratchBpffs, prepare_bpffs},
+        discover::{self, Source},
+        load::{self, Dataplane, LoadOptions},
+        maps::MapSet,
+        migrate,
+    },
+    error_chain,
 };
 
 /// What the hand-over did, for the log and `status`.
@@ -60,11 +63,11 @@ impl Handover {
             },
         };
         let running = discover::map_ids_of_attached(pod_interface)
-            .map_err(|err| err.to_string())
+            .map_err(|err| error_chain(&err).to_string())
             .and_then(|found| match found {
                 Some((ids, program_id)) => MapSet::compatible_from_ids(&ids)
                     .map(|(maps, left)| Some((maps, left, program_id, ids)))
-                    .map_err(|err| err.to_string()),
+                    .map_err(|err| error_chain(&err).to_string()),
                 None => Ok(None),
             });
         match (running, &pin_dir) {
@@ -74,22 +77,24 @@ impl Handover {
                     // copies its flows into this build's.
                     let earlier = !maps.has(maps::CONNTRACK)
                         && migrate::pin_earlier(&ids, dir).unwrap_or_else(|err| {
-                            report.adopt_warning = Some(err.to_string());
+                            report.adopt_warning = Some(error_chain(&err).to_string());
                             false
                         });
                     if maps.has(maps::CONNTRACK) || earlier {
                         report.adopted = Some(Source::Attached { program_id });
                     }
                     if !left.is_empty() {
-                        let why: Vec<String> =
-                            left.iter().map(|(_, err)| err.to_string()).collect();
+                        let why: Vec<String> = left
+                            .iter()
+                            .map(|(_, err)| error_chain(err).to_string())
+                            .collect();
                         report.adopt_warning = Some(format!(
                             "started afresh (new or changed in this build): {}",
                             why.join("; ")
                         ));
                     }
                 }
-                Err(err) => report.adopt_warning = Some(err.to_string()),
+                Err(err) => report.adopt_warning = Some(error_chain(&err).to_string()),
             },
             (Ok(Some(_)), None) => {
                 report.adopt_warning = Some(

@@ -16,7 +16,7 @@ use egress_common::{
 pub enum LayoutError {
     #[error("map {0} is not one of this build's")]
     Unknown(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("reading the type of map {name}")]
     Type {
         name: &'static str,
         source: MapError,

@@ -146,7 +146,7 @@ impl Dataplane {
                                     loader.map_max_entries(name, entries);
                                 }
                             }
-                            std::fs::remove_file(&path).map_err(|source| Error::PinDir {
+                            std::fs::remove_file(&path).map_err(|source| Error::Unpin {
                                 path: path.clone(),
                                 source,
                             })?;
@@ -154,7 +154,9 @@ impl Dataplane {
                                 // The instance gained or lost IPv6: expected, not a loss.
                                 reuse.resized.push(name);
                             } else {
-                                reuse.replaced.push((name, err.to_string()));
+                                reuse
+                                    .replaced
+                                    .push((name, crate::error_chain(&err).to_string()));
                             }
                         }
                     }

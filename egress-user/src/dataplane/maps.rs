@@ -17,27 +17,39 @@ use crate::dataplane::{
     stats::Stats,
 };
 
-/// Errors of map access.
+/// Errors of map access. [`Error::Map`] is the one "map NAME" error: aya's error, its
+/// source, names the call that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         name: &'static str,
+        source: MapError,
+    },
+    #[error("opening pin {path}")]
+    OpenPin {
+        path: std::path::PathBuf,
         source: MapError,
     },
     #[error("map {0} is missing")]
     Missing(&'static str),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("counting the possible CPUs: {0}")]
-    Cpus(io::Error),
-    #[error("pin {path}: {source}")]
+    #[error("counting the possible CPUs")]
+    Cpus(#[source] io::Error),
+    #[error("pinning {path}")]
     Pin {
         path: std::path::PathBuf,
         source: io::Error,
     },
-    #[error("{error}; writing the previous rules back failed too: {restore}")]
+    /// A write failed (`error`, the source) and undoing it failed too (`restore`, named in
+    /// the message: a second failure, not the cause of the first).
+    #[error(
+        "the rules were not written, and writing the previous ones back failed too ({})",
+        crate::error_chain(&**.restore)
+    )]
     Restore {
+        #[source]
         error: Box<Error>,
         restore: Box<Error>,
     },
@@ -69,7 +81,8 @@ impl MapSet {
             if maps::ALL6.contains(&name) && !path.exists() {
                 continue;
             }
-            let data = MapData::from_pin(path).map_err(|source| Error::Map { name, source })?;
+            let data =
+                MapData::from_pin(&path).map_err(|source| Error::OpenPin { path, source })?;
             set.insert(name, checked(name, data)?);
         }
         Ok(Self::new(set))
@@ -80,8 +93,9 @@ impl MapSet {
     pub fn from_node_pins(dir: &Path) -> Result<Self, Error> {
         let mut set = Self::from_pins(dir)?;
         for name in maps::NODE {
+            let path = dir.join(name);
             let data =
-                MapData::from_pin(dir.join(name)).map_err(|source| Error::Map { name, source })?;
+                MapData::from_pin(&path).map_err(|source| Error::OpenPin { path, source })?;
             set.maps.insert(name, checked(name, data)?);
         }
         Ok(set)

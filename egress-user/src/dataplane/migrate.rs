@@ -91,7 +91,7 @@ pub fn pin_earlier(ids: &[u32], dir: &Path) -> Result<bool, Error> {
         let path = dir.join(name);
         data.pin(&path).map_err(|source| Error::Pin {
             path,
-            source: std::io::Error::other(source.to_string()),
+            source: std::io::Error::other(source),
         })?;
         return Ok(true);
     }

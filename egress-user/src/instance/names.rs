@@ -250,7 +250,7 @@ impl Names {
         if let Err(err) = forward_flows::<[u8; 4]>(maps, &mut flows)
             .and_then(|()| forward_flows::<[u8; 16]>(maps, &mut flows))
         {
-            tracing::warn!(error = %err, "reading conntrack for the connection log");
+            tracing::warn!(error = %crate::error_chain(&err), "reading conntrack for the connection log");
             return;
         }
         let current: std::collections::HashSet<Seen> = flows.iter().map(|c| c.seen).collect();

@@ -30,13 +30,13 @@ use crate::{
 /// Errors of the set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("pod interface: {0}")]
-    PodInterface(NetworkError),
-    #[error("egress interface: {0}")]
-    EgressInterface(NetworkError),
-    #[error("network set-up: {0}")]
-    Network(NetworkError),
-    #[error("data plane: {0}")]
+    #[error("pod interface")]
+    PodInterface(#[source] NetworkError),
+    #[error("egress interface")]
+    EgressInterface(#[source] NetworkError),
+    #[error("network set-up")]
+    Network(#[source] NetworkError),
+    #[error("data plane")]
     Dataplane(#[from] load::Error),
     #[error("a rule sends to {0}, the pod IP: it would loop back into the router pod")]
     LoopsBack(IpAddr),
@@ -188,8 +188,7 @@ impl Instance {
                 (handover, loaded)
             }),
         );
-        let (handover, loaded) =
-            loaded.map_err(|err| Error::Dataplane(load::Error::Task(err.to_string())))?;
+        let (handover, loaded) = loaded.map_err(|err| Error::Dataplane(load::Error::Task(err)))?;
         if let Err(err) = free {
             // The pins this load made go with it: nothing stays.
             drop(loaded);

@@ -114,7 +114,7 @@ impl Destinations {
                 tracing::error!(
                     trigger = why,
                     file = ?self.source.file(),
-                    error = %err,
+                    error = %crate::error_chain(&err),
                     "configuration rejected; the running rules stay as they were"
                 );
                 return Outcome::Rejected;

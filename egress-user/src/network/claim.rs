@@ -89,7 +89,7 @@ impl NetworkPlan {
                 Err(err) => {
                     tracing::warn!(
                         iface = %from,
-                        error = %err,
+                        error = %crate::error_chain(&err),
                         "the IPv6 duplicate address detection could not be sent; {ip} claimed without it"
                     );
                     Ok(None)

@@ -1,19 +1,20 @@
-//! Errors of the network set-up and lookups.
+//! Errors of the network set-up and lookups. Each message says what failed; its cause is
+//! the error's `source()`, printed by [`crate::error_chain`].
 
 use std::io;
 
 /// Errors of the network set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("opening a netlink socket: {0}")]
-    Connect(io::Error),
+    #[error("opening a netlink socket")]
+    Connect(#[source] io::Error),
     #[error("egress interface {0} does not exist (pass --macvlan-parent to create it)")]
     NoEgressInterface(String),
     #[error("macvlan parent interface {0} does not exist")]
     NoParent(String),
     #[error("interface {0} has no Ethernet address")]
     NoMac(String),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Netlink {
         what: String,
         source: rtnetlink::Error,
@@ -22,8 +23,8 @@ pub enum Error {
     NoInterface(String),
     #[error("interface {0} has no IPv4 address")]
     NoIpv4(String),
-    #[error("turning IPv4 forwarding off: {0}")]
-    Forwarding(io::Error),
+    #[error("turning IPv4 forwarding off")]
+    Forwarding(#[source] io::Error),
     #[error("interface {0} has no global IPv6 address, but EGRESS_SOURCE has an IPv6 one")]
     NoIpv6(String),
     #[error(
@@ -31,11 +32,11 @@ pub enum Error {
          ipv6.disable=1?): {0} is missing"
     )]
     NoKernelIpv6(String),
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Sysctl { path: String, source: io::Error },
-    #[error("neighbour advertisement on {iface}: {source}")]
+    #[error("sending a neighbour advertisement on {iface}")]
     Ndisc { iface: String, source: io::Error },
-    #[error("ARP on {iface}: {source}")]
+    #[error("ARP on {iface}")]
     Arp { iface: String, source: io::Error },
     #[error(
         "EGRESS_SOURCE {ip} is in use: {mac} answered for it on {iface}. Another egress \

@@ -20,6 +20,7 @@ use crate::{
         load::{Dataplane, LoadOptions},
         programs::{Interfaces, Mode},
     },
+    error_chain,
     network::{
         announce::{announce, announce6},
         interface::{ifname, link_facts},
@@ -206,7 +207,7 @@ impl NodeAgent {
         let wanted = match read_spool(&self.opts.spool, 4 * NODE_INSTANCES_MAX as usize) {
             Ok(wanted) => wanted,
             Err(err) => {
-                tracing::warn!(error = %err, "reading the spool");
+                tracing::warn!(error = %error_chain(&err), "reading the spool");
                 return;
             }
         };
@@ -221,7 +222,7 @@ impl NodeAgent {
             let (registration, instance) = match valid {
                 Ok(valid) => valid,
                 Err(err) => {
-                    self.refuse(&path, err.to_string(), &mut seen);
+                    self.refuse(&path, error_chain(&err).to_string(), &mut seen);
                     continue;
                 }
             };
@@ -239,7 +240,7 @@ impl NodeAgent {
                         let _ = std::fs::remove_dir(dir);
                     }
                 }
-                Err(err) => self.refuse(&path, format!("{err:#}"), &mut seen),
+                Err(err) => self.refuse(&path, error_chain(&*err).to_string(), &mut seen),
             }
         }
         let gone: Vec<Ipv4Addr> = self
@@ -250,7 +251,7 @@ impl NodeAgent {
             .collect();
         for pod_ip in gone {
             if let Err(err) = self.drop_instance(pod_ip) {
-                tracing::warn!(pod = %pod_ip, error = %format!("{err:#}"), "dropping an instance");
+                tracing::warn!(pod = %pod_ip, error = %error_chain(&*err), "dropping an instance");
             }
         }
     }
@@ -406,12 +407,12 @@ impl NodeAgent {
                     if let Some(ip) = ip
                         && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
                     {
-                        tracing::warn!(error = %err, "announcing EGRESS_SOURCE");
+                        tracing::warn!(error = %error_chain(&err), "announcing EGRESS_SOURCE");
                     }
                     if let Some(ip6) = ip6
                         && let Err(err) = announce6(&uplink, index, mac, ip6, ANNOUNCE_AGAIN).await
                     {
-                        tracing::warn!(error = %err, "announcing EGRESS_SOURCE's IPv6 address");
+                        tracing::warn!(error = %error_chain(&err), "announcing EGRESS_SOURCE's IPv6 address");
                     }
                 }
             });

@@ -125,7 +125,7 @@ fn health(shared: &NodeShared) -> Result<(), String> {
     match attach::attached(index, program) {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(format!("{name} is not attached to {}", shared.uplink)),
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(crate::error_chain(&err).to_string()),
     }
 }
 
@@ -134,7 +134,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<NodeShared>) {
     let health_of = shared.clone();
     prometheus::serve_endpoints(
         listener,
-        move || render(&shared).map_err(|err| format!("{err:#}")),
+        move || render(&shared).map_err(|err| crate::error_chain(&*err).to_string()),
         move || health(&health_of),
     )
     .await;

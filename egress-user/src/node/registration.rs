@@ -60,9 +60,12 @@ pub enum RegistrationError {
          pod's own directory only for that pod"
     )]
     Misplaced { path: PathBuf, pod_ip: Ipv4Addr },
-    #[error("reading {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-    #[error("writing {path}: {source}")]
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -169,12 +172,12 @@ impl Registration {
 
     /// Reads a spool file.
     pub fn read(path: &Path) -> Result<Self, RegistrationError> {
-        let read = |reason: String| RegistrationError::Read {
+        let read = |source: Box<dyn std::error::Error + Send + Sync>| RegistrationError::Read {
             path: path.to_owned(),
-            reason,
+            source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| read(e.to_string()))
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.into()))?;
+        serde_json::from_str(&text).map_err(|e| read(e.into()))
     }
 
     /// The file of this registration in `spool`.

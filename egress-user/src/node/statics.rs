@@ -50,7 +50,7 @@ pub fn read_dir(dir: &Path) -> (BTreeMap<String, StaticInstance>, Vec<(PathBuf, 
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error_chain(&e).to_string())
             .and_then(|text| parse(&text, &stem))
         {
             Ok(instance) if found.contains_key(&instance.name) => {
@@ -68,7 +68,8 @@ pub fn read_dir(dir: &Path) -> (BTreeMap<String, StaticInstance>, Vec<(PathBuf, 
 /// One file's instance (`stem`: the file's name without extension, the name of a file of
 /// variables).
 pub fn parse(text: &str, stem: &str) -> Result<StaticInstance, String> {
-    let doc: Value = yaml_serde::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+    let doc: Value =
+        yaml_serde::from_str(text).map_err(|e| format!("not YAML: {}", crate::error_chain(&e)))?;
     if doc.get("kind").is_some() {
         egress_router(&doc)
     } else {

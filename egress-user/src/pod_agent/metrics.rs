@@ -238,11 +238,11 @@ fn health(shared: &Shared) -> Result<(), String> {
     let config = shared
         .maps
         .config()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::error_chain(&e).to_string())?
         .ok_or("not configured")?;
     let interfaces = Interfaces::pod(&shared.pod_interface, &shared.egress_interface);
-    let programs =
-        discover::attached_programs(Mode::Pod, &interfaces).map_err(|e| e.to_string())?;
+    let programs = discover::attached_programs(Mode::Pod, &interfaces)
+        .map_err(|e| crate::error_chain(&e).to_string())?;
     // The IPv6 programs too, where the instance has IPv6.
     let expected = programs::wanted(Mode::Pod, config.flags & config_flags::IPV6 != 0).count();
     if programs.len() < expected {
@@ -259,7 +259,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let health_of = shared.clone();
     prometheus::serve_endpoints(
         listener,
-        move || render(&shared).map_err(|err| err.to_string()),
+        move || render(&shared).map_err(|err| crate::error_chain(&err).to_string()),
         move || health(&health_of),
     )
     .await;

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::http_proxy::{HttpMatch, HttpRule, HttpRules, Verdict},
+    error_chain,
     proxy::{
         headers::{connection_has, strip_hop_by_hop},
         outbound, pipe,
@@ -81,7 +82,7 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: pass, and let clients retry.
-                    tracing::warn!(error = %err, "accepting a proxy connection failed");
+                    tracing::warn!(error = %error_chain(&err), "accepting a proxy connection failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -115,7 +116,7 @@ pub async fn serve(
                 .with_upgrades()
                 .await
             {
-                tracing::debug!(%client, error = %err, "proxy connection ended with an error");
+                tracing::debug!(%client, error = %error_chain(&err), "proxy connection ended with an error");
             }
         });
     }
@@ -208,7 +209,7 @@ impl Proxy {
                     .map_err(upstream_err)?;
                 tokio::spawn(async move {
                     if let Err(err) = conn.await {
-                        tracing::debug!(error = %err, "upstream connection ended with an error");
+                        tracing::debug!(error = %error_chain(&err), "upstream connection ended with an error");
                     }
                 });
                 (sender, addr, rule)
@@ -258,7 +259,7 @@ impl Proxy {
 
         let response = match sender.send_request(req).await {
             Ok(response) => response,
-            Err(err) => return Err((Refusal::Upstream(err.to_string()), Some(rule))),
+            Err(err) => return Err((Refusal::Upstream(error_chain(&err).to_string()), Some(rule))),
         };
         let (mut parts, body) = response.into_parts();
         // HTTP/1.0 closes unless it says keep-alive; a body without a length then ends
@@ -318,9 +319,9 @@ impl Proxy {
                     let mut upgraded = TokioIo::new(upgraded);
                     pipe::pipe(&mut upgraded, &mut upstream, idle)
                         .await
-                        .map_err(|err| err.to_string())
+                        .map_err(|err| error_chain(&err).to_string())
                 }
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(error_chain(&err).to_string()),
             };
             let (sent, received) = outcome.as_ref().map_or((0, 0), |&(s, r)| (s, r));
             tracing::info!(
@@ -404,7 +405,10 @@ impl Proxy {
             .await
             .map_err(|err| {
                 (
-                    Refusal::Upstream(format!("connecting to {host} port {port}: {err}")),
+                    Refusal::Upstream(format!(
+                        "connecting to {host} port {port}: {}",
+                        error_chain(&err)
+                    )),
                     Some(line.clone()),
                 )
             })?;
@@ -417,7 +421,7 @@ impl Proxy {
             .resolver
             .lookup_ip(outbound::absolute(host))
             .await
-            .map_err(|err| format!("resolving {host}: {err}"))?;
+            .map_err(|err| format!("resolving {host}: {}", error_chain(&err)))?;
         let mut addrs: Vec<IpAddr> = lookup.iter().collect();
         addrs.sort_by_key(IpAddr::is_ipv6);
         if addrs.is_empty() {

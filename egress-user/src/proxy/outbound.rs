@@ -100,7 +100,7 @@ pub async fn resolve(
                 Instant::now() + ttl.min(NO_RECORDS_MAX),
             ));
         }
-        Err(err) => return Err(Unresolved::Failed(err.to_string())),
+        Err(err) => return Err(Unresolved::Failed(crate::error_chain(&err).to_string())),
     };
     // The answer's A or AAAA records (a CNAME chain's names are in it too).
     let mut addrs: Vec<IpAddr> = found

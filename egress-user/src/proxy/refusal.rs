@@ -33,8 +33,11 @@ pub(crate) fn denied(verdict: Verdict<'_>) -> (Refusal, Option<String>) {
     }
 }
 
-pub(crate) fn upstream_err(err: impl std::fmt::Display) -> (Refusal, Option<String>) {
-    (Refusal::Upstream(err.to_string()), None)
+pub(crate) fn upstream_err(err: impl std::error::Error + 'static) -> (Refusal, Option<String>) {
+    (
+        Refusal::Upstream(crate::error_chain(&err).to_string()),
+        None,
+    )
 }
 
 pub(crate) fn refusal_response(refusal: &Refusal, target: &str) -> Response<Body> {

@@ -96,7 +96,7 @@ async fn serve_route(
         let (mut client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
-                tracing::warn!(port = route.port, error = %err, "accepting a connection failed");
+                tracing::warn!(port = route.port, error = %crate::error_chain(&err), "accepting a connection failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -144,7 +144,7 @@ async fn serve_route(
             {
                 Ok(upstream) => upstream,
                 Err(err) => {
-                    tracing::warn!(%peer, port = route.port, error = %err, "connecting upstream failed; connection closed");
+                    tracing::warn!(%peer, port = route.port, error = %crate::error_chain(&err), "connecting upstream failed; connection closed");
                     return;
                 }
             };
@@ -169,7 +169,7 @@ async fn serve_route(
                     sent,
                     received,
                     seconds = started.elapsed().as_secs(),
-                    error = %result.err().map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                    error = %result.err().map_or_else(|| "-".to_owned(), |e| crate::error_chain(&e).to_string()),
                     "connection closed"
                 );
             }

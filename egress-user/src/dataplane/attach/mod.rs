@@ -26,7 +26,7 @@ use crate::{
         error::{DiscoverError, Error},
         programs::{self, Hook, Interfaces, Mode, Program},
     },
-    network::interface::ifindex,
+    network::{error::Error as NetworkError, interface::ifindex},
 };
 
 /// How an interface holds a program at a TC hook.
@@ -124,7 +124,7 @@ pub fn attach(
     pin_dir: Option<&Path>,
 ) -> Result<(), Error> {
     let name = program.name;
-    let index = ifindex(iface).ok_or_else(|| Error::NoInterface(iface.to_owned()))?;
+    let index = ifindex(iface).ok_or_else(|| NetworkError::NoInterface(iface.to_owned()))?;
     let Some(attach_type) = tc_type(program.hook) else {
         let prog: &mut Xdp = prog
             .try_into()

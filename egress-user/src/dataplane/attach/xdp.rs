@@ -30,7 +30,7 @@ pub(super) fn attach(
     let link_error = |e: LinkError| Error::Attach {
         name,
         iface: iface.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(e),
     };
     let pin = pin_dir.map(|dir| dir.join(XDP_LINK_PIN));
     let earlier = pin

@@ -72,8 +72,7 @@ pub(crate) fn passes(capacity: u32, flows: u32, passes: usize) -> Result<Vec<f64
     let now = monotonic_ns();
     // The passes below are the sweep in the kernel, not the agent's own pass it falls
     // back to (untimed check).
-    let (entries, doomed) = sweep_only::<[u8; 16]>(&mut dp, CtTable::Replied, now)
-        .map_err(anyhow::Error::msg)?
+    let (entries, doomed) = sweep_only::<[u8; 16]>(&mut dp, CtTable::Replied, now)?
         .context("the IPv6 GC sweep overflowed")?;
     ensure!(
         entries == 2 * u64::from(flows) && doomed == 0,

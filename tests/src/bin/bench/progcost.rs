@@ -310,8 +310,7 @@ impl Table {
         // The pass below is the sweep in the kernel, not the agent's own pass it falls back
         // to (untimed check).
         for t in [CtTable::Replied, CtTable::Unreplied] {
-            egress_user::conntrack::sweep_only::<[u8; 4]>(&mut self.dp, t, now)
-                .map_err(anyhow::Error::msg)?
+            egress_user::conntrack::sweep_only::<[u8; 4]>(&mut self.dp, t, now)?
                 .context("the GC sweep overflowed")?;
         }
         let (wall, before) = (std::time::Instant::now(), cpu());
