@@ -4,7 +4,7 @@
 //!
 //! | module | what it proves |
 //! |---|---|
-//! | `prog` | the programs load, count and pass; maps by pin |
+//! | `prog` | first frames through the programs; an earlier build's maps taken over |
 //! | `nat`, `nat6` | the translation both ways, checksums, counters, conntrack entries |
 //! | `frag6` | IPv6 fragments translated with their first fragment's ports |
 //! | `chains6` | random IPv6 extension-header chains from either side |

@@ -7,6 +7,9 @@
 //! |---|---|
 //! | `serve`, `serve6` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
 //! | `instances` | instances come, go, move, restart, are torn down; registrations checked |
+//! | `counts` | the per-client flow limit; each instance's own counters |
 
+mod counts;
+mod instances;
 mod serve;
 mod serve6;
