@@ -1,7 +1,7 @@
 //! The lab's BPF object (`egress-lab-ebpf`, built by this crate's build script): the
 //! benchmarks' reference programs (`lab_forward`, `lab_return`, `lab_noop`) and the per-core
 //! mode's generator, NAPI switch and sink. The product's object holds none of them
-//! (`tests/tests/object.rs` checks it). Their configuration is a `RouterConfig` of their
+//! (`tests/tests/bpf/object.rs` checks it). Their configuration is a `RouterConfig` of their
 //! own, written with [`LabBpf::configure`] as the loader writes the data plane's.
 
 use anyhow::{Context as _, Result};

@@ -29,21 +29,6 @@ pub(crate) const LONG_FILES: &[(&str, &str)] = &[
         "the node lab is one topology (one node or two, pods wired as routed CNIs wire \
          them), built in one sequence and removed on Drop, panics included",
     ),
-    (
-        "tests/tests/node.rs",
-        "node mode's end-to-end suite: its tests share the node lab's serving, map and flow \
-         helpers; it splits when the suites are regrouped by what they prove (issue 31)",
-    ),
-    (
-        "tests/tests/http_proxy_rules.rs",
-        "each test is one attack on the HTTP proxy's rule check, all on one lab with the same \
-         servers and resolver (`proxy_lab_as`)",
-    ),
-    (
-        "tests/tests/proxy.rs",
-        "the proxy pods as OpenShift deploys them: both proxies share the lab's servers and \
-         the init-then-main container start",
-    ),
 ];
 
 /// Every `.rs` file below `dir`, relative to it.

@@ -77,7 +77,7 @@ enum Task {
         #[arg(long, default_value_t = 3_000_000)]
         frames: u64,
     },
-    /// Soak an instance in a netns lab (tests/tests/soak.rs) with mixed churn, agent
+    /// Soak an instance in a netns lab (tests/tests/ops/soak.rs) with mixed churn, agent
     /// restarts, reloads and a table under pressure, then check that no established flow was
     /// lost, the table holds only whole live flows, memory stayed flat and the host is as it
     /// was. Needs root.
@@ -135,9 +135,9 @@ fn main() -> Result<()> {
                         "--package",
                         "egress-tests",
                         "--test",
-                        "fuzz",
+                        "bpf",
                     ])
-                    .args(["--", "--nocapture"])
+                    .args(["--", "fuzz::", "--nocapture"])
                     .env("EGRESS_FUZZ_SEED", seed.to_string())
                     .env("EGRESS_FUZZ_FRAMES", frames.to_string()))
             })
@@ -151,8 +151,8 @@ fn main() -> Result<()> {
             let seconds = (minutes * 60.0).round().max(10.0) as u64;
             let result = step("soak", || {
                 run(Command::new("cargo")
-                    .args(["test", "--package", "egress-tests", "--test", "soak"])
-                    .args(["--", "--nocapture"])
+                    .args(["test", "--package", "egress-tests", "--test", "ops"])
+                    .args(["--", "soak::", "--nocapture"])
                     .env("EGRESS_SOAK_SECONDS", seconds.to_string())
                     .env("EGRESS_ROUTER_BIN", target.join("debug/egress-router")))
             });

@@ -74,8 +74,8 @@ pub(crate) fn ensure_image() -> Result<()> {
     Ok(())
 }
 
-/// The manifests' validator (tests/tests/manifests.rs): kubernetes-validate from PyPI, which
-/// carries the Kubernetes schemas, so the tests download nothing.
+/// The manifests' validator (tests/tests/deploy/manifests.rs): kubernetes-validate from
+/// PyPI, which carries the Kubernetes schemas, so the tests download nothing.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 fn python_packages() -> Result<()> {

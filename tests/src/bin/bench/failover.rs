@@ -140,7 +140,7 @@ pub(crate) fn section(w: &mut String, rounds: &[FailoverRound], measured: Option
          recovers about as fast, because it learns B's MAC from B's ARP request for the \
          gateway; gateways that do not learn from requests, static entries, and port \
          security (OpenStack's allowed-address pairs) do not, and there only the stable MAC \
-         passes at all (`tests/tests/failover.rs`).\n"
+         passes at all (`tests/tests/ops/failover.rs`).\n"
     );
 }
 

@@ -1,7 +1,7 @@
 //! BPF_PROG_TEST_RUN tests of the router's own ICMPv6 errors: a packet whose hop limit runs
 //! out at the router is answered with Time Exceeded from the router's address on the
 //! sender's side, quoting the packet, with a valid checksum over the pseudo-header. (Packet
-//! Too Big needs real interfaces for the MTU: `tests/tests/dual_stack.rs`.)
+//! Too Big needs real interfaces for the MTU: `tests/tests/pod/dual_stack.rs`.)
 
 use egress_common::{DropReason, Stat, programs};
 use egress_tests::{

@@ -137,7 +137,7 @@ fn a_router_pod_cannot_claim_another_pods_ipv6_address_and_ipv6_needs_the_agents
 
 #[test]
 fn an_ipv6_download_through_an_uplink_with_gro_is_lost_nowhere() {
-    // As tests/tests/node.rs's GRO download, over IPv6: aggregates larger than the MTU
+    // As serve.rs's GRO download, over IPv6: aggregates larger than the MTU
     // must find their way toward the client (node::redirect6).
     let (mut lab, agent) = dual_lab("node6gro", &["--ipv6"]);
     lab.uplink_gro().unwrap();

@@ -174,7 +174,7 @@ fn truncated_and_malformed_are_dropped_by_reason() {
     let (verdict, _) = run(&mut dp, programs::POD_INGRESS, &syn[..syn.len() - 4]);
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(drops(&dp, DropReason::Truncated), 2);
-    // (A TTL that would expire here is answered: tests/tests/bpf_path.rs.)
+    // (A TTL that would expire here is answered: tests/tests/bpf/path.rs.)
 }
 
 #[test]

@@ -1,9 +1,6 @@
 //! Configuration through the real binary: malformed values are refused with OpenShift's
 //! message and exit 1 before anything on the system changes; `unit-test` mode prints the
-//! plan without privileges; and refuses what `legacy` refuses ([`verdicts`]).
-
-#[path = "config/verdicts.rs"]
-mod verdicts;
+//! plan without privileges; `verdicts` shows it refuses what `legacy` refuses.
 
 use std::{process::Command, time::Duration};
 

@@ -1,10 +1,7 @@
 //! Operating the router in the netns lab: restarts that keep flows, adoption of what an
 //! init container left behind, inspection (CLI and bpftool), metrics, conntrack GC and
-//! teardown; the errors of real failures as the CLI prints them ([`errors`]). Live reloads
+//! teardown (the errors of real failures as the CLI prints them are `errors`). Live reloads
 //! are in `reload.rs`, upgrades in `upgrade.rs`.
-
-#[path = "operate/errors.rs"]
-mod errors;
 
 use std::{
     collections::BTreeSet,

@@ -1,0 +1,15 @@
+//! Node mode end to end (`egress-router node` and `node-register`) in the node lab
+//! (`egress_tests::nodelab`, `nodelab6`): one agent per node serves the router pods that
+//! register through the spool, from the node's uplink. IPv4 unmarked, IPv6 with a `6`
+//! suffix.
+//!
+//! | module | what it proves |
+//! |---|---|
+//! | `serve`, `serve6` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
+//! | `instances` | instances come, go, move, restart, are torn down; registrations checked |
+//! | `counts` | the per-client flow limit; each instance's own counters |
+
+mod counts;
+mod instances;
+mod serve;
+mod serve6;

@@ -1,0 +1,23 @@
+//! Operating an instance in the netns lab: restarts, inspection and metrics, live
+//! configuration, upgrades, teardown, one agent per instance, failover across nodes, and
+//! a soak (`cargo xtask soak` runs `soak::` longer).
+//!
+//! | module | what it proves |
+//! |---|---|
+//! | `operate` | restarts keep flows, adoption, inspection, metrics, conntrack GC |
+//! | `errors` | real failures as the CLI prints them: each cause once |
+//! | `reload` | `--config-file` edits and SIGHUP, from start-up on |
+//! | `upgrade` | a new build takes over what an earlier release left running |
+//! | `teardown` | `egress-router teardown` removes everything it set up |
+//! | `agent` | a second agent for an instance is refused unless it takes over |
+//! | `failover` | the replacement on another node keeps the stable MAC |
+//! | `soak` | mixed churn loses no established flow |
+
+mod agent;
+mod errors;
+mod failover;
+mod operate;
+mod reload;
+mod soak;
+mod teardown;
+mod upgrade;
