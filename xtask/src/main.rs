@@ -1,4 +1,4 @@
-//! Project tasks. `cargo xtask setup|build|image|test|demo|bench|fuzz|soak`; every task but `setup`
+//! Project tasks. `cargo xtask setup|build|image|test|vm-test|demo|bench|fuzz|soak`; every task but `setup`
 //! runs `setup` first, which costs a few seconds when everything is present.
 
 mod hostcheck;
@@ -7,6 +7,7 @@ mod image;
 mod layout;
 mod setup;
 mod tally;
+mod vm;
 
 use std::{
     ffi::OsStr,
@@ -42,6 +43,10 @@ enum Task {
         /// Only run tests whose name contains this string (fmt and clippy still run).
         filter: Option<String>,
     },
+    /// Boot Debian's Linux 6.1 (no TCX) under QEMU with a small initramfs and run the lab
+    /// there: every program through the verifier, init, the agent, traffic, a restart,
+    /// teardown. Prints the kernel's version and each step's verdict.
+    VmTest,
     /// Run the demo in a netns lab and show what happened. Needs root.
     Demo,
     /// Benchmark egress-router against the classic iptables egress router and a stateless
@@ -79,7 +84,10 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root).context("entering the workspace root")?;
     let target = target_dir()?;
     match cli.task {
-        Task::Setup => setup::ensure(),
+        Task::Setup => {
+            setup::ensure()?;
+            setup::ensure_vm(&target)
+        }
         Task::Build => {
             setup::ensure()?;
             cargo(&["build", "--release", "--package", "egress-user", "--bins"])?;
@@ -95,6 +103,12 @@ fn main() -> Result<()> {
             setup::ensure()?;
             setup::ensure_image()?;
             test(&target, filter.as_deref())
+        }
+        Task::VmTest => {
+            setup::ensure()?;
+            setup::ensure_image()?;
+            setup::ensure_vm(&target)?;
+            vm::test(&root, &target)
         }
         Task::Bench { args } => {
             setup::ensure()?;
