@@ -103,11 +103,16 @@ check_udp() {
     esac
 }
 
-# What is attached where, for the log.
+# What is attached where, for the log (bpftool 7.1 does not list TCX links; tc shows the
+# classic filters).
 show_hooks() {
-    for ns in router; do
-        echo "[$ns] bpftool net:"
-        in_ns "$ns" "$BPFTOOL" net show 2>&1 | sed 's/^/  /'
+    echo "[router] bpftool net:"
+    in_ns router "$BPFTOOL" net show 2>&1 | sed 's/^/  /'
+    for dev in eth0 macvlan0; do
+        for dir in ingress egress; do
+            filters=$(in_ns router "$TC" filter show dev "$dev" "$dir" 2>&1)
+            [ -z "$filters" ] || echo "[router] tc filter $dev $dir: $filters"
+        done
     done
 }
 
@@ -153,15 +158,21 @@ step_traffic() {
     check_tcp first && check_udp first
 }
 
+# The agent (legacy mode) in the background, started as a plain command (not through a
+# function) so that $! is the agent's own PID, and without fd 3 (the restart step's open
+# connection: an agent holding it would keep that client from ending); waits for /healthz
+# to answer 200.
 AGENT_PID=
 start_agent() {
-    router legacy >>/tmp/agent.log 2>&1 &
+    nsenter --net=/run/netns/router env EGRESS_SOURCE="$EGRESS_SOURCE" \
+        EGRESS_GATEWAY="$GATEWAY_IP" EGRESS_DESTINATION="$DESTINATION" \
+        EGRESS_ROUTER_MODE=legacy "$BIN" --bpffs "$BPFFS" --instance "$INSTANCE" \
+        >>/tmp/agent.log 2>&1 3>&- &
     AGENT_PID=$!
+    health=
     for _ in $(seq 1 40); do
-        if in_ns client wget -q -T 1 -O /dev/null "http://$POD_IP:9469/healthz" 2>/dev/null; then
-            echo "agent $AGENT_PID healthy"
-            return 0
-        fi
+        health=$(in_ns client "$VMLAB" http-get "$POD_IP:9469" /healthz 2>&1) &&
+            { echo "agent $AGENT_PID healthy"; return 0; }
         if ! kill -0 "$AGENT_PID" 2>/dev/null; then
             sed 's/^/agent| /' /tmp/agent.log
             fail "the agent exited before it was healthy"
@@ -170,7 +181,7 @@ start_agent() {
         sleep 0.5
     done
     sed 's/^/agent| /' /tmp/agent.log
-    fail "the agent was not healthy after 20 s"
+    fail "the agent was not healthy after 20 s; /healthz: ${health:-no answer}"
 }
 
 step_agent() {
@@ -226,6 +237,6 @@ step init "lab"
 step traffic "init"
 step agent "init"
 step restart "agent"
-step teardown "init"
+step teardown "lab"
 echo "vm-lab: $FAILED step(s) failed"
 [ "$FAILED" -eq 0 ]

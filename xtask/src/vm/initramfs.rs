@@ -64,11 +64,28 @@ pub(crate) fn build(contents: &Contents<'_>, work: &Path) -> Result<PathBuf> {
     let in_vm = Path::new("/lib/modules").join(&kernel.release);
     let mut list = String::new();
     for module in &modules {
-        copy(
-            &kernel.modules_dir().join(module),
-            &root.join(in_vm.strip_prefix("/")?).join(module),
-        )?;
-        list.push_str(&format!("{}\n", in_vm.join(module).display()));
+        // busybox's insmod loads plain `.ko` files: a compressed one is unpacked here.
+        let (plain, unpack) = match module.rsplit_once('.') {
+            Some((plain, "xz")) => (plain, Some("xz")),
+            Some((plain, "gz")) => (plain, Some("gzip")),
+            Some((plain, "zst")) => (plain, Some("zstd")),
+            _ => (module.as_str(), None),
+        };
+        let to = root.join(in_vm.strip_prefix("/")?).join(plain);
+        let from = kernel.modules_dir().join(module);
+        match unpack {
+            None => copy(&from, &to)?,
+            Some(tool) => {
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                run(Command::new(tool)
+                    .arg("-dc")
+                    .arg(&from)
+                    .stdout(fs::File::create(&to)?))?;
+            }
+        }
+        list.push_str(&format!("{}\n", in_vm.join(plain).display()));
     }
     fs::write(root.join("etc/modules"), list)?;
     for entry in fs::read_dir(contents.scripts)

@@ -60,11 +60,15 @@ fn load_order(modules_dep: &str, names: &[&str]) -> Result<Vec<String>> {
         .collect();
     let mut order = Vec::new();
     for name in names {
+        // Uncompressed (Debian's 6.1) or compressed (later packages: busybox's insmod
+        // reads both).
         let file = format!("/{name}.ko");
-        let Some((path, _)) = deps
-            .iter()
-            .find(|(path, _)| format!("/{path}").ends_with(&file))
-        else {
+        let Some((path, _)) = deps.iter().find(|(path, _)| {
+            let path = format!("/{path}");
+            [".xz", ".zst", ".gz", ""]
+                .iter()
+                .any(|ext| path.strip_suffix(ext).is_some_and(|p| p.ends_with(&file)))
+        }) else {
             bail!("the kernel has no module {name} (is it built in? then drop it from the list)");
         };
         add(path, &deps, &mut order);
@@ -104,10 +108,20 @@ fn newest_of(apt_cache_search: &str) -> Option<String> {
         .map(|(_, name)| name)
 }
 
+/// Names another kernel package to boot instead (any Debian `linux-image-*-unsigned`
+/// whose modules include the lab's, e.g. a 6.12 from bookworm-backports, with TCX).
+pub(crate) const KERNEL_ENV: &str = "EGRESS_VM_KERNEL";
+
 /// The cached, unpacked kernel: the newest package apt lists, downloaded and unpacked into
 /// `cache` if it is not there yet. Without apt lists (or network), the newest kernel
-/// already in the cache.
+/// already in the cache. [`KERNEL_ENV`] names another package.
 pub(crate) fn ensure(cache: &Path) -> Result<Kernel> {
+    if let Some(package) = std::env::var(KERNEL_ENV).ok().filter(|p| !p.is_empty()) {
+        return match unpacked(&cache.join(&package), &package) {
+            Some(kernel) => Ok(kernel),
+            None => fetch(cache, &package),
+        };
+    }
     let mut package = newest_package();
     if package.is_none() {
         // A fresh machine: apt has no lists yet.
@@ -134,8 +148,7 @@ pub(crate) fn ensure(cache: &Path) -> Result<Kernel> {
     }
 }
 
-/// The newest unpacked kernel in the cache (`<cache>/<package>/` with a `boot/vmlinuz-*`
-/// and a `modules.dep`).
+/// The newest unpacked kernel of the family in the cache.
 fn cached(cache: &Path) -> Option<Kernel> {
     std::fs::read_dir(cache)
         .ok()?
@@ -143,21 +156,25 @@ fn cached(cache: &Path) -> Option<Kernel> {
         .filter_map(|entry| {
             let package = entry.file_name().into_string().ok()?;
             let n = number(&package)?;
-            let root = entry.path();
-            let release = std::fs::read_dir(root.join("lib/modules"))
-                .ok()?
-                .flatten()
-                .find_map(|e| e.file_name().into_string().ok())?;
-            let kernel = Kernel {
-                package,
-                release,
-                root,
-            };
-            (kernel.vmlinuz().is_file() && kernel.modules_dir().join("modules.dep").is_file())
-                .then_some((n, kernel))
+            Some((n, unpacked(&entry.path(), &package)?))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, kernel)| kernel)
+}
+
+/// The kernel unpacked at `root` (a `boot/vmlinuz-*` and a `modules.dep`), if it is.
+fn unpacked(root: &Path, package: &str) -> Option<Kernel> {
+    let release = std::fs::read_dir(root.join("lib/modules"))
+        .ok()?
+        .flatten()
+        .find_map(|e| e.file_name().into_string().ok())?;
+    let kernel = Kernel {
+        package: package.to_owned(),
+        release,
+        root: root.to_owned(),
+    };
+    (kernel.vmlinuz().is_file() && kernel.modules_dir().join("modules.dep").is_file())
+        .then_some(kernel)
 }
 
 /// `<N>` of a package of the family.
@@ -171,7 +188,7 @@ fn number(package: &str) -> Option<u32> {
 
 /// Downloads and unpacks `package` into `<cache>/<package>/`.
 fn fetch(cache: &Path, package: &str) -> Result<Kernel> {
-    eprintln!("xtask setup: downloading {package} (the test VM's kernel, about 27 MB)");
+    eprintln!("xtask setup: downloading {package} (the test VM's kernel)");
     let download = cache.join("download");
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)
@@ -242,5 +259,10 @@ mod tests {
             ]
         );
         assert!(load_order(dep, &["veth"]).is_err());
+        let xz = "kernel/drivers/net/veth.ko.xz:\n";
+        assert_eq!(
+            load_order(xz, &["veth"]).unwrap(),
+            ["kernel/drivers/net/veth.ko.xz"]
+        );
     }
 }

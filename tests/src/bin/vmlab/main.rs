@@ -10,6 +10,8 @@
 //! - `ask-tcp`, `ask-udp`: their clients. `ask-tcp` sends each line of its standard input
 //!   on one connection and prints each answer, so a script can keep a connection open
 //!   across steps (standard input from a FIFO).
+//! - `http-get`: one HTTP/1.0 GET, the answer printed, success only on 200 (busybox's
+//!   `wget` crashed on the agent's `/healthz` in the VM).
 
 mod stats;
 mod verify;
@@ -61,6 +63,13 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// GET `path` from `to` (HTTP/1.0); print the answer; fail unless it is 200.
+    HttpGet {
+        to: SocketAddr,
+        path: String,
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
     /// Send `word` in one datagram; print the answer.
     AskUdp {
         to: SocketAddr,
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
         Cmd::ServeTcp { listen } => serve_tcp(listen).map(|()| true),
         Cmd::ServeUdp { listen } => serve_udp(listen).map(|()| true),
         Cmd::AskTcp { to, timeout } => ask_tcp(to, Duration::from_secs(timeout)).map(|()| true),
+        Cmd::HttpGet { to, path, timeout } => http_get(to, &path, Duration::from_secs(timeout)),
         Cmd::AskUdp { to, word, timeout } => {
             ask_udp(to, &word, Duration::from_secs(timeout)).map(|()| true)
         }
@@ -157,6 +167,20 @@ fn ask_tcp(to: SocketAddr, timeout: Duration) -> Result<()> {
         io::stdout().flush()?;
     }
     Ok(())
+}
+
+fn http_get(to: SocketAddr, path: &str, timeout: Duration) -> Result<bool> {
+    let mut stream =
+        TcpStream::connect_timeout(&to, timeout).with_context(|| format!("connecting to {to}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    let mut answer = String::new();
+    io::Read::read_to_string(&mut stream, &mut answer)?;
+    print!("{answer}");
+    Ok(answer
+        .lines()
+        .next()
+        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200")))
 }
 
 fn ask_udp(to: SocketAddr, word: &str, timeout: Duration) -> Result<()> {
