@@ -96,19 +96,29 @@ pub(crate) fn ct_sweep(_ctx: TcContext) -> i32 {
     // The counts start as the agent wrote them (zero). Not set here: constants would have
     // the verifier walk the callback once per value of the doomed count.
     let mut local = unsafe { *state };
-    let (map, callback) = match local.table {
-        0 => table::<[u8; 4], true>(),
-        1 => table::<[u8; 4], false>(),
-        2 => table::<[u8; 16], true>(),
-        _ => table::<[u8; 16], false>(),
-    };
-    // SAFETY: a map of this object, a callback with the helper's signature, and a context
-    // on this stack that outlives the call.
-    unsafe {
-        bpf_for_each_map_elem(map, callback, (&raw mut local).cast(), 0);
-        *state = local;
+    // One call of the helper per table, each in its own function: Linux before 6.8
+    // refuses one call site that sees several maps ("tail_call abusing map_ptr"), and the
+    // compiler merges calls that differ only in their arguments.
+    match local.table {
+        0 => sweep::<[u8; 4], true>(&mut local),
+        1 => sweep::<[u8; 4], false>(&mut local),
+        2 => sweep::<[u8; 16], true>(&mut local),
+        _ => sweep::<[u8; 16], false>(&mut local),
     }
+    // SAFETY: the array's one slot, as above.
+    unsafe { *state = local };
     TC_ACT_OK
+}
+
+/// Visits every entry of one table (`REPLIED`: [`Table::Replied`]) of family `A`.
+#[inline(never)]
+fn sweep<A: Swept, const REPLIED: bool>(local: &mut SweepState) {
+    let (map, callback) = table::<A, REPLIED>();
+    // SAFETY: a map of this object, a callback with the helper's signature, and a context
+    // on the caller's stack that outlives the call.
+    unsafe {
+        bpf_for_each_map_elem(map, callback, core::ptr::from_mut(local).cast(), 0);
+    }
 }
 
 /// The map and callback of one table (`REPLIED`: [`Table::Replied`]) of family `A`.

@@ -1,4 +1,4 @@
-//! Project tasks. `cargo xtask setup|build|image|test|demo|bench|fuzz|soak`; every task but `setup`
+//! Project tasks. `cargo xtask setup|build|image|test|vm-test|demo|bench|fuzz|soak`; every task but `setup`
 //! runs `setup` first, which costs a few seconds when everything is present.
 //! `build`, `test`, `demo`, `bench`, `fuzz` and `soak` live in this file.
 //!
@@ -11,6 +11,7 @@
 //! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
 //! | `doctables` | every module in its parent's table |
 //! | `doclinks` | every link of the docs resolves |
+//! | `vm` | `cargo xtask vm-test`: the lab on an older kernel under QEMU |
 
 #[cfg(test)]
 mod doclinks;
@@ -22,6 +23,7 @@ mod image;
 mod layout;
 mod setup;
 mod tally;
+mod vm;
 
 use std::{
     ffi::OsStr,
@@ -57,6 +59,10 @@ enum Task {
         /// Only run tests whose name contains this string (fmt and clippy still run).
         filter: Option<String>,
     },
+    /// Boot Debian's Linux 6.1 (no TCX) under QEMU with a small initramfs and run the lab
+    /// there: every program through the verifier, init, the agent, traffic, a restart,
+    /// teardown. Prints the kernel's version and each step's verdict.
+    VmTest,
     /// Run the demo in a netns lab and show what happened. Needs root.
     Demo,
     /// Benchmark egress-router against the classic iptables egress router and a stateless
@@ -94,7 +100,10 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root).context("entering the workspace root")?;
     let target = target_dir()?;
     match cli.task {
-        Task::Setup => setup::ensure(),
+        Task::Setup => {
+            setup::ensure()?;
+            setup::ensure_vm(&target)
+        }
         Task::Build => {
             setup::ensure()?;
             cargo(&["build", "--release", "--package", "egress-user", "--bins"])?;
@@ -110,6 +119,12 @@ fn main() -> Result<()> {
             setup::ensure()?;
             setup::ensure_image()?;
             test(&target, filter.as_deref())
+        }
+        Task::VmTest => {
+            setup::ensure()?;
+            setup::ensure_image()?;
+            setup::ensure_vm(&target)?;
+            vm::test(&root, &target)
         }
         Task::Bench { args } => {
             setup::ensure()?;

@@ -74,6 +74,24 @@ pub(crate) fn ensure_image() -> Result<()> {
     Ok(())
 }
 
+/// Only `cargo xtask vm-test` needs these: the emulator, and what the VM's initramfs is
+/// made of and with.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86", // the VM (TCG: no KVM on these machines)
+    "busybox-static",  // the VM's shell and tools, and depmod for the kernel's modules
+    "cpio",            // the initramfs archive
+];
+
+/// What `cargo xtask vm-test` needs beyond [`ensure`]: [`VM_PACKAGES`] and the VM's kernel,
+/// downloaded once into a cache under `target` ([`crate::vm::kernel`]).
+pub(crate) fn ensure_vm(target: &std::path::Path) -> Result<()> {
+    let missing = missing(VM_PACKAGES);
+    if !missing.is_empty() {
+        install(&missing)?;
+    }
+    crate::vm::kernel::ensure(&crate::vm::cache(target)).map(drop)
+}
+
 /// The manifests' validator (tests/tests/deploy/manifests.rs): kubernetes-validate from
 /// PyPI, which carries the Kubernetes schemas, so the tests download nothing.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";

@@ -29,8 +29,11 @@ pub(crate) static NODE_SOURCES: HashMap<[u8; 4], u32, { NODE_INSTANCES_MAX as us
 pub(crate) static NODE_SOURCES6: HashMap<[u8; 16], u32, { NODE_INSTANCES_MAX as usize }> =
     HashMap::new();
 
-/// This CPU's scratch for the IPv6 way out: a `struct bpf_fib_lookup`, or in its first 20
-/// bytes a `struct bpf_redir_neigh`. The IPv6 programs have no stack to spare for either.
+/// This CPU's scratch for the way out: a `struct bpf_fib_lookup`, or in its first 20 bytes
+/// a `struct bpf_redir_neigh`. The IPv6 programs have no stack to spare for either, and in
+/// `redirect`'s frame the lookup made `node_forward`'s deepest call chain too deep for
+/// Linux 6.1, which counts each frame of a chain in 32-byte steps (later kernels, with the
+/// JIT, in 16).
 #[btf_map]
 pub(crate) static NODE_SCRATCH6: PerCpuArray<[u64; 8], 1> = PerCpuArray::new();
 

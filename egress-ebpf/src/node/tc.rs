@@ -5,6 +5,8 @@
 //! out of the uplink via the instance's EGRESS_GATEWAY, or toward the client along the
 //! node's routes.
 
+use core::ptr::copy_nonoverlapping;
+
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
@@ -113,10 +115,10 @@ fn redirect6(
     ifindex: u32,
 ) -> Result<i32, DropReason> {
     let ip = parse::ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
-    let scratch = maps::NODE_SCRATCH6
-        .get_ptr_mut(0)
-        .ok_or(DropReason::RedirectFailed)?;
     if ifindex == cfg.egress_ifindex {
+        let scratch = maps::NODE_SCRATCH6
+            .get_ptr_mut(0)
+            .ok_or(DropReason::RedirectFailed)?;
         if cfg6.next_hop[0] == NEXT_HOP_IPV6 && !fib::on_subnet6(ctx, cfg6) {
             return Ok(fib::redirect_via(ifindex, &cfg6.next_hop));
         }
@@ -130,17 +132,24 @@ fn redirect6(
         };
         return Ok(fib::redirect_via(ifindex, hop));
     }
-    // SAFETY: as above; an all-zero `bpf_fib_lookup` is valid.
-    let params = unsafe {
-        let params = &mut *scratch.cast::<bpf_fib_lookup>();
-        core::ptr::write_bytes(scratch, 0, 1);
-        params.family = AF_INET6;
-        // No length (see `redirect`): the kernel checks the skb itself, GSO-aware.
-        params.__bindgen_anon_3.ipv6_src = (*ip).saddr;
-        params.__bindgen_anon_4.ipv6_dst = (*ip).daddr;
+    let params = fib_params()?;
+    params.family = AF_INET6;
+    // No length (see `redirect`): the kernel checks the skb itself, GSO-aware.
+    // SAFETY: bounds checked by ptr_at; copied, not assigned: the compiler makes a
+    // `memmove` of an assignment, a call (see `fib_params`).
+    unsafe {
+        copy_nonoverlapping(
+            &raw const (*ip).saddr,
+            &raw mut params.__bindgen_anon_3.ipv6_src,
+            1,
+        );
+        copy_nonoverlapping(
+            &raw const (*ip).daddr,
+            &raw mut params.__bindgen_anon_4.ipv6_dst,
+            1,
+        );
         params.ifindex = (*ctx.skb.skb).ifindex;
-        params
-    };
+    }
     // SAFETY: a valid context and parameters in a map value.
     let rc = unsafe {
         fib_lookup(
@@ -153,16 +162,35 @@ fn redirect6(
     deliver(ctx, rc, params)
 }
 
+/// This CPU's scratch, zeroed, as a `struct bpf_fib_lookup`.
+#[inline(always)]
+fn fib_params() -> Result<&'static mut bpf_fib_lookup, DropReason> {
+    let scratch = maps::NODE_SCRATCH6
+        .get_ptr_mut(0)
+        .ok_or(DropReason::RedirectFailed)?;
+    // SAFETY: this CPU's scratch (a program does not preempt itself on one CPU), 64 bytes
+    // as `bpf_fib_lookup` is; all-zero is a valid one. Word by word and volatile: the
+    // compiler makes a `memset` of plain stores, which it emits as a call, one more frame
+    // in the chain (see NODE_SCRATCH6).
+    unsafe {
+        let words = scratch.cast::<u64>();
+        for i in 0..8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+        Ok(&mut *scratch.cast::<bpf_fib_lookup>())
+    }
+}
+
 /// Sends a packet toward the client as `bpf_fib_lookup` found the way (`rc`, `params`).
 #[inline(always)]
 fn deliver(ctx: &TcContext, rc: i64, params: &bpf_fib_lookup) -> Result<i32, DropReason> {
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let eth = parse::ptr_at::<EthHdr>(ctx, 0)?;
-            // SAFETY: bounds checked by ptr_at.
+            // SAFETY: bounds checked by ptr_at; copied, not assigned (see `redirect6`).
             unsafe {
-                (*eth).dst = params.dmac;
-                (*eth).src = params.smac;
+                copy_nonoverlapping(&raw const params.dmac, &raw mut (*eth).dst, 1);
+                copy_nonoverlapping(&raw const params.smac, &raw mut (*eth).src, 1);
             }
             // SAFETY: plain helper call.
             Ok(unsafe { bpf_redirect(params.ifindex, 0) } as i32)
@@ -196,8 +224,7 @@ fn redirect(ctx: &TcContext, cfg: &RouterConfig, ifindex: u32) -> Result<i32, Dr
         }
         return Ok(fib::redirect_via(ifindex, &hop.next_hop));
     }
-    // SAFETY: an all-zero `bpf_fib_lookup` is valid (plain integers and unions of them).
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let params = fib_params()?;
     params.family = AF_INET;
     // No length: with one the helper checks it against the MTU, which a GRO aggregate of
     // a download exceeds (every reply dropped, found by the bench's download); without,
@@ -206,14 +233,14 @@ fn redirect(ctx: &TcContext, cfg: &RouterConfig, ifindex: u32) -> Result<i32, Dr
     params.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: reading a field of the context.
     params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: a valid context and parameters on this stack.
+    // SAFETY: a valid context and parameters in a map value.
     let rc = unsafe {
         fib_lookup(
             ctx.skb.skb.cast(),
-            &raw mut params,
+            &raw mut *params,
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )
     };
-    deliver(ctx, rc, &params)
+    deliver(ctx, rc, params)
 }

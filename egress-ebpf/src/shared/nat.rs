@@ -86,13 +86,12 @@ pub(crate) fn create_flow<A: Family>(
     // the verifier would walk both kinds of claim on every try.)
     set_port(new, port);
     let mut claim = tuple::claim::<true, _>(&new.reply_key, &new.reply, key, now)?;
+    // A `while` whose test is the claim's outcome: the compiler makes it a loop whose body
+    // is entered at its top, which every kernel's verifier takes. Linux before 6.7 (6.6.3
+    // in the stable series) refuses a loop entered in its middle, as the compiler laid out
+    // a `loop` that tested the outcome first ("back-edge from insn N to N+1").
     let mut tries = 0;
-    let (claimed, table) = loop {
-        match claim {
-            Claim::Claimed => break (true, Table::Unreplied),
-            Claim::Ours(table) => break (false, table),
-            Claim::Taken => {}
-        }
+    while matches!(claim, Claim::Taken) {
         if tries >= NAT_TRIES {
             return Err(DropReason::NatExhausted);
         }
@@ -101,6 +100,11 @@ pub(crate) fn create_flow<A: Family>(
         tries += 1;
         set_port(new, port);
         claim = tuple::claim::<false, _>(&new.reply_key, &new.reply, key, now)?;
+    }
+    let (claimed, table) = match claim {
+        Claim::Claimed => (true, Table::Unreplied),
+        Claim::Ours(table) => (false, table),
+        Claim::Taken => return Err(DropReason::NatExhausted),
     };
     new.forward = FlowEntry::new(
         &new.reply_key.reversed(),
@@ -120,8 +124,10 @@ pub(crate) fn create_flow<A: Family>(
 }
 
 /// A keyed hash of a flow's client and remote ends (RFC 6056, algorithm 3): where the
-/// search for its translated port starts. The finaliser is murmur3's.
-#[inline(always)]
+/// search for its translated port starts. The finaliser is murmur3's. A BPF-to-BPF call:
+/// inlined, its registers took 40 bytes of pod_ingress6's stack, which Linux 6.1 (each
+/// frame of a call chain in 32-byte steps) then found too deep.
+#[inline(never)]
 fn first_port<A: Addr>(key: &FlowKey<A>, target: &RuleTarget<A>, secret: u32) -> u32 {
     let mut h = key.saddr.mix(secret);
     h = h.wrapping_mul(0x9e37_79b1) ^ ((u32::from(key.sport) << 16) | u32::from(key.proto));

@@ -111,6 +111,9 @@ impl Ipv6 {
 
 /// Most bytes before the upper-layer header: four extension headers of the largest size.
 const MAX_L4: usize = ETH_HLEN + IPV6_HLEN + MAX_EXT_HEADERS * 2048;
+/// A mask above any offset the walk reaches (five steps of 2048 bytes at most after the
+/// fixed header: 10294), so masking changes no value.
+const L4_BITS: usize = 0x3fff;
 
 /// The walk's results with what the verifier knows of the path that produced them
 /// forgotten: each value goes through the skb's control buffer (TC's scratch space) and
@@ -129,11 +132,14 @@ fn converge(ctx: &TcContext, mut ip: Ipv6) -> Result<Ipv6, DropReason> {
     // The offset as a 64-bit word (cb[0] and cb[1], 8-byte aligned): read back as 32 bits,
     // the compiler would widen it with shifts that the verifier refuses on the packet
     // pointer it is added to.
+    // Masked as it comes back, besides the check below: Linux before 6.8 does not carry a
+    // bound learnt by a comparison to a copy the compiler spilled to the stack before it,
+    // so the value must come with a bound of its own.
     // SAFETY: as above.
     ip.l4 = unsafe {
         let cb = core::ptr::addr_of_mut!((*ctx.skb.skb).cb[0]).cast::<u64>();
         core::ptr::write_volatile(cb, ip.l4 as u64);
-        core::ptr::read_volatile(cb) as usize
+        core::ptr::read_volatile(cb) as usize & L4_BITS
     };
     if ip.l4 > MAX_L4 {
         return Err(DropReason::Ipv6ExtHeaders);

@@ -38,10 +38,14 @@ const QUOTE_PAYLOAD: usize = 64;
 const QUOTE_MAX: usize = 60 + QUOTE_PAYLOAD;
 /// The new IP header and ICMP header put before the quote.
 const ERROR_HEADERS: usize = 20 + 8;
+/// The quote beyond a minimal IP header, as a mask of whole 32-bit words (0..=124 bytes).
+const QUOTE_WORDS: usize = 0x7c;
+/// Room for a quote of `20 + (n & QUOTE_WORDS)` bytes, the form the verifier follows.
+const QUOTE_ROOM: usize = 20 + QUOTE_WORDS;
 
 /// Room for the quote while the packet changes shape (too big for the 512-byte stack).
 #[btf_map]
-static QUOTE: PerCpuArray<[u8; QUOTE_MAX], 1> = PerCpuArray::new();
+static QUOTE: PerCpuArray<[u8; QUOTE_ROOM], 1> = PerCpuArray::new();
 
 /// Where a packet goes and where an error about it would go back.
 pub(crate) struct Hop {
@@ -179,6 +183,10 @@ fn answer(
     if quote > QUOTE_MAX || quote < ihl {
         return Err(reason);
     }
+    // In a form whose bounds the verifier follows (20..=QUOTE_ROOM, whole words): Linux
+    // before 6.8 learns nothing from `quote < ihl` (two unknowns), and a zero length
+    // would be possible to it.
+    let quote = 20 + ((quote - 20) & QUOTE_WORDS);
     // The quote, for its checksum, before the packet changes shape.
     let buf = QUOTE.get_ptr_mut(0).ok_or(reason)?;
     // SAFETY: this CPU's slot of a preallocated array; a TC program does not preempt

@@ -130,6 +130,14 @@ fn pick_addr<A: Addr>(
     // can prove redundant).
     // SAFETY: no arguments, no side effects.
     let index = ((u64::from(unsafe { bpf_get_prandom_u32() }) * u64::from(len)) >> 32) as usize;
+    // Linux before 6.10 knows nothing of a product by an unknown factor: the bound it needs
+    // is checked on a copy read back from the stack, whose range LLVM does not know, so
+    // that it keeps a check it could otherwise prove redundant.
+    // SAFETY: a local, read back.
+    let index = unsafe { core::ptr::read_volatile(&index) };
+    if index >= MAX_RULE_ADDRS {
+        return Err(DropReason::Unresolved);
+    }
     // SAFETY: `index` < MAX_RULE_ADDRS, inside the live value.
     *addr = unsafe { (*addrs).addrs[index] };
     Ok(())
