@@ -8,7 +8,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`maps`] | map names, as in the BPF object, in `bpftool map list` and as pin file names |
-//! | [`programs`] | program names: `<interface>_<hook>` |
+//! | [`programs`] | program names, for where they run: `<interface>_<hook>`, `node_<role>` |
 //! | [`config`] | the instance configuration (`RouterConfig`) at index 0 of `CONFIG` |
 //! | [`rules`] | redirect rules, and the addresses of rules that send to a name |
 //! | [`flow`] | conntrack and fragment keys and values, generic over the address (`[u8; 4]` or `[u8; 16]`); `FlowKey::reversed` and `peer_key` |

@@ -1,5 +1,6 @@
-//! Program names in the BPF object: `<interface>_<hook>`, the interface being the pod
-//! interface (`eth0`) or the egress interface (`macvlan0`).
+//! Program names in the BPF object, named for where they run (README.md#vocabulary): pod
+//! mode's `<interface>_<hook>`, the interface being the pod interface (`eth0`) or the egress
+//! interface (`macvlan0`); node mode's `node_<role>`; a `6` suffix for an IPv6 twin.
 
 /// TC ingress of the pod interface (`eth0`): client -> remote.
 pub const POD_INGRESS: &str = "pod_ingress";

@@ -11,6 +11,7 @@
 //! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
 //! | `doctables` | every module in its parent's table |
 //! | `doclinks` | every link of the docs resolves |
+//! | `license` | one license statement: the LICENSE files, Cargo, the BPF objects, README.md |
 //! | `vm` | `cargo xtask vm-test`: the lab on an older kernel under QEMU |
 
 #[cfg(test)]
@@ -21,6 +22,8 @@ mod hostcheck;
 mod image;
 #[cfg(test)]
 mod layout;
+#[cfg(test)]
+mod license;
 mod setup;
 mod tally;
 mod vm;
@@ -53,7 +56,7 @@ enum Task {
     /// Build the OCI image `egress-router:<version>` from scratch: one layer, one static
     /// binary as the entrypoint (buildah; no base image is pulled). Prints its size.
     Image,
-    /// Run everything CI runs: fmt, clippy (host crates and the eBPF crate), unit tests,
+    /// Run everything CI runs: fmt, clippy (host crates and the eBPF crates), unit tests,
     /// BPF_PROG_TEST_RUN tests, netns end-to-end tests and the image in podman. Needs root.
     Test {
         /// Only run tests whose name contains this string (fmt and clippy still run).
@@ -73,8 +76,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fuzz the data plane longer than CI does (tests/src/fuzz.rs): generated and mutated
-    /// frames through all three programs with BPF_PROG_TEST_RUN. Needs root.
+    /// Fuzz the data plane longer than CI does (tests/src/fuzz/): generated and mutated
+    /// frames through pod mode's three IPv4 programs with BPF_PROG_TEST_RUN. Needs root.
     Fuzz {
         /// Seed (default: a new one, printed; pass it again to replay a failure).
         #[arg(long)]

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{output, run};
 
-/// The toolchain that builds the eBPF crate (`-Z build-std` needs nightly).
+/// The toolchain that builds the eBPF crates (`-Z build-std` needs nightly).
 pub(crate) const NIGHTLY: &str = "nightly";
 /// bpf-linker release known to build against the nightly's LLVM here.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -215,7 +215,7 @@ fn nightly() -> Result<()> {
     {
         components.push("rust-src");
     }
-    // clippy and rustfmt on nightly lint and format the eBPF crate.
+    // clippy and rustfmt on nightly lint and format the eBPF crates.
     if output("rustup", &["run", NIGHTLY, "cargo", "clippy", "--version"]).is_none() {
         components.push("clippy");
     }

@@ -1,5 +1,6 @@
-//! A packet fuzzer for the data plane: seeded, generated and mutated frames through all
-//! three programs with BPF_PROG_TEST_RUN, and the invariants every one of them must keep:
+//! A packet fuzzer for the data plane: seeded, generated and mutated frames through pod
+//! mode's three IPv4 programs with BPF_PROG_TEST_RUN, and the invariants every one of them
+//! must keep:
 //!
 //! - the verdict is one of pass, drop, redirect;
 //! - a frame whose checksums were valid and that is passed or redirected changed has valid
