@@ -12,8 +12,10 @@
 //! | module | concern |
 //! |---|---|
 //! | `tcx` | the raw TCX attach, detach and query syscalls |
+//! | [`tc`] | the clsact qdisc and cls_bpf filters over netlink, where the kernel has no TCX |
 //! | `xdp` | the uplink's XDP link, pinned with the node's maps |
 
+pub mod tc;
 mod tcx;
 mod xdp;
 
