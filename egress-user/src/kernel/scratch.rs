@@ -83,7 +83,7 @@ async fn probe_in(handle: &Handle) -> Vec<(Probe, Status)> {
     let veth = veth_pair(handle).await;
     vec![
         (Probe::Tcx, tcx()),
-        (Probe::ClsBpf, cls_bpf(handle).await),
+        (Probe::ClsBpf, cls_bpf()),
         (Probe::XdpLink, xdp_link()),
         (Probe::Macvlan, macvlan(handle, &veth).await),
         (
@@ -140,19 +140,19 @@ fn tcx() -> Status {
 }
 
 /// clsact and cls_bpf: a direct-action filter on the loopback's ingress.
-async fn cls_bpf(handle: &Handle) -> Status {
+fn cls_bpf() -> Status {
     let prog = match load(&HAND_ON) {
         Ok(fd) => fd,
         Err(err) => return refused(err),
     };
-    if let Err(err) = tc::add_clsact(handle, LO).await {
+    if let Err(err) = tc::add_clsact(LO) {
         return Status::Missing(crate::error_chain(&err));
     }
     let direction = tc::Direction::Ingress;
-    if let Err(err) = tc::attach(handle, LO, direction, tc::PRIORITY, prog.as_fd(), "probe").await {
+    if let Err(err) = tc::attach(LO, direction, tc::PRIORITY, prog.as_fd(), "probe") {
         return Status::Missing(crate::error_chain(&err));
     }
-    match tc::filters(handle, LO, direction).await {
+    match tc::filters(LO, direction) {
         Ok(filters)
             if filters
                 .iter()

@@ -13,9 +13,9 @@
 //! Verdicts mean the same as with TCX: `TC_ACT_UNSPEC` (TCX_NEXT) hands the packet to the
 //! next filter, which is how an IPv4 program hands IPv6 to its twin at the next preference.
 
-use futures_util::StreamExt as _;
+use std::{io, os::fd::BorrowedFd};
+
 use rtnetlink::{
-    Handle,
     packet_core::{
         NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
         NetlinkMessage, NetlinkPayload,
@@ -24,6 +24,7 @@ use rtnetlink::{
         RouteNetlinkMessage,
         tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption},
     },
+    sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE},
 };
 
 /// The preference of egress-router's first filter on a hook; its IPv6 twin takes the next.
@@ -68,48 +69,68 @@ pub struct Filter {
     pub direct_action: bool,
 }
 
-/// Errors of the netlink requests, with the errno where the kernel gave one.
+/// A netlink request that failed: what it was, and the kernel's answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}")]
 pub struct Error {
     what: &'static str,
     #[source]
-    source: rtnetlink::Error,
+    source: io::Error,
 }
 
 impl Error {
     /// The kernel's errno, if the kernel refused the request.
     #[must_use]
     pub fn errno(&self) -> Option<i32> {
-        errno(&self.source)
+        self.source.raw_os_error()
     }
 }
 
-fn errno(err: &rtnetlink::Error) -> Option<i32> {
-    match err {
-        rtnetlink::Error::NetlinkError(msg) => Some(-msg.raw_code()),
-        _ => None,
-    }
-}
-
-/// Sends `message` and waits for the kernel's answer, every part of it.
-async fn request(
-    handle: &Handle,
-    message: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<Vec<RouteNetlinkMessage>, rtnetlink::Error> {
+/// Sends `message` on a netlink socket of the current network namespace and collects the
+/// kernel's answer: every message of a dump, or the acknowledgement.
+fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
     let mut req = NetlinkMessage::from(message);
     req.header.flags = NLM_F_REQUEST | flags;
-    let mut response = handle.clone().request(req)?;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
     let mut answers = Vec::new();
-    while let Some(message) = response.next().await {
-        match message.payload {
-            NetlinkPayload::Error(err) => return Err(rtnetlink::Error::NetlinkError(err)),
-            NetlinkPayload::InnerMessage(inner) => answers.push(inner),
-            _ => {}
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        while at < data.len() {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(answers),
+                // An error, or (code 0) the acknowledgement that ends a request.
+                NetlinkPayload::Error(err) => match err.code {
+                    Some(_) => return Err(err.to_io()),
+                    None => return Ok(answers),
+                },
+                NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            at += length;
         }
     }
-    Ok(answers)
+}
+
+fn refused(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error { what, source }
+}
+
+fn errno_in(err: &io::Error, codes: &[i32]) -> bool {
+    err.raw_os_error().is_some_and(|code| codes.contains(&code))
 }
 
 fn clsact(ifindex: u32) -> TcMessage {
@@ -125,32 +146,21 @@ fn clsact(ifindex: u32) -> TcMessage {
 
 /// Adds the clsact qdisc to the interface: `true` when this call created it, `false` when
 /// one was there already.
-pub async fn add_clsact(handle: &Handle, ifindex: u32) -> Result<bool, Error> {
+pub fn add_clsact(ifindex: u32) -> Result<bool, Error> {
     let message = RouteNetlinkMessage::NewQueueDiscipline(clsact(ifindex));
-    match request(handle, message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).await {
+    match request(message, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
         Ok(_) => Ok(true),
-        Err(err) if errno(&err) == Some(libc::EEXIST) => Ok(false),
-        Err(source) => Err(Error {
-            what: "adding the clsact qdisc",
-            source,
-        }),
+        Err(err) if errno_in(&err, &[libc::EEXIST]) => Ok(false),
+        Err(err) => Err(refused("adding the clsact qdisc")(err)),
     }
 }
 
 /// Whether the interface has a clsact qdisc.
-pub async fn has_clsact(handle: &Handle, ifindex: u32) -> Result<bool, Error> {
+pub fn has_clsact(ifindex: u32) -> Result<bool, Error> {
     let mut message = TcMessage::with_index(ifindex as i32);
     message.header.parent = TcHandle::CLSACT;
-    let answers = request(
-        handle,
-        RouteNetlinkMessage::GetQueueDiscipline(message),
-        NLM_F_DUMP,
-    )
-    .await
-    .map_err(|source| Error {
-        what: "listing the qdiscs",
-        source,
-    })?;
+    let answers = request(RouteNetlinkMessage::GetQueueDiscipline(message), NLM_F_DUMP)
+        .map_err(refused("listing the qdiscs"))?;
     Ok(answers.iter().any(|answer| match answer {
         RouteNetlinkMessage::NewQueueDiscipline(qdisc) => {
             qdisc.header.index == ifindex as i32
@@ -165,57 +175,27 @@ pub async fn has_clsact(handle: &Handle, ifindex: u32) -> Result<bool, Error> {
 
 /// Removes the interface's clsact qdisc, and every filter on it with it. One that is not
 /// there is nothing to remove.
-pub async fn del_clsact(handle: &Handle, ifindex: u32) -> Result<(), Error> {
+pub fn del_clsact(ifindex: u32) -> Result<(), Error> {
     let message = RouteNetlinkMessage::DelQueueDiscipline(clsact(ifindex));
-    match request(handle, message, NLM_F_ACK).await {
+    match request(message, NLM_F_ACK) {
         Ok(_) => Ok(()),
-        Err(err)
-            if matches!(
-                errno(&err),
-                Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(source) => Err(Error {
-            what: "removing the clsact qdisc",
-            source,
-        }),
+        Err(err) if errno_in(&err, &[libc::ENOENT, libc::EINVAL, libc::ENODEV]) => Ok(()),
+        Err(err) => Err(refused("removing the clsact qdisc")(err)),
     }
 }
 
 /// The `cls_bpf` filters on one hook, in the order they run. An interface without a clsact
 /// qdisc has none.
-pub async fn filters(
-    handle: &Handle,
-    ifindex: u32,
-    direction: Direction,
-) -> Result<Vec<Filter>, Error> {
+pub fn filters(ifindex: u32, direction: Direction) -> Result<Vec<Filter>, Error> {
     let mut message = TcMessage::with_index(ifindex as i32);
     message.header.parent = direction.parent();
-    let answers = match request(
-        handle,
-        RouteNetlinkMessage::GetTrafficFilter(message),
-        NLM_F_DUMP,
-    )
-    .await
-    {
+    let answers = match request(RouteNetlinkMessage::GetTrafficFilter(message), NLM_F_DUMP) {
         Ok(answers) => answers,
         // No clsact qdisc (EINVAL), or the interface went away.
-        Err(err)
-            if matches!(
-                errno(&err),
-                Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)
-            ) =>
-        {
+        Err(err) if errno_in(&err, &[libc::EINVAL, libc::ENOENT, libc::ENODEV]) => {
             return Ok(Vec::new());
         }
-        Err(source) => {
-            return Err(Error {
-                what: "listing the tc filters",
-                source,
-            });
-        }
+        Err(err) => return Err(refused("listing the tc filters")(err)),
     };
     let mut found: Vec<Filter> = answers
         .iter()
@@ -277,12 +257,11 @@ fn filter_message(ifindex: u32, direction: Direction, priority: u16) -> TcMessag
 /// Puts program `fd` (named `name`) in a direct-action filter at `priority` on the hook,
 /// replacing in place the program of a filter already there (atomically: no packet runs
 /// without one), or creating the filter.
-pub async fn attach(
-    handle: &Handle,
+pub fn attach(
     ifindex: u32,
     direction: Direction,
     priority: u16,
-    fd: std::os::fd::BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
     name: &str,
 ) -> Result<(), Error> {
     use std::os::fd::AsRawFd as _;
@@ -294,48 +273,22 @@ pub async fn attach(
         TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
     ]));
     request(
-        handle,
         RouteNetlinkMessage::NewTrafficFilter(message),
         NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
     )
-    .await
     .map(drop)
-    .map_err(|source| Error {
-        what: "writing the tc filter",
-        source,
-    })
+    .map_err(refused("writing the tc filter"))
 }
 
 /// Removes egress-router's filter at `priority` from the hook; one that is not there (or
 /// an interface without clsact) is nothing to remove.
-pub async fn detach(
-    handle: &Handle,
-    ifindex: u32,
-    direction: Direction,
-    priority: u16,
-) -> Result<(), Error> {
+pub fn detach(ifindex: u32, direction: Direction, priority: u16) -> Result<(), Error> {
     let mut message = filter_message(ifindex, direction, priority);
     message.attributes.push(TcAttribute::Kind("bpf".into()));
-    match request(
-        handle,
-        RouteNetlinkMessage::DelTrafficFilter(message),
-        NLM_F_ACK,
-    )
-    .await
-    {
+    match request(RouteNetlinkMessage::DelTrafficFilter(message), NLM_F_ACK) {
         Ok(_) => Ok(()),
-        Err(err)
-            if matches!(
-                errno(&err),
-                Some(libc::ENOENT | libc::EINVAL | libc::ENODEV)
-            ) =>
-        {
-            Ok(())
-        }
-        Err(source) => Err(Error {
-            what: "removing the tc filter",
-            source,
-        }),
+        Err(err) if errno_in(&err, &[libc::ENOENT, libc::EINVAL, libc::ENODEV]) => Ok(()),
+        Err(err) => Err(refused("removing the tc filter")(err)),
     }
 }
 
