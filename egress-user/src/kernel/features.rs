@@ -357,6 +357,19 @@ pub struct Missing {
     pub plane: &'static str,
 }
 
+impl Missing {
+    /// `feature`, which `plane` needs.
+    #[must_use]
+    pub fn of(feature: &Feature, plane: Plane) -> Self {
+        Self {
+            name: feature.name,
+            what: feature.what,
+            since: feature.since,
+            plane: plane.name(),
+        }
+    }
+}
+
 impl Report {
     /// Probes every feature of [`FEATURES`].
     #[must_use]
@@ -390,12 +403,7 @@ impl Report {
     /// The first feature `plane` cannot run without, if any: one without a fallback, or
     /// both ways to attach at once.
     pub fn require(&self, plane: Plane) -> Result<(), Missing> {
-        let missing = |feature: &Feature| Missing {
-            name: feature.name,
-            what: feature.what,
-            since: feature.since,
-            plane: plane.name(),
-        };
+        let missing = |feature: &Feature| Missing::of(feature, plane);
         for found in &self.found {
             let feature = found.feature;
             if !feature.planes.contains(&plane) || found.usable() {

@@ -13,4 +13,35 @@ pub mod features;
 pub mod probe;
 pub mod scratch;
 
-pub use features::{Feature, Found, Plane, Report, Status};
+pub use features::{Feature, Found, Missing, Plane, Report, Status};
+
+use crate::dataplane::attach::{self, Choice};
+
+/// What a data plane checks of the kernel before it changes anything: the attachment
+/// `choice` made for the process ([`attach::choose`]), and every feature `plane` uses
+/// probed. Refuses with the first feature `plane` cannot run without; logs each feature
+/// that is missing and what is used in its place.
+pub fn ready(plane: Plane, choice: Choice) -> Result<Report, Missing> {
+    attach::choose(choice);
+    let report = Report::probe();
+    report.require(plane)?;
+    if choice == Choice::Tcx && !report.usable("tcx") {
+        let tcx = report.get("tcx").expect("in FEATURES").feature;
+        return Err(Missing::of(tcx, plane));
+    }
+    for found in &report.found {
+        let feature = found.feature;
+        if feature.planes.contains(&plane)
+            && let (Status::Missing(why), Some(fallback)) = (&found.status, feature.fallback)
+        {
+            tracing::info!(
+                feature = feature.name,
+                since = feature.since,
+                instead = fallback,
+                why = %why,
+                "kernel feature missing: using what takes its place"
+            );
+        }
+    }
+    Ok(report)
+}

@@ -146,11 +146,11 @@ fn cls_bpf() -> Status {
         Err(err) => return refused(err),
     };
     if let Err(err) = tc::add_clsact(LO) {
-        return Status::Missing(crate::error_chain(&err));
+        return Status::Missing(crate::error_chain(&err).to_string());
     }
     let direction = tc::Direction::Ingress;
     if let Err(err) = tc::attach(LO, direction, tc::PRIORITY, prog.as_fd(), "probe") {
-        return Status::Missing(crate::error_chain(&err));
+        return Status::Missing(crate::error_chain(&err).to_string());
     }
     match tc::filters(LO, direction) {
         Ok(filters)
@@ -161,7 +161,7 @@ fn cls_bpf() -> Status {
             Status::Present
         }
         Ok(_) => Status::Missing("the filter was not kept in direct-action mode".into()),
-        Err(err) => Status::Unknown(crate::error_chain(&err)),
+        Err(err) => Status::Unknown(crate::error_chain(&err).to_string()),
     }
 }
 

@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use egress_common::{NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6};
+use egress_common::{
+    NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6, config_flags,
+};
 
 use crate::{
     agent::gc::Collector,
@@ -125,10 +127,16 @@ impl NodeAgent {
             },
         )
         .context("loading the node data plane")?;
+        // The uplink's clsact, if the tc attachment makes it now or an earlier agent did.
+        let running = dp.maps().node_uplink()?;
+        let flags = attach::clsact_flags(
+            &Interfaces::uplink(&opts.uplink),
+            u32::from(running.flags),
+        )?;
         dp.maps_mut().set_node_uplink(&NodeUplink {
             mac,
             arp: u8::from(opts.arp),
-            _pad: 0,
+            flags: flags as u8,
             ifindex: uplink.index,
         })?;
         dp.attach(&Interfaces::uplink(&opts.uplink), opts.ipv6)
@@ -361,6 +369,18 @@ impl NodeAgent {
                 .await
                 .with_context(|| format!("resolving EGRESS_GATEWAY {gateway}"))?;
         }
+        // The clsact of the host-side interface, if the tc attachment makes it now or did
+        // for this instance before.
+        let config = RouterConfig {
+            flags: config.flags
+                | attach::clsact_flags(
+                    &Interfaces::host(&host_name),
+                    current
+                        .filter(|c| c.config.host_ifindex() == host)
+                        .map_or(0, |c| c.config.flags),
+                )?,
+            ..config
+        };
         // Attached before the instance is armed: until its configuration is written, the
         // program lets its packets into the pod as before.
         self.dp
@@ -373,7 +393,7 @@ impl NodeAgent {
         let new = current.is_none();
         let moved = current.is_some_and(|c| c.config.host_ifindex() != host);
         if moved && let Some(old) = current {
-            detach_host(old.config.host_ifindex())?;
+            detach_host(&old.config)?;
         }
         self.served.insert(
             instance.pod_ip,
@@ -433,17 +453,18 @@ impl NodeAgent {
             return Ok(());
         };
         self.dp.maps_mut().remove_node_instance(&served.config)?;
-        detach_host(served.config.host_ifindex())?;
+        detach_host(&served.config)?;
         tracing::info!(pod = %pod_ip, instance = served.config.instance, "instance dropped");
         Ok(())
     }
 }
 
-/// Detaches the programs of a router pod's host-side interface `index`, if it is still
-/// there (gone with its pod, it took them along).
-fn detach_host(index: u32) -> Result<()> {
-    if let Some(name) = ifname(index) {
+/// Detaches the programs of an instance's host-side interface, if it is still there (gone
+/// with its pod, it took them along), and the clsact the agent made on it.
+fn detach_host(config: &RouterConfig) -> Result<()> {
+    if let Some(name) = ifname(config.host_ifindex()) {
         attach::detach_all(Mode::Node, &Interfaces::host(&name))?;
+        attach::release_clsact(&name, config.flags & config_flags::CLSACT_POD_SIDE != 0)?;
     }
     Ok(())
 }
