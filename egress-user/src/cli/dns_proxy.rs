@@ -27,8 +27,7 @@ use egress_user::{
 
 use crate::cli::args::{
     AgentArgs, AttachKind, ConntrackArgs, EgressInterface, Gateway, Instance as Parts,
-    NetworkSetup, Pins,
-    PodInterface, Resolver, Source, is_set,
+    NetworkSetup, Pins, PodInterface, Resolver, Source, is_set,
 };
 
 /// The DNS proxy's own variables.

@@ -36,7 +36,12 @@ fn kernel_release() -> String {
 pub(crate) fn execute(args: &FeaturesArgs) -> Result<()> {
     let report = Report::probe();
     let release = kernel_release();
-    let verdict = |plane| report.require(plane).err().map(|missing| missing.to_string());
+    let verdict = |plane| {
+        report
+            .require(plane)
+            .err()
+            .map(|missing| missing.to_string())
+    };
     let attach = if report.usable("tcx") {
         attach::Kind::Tcx
     } else {

@@ -19,8 +19,7 @@ use egress_user::{
 };
 
 use crate::cli::args::{
-    AttachKind, BpffsRoot, ConntrackArgs, Destination, Gateway, Json, PodInterface, Source,
-    runtime,
+    AttachKind, BpffsRoot, ConntrackArgs, Destination, Gateway, Json, PodInterface, Source, runtime,
 };
 
 /// The pin directory of the node agent below the bpffs root.

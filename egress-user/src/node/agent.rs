@@ -11,9 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use egress_common::{
-    NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6, config_flags,
-};
+use egress_common::{NODE_INSTANCES_MAX, NodeUplink, RouterConfig, RouterConfig6, config_flags};
 
 use crate::{
     agent::gc::Collector,
@@ -129,10 +127,8 @@ impl NodeAgent {
         .context("loading the node data plane")?;
         // The uplink's clsact, if the tc attachment makes it now or an earlier agent did.
         let running = dp.maps().node_uplink()?;
-        let flags = attach::clsact_flags(
-            &Interfaces::uplink(&opts.uplink),
-            u32::from(running.flags),
-        )?;
+        let flags =
+            attach::clsact_flags(&Interfaces::uplink(&opts.uplink), u32::from(running.flags))?;
         dp.maps_mut().set_node_uplink(&NodeUplink {
             mac,
             arp: u8::from(opts.arp),

@@ -176,8 +176,7 @@ pub fn attached(ifindex: u32, program: &Program) -> Result<Option<Attachment>, D
 /// Every attachment of `program` at its hook of interface `ifindex`: one, or during a
 /// switch of kinds, two.
 fn attached_all(ifindex: u32, program: &Program) -> Result<Vec<Attachment>, DiscoverError> {
-    let (Some(attach_type), Some(direction)) =
-        (tc_type(program.hook), tc_direction(program.hook))
+    let (Some(attach_type), Some(direction)) = (tc_type(program.hook), tc_direction(program.hook))
     else {
         return Ok(Vec::new());
     };
@@ -255,8 +254,7 @@ pub fn attach(
 ) -> Result<Attached, Error> {
     let name = program.name;
     let index = ifindex(iface).ok_or_else(|| NetworkError::NoInterface(iface.to_owned()))?;
-    let (Some(attach_type), Some(direction)) =
-        (tc_type(program.hook), tc_direction(program.hook))
+    let (Some(attach_type), Some(direction)) = (tc_type(program.hook), tc_direction(program.hook))
     else {
         let prog: &mut Xdp = prog
             .try_into()
@@ -320,8 +318,7 @@ fn detach_found(
     program: &Program,
     found: &Attachment,
 ) -> Result<bool, DiscoverError> {
-    let (Some(attach_type), Some(direction)) =
-        (tc_type(program.hook), tc_direction(program.hook))
+    let (Some(attach_type), Some(direction)) = (tc_type(program.hook), tc_direction(program.hook))
     else {
         return Ok(false);
     };

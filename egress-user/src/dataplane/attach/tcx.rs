@@ -143,7 +143,12 @@ pub(super) fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u
         Ok(_) => {}
         // No TCX entry on this hook yet; or a kernel without TCX (it knows neither the
         // attach type, EINVAL, nor the query's newer fields, E2BIG): nothing there either.
-        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EINVAL | libc::E2BIG)) => {
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::E2BIG)
+            ) =>
+        {
             return Ok(Vec::new());
         }
         Err(err) => return Err(err),
