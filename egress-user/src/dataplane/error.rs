@@ -52,6 +52,12 @@ pub enum Error {
          `tc` attach through a clsact qdisc instead"
     )]
     NoTcx,
+    #[error("reading the qdiscs of {iface}")]
+    Qdiscs {
+        iface: String,
+        #[source]
+        source: crate::dataplane::attach::tc::Error,
+    },
     #[error("finding the programs attached to {iface}")]
     Attached {
         iface: String,

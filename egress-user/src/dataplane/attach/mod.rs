@@ -396,8 +396,7 @@ pub fn clsact_flags(interfaces: &Interfaces<'_>, running: u32) -> Result<u32, Er
             continue;
         };
         let index = ifindex(iface).ok_or_else(|| NetworkError::NoInterface(iface.to_owned()))?;
-        let has = tc::has_clsact(index).map_err(|source| Error::AttachTc {
-            name: "(clsact)",
+        let has = tc::has_clsact(index).map_err(|source| Error::Qdiscs {
             iface: iface.to_owned(),
             source,
         })?;
