@@ -16,7 +16,7 @@ use egress_user::{
     },
     dataplane::attach::Choice,
     instance::setup::Settings,
-    kernel::Plane,
+    kernel::{Plane, Report},
     network::plan::MacvlanMode,
     pod_agent::run::Options as AgentOptions,
 };
@@ -69,9 +69,8 @@ fn parse_attach(value: &str) -> Result<Choice, String> {
 impl AttachKind {
     /// The kernel checks of `plane`'s data plane, before anything changes (see
     /// [`egress_user::kernel::ready`]).
-    pub(crate) fn ready(&self, plane: Plane) -> Result<()> {
-        egress_user::kernel::ready(plane, self.attach)?;
-        Ok(())
+    pub(crate) fn ready(&self, plane: Plane) -> Result<Report> {
+        Ok(egress_user::kernel::ready(plane, self.attach)?)
     }
 }
 

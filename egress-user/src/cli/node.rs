@@ -82,7 +82,7 @@ pub(crate) struct NodeArgs {
 
 pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
     let conntrack = args.conntrack.validate()?;
-    args.kernel.ready(Plane::Node)?;
+    let kernel = args.kernel.ready(Plane::Node)?;
     let bpffs = &args.root.bpffs;
     let pin_dir = match prepare_bpffs(bpffs) {
         Ok(()) => Some(bpffs.join(NODE_PINS)),
@@ -102,6 +102,7 @@ pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
         rescan: Duration::from_millis(args.rescan_ms),
         gc_max_interval: conntrack.gc_max_interval,
         max_flows_per_source: conntrack.max_flows_per_source,
+        managed_neighbours: kernel.usable("managed_neighbours"),
     };
     let NodeListen(listen) = args.metrics;
     runtime()?.block_on(async {

@@ -6,14 +6,18 @@
 //! | module | concern |
 //! |---|---|
 //! | [`features`] | the list: each feature, who needs it, since when, and its fallback |
+//! | [`report`] | a probed kernel: what was found, whether each data plane can run |
 //! | [`probe`] | the probes that ask the kernel directly (program and map types, helpers, syscalls) |
 //! | [`scratch`] | the probes that need interfaces: run in a network namespace of their own |
 
 pub mod features;
 pub mod probe;
+pub mod report;
 pub mod scratch;
 
-pub use features::{Feature, Found, Missing, Plane, Report, Status};
+pub use features::{Feature, Plane};
+pub use probe::Status;
+pub use report::{Found, Missing, Report};
 
 use crate::dataplane::attach::{self, Choice};
 

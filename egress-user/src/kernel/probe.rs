@@ -7,9 +7,57 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use aya::sys::{is_helper_supported, is_map_supported, is_program_supported};
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported},
+};
 
-use super::features::{Probe, Status};
+
+/// How a feature's presence is found out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Probe {
+    Program(ProgramType),
+    Map(MapType),
+    /// A helper, called from a program of this type.
+    Helper(ProgramType, BpfHelper),
+    /// A loop the verifier must prove bounded (Linux 5.3).
+    BoundedLoop,
+    /// A global variable in a `.bss`-like array map (Linux 5.2).
+    GlobalData,
+    /// BTF loaded into the kernel, for the maps' field names.
+    Btf,
+    /// `BPF_MAP_LOOKUP_BATCH` on a hash map.
+    MapBatch,
+    /// `BPF_PROG_TEST_RUN` of a TC program.
+    TestRun,
+    /// The bpf filesystem type.
+    Bpffs,
+    /// Probes that need an interface: in a network namespace of their own.
+    Scratch(Scratch),
+}
+
+/// The probes [`super::scratch`] answers, in a network namespace of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scratch {
+    Tcx,
+    ClsBpf,
+    XdpLink,
+    Macvlan,
+    ManagedNeighbour,
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "kebab-case")]
+pub enum Status {
+    Present,
+    /// Missing, with what the kernel said.
+    Missing(String),
+    /// The probe could not tell (no privileges, say): treated as present, so the real use
+    /// reports what fails.
+    Unknown(String),
+}
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;

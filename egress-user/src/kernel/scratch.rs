@@ -16,29 +16,17 @@ use rtnetlink::{
     },
 };
 
-use super::{
-    features::Status,
-    probe::{HAND_ON, Refused, load, load_as, sys_bpf},
-};
+use super::probe::{HAND_ON, Refused, Scratch, Status, load, load_as, sys_bpf};
 use crate::dataplane::attach::tc;
 
-/// The probes answered here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Probe {
-    Tcx,
-    ClsBpf,
-    XdpLink,
-    Macvlan,
-    ManagedNeighbour,
-}
 
 /// What the scratch probes found, or why they could not run.
 pub(crate) struct Results {
-    found: Result<Vec<(Probe, Status)>, String>,
+    found: Result<Vec<(Scratch, Status)>, String>,
 }
 
 impl Results {
-    pub(crate) fn status(&self, probe: Probe) -> Status {
+    pub(crate) fn status(&self, probe: Scratch) -> Status {
         match &self.found {
             Ok(found) => found
                 .iter()
@@ -79,15 +67,15 @@ pub(crate) fn probe_all() -> Results {
 /// The loopback interface of a new namespace.
 const LO: u32 = 1;
 
-async fn probe_in(handle: &Handle) -> Vec<(Probe, Status)> {
+async fn probe_in(handle: &Handle) -> Vec<(Scratch, Status)> {
     let veth = veth_pair(handle).await;
     vec![
-        (Probe::Tcx, tcx()),
-        (Probe::ClsBpf, cls_bpf()),
-        (Probe::XdpLink, xdp_link()),
-        (Probe::Macvlan, macvlan(handle, &veth).await),
+        (Scratch::Tcx, tcx()),
+        (Scratch::ClsBpf, cls_bpf()),
+        (Scratch::XdpLink, xdp_link()),
+        (Scratch::Macvlan, macvlan(handle, &veth).await),
         (
-            Probe::ManagedNeighbour,
+            Scratch::ManagedNeighbour,
             managed_neighbour(handle, &veth).await,
         ),
     ]
