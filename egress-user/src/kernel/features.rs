@@ -29,7 +29,6 @@ impl Plane {
     }
 }
 
-
 /// One kernel feature egress-router uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Feature {

@@ -13,7 +13,6 @@ use aya::{
     sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported},
 };
 
-
 /// How a feature's presence is found out.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Probe {

@@ -19,7 +19,6 @@ use rtnetlink::{
 use super::probe::{HAND_ON, Refused, Scratch, Status, load, load_as, sys_bpf};
 use crate::dataplane::attach::tc;
 
-
 /// What the scratch probes found, or why they could not run.
 pub(crate) struct Results {
     found: Result<Vec<(Scratch, Status)>, String>,
