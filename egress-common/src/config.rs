@@ -16,6 +16,12 @@ pub mod config_flags {
     /// on to them (TCX_NEXT) instead of passing or dropping them. Set only once they are
     /// attached.
     pub const IPV6: u32 = 4;
+    /// egress-router made the clsact qdisc of the pod interface (node mode: the router
+    /// pod's host-side interface) for its tc filters (`--attach tc`, or `auto` without
+    /// TCX): teardown removes it once no filter of any owner is left on it.
+    pub const CLSACT_POD_SIDE: u32 = 8;
+    /// The same for the egress interface (node mode: the uplink).
+    pub const CLSACT_EGRESS_SIDE: u32 = 16;
 }
 
 /// The instance's addresses and interfaces, at index 0 of [`crate::maps::CONFIG`]. Addresses are

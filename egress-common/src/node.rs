@@ -104,7 +104,9 @@ pub struct NodeUplink {
     /// Nonzero: answer ARP for the egress addresses (layer 2); zero in cloud mode, where
     /// the cloud routes the addresses to the node's NIC and nobody asks.
     pub arp: u8,
-    pub _pad: u8,
+    /// [`crate::config_flags::CLSACT_EGRESS_SIDE`] when the agent made the uplink's clsact
+    /// qdisc for its tc filters (it goes at teardown once no filter is left on it).
+    pub flags: u8,
     pub ifindex: u32,
 }
 

@@ -12,6 +12,7 @@
 //! | [`agent`] | what both agents share: the HTTP endpoints, signals, the conntrack GC loop |
 //! | [`conntrack`] | GC, flow views, the data plane's clock |
 //! | [`inspect`] | `status` |
+//! | [`kernel`] | what the running kernel offers, probed: `features` |
 //! | [`proxy`] | the HTTP proxy and the DNS relay in user space |
 //!
 //! The BPF object is built by `build.rs` and embedded here, so the binary is self-contained.
@@ -22,6 +23,7 @@ pub mod conntrack;
 pub mod dataplane;
 pub mod inspect;
 pub mod instance;
+pub mod kernel;
 pub mod network;
 pub mod node;
 pub mod pod_agent;

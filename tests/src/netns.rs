@@ -160,8 +160,8 @@ impl Netns {
                 after("master")
             ));
         }
-        // TCX programs (which `tc filter show` cannot see), by hook, as program ids: a
-        // replaced program is a change too.
+        // TC programs by hook (TCX's, which `tc filter show` cannot see, then cls_bpf's), as
+        // program ids: a replaced program is a change too.
         let tcx = self.enter(|| {
             use egress_user::dataplane::programs::Hook::{TcEgress, TcIngress};
             names
@@ -182,6 +182,21 @@ impl Netns {
                 .collect::<String>()
         })?;
         state.push_str(&tcx);
+        // Classifier qdiscs (a clsact left behind by the tc attachment is a change too).
+        for name in &names {
+            let out = self
+                .command("tc")
+                .args(["qdisc", "show", "dev", name])
+                .output()
+                .context("tc qdisc show")?;
+            // Only the classifier qdiscs (a root qdisc comes and goes with the link's state).
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let words: Vec<&str> = line.split_whitespace().take(3).collect();
+                if matches!(words.get(1), Some(&("clsact" | "ingress"))) {
+                    state.push_str(&format!("qdisc {name} {}\n", words.join(" ")));
+                }
+            }
+        }
         // The sysctls a router could touch: forwarding, reverse-path and ARP behaviour,
         // the local port range, IPv6 on or off.
         let sysctl = self

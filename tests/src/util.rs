@@ -376,3 +376,16 @@ pub fn download(ns: &Netns, target: std::net::IpAddr, port: u16, bytes: &str) ->
     let received = json["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     (received, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// How the router under test attaches its TC programs, as `status` names it: `tc` when the
+/// suite runs with `EGRESS_ROUTER_ATTACH=tc` (xtask runs the attaching tests once more so),
+/// else what `auto` takes on this kernel.
+#[must_use]
+pub fn attach_kind() -> &'static str {
+    match std::env::var("EGRESS_ROUTER_ATTACH").as_deref() {
+        Ok("tc") => "tc",
+        Ok("tcx") => "tcx",
+        _ if egress_user::dataplane::attach::tcx_supported() => "tcx",
+        _ => "tc",
+    }
+}

@@ -14,7 +14,9 @@ use egress_user::{
         agents::{Conntrack, Listen},
         error::ConfigError,
     },
+    dataplane::attach::Choice,
     instance::setup::Settings,
+    kernel::{Plane, Report},
     network::plan::MacvlanMode,
     pod_agent::run::Options as AgentOptions,
 };
@@ -49,6 +51,27 @@ impl Logging {
 /// A flag variable: set and not empty.
 pub(crate) fn is_set(value: Option<&str>) -> bool {
     value.is_some_and(|v| !v.is_empty())
+}
+
+/// How the TC programs attach, for the commands that attach them.
+#[derive(Args)]
+pub(crate) struct AttachKind {
+    /// How the TC programs attach: `auto` (TCX where the kernel has it, Linux 6.6, else a
+    /// clsact qdisc with cls_bpf filters), `tcx`, or `tc`.
+    #[arg(long = "attach", env = "EGRESS_ROUTER_ATTACH", default_value = "auto", value_parser = parse_attach)]
+    pub(crate) attach: Choice,
+}
+
+fn parse_attach(value: &str) -> Result<Choice, String> {
+    value.parse()
+}
+
+impl AttachKind {
+    /// The kernel checks of `plane`'s data plane, before anything changes (see
+    /// [`egress_user::kernel::ready`]).
+    pub(crate) fn ready(&self, plane: Plane) -> Result<Report> {
+        Ok(egress_user::kernel::ready(plane, self.attach)?)
+    }
 }
 
 /// The bpffs root (the node agent's pins are in `node` below it).

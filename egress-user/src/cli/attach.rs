@@ -2,12 +2,15 @@
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use egress_user::dataplane::{
-    bpffs::prepare_bpffs,
-    load::{Dataplane, LoadOptions},
+use egress_user::{
+    dataplane::{
+        bpffs::prepare_bpffs,
+        load::{Dataplane, LoadOptions},
+    },
+    kernel::Plane,
 };
 
-use crate::cli::args::Pins;
+use crate::cli::args::{AttachKind, Pins};
 
 /// `attach`'s options.
 #[derive(Args)]
@@ -17,11 +20,14 @@ pub(crate) struct AttachArgs {
     pub(crate) interface: String,
     #[command(flatten)]
     pub(crate) pins: Pins,
+    #[command(flatten)]
+    pub(crate) kernel: AttachKind,
 }
 
 pub(crate) fn execute(args: &AttachArgs) -> Result<()> {
     let interface = &args.interface;
     let pin_dir = args.pins.dir();
+    args.kernel.ready(Plane::Pod)?;
     prepare_bpffs(&args.pins.root.bpffs).map_err(anyhow::Error::msg)?;
     let mut dp = Dataplane::load(&LoadOptions {
         pin_dir: Some(pin_dir.clone()),

@@ -19,14 +19,15 @@ use egress_user::{
         Instance,
         names::{Names, may_use_bpf},
     },
+    kernel::Plane,
     network::interface::{egress_sources, pod_ips},
     pod_agent::run::{prepare, run as run_agent},
     proxy::{outbound, relay},
 };
 
 use crate::cli::args::{
-    AgentArgs, ConntrackArgs, EgressInterface, Gateway, Instance as Parts, NetworkSetup, Pins,
-    PodInterface, Resolver, Source, is_set,
+    AgentArgs, AttachKind, ConntrackArgs, EgressInterface, Gateway, Instance as Parts,
+    NetworkSetup, Pins, PodInterface, Resolver, Source, is_set,
 };
 
 /// The DNS proxy's own variables.
@@ -68,6 +69,8 @@ pub(crate) struct DnsProxyArgs {
     pub(crate) conntrack: ConntrackArgs,
     #[command(flatten)]
     pub(crate) agent: AgentArgs,
+    #[command(flatten)]
+    pub(crate) kernel: AttachKind,
 }
 
 pub(crate) fn execute(args: &DnsProxyArgs, log_debug: bool) -> Result<()> {
@@ -148,6 +151,7 @@ pub(crate) fn execute(args: &DnsProxyArgs, log_debug: bool) -> Result<()> {
             }),
         };
         let settings = parts.settings(local_tcp_ports);
+        args.kernel.ready(Plane::Pod)?;
         let prepared = prepare(&parts.agent_options(), args.agent.take_over).await?;
         let mut names = Names::new(
             resolver,

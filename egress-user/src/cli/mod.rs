@@ -13,6 +13,7 @@
 //! | `stats` | `stats` |
 //! | `teardown` | `teardown` |
 //! | `check` | `check`: the preflight of the egress network |
+//! | `features` | `features`: the kernel features the data plane uses, probed |
 //! | `node` | `node`, `node-register`, `node-status`, `node-teardown` |
 //! | `attach` | `attach`: low level, the pod interface's program alone, maps pinned |
 //! | `tests` | the command tree: help on every option, which options each subcommand reads |
@@ -22,6 +23,7 @@ mod attach;
 mod check;
 mod conntrack;
 mod dns_proxy;
+mod features;
 mod http_proxy;
 mod node;
 mod parse;
@@ -104,6 +106,9 @@ pub(crate) enum Command {
     /// stays. Exit status: 0 ok, 1 setup missing, 2 link down, 3 EGRESS_SOURCE in use, 4 MAC
     /// filtered, 5 gateway unreachable.
     Check(check::CheckArgs),
+    /// The kernel features the data plane and the agents use, probed on this kernel: which
+    /// are there, what takes the place of a missing one, and whether each mode can run.
+    Features(features::FeaturesArgs),
     /// The node agent (a DaemonSet, hostNetwork): serves every instance whose router pod
     /// registered in the spool, from the node's uplink, with no macvlan.
     Node(node::NodeArgs),
@@ -166,6 +171,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Stats(args) => stats::execute(&args),
         Command::Teardown(args) => teardown::execute(&args),
         Command::Check(args) => check::execute(&args),
+        Command::Features(args) => features::execute(&args),
         Command::Node(args) => node::execute(&args),
         Command::NodeRegister(args) => node::register(&args),
         Command::NodeStatus(args) => node::status(&args),
@@ -224,6 +230,7 @@ fn implicit_command(args: Modeless) -> Result<Command> {
             network: run.network,
             conntrack: run.conntrack,
             agent: run.agent,
+            kernel: run.kernel,
         })),
         (false, false) => Ok(Command::Run(run)),
     }

@@ -10,6 +10,7 @@ use egress_user::{
     agent::signals::Signals,
     config::{agents::NodeListen, redirect::Raw},
     dataplane::bpffs::prepare_bpffs,
+    kernel::Plane,
     network::interface::pod_ips,
     node::{
         agent::{NodeAgent, NodeOptions},
@@ -18,7 +19,7 @@ use egress_user::{
 };
 
 use crate::cli::args::{
-    BpffsRoot, ConntrackArgs, Destination, Gateway, Json, PodInterface, Source, runtime,
+    AttachKind, BpffsRoot, ConntrackArgs, Destination, Gateway, Json, PodInterface, Source, runtime,
 };
 
 /// The pin directory of the node agent below the bpffs root.
@@ -75,10 +76,13 @@ pub(crate) struct NodeArgs {
     pub(crate) root: BpffsRoot,
     #[command(flatten)]
     pub(crate) conntrack: ConntrackArgs,
+    #[command(flatten)]
+    pub(crate) kernel: AttachKind,
 }
 
 pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
     let conntrack = args.conntrack.validate()?;
+    let kernel = args.kernel.ready(Plane::Node)?;
     let bpffs = &args.root.bpffs;
     let pin_dir = match prepare_bpffs(bpffs) {
         Ok(()) => Some(bpffs.join(NODE_PINS)),
@@ -98,6 +102,7 @@ pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
         rescan: Duration::from_millis(args.rescan_ms),
         gc_max_interval: conntrack.gc_max_interval,
         max_flows_per_source: conntrack.max_flows_per_source,
+        managed_neighbours: kernel.usable("managed_neighbours"),
     };
     let NodeListen(listen) = args.metrics;
     runtime()?.block_on(async {

@@ -12,11 +12,12 @@ use egress_user::{
     config::{mode::Mode, redirect::Raw, source::ConfigSource},
     dataplane::rules::RuleSet,
     instance::{Instance, source::Destinations},
+    kernel::Plane,
     pod_agent::run::{prepare, run as run_agent},
 };
 
 use crate::cli::args::{
-    AgentArgs, ConntrackArgs, Destination, EgressInterface, Gateway, Instance as Parts,
+    AgentArgs, AttachKind, ConntrackArgs, Destination, EgressInterface, Gateway, Instance as Parts,
     NetworkSetup, Pins, PodInterface, Source, runtime,
 };
 
@@ -53,6 +54,8 @@ pub(crate) struct RunArgs {
     pub(crate) conntrack: ConntrackArgs,
     #[command(flatten)]
     pub(crate) agent: AgentArgs,
+    #[command(flatten)]
+    pub(crate) kernel: AttachKind,
 }
 
 pub(crate) fn execute(args: &RunArgs, debug: bool) -> Result<()> {
@@ -83,6 +86,10 @@ pub(crate) fn execute(args: &RunArgs, debug: bool) -> Result<()> {
     };
     let config = destinations.config().clone();
     let settings = parts.settings(local_tcp_ports);
+    // The kernel, before anything changes: every mode but the plan loads the data plane.
+    if config.mode != Mode::UnitTest {
+        args.kernel.ready(Plane::Pod)?;
+    }
     match config.mode {
         Mode::UnitTest => {
             print!(

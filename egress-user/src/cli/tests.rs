@@ -56,6 +56,7 @@ const APPLIES: &[(&str, &[&str])] = &[
             "max-flows-per-source",
             "metrics-address",
             "take-over",
+            "attach",
         ],
     ),
     (
@@ -95,9 +96,10 @@ const APPLIES: &[(&str, &[&str])] = &[
             "max-flows-per-source",
             "metrics-address",
             "take-over",
+            "attach",
         ],
     ),
-    ("attach", &["interface", "bpffs", "instance"]),
+    ("attach", &["interface", "bpffs", "instance", "attach"]),
     (
         "status",
         &[
@@ -148,6 +150,7 @@ const APPLIES: &[(&str, &[&str])] = &[
             "conntrack-size",
             "gc-max-interval",
             "max-flows-per-source",
+            "attach",
         ],
     ),
     (
@@ -165,6 +168,7 @@ const APPLIES: &[(&str, &[&str])] = &[
         ],
     ),
     ("node-status", &["bpffs", "json"]),
+    ("features", &["json"]),
     ("node-teardown", &["uplink", "bpffs"]),
 ];
 
@@ -337,6 +341,7 @@ fn the_form_without_a_subcommand_keeps_its_flags_variables_and_defaults() {
         .collect();
     found.sort();
     let mut expected: Vec<(String, Option<String>, Vec<String>)> = [
+        ("attach", Some("EGRESS_ROUTER_ATTACH"), Some("auto")),
         (
             "bpffs",
             Some("EGRESS_ROUTER_BPFFS"),

@@ -40,6 +40,24 @@ pub enum Error {
         iface: String,
         source: io::Error,
     },
+    #[error("attaching {name} to {iface} as a tc filter")]
+    AttachTc {
+        name: &'static str,
+        iface: String,
+        #[source]
+        source: crate::dataplane::attach::tc::Error,
+    },
+    #[error(
+        "--attach tcx (EGRESS_ROUTER_ATTACH): this kernel has no TCX (Linux 6.6); `auto` or \
+         `tc` attach through a clsact qdisc instead"
+    )]
+    NoTcx,
+    #[error("reading the qdiscs of {iface}")]
+    Qdiscs {
+        iface: String,
+        #[source]
+        source: crate::dataplane::attach::tc::Error,
+    },
     #[error("finding the programs attached to {iface}")]
     Attached {
         iface: String,
@@ -67,6 +85,13 @@ pub enum DiscoverError {
         name: &'static str,
         iface: String,
         source: std::io::Error,
+    },
+    #[error("{what} on interface {ifindex}")]
+    Tc {
+        what: &'static str,
+        ifindex: u32,
+        #[source]
+        source: crate::dataplane::attach::tc::Error,
     },
     #[error(transparent)]
     Maps(#[from] crate::dataplane::maps::Error),

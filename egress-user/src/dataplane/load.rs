@@ -301,7 +301,7 @@ impl Dataplane {
             .ebpf
             .program_mut(name)
             .ok_or(Error::MissingProgram(name))?;
-        attach::attach(prog, program, iface, None)
+        attach::attach(prog, program, iface, None).map(drop)
     }
 
     /// Starts reading the programs' aya-log events (emitted only with the DEBUG flag in the

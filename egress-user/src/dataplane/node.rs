@@ -97,6 +97,14 @@ impl MapSet {
         })
     }
 
+    /// The uplink's facts as the maps hold them (zero before an agent wrote them).
+    pub fn node_uplink(&self) -> Result<NodeUplink, MapsError> {
+        let name = maps::NODE_UPLINK;
+        let err = |source| MapsError::Map { name, source };
+        let array = Array::<_, NodeUplink>::try_from(self.map(name)?).map_err(err)?;
+        array.get(&0, 0).map_err(err)
+    }
+
     /// Writes the uplink's facts for the ARP responder.
     pub fn set_node_uplink(&mut self, uplink: &NodeUplink) -> Result<(), MapsError> {
         let name = maps::NODE_UPLINK;

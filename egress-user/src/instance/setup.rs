@@ -11,7 +11,7 @@ use egress_common::{RouterConfig6, config_flags};
 
 use crate::{
     config::fields::Egress,
-    dataplane::{handover::Handover, load, programs::Interfaces, rules::RuleSet},
+    dataplane::{attach, handover::Handover, load, programs::Interfaces, rules::RuleSet},
     instance::{
         Instance,
         router::{nat_secret, router_config, router_config6},
@@ -219,10 +219,14 @@ impl Instance {
         let mut router = router_config(source4, pod_ip, &pod, &egress_facts, settings.debug);
         // The port-choice key of the running data plane, so that its flows are re-created
         // with the same translation; a new one for a new data plane.
-        router.nat_secret = match dataplane.maps().config()? {
+        let running = dataplane.maps().config()?;
+        router.nat_secret = match running {
             Some(running) if running.nat_secret != 0 => running.nat_secret,
             _ => nat_secret(),
         };
+        let interfaces = Interfaces::pod(&settings.pod_interface, &settings.egress_interface);
+        // The clsact qdiscs the tc attachment makes are recorded as ours, for teardown.
+        router.flags |= attach::clsact_flags(&interfaces, running.map_or(0, |r| r.flags))?;
         let mut router6 = match (egress.v6, pod_ip6) {
             (Some(v6), Some(pod_ip6)) => {
                 router.flags |= config_flags::IPV6;
@@ -236,7 +240,6 @@ impl Instance {
             dataplane
                 .maps_mut()
                 .configure_dual(&router, &router6, &rules.rules, &rules.rules6)?;
-        let interfaces = Interfaces::pod(&settings.pod_interface, &settings.egress_interface);
         dataplane.attach(&interfaces, ipv6)?;
         if let Some(copied) = dataplane.finish_migration()? {
             tracing::info!(

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use egress_common::config_flags;
 
 use crate::{
     config::fields::{Egress4, Egress6, EgressSource, Gateways, Sources},
@@ -72,6 +73,17 @@ impl Teardown<'_> {
 
         let interfaces = Interfaces::pod(self.pod_interface, self.egress_interface);
         let programs = attach::detach_all(Mode::Pod, &interfaces)?;
+        // The clsact qdiscs the tc attachment made, once nobody's filter is on them.
+        let flags = running
+            .as_ref()
+            .and_then(|maps| maps.config().ok().flatten())
+            .map_or(0, |c| c.flags);
+        for (iface, bit) in [
+            (self.pod_interface, config_flags::CLSACT_POD_SIDE),
+            (self.egress_interface, config_flags::CLSACT_EGRESS_SIDE),
+        ] {
+            attach::release_clsact(iface, flags & bit != 0)?;
+        }
         let pins = bpffs::remove_pins(self.pin_dir)
             .with_context(|| format!("removing the pins in {}", self.pin_dir.display()))?;
         let network = match (v4, v6) {

@@ -85,6 +85,25 @@ pub async fn keep_resolved(index: u32, ip: IpAddr) -> Result<(), Error> {
     netlink(result, || format!("keeping the neighbour {ip} resolved"))
 }
 
+/// Where the kernel has no managed neighbours (before Linux 5.16), what keeps a gateway
+/// resolved instead: asks the kernel to resolve `ip` on interface `index` now, as a packet
+/// using the entry would (`NTF_USE`), creating the entry if it is not there. The node agent
+/// repeats it every [`REFRESH`], well within the time an entry stays reachable (15-45 s).
+pub async fn use_neighbour(index: u32, ip: IpAddr) -> Result<(), Error> {
+    use rtnetlink::packet_route::neighbour::NeighbourFlags;
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let mut request = handle.neighbours().add(index, ip).replace();
+    request.message_mut().header.flags = NeighbourFlags::Use;
+    let result = request.execute().await;
+    connection.abort();
+    netlink(result, || format!("resolving the neighbour {ip}"))
+}
+
+/// How often [`use_neighbour`] is repeated for each gateway where the kernel cannot keep it
+/// resolved itself.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Removes `ip`'s neighbour entry on interface `index` (what [`keep_resolved`] made
 /// managed); an entry that is not there is nothing to remove.
 pub async fn forget_neighbour(index: u32, ip: IpAddr) -> Result<(), Error> {

@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -21,25 +21,20 @@ use crate::{
         programs::{Interfaces, Mode},
     },
     error_chain,
-    network::{
-        announce::{announce, announce6},
-        interface::{ifname, link_facts},
-        route::{keep_resolved, route_interface},
-    },
+    network::{interface::link_facts, route::REFRESH},
     node::{
-        configs::{NodeConfigs, check_ipv6, node_configs, sources},
-        registration::{NodeInstance, Registration, read_spool},
+        registration::{Registration, read_spool},
         statics::{self, StaticInstance},
     },
 };
 
 /// When a new instance's address is announced again (a gratuitous ARP request after the
 /// unsolicited reply, as OpenShift's router does).
-const ANNOUNCE_AGAIN: Duration = Duration::from_millis(100);
+pub(super) const ANNOUNCE_AGAIN: Duration = Duration::from_millis(100);
 /// When it is announced a last time: past a Linux neighbour's `locktime` (1 s by default),
 /// within which it ignores a new MAC for an entry it just updated, as after traffic to
 /// the old node moments before the failover (seen in the failover test).
-const ANNOUNCE_LAST: Duration = Duration::from_millis(1100);
+pub(super) const ANNOUNCE_LAST: Duration = Duration::from_millis(1100);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -64,18 +59,21 @@ pub struct NodeOptions {
     /// Flows one client may hold on the node (`None`: a quarter of the conntrack
     /// capacity; 0: no limit).
     pub max_flows_per_source: Option<u32>,
+    /// The kernel keeps managed neighbour entries resolved (Linux 5.16); without them the
+    /// agent asks it to resolve each gateway again every [`REFRESH`].
+    pub managed_neighbours: bool,
 }
 
 /// An instance being served: its registration as last applied (none for one adopted
 /// from the pinned maps, until the spool is read), and its configuration.
 #[derive(Clone, Debug)]
-struct Served {
-    registration: Option<Registration>,
-    config: RouterConfig,
+pub(super) struct Served {
+    pub(super) registration: Option<Registration>,
+    pub(super) config: RouterConfig,
     /// Its IPv6 half (zero without IPv6).
-    config6: RouterConfig6,
+    pub(super) config6: RouterConfig6,
     /// The spool file it is served from.
-    path: Option<PathBuf>,
+    pub(super) path: Option<PathBuf>,
 }
 
 /// A task that ends with its holder.
@@ -89,19 +87,19 @@ impl Drop for AbortOnDrop {
 
 /// The agent: the node's data plane and what it serves.
 pub struct NodeAgent {
-    opts: NodeOptions,
-    dp: Dataplane,
-    uplink: u32,
-    uplink_mtu: u32,
-    uplink_mac: [u8; 6],
+    pub(super) opts: NodeOptions,
+    pub(super) dp: Dataplane,
+    pub(super) uplink: u32,
+    pub(super) uplink_mtu: u32,
+    pub(super) uplink_mac: [u8; 6],
     /// By pod IP.
-    served: BTreeMap<Ipv4Addr, Served>,
+    pub(super) served: BTreeMap<Ipv4Addr, Served>,
     /// Spool and static files refused, with the reason last logged (each reason is logged
     /// once).
-    refused: HashMap<PathBuf, String>,
+    pub(super) refused: HashMap<PathBuf, String>,
     /// Static instances' warnings already logged.
-    warned: HashSet<String>,
-    gc: Collector,
+    pub(super) warned: HashSet<String>,
+    pub(super) gc: Collector,
 }
 
 impl NodeAgent {
@@ -125,10 +123,14 @@ impl NodeAgent {
             },
         )
         .context("loading the node data plane")?;
+        // The uplink's clsact, if the tc attachment makes it now or an earlier agent did.
+        let running = dp.maps().node_uplink()?;
+        let flags =
+            attach::clsact_flags(&Interfaces::uplink(&opts.uplink), u32::from(running.flags))?;
         dp.maps_mut().set_node_uplink(&NodeUplink {
             mac,
             arp: u8::from(opts.arp),
-            _pad: 0,
+            flags: flags as u8,
             ifindex: uplink.index,
         })?;
         dp.attach(&Interfaces::uplink(&opts.uplink), opts.ipv6)
@@ -181,8 +183,13 @@ impl NodeAgent {
             None => None,
         };
         tokio::pin!(stop);
+        let mut refreshed = std::time::Instant::now();
         loop {
             self.sync().await;
+            if !self.opts.managed_neighbours && refreshed.elapsed() >= REFRESH {
+                refreshed = std::time::Instant::now();
+                self.refresh_gateways().await;
+            }
             if self.gc.due() {
                 // On a node, a client's flows to every instance count together for the
                 // per-client limit (the tables are shared).
@@ -294,156 +301,4 @@ impl NodeAgent {
         }
         found
     }
-
-    /// Serves one registration (new, changed or as it was). `Ok(false)`: the pod has no
-    /// interface on this node (any more).
-    async fn serve(
-        &mut self,
-        path: &Path,
-        registration: Registration,
-        instance: &NodeInstance,
-    ) -> Result<bool> {
-        let Some(host) = route_interface(IpAddr::V4(instance.pod_ip)).await? else {
-            return Ok(false);
-        };
-        if host == self.uplink {
-            bail!(
-                "the pod IP {} is routed out of the uplink: the pod is not on this node",
-                instance.pod_ip
-            );
-        }
-        let (v4, v6) = (instance.egress.v4, instance.egress.v6);
-        check_ipv6(instance, host, self.opts.ipv6).await?;
-        let source = v4.map_or([0; 4], |v4| v4.source.ip.octets());
-        let source6 = v6.map_or([0; 16], |v6| v6.source.ip.octets());
-        let taken = self.served.iter().find(|(ip, s)| {
-            **ip != instance.pod_ip
-                && ((source != [0; 4] && s.config.egress_source == source)
-                    || (source6 != [0; 16] && s.config6.egress_source == source6))
-        });
-        if let Some((other, _)) = taken {
-            bail!("EGRESS_SOURCE is already served for the pod {other}");
-        }
-        let current = self.served.get(&instance.pod_ip);
-        if let Some(current) = current
-            && current.registration.as_ref() == Some(&registration)
-            && current.config.host_ifindex() == host
-        {
-            return Ok(true);
-        }
-        let number = match current {
-            Some(current) => current.config.instance,
-            None => self.free_number()?,
-        };
-        let host_name = ifname(host).context("the pod's host-side interface vanished")?;
-        let host_mtu = link_facts(&host_name).await?.mtu;
-        let nat_secret =
-            current.map_or_else(crate::instance::router::nat_secret, |c| c.config.nat_secret);
-        let NodeConfigs {
-            config,
-            config6,
-            hop,
-            rules,
-        } = node_configs(
-            instance,
-            number,
-            [(host, host_mtu), (self.uplink, self.uplink_mtu)],
-            nat_secret,
-        );
-        for gateway in [
-            v4.map(|v4| IpAddr::V4(v4.gateway)),
-            v6.map(|v6| IpAddr::V6(v6.gateway)),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            keep_resolved(self.uplink, gateway)
-                .await
-                .with_context(|| format!("resolving EGRESS_GATEWAY {gateway}"))?;
-        }
-        // Attached before the instance is armed: until its configuration is written, the
-        // program lets its packets into the pod as before.
-        self.dp
-            .attach(&Interfaces::host(&host_name), self.opts.ipv6)
-            .with_context(|| format!("attaching to {host_name}"))?;
-        self.dp
-            .maps_mut()
-            .configure_node(&config, &config6, &hop, &rules)
-            .context("writing the instance's maps")?;
-        let new = current.is_none();
-        let moved = current.is_some_and(|c| c.config.host_ifindex() != host);
-        if moved && let Some(old) = current {
-            detach_host(old.config.host_ifindex())?;
-        }
-        self.served.insert(
-            instance.pod_ip,
-            Served {
-                registration: Some(registration),
-                config,
-                config6,
-                path: Some(path.to_owned()),
-            },
-        );
-        tracing::info!(
-            file = %path.display(),
-            pod = %instance.pod_ip,
-            source = %sources(&instance.egress),
-            instance = number,
-            interface = %host_name,
-            "{}",
-            if new { "serving a new instance" } else { "instance updated" }
-        );
-        if new && self.opts.arp {
-            // The gateway learns the address at the uplink's MAC now, not at its next ARP
-            // (after a failover: not after its entry for the old node has failed). In the
-            // background, so that the other instances of this scan do not wait for the
-            // second announcement.
-            let (uplink, index, mac) = (self.opts.uplink.clone(), self.uplink, self.uplink_mac);
-            let (ip, ip6) = (v4.map(|v4| v4.source.ip), v6.map(|v6| v6.source.ip));
-            tokio::spawn(async move {
-                let started = tokio::time::Instant::now();
-                for at in [Duration::ZERO, ANNOUNCE_LAST] {
-                    tokio::time::sleep_until(started + at).await;
-                    if let Some(ip) = ip
-                        && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
-                    {
-                        tracing::warn!(error = %error_chain(&err), "announcing EGRESS_SOURCE");
-                    }
-                    if let Some(ip6) = ip6
-                        && let Err(err) = announce6(&uplink, index, mac, ip6, ANNOUNCE_AGAIN).await
-                    {
-                        tracing::warn!(error = %error_chain(&err), "announcing EGRESS_SOURCE's IPv6 address");
-                    }
-                }
-            });
-        }
-        Ok(true)
-    }
-
-    /// The lowest instance number no served instance has.
-    fn free_number(&self) -> Result<u8> {
-        (1..=NODE_INSTANCES_MAX)
-            .filter_map(|n| u8::try_from(n).ok())
-            .find(|n| !self.served.values().any(|s| s.config.instance == *n))
-            .with_context(|| format!("the node serves {NODE_INSTANCES_MAX} instances already"))
-    }
-
-    fn drop_instance(&mut self, pod_ip: Ipv4Addr) -> Result<()> {
-        let Some(served) = self.served.remove(&pod_ip) else {
-            return Ok(());
-        };
-        self.dp.maps_mut().remove_node_instance(&served.config)?;
-        detach_host(served.config.host_ifindex())?;
-        tracing::info!(pod = %pod_ip, instance = served.config.instance, "instance dropped");
-        Ok(())
-    }
-}
-
-/// Detaches the programs of a router pod's host-side interface `index`, if it is still
-/// there (gone with its pod, it took them along).
-fn detach_host(index: u32) -> Result<()> {
-    if let Some(name) = ifname(index) {
-        attach::detach_all(Mode::Node, &Interfaces::host(&name))?;
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`registration`] | what a router pod hands the agent through the spool directory |
 //! | [`agent`] | the node agent: the loop that serves what the spool says |
+//! | `instances` | one instance served, changed or dropped; gateways resolved again |
 //! | [`configs`] | an instance as the node's maps hold it (both families) |
 //! | [`metrics`] | the node agent's `/metrics` (per instance) and `/healthz` |
 //! | [`statics`] | instances configured by the agent's own files (OpenShift's `EgressRouter` resource among them), which registrations name |
@@ -25,6 +26,7 @@
 
 pub mod agent;
 pub mod configs;
+mod instances;
 pub mod metrics;
 pub mod registration;
 pub mod statics;

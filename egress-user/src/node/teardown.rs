@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use egress_common::config_flags;
 use serde::Serialize;
 
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
         programs::{Interfaces, Mode},
     },
     network::{
-        interface::{ifindex, link_names},
+        interface::{ifindex, ifname, link_names},
         route::forget_neighbour,
     },
 };
@@ -41,9 +42,19 @@ pub struct Removed {
 /// Removes the node data plane of `pin_dir` from this namespace, `uplink` its uplink.
 pub async fn teardown(uplink: &str, pin_dir: &Path) -> Result<Removed> {
     let mut removed = Removed::default();
+    // The clsact qdiscs the agent made: the uplink's, and its instances' host sides.
+    let mut made_clsact = Vec::new();
     // The gateways, from the maps while they are there.
     if let Ok(maps) = MapSet::from_node_pins(pin_dir) {
+        if maps.node_uplink()?.flags as u32 & config_flags::CLSACT_EGRESS_SIDE != 0 {
+            made_clsact.push(uplink.to_owned());
+        }
         for config in maps.node_instances()? {
+            if config.flags & config_flags::CLSACT_POD_SIDE != 0
+                && let Some(name) = ifname(config.host_ifindex())
+            {
+                made_clsact.push(name);
+            }
             let hop = maps.node_hop(config.instance)?;
             let config6 = maps.node_config6(config.instance)?;
             let v4 = Ipv4Addr::from(hop.next_hop[1].to_ne_bytes());
@@ -70,6 +81,9 @@ pub async fn teardown(uplink: &str, pin_dir: &Path) -> Result<Removed> {
     }
     // The uplink's TC programs; its XDP link goes with the pins.
     removed.uplink_program = attach::detach_all(Mode::Node, &Interfaces::uplink(uplink))? > 0;
+    for name in &made_clsact {
+        attach::release_clsact(name, true)?;
+    }
     if let Some(index) = ifindex(uplink) {
         for gateway in &removed.gateways {
             forget_neighbour(index, *gateway).await?;

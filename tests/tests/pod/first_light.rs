@@ -9,7 +9,7 @@ use egress_tests::{
     egress_router_bin,
     lab::{Lab, ROUTER_POD_IP},
     netns::{run_bounded, run_checked},
-    util::run_ok_here,
+    util::{attach_kind, run_ok_here},
 };
 use egress_user::dataplane::maps::MapSet;
 
@@ -30,7 +30,8 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
     )
     .unwrap();
     // `status`, as an operator would look (bpftool before 7.3 does not list TCX programs):
-    // attached with TCX by a process that is gone, so no link holds it.
+    // attached (TCX, or a tc filter under EGRESS_ROUTER_ATTACH=tc) by a process that is
+    // gone, so no link holds it.
     let status = run_bounded(
         lab.router
             .command(egress_router_bin())
@@ -44,10 +45,10 @@ fn attached_program_counts_real_traffic_after_the_loader_exits() {
     let programs = status["programs"].as_array().cloned().unwrap_or_default();
     assert!(
         programs.iter().any(|p| p["name"] == "pod_ingress"
-            && p["hook"] == "tcx"
+            && p["hook"] == attach_kind()
             && p["interface"] == "eth0"
             && p["direction"] == "ingress"),
-        "pod_ingress on eth0's TCX ingress after the loader exited: {status}"
+        "pod_ingress on eth0's ingress after the loader exited: {status}"
     );
 
     let before = MapSet::from_pins(&lab.pin_dir(instance))

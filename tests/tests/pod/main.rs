@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `first_light` | the loader attaches, exits, and the pinned counters show traffic |
 //! | `redirect` | redirect mode end to end with real clients and servers |
+//! | `attach_tc` | the attachment without TCX: beside other owners, switched, torn down; `features` |
 //! | `dual_stack` | one instance serves both families, each from its own EGRESS_SOURCE |
 //! | `alone6` | IPv6 alone in every mode |
 //! | `network` | the egress side's set-up, idempotent, failures that change nothing |
@@ -17,6 +18,7 @@
 //! | `connections` | short connections reusing the client's ports, none lost |
 
 mod alone6;
+mod attach_tc;
 mod claim;
 mod connections;
 mod dual_stack;

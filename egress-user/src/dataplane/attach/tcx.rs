@@ -141,8 +141,16 @@ pub(super) fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u
     };
     match sys_bpf(BPF_PROG_QUERY, &mut attr) {
         Ok(_) => {}
-        // No TCX entry on this hook yet.
-        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        // No TCX entry on this hook yet; or a kernel without TCX (it knows neither the
+        // attach type, EINVAL, nor the query's newer fields, E2BIG): nothing there either.
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::E2BIG)
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(err) => return Err(err),
     }
     let n = (attr.count as usize).min(QUERY_MAX);
@@ -152,6 +160,24 @@ pub(super) fn query(ifindex: u32, attach_type: TcAttachType) -> io::Result<Vec<u
         .filter(|(_, link)| **link == 0)
         .map(|(id, _)| *id)
         .collect())
+}
+
+/// Whether the kernel has TCX (Linux 6.6): it answers a query of the loopback's TCX ingress.
+pub(super) fn supported() -> bool {
+    let mut ids = [0u32; 1];
+    let mut links = [0u32; 1];
+    let mut attr = QueryAttr {
+        target_ifindex: 1,
+        attach_type: BPF_TCX_INGRESS,
+        prog_ids: ids.as_mut_ptr() as u64,
+        link_ids: links.as_mut_ptr() as u64,
+        count: 1,
+        ..QueryAttr::default()
+    };
+    match sys_bpf(BPF_PROG_QUERY, &mut attr) {
+        Ok(_) => true,
+        Err(err) => matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOSPC)),
+    }
 }
 
 /// A file descriptor of the loaded program `id`.
