@@ -9,12 +9,15 @@ use std::{collections::BTreeSet, path::Path};
 use crate::layout::rust_files;
 
 /// The source roots of the workspace's crates (the tests crate's binaries included).
-const CRATES: [&str; 5] = [
+const CRATES: [&str; 8] = [
     "egress-common/src",
     "egress-ebpf/src",
+    "egress-lab-ebpf/src",
+    "egress-ebpf-build/src",
     "egress-user/src",
     "xtask/src",
     "tests/src",
+    "tests/tests",
 ];
 
 /// The modules a file declares as files of their own (`mod x;`, any visibility).

@@ -68,13 +68,23 @@ fn module_of(file: &Path) -> Vec<String> {
 }
 
 /// The crates whose import graphs are checked: each directory is one crate's root (a
-/// `src/` without its `bin/`, or a binary's own directory of modules below `src/bin/`).
-pub(crate) const CRATES: [&str; 6] = [
+/// `src/` without its `bin/`, a binary's own directory of modules below `src/bin/`, or a
+/// test binary's directory below `tests/tests/`): every crate of the workspace.
+pub(crate) const CRATES: [&str; 15] = [
     "egress-common/src",
     "egress-ebpf/src",
+    "egress-lab-ebpf/src",
+    "egress-ebpf-build/src",
     "egress-user/src",
     "tests/src",
     "tests/src/bin/bench",
+    "tests/src/bin/vmlab",
+    "tests/tests/bpf",
+    "tests/tests/deploy",
+    "tests/tests/node",
+    "tests/tests/ops",
+    "tests/tests/pod",
+    "tests/tests/proxy",
     "xtask/src",
 ];
 
@@ -231,7 +241,7 @@ mod tests {
     fn no_file_of_any_crate_imports_a_file_that_imports_it_back() {
         for dir in CRATES {
             let graph = graph_of(dir);
-            assert!(graph.len() > 3, "{dir}: found the sources: {}", graph.len());
+            assert!(!graph.is_empty(), "{dir}: found no sources");
             assert_eq!(find_cycle(&graph), None, "{dir}");
         }
         assert!(imports(&crate_sources(&root().join("egress-user/src"))).len() > 30);

@@ -6,14 +6,17 @@
 //! |---|---|
 //! | `object` | the embedded object holds the product's programs, nothing of the lab |
 //! | `prog` | first frames through the programs; an earlier build's maps taken over |
-//! | `nat`, `nat6` | the translation both ways, checksums, counters, conntrack entries |
+//! | `nat` | the translation both ways, checksums, counters, conntrack entries |
+//! | `nat6` | the translation both ways, checksums, counters, conntrack entries |
 //! | `frag6` | IPv6 fragments translated with their first fragment's ports |
 //! | `chains6` | random IPv6 extension-header chains from either side |
-//! | `path`, `path6` | the router's own ICMP errors (Time Exceeded, Fragmentation Needed) |
+//! | `path` | the router's own ICMP errors (Time Exceeded, Fragmentation Needed) |
+//! | `path6` | the router's own ICMP errors (Time Exceeded, Fragmentation Needed) |
 //! | `conntrack` | conntrack against spoofing: which RST and FIN end a flow, timeouts |
 //! | `port_reuse` | translated ports of flows that are over |
 //! | `races` | conntrack races between CPUs and with the GC |
-//! | `gc_sweep`, `gc6` | the conntrack GC in the kernel as the agent's pass; IPv6 tables |
+//! | `gc_sweep` | the conntrack GC in the kernel as the agent's pass; IPv6 tables |
+//! | `gc6` | the conntrack GC in the kernel as the agent's pass; IPv6 tables |
 //! | `drops` | the drop reasons no other test reaches |
 //! | `lab` | the per-core bench mode's programs |
 //! | `fuzz` | the packet fuzzer with a fixed seed (`cargo xtask fuzz`: `fuzz::`) |

@@ -5,7 +5,8 @@
 //!
 //! | module | what it proves |
 //! |---|---|
-//! | `serve`, `serve6` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
+//! | `serve` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
+//! | `serve6` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
 //! | `instances` | instances come, go, move, restart, are torn down; registrations checked |
 //! | `counts` | the per-client flow limit; each instance's own counters |
 

@@ -12,7 +12,8 @@
 //! | `alone6` | IPv6 alone in every mode |
 //! | `network` | the egress side's set-up, idempotent, failures that change nothing |
 //! | `claim` | the stable MAC, and a set-up refused when the address is taken |
-//! | `path`, `path6` | the router as a hop with real `ping` |
+//! | `path` | the router as a hop with real `ping` |
+//! | `path6` | the router as a hop with real `ping` |
 //! | `isolation` | no routing between the pod's two networks, in any mode |
 //! | `limits` | the per-client flow limit |
 //! | `connections` | short connections reusing the client's ports, none lost |
