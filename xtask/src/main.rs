@@ -11,7 +11,6 @@
 //! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
 //! | `doctables` | every module in its parent's table |
 //! | `doclinks` | every link of the docs resolves |
-//! | `license` | one license statement: the LICENSE files, Cargo, the BPF objects, README.md |
 //! | `vm` | `cargo xtask vm-test`: the lab on an older kernel under QEMU |
 
 #[cfg(test)]
@@ -22,8 +21,6 @@ mod hostcheck;
 mod image;
 #[cfg(test)]
 mod layout;
-#[cfg(test)]
-mod license;
 mod setup;
 mod tally;
 mod vm;
@@ -57,14 +54,17 @@ enum Task {
     /// binary as the entrypoint (buildah; no base image is pulled). Prints its size.
     Image,
     /// Run everything CI runs: fmt, clippy (host crates and the eBPF crates), unit tests,
-    /// BPF_PROG_TEST_RUN tests, netns end-to-end tests and the image in podman. Needs root.
+    /// BPF_PROG_TEST_RUN tests, netns end-to-end tests and the image in podman, the tests
+    /// that attach once more with tc (`EGRESS_ROUTER_ATTACH=tc`), and the VM test on Linux
+    /// 6.1 (`vm-test`). Needs root.
     Test {
         /// Only run tests whose name contains this string (fmt and clippy still run).
         filter: Option<String>,
     },
     /// Boot Debian's Linux 6.1 (no TCX) under QEMU with a small initramfs and run the lab
-    /// there: every program through the verifier, init, the agent, traffic, a restart,
-    /// teardown. Prints the kernel's version and each step's verdict.
+    /// there: every program through the verifier, `features`, init (attached with tc), the
+    /// agent, traffic, a restart that keeps an open connection, teardown, node mode serving
+    /// one instance and its teardown. Prints the kernel's version and each step's verdict.
     VmTest,
     /// Run the demo in a netns lab and show what happened. Needs root.
     Demo,
@@ -76,8 +76,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fuzz the data plane longer than CI does (tests/src/fuzz/): generated and mutated
-    /// frames through pod mode's three IPv4 programs with BPF_PROG_TEST_RUN. Needs root.
+    /// Fuzz the data plane longer than CI does (tests/src/fuzz.rs): generated and mutated
+    /// frames through all three programs with BPF_PROG_TEST_RUN. Needs root.
     Fuzz {
         /// Seed (default: a new one, printed; pass it again to replay a failure).
         #[arg(long)]
@@ -121,7 +121,10 @@ fn main() -> Result<()> {
         Task::Test { filter } => {
             setup::ensure()?;
             setup::ensure_image()?;
-            test(&target, filter.as_deref())
+            if filter.is_none() {
+                setup::ensure_vm(&target)?;
+            }
+            test(&root, &target, filter.as_deref())
         }
         Task::VmTest => {
             setup::ensure()?;
@@ -198,7 +201,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn test(target: &Path, filter: Option<&str>) -> Result<()> {
+fn test(root: &Path, target: &Path, filter: Option<&str>) -> Result<()> {
     require_root("the tests load BPF programs and build network namespaces")?;
     let started = Instant::now();
     step("cargo fmt --check", || cargo(&["fmt", "--all", "--check"]))?;
@@ -259,6 +262,28 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
         }
         run_tallied(&mut cmd, &mut tally)
     });
+    // The tests that attach, once more through the attachment kernels before 6.6 get: a
+    // clsact qdisc with cls_bpf filters in place of TCX.
+    let tc = match filter {
+        Some(_) => Ok(()),
+        None => step(
+            "cargo test, attaching with tc (EGRESS_ROUTER_ATTACH=tc)",
+            || {
+                let mut cmd = Command::new("cargo");
+                cmd.args(["test", "--no-fail-fast", "--package", "egress-tests"])
+                    .args(["--test", "pod", "--test", "ops", "--test", "node", "--"])
+                    .args(ATTACH_TC_TESTS)
+                    .env("EGRESS_ROUTER_BIN", &bin)
+                    .env("EGRESS_ROUTER_ATTACH", "tc");
+                run_tallied(&mut cmd, &mut tally)
+            },
+        ),
+    };
+    // The router on a kernel before TCX, for real: Debian's Linux 6.1 under QEMU.
+    let vm = match filter {
+        Some(_) => Ok(()),
+        None => step("vm-test (Linux 6.1 under QEMU)", || vm::test(root, target)),
+    };
     let leaks = step("host left as it was", || before.settled());
     eprintln!(
         "xtask test: finished in {:.0} s",
@@ -270,9 +295,25 @@ fn test(target: &Path, filter: Option<&str>) -> Result<()> {
         tally.passed, tally.failed, tally.ignored
     );
     tests?;
+    tc?;
+    vm?;
     leaks?;
     tally.judge(filter.is_some())
 }
+
+/// The modules of the lab suites that `cargo xtask test` runs a second time with
+/// `EGRESS_ROUTER_ATTACH=tc`: redirect mode, restarts and adoption without loss, reloads,
+/// upgrades, teardown, and node mode serving, failing over and tearing down.
+const ATTACH_TC_TESTS: &[&str] = &[
+    "redirect::",
+    "first_light::",
+    "operate::",
+    "reload::",
+    "upgrade::",
+    "teardown::",
+    "serve::",
+    "instances::",
+];
 
 /// Release builds of the router and the bench tools, then the bench binary, with a check
 /// that the host is left as it was.
