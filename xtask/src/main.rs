@@ -11,6 +11,7 @@
 //! | `layout` | the tree's shape: no import cycle, long files listed with their reason |
 //! | `doctables` | every module in its parent's table |
 //! | `doclinks` | every link of the docs resolves |
+//! | `license` | one license statement: the LICENSE files, Cargo, the BPF objects, README.md |
 //! | `vm` | `cargo xtask vm-test`: the lab on an older kernel under QEMU |
 
 #[cfg(test)]
@@ -21,6 +22,8 @@ mod hostcheck;
 mod image;
 #[cfg(test)]
 mod layout;
+#[cfg(test)]
+mod license;
 mod setup;
 mod tally;
 mod vm;
@@ -76,8 +79,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fuzz the data plane longer than CI does (tests/src/fuzz.rs): generated and mutated
-    /// frames through all three programs with BPF_PROG_TEST_RUN. Needs root.
+    /// Fuzz the data plane longer than CI does (tests/src/fuzz/): generated and mutated
+    /// frames through pod mode's three IPv4 programs with BPF_PROG_TEST_RUN. Needs root.
     Fuzz {
         /// Seed (default: a new one, printed; pass it again to replay a failure).
         #[arg(long)]
