@@ -74,14 +74,23 @@ fn redirect_pod_init_then_agent_container() {
     env[3].1 = "legacy";
     let agent = Container::start(&lab, "agent", &env, true).unwrap();
     let healthz = format!("http://{ROUTER_POD_IP}:{METRICS_PORT}/healthz");
+    // Not listening yet (curl fails) is "not yet" too: the main container is starting.
     within("the agent's /healthz on the pod IP", &agent, || {
-        let out = run_ok(
-            &lab.client,
-            "curl",
-            &["-s", "--max-time", "2", "-w", "%{http_code}", &healthz],
-            5,
-        );
-        out.ends_with("200").then_some(())
+        let out = run_bounded(
+            lab.client.command("curl").args([
+                "-s",
+                "--max-time",
+                "2",
+                "-w",
+                "%{http_code}",
+                &healthz,
+            ]),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("200")
+            .then_some(())
     });
     for port in [80, 8080] {
         let seen = ask(&lab, port);

@@ -55,6 +55,14 @@ fn a_second_agent_is_refused_unless_it_takes_over() {
     let second = lab
         .start_agent("one", &destination, &["--take-over"])
         .unwrap();
+    // The second agent stops the first itself (before then, /healthz may still be the
+    // first's, which is what start_agent waited for): only then is the first's output read.
+    lab.wait_for_log(
+        second,
+        "took over from the running agent",
+        Duration::from_secs(20),
+    )
+    .unwrap();
     let first_log = String::from_utf8_lossy(&lab.stop_daemon(first).unwrap().stderr).into_owned();
     assert!(
         first_log.contains("terminating; the data plane stays attached"),

@@ -116,10 +116,11 @@ fn iperf_stream_survives_kill_restart_and_a_new_rule() {
     assert!(report["end"]["sum_received"]["bytes"].as_u64().unwrap() > 100_000_000);
     // Nothing of the stream was lost in the kill and the restart's program replace: no
     // drop counter moved, and the sender retransmitted (next to) nothing. A loss in the
-    // hand-over costs many: 1 ms at 200 Mbit/s is 17 segments. Locally this is 0; two
-    // allow for a stray queue drop on a busy 2-CPU machine.
+    // hand-over costs many: 1 ms at 200 Mbit/s is 17 segments. Alone on the machine this
+    // is 0; a few stray queue drops happen when other labs of the suite load both CPUs
+    // (3 seen), so the bound sits below the smallest hand-over loss instead.
     let retransmits = report["end"]["sum_sent"]["retransmits"].as_u64().unwrap();
-    assert!(retransmits <= 2, "{retransmits} TCP retransmissions");
+    assert!(retransmits <= 8, "{retransmits} TCP retransmissions");
     assert_eq!(
         drop_counts(&lab, "iperf"),
         drops_before,
