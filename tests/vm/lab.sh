@@ -1,6 +1,8 @@
 # The lab of `cargo xtask vm-test`, run by /init in the VM: the topology of tests/src/lab.rs
 # (client, router pod, node, gateway, server; documentation ranges only), then one step
-# after another. A step is a function; `step NAME NEEDS` runs `step_NAME` once every step
+# after another. Which steps, `egress-router features` decides (at the bottom): on a kernel
+# where pod mode runs, the whole lab; on one where it cannot, what a user sees there (the
+# refusal, and nothing changed). A step is a function; `step NAME NEEDS` runs `step_NAME` once every step
 # named in NEEDS passed (else it is SKIPPED), prints its output indented, and reports
 # `vm-step: NAME: ok` or `FAILED`. A step fails with `fail MESSAGE`. To add one: write
 # `step_<name>` and call `step <name> "<needs>"` at the bottom.
@@ -336,16 +338,95 @@ step_node_teardown() {
     done
 }
 
+# What a kernel that cannot run pod mode says: `features` names the missing feature.
+step_features_refused() {
+    "$BIN" features || return 1
+    "$BIN" features | grep -q '^pod mode: cannot run here: this kernel lacks ' ||
+        fail "features does not say why pod mode cannot run"
+}
+
+# The network state of namespace $1 and the bpffs, for comparison before and after.
+state() {
+    for what in "-d link" "addr" "route"; do
+        echo "== ip $what"
+        # shellcheck disable=SC2086 # $what is two words on purpose
+        $IP -n "$1" $what
+    done
+    echo "== tc qdisc"
+    in_ns "$1" "$TC" qdisc show
+    for dev in $($IP -n "$1" -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1); do
+        for dir in ingress egress; do
+            echo "== tc filter $dev $dir"
+            in_ns "$1" "$TC" filter show dev "$dev" "$dir" 2>&1
+        done
+    done
+    echo "== bpftool net"
+    in_ns "$1" "$BPFTOOL" net show 2>&1
+    echo "== bpftool prog"
+    "$BPFTOOL" prog show 2>&1
+    echo "== bpffs"
+    find /sys/fs/bpf 2>&1
+}
+
+# COMMAND... (egress-router) in namespace NS refuses: exit 1, ONE line naming the missing
+# feature and the kernel that has it (the one `features` names for PLANE), and the
+# namespace's links, addresses, routes, qdiscs, filters, attached programs and the bpffs
+# exactly as before.
+refuses() {
+    ns=$1 plane=$2
+    shift 2
+    state "$ns" >/tmp/before.state
+    in_ns "$ns" "$@" >/tmp/refusal.out 2>&1
+    rc=$?
+    state "$ns" >/tmp/after.state
+    echo "exit $rc; it said:"
+    cat /tmp/refusal.out
+    expected=$("$BIN" features | sed -n "s/^$plane: cannot run here: //p")
+    lines=$(grep -c . /tmp/refusal.out)
+    [ "$rc" -eq 1 ] || fail "exit $rc, not 1" || return 1
+    [ "$lines" -eq 1 ] || fail "$lines lines, not one" || return 1
+    grep -qF "$expected" /tmp/refusal.out || fail "the line is not features' reason: $expected" ||
+        return 1
+    grep -q 'Linux [0-9.]* or later' /tmp/refusal.out || fail "no minimum kernel named" || return 1
+    if ! diff /tmp/before.state /tmp/after.state; then
+        fail "the refusal changed the state of $ns or the bpffs (diff above)"
+        return 1
+    fi
+    echo "state of $ns and the bpffs: as before ($(wc -l </tmp/before.state) lines compared)"
+}
+
+# As step_init runs it.
+step_init_refused() {
+    refuses router "pod mode" env EGRESS_SOURCE="$EGRESS_SOURCE" EGRESS_GATEWAY="$GATEWAY_IP" \
+        EGRESS_DESTINATION="$DESTINATION" EGRESS_ROUTER_MODE=init \
+        "$BIN" --bpffs "$BPFFS" --instance "$INSTANCE"
+}
+
+# As step_node starts the node agent, on the lab's node.
+step_node_refused() {
+    mkdir -p "$SPOOL"
+    refuses node "node mode" "$BIN" node --uplink uplink --spool "$SPOOL" --bpffs "$NODE_BPFFS"
+}
+
 echo "vm-lab: egress-router $("$BIN" --version 2>&1)"
-step verify ""
-step features ""
-step lab ""
-step init "lab"
-step traffic "init"
-step agent "init"
-step restart "agent"
-step teardown "lab"
-step node "features"
-step node_teardown "node"
+if "$BIN" features | grep -q '^pod mode: runs here'; then
+    echo "vm-lab: pod mode runs here: the whole lab"
+    step verify ""
+    step features ""
+    step lab ""
+    step init "lab"
+    step traffic "init"
+    step agent "init"
+    step restart "agent"
+    step teardown "lab"
+    step node "features"
+    step node_teardown "node"
+else
+    echo "vm-lab: pod mode cannot run here: the refusal"
+    step features_refused ""
+    step lab ""
+    step init_refused "lab features_refused"
+    step node_refused "lab features_refused"
+fi
 echo "vm-lab: $FAILED step(s) failed"
 [ "$FAILED" -eq 0 ]
