@@ -313,6 +313,10 @@ step_node() {
             [ -z "$filters" ] || echo "[node] tc filter $dev $dir: $filters"
         done
     done
+    # What the agent uses in place of missing features (on 5.15: managed neighbours; the
+    # gateway's entry is then a plain one the agent keeps resolved).
+    sed -n 's/.*kernel feature missing.* feature="\([^"]*\)".*/node agent: \1 missing: its fallback in use/p' /tmp/node.log
+    echo "[node] neighbours on uplink: $($IP -n nnode neigh show dev uplink | tr '\n' ';')"
     seen=$(echo node | in_ns nclient timeout 10 "$VMLAB" ask-tcp "$NPOD_IP:80") ||
         fail "TCP to $NPOD_IP:80: no answer" || return 1
     echo "node mode: the server saw: $seen"
@@ -392,7 +396,8 @@ refuses() {
         fail "the refusal changed the state of $ns or the bpffs (diff above)"
         return 1
     fi
-    echo "state of $ns and the bpffs: as before ($(wc -l </tmp/before.state) lines compared)"
+    echo "state of $ns and the bpffs: as before ($(wc -l </tmp/before.state) lines compared):"
+    sed 's/^/  | /' /tmp/before.state
 }
 
 # As step_init runs it.

@@ -103,10 +103,15 @@ pub(crate) fn test(root: &Path, target: &Path) -> Result<()> {
                     failed.len(),
                 );
                 for outcome in &failed {
-                    line.push_str(&format!("\nvm-test:   {}: {}", outcome.step, outcome.verdict));
+                    line.push_str(&format!(
+                        "\nvm-test:   {}: {}",
+                        outcome.step, outcome.verdict
+                    ));
                 }
                 if outcomes.is_empty() {
-                    line.push_str("\nvm-test:   the VM reported no step (did it boot? its console is above)");
+                    line.push_str(
+                        "\nvm-test:   the VM reported no step (did it boot? its console is above)",
+                    );
                 }
                 if outcomes.is_empty() || !failed.is_empty() {
                     failures += 1;
@@ -131,7 +136,10 @@ pub(crate) fn test(root: &Path, target: &Path) -> Result<()> {
         }
     }
     if failures > 0 {
-        bail!("{failures} of {} kernels did not pass every step", kernels.len());
+        bail!(
+            "{failures} of {} kernels did not pass every step",
+            kernels.len()
+        );
     }
     Ok(())
 }

@@ -140,7 +140,10 @@ impl Apt {
         match (self.update(), newest) {
             (Ok(()), _) => Ok(()),
             (Err(err), Some(_)) => {
-                eprintln!("xtask setup: could not refresh {}: {err:#}; using the lists there", self.root.display());
+                eprintln!(
+                    "xtask setup: could not refresh {}: {err:#}; using the lists there",
+                    self.root.display()
+                );
                 Ok(())
             }
             (Err(err), None) => Err(err),
@@ -186,7 +189,10 @@ pub(crate) fn debs(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
         .collect();
     debs.sort();
     if debs.len() != count {
-        bail!("apt-get download left {} .deb files, not {count}", debs.len());
+        bail!(
+            "apt-get download left {} .deb files, not {count}",
+            debs.len()
+        );
     }
     Ok(debs)
 }

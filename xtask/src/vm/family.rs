@@ -177,8 +177,8 @@ mod tests {
     fn specs_name_a_family_or_a_package() {
         let spec = Spec::parse("ubuntu:jammy").unwrap();
         assert_eq!((spec.family.spec, spec.package), ("ubuntu:jammy", None));
-        let spec = Spec::parse("debian:bullseye:linux-image-5.10.0-30-cloud-amd64-unsigned")
-            .unwrap();
+        let spec =
+            Spec::parse("debian:bullseye:linux-image-5.10.0-30-cloud-amd64-unsigned").unwrap();
         assert_eq!(spec.family.spec, "debian:bullseye");
         assert_eq!(
             spec.package.as_deref(),
