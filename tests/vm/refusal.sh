@@ -31,6 +31,19 @@ state() {
     find /sys/fs/bpf 2>&1
 }
 
+# The state of namespace $1 once it has settled (two readings 0.25 s apart agree; a
+# veth's carrier comes up a moment after the lab set it up), into file $2.
+settled_state() {
+    state "$1" >"$2"
+    for _ in $(seq 1 20); do
+        sleep 0.25
+        state "$1" >/tmp/state.again
+        cmp -s "$2" /tmp/state.again && return 0
+        mv /tmp/state.again "$2"
+    done
+    fail "the state of $1 did not settle in 5 s"
+}
+
 # COMMAND... (egress-router) in namespace NS refuses: exit 1, ONE line naming the missing
 # feature and the kernel that has it (the one `features` names for PLANE), and the
 # namespace's links, addresses, routes, qdiscs, filters, attached programs and the bpffs
@@ -38,10 +51,10 @@ state() {
 refuses() {
     ns=$1 plane=$2
     shift 2
-    state "$ns" >/tmp/before.state
+    settled_state "$ns" /tmp/before.state || return 1
     in_ns "$ns" "$@" >/tmp/refusal.out 2>&1
     rc=$?
-    state "$ns" >/tmp/after.state
+    settled_state "$ns" /tmp/after.state || return 1
     echo "exit $rc; it said:"
     cat /tmp/refusal.out
     expected=$("$BIN" features | sed -n "s/^$plane: cannot run here: //p")
