@@ -162,12 +162,19 @@ extern "C" fn visit<A: Swept, const REPLIED: bool>(
             if conntrack::peer_in_place(key, entry, table).is_some() {
                 return NEXT;
             }
-            doom(state, key, None)
+            doom(state, key, FlowKey::default(), false)
         }
         flow_kind::FORWARD => {
             let peer = conntrack::peer_in_place(key, entry, table);
             if gc_collectable(key.proto, entry, peer, now) {
-                return doom(state, key, peer.map(|_| peer_key(key, entry)));
+                // The peer's key in both arms, never an `Option`'s: the compiler reads a
+                // `None`'s undefined key before it tests which it is, and 5.15's verifier
+                // refuses that read of stack never written (docs/design/verifier.md).
+                let (peer_key, has_peer) = match peer {
+                    Some(_) => (peer_key(key, entry), true),
+                    None => (FlowKey::default(), false),
+                };
+                return doom(state, key, peer_key, has_peer);
             }
             if !counts_against_client(key.proto, entry, peer) {
                 return NEXT;
@@ -185,16 +192,22 @@ extern "C" fn visit<A: Swept, const REPLIED: bool>(
         }
         _ => {
             if gc_collectable(key.proto, entry, None, now) {
-                return doom(state, key, None);
+                return doom(state, key, FlowKey::default(), false);
             }
             NEXT
         }
     }
 }
 
-/// Appends a collectable flow to its family's list; stops the sweep when the list is full.
+/// Appends a collectable flow to its family's list (`peer`: its reply entry's key, if
+/// `has_peer`; zero otherwise); stops the sweep when the list is full.
 #[inline(always)]
-fn doom<A: Swept>(state: &mut SweepState, key: &FlowKey<A>, peer: Option<FlowKey<A>>) -> i64 {
+fn doom<A: Swept>(
+    state: &mut SweepState,
+    key: &FlowKey<A>,
+    peer: FlowKey<A>,
+    has_peer: bool,
+) -> i64 {
     let Some(slot) = A::doomed().get_ptr_mut(state.doomed) else {
         state.overflow = 1;
         return STOP;
@@ -203,8 +216,8 @@ fn doom<A: Swept>(state: &mut SweepState, key: &FlowKey<A>, peer: Option<FlowKey
     unsafe {
         *slot = Doomed {
             key: *key,
-            peer: peer.unwrap_or_default(),
-            has_peer: u32::from(peer.is_some()),
+            peer,
+            has_peer: u32::from(has_peer),
             _pad: 0,
         };
     }

@@ -67,7 +67,10 @@ enum Task {
     /// Boot Debian's Linux 6.1 (no TCX) under QEMU with a small initramfs and run the lab
     /// there: every program through the verifier, `features`, init (attached with tc), the
     /// agent, traffic, a restart that keeps an open connection, teardown, node mode serving
-    /// one instance and its teardown. Prints the kernel's version and each step's verdict.
+    /// one instance and its teardown; on a kernel where pod mode cannot run, its refusal.
+    /// Prints the kernel's version and each step's verdict. `EGRESS_VM_KERNEL=ubuntu:jammy`
+    /// (5.15), `debian:bullseye` (5.10) or a package boots another kernel;
+    /// `EGRESS_VM_KERNELS` several, comma-separated.
     VmTest,
     /// Run the demo in a netns lab and show what happened. Needs root.
     Demo,

@@ -82,14 +82,18 @@ const VM_PACKAGES: &[&str] = &[
     "cpio",            // the initramfs archive
 ];
 
-/// What `cargo xtask vm-test` needs beyond [`ensure`]: [`VM_PACKAGES`] and the VM's kernel,
-/// downloaded once into a cache under `target` ([`crate::vm::kernel`]).
+/// What `cargo xtask vm-test` needs beyond [`ensure`]: [`VM_PACKAGES`] and the VMs' kernels
+/// ([`crate::vm::specs`]), downloaded once into a cache under `target`
+/// ([`crate::vm::kernel`]).
 pub(crate) fn ensure_vm(target: &std::path::Path) -> Result<()> {
     let missing = missing(VM_PACKAGES);
     if !missing.is_empty() {
         install(&missing)?;
     }
-    crate::vm::kernel::ensure(&crate::vm::cache(target)).map(drop)
+    for spec in crate::vm::specs()? {
+        crate::vm::kernel::ensure(&crate::vm::cache(target), &spec)?;
+    }
+    Ok(())
 }
 
 /// The manifests' validator (tests/tests/deploy/manifests.rs): kubernetes-validate from

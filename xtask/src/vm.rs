@@ -1,17 +1,22 @@
-//! `cargo xtask vm-test`: the data plane on a kernel older than TCX, for real. Debian's
-//! Linux 6.1 ([`kernel`]) boots under QEMU (TCG: these machines have no KVM) with an
+//! `cargo xtask vm-test`: the data plane on kernels older than TCX, for real. Each kernel
+//! named ([`KERNELS_ENV`], [`KERNEL_ENV`]; default Debian's Linux 6.1, [`family`]) boots
+//! under QEMU (TCG: these machines have no KVM) with an
 //! initramfs ([`initramfs`]) that holds the static `egress-router`, the `vmlab` helper,
 //! busybox and the lab's modules; its `/init` (`tests/vm/init`) runs the lab's steps
 //! (`tests/vm/lab.sh`) and powers the VM off. Each step prints `vm-step: <name>: ok`,
 //! `FAILED` or `SKIPPED`; this side relays the console, stops the VM if it overruns
-//! [`TIMEOUT`], and fails unless every step passed. Nothing is left on the host: the
-//! initramfs is built in a temporary directory removed at the end.
+//! [`TIMEOUT`], and fails unless every step of every kernel passed. Nothing is left on the
+//! host: the initramfs is built in a temporary directory removed at the end.
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`kernel`] | the Debian kernel package: downloaded once, cached, its modules listed |
+//! | [`family`] | the kernels a spec names: Debian 12's 6.1, Debian 11's 5.10, Ubuntu 22.04's 5.15 |
+//! | [`kernel`] | a kernel's packages: downloaded once, cached, its modules listed |
+//! | [`archive`] | another distribution's archive, through apt with a private configuration |
 //! | [`initramfs`] | the VM's initramfs: binaries, modules, the lab's scripts |
 
+pub(crate) mod archive;
+pub(crate) mod family;
 pub(crate) mod initramfs;
 pub(crate) mod kernel;
 
@@ -36,6 +41,26 @@ pub(crate) fn cache(target: &Path) -> PathBuf {
     target.join("vm-kernel")
 }
 
+/// Names the kernel to boot: a spec of [`family`] (`debian:bookworm`, `debian:bullseye`,
+/// `ubuntu:jammy`, `<that>:<package>`, or a package name of the host's apt).
+pub(crate) const KERNEL_ENV: &str = "EGRESS_VM_KERNEL";
+
+/// Names several kernels, comma-separated, booted one after another with the same
+/// binaries; over [`KERNEL_ENV`].
+pub(crate) const KERNELS_ENV: &str = "EGRESS_VM_KERNELS";
+
+/// The kernels to boot: [`KERNELS_ENV`], else [`KERNEL_ENV`], else [`family::DEFAULT`].
+pub(crate) fn specs() -> Result<Vec<family::Spec>> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let text = var(KERNELS_ENV)
+        .or_else(|| var(KERNEL_ENV))
+        .unwrap_or_else(|| family::DEFAULT.to_owned());
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(family::Spec::parse)
+        .collect()
+}
+
 /// What a step of the lab reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Outcome {
@@ -44,8 +69,13 @@ struct Outcome {
 }
 
 pub(crate) fn test(root: &Path, target: &Path) -> Result<()> {
-    let started = Instant::now();
-    let kernel = step("the VM's kernel", || kernel::ensure(&cache(target)))?;
+    let specs = specs()?;
+    let kernels = step("the VMs' kernels", || {
+        specs
+            .iter()
+            .map(|spec| kernel::ensure(&cache(target), spec))
+            .collect::<Result<Vec<_>>>()
+    })?;
     step("build egress-router and vmlab (release, static)", || {
         run(Command::new("cargo")
             .args(["build", "--release", "--target", MUSL])
@@ -55,41 +85,81 @@ pub(crate) fn test(root: &Path, target: &Path) -> Result<()> {
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols"))
     })?;
     let release = target.join(MUSL).join("release");
+    let mut summary = Vec::new();
+    let mut failures = 0;
+    for kernel in &kernels {
+        let started = Instant::now();
+        let outcomes = boot_lab(root, kernel, &release);
+        let seconds = started.elapsed().as_secs_f64();
+        let line = match &outcomes {
+            Ok(outcomes) => {
+                let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed()).collect();
+                let mut line = format!(
+                    "vm-test: Linux {} ({}): {} steps, {} passed, {} failed or skipped, in {seconds:.0} s",
+                    kernel.release,
+                    kernel.package,
+                    outcomes.len(),
+                    outcomes.len() - failed.len(),
+                    failed.len(),
+                );
+                for outcome in &failed {
+                    line.push_str(&format!(
+                        "\nvm-test:   {}: {}",
+                        outcome.step, outcome.verdict
+                    ));
+                }
+                if outcomes.is_empty() {
+                    line.push_str(
+                        "\nvm-test:   the VM reported no step (did it boot? its console is above)",
+                    );
+                }
+                if outcomes.is_empty() || !failed.is_empty() {
+                    failures += 1;
+                }
+                line
+            }
+            Err(err) => {
+                failures += 1;
+                format!(
+                    "vm-test: Linux {} ({}): FAILED in {seconds:.0} s: {err:#}",
+                    kernel.release, kernel.package
+                )
+            }
+        };
+        println!("{line}");
+        summary.push(line);
+    }
+    if kernels.len() > 1 {
+        println!("vm-test: {} kernels:", kernels.len());
+        for line in &summary {
+            println!("{line}");
+        }
+    }
+    if failures > 0 {
+        bail!(
+            "{failures} of {} kernels did not pass every step",
+            kernels.len()
+        );
+    }
+    Ok(())
+}
+
+/// The initramfs for `kernel`, then the VM booted with it: what its steps reported.
+fn boot_lab(root: &Path, kernel: &kernel::Kernel, release: &Path) -> Result<Vec<Outcome>> {
     let work = TempDir::new()?;
-    let archive = step("initramfs", || {
+    let archive = step(&format!("initramfs for {}", kernel.release), || {
         initramfs::build(
             &initramfs::Contents {
-                kernel: &kernel,
+                kernel,
                 binaries: &[release.join("egress-router"), release.join("vmlab")],
                 scripts: &root.join("tests/vm"),
             },
             work.path(),
         )
     })?;
-    let outcomes = step(&format!("boot {} under QEMU (TCG)", kernel.release), || {
+    step(&format!("boot {} under QEMU (TCG)", kernel.release), || {
         boot(&kernel.vmlinuz(), &archive)
-    })?;
-    drop(work);
-    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed()).collect();
-    println!(
-        "vm-test: Linux {} ({}): {} steps, {} passed, {} failed or skipped, in {:.0} s",
-        kernel.release,
-        kernel.package,
-        outcomes.len(),
-        outcomes.len() - failed.len(),
-        failed.len(),
-        started.elapsed().as_secs_f64()
-    );
-    for outcome in &failed {
-        println!("vm-test:   {}: {}", outcome.step, outcome.verdict);
-    }
-    if outcomes.is_empty() {
-        bail!("the VM reported no step (did it boot? its console is above)");
-    }
-    if !failed.is_empty() {
-        bail!("{} of {} steps did not pass", failed.len(), outcomes.len());
-    }
-    Ok(())
+    })
 }
 
 /// Boots the VM, relays its console, and returns what the steps reported.

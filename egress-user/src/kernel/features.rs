@@ -260,6 +260,15 @@ pub const FEATURES: &[Feature] = &[
         probe: Probe::MapBatch,
     },
     Feature {
+        name: "lookup_and_delete",
+        what: "BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps: the conntrack GC takes an \
+               expired flow out atomically, so a packet cannot refresh it in between",
+        since: "5.14",
+        planes: BOTH,
+        fallback: None,
+        probe: Probe::LookupAndDelete,
+    },
+    Feature {
         name: "bpffs",
         what: "the bpf filesystem: pins that keep maps and links across restarts",
         since: "4.4",

@@ -28,6 +28,9 @@ pub(crate) enum Probe {
     Btf,
     /// `BPF_MAP_LOOKUP_BATCH` on a hash map.
     MapBatch,
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on an LRU hash map (Linux 5.14; before, queues and
+    /// stacks only).
+    LookupAndDelete,
     /// `BPF_PROG_TEST_RUN` of a TC program.
     TestRun,
     /// The bpf filesystem type.
@@ -61,8 +64,10 @@ pub enum Status {
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// The kernel's ENOTSUPP (not in libc: it never reaches user space but from bpf(2)).
 const ENOTSUPP: i32 = 524;
@@ -102,6 +107,7 @@ pub(crate) fn status(probe: Probe) -> Status {
         },
         Probe::TestRun => test_run(),
         Probe::MapBatch => map_batch(),
+        Probe::LookupAndDelete => lookup_and_delete(),
         Probe::Bpffs => match std::fs::read_to_string("/proc/filesystems") {
             Ok(list) => yes_no(
                 list.lines()
@@ -281,17 +287,23 @@ struct BatchAttr {
     flags: u64,
 }
 
-fn map_batch() -> Status {
+/// A map of `map_type` with four entries of `u32` keys and values.
+fn small_map(map_type: u32) -> io::Result<OwnedFd> {
     let mut create = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_HASH,
+        map_type,
         key_size: 4,
         value_size: 4,
         max_entries: 4,
         ..MapCreateAttr::default()
     };
-    let map = match sys_bpf(BPF_MAP_CREATE, &mut create) {
-        // SAFETY: a new file descriptor that nothing else owns.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
+    let fd = sys_bpf(BPF_MAP_CREATE, &mut create)?;
+    // SAFETY: a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn map_batch() -> Status {
+    let map = match small_map(BPF_MAP_TYPE_HASH) {
+        Ok(map) => map,
         Err(err) => return Status::Unknown(err.to_string()),
     };
     let (mut keys, mut values, mut out) = ([0u32; 4], [0u32; 4], 0u32);
@@ -310,6 +322,45 @@ fn map_batch() -> Status {
         Err(err) if matches!(err.raw_os_error(), Some(libc::EINVAL | ENOTSUPP)) => {
             Status::Missing(err.to_string())
         }
+        Err(err) => Status::Unknown(err.to_string()),
+    }
+}
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The GC takes a conntrack entry out atomically (`MapSet::take_flow`). An absent key
+/// answers ENOENT where the command takes hash maps; before Linux 5.14, ENOTSUPP (it took
+/// queues and stacks only).
+fn lookup_and_delete() -> Status {
+    let map = match small_map(BPF_MAP_TYPE_LRU_HASH) {
+        Ok(map) => map,
+        Err(err) => return Status::Unknown(err.to_string()),
+    };
+    let (key, mut value) = (0u32, 0u32);
+    let mut attr = ElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: std::ptr::from_ref(&key) as u64,
+        value: std::ptr::from_mut(&mut value) as u64,
+        ..ElemAttr::default()
+    };
+    match sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+        Ok(_) => Status::Present,
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Status::Present,
+        Err(err) if err.raw_os_error() == Some(ENOTSUPP) => {
+            Status::Missing("ENOTSUPP: the kernel takes it on queues and stacks only".into())
+        }
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Status::Missing(format!(
+            "the kernel takes it on queues and stacks only ({err})"
+        )),
         Err(err) => Status::Unknown(err.to_string()),
     }
 }

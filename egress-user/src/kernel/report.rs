@@ -30,17 +30,33 @@ pub struct Report {
     pub found: Vec<Found>,
 }
 
-/// A feature a data plane cannot run without.
+/// A feature a data plane cannot run without, and the others it also lacks (so that the
+/// one line names the release that has them all).
 #[derive(Debug, thiserror::Error)]
 #[error(
     "this kernel lacks {name} ({what}; Linux {since} or later), which {plane} needs: nothing \
-     was changed"
+     was changed{}",
+    also_text(.also)
 )]
 pub struct Missing {
     pub name: &'static str,
     pub what: &'static str,
     pub since: &'static str,
     pub plane: &'static str,
+    /// The other features `plane` cannot run without that are missing: name and release.
+    pub also: Vec<(&'static str, &'static str)>,
+}
+
+/// ` (it also lacks check_mtu, Linux 5.12; lookup_and_delete, Linux 5.14)`, or nothing.
+fn also_text(also: &[(&str, &str)]) -> String {
+    if also.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = also
+        .iter()
+        .map(|(name, since)| format!("{name}, Linux {since}"))
+        .collect();
+    format!(" (it also lacks {})", list.join("; "))
 }
 
 impl Missing {
@@ -52,6 +68,7 @@ impl Missing {
             what: feature.what,
             since: feature.since,
             plane: plane.name(),
+            also: Vec::new(),
         }
     }
 }
@@ -86,24 +103,28 @@ impl Report {
         self.get(name).is_some_and(Found::usable)
     }
 
-    /// The first feature `plane` cannot run without, if any: one without a fallback, or
-    /// both ways to attach at once.
+    /// The first feature `plane` cannot run without, if any (one without a fallback, or
+    /// both ways to attach at once), with the others it lacks.
     pub fn require(&self, plane: Plane) -> Result<(), Missing> {
-        let missing = |feature: &Feature| Missing::of(feature, plane);
-        for found in &self.found {
-            let feature = found.feature;
-            if !feature.planes.contains(&plane) || found.usable() {
-                continue;
-            }
-            if feature.fallback.is_none() {
-                return Err(missing(feature));
-            }
-        }
+        let mut lacking: Vec<&Feature> = self
+            .found
+            .iter()
+            .filter(|found| {
+                let feature = found.feature;
+                feature.planes.contains(&plane) && !found.usable() && feature.fallback.is_none()
+            })
+            .map(|found| found.feature)
+            .collect();
         if !self.usable("tcx") && !self.usable("cls_bpf") {
-            let cls_bpf = self.get("cls_bpf").expect("in FEATURES").feature;
-            return Err(missing(cls_bpf));
+            lacking.push(self.get("cls_bpf").expect("in FEATURES").feature);
         }
-        Ok(())
+        let Some((first, others)) = lacking.split_first() else {
+            return Ok(());
+        };
+        Err(Missing {
+            also: others.iter().map(|f| (f.name, f.since)).collect(),
+            ..Missing::of(first, plane)
+        })
     }
 }
 
@@ -219,6 +240,17 @@ mod tests {
         assert!(
             text.contains("check_mtu") && text.contains("Linux 5.12"),
             "{text}"
+        );
+        assert!(err.also.is_empty(), "{text}");
+        // Every missing one is named, so the line says which release has them all.
+        let err = report(&["ktime_get_coarse_ns", "check_mtu", "lookup_and_delete"])
+            .require(Plane::Node)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this kernel lacks ktime_get_coarse_ns (bpf_ktime_get_coarse_ns: the conntrack \
+             clock; Linux 5.11 or later), which node mode needs: nothing was changed (it also \
+             lacks check_mtu, Linux 5.12; lookup_and_delete, Linux 5.14)"
         );
         // XDP is node mode's alone.
         assert!(report(&["xdp"]).require(Plane::Pod).is_ok());

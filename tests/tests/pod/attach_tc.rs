@@ -188,6 +188,7 @@ fn features_names_every_probe_and_an_unknown_attach_kind_is_refused() {
         "check_mtu",
         "managed_neighbours",
         "for_each_map_elem",
+        "lookup_and_delete",
     ] {
         assert!(
             features.iter().any(|f| f["name"] == name),

@@ -1,7 +1,8 @@
-//! The VM's kernel: Debian's Linux 6.1 cloud image (`linux-image-6.1.0-<N>-cloud-amd64-unsigned`,
-//! the newest `<N>` apt knows), fetched with `apt-get download` and unpacked with `dpkg-deb`
-//! into a cache under the target directory, once. Its modules get a `modules.dep` from
-//! busybox's `depmod` (the package leaves that to its postinst), which says what to load
+//! The VM's kernel: the packages a spec names ([`family`](super::family)), downloaded with
+//! apt (the host's, or a private configuration for another archive:
+//! [`archive`](super::archive), signatures and SHA256 checked) and unpacked with `dpkg-deb`
+//! into a cache under the target directory, once. Their modules get a `modules.dep` from
+//! busybox's `depmod` (the packages leave that to their postinst), which says what to load
 //! before what.
 
 use std::{
@@ -11,24 +12,23 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::{
+    archive::{self, Apt},
+    family::{Family, Source, Spec, newest_of, number},
+};
 use crate::{output, run};
 
-/// The package family: Linux 6.1, the newest kernel without TCX that Debian ships (Debian
-/// 12's), built for cloud VMs (no firmware, few drivers: a small download).
-const PREFIX: &str = "linux-image-6.1.0-";
-const SUFFIX: &str = "-cloud-amd64-unsigned";
-
-/// The modules the lab needs that this kernel builds as modules (`=m`).
+/// The modules the lab needs that these kernels build as modules (`=m`).
 pub(crate) const MODULES: [&str; 4] = ["veth", "macvlan", "sch_ingress", "cls_bpf"];
 
 /// An unpacked kernel package.
 #[derive(Clone, Debug)]
 pub(crate) struct Kernel {
-    /// The package's name.
+    /// The image package's name.
     pub(crate) package: String,
     /// `uname -r` of the kernel.
     pub(crate) release: String,
-    /// The unpacked package (`boot/`, `lib/modules/<release>/`).
+    /// The unpacked packages (`boot/`, `lib/modules/<release>/`).
     pub(crate) root: PathBuf,
 }
 
@@ -60,8 +60,8 @@ fn load_order(modules_dep: &str, names: &[&str]) -> Result<Vec<String>> {
         .collect();
     let mut order = Vec::new();
     for name in names {
-        // Uncompressed (Debian's 6.1) or compressed (later packages: busybox's insmod
-        // reads both).
+        // Uncompressed (Debian's 6.1, Ubuntu's 5.15) or compressed (later packages: the
+        // initramfs unpacks them).
         let file = format!("/{name}.ko");
         let Some((path, _)) = deps.iter().find(|(path, _)| {
             let path = format!("/{path}");
@@ -90,56 +90,67 @@ fn add(path: &str, deps: &[(&str, Vec<&str>)], order: &mut Vec<String>) {
     order.push(path.to_owned());
 }
 
-/// The newest package of the family apt lists, e.g. `linux-image-6.1.0-57-cloud-amd64-unsigned`.
-fn newest_package() -> Option<String> {
-    let listed = output(
-        "apt-cache",
-        &["search", "--names-only", "^linux-image-6\\.1\\.0-"],
-    )?;
-    newest_of(&listed)
+/// The newest package of the family its apt lists, e.g.
+/// `linux-image-6.1.0-57-cloud-amd64-unsigned`.
+fn newest_package(family: &Family, apt: Option<&Apt>) -> Option<String> {
+    let regex = format!(
+        "^{}[0-9]+{}$",
+        family.prefix.replace('.', "\\."),
+        family.suffix
+    );
+    let listed = match apt {
+        None => {
+            let search = || output("apt-cache", &["search", "--names-only", &regex]);
+            match search().filter(|listed| newest_of(listed, family).is_some()) {
+                Some(listed) => listed,
+                None => {
+                    // A fresh machine: apt has no lists yet.
+                    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+                    search()?
+                }
+            }
+        }
+        Some(apt) => {
+            if let Err(err) = apt.refresh() {
+                eprintln!("xtask setup: no package lists for {}: {err:#}", family.spec);
+            }
+            apt.search(&regex)?
+        }
+    };
+    newest_of(&listed, family)
 }
 
-fn newest_of(apt_cache_search: &str) -> Option<String> {
-    apt_cache_search
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter_map(|name| Some((number(name)?, name.to_owned())))
-        .max()
-        .map(|(_, name)| name)
-}
-
-/// Names another kernel package to boot instead (any Debian `linux-image-*-unsigned`
-/// whose modules include the lab's, e.g. a 6.12 from bookworm-backports, with TCX).
-pub(crate) const KERNEL_ENV: &str = "EGRESS_VM_KERNEL";
-
-/// The cached, unpacked kernel: the newest package apt lists, downloaded and unpacked into
-/// `cache` if it is not there yet. Without apt lists (or network), the newest kernel
-/// already in the cache. [`KERNEL_ENV`] names another package.
-pub(crate) fn ensure(cache: &Path) -> Result<Kernel> {
-    if let Some(package) = std::env::var(KERNEL_ENV).ok().filter(|p| !p.is_empty()) {
-        return match unpacked(&cache.join(&package), &package) {
+/// The cached, unpacked kernel `spec` names: a family's newest package its apt lists,
+/// downloaded and unpacked into `cache` if it is not there yet. Without lists (or network),
+/// the family's newest kernel already in the cache.
+pub(crate) fn ensure(cache: &Path, spec: &Spec) -> Result<Kernel> {
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let family = spec.family;
+    let apt = match &family.source {
+        Source::Host => None,
+        Source::Archive(archive) => Some(Apt::of(cache, archive)?),
+    };
+    if let Some(package) = &spec.package {
+        return match unpacked(&cache.join(package), package) {
             Some(kernel) => Ok(kernel),
-            None => fetch(cache, &package),
+            None => fetch(cache, family, apt.as_ref(), package),
         };
     }
-    let mut package = newest_package();
-    if package.is_none() {
-        // A fresh machine: apt has no lists yet.
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        package = newest_package();
-    }
-    let in_cache = cached(cache);
-    let Some(package) = package else {
+    let in_cache = cached(cache, family);
+    let Some(package) = newest_package(family, apt.as_ref()) else {
         return in_cache.with_context(|| {
-            format!("apt lists no {PREFIX}<N>{SUFFIX} package and none is cached")
+            format!(
+                "{}: no {}<N>{} package is listed and none is cached",
+                family.spec, family.prefix, family.suffix
+            )
         });
     };
     if let Some(kernel) = in_cache.filter(|k| k.package == package) {
         return Ok(kernel);
     }
-    match fetch(cache, &package) {
+    match fetch(cache, family, apt.as_ref(), &package) {
         Ok(kernel) => Ok(kernel),
-        Err(err) => cached(cache).ok_or(err).inspect(|kernel| {
+        Err(err) => cached(cache, family).ok_or(err).inspect(|kernel| {
             eprintln!(
                 "xtask setup: could not fetch {package}; using {} from the cache",
                 kernel.package
@@ -148,14 +159,14 @@ pub(crate) fn ensure(cache: &Path) -> Result<Kernel> {
     }
 }
 
-/// The newest unpacked kernel of the family in the cache.
-fn cached(cache: &Path) -> Option<Kernel> {
+/// The family's newest unpacked kernel in the cache.
+fn cached(cache: &Path, family: &Family) -> Option<Kernel> {
     std::fs::read_dir(cache)
         .ok()?
         .flatten()
         .filter_map(|entry| {
             let package = entry.file_name().into_string().ok()?;
-            let n = number(&package)?;
+            let n = number(family, &package)?;
             Some((n, unpacked(&entry.path(), &package)?))
         })
         .max_by_key(|(n, _)| *n)
@@ -177,40 +188,43 @@ fn unpacked(root: &Path, package: &str) -> Option<Kernel> {
         .then_some(kernel)
 }
 
-/// `<N>` of a package of the family.
-fn number(package: &str) -> Option<u32> {
-    package
-        .strip_prefix(PREFIX)?
-        .strip_suffix(SUFFIX)?
-        .parse()
-        .ok()
-}
-
-/// Downloads and unpacks `package` into `<cache>/<package>/`.
-fn fetch(cache: &Path, package: &str) -> Result<Kernel> {
-    eprintln!("xtask setup: downloading {package} (the test VM's kernel)");
+/// Downloads `package` and what comes with it, and unpacks them into `<cache>/<package>/`.
+fn fetch(cache: &Path, family: &Family, apt: Option<&Apt>, package: &str) -> Result<Kernel> {
+    let abi = package
+        .strip_prefix("linux-image-")
+        .with_context(|| format!("{package} is not a linux-image- package"))?;
+    let mut packages = vec![package.to_owned()];
+    packages.extend(family.with.iter().map(|with| format!("{with}{abi}")));
+    eprintln!(
+        "xtask setup: downloading {} (the test VM's kernel)",
+        packages.join(" ")
+    );
     let download = cache.join("download");
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)
         .with_context(|| format!("creating {}", download.display()))?;
-    // As root, apt drops to its `_apt` user to download, which cannot write into the
-    // target directory: stay root for this one file.
-    run(Command::new("apt-get")
-        .args(["download", "-qq", "-o", "APT::Sandbox::User=root", package])
-        .current_dir(&download))?;
-    let deb = std::fs::read_dir(&download)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
+    let debs = match apt {
+        Some(apt) => apt.download(&packages, &download)?,
+        None => {
+            // As root, apt drops to its `_apt` user to download, which cannot write into
+            // the target directory: stay root for these files.
+            run(Command::new("apt-get")
+                .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+                .args(&packages)
+                .current_dir(&download))?;
+            archive::debs(&download, packages.len())?
+        }
+    };
     let root = cache.join(package);
     let unpacking = cache.join(format!("{package}.partial"));
     let _ = std::fs::remove_dir_all(&unpacking);
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacking))?;
+    for deb in &debs {
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&unpacking))?;
+    }
     let release = std::fs::read_dir(unpacking.join("lib/modules"))?
         .flatten()
         .find_map(|e| e.file_name().into_string().ok())
-        .context("the package has no lib/modules/<release>")?;
+        .context("the packages have no lib/modules/<release>")?;
     run(Command::new("busybox")
         .args(["depmod", "-b"])
         .arg(&unpacking)
@@ -228,20 +242,6 @@ fn fetch(cache: &Path, package: &str) -> Result<Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_newest_cloud_kernel_of_6_1_is_chosen() {
-        let listed = "linux-image-6.1.0-9-cloud-amd64-unsigned - Linux 6.1 for x86-64 cloud\n\
-                      linux-image-6.1.0-57-cloud-amd64-unsigned - Linux 6.1 for x86-64 cloud\n\
-                      linux-image-6.1.0-57-cloud-amd64-dbg - Debug symbols\n\
-                      linux-image-6.1.0-60-amd64-unsigned - Linux 6.1 for 64-bit PCs\n\
-                      linux-image-6.12.118+deb12-cloud-amd64-unsigned - Linux 6.12\n";
-        assert_eq!(
-            newest_of(listed).as_deref(),
-            Some("linux-image-6.1.0-57-cloud-amd64-unsigned")
-        );
-        assert_eq!(newest_of("nothing here"), None);
-    }
 
     #[test]
     fn modules_come_after_their_dependencies() {
