@@ -7,6 +7,7 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`claim`] | who holds EGRESS_SOURCE: a claim's identity, carried in ARP frames' padding, and the `CLAIM` map's entries |
 //! | [`maps`] | map names, as in the BPF object, in `bpftool map list` and as pin file names |
 //! | [`programs`] | program names, for where they run: `<interface>_<hook>`, `node_<role>` |
 //! | [`config`] | the instance configuration (`RouterConfig`) at index 0 of `CONFIG` |
@@ -19,6 +20,7 @@
 //! | [`node`] | node mode's types: an instance's way out (`NodeHop`), the uplink |
 #![no_std]
 
+pub mod claim;
 pub mod config;
 pub mod csum;
 pub mod flow;
@@ -30,6 +32,10 @@ pub mod proto;
 pub mod rules;
 pub mod stats;
 
+pub use claim::{
+    ANSWER_GAP_NS, ARP_TRAILER_OFFSET, CLAIM_OURS, CLAIM_RIVAL, Claim, ClaimId, DEFEND_GAP_NS,
+    TRAILER_LEN, claim_flags,
+};
 pub use config::{DEFAULT_NAT_PORTS, NEXT_HOP_IPV6, RouterConfig, RouterConfig6, config_flags};
 pub use flow::{
     Addr, DEFAULT_CONNTRACK_FLOWS, FLOW_ENTRY_PREFIX_SIZES, FRAGMENTS_MAX, FlowEntry, FlowEntry6,
@@ -67,6 +73,7 @@ mod user {
     }
     aya_pod!(
         PacketCount,
+        Claim,
         RouterConfig,
         RouterConfig6,
         RuleKey,

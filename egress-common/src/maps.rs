@@ -87,11 +87,20 @@ pub const NODE: [&str; 6] = [
     NODE_STATS,
 ];
 
+/// Who holds EGRESS_SOURCE: [`crate::Claim`] at [`crate::CLAIM_OURS`] (this router's
+/// claim, written by the set-up) and at [`crate::CLAIM_RIVAL`] (the last other claimant the
+/// data plane saw, for the agent).
+pub const CLAIM: &str = "CLAIM";
+
+/// Maps of [`ALL`] that a data plane of an earlier release lacks: those who read a running
+/// data plane (inspection, hand-over) do without them, and a load creates them.
+pub const ADDED_LATER: [&str; 1] = [CLAIM];
+
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
 
 /// Every map, in pin order.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     STATS,
     CONFIG,
     RULES,
@@ -101,6 +110,7 @@ pub const ALL: [&str; 9] = [
     RULE_ADDRS,
     CT_UNREPLIED,
     CT_LIMITED,
+    CLAIM,
 ];
 
 /// The IPv6 maps, pinned and handed over with [`ALL`]. Every object has them (one entry

@@ -205,11 +205,18 @@ pub enum Stat {
     /// Node mode: neighbour solicitations for an egress IPv6 address the uplink's XDP
     /// program answered with the uplink's MAC.
     NdiscAnswered = 23,
+    /// Pod mode: an ARP probe for EGRESS_SOURCE, or another host's claim of it, answered
+    /// by a broadcast claim from this router (with its claim trailer), so that a router
+    /// starting with the same address and MAC hears it.
+    ClaimDefended = 24,
+    /// Pod mode: ARP from another host that claims EGRESS_SOURCE (a reply, an announcement)
+    /// or probes for it; the last one is in `CLAIM` for the agent.
+    ClaimContested = 25,
 }
 
 impl Stat {
     /// All path counters, in index order.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 26] = [
         Self::PodIngressSeen,
         Self::PodIngressPassed,
         Self::Forwarded,
@@ -234,6 +241,8 @@ impl Stat {
         Self::ArpAnswered,
         Self::XdpPassed,
         Self::NdiscAnswered,
+        Self::ClaimDefended,
+        Self::ClaimContested,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -264,6 +273,8 @@ impl Stat {
             Self::ArpAnswered => "arp_answered",
             Self::XdpPassed => "xdp_passed",
             Self::NdiscAnswered => "ndisc_answered",
+            Self::ClaimDefended => "claim_defended",
+            Self::ClaimContested => "claim_contested",
         }
     }
 }

@@ -6,6 +6,8 @@
 //!   replies to the pod's own connections pass; anything else addressed to EGRESS_SOURCE is
 //!   dropped, and so is unicast to any other address (the pod does not route for the
 //!   egress network).
+//!   ARP goes to the stack, except ARP about EGRESS_SOURCE from other hosts (probes,
+//!   rivals' claims), answered with this router's broadcast claim (`shared::claim`).
 //! - `egress_egress` (TC egress): the connections the pod opens itself from EGRESS_SOURCE
 //!   are tracked, so that their replies pass ingress.
 //!
@@ -21,6 +23,7 @@ use egress_common::{
 use crate::{
     exit,
     shared::{
+        claim,
         conntrack::{self, Ct},
         flow, icmp, icmp6,
         metrics::Verdict,
@@ -83,12 +86,16 @@ pub(crate) fn ingress(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, Dr
     let passed = Verdict::Pass(Stat::EgressIngressPassed);
     let Some(ip) = parse::ipv4(ctx)? else {
         // IPv6 goes to the IPv6 program when the instance has one; otherwise none of it
-        // reaches the pod from the egress network. ARP is the stack's business.
+        // reaches the pod from the egress network. ARP is the stack's business, but for
+        // the claim of EGRESS_SOURCE (shared/claim.rs).
         if parse::is_ipv6(ctx) {
             if cfg.flags & config_flags::IPV6 != 0 {
                 return Ok(Verdict::Next);
             }
             return Err(DropReason::Ipv6Unsupported);
+        }
+        if claim::is_arp(ctx) {
+            return claim::arp(ctx, cfg);
         }
         return Ok(passed);
     };

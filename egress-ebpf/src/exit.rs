@@ -40,6 +40,12 @@ pub(crate) fn pod(
         }
         None => unconfigured,
     };
+    // The data plane's claim of EGRESS_SOURCE (shared/claim.rs) is a frame it wrote whole,
+    // addressed already: sent as it is, with no neighbour to resolve. (Here, not in
+    // `record`: the IPv6 programs, which never send one, have no stack for the branch.)
+    if let Ok(Verdict::Redirect(ifindex, Stat::ClaimDefended)) = result {
+        return redirected(fib::send(ifindex), Stat::ClaimDefended, len);
+    }
     record(result, len)
 }
 

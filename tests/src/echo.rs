@@ -34,9 +34,13 @@ impl Echo {
 
     /// [`Echo::connect`] to another address of the router pod (its IPv6 one).
     pub fn connect_to(lab: &Lab, ip: IpAddr, port: u16) -> io::Result<Self> {
+        Self::connect_from(&lab.client, ip, port)
+    }
+
+    /// [`Echo::connect_to`] from any namespace's client (another lab's).
+    pub fn connect_from(client: &crate::netns::Netns, ip: IpAddr, port: u16) -> io::Result<Self> {
         let addr = SocketAddr::from((ip, port));
-        let stream = lab
-            .client
+        let stream = client
             .enter(|| TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
             .map_err(io::Error::other)??;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -32,6 +32,8 @@ use crate::{
 
 pub const POD_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const POD_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 129);
+/// The rule port of the lab's echo server (connections that stay open).
+pub const ECHO_PORT: u16 = 81;
 
 /// How a failover is set up.
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,7 +84,7 @@ pub struct FailoverLab {
     pub switch: Netns,
     pub gateway: Netns,
     pub server: Netns,
-    server_process: Option<Guard>,
+    server_processes: Vec<Guard>,
 }
 
 impl FailoverLab {
@@ -102,7 +104,7 @@ impl FailoverLab {
             switch: ns("switch")?,
             gateway: ns("gateway")?,
             server: ns("server")?,
-            server_process: None,
+            server_processes: Vec::new(),
         };
         lab.wire(opts).context("building the failover lab")?;
         Ok(lab)
@@ -202,25 +204,35 @@ impl FailoverLab {
         &self.bpffs_b
     }
 
-    /// The lab's peer server (tests/assets/peer_server.py tcp) on the server.
+    /// Node A's bpffs, while node A lives.
+    pub fn bpffs_a(&self) -> Option<&Bpffs> {
+        self.bpffs_a.as_ref()
+    }
+
+    /// The lab's peer servers (tests/assets/peer_server.py) on the server: `tcp` on port
+    /// 80, `echo` on [`ECHO_PORT`].
     pub fn start_server(&mut self) -> Result<()> {
-        let child = self
-            .server
-            .command("python3")
-            .arg(asset("peer_server.py"))
-            .args(["tcp", &SERVER_IP.to_string(), "80"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("peer server")?;
-        self.server_process = Some(Guard(child));
+        for (kind, port) in [("tcp", "80"), ("echo", "81")] {
+            let child = self
+                .server
+                .command("python3")
+                .arg(asset("peer_server.py"))
+                .args([kind, &SERVER_IP.to_string(), port])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("peer server")?;
+            self.server_processes.push(Guard(child));
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let out = run_bounded(
-                self.server.command("ss").args(["-Htln", "sport = :80"]),
+                self.server
+                    .command("ss")
+                    .args(["-Htln", "( sport = :80 or sport = :81 )"]),
                 Duration::from_secs(5),
             )?;
-            if !out.stdout.is_empty() {
+            if String::from_utf8_lossy(&out.stdout).lines().count() == 2 {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -237,7 +249,10 @@ impl FailoverLab {
         cmd.env_clear()
             .env("EGRESS_SOURCE", format!("{EGRESS_SOURCE}/24"))
             .env("EGRESS_GATEWAY", GATEWAY_IP.to_string())
-            .env("EGRESS_DESTINATION", format!("80 tcp {SERVER_IP}"))
+            .env(
+                "EGRESS_DESTINATION",
+                format!("80 tcp {SERVER_IP}\n{ECHO_PORT} tcp {SERVER_IP}"),
+            )
             .env("EGRESS_ROUTER_MODE", "init")
             .env("EGRESS_ROUTER_BPFFS", bpffs.path())
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@
 //! | [`nodelab`] | node mode's lab, pods wired as routed CNIs wire them |
 //! | [`nodelab6`] | its IPv6 half |
 //! | [`failover`] | the two-node lab of pod mode's failover |
+//! | [`owner`] | two routers with one EGRESS_SOURCE in the two-node lab: who the switch hears |
 //! | [`nodefail`] | node mode's failover in a two-node node lab |
 //! | [`bed`] | what the benchmarks' loads need of either lab |
 //! | [`netns`] | named network namespaces, deleted on Drop |
@@ -40,6 +41,7 @@ pub mod netns;
 pub mod nodefail;
 pub mod nodelab;
 pub mod nodelab6;
+pub mod owner;
 pub mod pktgen;
 pub mod pktgen6;
 pub mod util;

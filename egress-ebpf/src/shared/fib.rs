@@ -3,7 +3,10 @@
 //! (the default route via EGRESS_GATEWAY on the egress side) and the MAC from the
 //! neighbour table, resolving it when needed.
 
-use aya_ebpf::{helpers::generated::bpf_redirect_neigh, programs::TcContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
 use egress_common::RouterConfig6;
 
 use crate::shared::parse::{self, ETH_HLEN};
@@ -13,6 +16,14 @@ use crate::shared::parse::{self, ETH_HLEN};
 pub(crate) fn redirect_neigh(ifindex: u32) -> i32 {
     // SAFETY: a null `params` asks the kernel to look the next hop up itself.
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// Sends the frame as it is out of `ifindex` (no neighbour resolution: a frame this
+/// program wrote whole, addressed already); returns TC_ACT_REDIRECT, or TC_ACT_SHOT.
+#[inline(always)]
+pub(crate) fn send(ifindex: u32) -> i32 {
+    // SAFETY: no pointers.
+    unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
 /// Redirects to `ifindex` with `next_hop` (a `struct bpf_redir_neigh` in a map value, so

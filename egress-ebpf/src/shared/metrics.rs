@@ -12,7 +12,8 @@ use egress_common::{
 pub(crate) enum Verdict {
     /// Hand to the stack, counted on a path counter.
     Pass(Stat),
-    /// Send out of `ifindex` with neighbour resolution, counted on a path counter.
+    /// Send out of `ifindex` with neighbour resolution, counted on a path counter (but a
+    /// claim answer, counted `ClaimDefended`, goes as it is: `exit::pod`).
     Redirect(u32, Stat),
     /// Not this program's family: on to the next program at the hook (TCX_NEXT), counted
     /// by that one.

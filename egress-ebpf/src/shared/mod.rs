@@ -20,10 +20,12 @@
 //! | `path6` | the path's limits over IPv6: Time Exceeded, Packet Too Big |
 //! | `budget` | the rate limit of the ICMP errors the router sends itself |
 //! | `fib` | forwarding with `bpf_redirect_neigh` |
+//! | `claim` | ARP for EGRESS_SOURCE on the egress interface: probes answered, rivals recorded |
 //! | `config` | the instance configuration maps |
 //! | `metrics` | verdicts and per-CPU counters (per instance in node mode) |
 
 pub(crate) mod budget;
+pub(crate) mod claim;
 pub(crate) mod config;
 pub(crate) mod conntrack;
 pub(crate) mod ctmaps;

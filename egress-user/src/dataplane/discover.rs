@@ -106,7 +106,28 @@ pub fn map_ids_of_attached(pod_interface: &str) -> Result<Option<(Vec<u32>, u32)
         return Ok(None);
     };
     let mut ids = Vec::new();
-    for program in std::iter::once(pod).chain(at_pod) {
+    let programs: Vec<&AttachedProgram> = std::iter::once(pod).chain(at_pod).collect();
+    collect_map_ids(&programs, &mut ids)?;
+    // The egress interface's programs use a map the pod interface's do not (`CLAIM`):
+    // their maps too, the interface found in the configuration.
+    if let Some(egress) = egress_interface(&ids) {
+        let at_egress = Interfaces {
+            egress: Some(&egress),
+            ..Interfaces::default()
+        };
+        let programs = attached_programs(Mode::Pod, &at_egress)?;
+        let at_egress: Vec<&AttachedProgram> = programs
+            .iter()
+            .filter(|p| p.interface == egress && p.direction == "ingress")
+            .collect();
+        collect_map_ids(&at_egress, &mut ids)?;
+    }
+    Ok(Some((ids, pod.id)))
+}
+
+/// Adds the IDs of the maps `programs` use to `ids`, each once.
+fn collect_map_ids(programs: &[&AttachedProgram], ids: &mut Vec<u32>) -> Result<(), Error> {
+    for program in programs {
         let info = program_info(program.id)?;
         let used = info
             .map_ids()
@@ -121,7 +142,14 @@ pub fn map_ids_of_attached(pod_interface: &str) -> Result<Option<(Vec<u32>, u32)
                 .collect::<Vec<_>>(),
         );
     }
-    Ok(Some((ids, pod.id)))
+    Ok(())
+}
+
+/// The egress interface's name, from the configuration among the maps `ids`.
+fn egress_interface(ids: &[u32]) -> Option<String> {
+    let set = MapSet::compatible_from_ids(ids).ok()?.0;
+    let config = set.config().ok()??;
+    crate::network::interface::ifname(config.egress_ifindex)
 }
 
 /// Opens the maps of the running data plane: those of the program attached to the pod

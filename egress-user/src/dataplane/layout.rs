@@ -6,7 +6,7 @@ use aya::{
     maps::{MapError, MapInfo, MapType},
 };
 use egress_common::{
-    FRAGMENTS_MAX, FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragKey6, FragPorts,
+    Claim, FRAGMENTS_MAX, FlowEntry, FlowEntry6, FlowKey, FlowKey6, FragKey, FragKey6, FragPorts,
     MAX_RULES, NodeHop, NodeUplink, PacketCount, RULES_CAPACITY, RouterConfig, RouterConfig6,
     RuleAddrs, RuleAddrs6, RuleKey, RuleTarget, RuleTarget6, UNREPLIED_SHARE, maps,
 };
@@ -74,6 +74,7 @@ pub fn layout(name: &str) -> Option<Layout> {
             (MapType::LruHash, size::<FlowKey>(), size::<FlowEntry>())
         }
         maps::CT_LIMITED => (MapType::Hash, 4, 4),
+        maps::CLAIM => (MapType::Array, 4, size::<Claim>()),
         maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
         maps::CONFIG6 => (MapType::Array, 4, size::<RouterConfig6>()),
         maps::RULES6 => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget6>()),

@@ -78,7 +78,7 @@ impl MapSet {
         let mut set = BTreeMap::new();
         for name in maps::ALL.into_iter().chain(maps::ALL6) {
             let path = dir.join(name);
-            if maps::ALL6.contains(&name) && !path.exists() {
+            if (maps::ALL6.contains(&name) || maps::ADDED_LATER.contains(&name)) && !path.exists() {
                 continue;
             }
             let data =
@@ -145,6 +145,9 @@ impl MapSet {
         }
         // The IPv6 maps are the IPv6 programs': a data plane without them lacks them.
         for name in maps::ALL {
+            if maps::ADDED_LATER.contains(&name) {
+                continue;
+            }
             if !set.contains_key(name) && !left.iter().any(|(n, _)| *n == name) {
                 left.push((name, Error::Missing(name)));
             }

@@ -13,6 +13,7 @@
 //! | [`maps`] | reading and writing the maps |
 //! | [`layout`] | which maps a build can reuse, and their sizes |
 //! | [`batch`] | a whole hash map read with `BPF_MAP_LOOKUP_BATCH` |
+//! | [`claim`] | this router's claim of EGRESS_SOURCE and the last rival the data plane saw |
 //! | [`configure`] | an instance's configuration and rules written to its maps, undone on failure |
 //! | [`family`] | the address families' maps |
 //! | [`flows`] | the conntrack table row by row |
@@ -24,6 +25,7 @@
 pub mod attach;
 pub mod batch;
 pub mod bpffs;
+pub mod claim;
 pub mod configure;
 pub mod discover;
 pub mod error;

@@ -4,11 +4,13 @@
 //! | module | concern |
 //! |---|---|
 //! | [`setup`] | setting an instance up, changing nothing until every check has passed |
+//! | [`claim`] | holding EGRESS_SOURCE against another egress-router: the older claim stays |
 //! | [`router`] | the data plane's view of an instance (`RouterConfig`, `RouterConfig6`) |
 //! | [`source`] | the rule sources that keep its rules current: `EGRESS_DESTINATION` |
 //! | [`names`] | the DNS proxy in the data plane: rules whose addresses follow names |
-//! | [`teardown`] | `egress-router teardown`: what an instance added, removed |
+//! | [`teardown`] | `egress-router teardown`: what an instance added, removed; a router stepping down |
 
+pub mod claim;
 pub mod names;
 pub mod router;
 pub mod setup;
@@ -38,6 +40,8 @@ pub struct Instance {
     local_tcp_ports: Vec<u16>,
     handover: handover::Report,
     created_macvlan: bool,
+    /// This router's claim of EGRESS_SOURCE (`claim`).
+    claim: egress_common::ClaimId,
 }
 
 impl Instance {
@@ -58,6 +62,12 @@ impl Instance {
         self.rules = rules;
         self.rules6 = rules6;
         Ok(())
+    }
+
+    /// This router's claim of EGRESS_SOURCE.
+    #[must_use]
+    pub const fn claim(&self) -> egress_common::ClaimId {
+        self.claim
     }
 
     /// The configuration in the data plane.

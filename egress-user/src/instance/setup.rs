@@ -7,23 +7,26 @@ use std::{
     time::Duration,
 };
 
-use egress_common::{RouterConfig6, config_flags};
+use egress_common::{Claim, ClaimId, RouterConfig6, config_flags};
+use etherparse::ArpOperation;
 
 use crate::{
     config::fields::Egress,
     dataplane::{attach, handover::Handover, load, programs::Interfaces, rules::RuleSet},
     instance::{
         Instance,
+        claim::{ClaimWatch, ktime_ns, stepped_down},
         router::{nat_secret, router_config, router_config6},
         set_fallback,
+        teardown::Teardown,
     },
     network::{
-        announce::{announce, announce6},
+        announce::{announce_once, announce6_once},
         error::Error as NetworkError,
-        interface::interface_facts,
+        interface::{interface_facts, link_facts},
         mac::stable_mac,
-        plan::{Applied, MacvlanMode, NetworkPlan},
-        probe::Probe,
+        plan::{Applied, MacvlanMode, NetworkPlan, owner_alias},
+        probe::{Probe, new_claim},
     },
 };
 
@@ -90,13 +93,6 @@ impl Settings {
     }
 }
 
-/// The alias egress-router gives an interface it creates, so that teardown removes only
-/// what this instance added.
-#[must_use]
-pub fn owner_alias(instance: &str) -> String {
-    format!("egress-router:{instance}")
-}
-
 impl Instance {
     /// Sets the data plane up in the current network namespace with `rules`, taking over
     /// the maps of one already running there (attached to the pod interface, or pinned for
@@ -156,7 +152,9 @@ impl Instance {
         };
         // Two checks at once, as both take a while and change nothing that stays: that no
         // other host holds EGRESS_SOURCE (the ARP probe, 250 ms), and loading the BPF
-        // object (maps created, programs verified).
+        // object (maps created, programs verified). The probe carries this router's claim
+        // (instance/claim.rs), new unless the running data plane has one.
+        let mut claim = new_claim();
         let probe = match network {
             true if settings.force_source => {
                 tracing::warn!(%source, "EGRESS_SOURCE claimed without checking for another holder");
@@ -179,7 +177,7 @@ impl Instance {
         let (free, loaded) = tokio::join!(
             async {
                 match &probe {
-                    Some(plan) => plan.check_source_free(Probe::default()).await,
+                    Some(plan) => plan.check_source_free(Probe::default(), claim).await,
                     None => Ok(()),
                 }
             },
@@ -198,6 +196,11 @@ impl Instance {
             return Err(Error::Network(err));
         }
         let mut dataplane = loaded?;
+        // A running data plane's claim stays (a restart, an upgrade): the address has been
+        // held since it was made.
+        if let Some(running) = dataplane.maps().claim()?.filter(|c| c.claimed_at_ms != 0) {
+            claim = running.id();
+        }
         phase("EGRESS_SOURCE free, BPF object loaded");
 
         // Now change the system: network, maps, attachments.
@@ -240,6 +243,18 @@ impl Instance {
             dataplane
                 .maps_mut()
                 .configure_dual(&router, &router6, &rules.rules, &rules.rules6)?;
+        // The claim before the programs: from their attachment on, they answer probes for
+        // EGRESS_SOURCE with it.
+        let egress_mac = match &applied {
+            Some(applied) => applied.egress_mac,
+            None => link_facts(&settings.egress_interface)
+                .await
+                .map_err(Error::EgressInterface)?
+                .mac
+                .unwrap_or_default(),
+        };
+        dataplane.maps_mut().set_claim(claim, egress_mac)?;
+        let attached_at = ktime_ns();
         dataplane.attach(&interfaces, ipv6)?;
         if let Some(copied) = dataplane.finish_migration()? {
             tracing::info!(
@@ -251,8 +266,28 @@ impl Instance {
         phase("attached");
 
         if let Some(applied) = &applied {
-            announce_source(settings, egress, applied).await?;
+            // A router that holds the address with an older claim, and missed our probe
+            // (it was setting up itself), answers the first announcement with its claim,
+            // which the data plane records: this one steps down before the second (so the
+            // holder's answer is the last frame from the MAC the switch saw), undoing what
+            // it did.
+            let mut watch = ClaimWatch::new(claim, attached_at);
+            let rival = announce_source(settings, egress, applied, claim, || {
+                watch.check(dataplane.maps())
+            })
+            .await?;
             phase("announced");
+            if let Some(rival) = rival {
+                drop(dataplane);
+                undo(settings, egress, handover.pin_dir.as_deref()).await;
+                let ip = egress.mac_address();
+                return Err(Error::Network(stepped_down(
+                    ip,
+                    &settings.egress_interface,
+                    &rival,
+                    claim,
+                )));
+            }
         }
         Ok(Self {
             dataplane,
@@ -263,6 +298,7 @@ impl Instance {
             local_tcp_ports: settings.local_tcp_ports.clone(),
             handover,
             created_macvlan: applied.is_some_and(|a| a.created_macvlan),
+            claim,
         })
     }
 
@@ -316,30 +352,60 @@ impl Instance {
 }
 
 /// Announces EGRESS_SOURCE: gratuitous ARP, and unsolicited neighbour advertisements for
-/// its IPv6 address, at once.
+/// its IPv6 address, at once, and again after `arp_request_after`, unless `rival` (asked
+/// in between) names an older claim: then that rival.
 async fn announce_source(
     settings: &Settings,
     egress: &Egress,
     applied: &Applied,
-) -> Result<(), Error> {
+    claim: ClaimId,
+    mut rival: impl FnMut() -> Option<Claim>,
+) -> Result<Option<Claim>, Error> {
     let iface = &settings.egress_interface;
-    let (index, mac, after) = (
-        applied.egress_ifindex,
-        applied.egress_mac,
-        settings.arp_request_after,
-    );
-    let v4 = async {
-        match egress.v4 {
-            Some(v4) => announce(iface, index, mac, v4.source.ip, after).await,
-            None => Ok(()),
+    let (index, mac) = (applied.egress_ifindex, applied.egress_mac);
+    let send = |operation| -> Result<(), NetworkError> {
+        if let Some(v4) = egress.v4 {
+            announce_once(iface, index, mac, v4.source.ip, operation, Some(claim))?;
         }
-    };
-    let v6 = async {
-        match egress.v6 {
-            Some(v6) => announce6(iface, index, mac, v6.source.ip, after).await,
-            None => Ok(()),
+        if let Some(v6) = egress.v6 {
+            announce6_once(iface, index, mac, v6.source.ip)?;
         }
+        Ok(())
     };
-    let (v4, v6) = tokio::join!(v4, v6);
-    v4.and(v6).map_err(Error::Network)
+    send(ArpOperation::REPLY).map_err(Error::Network)?;
+    tokio::time::sleep(settings.arp_request_after).await;
+    if let Some(older) = rival() {
+        return Ok(Some(older));
+    }
+    send(ArpOperation::REQUEST).map_err(Error::Network)?;
+    Ok(None)
+}
+
+/// Removes what [`Instance::start`] set up (a router stepping down): its programs, pins and
+/// network changes. Failures are logged; the refusal that follows says why it stepped down.
+async fn undo(settings: &Settings, egress: &Egress, pin_dir: Option<&Path>) {
+    let default_dir = settings.bpffs_root.join(&settings.instance);
+    let teardown = Teardown {
+        instance: &settings.instance,
+        pod_interface: &settings.pod_interface,
+        egress_interface: &settings.egress_interface,
+        pin_dir: pin_dir.unwrap_or(&default_dir),
+        macvlan_mode: settings.macvlan_mode,
+        source: Some(crate::config::fields::Dual {
+            v4: egress.v4.map(|v4| v4.source),
+            v6: egress.v6.map(|v6| v6.source),
+        }),
+        gateway: Some(crate::config::fields::Dual {
+            v4: egress.v4.map(|v4| v4.gateway),
+            v6: egress.v6.map(|v6| v6.gateway),
+        }),
+    };
+    // Down first: from the moment the programs are detached, the stack could send from
+    // the MAC it shares with the holder (IPv6 neighbour discovery).
+    if let Err(err) = crate::network::claim::set_down(&settings.egress_interface).await {
+        tracing::error!(error = %crate::error_chain(&err), "setting the egress interface down");
+    }
+    if let Err(err) = teardown.run().await {
+        tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
+    }
 }

@@ -2,6 +2,9 @@
 //! before removing anything: its programs on both interfaces, its pin directory, and the
 //! egress interface if it created it (its alias says so), otherwise EGRESS_SOURCE and the
 //! routes via EGRESS_GATEWAY on it. Running it again finds nothing and succeeds.
+//!
+//! [`step_down`] is the same removal for a running router that found another
+//! egress-router holding EGRESS_SOURCE with an older claim (`crate::instance::claim`).
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -9,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use egress_common::config_flags;
+use egress_common::{Claim, config_flags};
 
 use crate::{
     config::fields::{Egress4, Egress6, EgressSource, Gateways, Sources},
@@ -17,8 +20,7 @@ use crate::{
         attach, bpffs, discover,
         programs::{Interfaces, Mode},
     },
-    instance::setup::owner_alias,
-    network::plan::{MacvlanMode, NetworkPlan, Removed},
+    network::plan::{MacvlanMode, NetworkPlan, Removed, owner_alias},
 };
 
 /// What a teardown needs to know; EGRESS_SOURCE and EGRESS_GATEWAY may be unknown.
@@ -113,4 +115,49 @@ impl Teardown<'_> {
             network,
         })
     }
+}
+
+/// Steps a running router down for `rival`: removes its programs, pins and network set-up
+/// (so that a restart probes again, and is refused while the rival holds the address), and
+/// returns the error the agent exits with.
+pub async fn step_down(
+    instance: crate::instance::Instance,
+    names: (&str, &str, &str),
+    rival: &Claim,
+) -> anyhow::Error {
+    let (name, pod_interface, egress_interface) = names;
+    let ours = instance.claim();
+    let router = *instance.router();
+    let pin_dir = instance.handover().pin_dir.clone();
+    drop(instance);
+    // Down first: from the moment the programs are detached, the stack could send from
+    // the MAC it shares with the holder (IPv6 neighbour discovery).
+    if let Err(err) = crate::network::claim::set_down(egress_interface).await {
+        tracing::error!(error = %crate::error_chain(&err), "setting the egress interface down");
+    }
+    let ip = if router.egress_source == [0; 4] {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        std::net::IpAddr::V4(router.egress_source.into())
+    };
+    if let Some(pin_dir) = pin_dir {
+        let teardown = Teardown {
+            instance: name,
+            pod_interface,
+            egress_interface,
+            pin_dir: &pin_dir,
+            macvlan_mode: crate::network::plan::MacvlanMode::Private,
+            source: None,
+            gateway: None,
+        };
+        if let Err(err) = teardown.run().await {
+            tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
+        }
+    }
+    anyhow::Error::new(crate::instance::claim::stepped_down(
+        ip,
+        egress_interface,
+        rival,
+        ours,
+    ))
 }

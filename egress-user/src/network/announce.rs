@@ -8,31 +8,47 @@ use std::{
     time::Duration,
 };
 
+use egress_common::ClaimId;
 use etherparse::{ArpEthIpv4Packet, ArpOperation, PacketBuilder};
 
 use crate::network::{
     error::Error,
     packet::{Framing, PacketSocket},
+    probe::with_trailer,
 };
 
 /// Announces `ip` at `mac` on interface `ifindex` (named `iface` in errors) so the upstream
 /// switch and neighbours learn it at once, e.g. after a failover: an unsolicited ARP reply
 /// now and a gratuitous ARP request `request_after` later, as OpenShift's router does with
-/// `arping -A` and `arping -U`.
+/// `arping -A` and `arping -U`. A pod-mode router's announcements carry its `claim`
+/// (`crate::network::probe`), so that another egress-router holding the same address with
+/// the same MAC knows it for a rival.
 pub async fn announce(
     iface: &str,
     ifindex: u32,
     mac: [u8; 6],
     ip: Ipv4Addr,
     request_after: Duration,
+    claim: Option<ClaimId>,
 ) -> Result<(), Error> {
-    let arp_error = |source| Error::Arp {
+    announce_once(iface, ifindex, mac, ip, ArpOperation::REPLY, claim)?;
+    tokio::time::sleep(request_after).await;
+    announce_once(iface, ifindex, mac, ip, ArpOperation::REQUEST, claim)
+}
+
+/// One of [`announce`]'s two frames: the unsolicited reply, or the gratuitous request.
+pub fn announce_once(
+    iface: &str,
+    ifindex: u32,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    operation: ArpOperation,
+    claim: Option<ClaimId>,
+) -> Result<(), Error> {
+    send_gratuitous_arp(ifindex, mac, ip, operation, claim).map_err(|source| Error::Arp {
         iface: iface.to_owned(),
         source,
-    };
-    send_gratuitous_arp(ifindex, mac, ip, ArpOperation::REPLY).map_err(arp_error)?;
-    tokio::time::sleep(request_after).await;
-    send_gratuitous_arp(ifindex, mac, ip, ArpOperation::REQUEST).map_err(arp_error)
+    })
 }
 
 /// Announces `ip` at `mac` on interface `ifindex` with an unsolicited neighbour
@@ -46,16 +62,20 @@ pub async fn announce6(
     ip: Ipv6Addr,
     repeat_after: Duration,
 ) -> Result<(), Error> {
-    let frame = unsolicited_na(mac, ip);
-    let ndisc_error = |source| Error::Ndisc {
-        iface: iface.to_owned(),
-        source,
-    };
-    let send =
-        || PacketSocket::bind(ifindex, libc::ETH_P_IPV6 as u16, Framing::Raw)?.send(&frame, None);
-    send().map_err(ndisc_error)?;
+    announce6_once(iface, ifindex, mac, ip)?;
     tokio::time::sleep(repeat_after).await;
-    send().map_err(ndisc_error)
+    announce6_once(iface, ifindex, mac, ip)
+}
+
+/// One of [`announce6`]'s advertisements.
+pub fn announce6_once(iface: &str, ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> Result<(), Error> {
+    let frame = unsolicited_na(mac, ip);
+    PacketSocket::bind(ifindex, libc::ETH_P_IPV6 as u16, Framing::Raw)
+        .and_then(|socket| socket.send(&frame, None))
+        .map_err(|source| Error::Ndisc {
+            iface: iface.to_owned(),
+            source,
+        })
 }
 
 /// An Ethernet frame with an unsolicited neighbour advertisement of `ip` at `mac`.
@@ -87,6 +107,7 @@ fn send_gratuitous_arp(
     mac: [u8; 6],
     ip: Ipv4Addr,
     operation: ArpOperation,
+    claim: Option<ClaimId>,
 ) -> io::Result<()> {
     let arp = ArpEthIpv4Packet {
         operation,
@@ -99,8 +120,11 @@ fn send_gratuitous_arp(
             [0; 6]
         },
         target_ipv4: ip.octets(),
-    }
-    .to_bytes();
+    };
+    let arp = match claim {
+        Some(claim) => with_trailer(&arp, claim),
+        None => arp.to_bytes().to_vec(),
+    };
     // Datagram framing: the kernel builds the Ethernet header for the broadcast.
     PacketSocket::bind(ifindex, libc::ETH_P_ARP as u16, Framing::Datagram)?
         .send(&arp, Some([0xff; 6]))

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use egress_common::ClaimId;
 use rtnetlink::{
     Handle, LinkUnspec,
     packet_route::link::{LinkFlags, LinkMessage},
@@ -13,7 +14,7 @@ use crate::network::{
     interface::{interface_facts, link_by_name, link_mac, netlink},
     mac::mac_text,
     plan::NetworkPlan,
-    probe::{Probe, probe},
+    probe::{Holder, Probe, probe},
     probe6::probe6,
 };
 
@@ -24,15 +25,18 @@ impl NetworkPlan {
     /// when the interface is still to be created, out of its parent. An interface that already holds the address is ours (a
     /// restart) and is not probed. Nothing to probe from (no interface, parent down) is not
     /// a conflict: the set-up then says what is missing.
-    pub async fn check_source_free(&self, how: Probe) -> Result<(), Error> {
+    ///
+    /// The probes carry `claim`, this router's, by which another egress-router with the
+    /// same MAC tells them from its own, and two probing at once agree on the older.
+    pub async fn check_source_free(&self, how: Probe, claim: ClaimId) -> Result<(), Error> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
         let connection = tokio::spawn(connection);
-        let result = self.check_with(&handle, how).await;
+        let result = self.check_with(&handle, how, claim).await;
         connection.abort();
         result
     }
 
-    async fn check_with(&self, handle: &Handle, how: Probe) -> Result<(), Error> {
+    async fn check_with(&self, handle: &Handle, how: Probe, claim: ClaimId) -> Result<(), Error> {
         let iface = self.egress_interface.as_str();
         // The addresses to probe for: each family's, unless the interface holds it already.
         let mut v4 = self.v4.map(|v4| v4.source.ip);
@@ -76,12 +80,12 @@ impl NetworkPlan {
         // Both families at once: the set-up waits for one probe's length, not two.
         let probe4 = v4.map(|ip| {
             tokio::task::spawn_blocking(move || {
-                probe(index, mac, ip, how).map(|h| h.map(|h| (IpAddr::V4(ip), h)))
+                probe(index, mac, ip, how, claim).map(|h| h.map(|h| (IpAddr::V4(ip), h)))
             })
         });
         let probe6 = v6.map(|ip| {
             let from = from.clone();
-            tokio::task::spawn_blocking(move || match probe6(index, mac, ip, how) {
+            tokio::task::spawn_blocking(move || match probe6(index, mac, ip, how, claim) {
                 Ok(holder) => Ok(holder.map(|h| (IpAddr::V6(ip), h))),
                 // A running data plane of an instance without IPv6 drops IPv6 leaving the
                 // egress interface (ENOBUFS here): when an instance gains IPv6, its probe
@@ -120,10 +124,44 @@ impl NetworkPlan {
                 ip,
                 mac: mac_text(holder.mac),
                 iface: from,
+                who: who(&holder, claim),
             }),
             None => Ok(()),
         }
     }
+}
+
+/// What a holder said of itself, for the refusal: `, as another egress-router ...`, or
+/// nothing.
+#[must_use]
+pub fn who(holder: &Holder, ours: ClaimId) -> String {
+    let Some(theirs) = holder.claim else {
+        return String::new();
+    };
+    let age = ours.claimed_at_ms.saturating_sub(theirs.claimed_at_ms);
+    let age = format!("{}.{:03} s", age / 1000, age % 1000);
+    if holder.probing {
+        format!(
+            ", as another egress-router claiming it at this moment (its claim is {age} older \
+             than ours: it goes on, this one yields)"
+        )
+    } else {
+        format!(", as another egress-router that holds it (claimed {age} before ours)")
+    }
+}
+
+/// Sets interface `iface` down, if it exists: a router that stepped down sends nothing
+/// more from the MAC it shares with the holder (not even IPv6 neighbour discovery).
+pub async fn set_down(iface: &str) -> Result<(), Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    let connection = tokio::spawn(connection);
+    let result = match link_by_name(&handle, iface).await {
+        Ok(Some(link)) => set_up(&handle, link.header.index, false, iface).await,
+        Ok(None) => Ok(()),
+        Err(err) => Err(err),
+    };
+    connection.abort();
+    result
 }
 
 fn is_up(link: &LinkMessage) -> bool {

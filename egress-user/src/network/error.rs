@@ -39,7 +39,7 @@ pub enum Error {
     #[error("ARP on {iface}")]
     Arp { iface: String, source: io::Error },
     #[error(
-        "EGRESS_SOURCE {ip} is in use: {mac} answered for it on {iface}. Another egress \
+        "EGRESS_SOURCE {ip} is in use: {mac} answered for it on {iface}{who}. Another egress \
          router (a predecessor still running), a host or a gateway with proxy ARP holds it; \
          not claiming it a second time. Stop the other holder, or set \
          EGRESS_ROUTER_FORCE_SOURCE=1 (--force-source) to claim it anyway"
@@ -48,5 +48,7 @@ pub enum Error {
         ip: std::net::IpAddr,
         mac: String,
         iface: String,
+        /// Who the holder is, when it said (`, as ...`), else empty.
+        who: String,
     },
 }

@@ -76,6 +76,13 @@ impl From<MacvlanMode> for MacVlanMode {
     }
 }
 
+/// The alias egress-router gives an interface it creates, so that teardown removes only
+/// what this instance added.
+#[must_use]
+pub fn owner_alias(instance: &str) -> String {
+    format!("egress-router:{instance}")
+}
+
 /// What the egress side of the pod needs.
 #[derive(Clone, Debug)]
 pub struct NetworkPlan {

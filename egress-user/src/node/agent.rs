@@ -99,8 +99,15 @@ pub struct NodeAgent {
     pub(super) refused: HashMap<PathBuf, String>,
     /// Static instances' warnings already logged.
     pub(super) warned: HashSet<String>,
+    /// Addresses another host held when last probed for, with when and the refusal:
+    /// probed again only after [`PROBE_AGAIN`], so that registrations for held
+    /// addresses cannot keep the spool loop probing.
+    pub(super) held: BTreeMap<std::net::IpAddr, (tokio::time::Instant, String)>,
     pub(super) gc: Collector,
 }
+
+/// How long an address another host held is not probed for again.
+pub(super) const PROBE_AGAIN: Duration = Duration::from_secs(10);
 
 impl NodeAgent {
     /// Loads and attaches the node's data plane, and takes over the instances a previous
@@ -160,6 +167,7 @@ impl NodeAgent {
             served,
             refused: HashMap::new(),
             warned: HashSet::new(),
+            held: BTreeMap::new(),
             gc,
         })
     }

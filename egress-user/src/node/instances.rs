@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     time::Duration,
 };
@@ -20,11 +20,15 @@ use crate::{
     error_chain,
     network::{
         announce::{announce, announce6},
+        claim::who,
         interface::{ifname, link_facts},
+        mac::mac_text,
+        probe::{Probe, new_claim, probe},
+        probe6::probe6,
         route::{keep_resolved, route_interface, use_neighbour},
     },
     node::{
-        agent::{ANNOUNCE_AGAIN, ANNOUNCE_LAST, NodeAgent, Served},
+        agent::{ANNOUNCE_AGAIN, ANNOUNCE_LAST, NodeAgent, PROBE_AGAIN, Served},
         configs::{NodeConfigs, check_ipv6, node_configs, sources},
         registration::{NodeInstance, Registration},
     },
@@ -91,6 +95,18 @@ impl NodeAgent {
         {
             return Ok(true);
         }
+        // An address the node does not serve yet is probed for first, as a router pod
+        // probes: another node, router pod or host that holds it keeps it.
+        let new4 = v4
+            .map(|v4| v4.source.ip)
+            .filter(|ip| current.is_none_or(|c| c.config.egress_source != ip.octets()));
+        let new6 = v6
+            .map(|v6| v6.source.ip)
+            .filter(|ip| current.is_none_or(|c| c.config6.egress_source != ip.octets()));
+        if self.opts.arp && (new4.is_some() || new6.is_some()) {
+            self.check_free(new4, new6).await?;
+        }
+        let current = self.served.get(&instance.pod_ip);
         let number = match current {
             Some(current) => current.config.instance,
             None => self.free_number()?,
@@ -180,7 +196,8 @@ impl NodeAgent {
                 for at in [Duration::ZERO, ANNOUNCE_LAST] {
                     tokio::time::sleep_until(started + at).await;
                     if let Some(ip) = ip
-                        && let Err(err) = announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN).await
+                        && let Err(err) =
+                            announce(&uplink, index, mac, ip, ANNOUNCE_AGAIN, None).await
                     {
                         tracing::warn!(error = %error_chain(&err), "announcing EGRESS_SOURCE");
                     }
@@ -193,6 +210,51 @@ impl NodeAgent {
             });
         }
         Ok(true)
+    }
+
+    /// Fails if another host answers for `v4` or `v6` on the uplink (the probes of
+    /// `crate::network::probe`, from the uplink's MAC). An address found held is not
+    /// probed again for [`PROBE_AGAIN`]: the refusal stands meanwhile.
+    async fn check_free(&mut self, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
+        let now = tokio::time::Instant::now();
+        self.held.retain(|_, (at, _)| now < *at + PROBE_AGAIN);
+        for ip in [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some((_, refusal)) = self.held.get(&ip) {
+                bail!("{refusal}");
+            }
+        }
+        let (index, mac, uplink) = (self.uplink, self.uplink_mac, self.opts.uplink.clone());
+        let claim = new_claim();
+        let found = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            if let Some(ip) = v4
+                && let Some(holder) = probe(index, mac, ip, Probe::default(), claim)?
+            {
+                return Ok(Some((IpAddr::V4(ip), holder)));
+            }
+            if let Some(ip) = v6
+                && let Some(holder) = probe6(index, mac, ip, Probe::default(), claim)?
+            {
+                return Ok(Some((IpAddr::V6(ip), holder)));
+            }
+            Ok(None)
+        })
+        .await?
+        .with_context(|| format!("probing for EGRESS_SOURCE on {uplink}"))?;
+        let Some((ip, holder)) = found else {
+            return Ok(());
+        };
+        let refusal = crate::network::error::Error::SourceInUse {
+            ip,
+            mac: mac_text(holder.mac),
+            iface: uplink,
+            who: who(&holder, claim),
+        }
+        .to_string();
+        self.held.insert(ip, (now, refusal.clone()));
+        bail!("{refusal}")
     }
 
     /// The lowest instance number no served instance has.

@@ -19,7 +19,9 @@ use crate::{
     dataplane::flows::CtFamily,
     instance::{
         Instance,
+        claim::Holding,
         source::{Outcome, RuleSource, Trigger},
+        teardown::step_down,
     },
     network::interface::pod_ips,
     pod_agent::{
@@ -129,6 +131,10 @@ pub async fn run(
 
     let mut gc = Collector::new(opts.gc_max_interval, opts.max_flows_per_source);
     let mut flush = tokio::time::interval(Duration::from_secs(1));
+    // EGRESS_SOURCE held against another egress-router with the same address.
+    let mut holding = Holding::new(&instance, &opts.egress_interface);
+    let mut look = tokio::time::interval(Duration::from_secs(1));
+    let mut rival = None;
 
     loop {
         let trigger = tokio::select! {
@@ -151,6 +157,13 @@ pub async fn run(
                 }
             } => {
                 ready.context("reading the data plane's log events")?;
+                None
+            }
+            _ = look.tick() => {
+                if let Err(older) = holding.tick(&instance).await {
+                    rival = Some(older);
+                    break;
+                }
                 None
             }
             _ = flush.tick(), if logger.is_some() => {
@@ -186,6 +199,14 @@ pub async fn run(
         // metrics port free.
         task.abort();
         let _ = task.await;
+    }
+    if let Some(rival) = rival {
+        let names = (
+            opts.instance.as_str(),
+            opts.pod_interface.as_str(),
+            opts.egress_interface.as_str(),
+        );
+        return Err(step_down(instance, names, &rival).await);
     }
     tracing::info!("terminating; the data plane stays attached");
     Ok(())

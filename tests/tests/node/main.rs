@@ -8,9 +8,11 @@
 //! | `serve` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
 //! | `serve6` | a client pod's traffic leaves from EGRESS_SOURCE, not through the pod |
 //! | `instances` | instances come, go, move, restart, are torn down; registrations checked |
+//! | `owner` | an address another host holds is not served until it is free |
 //! | `counts` | the per-client flow limit; each instance's own counters |
 
 mod counts;
 mod instances;
+mod owner;
 mod serve;
 mod serve6;

@@ -1,5 +1,6 @@
 //! Operating an instance in the netns lab: restarts, inspection and metrics, live
-//! configuration, upgrades, teardown, one agent per instance, failover across nodes, and
+//! configuration, upgrades, teardown, one agent per instance, failover across nodes, one
+//! owner of an EGRESS_SOURCE, and
 //! a soak (`cargo xtask soak` runs `soak::` longer).
 //!
 //! | module | what it proves |
@@ -11,12 +12,14 @@
 //! | `teardown` | `egress-router teardown` removes everything it set up |
 //! | `agent` | a second agent for an instance is refused unless it takes over |
 //! | `failover` | the replacement on another node keeps the stable MAC |
+//! | `owner` | two routers with one EGRESS_SOURCE: the second is refused, one of two started together stays |
 //! | `soak` | mixed churn loses no established flow |
 
 mod agent;
 mod errors;
 mod failover;
 mod operate;
+mod owner;
 mod reload;
 mod soak;
 mod teardown;

@@ -79,6 +79,7 @@ fn sets_up_the_egress_side_idempotently_and_announces_the_source() {
             applied.egress_mac,
             EGRESS_SOURCE,
             Duration::from_millis(100),
+            None,
         )
         .await
         .unwrap();

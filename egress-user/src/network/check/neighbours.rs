@@ -8,15 +8,15 @@
 use std::{io, net::IpAddr, time::Duration};
 
 use crate::network::{
-    probe::{Holder, Probe, ask, probe},
+    probe::{Holder, Probe, ask, new_claim, probe},
     probe6::probe6,
 };
 
 /// The first other host that holds `ip`, probing from `mac` on interface `index`.
 pub async fn holder(index: u32, mac: [u8; 6], ip: IpAddr) -> io::Result<Option<Holder>> {
     blocking(move || match ip {
-        IpAddr::V4(ip) => probe(index, mac, ip, Probe::default()),
-        IpAddr::V6(ip) => probe6(index, mac, ip, Probe::default()),
+        IpAddr::V4(ip) => probe(index, mac, ip, Probe::default(), new_claim()),
+        IpAddr::V6(ip) => probe6(index, mac, ip, Probe::default(), new_claim()),
     })
     .await
 }
@@ -47,7 +47,7 @@ pub async fn answer(
                 interval: wait,
                 wait,
             };
-            Ok(probe6(index, mac, target, how)?.map(|h| h.mac))
+            Ok(probe6(index, mac, target, how, new_claim())?.map(|h| h.mac))
         }
     })
     .await

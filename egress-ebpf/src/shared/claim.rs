@@ -1,0 +1,239 @@
+//! Holding EGRESS_SOURCE on the egress network (pod mode): ARP that concerns the address.
+//!
+//! Another router with the same EGRESS_SOURCE uses the same (stable) MAC, so its probe is
+//! answered by the stack with a unicast reply to that MAC, which the switch delivers back
+//! to this router's port: the newcomer never hears it. The data plane answers instead,
+//! with a broadcast ARP reply from this router's MAC that carries its claim
+//! ([`egress_common::ClaimId`]) in the trailer, which every port hears; and it answers
+//! another host's claim of the address (a reply or an announcement) the same way, so that
+//! two routers holding one address learn of each other and the younger steps down
+//! (the agent decides, from the rival recorded at [`CLAIM_RIVAL`]). Both answers are
+//! rate-limited; beyond the rate, the frame goes to the stack as it would without this.
+
+use aya_ebpf::{
+    btf_maps::Array,
+    helpers::generated::{bpf_ktime_get_ns, bpf_skb_change_tail},
+    macros::btf_map,
+    programs::TcContext,
+};
+use egress_common::{
+    ANSWER_GAP_NS, ARP_TRAILER_OFFSET, CLAIM_OURS, CLAIM_RIVAL, Claim, DEFEND_GAP_NS, DropReason,
+    RouterConfig, Stat, TRAILER_LEN, claim_flags,
+};
+
+use crate::shared::{
+    metrics::{self, Verdict},
+    parse::{self, EthHdr},
+};
+
+/// This router's claim and the last rival's ([`egress_common::maps::CLAIM`]).
+#[btf_map]
+static CLAIM: Array<Claim, 2> = Array::new();
+
+const ETH_P_ARP: u16 = 0x0806;
+/// Hardware type Ethernet, protocol type IPv4, their address lengths.
+const ARP_ETH_IPV4: [u8; 6] = [0, 1, 8, 0, 6, 4];
+const OP_REQUEST: [u8; 2] = [0, 1];
+const OP_REPLY: [u8; 2] = [0, 2];
+
+/// The ARP payload for IPv4 over Ethernet.
+#[repr(C)]
+struct Arp {
+    head: [u8; 6],
+    op: [u8; 2],
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+}
+
+/// An ARP frame as it arrives.
+#[repr(C)]
+struct ArpFrame {
+    eth: EthHdr,
+    arp: Arp,
+}
+
+/// Our answer: the frame rewritten, and the claim trailer.
+#[repr(C)]
+struct Answer {
+    eth: EthHdr,
+    arp: Arp,
+    trailer: [u8; TRAILER_LEN],
+}
+
+/// Whether the frame is ARP.
+#[inline(always)]
+pub(crate) fn is_arp(ctx: &TcContext) -> bool {
+    match parse::ptr_at::<EthHdr>(ctx, 0) {
+        // SAFETY: bounds checked by ptr_at.
+        Ok(eth) => (unsafe { (*eth).proto }) == ETH_P_ARP.to_be(),
+        Err(_) => false,
+    }
+}
+
+/// The verdict on an ARP frame that arrived on the egress interface: a probe for
+/// EGRESS_SOURCE or another host's claim of it is answered by a broadcast claim of ours
+/// (sent back out of the egress interface); everything else, and everything before the
+/// set-up wrote our claim, goes to the stack.
+#[inline(always)]
+pub(crate) fn arp(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
+    match handle(ctx, cfg.egress_source) {
+        Handled::Stack => Ok(Verdict::Pass(Stat::EgressIngressPassed)),
+        // `exit::pod` sends it as it is (no neighbour resolution) by its counter.
+        Handled::Answer => Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::ClaimDefended)),
+        Handled::Failed => Err(DropReason::RedirectFailed),
+    }
+}
+
+/// What [`handle`] did with the frame.
+#[repr(u32)]
+enum Handled {
+    /// Left it for the stack.
+    Stack,
+    /// Rewrote it into our answer.
+    Answer,
+    /// Could not rewrite it (the frame is half written).
+    Failed,
+}
+
+/// The work of [`arp`], in its own frame, which the rewrite keeps small (the frame is
+/// read and written in place, not copied): a call returns a scalar (a returned enum with
+/// data would be a pointer into the callee's stack, which the verifier refuses).
+#[inline(never)]
+fn handle(ctx: &TcContext, source: [u8; 4]) -> Handled {
+    let Ok(frame) = parse::ptr_at::<ArpFrame>(ctx, 0) else {
+        return Handled::Stack;
+    };
+    // SAFETY: bounds checked by ptr_at; read before the frame changes.
+    let (head, op, sha, spa, tpa) = unsafe {
+        let arp = &(*frame).arp;
+        (arp.head, arp.op, arp.sha, arp.spa, arp.tpa)
+    };
+    if head != ARP_ETH_IPV4 || source == [0; 4] {
+        return Handled::Stack;
+    }
+    let probe = op == OP_REQUEST && spa == [0; 4] && tpa == source;
+    if !probe && spa != source {
+        return Handled::Stack;
+    }
+    let Some(ours) = CLAIM.get_ptr_mut(CLAIM_OURS) else {
+        return Handled::Stack;
+    };
+    // SAFETY: an array slot; the races of two CPUs on the times are harmless (one more or
+    // one fewer answer).
+    let ours = unsafe { &mut *ours };
+    if ours.claimed_at_ms == 0 {
+        return Handled::Stack;
+    }
+    // SAFETY: no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let len = ctx.len();
+    metrics::count(Stat::ClaimContested, len);
+    // An older claim than ours is not answered: the younger router stays quiet and steps
+    // down (user space decides), so that the last frame from the shared MAC the switch
+    // sees is the owner's.
+    if record_rival(ctx, sha, probe, now, len, ours) {
+        return Handled::Stack;
+    }
+
+    let last = if probe {
+        &mut ours.at_ns
+    } else {
+        &mut ours.defended_ns
+    };
+    let gap = if probe { ANSWER_GAP_NS } else { DEFEND_GAP_NS };
+    if *last != 0 && now.wrapping_sub(*last) < gap {
+        return Handled::Stack;
+    }
+    *last = now;
+    if answer(ctx, ours, source, sha, spa).is_some() {
+        Handled::Answer
+    } else {
+        Handled::Failed
+    }
+}
+
+/// Records the claimant (`sha`) as the last rival, with the claim its trailer carries;
+/// returns whether that claim (not a probe) is older than `ours`.
+#[inline(always)]
+fn record_rival(
+    ctx: &TcContext,
+    sha: [u8; 6],
+    probe: bool,
+    now: u64,
+    len: u32,
+    ours: &Claim,
+) -> bool {
+    let Some(rival) = CLAIM.get_ptr_mut(CLAIM_RIVAL) else {
+        return false;
+    };
+    // SAFETY: an array slot; two CPUs recording at once leave one rival or a mix of two,
+    // which the agent reads as one more rival (it only logs, or steps down for an older
+    // claim that a frame did carry).
+    let rival = unsafe { &mut *rival };
+    rival.flags = if probe { claim_flags::PROBE } else { 0 };
+    rival.mac = sha;
+    rival.claimed_at_ms = 0;
+    rival.nonce = 0;
+    if len as usize >= ARP_TRAILER_OFFSET + TRAILER_LEN
+        && let Ok(trailer) = ctx.load::<[u8; TRAILER_LEN]>(ARP_TRAILER_OFFSET)
+        && trailer[..4] == egress_common::claim::TRAILER_MAGIC
+    {
+        rival.flags |= claim_flags::TRAILER;
+        rival.claimed_at_ms = u64::from_be_bytes([
+            trailer[4],
+            trailer[5],
+            trailer[6],
+            trailer[7],
+            trailer[8],
+            trailer[9],
+            trailer[10],
+            trailer[11],
+        ]);
+        rival.nonce = u32::from_be_bytes([trailer[12], trailer[13], trailer[14], trailer[15]]);
+    }
+    rival.at_ns = now;
+    !probe
+        && rival.flags & claim_flags::TRAILER != 0
+        && (rival.claimed_at_ms < ours.claimed_at_ms
+            || (rival.claimed_at_ms == ours.claimed_at_ms && rival.nonce < ours.nonce))
+}
+
+/// Rewrites the frame into our broadcast claim: an ARP reply from our MAC for
+/// EGRESS_SOURCE to the claimant (`sha`, `spa`), with our claim in the trailer. None: the
+/// frame could not be resized.
+#[inline(always)]
+fn answer(
+    ctx: &TcContext,
+    ours: &Claim,
+    source: [u8; 4],
+    sha: [u8; 6],
+    spa: [u8; 4],
+) -> Option<()> {
+    let frame_len = (ARP_TRAILER_OFFSET + TRAILER_LEN) as u32;
+    // SAFETY: the context's own skb.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, frame_len, 0) } != 0 {
+        return None;
+    }
+    ctx.pull_data(frame_len).ok()?;
+    let out = parse::ptr_at::<Answer>(ctx, 0).ok()?;
+    let at = ours.claimed_at_ms.to_be_bytes();
+    let nonce = ours.nonce.to_be_bytes();
+    let magic = egress_common::claim::TRAILER_MAGIC;
+    // SAFETY: bounds checked by ptr_at, after the resize.
+    unsafe {
+        (*out).eth.dst = [0xff; 6];
+        (*out).eth.src = ours.mac;
+        (*out).arp.op = OP_REPLY;
+        (*out).arp.sha = ours.mac;
+        (*out).arp.spa = source;
+        (*out).arp.tha = sha;
+        (*out).arp.tpa = spa;
+        (*out).trailer = [
+            magic[0], magic[1], magic[2], magic[3], at[0], at[1], at[2], at[3], at[4], at[5],
+            at[6], at[7], nonce[0], nonce[1], nonce[2], nonce[3],
+        ];
+    }
+    Some(())
+}
