@@ -184,8 +184,9 @@ pub(crate) struct ConntrackArgs {
     #[arg(long, env = "EGRESS_ROUTER_GC_MAX_INTERVAL", default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,
     /// Flows one client address may hold (answered and not yet answered); a client over it
-    /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size; 0: no
-    /// limit. Counted by the agent's GC.
+    /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size, and at
+    /// most a quarter of the translated ports a remote offers (7936); 0: no limit. Counted
+    /// by the agent's GC.
     #[arg(long, env = "EGRESS_ROUTER_MAX_FLOWS_PER_SOURCE")]
     pub(crate) max_flows_per_source: Option<u32>,
 }
