@@ -5,12 +5,14 @@
 //! |---|---|
 //! | [`setup`] | setting an instance up, changing nothing until every check has passed |
 //! | [`claim`] | holding EGRESS_SOURCE against another egress-router: the older claim stays |
+//! | [`clients`] | the client networks: `--client-cidrs` less where no client can be |
 //! | [`router`] | the data plane's view of an instance (`RouterConfig`, `RouterConfig6`) |
 //! | [`source`] | the rule sources that keep its rules current: `EGRESS_DESTINATION` |
 //! | [`names`] | the DNS proxy in the data plane: rules whose addresses follow names |
 //! | [`teardown`] | `egress-router teardown`: what an instance added, removed; a router stepping down |
 
 pub mod claim;
+pub mod clients;
 pub mod names;
 pub mod router;
 pub mod setup;

@@ -16,6 +16,7 @@ use crate::{
     instance::{
         Instance,
         claim::{ClaimWatch, ktime_ns, stepped_down},
+        clients::client_nets,
         router::{nat_secret, router_config, router_config6},
         set_fallback,
         teardown::Teardown,
@@ -64,6 +65,8 @@ pub struct Settings {
     /// The instance's name: its pin directory below the root.
     pub instance: String,
     pub conntrack_flows: u32,
+    /// `--client-cidrs`: the networks clients come from (empty: any that can be a client).
+    pub client_cidrs: Vec<(IpAddr, u8)>,
     /// Per-packet events through aya-log.
     pub debug: bool,
     /// Delay of the gratuitous ARP request after the unsolicited reply.
@@ -238,6 +241,14 @@ impl Instance {
             _ => RouterConfig6::default(),
         };
         set_fallback(&mut router, &mut router6, &rules);
+        // New flows only from where clients can be (the client networks written before the
+        // configuration that arms the check).
+        router.flags |= config_flags::CHECK_SOURCES;
+        dataplane.maps_mut().set_client_nets(&client_nets(
+            &settings.client_cidrs,
+            egress,
+            &pod_ips,
+        ))?;
         let rules = rules.with_local(&settings.local_tcp_ports);
         let (rules, rules6) =
             dataplane
