@@ -44,6 +44,9 @@ pub struct Instance {
     created_macvlan: bool,
     /// This router's claim of EGRESS_SOURCE (`claim`).
     claim: egress_common::ClaimId,
+    /// Since when (`claim::ktime_ns`) the data plane answers with it: rivals it recorded
+    /// from then on are news to the agent.
+    claim_since: u64,
 }
 
 impl Instance {
@@ -70,6 +73,12 @@ impl Instance {
     #[must_use]
     pub const fn claim(&self) -> egress_common::ClaimId {
         self.claim
+    }
+
+    /// Since when the data plane answers with [`Instance::claim`].
+    #[must_use]
+    pub const fn claim_since(&self) -> u64 {
+        self.claim_since
     }
 
     /// The configuration in the data plane.
