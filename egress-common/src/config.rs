@@ -22,6 +22,9 @@ pub mod config_flags {
     pub const CLSACT_POD_SIDE: u32 = 8;
     /// The same for the egress interface (node mode: the uplink).
     pub const CLSACT_EGRESS_SIDE: u32 = 16;
+    /// New flows are admitted only from the client networks in `CLIENT_NETS` (and
+    /// `CLIENT_NETS6`); others are dropped (`bad_source`). Pod mode sets it.
+    pub const CHECK_SOURCES: u32 = 32;
 }
 
 /// The instance's addresses and interfaces, at index 0 of [`crate::maps::CONFIG`]. Addresses are

@@ -92,15 +92,24 @@ pub const NODE: [&str; 6] = [
 /// data plane saw, for the agent).
 pub const CLAIM: &str = "CLAIM";
 
+/// The networks whose addresses may open flows (`config_flags::CHECK_SOURCES`): an LPM
+/// trie of `[u8; 4]` prefixes -> `u8`, 1 for a client network, 0 for a more specific
+/// prefix where no client can be (the egress side, the pod's own address, ...).
+pub const CLIENT_NETS: &str = "CLIENT_NETS";
+/// [`CLIENT_NETS`] for IPv6: `[u8; 16]` prefixes.
+pub const CLIENT_NETS6: &str = "CLIENT_NETS6";
+/// Capacity of [`CLIENT_NETS`] and [`CLIENT_NETS6`], in prefixes.
+pub const CLIENT_NETS_MAX: u32 = 64;
+
 /// Maps of [`ALL`] that a data plane of an earlier release lacks: those who read a running
 /// data plane (inspection, hand-over) do without them, and a load creates them.
-pub const ADDED_LATER: [&str; 1] = [CLAIM];
+pub const ADDED_LATER: [&str; 3] = [CLAIM, CLIENT_NETS, CLIENT_NETS6];
 
 /// Capacity of [`CT_LIMITED`].
 pub const CT_LIMITED_MAX: u32 = 4096;
 
 /// Every map, in pin order.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     STATS,
     CONFIG,
     RULES,
@@ -111,6 +120,8 @@ pub const ALL: [&str; 10] = [
     CT_UNREPLIED,
     CT_LIMITED,
     CLAIM,
+    CLIENT_NETS,
+    CLIENT_NETS6,
 ];
 
 /// The IPv6 maps, pinned and handed over with [`ALL`]. Every object has them (one entry

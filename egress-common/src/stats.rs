@@ -80,8 +80,13 @@ pub enum DropReason {
     /// Node mode: the client's side of the reply could not be found in the node's routes
     /// (`bpf_fib_lookup`), so it was not sent.
     NoRouteToClient = 19,
+    /// A new flow from a source address that cannot be a client: outside
+    /// `EGRESS_ROUTER_CLIENT_CIDRS`, or on the egress side (EGRESS_SOURCE's subnet),
+    /// loopback, unspecified, multicast or broadcast, or the pod's own address. Spoofed, or
+    /// from where no client is.
+    BadSource = 20,
     /// Number of reasons; not a reason.
-    Count = 20,
+    Count = 21,
 }
 
 impl DropReason {
@@ -107,6 +112,7 @@ impl DropReason {
         Self::Ipv6ExtHeaders,
         Self::UnsolicitedEarly,
         Self::NoRouteToClient,
+        Self::BadSource,
     ];
 
     /// Stable snake_case name, used in CLI output and metric labels.
@@ -133,6 +139,7 @@ impl DropReason {
             Self::Ipv6ExtHeaders => "ipv6_ext_headers",
             Self::UnsolicitedEarly => "unsolicited_early",
             Self::NoRouteToClient => "no_route_to_client",
+            Self::BadSource => "bad_source",
             Self::Count => "count",
         }
     }

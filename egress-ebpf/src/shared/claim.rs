@@ -82,7 +82,6 @@ pub(crate) fn arp(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropRe
         Handled::Stack => Ok(Verdict::Pass(Stat::EgressIngressPassed)),
         // `exit::pod` sends it as it is (no neighbour resolution) by its counter.
         Handled::Answer => Ok(Verdict::Redirect(cfg.egress_ifindex, Stat::ClaimDefended)),
-        Handled::Failed => Err(DropReason::RedirectFailed),
     }
 }
 
@@ -93,8 +92,6 @@ enum Handled {
     Stack,
     /// Rewrote it into our answer.
     Answer,
-    /// Could not rewrite it (the frame is half written).
-    Failed,
 }
 
 /// The work of [`arp`], in its own frame, which the rewrite keeps small (the frame is
@@ -126,78 +123,108 @@ fn handle(ctx: &TcContext, source: [u8; 4]) -> Handled {
     if ours.claimed_at_ms == 0 {
         return Handled::Stack;
     }
+    // SAFETY: bounds checked by ptr_at above; the frame is unchanged since.
+    let from = unsafe { (*frame).eth.src };
+    let trailer = trailer_of(ctx, from, sha);
+    // Our own frame, reflected back to us (a hairpin, a VEPA relay): not a rival.
+    if trailer == Some((ours.claimed_at_ms, ours.nonce)) {
+        return Handled::Stack;
+    }
     // SAFETY: no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let len = ctx.len();
-    metrics::count(Stat::ClaimContested, len);
+    metrics::count(Stat::ClaimContested, ctx.len());
+    let older = match trailer {
+        Some((at, nonce)) => !probe && (at, nonce) < (ours.claimed_at_ms, ours.nonce),
+        None => false,
+    };
+    record_rival(sha, probe, trailer, now);
     // An older claim than ours is not answered: the younger router stays quiet and steps
     // down (user space decides), so that the last frame from the shared MAC the switch
     // sees is the owner's.
-    if record_rival(ctx, sha, probe, now, len, ours) {
+    if older {
         return Handled::Stack;
     }
-
-    let last = if probe {
-        &mut ours.at_ns
-    } else {
-        &mut ours.defended_ns
-    };
-    let gap = if probe { ANSWER_GAP_NS } else { DEFEND_GAP_NS };
-    if *last != 0 && now.wrapping_sub(*last) < gap {
+    // Probes and younger routers' claims share the fast budget (a router starting must
+    // hear the owner within its announcement's wait); claims without a trailer (a host)
+    // the slow one.
+    let fast = probe || trailer.is_some();
+    let last = if fast { ours.at_ns } else { ours.defended_ns };
+    let gap = if fast { ANSWER_GAP_NS } else { DEFEND_GAP_NS };
+    if last != 0 && now.wrapping_sub(last) < gap {
         return Handled::Stack;
     }
-    *last = now;
-    if answer(ctx, ours, source, sha, spa).is_some() {
-        Handled::Answer
-    } else {
-        Handled::Failed
+    if answer(ctx, ours, source, sha, spa).is_none() {
+        // Not resized, so not written: the stack answers it, and the budget is unspent.
+        return Handled::Stack;
     }
+    if fast {
+        ours.at_ns = now;
+    } else {
+        ours.defended_ns = now;
+    }
+    Handled::Answer
 }
 
-/// Records the claimant (`sha`) as the last rival, with the claim its trailer carries;
-/// returns whether that claim (not a probe) is older than `ours`.
+/// The claim a frame's trailer carries, as (time, nonce): only from a frame whose
+/// Ethernet source is its ARP sender (a router sends its claims so), and with a time (0 is
+/// no claim's).
 #[inline(always)]
-fn record_rival(
-    ctx: &TcContext,
-    sha: [u8; 6],
-    probe: bool,
-    now: u64,
-    len: u32,
-    ours: &Claim,
-) -> bool {
+fn trailer_of(ctx: &TcContext, from: [u8; 6], sha: [u8; 6]) -> Option<(u64, u32)> {
+    if from != sha || (ctx.len() as usize) < ARP_TRAILER_OFFSET + TRAILER_LEN {
+        return None;
+    }
+    let trailer = ctx.load::<[u8; TRAILER_LEN]>(ARP_TRAILER_OFFSET).ok()?;
+    if trailer[..4] != egress_common::claim::TRAILER_MAGIC {
+        return None;
+    }
+    let at = u64::from_be_bytes([
+        trailer[4],
+        trailer[5],
+        trailer[6],
+        trailer[7],
+        trailer[8],
+        trailer[9],
+        trailer[10],
+        trailer[11],
+    ]);
+    let nonce = u32::from_be_bytes([trailer[12], trailer[13], trailer[14], trailer[15]]);
+    (at != 0).then_some((at, nonce))
+}
+
+/// How long a recorded router's claim is kept against later frames: one a probe or a
+/// host's frame does not replace, so the agent (which looks every second) sees it.
+const RIVAL_KEPT_NS: u64 = 10_000_000_000;
+
+/// Records the claimant (`sha`) as the last rival, with the claim its trailer carries. A
+/// router's claim recorded in the last [`RIVAL_KEPT_NS`] is replaced only by an older one.
+#[inline(always)]
+fn record_rival(sha: [u8; 6], probe: bool, trailer: Option<(u64, u32)>, now: u64) {
     let Some(rival) = CLAIM.get_ptr_mut(CLAIM_RIVAL) else {
-        return false;
+        return;
     };
     // SAFETY: an array slot; two CPUs recording at once leave one rival or a mix of two,
-    // which the agent reads as one more rival (it only logs, or steps down for an older
-    // claim that a frame did carry).
+    // which the agent reads as one more rival (it steps down only for an older claim of
+    // the shared MAC).
     let rival = unsafe { &mut *rival };
+    let kept = rival.flags & claim_flags::TRAILER != 0
+        && rival.flags & claim_flags::PROBE == 0
+        && now.wrapping_sub(rival.at_ns) < RIVAL_KEPT_NS;
+    if kept {
+        let older = match trailer {
+            Some((at, nonce)) => !probe && (at, nonce) < (rival.claimed_at_ms, rival.nonce),
+            None => false,
+        };
+        if !older {
+            return;
+        }
+    }
     rival.flags = if probe { claim_flags::PROBE } else { 0 };
     rival.mac = sha;
-    rival.claimed_at_ms = 0;
-    rival.nonce = 0;
-    if len as usize >= ARP_TRAILER_OFFSET + TRAILER_LEN
-        && let Ok(trailer) = ctx.load::<[u8; TRAILER_LEN]>(ARP_TRAILER_OFFSET)
-        && trailer[..4] == egress_common::claim::TRAILER_MAGIC
-    {
+    (rival.claimed_at_ms, rival.nonce) = trailer.unwrap_or((0, 0));
+    if trailer.is_some() {
         rival.flags |= claim_flags::TRAILER;
-        rival.claimed_at_ms = u64::from_be_bytes([
-            trailer[4],
-            trailer[5],
-            trailer[6],
-            trailer[7],
-            trailer[8],
-            trailer[9],
-            trailer[10],
-            trailer[11],
-        ]);
-        rival.nonce = u32::from_be_bytes([trailer[12], trailer[13], trailer[14], trailer[15]]);
     }
     rival.at_ns = now;
-    !probe
-        && rival.flags & claim_flags::TRAILER != 0
-        && (rival.claimed_at_ms < ours.claimed_at_ms
-            || (rival.claimed_at_ms == ours.claimed_at_ms && rival.nonce < ours.nonce))
 }
 
 /// Rewrites the frame into our broadcast claim: an ARP reply from our MAC for

@@ -3,11 +3,13 @@
 //! stays 16 bytes) and share that logic through [`Family`].
 
 use aya_ebpf::{
-    btf_maps::{HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use egress_common::{
-    DEFAULT_CONNTRACK_FLOWS, FlowEntry, FlowKey, UNREPLIED_SHARE, flow::Addr, maps::CT_LIMITED_MAX,
+    DEFAULT_CONNTRACK_FLOWS, FlowEntry, FlowKey, UNREPLIED_SHARE,
+    flow::Addr,
+    maps::{CLIENT_NETS_MAX, CT_LIMITED_MAX},
     proto,
 };
 
@@ -21,6 +23,8 @@ type Unanswered<A> = LruHashMap<
 >;
 /// The table of clients over their flow limit, every family's.
 type Limited<A> = HashMap<A, u32, { CT_LIMITED_MAX as usize }>;
+/// The client networks, every family's (see `maps::CLIENT_NETS`).
+type Clients<A> = LpmTrie<A, u8, { CLIENT_NETS_MAX as usize }>;
 
 /// Both directions of every answered flow; user space sizes it with `--conntrack-size`.
 #[btf_map]
@@ -35,14 +39,25 @@ static CT_UNREPLIED: Unanswered<[u8; 4]> = LruHashMap::new();
 #[btf_map]
 static CT_LIMITED: Limited<[u8; 4]> = HashMap::new();
 
+/// The networks clients may come from, written by the set-up (see `maps::CLIENT_NETS`).
+#[btf_map]
+static CLIENT_NETS: Clients<[u8; 4]> = LpmTrie::new();
+
+/// [`CLIENT_NETS`] for IPv6.
+#[btf_map]
+static CLIENT_NETS6: Clients<[u8; 16]> = LpmTrie::new();
+
 /// An address family's conntrack maps: the conntrack code is generic over it and
 /// instantiated once per family.
 pub(crate) trait Family: Addr {
     /// The family's ICMP protocol number (an echo's identifier plays the port).
     const ICMP: u8;
+    /// The address's length in bits: a full-length prefix.
+    const BITS: u32;
     fn answered() -> &'static Answered<Self>;
     fn unanswered() -> &'static Unanswered<Self>;
     fn limited() -> &'static Limited<Self>;
+    fn clients() -> &'static Clients<Self>;
     /// This CPU's [`NewFlow`] scratch.
     fn new_flow() -> Option<&'static mut NewFlow<Self>>;
 }
@@ -51,11 +66,13 @@ pub(crate) trait Family: Addr {
 /// per-CPU scratch rather than on the stack, which an IPv6 program does not have room for
 /// (two 64-byte entries and a 40-byte key, beside the packet's own parse).
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub(crate) struct NewFlow<A: Addr> {
     pub(crate) reply: FlowEntry<A>,
     pub(crate) forward: FlowEntry<A>,
     pub(crate) reply_key: FlowKey<A>,
+    /// The client's address as a full-length prefix, the key of its [`Family::clients`]
+    /// lookup (here, not on the stack).
+    pub(crate) client: Key<A>,
 }
 
 /// [`NewFlow`] for IPv4.
@@ -81,6 +98,7 @@ static CT_LIMITED6: Limited<[u8; 16]> = HashMap::new();
 
 impl Family for [u8; 16] {
     const ICMP: u8 = proto::ICMPV6;
+    const BITS: u32 = 128;
 
     #[inline(always)]
     fn answered() -> &'static Answered<Self> {
@@ -98,6 +116,11 @@ impl Family for [u8; 16] {
     }
 
     #[inline(always)]
+    fn clients() -> &'static Clients<Self> {
+        &CLIENT_NETS6
+    }
+
+    #[inline(always)]
     fn new_flow() -> Option<&'static mut NewFlow<Self>> {
         // SAFETY: this CPU's slot; a TC program does not preempt itself on one CPU.
         NEW_FLOW6.get_ptr_mut(0).map(|p| unsafe { &mut *p })
@@ -106,6 +129,7 @@ impl Family for [u8; 16] {
 
 impl Family for [u8; 4] {
     const ICMP: u8 = proto::ICMP;
+    const BITS: u32 = 32;
 
     #[inline(always)]
     fn answered() -> &'static Answered<Self> {
@@ -120,6 +144,11 @@ impl Family for [u8; 4] {
     #[inline(always)]
     fn limited() -> &'static Limited<Self> {
         &CT_LIMITED
+    }
+
+    #[inline(always)]
+    fn clients() -> &'static Clients<Self> {
+        &CLIENT_NETS
     }
 
     #[inline(always)]

@@ -8,11 +8,12 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    btf_maps::lpm_trie::Key,
     programs::TcContext,
 };
 use egress_common::{
     DropReason, FALLBACK6_RULE_ID, FlowEntry, FlowEntry6, FlowKey, RouterConfig, RuleTarget, Stat,
-    csum::Delta, flow::Addr, flow_kind, node_stat, proto,
+    config_flags, csum::Delta, flow::Addr, flow_kind, node_stat, proto,
 };
 
 use crate::shared::{
@@ -43,9 +44,17 @@ pub(crate) fn create_flow<A: Family>(
     cfg: &RouterConfig,
     seg: &Seg,
 ) -> Result<&'static FlowEntry<A>, DropReason> {
-    conntrack::admit(key.saddr)?;
     // A one-entry array always has its entry; the verifier wants the check.
     let new = A::new_flow().ok_or(DropReason::Unconfigured)?;
+    // Only a client network's addresses open flows (pod mode): the longest prefix that
+    // holds the source decides.
+    if cfg.flags & config_flags::CHECK_SOURCES != 0 {
+        new.client = Key::new(A::BITS, key.saddr);
+        if A::clients().get(&new.client).copied() != Some(1) {
+            return Err(DropReason::BadSource);
+        }
+    }
+    conntrack::admit(key.saddr)?;
     let now = conntrack::now();
     let icmp = key.proto == A::ICMP;
     new.reply = FlowEntry::back_to(key, target.rule_id, flow_kind::REPLY, 0, now);

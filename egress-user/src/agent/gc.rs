@@ -31,8 +31,9 @@ pub struct Collector {
 #[derive(Debug)]
 pub struct Collected {
     pub pass: GcPass,
-    /// The clients limited now, IPv4 and IPv6 (`None`: the limit could not be applied).
-    pub limited: Option<(u64, u64)>,
+    /// The limits in force and the clients limited now, IPv4 and IPv6 (`None`: the limit
+    /// could not be applied).
+    pub limited: Option<crate::conntrack::Enforced>,
     /// Until the next pass.
     pub interval: Duration,
 }

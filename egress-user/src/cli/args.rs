@@ -184,10 +184,17 @@ pub(crate) struct ConntrackArgs {
     #[arg(long, env = "EGRESS_ROUTER_GC_MAX_INTERVAL", default_value_t = 30.0)]
     pub(crate) gc_max_interval: f64,
     /// Flows one client address may hold (answered and not yet answered); a client over it
-    /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size; 0: no
-    /// limit. Counted by the agent's GC.
+    /// gets no new flow until it holds fewer. Default: a quarter of --conntrack-size, and at
+    /// most a quarter of the translated ports a remote offers (7936); 0: no limit. Counted
+    /// by the agent's GC.
     #[arg(long, env = "EGRESS_ROUTER_MAX_FLOWS_PER_SOURCE")]
     pub(crate) max_flows_per_source: Option<u32>,
+    /// The networks client pods come from (the cluster's pod network, e.g. 10.128.0.0/14;
+    /// comma-separated, IPv4 and IPv6): a new flow from any other source is dropped
+    /// (bad_source). Default: any address that can be a client (not the egress side,
+    /// loopback, multicast, the pod's own). Pod mode.
+    #[arg(long, env = "EGRESS_ROUTER_CLIENT_CIDRS")]
+    pub(crate) client_cidrs: Option<String>,
 }
 
 impl ConntrackArgs {
@@ -196,6 +203,7 @@ impl ConntrackArgs {
             self.conntrack_size,
             self.gc_max_interval,
             self.max_flows_per_source,
+            self.client_cidrs.as_deref(),
         )
     }
 }
@@ -250,6 +258,7 @@ impl Instance<'_> {
             bpffs_root: self.pins.root.bpffs.clone(),
             instance: self.pins.instance.clone(),
             conntrack_flows: self.conntrack.flows,
+            client_cidrs: self.conntrack.client_cidrs.clone(),
             debug: self.debug,
             arp_request_after: Duration::from_millis(500),
             local_tcp_ports,

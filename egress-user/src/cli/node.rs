@@ -82,6 +82,12 @@ pub(crate) struct NodeArgs {
 
 pub(crate) fn execute(args: &NodeArgs) -> Result<()> {
     let conntrack = args.conntrack.validate()?;
+    if !conntrack.client_cidrs.is_empty() {
+        tracing::warn!(
+            "--client-cidrs (EGRESS_ROUTER_CLIENT_CIDRS) is not applied in node mode yet: \
+             the node's pods are its clients"
+        );
+    }
     let kernel = args.kernel.ready(Plane::Node)?;
     let bpffs = &args.root.bpffs;
     let pin_dir = match prepare_bpffs(bpffs) {

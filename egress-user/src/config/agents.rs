@@ -3,7 +3,11 @@
 //! ([`Conntrack`]), and where metrics are served ([`Listen`], [`NodeListen`]). One rule and
 //! one message for each, whatever the mode; `unit-test` applies them too.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    time::Duration,
+};
 
 use crate::config::{error::ConfigError, mode::Mode};
 
@@ -14,7 +18,7 @@ pub const GC_MAX_INTERVAL_MIN: f64 = 0.1;
 pub const GC_MAX_INTERVAL_MAX: f64 = 86_400.0;
 
 /// The conntrack options, validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conntrack {
     /// Capacity in flows (the table holds two entries per flow), at least 1.
     pub flows: u32,
@@ -22,6 +26,9 @@ pub struct Conntrack {
     pub gc_max_interval: Duration,
     /// Flows one client may hold: `None`, a quarter of the capacity; 0, no limit.
     pub max_flows_per_source: Option<u32>,
+    /// `--client-cidrs`: the networks clients come from (empty: any address that can be a
+    /// client).
+    pub client_cidrs: Vec<(IpAddr, u8)>,
 }
 
 impl Conntrack {
@@ -30,6 +37,7 @@ impl Conntrack {
         flows: u32,
         gc_max_interval: f64,
         max_flows_per_source: Option<u32>,
+        client_cidrs: Option<&str>,
     ) -> Result<Self, ConfigError> {
         if flows == 0 {
             return Err(ConfigError::ConntrackSize);
@@ -42,8 +50,55 @@ impl Conntrack {
             flows,
             gc_max_interval: Duration::from_secs_f64(gc_max_interval),
             max_flows_per_source,
+            client_cidrs: client_cidrs.map_or(Ok(Vec::new()), parse_cidrs)?,
         })
     }
+}
+
+/// The most prefixes `--client-cidrs` takes (the data plane's table holds a few more, for
+/// the prefixes where no client can be).
+pub const CLIENT_CIDRS_MAX: usize = 32;
+
+/// `--client-cidrs` (`EGRESS_ROUTER_CLIENT_CIDRS`): prefixes (`10.128.0.0/14`,
+/// `fd00::/48`, or an address alone for one host) separated by commas or spaces.
+pub fn parse_cidrs(raw: &str) -> Result<Vec<(IpAddr, u8)>, ConfigError> {
+    let bad = |value: &str, reason: &str| ConfigError::ClientCidrs {
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut nets = Vec::new();
+    for value in raw
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|v| !v.is_empty())
+    {
+        let (ip, prefix) = match value.split_once('/') {
+            Some((ip, prefix)) => (ip, Some(prefix)),
+            None => (value, None),
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| bad(value, "not an IPv4 or IPv6 address"))?;
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| bad(value, &format!("the prefix length must be 0 to {bits}")))?,
+        };
+        nets.push((ip, prefix));
+    }
+    if nets.is_empty() {
+        return Err(bad(
+            raw,
+            "no prefix given (leave it unset for any client address)",
+        ));
+    }
+    if nets.len() > CLIENT_CIDRS_MAX {
+        return Err(bad(raw, &format!("at most {CLIENT_CIDRS_MAX} prefixes")));
+    }
+    Ok(nets)
 }
 
 /// Where the pod agent serves `/metrics` and `/healthz` (`--metrics-address`): a socket
@@ -126,16 +181,16 @@ mod tests {
 
     #[test]
     fn the_gc_interval_has_one_range_named_with_its_value() {
-        let conntrack = Conntrack::new(16, 0.1, None).unwrap();
+        let conntrack = Conntrack::new(16, 0.1, None, None).unwrap();
         assert_eq!(conntrack.gc_max_interval, Duration::from_millis(100));
         assert_eq!(
-            Conntrack::new(16, 86_400.0, Some(0))
+            Conntrack::new(16, 86_400.0, Some(0), None)
                 .unwrap()
                 .gc_max_interval,
             Duration::from_secs(86_400)
         );
         for bad in [0.05, 0.0, -1.0, 86_400.5, 1e300, f64::INFINITY, f64::NAN] {
-            let err = Conntrack::new(16, bad, None).unwrap_err();
+            let err = Conntrack::new(16, bad, None, None).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
@@ -145,9 +200,54 @@ mod tests {
             );
         }
         assert_eq!(
-            Conntrack::new(0, 30.0, None).unwrap_err().to_string(),
+            Conntrack::new(0, 30.0, None, None).unwrap_err().to_string(),
             "--conntrack-size (EGRESS_ROUTER_CONNTRACK_SIZE) must be at least 1"
         );
+    }
+
+    #[test]
+    fn client_cidrs_are_prefixes_of_either_family_named_in_errors() {
+        let nets = parse_cidrs("10.128.0.0/14, fd01::/48 192.0.2.7").unwrap();
+        assert_eq!(
+            nets,
+            vec![
+                ("10.128.0.0".parse().unwrap(), 14),
+                ("fd01::".parse().unwrap(), 48),
+                ("192.0.2.7".parse().unwrap(), 32),
+            ]
+        );
+        for (raw, value, reason) in [
+            (
+                "10.0.0.0/33",
+                "10.0.0.0/33",
+                "the prefix length must be 0 to 32",
+            ),
+            (
+                "fd01::/129",
+                "fd01::/129",
+                "the prefix length must be 0 to 128",
+            ),
+            ("10.0.0/8", "10.0.0/8", "not an IPv4 or IPv6 address"),
+            (
+                "10.0.0.0/x",
+                "10.0.0.0/x",
+                "the prefix length must be 0 to 32",
+            ),
+            (
+                " , ",
+                " , ",
+                "no prefix given (leave it unset for any client address)",
+            ),
+        ] {
+            assert_eq!(
+                parse_cidrs(raw).unwrap_err().to_string(),
+                format!(
+                    "--client-cidrs (EGRESS_ROUTER_CLIENT_CIDRS) value '{value}' is invalid: {reason}"
+                )
+            );
+        }
+        let many = vec!["10.0.0.0/8"; CLIENT_CIDRS_MAX + 1].join(",");
+        assert!(parse_cidrs(&many).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum ConfigError {
         "--gc-max-interval (EGRESS_ROUTER_GC_MAX_INTERVAL) {0}: must be from 0.1 to 86400 seconds"
     )]
     GcMaxInterval(String),
+    #[error("--client-cidrs (EGRESS_ROUTER_CLIENT_CIDRS) value '{value}' is invalid: {reason}")]
+    ClientCidrs { value: String, reason: String },
     #[error("reading --config-file {path}")]
     ConfigFile {
         path: String,

@@ -17,7 +17,7 @@ pub use gc::{
     FamilyPass, GcPass, SourceLimits, collect_garbage, collect_garbage_with, gc_interval,
     source_limits,
 };
-pub use limits::{enforce_source_limit, enforce_source_limits, flow_limit};
+pub use limits::{Enforced, enforce_source_limit, enforce_source_limits, flow_limit, nat_ports};
 pub use sweep::{collect_garbage_in_kernel, sweep_only};
 
 use std::{fmt::Write as _, net::IpAddr};

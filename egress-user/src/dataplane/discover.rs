@@ -108,21 +108,33 @@ pub fn map_ids_of_attached(pod_interface: &str) -> Result<Option<(Vec<u32>, u32)
     let mut ids = Vec::new();
     let programs: Vec<&AttachedProgram> = std::iter::once(pod).chain(at_pod).collect();
     collect_map_ids(&programs, &mut ids)?;
-    // The egress interface's programs use a map the pod interface's do not (`CLAIM`):
-    // their maps too, the interface found in the configuration.
-    if let Some(egress) = egress_interface(&ids) {
-        let at_egress = Interfaces {
-            egress: Some(&egress),
-            ..Interfaces::default()
-        };
-        let programs = attached_programs(Mode::Pod, &at_egress)?;
-        let at_egress: Vec<&AttachedProgram> = programs
-            .iter()
-            .filter(|p| p.interface == egress && p.direction == "ingress")
-            .collect();
-        collect_map_ids(&at_egress, &mut ids)?;
+    // The egress interface's programs use a map the pod interface's do not (`CLAIM`),
+    // taken from them (the interface found in the configuration); nothing else, and no
+    // failure there fails the rest: the claim is optional.
+    if let Some(claim) = egress_interface(&ids).and_then(|egress| claim_map_id(&egress))
+        && !ids.contains(&claim)
+    {
+        ids.push(claim);
     }
     Ok(Some((ids, pod.id)))
+}
+
+/// The ID of the `CLAIM` map of the program attached to `egress`'s ingress, if any.
+fn claim_map_id(egress: &str) -> Option<u32> {
+    let at_egress = Interfaces {
+        egress: Some(egress),
+        ..Interfaces::default()
+    };
+    let programs = attached_programs(Mode::Pod, &at_egress).ok()?;
+    let program = programs
+        .iter()
+        .find(|p| p.interface == egress && p.direction == "ingress")?;
+    let used = program_info(program.id).ok()?.map_ids().ok()??;
+    used.into_iter().find(|id| {
+        aya::maps::MapInfo::from_id(*id)
+            .ok()
+            .is_some_and(|info| info.name_as_str() == Some(maps::CLAIM))
+    })
 }
 
 /// Adds the IDs of the maps `programs` use to `ids`, each once.

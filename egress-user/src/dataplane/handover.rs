@@ -111,6 +111,13 @@ impl Handover {
         }
     }
 
+    /// Whether a data plane attached to the pod interface is being taken over (a restart in
+    /// the same pod, or the agent after the init container), not only pins left behind.
+    #[must_use]
+    pub fn takes_over_attached(&self) -> bool {
+        matches!(self.report.adopted, Some(Source::Attached { .. }))
+    }
+
     /// Loads the object on the handed-over maps (and pins of an earlier run), with its
     /// IPv6 programs if `ipv6`.
     pub fn load(&mut self, conntrack_flows: u32, ipv6: bool) -> Result<Dataplane, load::Error> {

@@ -75,6 +75,9 @@ pub fn layout(name: &str) -> Option<Layout> {
         }
         maps::CT_LIMITED => (MapType::Hash, 4, 4),
         maps::CLAIM => (MapType::Array, 4, size::<Claim>()),
+        // A prefix length and the address.
+        maps::CLIENT_NETS => (MapType::LpmTrie, 8, 1),
+        maps::CLIENT_NETS6 => (MapType::LpmTrie, 20, 1),
         maps::FRAGMENTS => (MapType::LruHash, size::<FragKey>(), size::<FragPorts>()),
         maps::CONFIG6 => (MapType::Array, 4, size::<RouterConfig6>()),
         maps::RULES6 => (MapType::Hash, size::<RuleKey>(), size::<RuleTarget6>()),

@@ -125,6 +125,10 @@ impl Dataplane {
                             maps::RULES => RULES_CAPACITY,
                             maps::RULE_STATS => RULE_STATS_LEN,
                             maps::CONFIG | maps::CONFIG6 => instances.unwrap_or(0),
+                            // Each instance's counters are a stride of it, one per drop
+                            // reason: a map of an earlier release with fewer reasons would
+                            // mix instances' counters up.
+                            maps::NODE_STATS => egress_common::NODE_STATS_LEN,
                             _ => 0,
                         };
                         if info.max_entries() < needed {

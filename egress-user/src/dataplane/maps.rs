@@ -182,7 +182,11 @@ impl MapSet {
     /// Kernel facts of a map (ID, capacity).
     pub fn info(&self, name: &'static str) -> Result<MapInfo, Error> {
         let data = match self.map(name)? {
-            Map::Array(d) | Map::PerCpuArray(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::LpmTrie(d) => d,
             _ => return Err(Error::Missing(name)),
         };
         data.info().map_err(|source| Error::Map { name, source })
@@ -318,6 +322,7 @@ fn checked(name: &'static str, data: MapData) -> Result<Map, Error> {
         MapType::PerCpuArray => Map::PerCpuArray(data),
         MapType::Hash => Map::HashMap(data),
         MapType::LruHash => Map::LruHashMap(data),
+        MapType::LpmTrie => Map::LpmTrie(data),
         _ => return Err(Error::Missing(name)),
     };
     Ok(map)

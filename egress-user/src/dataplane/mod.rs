@@ -14,6 +14,7 @@
 //! | [`layout`] | which maps a build can reuse, and their sizes |
 //! | [`batch`] | a whole hash map read with `BPF_MAP_LOOKUP_BATCH` |
 //! | [`claim`] | this router's claim of EGRESS_SOURCE and the last rival the data plane saw |
+//! | [`clients`] | the client networks: the prefixes whose addresses may open flows |
 //! | [`configure`] | an instance's configuration and rules written to its maps, undone on failure |
 //! | [`family`] | the address families' maps |
 //! | [`flows`] | the conntrack table row by row |
@@ -26,6 +27,7 @@ pub mod attach;
 pub mod batch;
 pub mod bpffs;
 pub mod claim;
+pub mod clients;
 pub mod configure;
 pub mod discover;
 pub mod error;

@@ -19,6 +19,9 @@ use crate::{
 /// each other's start (a partition that heals) find each other within this time.
 pub const REANNOUNCE: Duration = Duration::from_secs(10);
 
+/// How soon after a younger router's claim the owner announces again.
+pub const AFTER_RIVAL: Duration = Duration::from_millis(1500);
+
 /// The kernel's monotonic clock in nanoseconds, as the data plane's `bpf_ktime_get_ns`.
 #[must_use]
 pub fn ktime_ns() -> u64 {
@@ -54,46 +57,63 @@ impl ClaimWatch {
         self.ours
     }
 
-    /// Looks at the last rival the data plane saw, logs it if it is new, and returns it
-    /// if its claim is older than ours: then this router must step down.
-    pub fn check(&mut self, maps: &MapSet) -> Option<Claim> {
+    /// Looks at the last rival the data plane saw and logs it if it is new. A router's
+    /// claim with the same (stable) MAC as ours that is older than ours: this router must
+    /// step down. (A claim from another MAC is not acted on: behind port security no host
+    /// but the routers sends from the stable MAC, so that is what a forger cannot fake.)
+    pub fn check(&mut self, maps: &MapSet) -> Rival {
         let rival = match maps.rival() {
-            Ok(rival) => rival?,
+            Ok(Some(rival)) => rival,
+            Ok(None) => return Rival::None,
             Err(err) => {
                 tracing::warn!(error = %crate::error_chain(&err), "reading the rival claims");
-                return None;
+                return Rival::None;
             }
         };
         if rival.at_ns <= self.seen_ns {
-            return None;
+            return Rival::None;
         }
         self.seen_ns = rival.at_ns;
         let mac = mac_text(rival.mac);
-        let router = rival.flags & claim_flags::TRAILER != 0;
+        let router = rival.flags & claim_flags::TRAILER != 0 && rival.claimed_at_ms != 0;
         if rival.flags & claim_flags::PROBE != 0 {
-            tracing::info!(
+            tracing::debug!(
                 %mac,
                 egress_router = router,
                 "a host probed for EGRESS_SOURCE; answered with this router's claim"
             );
-            return None;
+            return Rival::None;
         }
-        if router && rival.id() < self.ours {
+        let ours_mac = maps.claim().ok().flatten().map(|c| c.mac);
+        if router && Some(rival.mac) == ours_mac && rival.id() < self.ours {
             tracing::error!(
                 %mac,
                 rival_claimed_ms_before = self.ours.claimed_at_ms.saturating_sub(rival.claimed_at_ms),
                 "another egress-router holds EGRESS_SOURCE with an older claim: this one steps down"
             );
-            return Some(rival);
+            return Rival::Older(rival);
         }
         tracing::warn!(
             %mac,
             egress_router = router,
             "another host claims EGRESS_SOURCE; this router's claim is older (or the host is no \
-             egress-router), so it keeps the address and answered with its claim"
+             egress-router with this router's MAC), so it keeps the address and answered with \
+             its claim"
         );
-        None
+        if router { Rival::Younger } else { Rival::None }
     }
+}
+
+/// What [`ClaimWatch::check`] found.
+#[derive(Clone, Copy, Debug)]
+pub enum Rival {
+    /// Nothing new that concerns the claim.
+    None,
+    /// A router with a younger claim: it steps down; the switch may have learnt the shared
+    /// MAC at its port meanwhile.
+    Younger,
+    /// A router with an older claim of the shared MAC: this one steps down.
+    Older(Claim),
 }
 
 /// The refusal of a router that stepped down for `rival`.
@@ -127,12 +147,12 @@ pub struct Holding {
 }
 
 impl Holding {
-    /// For `instance`, whose egress interface is `iface`; rivals recorded before now are
-    /// old news (the set-up looked at them).
+    /// For `instance`, whose egress interface is `iface`; rivals its data plane recorded
+    /// since it answers with the claim are news (the set-up looked only once).
     #[must_use]
     pub fn new(instance: &crate::instance::Instance, iface: &str) -> Self {
         Self {
-            watch: ClaimWatch::new(instance.claim(), ktime_ns()),
+            watch: ClaimWatch::new(instance.claim(), instance.claim_since()),
             iface: iface.to_owned(),
             next_announce: tokio::time::Instant::now() + REANNOUNCE,
         }
@@ -141,10 +161,15 @@ impl Holding {
     /// One look (call it every second or so). `Err`: a rival holds the address with an
     /// older claim; the caller steps down ([`step_down`]).
     pub async fn tick(&mut self, instance: &crate::instance::Instance) -> Result<(), Claim> {
-        if let Some(rival) = self.watch.check(instance.maps()) {
-            return Err(rival);
-        }
         let now = tokio::time::Instant::now();
+        match self.watch.check(instance.maps()) {
+            Rival::Older(rival) => return Err(rival),
+            // The younger router's frames may have taught the switch our shared MAC at its
+            // port: announced again once it has stepped down (its announcements are 0.5 s
+            // apart), so that traffic to an idle owner is not lost until the next round.
+            Rival::Younger => self.next_announce = self.next_announce.min(now + AFTER_RIVAL),
+            Rival::None => {}
+        }
         if now < self.next_announce {
             return Ok(());
         }

@@ -5,12 +5,14 @@
 //! |---|---|
 //! | [`setup`] | setting an instance up, changing nothing until every check has passed |
 //! | [`claim`] | holding EGRESS_SOURCE against another egress-router: the older claim stays |
+//! | [`clients`] | the client networks: `--client-cidrs` less where no client can be |
 //! | [`router`] | the data plane's view of an instance (`RouterConfig`, `RouterConfig6`) |
 //! | [`source`] | the rule sources that keep its rules current: `EGRESS_DESTINATION` |
 //! | [`names`] | the DNS proxy in the data plane: rules whose addresses follow names |
 //! | [`teardown`] | `egress-router teardown`: what an instance added, removed; a router stepping down |
 
 pub mod claim;
+pub mod clients;
 pub mod names;
 pub mod router;
 pub mod setup;
@@ -42,6 +44,9 @@ pub struct Instance {
     created_macvlan: bool,
     /// This router's claim of EGRESS_SOURCE (`claim`).
     claim: egress_common::ClaimId,
+    /// Since when (`claim::ktime_ns`) the data plane answers with it: rivals it recorded
+    /// from then on are news to the agent.
+    claim_since: u64,
 }
 
 impl Instance {
@@ -68,6 +73,12 @@ impl Instance {
     #[must_use]
     pub const fn claim(&self) -> egress_common::ClaimId {
         self.claim
+    }
+
+    /// Since when the data plane answers with [`Instance::claim`].
+    #[must_use]
+    pub const fn claim_since(&self) -> u64 {
+        self.claim_since
     }
 
     /// The configuration in the data plane.

@@ -15,7 +15,8 @@ use crate::{
     dataplane::{attach, handover::Handover, load, programs::Interfaces, rules::RuleSet},
     instance::{
         Instance,
-        claim::{ClaimWatch, ktime_ns, stepped_down},
+        claim::{ClaimWatch, Rival, ktime_ns, stepped_down},
+        clients::client_nets,
         router::{nat_secret, router_config, router_config6},
         set_fallback,
         teardown::Teardown,
@@ -64,6 +65,8 @@ pub struct Settings {
     /// The instance's name: its pin directory below the root.
     pub instance: String,
     pub conntrack_flows: u32,
+    /// `--client-cidrs`: the networks clients come from (empty: any that can be a client).
+    pub client_cidrs: Vec<(IpAddr, u8)>,
     /// Per-packet events through aya-log.
     pub debug: bool,
     /// Delay of the gratuitous ARP request after the unsolicited reply.
@@ -197,8 +200,11 @@ impl Instance {
         }
         let mut dataplane = loaded?;
         // A running data plane's claim stays (a restart, an upgrade): the address has been
-        // held since it was made.
-        if let Some(running) = dataplane.maps().claim()?.filter(|c| c.claimed_at_ms != 0) {
+        // held since it was made. Not the claim of pins alone, which an earlier pod left
+        // when it went: the address was let go since.
+        if handover.takes_over_attached()
+            && let Some(running) = dataplane.maps().claim()?.filter(|c| c.claimed_at_ms != 0)
+        {
             claim = running.id();
         }
         phase("EGRESS_SOURCE free, BPF object loaded");
@@ -238,6 +244,14 @@ impl Instance {
             _ => RouterConfig6::default(),
         };
         set_fallback(&mut router, &mut router6, &rules);
+        // New flows only from where clients can be (the client networks written before the
+        // configuration that arms the check).
+        router.flags |= config_flags::CHECK_SOURCES;
+        dataplane.maps_mut().set_client_nets(&client_nets(
+            &settings.client_cidrs,
+            egress,
+            &pod_ips,
+        ))?;
         let rules = rules.with_local(&settings.local_tcp_ports);
         let (rules, rules6) =
             dataplane
@@ -265,6 +279,12 @@ impl Instance {
         let handover = handover.finish();
         phase("attached");
 
+        if applied.is_some() && egress.v4.is_none() {
+            tracing::warn!(
+                "EGRESS_SOURCE is IPv6 alone: another router with it is found by the probe at \
+                 start, not while both run (the claim is carried in ARP)"
+            );
+        }
         if let Some(applied) = &applied {
             // A router that holds the address with an older claim, and missed our probe
             // (it was setting up itself), answers the first announcement with its claim,
@@ -273,7 +293,10 @@ impl Instance {
             // it did.
             let mut watch = ClaimWatch::new(claim, attached_at);
             let rival = announce_source(settings, egress, applied, claim, || {
-                watch.check(dataplane.maps())
+                match watch.check(dataplane.maps()) {
+                    Rival::Older(rival) => Some(rival),
+                    Rival::Younger | Rival::None => None,
+                }
             })
             .await?;
             phase("announced");
@@ -299,6 +322,7 @@ impl Instance {
             handover,
             created_macvlan: applied.is_some_and(|a| a.created_macvlan),
             claim,
+            claim_since: attached_at,
         })
     }
 

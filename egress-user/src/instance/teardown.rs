@@ -140,19 +140,21 @@ pub async fn step_down(
     } else {
         std::net::IpAddr::V4(router.egress_source.into())
     };
-    if let Some(pin_dir) = pin_dir {
-        let teardown = Teardown {
-            instance: name,
-            pod_interface,
-            egress_interface,
-            pin_dir: &pin_dir,
-            macvlan_mode: crate::network::plan::MacvlanMode::Private,
-            source: None,
-            gateway: None,
-        };
-        if let Err(err) = teardown.run().await {
-            tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
-        }
+    // Without pins (a scratch bpffs, gone with the set-up) the programs and the network
+    // are still found on the interfaces: removed all the same, so that a restart probes.
+    let pin_dir = pin_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("egress-router-{name}-unpinned")));
+    let teardown = Teardown {
+        instance: name,
+        pod_interface,
+        egress_interface,
+        pin_dir: &pin_dir,
+        macvlan_mode: crate::network::plan::MacvlanMode::Private,
+        source: None,
+        gateway: None,
+    };
+    if let Err(err) = teardown.run().await {
+        tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
     }
     anyhow::Error::new(crate::instance::claim::stepped_down(
         ip,

@@ -63,6 +63,19 @@ impl NetworkPlan {
         };
         let index = link.header.index;
         let own = link_mac(&link).ok_or_else(|| Error::NoMac(from.clone()))?;
+        if from == iface
+            && self.mac.is_some()
+            && let Some(mode) = shared_mac_blind(&link)
+        {
+            tracing::warn!(
+                iface,
+                mode,
+                "the egress interface is a macvlan in {mode} mode: it does not receive broadcasts \
+                 from the wire sent from its own MAC, so another router with this EGRESS_SOURCE \
+                 and the same stable MAC cannot be found (use mode private, as the manifests do, \
+                 or --keep-mac)"
+            );
+        }
         // From the egress interface, probe with the MAC the router will use: port security
         // that allows only that MAC would drop a probe from another, and the probe would
         // hear nothing. (The parent's own MAC passes anyway.)
@@ -162,6 +175,25 @@ pub async fn set_down(iface: &str) -> Result<(), Error> {
     };
     connection.abort();
     result
+}
+
+/// The mode of a macvlan that cannot hear another router with its own MAC: `bridge` and
+/// `vepa` skip, for broadcasts from the wire, the macvlan whose MAC sent them.
+fn shared_mac_blind(link: &LinkMessage) -> Option<&'static str> {
+    use rtnetlink::packet_route::link::{
+        InfoData, InfoMacVlan, LinkAttribute, LinkInfo, MacVlanMode,
+    };
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+            LinkInfo::Data(InfoData::MacVlan(data)) => data.iter().find_map(|d| match d {
+                InfoMacVlan::Mode(MacVlanMode::Bridge) => Some("bridge"),
+                InfoMacVlan::Mode(MacVlanMode::Vepa) => Some("vepa"),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 fn is_up(link: &LinkMessage) -> bool {

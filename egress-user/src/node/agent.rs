@@ -23,7 +23,7 @@ use crate::{
     error_chain,
     network::{interface::link_facts, route::REFRESH},
     node::{
-        registration::{Registration, read_spool},
+        registration::{NodeInstance, Registration, read_spool},
         statics::{self, StaticInstance},
     },
 };
@@ -103,11 +103,16 @@ pub struct NodeAgent {
     /// probed again only after [`PROBE_AGAIN`], so that registrations for held
     /// addresses cannot keep the spool loop probing.
     pub(super) held: BTreeMap<std::net::IpAddr, (tokio::time::Instant, String)>,
+    /// Addresses found free by the last probes, with when.
+    pub(super) free: BTreeMap<std::net::IpAddr, tokio::time::Instant>,
     pub(super) gc: Collector,
 }
 
 /// How long an address another host held is not probed for again.
 pub(super) const PROBE_AGAIN: Duration = Duration::from_secs(10);
+
+/// How long an address found free counts as free: the probes of one spool read serve it.
+pub(super) const FOUND_FREE: Duration = Duration::from_secs(2);
 
 impl NodeAgent {
     /// Loads and attaches the node's data plane, and takes over the instances a previous
@@ -168,6 +173,7 @@ impl NodeAgent {
             refused: HashMap::new(),
             warned: HashSet::new(),
             held: BTreeMap::new(),
+            free: BTreeMap::new(),
             gc,
         })
     }
@@ -228,19 +234,22 @@ impl NodeAgent {
         };
         let statics = self.read_statics();
         let mut seen = BTreeMap::new();
+        let mut valid = Vec::new();
         for (path, read) in wanted {
-            let valid = read.and_then(|r| {
+            let checked = read.and_then(|r| {
                 let resolved = r.resolved(&statics)?;
                 let instance = resolved.validate()?;
                 Ok((resolved, instance))
             });
-            let (registration, instance) = match valid {
-                Ok(valid) => valid,
-                Err(err) => {
-                    self.refuse(&path, error_chain(&err).to_string(), &mut seen);
-                    continue;
-                }
-            };
+            match checked {
+                Ok((registration, instance)) => valid.push((path, registration, instance)),
+                Err(err) => self.refuse(&path, error_chain(&err).to_string(), &mut seen),
+            }
+        }
+        // The addresses not served yet, probed for all at once (250 ms for any number).
+        let instances: Vec<&NodeInstance> = valid.iter().map(|(_, _, i)| i).collect();
+        self.probe_new(&instances).await;
+        for (path, registration, instance) in valid {
             match self.serve(&path, registration, &instance).await {
                 Ok(true) => {
                     self.refused.remove(&path);

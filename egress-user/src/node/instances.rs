@@ -28,7 +28,7 @@ use crate::{
         route::{keep_resolved, route_interface, use_neighbour},
     },
     node::{
-        agent::{ANNOUNCE_AGAIN, ANNOUNCE_LAST, NodeAgent, PROBE_AGAIN, Served},
+        agent::{ANNOUNCE_AGAIN, ANNOUNCE_LAST, FOUND_FREE, NodeAgent, PROBE_AGAIN, Served},
         configs::{NodeConfigs, check_ipv6, node_configs, sources},
         registration::{NodeInstance, Registration},
     },
@@ -212,49 +212,113 @@ impl NodeAgent {
         Ok(true)
     }
 
-    /// Fails if another host answers for `v4` or `v6` on the uplink (the probes of
-    /// `crate::network::probe`, from the uplink's MAC). An address found held is not
-    /// probed again for [`PROBE_AGAIN`]: the refusal stands meanwhile.
-    async fn check_free(&mut self, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
+    /// The addresses of `instances` the node does not serve yet, probed for on the uplink
+    /// all at once: each found free or held (with the refusal), for [`Self::check_free`].
+    pub(super) async fn probe_new(&mut self, instances: &[&NodeInstance]) {
+        if !self.opts.arp {
+            return;
+        }
         let now = tokio::time::Instant::now();
         self.held.retain(|_, (at, _)| now < *at + PROBE_AGAIN);
-        for ip in [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
+        self.free.retain(|_, at| now < *at + FOUND_FREE);
+        let served: BTreeSet<IpAddr> = self
+            .served
+            .values()
+            .flat_map(|s| {
+                [
+                    IpAddr::V4(s.config.egress_source.into()),
+                    IpAddr::V6(s.config6.egress_source.into()),
+                ]
+            })
+            .collect();
+        let wanted: BTreeSet<IpAddr> = instances
+            .iter()
+            .flat_map(|i| {
+                [
+                    i.egress.v4.map(|v4| IpAddr::V4(v4.source.ip)),
+                    i.egress.v6.map(|v6| IpAddr::V6(v6.source.ip)),
+                ]
+            })
+            .flatten()
+            .filter(|ip| {
+                !served.contains(ip) && !self.held.contains_key(ip) && !self.free.contains_key(ip)
+            })
+            .collect();
+        self.probe_addresses(wanted).await;
+    }
+
+    /// Probes for `ips` on the uplink all at once, from the uplink's MAC: each recorded as
+    /// free or held (with the refusal).
+    async fn probe_addresses(&mut self, ips: BTreeSet<IpAddr>) {
+        let now = tokio::time::Instant::now();
+        let (index, mac) = (self.uplink, self.uplink_mac);
+        let claim = new_claim();
+        let mut probes = tokio::task::JoinSet::new();
+        for ip in ips {
+            probes.spawn_blocking(move || {
+                let found = match ip {
+                    IpAddr::V4(v4) => probe(index, mac, v4, Probe::default(), claim),
+                    IpAddr::V6(v6) => probe6(index, mac, v6, Probe::default(), claim),
+                };
+                (ip, found)
+            });
+        }
+        while let Some(done) = probes.join_next().await {
+            let Ok((ip, found)) = done else { continue };
+            match found {
+                Ok(None) => {
+                    self.free.insert(ip, now);
+                }
+                Ok(Some(holder)) => {
+                    let refusal = crate::network::error::Error::SourceInUse {
+                        ip,
+                        mac: mac_text(holder.mac),
+                        iface: self.opts.uplink.clone(),
+                        who: who(&holder, claim),
+                    }
+                    .to_string();
+                    self.held.insert(ip, (now, refusal));
+                }
+                Err(err) => tracing::warn!(
+                    %ip,
+                    error = %error_chain(&err),
+                    "probing for EGRESS_SOURCE on the uplink"
+                ),
+            }
+        }
+    }
+
+    /// Fails if another host answers for `v4` or `v6` on the uplink, as
+    /// [`Self::probe_new`] found (an address it did not probe is probed now). An address
+    /// found held is not probed again for [`PROBE_AGAIN`]: the refusal stands meanwhile.
+    async fn check_free(&mut self, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
+        let ips: Vec<IpAddr> = [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
             .into_iter()
             .flatten()
-        {
-            if let Some((_, refusal)) = self.held.get(&ip) {
+            .collect();
+        let now = tokio::time::Instant::now();
+        let unknown: BTreeSet<IpAddr> = ips
+            .iter()
+            .filter(|ip| {
+                self.free.get(ip).is_none_or(|at| now >= *at + FOUND_FREE)
+                    && self
+                        .held
+                        .get(ip)
+                        .is_none_or(|(at, _)| now >= *at + PROBE_AGAIN)
+            })
+            .copied()
+            .collect();
+        if !unknown.is_empty() {
+            self.probe_addresses(unknown).await;
+        }
+        for ip in &ips {
+            if let Some((at, refusal)) = self.held.get(ip)
+                && now < *at + PROBE_AGAIN
+            {
                 bail!("{refusal}");
             }
         }
-        let (index, mac, uplink) = (self.uplink, self.uplink_mac, self.opts.uplink.clone());
-        let claim = new_claim();
-        let found = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            if let Some(ip) = v4
-                && let Some(holder) = probe(index, mac, ip, Probe::default(), claim)?
-            {
-                return Ok(Some((IpAddr::V4(ip), holder)));
-            }
-            if let Some(ip) = v6
-                && let Some(holder) = probe6(index, mac, ip, Probe::default(), claim)?
-            {
-                return Ok(Some((IpAddr::V6(ip), holder)));
-            }
-            Ok(None)
-        })
-        .await?
-        .with_context(|| format!("probing for EGRESS_SOURCE on {uplink}"))?;
-        let Some((ip, holder)) = found else {
-            return Ok(());
-        };
-        let refusal = crate::network::error::Error::SourceInUse {
-            ip,
-            mac: mac_text(holder.mac),
-            iface: uplink,
-            who: who(&holder, claim),
-        }
-        .to_string();
-        self.held.insert(ip, (now, refusal.clone()));
-        bail!("{refusal}")
+        Ok(())
     }
 
     /// The lowest instance number no served instance has.

@@ -37,6 +37,9 @@ pub struct AgentCounters {
     pub limited_sources: AtomicU64,
     /// IPv6 ones.
     pub limited_sources6: AtomicU64,
+    /// `--max-flows-per-source` in force, IPv4 and IPv6 (0: no limit).
+    pub flow_limit: AtomicU64,
+    pub flow_limit6: AtomicU64,
     /// Milliseconds to the next GC pass, as last chosen.
     pub gc_interval_ms: AtomicU64,
 }
@@ -145,56 +148,63 @@ pub fn render(shared: &Shared) -> Result<String, crate::dataplane::maps::Error> 
     );
     // Per address family; IPv6 only for an instance that has it.
     let ipv6 = config.is_some_and(|c| c.flags & config_flags::IPV6 != 0);
-    let families: &[(&str, &TableGauges, &AtomicU64)] = if ipv6 {
+    let families: &[(&str, &TableGauges, &AtomicU64, &AtomicU64)] = if ipv6 {
         &[
-            ("ipv4", &c.conntrack, &c.limited_sources),
-            ("ipv6", &c.conntrack6, &c.limited_sources6),
+            ("ipv4", &c.conntrack, &c.limited_sources, &c.flow_limit),
+            ("ipv6", &c.conntrack6, &c.limited_sources6, &c.flow_limit6),
         ]
     } else {
-        &[("ipv4", &c.conntrack, &c.limited_sources)]
+        &[("ipv4", &c.conntrack, &c.limited_sources, &c.flow_limit)]
     };
-    let per_family = |out: &mut String,
-                      name: &str,
-                      help: &str,
-                      value: &dyn Fn(&TableGauges, &AtomicU64) -> u64| {
-        family(out, name, "gauge", help);
-        for (label, gauges, limited) in families {
-            let _ = writeln!(
-                out,
-                "{name}{{family=\"{label}\"}} {}",
-                value(gauges, limited)
-            );
-        }
-    };
+    let per_family =
+        |out: &mut String,
+         name: &str,
+         help: &str,
+         value: &dyn Fn(&TableGauges, &AtomicU64, &AtomicU64) -> u64| {
+            family(out, name, "gauge", help);
+            for (label, gauges, limited, limit) in families {
+                let _ = writeln!(
+                    out,
+                    "{name}{{family=\"{label}\"}} {}",
+                    value(gauges, limited, limit)
+                );
+            }
+        };
     per_family(
         &mut out,
         "egress_router_conntrack_entries",
         "Conntrack entries of answered flows (two per flow) at the last GC pass.",
-        &|g, _| load(&g.entries),
+        &|g, _, _| load(&g.entries),
     );
     per_family(
         &mut out,
         "egress_router_conntrack_unreplied_entries",
         "Conntrack entries of flows not answered yet (two per flow) at the last GC pass.",
-        &|g, _| load(&g.unreplied_entries),
+        &|g, _, _| load(&g.unreplied_entries),
     );
     per_family(
         &mut out,
         "egress_router_limited_clients",
         "Clients over --max-flows-per-source whose new flows are refused.",
-        &|_, l| load(l),
+        &|_, l, _| load(l),
+    );
+    per_family(
+        &mut out,
+        "egress_router_client_flow_limit",
+        "Flows one client may hold (--max-flows-per-source in force; 0: no limit).",
+        &|_, _, limit| load(limit),
     );
     per_family(
         &mut out,
         "egress_router_conntrack_unreplied_capacity",
         "Capacity in entries of the table of flows not answered yet.",
-        &|g, _| load(&g.unreplied_capacity),
+        &|g, _, _| load(&g.unreplied_capacity),
     );
     per_family(
         &mut out,
         "egress_router_conntrack_capacity",
         "Capacity in entries of the table of answered flows.",
-        &|g, _| load(&g.capacity),
+        &|g, _, _| load(&g.capacity),
     );
     single(
         &mut out,

@@ -226,9 +226,19 @@ fn record<A: CtFamily>(gauges: &TableGauges, pass: &FamilyPass<A>) {
 /// A GC pass into the agent's counters.
 fn record_gc(c: &AgentCounters, collected: &Collected) {
     let pass = &collected.pass;
-    if let Some((v4, v6)) = collected.limited {
+    if let Some(enforced) = collected.limited {
+        let (v4, v6) = enforced.limited;
         c.limited_sources.store(v4, Ordering::Relaxed);
         c.limited_sources6.store(v6, Ordering::Relaxed);
+        let (limit, limit6) = enforced.limits;
+        if c.flow_limit.swap(u64::from(limit), Ordering::Relaxed) != u64::from(limit) {
+            tracing::info!(
+                limit,
+                limit6,
+                "flows per client (--max-flows-per-source; 0: none)"
+            );
+        }
+        c.flow_limit6.store(u64::from(limit6), Ordering::Relaxed);
     }
     c.gc_runs.fetch_add(1, Ordering::Relaxed);
     c.gc_expired.fetch_add(

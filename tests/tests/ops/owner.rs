@@ -208,8 +208,8 @@ fn a_router_that_skipped_the_probe_steps_down_for_the_older_claim() {
 
 /// A host on the egress network floods probes for EGRESS_SOURCE, and claims it as a
 /// younger egress-router would: the holder's broadcast answers stay within their rate (at
-/// most one per 20 ms for probes, one a second for claims), the rest goes to the stack,
-/// and the holder keeps serving.
+/// most one per 20 ms for probes and routers' claims, one a second for hosts' claims), the
+/// rest goes to the stack, and the holder keeps serving.
 #[test]
 fn a_flood_of_probes_gets_a_bounded_number_of_broadcasts() {
     let mut lab = FailoverLab::new("own-flood", FailoverOptions::default()).unwrap();
@@ -228,8 +228,10 @@ fn a_flood_of_probes_gets_a_bounded_number_of_broadcasts() {
         None,
     )
     .unwrap();
-    // Claims with a younger claim than the holder's and the stable MAC: each answered,
-    // once a second at most.
+    // Past the answers' gap: the claims below get an answer of their own.
+    std::thread::sleep(Duration::from_millis(50));
+    // Claims with a younger claim than the holder's and the stable MAC: answered at the
+    // probes' rate at most.
     let forged = egress_common::ClaimId {
         claimed_at_ms: u64::MAX,
         nonce: 1,

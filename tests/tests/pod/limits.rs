@@ -54,6 +54,14 @@ fn a_client_over_its_flow_limit_gets_no_new_flow_and_others_still_do() {
         assert!(Instant::now() < deadline, "the client was never limited");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(
+        metric(
+            &metrics(&lab),
+            "egress_router_client_flow_limit",
+            Some(("family", "ipv4"))
+        ),
+        20.0
+    );
     let status: serde_json::Value =
         serde_json::from_str(&router_cli(&lab, "lim", &["status", "--json"])).unwrap();
     assert_eq!(
@@ -85,4 +93,31 @@ fn a_client_over_its_flow_limit_gets_no_new_flow_and_others_still_do() {
     );
     udp_flows(&lab, "192.0.2.3", 30000..30005);
     assert_eq!(flows_of(&lab, "192.0.2.3"), 5);
+}
+
+/// By default one client may hold a quarter of the ports a remote offers (7,936 of the
+/// default range's 31,744), not a quarter of the table (65,536 flows, more than a remote's
+/// ports: one client could take them all).
+#[test]
+fn by_default_a_client_may_hold_a_quarter_of_a_remotes_ports() {
+    let mut lab = Lab::new("limit-default").unwrap();
+    lab.start_agent(
+        "lim",
+        &format!("53 udp {SERVER_IP}"),
+        &["--gc-max-interval", "1"],
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let limit = loop {
+        let limit = metric(
+            &metrics(&lab),
+            "egress_router_client_flow_limit",
+            Some(("family", "ipv4")),
+        );
+        if limit > 0.0 || Instant::now() > deadline {
+            break limit;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(limit, 7936.0);
 }

@@ -16,6 +16,7 @@
 //! | `path6` | the router as a hop with real `ping` |
 //! | `isolation` | no routing between the pod's two networks, in any mode |
 //! | `limits` | the per-client flow limit |
+//! | `sources` | only client networks' addresses open flows (`bad_source`) |
 //! | `connections` | short connections reusing the client's ports, none lost |
 
 mod alone6;
@@ -30,3 +31,4 @@ mod network;
 mod path;
 mod path6;
 mod redirect;
+mod sources;
