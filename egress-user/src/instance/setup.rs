@@ -238,7 +238,8 @@ impl Instance {
             _ => RouterConfig6::default(),
         };
         set_fallback(&mut router, &mut router6, &rules);
-        let rules = rules.with_local(&settings.local_tcp_ports);
+        let ipv6 = router.flags & config_flags::IPV6 != 0;
+        let rules = rules.with_local(&settings.local_tcp_ports, ipv6);
         let (rules, rules6) =
             dataplane
                 .maps_mut()
