@@ -13,6 +13,7 @@ use egress_user::{
     config::{
         agents::{Conntrack, Listen},
         error::ConfigError,
+        mode::Mode,
     },
     dataplane::attach::Choice,
     instance::setup::Settings,
@@ -215,10 +216,24 @@ pub(crate) struct AgentArgs {
     /// or `off`.
     #[arg(long, env = "EGRESS_ROUTER_METRICS_ADDRESS", default_value = ":9469")]
     pub(crate) metrics_address: Listen,
+    /// Where the agent also serves /healthz alone, for the probes: `:PORT` on the pod IP,
+    /// ADDRESS:PORT, or `off`. A listener of its own, which scrapers and slow clients of
+    /// /metrics do not share.
+    #[arg(long, env = "EGRESS_ROUTER_HEALTH_ADDRESS", default_value = "off")]
+    pub(crate) health_address: Listen,
     /// When another agent runs for the instance: stop it (SIGTERM; the data plane stays)
     /// and take its place, instead of refusing to start.
     #[arg(long, env = "EGRESS_ROUTER_TAKE_OVER", value_parser = FalseyValueParser::new())]
     pub(crate) take_over: bool,
+}
+
+impl AgentArgs {
+    /// The agent's TCP ports (metrics, health) that the rules of `mode` may not take.
+    pub(crate) fn reserved_in(&self, mode: Mode) -> Vec<u16> {
+        let mut ports = self.metrics_address.reserved_in(mode);
+        ports.extend(self.health_address.reserved_in(mode));
+        ports
+    }
 }
 
 #[derive(Args)]
@@ -271,6 +286,7 @@ impl Instance<'_> {
     pub(crate) fn agent_options(&self) -> AgentOptions {
         AgentOptions {
             metrics: self.agent.metrics_address,
+            health: self.agent.health_address,
             gc_max_interval: self.conntrack.gc_max_interval,
             max_flows_per_source: self.conntrack.max_flows_per_source,
             instance: self.pins.instance.clone(),

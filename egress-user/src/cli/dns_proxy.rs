@@ -14,6 +14,7 @@ use egress_user::{
             Egress, Egress4, Egress6, EgressSource, check_pairs, optional_gateways,
             optional_sources,
         },
+        mode::Mode,
     },
     instance::{
         Instance,
@@ -85,7 +86,7 @@ pub(crate) fn execute(args: &DnsProxyArgs, log_debug: bool) -> Result<()> {
     if let Some((sources, gateways)) = &network {
         check_pairs(sources, gateways)?;
     }
-    let local_tcp_ports: Vec<u16> = args.agent.metrics_address.tcp_port().into_iter().collect();
+    let local_tcp_ports = args.agent.reserved_in(Mode::Legacy);
     check_dns_local_ports(&routes, &local_tcp_ports)?;
     let parts = Parts {
         pins: &args.pins,

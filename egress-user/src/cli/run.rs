@@ -73,7 +73,7 @@ pub(crate) fn execute(args: &RunArgs, debug: bool) -> Result<()> {
     );
     // The mode first, as OpenShift checks it: the agent's ports are reserved where it runs.
     let mode: Mode = args.mode.as_deref().unwrap_or("").trim().parse()?;
-    let local_tcp_ports = args.agent.metrics_address.reserved_in(mode);
+    let local_tcp_ports = args.agent.reserved_in(mode);
     let destinations = Destinations::load(raw, source, local_tcp_ports.clone(), CONFIG_POLL)?;
     let parts = Parts {
         pins: &args.pins,

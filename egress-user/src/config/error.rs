@@ -41,8 +41,8 @@ pub enum ConfigError {
     #[error("Proxy port {0} already used, must be unique for each destination")]
     ProxyPortUsed(u16),
     #[error(
-        "{variable}: TCP port {port} is also the agent's metrics port; choose another \
-         --metrics-address port or remove the rule"
+        "{variable}: TCP port {port} is also the agent's metrics or health port; choose \
+         another --metrics-address or --health-address port or remove the rule"
     )]
     LocalPort { variable: &'static str, port: u16 },
     #[error(

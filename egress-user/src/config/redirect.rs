@@ -391,8 +391,8 @@ pub(crate) mod tests {
         );
         assert_eq!(
             cfg.check_local_ports(&[80]).unwrap_err().to_string(),
-            "EGRESS_DESTINATION: TCP port 80 is also the agent's metrics port; choose another \
-             --metrics-address port or remove the rule"
+            "EGRESS_DESTINATION: TCP port 80 is also the agent's metrics or health port; choose \
+             another --metrics-address or --health-address port or remove the rule"
         );
     }
 

@@ -115,10 +115,11 @@ impl RuleSet {
     }
 
     /// The set with `local_tcp_ports` delivered to the pod (the agent's own listeners),
-    /// where no rule takes the port, in both families (a fallback of either would take
-    /// them otherwise).
+    /// where no rule takes the port, in IPv4 and, for an instance with IPv6 (`ipv6`), in
+    /// IPv6 too (a fallback of either would take them otherwise). An instance without IPv6
+    /// has no IPv6 programs, and its IPv6 rules map holds one entry.
     #[must_use]
-    pub fn with_local(mut self, local_tcp_ports: &[u16]) -> Self {
+    pub fn with_local(mut self, local_tcp_ports: &[u16], ipv6: bool) -> Self {
         fn add<A: Addr>(rules: &mut Vec<(RuleKey, RuleTarget<A>)>, ports: &[u16]) {
             debug_assert!(ports.len() <= egress_common::MAX_LOCAL_RULES as usize);
             for &port in ports {
@@ -130,7 +131,9 @@ impl RuleSet {
             }
         }
         add(&mut self.rules, local_tcp_ports);
-        add(&mut self.rules6, local_tcp_ports);
+        if ipv6 {
+            add(&mut self.rules6, local_tcp_ports);
+        }
         self
     }
 }
@@ -266,7 +269,7 @@ mod tests {
         let routes =
             crate::config::dns_proxy::parse_dns_routes("80 203.0.113.10\n8080 app.example.com 80")
                 .unwrap();
-        let set = RuleSet::from_dns_routes(&routes, (true, false)).with_local(&[9469, 80]);
+        let set = RuleSet::from_dns_routes(&routes, (true, false)).with_local(&[9469, 80], false);
         let rules = plan_rules(&[], &set.rules, &BTreeSet::new()).result;
         assert_eq!(rules.len(), 3, "9469 delivered to the pod, 80 stays a rule");
         assert_eq!(rules[0].0.port, 80);

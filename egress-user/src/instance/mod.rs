@@ -55,7 +55,7 @@ impl Instance {
     pub fn apply(&mut self, rules: RuleSet) -> Result<(), load::Error> {
         let (mut router, mut router6) = (self.router, self.router6);
         set_fallback(&mut router, &mut router6, &rules);
-        let rules = rules.with_local(&self.local_tcp_ports);
+        let rules = rules.with_local(&self.local_tcp_ports, self.has_ipv6());
         let (rules, rules6) = self.dataplane.maps_mut().configure_dual(
             &router,
             &router6,

@@ -252,7 +252,8 @@ impl Instance {
             egress,
             &pod_ips,
         ))?;
-        let rules = rules.with_local(&settings.local_tcp_ports);
+        let ipv6 = router.flags & config_flags::IPV6 != 0;
+        let rules = rules.with_local(&settings.local_tcp_ports, ipv6);
         let (rules, rules6) =
             dataplane
                 .maps_mut()

@@ -274,3 +274,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     )
     .await;
 }
+
+/// Serves the agent's `/healthz` alone on `listener` until the task is dropped.
+pub async fn serve_health(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    prometheus::serve_health(listener, move || health(&shared)).await;
+}

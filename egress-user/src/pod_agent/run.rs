@@ -33,7 +33,10 @@ use crate::{
 /// How the agent runs.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Where `/metrics` and `/healthz` are served.
     pub metrics: Listen,
+    /// Where `/healthz` alone is served, for the probes.
+    pub health: Listen,
     /// The longest interval between conntrack GC passes (used when the table is empty).
     pub gc_max_interval: Duration,
     /// Flows one client may hold (both conntrack tables); `None`: a quarter of the
@@ -45,37 +48,43 @@ pub struct Options {
 }
 
 /// What the agent needs before the set-up may change anything: its lock (no other agent
-/// runs for the instance) and its metrics listener (the port is free). Whatever fails here
+/// runs for the instance) and its listeners (the ports are free). Whatever fails here
 /// fails with the running data plane untouched.
 #[derive(Debug)]
 pub struct Prepared {
     _lock: AgentLock,
     metrics: Option<tokio::net::TcpListener>,
+    health: Option<tokio::net::TcpListener>,
 }
 
-/// Takes the instance's lock (see [`AgentLock::acquire`]) and binds the metrics listener.
+/// Binds `listen` (for `what`), if it is not off.
+async fn bind(
+    listen: Listen,
+    pod_interface: &str,
+    what: &str,
+) -> Result<Option<tokio::net::TcpListener>> {
+    let addr = match listen {
+        Listen::Off => return Ok(None),
+        Listen::At(addr) => addr,
+        // The pod's IPv4 address, or its IPv6 one in a pod without IPv4.
+        Listen::PodIp(port) => std::net::SocketAddr::new(pod_ips(pod_interface).await?[0], port),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for {what} on {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// Takes the instance's lock (see [`AgentLock::acquire`]) and binds the metrics and health
+/// listeners.
 pub async fn prepare(opts: &Options, take_over: bool) -> Result<Prepared> {
     let lock = AgentLock::acquire(&opts.instance, take_over)?;
-    let addr = match opts.metrics {
-        Listen::Off => None,
-        Listen::At(addr) => Some(addr),
-        // The pod's IPv4 address, or its IPv6 one in a pod without IPv4.
-        Listen::PodIp(port) => Some(std::net::SocketAddr::new(
-            pod_ips(&opts.pod_interface).await?[0],
-            port,
-        )),
-    };
-    let metrics = match addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening for metrics on {addr}"))?,
-        ),
-        None => None,
-    };
+    let metrics = bind(opts.metrics, &opts.pod_interface, "metrics").await?;
+    let health = bind(opts.health, &opts.pod_interface, "health").await?;
     Ok(Prepared {
         _lock: lock,
         metrics,
+        health,
     })
 }
 
@@ -98,15 +107,22 @@ pub async fn run(
         rules: std::sync::Mutex::new(instance.rules().to_vec()),
         counters: AgentCounters::default(),
     });
-    let metrics_task = match prepared.metrics {
-        Some(listener) => {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "serving /metrics and /healthz");
-            }
-            Some(tokio::spawn(metrics::serve(listener, shared.clone())))
+    let mut served = Vec::new();
+    if let Some(listener) = prepared.metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics and /healthz");
         }
-        None => None,
-    };
+        served.push(tokio::spawn(metrics::serve(listener, shared.clone())));
+    }
+    if let Some(listener) = prepared.health {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /healthz");
+        }
+        served.push(tokio::spawn(metrics::serve_health(
+            listener,
+            shared.clone(),
+        )));
+    }
 
     let mut logger = if instance.router().flags & egress_common::config_flags::DEBUG != 0 {
         let logger = instance
@@ -193,10 +209,10 @@ pub async fn run(
     if let Some(fd) = logger.as_mut() {
         fd.get_mut().flush();
     }
-    if let Some(task) = metrics_task {
+    for task in served {
         // Waited for: the listener closes with the task, before the lock goes with
         // `prepared` below, so an agent taking over (which waits for the lock) finds the
-        // metrics port free.
+        // metrics and health ports free.
         task.abort();
         let _ = task.await;
     }

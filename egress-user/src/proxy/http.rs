@@ -3,6 +3,7 @@
 //!
 //! - Listens on the pod IP only (never on EGRESS_SOURCE), port 8080 by default.
 //! - Plain HTTP requests in absolute form are forwarded; CONNECT opens a tunnel to any port.
+//!   A numeric host (`0xcb00711a`, `3405803802`) is the IPv4 address it stands for ([`host`]).
 //! - `EGRESS_HTTP_PROXY_DESTINATION` decides, first match wins ([`HttpRules::decide`]). A
 //!   rule by address or CIDR is checked against the addresses the name resolves to, and an
 //!   allow by such a rule connects only to the addresses inside it, so the decision and the
@@ -40,7 +41,7 @@ use crate::{
     error_chain,
     proxy::{
         headers::{connection_has, strip_hop_by_hop},
-        outbound, pipe,
+        host, outbound, pipe,
         refusal::{Body, Refusal, denied, empty, refusal_response, upstream_err},
     },
 };
@@ -184,7 +185,7 @@ impl Proxy {
             };
             return Err((Refusal::BadRequest(why), None));
         }
-        let host = uri.host().unwrap_or_default().to_owned();
+        let host = host::canonical(uri.host().unwrap_or_default())?;
         let port = uri.port_u16().unwrap_or(80);
 
         // Reuse the kept connection if it goes to the same place and is still usable.
@@ -305,7 +306,7 @@ impl Proxy {
                 None,
             ));
         };
-        let host = authority.host().to_owned();
+        let host = host::canonical(authority.host())?;
         let port = authority.port_u16().unwrap_or(443);
         let (mut upstream, rule) = self.open(&host, port).await?;
         pipe::keepalive(&upstream);

@@ -31,21 +31,27 @@ const REFUSED: &[Case] = &[
         "80 tcp 203.0.113.10\n9469 tcp 203.0.113.11",
         &[],
         Some(
-            "EGRESS_DESTINATION: TCP port 9469 is also the agent's metrics port; choose \
-             another --metrics-address port or remove the rule",
+            "EGRESS_DESTINATION: TCP port 9469 is also the agent's metrics or health port; \
+             choose another --metrics-address or --health-address port or remove the rule",
         ),
     ),
     (
         "TCP on a metrics port on the pod IP",
         "8080 tcp 203.0.113.10 80",
         &["--metrics-address", ":8080"],
-        Some("EGRESS_DESTINATION: TCP port 8080 is also the agent's metrics port"),
+        Some("EGRESS_DESTINATION: TCP port 8080 is also the agent's metrics or health port"),
+    ),
+    (
+        "TCP on the health port",
+        "9470 tcp 203.0.113.10",
+        &["--health-address", ":9470"],
+        Some("EGRESS_DESTINATION: TCP port 9470 is also the agent's metrics or health port"),
     ),
     (
         "TCP on the port of a metrics address",
         "8080 tcp 203.0.113.10",
         &["--metrics-address", "192.0.2.1:8080"],
-        Some("EGRESS_DESTINATION: TCP port 8080 is also the agent's metrics port"),
+        Some("EGRESS_DESTINATION: TCP port 8080 is also the agent's metrics or health port"),
     ),
     (
         "a GC interval below 0.1 s",
@@ -96,6 +102,12 @@ const TAKEN: &[Case] = &[
         "TCP 9469 with the metrics off",
         "9469 tcp 203.0.113.10",
         &["--metrics-address", "off"],
+        None,
+    ),
+    (
+        "TCP 9470 with no health listener (the default)",
+        "9470 tcp 203.0.113.10",
+        &[],
         None,
     ),
 ];

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `http` | the HTTP proxy allows, denies, tunnels and sends from EGRESS_SOURCE |
 //! | `http_rules` | the rule check decides what is actually sent |
+//! | `http_hosts` | numeric hosts are the IPv4 addresses they stand for, answered at once |
 //! | `http_serving` | slow clients, connections and tunnels bounded; threads, bad requests |
 //! | `http_dual_stack` | the HTTP proxy over both families |
 //! | `dns` | the DNS proxy follows the records, in the data plane and as a relay |
@@ -16,5 +17,6 @@ mod dns;
 mod dns_dual_stack;
 mod http;
 mod http_dual_stack;
+mod http_hosts;
 mod http_rules;
 mod http_serving;
