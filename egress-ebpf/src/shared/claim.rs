@@ -59,7 +59,7 @@ struct ArpFrame {
 struct Answer {
     eth: EthHdr,
     arp: Arp,
-    trailer: [u8; TRAILER_LEN],
+    trailer: Trailer,
 }
 
 /// Whether the frame is ARP.
@@ -75,7 +75,8 @@ pub(crate) fn is_arp(ctx: &TcContext) -> bool {
 /// The verdict on an ARP frame that arrived on the egress interface: a probe for
 /// EGRESS_SOURCE or another host's claim of it is answered by a broadcast claim of ours
 /// (sent back out of the egress interface); everything else, and everything before the
-/// set-up wrote our claim, goes to the stack.
+/// set-up wrote our claim, goes to the stack. (A frame whose trailer is not in the linear
+/// data counts as one without: ARP frames are tiny and always linear.)
 #[inline(always)]
 pub(crate) fn arp(ctx: &TcContext, cfg: &RouterConfig) -> Result<Verdict, DropReason> {
     match handle(ctx, cfg.egress_source) {
@@ -94,10 +95,11 @@ enum Handled {
     Answer,
 }
 
-/// The work of [`arp`], in its own frame, which the rewrite keeps small (the frame is
-/// read and written in place, not copied): a call returns a scalar (a returned enum with
-/// data would be a pointer into the callee's stack, which the verifier refuses).
-#[inline(never)]
+/// The work of [`arp`], inlined: as a call of its own, its frame on top of
+/// `egress_ingress`'s and the helpers' would pass the 512 bytes Linux 5.15 and 6.1 allow a
+/// chain of calls (newer kernels count it more finely). The frame is read and written in
+/// place, not copied, so it adds little to the program's own.
+#[inline(always)]
 fn handle(ctx: &TcContext, source: [u8; 4]) -> Handled {
     let Ok(frame) = parse::ptr_at::<ArpFrame>(ctx, 0) else {
         return Handled::Stack;
@@ -167,28 +169,28 @@ fn handle(ctx: &TcContext, source: [u8; 4]) -> Handled {
 
 /// The claim a frame's trailer carries, as (time, nonce): only from a frame whose
 /// Ethernet source is its ARP sender (a router sends its claims so), and with a time (0 is
-/// no claim's).
+/// no claim's). Read from the packet in place: no copy on the stack.
 #[inline(always)]
 fn trailer_of(ctx: &TcContext, from: [u8; 6], sha: [u8; 6]) -> Option<(u64, u32)> {
-    if from != sha || (ctx.len() as usize) < ARP_TRAILER_OFFSET + TRAILER_LEN {
+    if from != sha {
         return None;
     }
-    let trailer = ctx.load::<[u8; TRAILER_LEN]>(ARP_TRAILER_OFFSET).ok()?;
-    if trailer[..4] != egress_common::claim::TRAILER_MAGIC {
+    let trailer = parse::ptr_at::<Trailer>(ctx, ARP_TRAILER_OFFSET).ok()?;
+    // SAFETY: bounds checked by ptr_at.
+    let (magic, at, nonce) = unsafe { ((*trailer).magic, (*trailer).at, (*trailer).nonce) };
+    if magic != egress_common::claim::TRAILER_MAGIC {
         return None;
     }
-    let at = u64::from_be_bytes([
-        trailer[4],
-        trailer[5],
-        trailer[6],
-        trailer[7],
-        trailer[8],
-        trailer[9],
-        trailer[10],
-        trailer[11],
-    ]);
-    let nonce = u32::from_be_bytes([trailer[12], trailer[13], trailer[14], trailer[15]]);
-    (at != 0).then_some((at, nonce))
+    let at = u64::from_be_bytes(at);
+    (at != 0).then_some((at, u32::from_be_bytes(nonce)))
+}
+
+/// The claim trailer as it sits in a frame.
+#[repr(C)]
+struct Trailer {
+    magic: [u8; 4],
+    at: [u8; 8],
+    nonce: [u8; 4],
 }
 
 /// How long a recorded router's claim is kept against later frames: one a probe or a
@@ -245,9 +247,6 @@ fn answer(
     }
     ctx.pull_data(frame_len).ok()?;
     let out = parse::ptr_at::<Answer>(ctx, 0).ok()?;
-    let at = ours.claimed_at_ms.to_be_bytes();
-    let nonce = ours.nonce.to_be_bytes();
-    let magic = egress_common::claim::TRAILER_MAGIC;
     // SAFETY: bounds checked by ptr_at, after the resize.
     unsafe {
         (*out).eth.dst = [0xff; 6];
@@ -257,10 +256,9 @@ fn answer(
         (*out).arp.spa = source;
         (*out).arp.tha = sha;
         (*out).arp.tpa = spa;
-        (*out).trailer = [
-            magic[0], magic[1], magic[2], magic[3], at[0], at[1], at[2], at[3], at[4], at[5],
-            at[6], at[7], nonce[0], nonce[1], nonce[2], nonce[3],
-        ];
+        (*out).trailer.magic = egress_common::claim::TRAILER_MAGIC;
+        (*out).trailer.at = ours.claimed_at_ms.to_be_bytes();
+        (*out).trailer.nonce = ours.nonce.to_be_bytes();
     }
     Some(())
 }
