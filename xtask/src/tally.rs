@@ -9,7 +9,7 @@ use crate::display;
 /// The least number of tests a full `cargo xtask test` runs: a drop below it (a test
 /// binary that stopped building its tests, a module left out) fails the run. Raise it
 /// when tests are added.
-const MIN_TESTS: u64 = 307;
+const MIN_TESTS: u64 = 316;
 
 /// Test counts summed over cargo's `test result:` lines.
 #[derive(Default)]
