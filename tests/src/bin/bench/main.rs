@@ -12,6 +12,7 @@
 //! | `http` | the proxy modes' load (wrk against nginx) |
 //! | `percore` | the per-core mode's rounds |
 //! | `corelab` | the per-core lab's pieces |
+//! | `coreround` | one round of the per-core mode |
 //! | `cpus` | the per-core mode's CPU placement and accounting |
 //! | `corereport` | the per-core mode's figures |
 //! | `progcost` | per-packet program costs from BPF_PROG_TEST_RUN |
@@ -30,6 +31,7 @@ mod args;
 mod chart;
 mod corelab;
 mod corereport;
+mod coreround;
 mod cpus;
 mod failover;
 mod figures;

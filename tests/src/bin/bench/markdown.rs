@@ -183,7 +183,7 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         }
     );
 
-    crate::corereport::section(w, &s.core, r.per_core_measured.as_deref());
+    crate::corereport::section(w, &s.core, &r.per_core, r.per_core_measured.as_deref());
     crate::nodemode::section(w, &s.node, r.node_measured.as_deref());
     if !r.http.is_empty() {
         http_section(w, r);
