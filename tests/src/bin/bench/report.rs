@@ -60,6 +60,9 @@ pub(crate) struct Results {
     /// apart from the rest (`--core-only`).
     #[serde(default)]
     pub per_core_measured: Option<String>,
+    /// T (A attached with tc) against A (TCX) (absent in results of earlier versions).
+    #[serde(default)]
+    pub attach: Option<crate::attachkind::AttachRun>,
     /// Node mode's unsolicited flood (absent in results of earlier versions).
     #[serde(default)]
     pub flood: Vec<crate::flood::FloodRound>,
