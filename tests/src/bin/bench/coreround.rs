@@ -25,8 +25,8 @@ pub(crate) struct CoreRound {
     #[serde(default)]
     pub conn_threads_busy: Option<f64>,
     /// Run time per run of the BPF programs on the router's path, ns, by name (the kernel's
-    /// BPF statistics over half a second after the packet window; absent in results of
-    /// earlier versions).
+    /// BPF statistics over half a second after the packet window, the programs that ran at
+    /// least once per 100 runs of the busiest; absent in results of earlier versions).
     #[serde(default)]
     pub program_ns: std::collections::BTreeMap<String, f64>,
     /// The small-packet generator where not `lab_xdp_gen`: `AF_PACKET` (a sender of the

@@ -294,7 +294,7 @@ impl Harness {
                 busy * 100.0,
                 surplus * 100.0
             );
-            let programs = cpus::program_times(Duration::from_millis(500))?;
+            let programs = cpus::load_program_times(Duration::from_millis(500))?;
             Ok((rate, busy, threads, programs))
         };
         let pass = {
