@@ -112,6 +112,8 @@ pub(crate) struct AttachSummary {
     pub pps: [Spread; 2],
     pub core_pps: [Spread; 2],
     pub busy: [Spread; 2],
+    /// The router's NAPI threads' share of the router core over the packet window.
+    pub threads: [Spread; 2],
     pub ns_per_packet: [Spread; 2],
     pub us_per_conn: [Spread; 2],
     /// T over A, per round: lab rate, per-core rate.
@@ -122,7 +124,15 @@ pub(crate) struct AttachSummary {
     pub us_t_less_a: Spread,
     /// Per program: A's and T's ns per run (less the no-op's), and T's less A's per round.
     pub programs: Vec<(String, [Spread; 2], Spread)>,
+    /// Over the rounds where both had the router core to themselves ([`ALONE`]): T over A
+    /// in rate through the core, and T less A in router CPU per packet.
+    pub alone: [Spread; 2],
 }
+
+/// The router's NAPI threads' least share of the router core over the packet window for a
+/// round to count as having had the core to itself: on a shared machine another worker's
+/// load lands on that core too, and shares its caches.
+pub(crate) const ALONE: f64 = 0.9;
 
 impl AttachSummary {
     pub(crate) fn of(rounds: &[AttachRound]) -> Self {
@@ -135,6 +145,10 @@ impl AttachSummary {
                 let get = |v| rounds.iter().find(|r| r.round == round && r.variant == v);
                 f(get(Variant::T)?, get(Variant::A)?)
             }))
+        };
+        let alone = |r: &AttachRound| r.core.pps_threads_busy.is_some_and(|b| b >= ALONE);
+        let paired_alone = |f: fn(&AttachRound, &AttachRound) -> f64| {
+            paired(&|t, a| (alone(t) && alone(a)).then(|| f(t, a)))
         };
         let cores: Vec<CoreRound> = rounds.iter().map(|r| r.core.clone()).collect();
         let [a, t] = VARIANTS.map(|v| crate::corereport::programs(&cores, v));
@@ -154,6 +168,7 @@ impl AttachSummary {
             pps: each(&|r| r.pps),
             core_pps: each(&|r| r.core.pps),
             busy: each(&|r| r.core.pps_router_busy),
+            threads: each(&|r| r.core.pps_threads_busy.unwrap_or(f64::NAN)),
             ns_per_packet: each(&|r| r.core.ns_per_packet()),
             us_per_conn: each(&|r| r.core.us_per_conn()),
             pps_t_over_a: paired(&|t, a| Some(t.pps / a.pps)),
@@ -161,6 +176,10 @@ impl AttachSummary {
             ns_t_less_a: paired(&|t, a| Some(t.core.ns_per_packet() - a.core.ns_per_packet())),
             us_t_less_a: paired(&|t, a| Some(t.core.us_per_conn() - a.core.us_per_conn())),
             programs,
+            alone: [
+                paired_alone(|t, a| t.core.pps / a.core.pps),
+                paired_alone(|t, a| t.core.ns_per_packet() - a.core.ns_per_packet()),
+            ],
         }
     }
 }
@@ -237,6 +256,14 @@ pub(crate) fn section(w: &mut String, run: &AttachRun) {
     row(w, "router core busy, %", s.busy, 0.01, 0, String::new());
     row(
         w,
+        "of which the router's NAPI threads, %",
+        s.threads,
+        0.01,
+        0,
+        String::new(),
+    );
+    row(
+        w,
         "router CPU per packet, ns",
         s.ns_per_packet,
         1.0,
@@ -260,6 +287,16 @@ pub(crate) fn section(w: &mut String, run: &AttachRun) {
         1.0,
         1,
         less(s.us_t_less_a, 1),
+    );
+    let _ = writeln!(
+        w,
+        "\nIn the {} rounds where both A and T had the router core to themselves (their NAPI \
+         threads {:.0} % of it or more; in the others another worker's load shared it): T/A \
+         {}x through one router core, T-A {} ns of router CPU per packet.",
+        s.alone[0].n,
+        ALONE * 100.0,
+        s.alone[0].show(1.0, 3),
+        less(s.alone[1], 0)
     );
     let _ = writeln!(
         w,
