@@ -288,16 +288,25 @@ pub(crate) fn section(w: &mut String, run: &AttachRun) {
         1,
         less(s.us_t_less_a, 1),
     );
-    let _ = writeln!(
-        w,
-        "\nIn the {} rounds where both A and T had the router core to themselves (their NAPI \
-         threads {:.0} % of it or more; in the others another worker's load shared it): T/A \
-         {}x through one router core, T-A {} ns of router CPU per packet.",
-        s.alone[0].n,
-        ALONE * 100.0,
-        s.alone[0].show(1.0, 3),
-        less(s.alone[1], 0)
-    );
+    let _ = if s.alone[0].n == 0 {
+        writeln!(
+            w,
+            "\nIn no round did both A and T have the router core to themselves (their NAPI \
+             threads {:.0} % of it or more): another worker's load shared it.",
+            ALONE * 100.0
+        )
+    } else {
+        writeln!(
+            w,
+            "\nIn the {} rounds where both A and T had the router core to themselves (their \
+             NAPI threads {:.0} % of it or more; in the others another worker's load shared \
+             it): T/A {}x through one router core, T-A {} ns of router CPU per packet.",
+            s.alone[0].n,
+            ALONE * 100.0,
+            s.alone[0].show(1.0, 3),
+            less(s.alone[1], 0)
+        )
+    };
     let _ = writeln!(
         w,
         "\nA program's run time (`BPF_ENABLE_STATS`) counts the program alone, under either \
