@@ -73,6 +73,15 @@ pub(crate) struct Args {
     /// earlier ones, and the report rendered again.
     #[arg(long)]
     pub(crate) core_only: bool,
+    /// Rounds of T (A attached with tc) against A (TCX), A then T, each a lab round of the
+    /// small-packet load and a per-core round; 0 leaves them out.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) attach_rounds: usize,
+    /// Only the rounds of T against A: measured, put into bench/results.json in place of
+    /// the earlier ones, and the report rendered again. E.g.
+    /// `cargo xtask bench --attach-only --attach-rounds 5`.
+    #[arg(long)]
+    pub(crate) attach_only: bool,
     /// With --lab-only or --core-only: the variants measured.
     #[arg(long, value_delimiter = ',')]
     pub(crate) variants: Vec<String>,

@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::{
+    coreround::CoreRound,
     figures::Spread,
-    percore::{CoreRound, LOAD_CPU, ROUTER_CPU},
+    percore::{LOAD_CPU, ROUTER_CPU},
     variant::Variant,
 };
 
@@ -77,7 +78,7 @@ impl CoreSummary {
 
 /// `variant`'s programs (all but the no-op), each a spread over the rounds of its time per
 /// run minus the no-op's in the same round.
-fn programs(rounds: &[CoreRound], variant: Variant) -> Vec<(String, Spread)> {
+pub(crate) fn programs(rounds: &[CoreRound], variant: Variant) -> Vec<(String, Spread)> {
     let of = || rounds.iter().filter(move |r| r.variant == variant);
     let names: std::collections::BTreeSet<&String> = of()
         .flat_map(|r| r.program_ns.keys())
@@ -93,10 +94,15 @@ fn programs(rounds: &[CoreRound], variant: Variant) -> Vec<(String, Spread)> {
 }
 
 /// The harness's no-op XDP program: its time per run is the statistics' own cost.
-const NOOP: &str = "lab_xdp_pass";
+pub(crate) const NOOP: &str = "lab_xdp_pass";
 
 /// The section "Per router core": what it answers, the figures, and how they were taken.
-pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
+pub(crate) fn section(
+    w: &mut String,
+    s: &CoreSummary,
+    rounds: &[CoreRound],
+    measured: Option<&str>,
+) {
     if s.rounds == 0 {
         return;
     }
@@ -120,6 +126,10 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
          it was saturated. {} interleaved rounds, each on a fresh lab.\n",
         s.rounds
     );
+    if let Some(note) = generator_note(rounds.iter().filter(|r| Variant::ALL.contains(&r.variant)))
+    {
+        let _ = writeln!(w, "{note}\n");
+    }
     let _ = writeln!(w, "{}", crate::figures::VARIANT_TABLE_HEAD);
     // A row of the three variants' figures (C's is 0 in the over-C rows) and the ratio
     // cells, empty where none applies.
@@ -237,6 +247,27 @@ pub(crate) fn section(w: &mut String, s: &CoreSummary, measured: Option<&str>) {
     );
 }
 
+/// What the report says of `rounds` whose small frames came from another generator than
+/// `lab_xdp_gen` (on a kernel that refuses live frames); none when all came from it.
+pub(crate) fn generator_note<'a>(
+    rounds: impl IntoIterator<Item = &'a CoreRound>,
+) -> Option<String> {
+    let (mut all, mut other) = (0, 0);
+    for r in rounds {
+        all += 1;
+        other += usize::from(r.generator.is_some());
+    }
+    (other > 0).then(|| {
+        format!(
+            "*{other} of these {all} per-core rounds ran on a kernel that refuses live frames \
+             (`BPF_F_TEST_XDP_LIVE_FRAMES`: EPERM): their small frames came from an AF_PACKET \
+             socket of the bench's on CPU {LOAD_CPU} (qdisc bypassed, `sendmmsg` batches, the \
+             same frame and flows), unpaced, instead of `lab_xdp_gen`; what the router's full \
+             queue refuses is dropped at the sender.*"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{CoreRound, Variant, programs};
@@ -252,6 +283,7 @@ mod tests {
             pps_threads_busy: None,
             conn_threads_busy: None,
             program_ns: times.iter().map(|&(n, t)| (n.to_owned(), t)).collect(),
+            generator: None,
         }
     }
 

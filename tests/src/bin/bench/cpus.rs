@@ -144,6 +144,21 @@ pub(crate) fn program_times(
         .collect())
 }
 
+/// [`program_times`] of the programs that carried a load: those that ran at least once per
+/// 100 runs of the busiest. Other data planes on the machine (tests running beside the
+/// bench) run programs of the same names a few times in the window: left out.
+pub(crate) fn load_program_times(
+    window: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let stats = program_stats(window)?;
+    let most = stats.values().map(|&(runs, _)| runs).max().unwrap_or(0);
+    Ok(stats
+        .into_iter()
+        .filter(|&(_, (runs, _))| runs * 100 >= most)
+        .map(|(name, (_, ns))| (name, ns))
+        .collect())
+}
+
 /// Runs and nanoseconds per run of the [`TIMED`] programs that ran over `window`, from the
 /// kernel's BPF statistics, enabled for that window only (`BPF_ENABLE_STATS`: they add two
 /// clock reads to every run of every program).

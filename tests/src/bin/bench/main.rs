@@ -7,11 +7,14 @@
 //! | `args` | the command line |
 //! | `figures` | spreads, medians and the targets the report judges |
 //! | `variant` | the three set-ups measured side by side (A, B, C) |
+//! | `attachkind` | T (A attached with tc) against A (TCX): rounds and report |
+//! | `attachcheck` | how A's and T's programs are attached, asserted |
 //! | `rounds` | one lab round of a variant |
 //! | `traffic` | the three loads: trafgen, iperf3, connrate |
 //! | `http` | the proxy modes' load (wrk against nginx) |
 //! | `percore` | the per-core mode's rounds |
 //! | `corelab` | the per-core lab's pieces |
+//! | `coreround` | one round of the per-core mode |
 //! | `cpus` | the per-core mode's CPU placement and accounting |
 //! | `corereport` | the per-core mode's figures |
 //! | `progcost` | per-packet program costs from BPF_PROG_TEST_RUN |
@@ -27,9 +30,12 @@
 //! | `chart` | bench/chart.svg |
 
 mod args;
+mod attachcheck;
+mod attachkind;
 mod chart;
 mod corelab;
 mod corereport;
+mod coreround;
 mod cpus;
 mod failover;
 mod figures;
@@ -93,7 +99,13 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let mut failovers = Vec::new();
     for round in 0..args.failover_rounds {
-        if args.costs_only || args.http_only || args.lab_only || args.core_only || args.node_only {
+        if args.costs_only
+            || args.http_only
+            || args.lab_only
+            || args.core_only
+            || args.node_only
+            || args.attach_only
+        {
             break;
         }
         for own_mac in [false, true] {
@@ -141,6 +153,19 @@ fn main() -> Result<()> {
         ));
         return write(&args.out, &results);
     }
+    if args.attach_only {
+        // Put into bench/results.json in place of the earlier T and A rounds.
+        let mut run = attachkind::run(args.attach_rounds, windows, &connrate)?;
+        run.measured = Some(format!(
+            "on {} at {} by `{}`",
+            host::now_utc()?,
+            host::machine()?.commit,
+            args.command
+        ));
+        let mut results = read_results(&args.out)?;
+        results.attach = Some(run);
+        return write(&args.out, &results);
+    }
     let per_core = if args.costs_only || args.http_only || args.lab_only {
         Vec::new()
     } else {
@@ -167,6 +192,11 @@ fn main() -> Result<()> {
         ));
         return write(&args.out, &results);
     }
+    let attach = if args.costs_only || args.http_only || args.lab_only || args.attach_rounds == 0 {
+        None
+    } else {
+        Some(attachkind::run(args.attach_rounds, windows, &connrate)?)
+    };
     let mut http = Vec::new();
     for round in 0..args.http_rounds {
         if args.costs_only || args.lab_only {
@@ -330,6 +360,7 @@ fn main() -> Result<()> {
         method: None,
         per_core,
         per_core_measured: None,
+        attach,
         flood: Vec::new(),
         node_failover: Vec::new(),
         node_replies: Vec::new(),

@@ -183,7 +183,10 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
         }
     );
 
-    crate::corereport::section(w, &s.core, r.per_core_measured.as_deref());
+    crate::corereport::section(w, &s.core, &r.per_core, r.per_core_measured.as_deref());
+    if let Some(run) = &r.attach {
+        crate::attachkind::section(w, run);
+    }
     crate::nodemode::section(w, &s.node, r.node_measured.as_deref());
     if !r.http.is_empty() {
         http_section(w, r);
@@ -288,6 +291,13 @@ pub(crate) fn markdown(r: &Results, s: &Summary, notes: &str) -> String {
                 crate::method::method(r)
             );
         }
+    }
+    if let Some(run) = r.attach.as_ref().filter(|run| !run.rounds.is_empty()) {
+        let _ = writeln!(
+            w,
+            "{}",
+            run.method.clone().unwrap_or_else(crate::attachkind::method)
+        );
     }
     if !notes.trim().is_empty() {
         let _ = writeln!(w, "## Analysis\n\n{}", notes.trim());

@@ -6,9 +6,10 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::Result;
 
 use crate::{
+    coreround::CoreRound,
     figures::{Spread, Target, at_least, at_most},
     flood::{self, FloodRound},
-    percore::{self, CoreRound},
+    percore,
     replypath::{self, ReplyPath},
     rounds::{self, LabRound},
     traffic::Windows,

@@ -20,7 +20,8 @@ use egress_tests::{
 };
 
 use crate::{
-    corelab::{generator_frame, queue_counts, route_back},
+    corelab::{Sender, generator_frame, has_xdp, live_frames, queue_counts, route_back},
+    coreround::CoreRound,
     cpus::{self, CpuTimes, Pinned, install_wake_handler, napi_threads, online_cpus, set_affinity},
     traffic::{self, Windows},
     variant::{self, Setup, Variant},
@@ -43,46 +44,6 @@ const GEN_FRAMES_MAX: u32 = 200_000_000;
 /// the programs' times.
 type Sample = (f64, f64, f64, std::collections::BTreeMap<String, f64>);
 
-/// One variant's round in the per-core mode.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct CoreRound {
-    pub round: usize,
-    pub variant: Variant,
-    /// Small UDP frames per second that left the router (macvlan0's transmit counter).
-    pub pps: f64,
-    /// The router CPU's busy share over the packet window (0-1).
-    pub pps_router_busy: f64,
-    /// Short connections per second.
-    pub conn_per_s: f64,
-    /// The router CPU's busy share over the connection window.
-    pub conn_router_busy: f64,
-    /// The router's NAPI threads' CPU time over the packet window, as a share of it: the
-    /// router's own time, in nanoseconds from the scheduler (absent in results of earlier
-    /// versions, which fall back to the CPU's busy share).
-    #[serde(default)]
-    pub pps_threads_busy: Option<f64>,
-    /// The same over the connection window.
-    #[serde(default)]
-    pub conn_threads_busy: Option<f64>,
-    /// Run time per run of the BPF programs on the router's path, ns, by name (the kernel's
-    /// BPF statistics over half a second after the packet window; absent in results of
-    /// earlier versions).
-    #[serde(default)]
-    pub program_ns: std::collections::BTreeMap<String, f64>,
-}
-
-impl CoreRound {
-    /// Router CPU time per packet, nanoseconds.
-    pub(crate) fn ns_per_packet(&self) -> f64 {
-        self.pps_threads_busy.unwrap_or(self.pps_router_busy) * 1e9 / self.pps
-    }
-
-    /// Router CPU time per connection, microseconds.
-    pub(crate) fn us_per_conn(&self) -> f64 {
-        self.conn_threads_busy.unwrap_or(self.conn_router_busy) * 1e6 / self.conn_per_s
-    }
-}
-
 /// `rounds` interleaved rounds of A, B and C in the per-core mode.
 pub(crate) fn rounds(
     rounds: usize,
@@ -95,22 +56,7 @@ pub(crate) fn rounds(
         for &variant in variants {
             let r = round(variant, n, windows, connrate)
                 .with_context(|| format!("per-core round {n}, {}", variant.label()))?;
-            eprintln!(
-                "bench: round {n} per-core {:<28} {:>8.0} pps at {:>3.0} % ({:>5.0} ns/packet)  {:>5.0} conn/s at {:>3.0} % ({:.1} us/conn; router threads {:.0} % and {:.0} %)",
-                variant.label(),
-                r.pps,
-                r.pps_router_busy * 100.0,
-                r.ns_per_packet(),
-                r.conn_per_s,
-                r.conn_router_busy * 100.0,
-                r.us_per_conn(),
-                r.pps_threads_busy.unwrap_or(f64::NAN) * 100.0,
-                r.conn_threads_busy.unwrap_or(f64::NAN) * 100.0,
-            );
-            eprintln!(
-                "bench: round {n} per-core {variant:?} programs, ns per run (statistics on): {:?}",
-                r.program_ns
-            );
+            r.print();
             out.push(r);
         }
     }
@@ -118,7 +64,12 @@ pub(crate) fn rounds(
 }
 
 /// Runs one variant's per-core round on a fresh lab.
-fn round(variant: Variant, round: usize, windows: Windows, connrate: &Path) -> Result<CoreRound> {
+pub(crate) fn round(
+    variant: Variant,
+    round: usize,
+    windows: Windows,
+    connrate: &Path,
+) -> Result<CoreRound> {
     ensure!(
         online_cpus() > ROUTER_CPU,
         "the per-core mode needs two CPUs"
@@ -183,6 +134,7 @@ fn measure(
         pps_threads_busy,
         conn_threads_busy,
         program_ns,
+        generator: harness.generator.clone(),
     })
 }
 
@@ -192,6 +144,8 @@ pub(crate) struct Harness {
     lab: LabBpf,
     /// The NAPI threads pinned to the router's CPU: the router's work runs in them.
     pub router_threads: Vec<i32>,
+    /// The small-packet generator, where not `lab_xdp_gen` (see [`live_frames`]).
+    pub generator: Option<String>,
 }
 
 impl Harness {
@@ -202,6 +156,7 @@ impl Harness {
         let mut harness = Self {
             lab: lab_bpf,
             router_threads: Vec::new(),
+            generator: None,
         };
         let path = lab
             .router_path()
@@ -320,7 +275,7 @@ impl Harness {
             .context("attaching the sink to the node's uplink")?;
         let frame = generator_frame(lab, variant)?;
         let from = (lab.client(), "eth0");
-        self.generate(from, source, &frame, lab.client_next_hop(), windows, |h, surplus| {
+        let measure = |h: &mut Self, surplus: f64| {
             let (c0, cpu0, t0) = (h.sunk(0)?, CpuTimes::now()?, Instant::now());
             let threads0 = cpus::runtime(&h.router_threads)?;
             std::thread::sleep(windows.measure);
@@ -339,9 +294,32 @@ impl Harness {
                 busy * 100.0,
                 surplus * 100.0
             );
-            let programs = cpus::program_times(Duration::from_millis(500))?;
+            let programs = cpus::load_program_times(Duration::from_millis(500))?;
             Ok((rate, busy, threads, programs))
-        })
+        };
+        let pass = {
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let prog = self.lab.xdp_program(programs::LAB_XDP_PASS)?;
+            prog.fd()?.as_fd().as_raw_fd()
+        };
+        if live_frames(pass) {
+            return self.generate(
+                from,
+                source,
+                &frame,
+                lab.client_next_hop(),
+                windows,
+                measure,
+            );
+        }
+        // No live frames here: a sender of this process's.
+        self.lab.configure(&RouterConfig {
+            egress_source: source.octets(),
+            ..RouterConfig::default()
+        })?;
+        let (_sender, surplus) = Sender::warm_up(lab, &frame, LOAD_CPU, windows.warmup)?;
+        self.generator = Some("AF_PACKET".to_owned());
+        measure(self, surplus)
     }
 
     /// Runs the generator from `from` (namespace and interface) with `frame` as template
@@ -417,15 +395,4 @@ impl Harness {
             measured
         })
     }
-}
-
-/// Whether `dev` in `ns` has an XDP program attached.
-fn has_xdp(ns: &Netns, dev: &str) -> Result<bool> {
-    let out = ns
-        .command("ip")
-        .args(["-j", "link", "show", dev])
-        .output()?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).with_context(|| format!("ip -j link show {dev}"))?;
-    Ok(json[0].get("xdp").is_some())
 }

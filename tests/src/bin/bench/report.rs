@@ -55,11 +55,14 @@ pub(crate) struct Results {
     pub method: Option<String>,
     /// The per-core mode's rounds (absent in results of earlier versions).
     #[serde(default)]
-    pub per_core: Vec<crate::percore::CoreRound>,
+    pub per_core: Vec<crate::coreround::CoreRound>,
     /// When, at which commit and by what command the per-core rounds were measured, if
     /// apart from the rest (`--core-only`).
     #[serde(default)]
     pub per_core_measured: Option<String>,
+    /// T (A attached with tc) against A (TCX) (absent in results of earlier versions).
+    #[serde(default)]
+    pub attach: Option<crate::attachkind::AttachRun>,
     /// Node mode's unsolicited flood (absent in results of earlier versions).
     #[serde(default)]
     pub flood: Vec<crate::flood::FloodRound>,

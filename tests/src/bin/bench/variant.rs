@@ -44,6 +44,10 @@ pub(crate) enum Variant {
     /// A in N's lab: the router pod in pod mode (its own macvlan on the node's uplink),
     /// reached through the same routing hop. What node mode is compared with.
     P,
+    /// A attached with tc (`--attach tc`: a clsact qdisc and cls_bpf filters, what kernels
+    /// before 6.6 get) where A has TCX; measured against A in rounds of its own
+    /// (`crate::attachkind`).
+    T,
 }
 
 impl Variant {
@@ -63,6 +67,7 @@ impl Variant {
             Variant::B6 => "B6 ip6tables (classic)",
             Variant::N => "N egress-router, node mode",
             Variant::P => "P egress-router, pod, node lab",
+            Variant::T => "T egress-router, tc attach",
         }
     }
 
@@ -101,7 +106,7 @@ impl Variant {
         match self {
             Variant::C => SERVER_IP.into(),
             Variant::A6 | Variant::B6 => ROUTER_POD_IP6.into(),
-            Variant::A | Variant::B => ROUTER_POD_IP.into(),
+            Variant::A | Variant::B | Variant::T => ROUTER_POD_IP.into(),
             Variant::N | Variant::P => nodelab::router_ip(0).into(),
         }
     }
@@ -124,15 +129,26 @@ pub(crate) struct Setup {
     /// C's forwarder (the per-core mode attaches its way back too).
     pub forwarder: Option<LabBpf>,
     pub lab: Lab,
+    /// A's or T's programs as found attached (`attachcheck`); empty for the others.
+    pub attached: Vec<String>,
 }
 
 impl Setup {
     pub(crate) fn new(variant: Variant, round: usize) -> Result<Self> {
         let tag = format!("bench{round}{}", format!("{variant:?}").to_lowercase());
         let lab = Lab::new(&tag)?;
+        let mut attached = Vec::new();
         let forwarder = match variant {
-            Variant::A => {
-                lab.init_router("bench", &destination(), &[])?;
+            Variant::A | Variant::T => {
+                // A as a user runs it (`auto`: TCX here), T with tc; each checked.
+                let attach: &[&str] = if variant == Variant::T {
+                    &["--attach", "tc"]
+                } else {
+                    &[]
+                };
+                lab.init_router("bench", &destination(), attach)?;
+                let kind = if variant == Variant::T { "tc" } else { "tcx" };
+                attached = crate::attachcheck::ensure_attached(&lab, kind)?;
                 None
             }
             Variant::B => {
@@ -159,7 +175,11 @@ impl Setup {
             }
             Variant::N | Variant::P => bail!("{variant:?} has a lab of its own: node_setup"),
         };
-        Ok(Self { forwarder, lab })
+        Ok(Self {
+            forwarder,
+            lab,
+            attached,
+        })
     }
 }
 
@@ -192,7 +212,7 @@ pub(crate) fn node_setup(variant: Variant, round: usize) -> Result<NodeLab> {
 pub(crate) fn expected_source(variant: Variant) -> IpAddr {
     match variant {
         Variant::A6 | Variant::B6 => EGRESS_SOURCE6.into(),
-        Variant::A | Variant::B => EGRESS_SOURCE.into(),
+        Variant::A | Variant::B | Variant::T => EGRESS_SOURCE.into(),
         Variant::N | Variant::P => nodelab::egress_source(0).into(),
         Variant::C => variant.client(),
     }
