@@ -156,10 +156,12 @@ fn main() -> Result<()> {
     if args.attach_only {
         // Put into bench/results.json in place of the earlier T and A rounds.
         let mut run = attachkind::run(args.attach_rounds, windows, &connrate)?;
+        let machine = host::machine()?;
         run.measured = Some(format!(
-            "on {} at {} by `{}`",
+            "on {} at {} on kernel {} by `{}`",
             host::now_utc()?,
-            host::machine()?.commit,
+            machine.commit,
+            machine.kernel,
             args.command
         ));
         let mut results = read_results(&args.out)?;
