@@ -187,14 +187,7 @@ impl FailoverLab {
                    }}\n\
                  }}\n"
             );
-            let mut nft = self.switch.command("nft");
-            nft.args(["-f", "-"]).stdin(Stdio::piped());
-            let mut child = nft.spawn().context("nft")?;
-            std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
-            drop(child.stdin.take());
-            if !child.wait()?.success() {
-                bail!("nft rejected the port security rules");
-            }
+            self.switch.nft(&rules, "the port security rules")?;
         }
         Ok(())
     }

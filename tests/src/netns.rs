@@ -103,6 +103,20 @@ impl Netns {
         )
     }
 
+    /// Loads the nftables ruleset `rules` (`nft -f -`) in the namespace; `what` names it in
+    /// the error.
+    pub fn nft(&self, rules: &str, what: &str) -> Result<()> {
+        let mut nft = self.command("nft");
+        nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+        let mut child = nft.spawn().context("nft")?;
+        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
+        drop(child.stdin.take());
+        if !child.wait()?.success() {
+            bail!("nft rejected {what}");
+        }
+        Ok(())
+    }
+
     /// The namespace's configuration as text: links (name, MTU, address, master), addresses
     /// and routes, without operational state, counters or timers. Equal before and after an
     /// operation that must not change the network.

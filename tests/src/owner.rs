@@ -119,14 +119,7 @@ impl<'a> StableMacWatch<'a> {
                }}\n\
              }}\n"
         );
-        let mut nft = lab.switch.command("nft");
-        nft.args(["-f", "-"]).stdin(Stdio::piped());
-        let mut child = nft.spawn().context("nft")?;
-        std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
-        drop(child.stdin.take());
-        if !child.wait()?.success() {
-            bail!("nft rejected the watch counters");
-        }
+        lab.switch.nft(&rules, "the watch counters")?;
         Ok(Self {
             switch: &lab.switch,
         })
@@ -332,14 +325,7 @@ pub fn partition(lab: &FailoverLab, node: Node) -> Result<()> {
            }}\n\
          }}\n"
     );
-    let mut nft = lab.switch.command("nft");
-    nft.args(["-f", "-"]).stdin(Stdio::piped());
-    let mut child = nft.spawn().context("nft")?;
-    std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, rules.as_bytes())?;
-    drop(child.stdin.take());
-    if !child.wait()?.success() {
-        bail!("nft rejected the partition");
-    }
+    lab.switch.nft(&rules, "the partition")?;
     Ok(())
 }
 

@@ -389,3 +389,16 @@ pub fn attach_kind() -> &'static str {
         _ => "tc",
     }
 }
+
+/// The translated flows of client address `from` in `egress-router conntrack --json` of
+/// `instance`.
+pub fn nat_flows_from(lab: &Lab, instance: &str, from: &str) -> usize {
+    let json = router_cli(lab, instance, &["conntrack", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "nat" && f["original"]["src"] == from)
+        .count()
+}

@@ -425,12 +425,5 @@ async fn undo(settings: &Settings, egress: &Egress, pin_dir: Option<&Path>) {
             v6: egress.v6.map(|v6| v6.gateway),
         }),
     };
-    // Down first: from the moment the programs are detached, the stack could send from
-    // the MAC it shares with the holder (IPv6 neighbour discovery).
-    if let Err(err) = crate::network::claim::set_down(&settings.egress_interface).await {
-        tracing::error!(error = %crate::error_chain(&err), "setting the egress interface down");
-    }
-    if let Err(err) = teardown.run().await {
-        tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
-    }
+    teardown.silence_and_run().await;
 }

@@ -45,6 +45,19 @@ pub struct Done {
 }
 
 impl Teardown<'_> {
+    /// A router stepping down: the egress interface down first (from the moment the
+    /// programs are detached, the stack could send from the MAC it shares with the holder:
+    /// IPv6 neighbour discovery), then [`Teardown::run`]. Failures are logged; the
+    /// refusal that follows says why it stepped down.
+    pub async fn silence_and_run(&self) {
+        if let Err(err) = crate::network::claim::set_down(self.egress_interface).await {
+            tracing::error!(error = %crate::error_chain(&err), "setting the egress interface down");
+        }
+        if let Err(err) = self.run().await {
+            tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
+        }
+    }
+
     pub async fn run(&self) -> Result<Done> {
         let running = discover::open(self.pod_interface, self.pin_dir)
             .ok()
@@ -130,11 +143,6 @@ pub async fn step_down(
     let router = *instance.router();
     let pin_dir = instance.handover().pin_dir.clone();
     drop(instance);
-    // Down first: from the moment the programs are detached, the stack could send from
-    // the MAC it shares with the holder (IPv6 neighbour discovery).
-    if let Err(err) = crate::network::claim::set_down(egress_interface).await {
-        tracing::error!(error = %crate::error_chain(&err), "setting the egress interface down");
-    }
     let ip = if router.egress_source == [0; 4] {
         std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
     } else {
@@ -153,9 +161,7 @@ pub async fn step_down(
         source: None,
         gateway: None,
     };
-    if let Err(err) = teardown.run().await {
-        tracing::error!(error = %crate::error_chain(&*err), "removing what the set-up did");
-    }
+    teardown.silence_and_run().await;
     anyhow::Error::new(crate::instance::claim::stepped_down(
         ip,
         egress_interface,

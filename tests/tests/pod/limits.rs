@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use egress_tests::{
     lab::{Lab, ROUTER_POD_IP, SERVER_IP},
-    util::{metric, metrics, router_cli, run_ok},
+    util::{metric, metrics, nat_flows_from, router_cli, run_ok},
 };
 
 /// Sends one UDP datagram to the router's port 53 from each of `ports` on `from`, each its
@@ -26,14 +26,7 @@ fn udp_flows(lab: &Lab, from: &str, ports: std::ops::Range<u16>) {
 
 /// The translated flows `conntrack --json` lists for client address `from`.
 fn flows_of(lab: &Lab, from: &str) -> usize {
-    let json = router_cli(lab, "lim", &["conntrack", "--json"]);
-    serde_json::from_str::<serde_json::Value>(&json)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] == "nat" && f["original"]["src"] == from)
-        .count()
+    nat_flows_from(lab, "lim", from)
 }
 
 #[test]

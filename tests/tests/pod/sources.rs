@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use egress_tests::{
     lab::{Lab, ROUTER_POD_IP, SERVER_IP},
-    util::{drop_counts, router_cli, run_ok},
+    util::{drop_counts, nat_flows_from, run_ok},
 };
 
 /// Sends one UDP datagram to the router's port 53 from `from` (an address of the client
@@ -24,14 +24,7 @@ fn datagram(lab: &Lab, from: &str, port: u16) {
 
 /// Translated flows from client address `from` in `conntrack --json`.
 fn flows_from(lab: &Lab, from: &str) -> usize {
-    let json = router_cli(lab, "src", &["conntrack", "--json"]);
-    serde_json::from_str::<serde_json::Value>(&json)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] == "nat" && f["original"]["src"] == from)
-        .count()
+    nat_flows_from(lab, "src", from)
 }
 
 fn bad_source(lab: &Lab) -> u64 {
